@@ -1,0 +1,124 @@
+// segkit._C: the Python face of the CPU kernels. Thin by design: unpack arrays into pointers,
+// shapes and strides, release the GIL, call csrc/cpu/. Argument checking with friendly
+// messages happens in segkit/ops/*.py; the checks here guard memory safety.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstdint>
+#include <string>
+
+#include "cpu/mode_filter.h"
+#include "cpu/runtime.h"
+
+namespace py = pybind11;
+using segkit::index_t;
+
+namespace {
+
+// Calls f(T{}) with T the C++ type of a label array's dtype.
+template <typename F>
+void dispatch_labels(const py::array& a, const char* what, F&& f) {
+  const char kind = a.dtype().kind();
+  const auto size = a.dtype().itemsize();
+  if (kind == 'u' && size == 1) return f(uint8_t{});
+  if (kind == 'u' && size == 2) return f(uint16_t{});
+  if (kind == 'i' && size == 4) return f(int32_t{});
+  if (kind == 'i' && size == 8) return f(int64_t{});
+  throw py::type_error(std::string(what) + ": unsupported dtype " +
+                       py::str(a.dtype()).cast<std::string>() +
+                       " (expected uint8, uint16, int32 or int64)");
+}
+
+// Element stride of axis `axis`; raises unless it is a whole, non-negative number of elements.
+index_t elem_stride(const py::array& a, int axis, const char* what) {
+  const auto s = a.strides(axis), item = a.itemsize();
+  if (s < 0 || s % item != 0)
+    throw py::value_error(std::string(what) + ": negative or misaligned stride");
+  return static_cast<index_t>(s / item);
+}
+
+void mode_filter(const py::array& in, py::array& out, int size, int anchor, int ties,
+                 py::object ignore_index) {
+  if (in.ndim() != 3 || out.ndim() != 3)
+    throw py::value_error("_C.mode_filter: expects 3-D (N, H, W) input and output");
+  for (int d = 0; d < 3; ++d)
+    if (in.shape(d) != out.shape(d))
+      throw py::value_error("_C.mode_filter: input and output shapes differ");
+  if (in.dtype().kind() != out.dtype().kind() || in.itemsize() != out.itemsize())
+    throw py::type_error("_C.mode_filter: input and output dtypes differ");
+  if (!(out.flags() & py::array::c_style) || !out.writeable())
+    throw py::value_error("_C.mode_filter: output must be C-contiguous and writeable");
+  if (in.size() == 0) return;  // empty arrays may carry zero strides
+  segkit::cpu::ModeFilterArgs args;
+  args.n = in.shape(0);
+  args.h = in.shape(1);
+  args.w = in.shape(2);
+  args.in_sn = elem_stride(in, 0, "_C.mode_filter");
+  args.in_sh = elem_stride(in, 1, "_C.mode_filter");
+  if (args.w > 1 && elem_stride(in, 2, "_C.mode_filter") != 1)
+    throw py::value_error("_C.mode_filter: input columns must be contiguous");
+  args.size = size;
+  args.anchor = anchor;
+  args.ties = ties;
+  args.has_ignore = !ignore_index.is_none();
+  args.ignore = args.has_ignore ? ignore_index.cast<long long>() : 0;
+  dispatch_labels(in, "_C.mode_filter", [&](auto tag) {
+    using T = decltype(tag);
+    const T* src = static_cast<const T*>(in.data());
+    T* dst = static_cast<T*>(out.mutable_data());
+    py::gil_scoped_release release;
+    segkit::cpu::mode_filter<T>(src, dst, args);
+  });
+}
+
+py::dict build_info() {
+  py::dict d;
+#if defined(__clang__)
+  d["compiler"] = std::string("clang ") + __clang_version__;
+#elif defined(__GNUC__)
+  d["compiler"] = std::string("gcc ") + __VERSION__;
+#else
+  d["compiler"] = "unknown";
+#endif
+#ifdef _OPENMP
+  d["openmp"] = _OPENMP;
+#else
+  d["openmp"] = py::none();
+#endif
+  d["simd_best"] = segkit::cpu::isa_name(segkit::cpu::best_isa());
+  d["simd_active"] = segkit::cpu::isa_name(segkit::cpu::active_isa());
+  d["threads"] = segkit::cpu::max_threads();
+  return d;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "segkit's compiled CPU kernels (pybind11 + OpenMP). Use the segkit package, not this.";
+
+  m.def("mode_filter", &mode_filter, py::arg("input"), py::arg("output"), py::arg("size"),
+        py::arg("anchor"), py::arg("ties"), py::arg("ignore_index") = py::none(),
+        "mode_filter(input, output, size, anchor, ties, ignore_index=None)\n\n"
+        "Mode filter of (N, H, W) label arrays into a C-contiguous `output` of the same shape "
+        "and dtype (uint8, uint16, int32, int64). anchor: 0 center, 1 topleft; ties: 0 keep, "
+        "1 smallest, 2 first. Releases the GIL; OpenMP over rows.");
+
+  m.def("build_info", &build_info, "Compiler, OpenMP version, SIMD paths and thread count.");
+  m.def(
+      "simd_isa", []() { return segkit::cpu::isa_name(segkit::cpu::active_isa()); },
+      "The SIMD code path the CPU kernels use now: 'base', 'avx2' or 'avx512'.");
+  m.def(
+      "set_simd_isa",
+      [](const std::string& name) {
+        const char* old = segkit::cpu::isa_name(segkit::cpu::active_isa());
+        segkit::cpu::set_isa(segkit::cpu::isa_from_name(name));
+        return std::string(old);
+      },
+      py::arg("name"),
+      "Select the SIMD path ('base', 'avx2', 'avx512'; at most what the CPU has). Returns the "
+      "previous one. For tests and benchmarks.");
+  m.def("get_num_threads", &segkit::cpu::max_threads, "OpenMP threads the kernels use.");
+  m.def("set_num_threads", &segkit::cpu::set_threads, py::arg("n"),
+        "OpenMP threads for the kernels (0: OpenMP's default).");
+}

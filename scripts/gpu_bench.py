@@ -1,0 +1,125 @@
+"""GPU timings for scripts/gpu_check.sh: each CUDA kernel against a torch peer on the same GPU,
+with equality checks, printed as one table and written to $OUT/gpu_results.json.
+
+Sections register themselves in SECTIONS; run all with `python3 scripts/gpu_bench.py`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+ROWS: list[dict] = []
+
+
+def cuda_time(fn, repeat: int = 20, warmup: int = 3) -> float:
+    """Median seconds per call, timed with CUDA events on the current stream."""
+    import cupy
+
+    for _ in range(warmup):
+        fn()
+    cupy.cuda.get_current_stream().synchronize()
+    times = []
+    for _ in range(repeat):
+        start, end = cupy.cuda.Event(), cupy.cuda.Event()
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(cupy.cuda.get_elapsed_time(start, end) / 1e3)
+    return float(np.median(times))
+
+
+def copy_bandwidth() -> float:
+    """Device-to-device copy rate (bytes read + written per second): the practical peak."""
+    import cupy
+
+    a = cupy.empty(1 << 30, cupy.uint8)
+    b = cupy.empty_like(a)
+    t = cuda_time(lambda: b.__setitem__(Ellipsis, a), repeat=10)
+    return 2 * a.nbytes / t
+
+
+def record(section: str, impl: str, seconds: float, nbytes: int | None = None,
+           peak: float | None = None, equal: bool | None = None, **extra) -> None:
+    row = {"section": section, "impl": impl, "ms": seconds * 1e3, **extra}
+    if nbytes:
+        row["GB/s"] = nbytes / seconds / 1e9
+        if peak:
+            row["% peak"] = 100 * nbytes / seconds / peak
+    if equal is not None:
+        row["equal"] = equal
+    ROWS.append(row)
+    print(json.dumps(row), flush=True)
+
+
+def bench_mode_filter(peak: float) -> None:
+    import cupy
+    import torch
+    import torch.nn.functional as F
+
+    import segkit
+    from segkit.synthetic import blob_masks
+
+    n, side, classes = 256, 512, 11
+    host = np.concatenate([blob_masks(16, side, side, classes, seed=s) for s in range(n // 16)])
+    x = cupy.asarray(host)
+    out = segkit.mode_filter(x, ties="smallest")
+    nbytes = 2 * x.nbytes  # read once, write once
+    t = cuda_time(lambda: segkit.mode_filter(x, ties="smallest"))
+    ref = segkit.mode_filter(host[:4], ties="smallest", backend="cpp")
+    record("mode_filter 256x512x512 u8", "segkit cuda", t, nbytes, peak,
+           bool((out[:4].get() == ref).all()))
+    xt = torch.as_tensor(x, device="cuda")
+
+    def torch_mode():
+        onehot = F.one_hot(xt.long(), classes).permute(0, 3, 1, 2).float()
+        counts = F.avg_pool2d(onehot, 3, stride=1, padding=1)
+        return counts.argmax(1).to(torch.uint8)
+
+    peer = torch_mode()
+    t_peer = cuda_time(torch_mode)
+    record("mode_filter 256x512x512 u8", "torch one-hot + avg_pool2d", t_peer, nbytes, peak,
+           bool((peer.cpu().numpy() == out.get()).all()), speedup_vs_segkit=t_peer / t)
+    tt = torch.as_tensor(x, device="cuda")
+    t_torch_in = cuda_time(lambda: segkit.mode_filter(tt, ties="smallest"))
+    record("mode_filter 256x512x512 u8", "segkit cuda (torch tensor in)", t_torch_in, nbytes,
+           peak)
+
+
+SECTIONS = {"mode_filter": bench_mode_filter}
+
+
+def main(argv: list[str]) -> int:
+    import cupy
+
+    props = cupy.cuda.runtime.getDeviceProperties(0)
+    name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+    peak = copy_bandwidth()
+    print(f"GPU: {name}; device-to-device copy {peak / 1e9:.0f} GB/s (read + write)")
+    chosen = argv or list(SECTIONS)
+    failed = []
+    for key in chosen:
+        t0 = time.time()
+        try:
+            SECTIONS[key](peak)
+        except Exception as exc:  # noqa: BLE001 - report and go on with the other sections
+            failed.append(key)
+            print(f"SECTION {key} FAILED: {type(exc).__name__}: {exc}", flush=True)
+        print(f"[{key}: {time.time() - t0:.1f} s]", flush=True)
+    print("\n| section | implementation | ms | GB/s | % peak | equal |\n|---|---|---:|---:|---:|---|")
+    for r in ROWS:
+        print(f"| {r['section']} | {r['impl']} | {r['ms']:.3f} | {r.get('GB/s', 0):.0f} | "
+              f"{r.get('% peak', 0):.0f} | {r.get('equal', '')} |")
+    out = os.environ.get("OUT")
+    if out:
+        with open(os.path.join(out, "gpu_results.json"), "w") as f:
+            json.dump({"gpu": name, "copy_bandwidth": peak, "rows": ROWS}, f, indent=1)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,161 @@
+"""Which backends exist, and which one a call runs on.
+
+Four backends implement every op: ``numpy`` (the reference: slow, obviously right),
+``numba``, ``cpp`` (the compiled extension, segkit._C) and ``cuda`` (CuPy, compiled at run
+time). ``backend="auto"`` picks ``cuda`` for GPU arrays (CuPy arrays, torch CUDA tensors) and
+the fastest available CPU backend otherwise. Asking for a backend that is not available raises
+:class:`BackendUnavailableError` with the reason; nothing falls back silently.
+"""
+from __future__ import annotations
+
+import functools
+import importlib
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from . import _config
+
+BACKENDS = ("numpy", "numba", "cpp", "cuda")
+
+
+class BackendUnavailableError(RuntimeError):
+    """A backend was asked for by name but cannot run here (the message says why)."""
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    name: str
+    available: bool
+    reason: str  # why not, when not available
+    detail: str = ""  # version, SIMD path, device name when available
+
+    def __str__(self) -> str:
+        state = "yes" if self.available else "no"
+        text = self.detail if self.available else self.reason
+        return f"{self.name:6s} {state:3s} {text}"
+
+
+def _probe_numpy() -> BackendInfo:
+    return BackendInfo("numpy", True, "", f"numpy {np.__version__} (reference)")
+
+
+def _probe_numba() -> BackendInfo:
+    try:
+        numba = importlib.import_module("numba")
+    except Exception as exc:  # noqa: BLE001 - any import failure makes it unavailable
+        return BackendInfo("numba", False, f"numba cannot be imported: {exc}")
+    return BackendInfo("numba", True, "", f"numba {numba.__version__}, "
+                       f"{numba.config.NUMBA_NUM_THREADS} threads")
+
+
+def _probe_cpp() -> BackendInfo:
+    try:
+        from . import _C
+    except ImportError as exc:
+        return BackendInfo("cpp", False, "the C++ extension segkit._C is not built or does not "
+                           f"load ({exc}); run 'make' or 'pip install -e .'")
+    info = _C.build_info()
+    openmp = f"OpenMP {info['openmp']}" if info["openmp"] else "no OpenMP"
+    return BackendInfo("cpp", True, "", f"{info['compiler']}, {openmp}, SIMD "
+                       f"{info['simd_active']} (best {info['simd_best']}), "
+                       f"{info['threads']} threads")
+
+
+def _probe_cuda() -> BackendInfo:
+    from . import _cuda
+
+    if _cuda.source_root() is None:
+        return BackendInfo("cuda", False, "the CUDA sources (csrc/cuda) are not in the install")
+    try:
+        cupy = importlib.import_module("cupy")
+    except Exception as exc:  # noqa: BLE001
+        return BackendInfo("cuda", False, "CuPy is not installed or does not import "
+                           f"({type(exc).__name__}: {exc}); pip install 'segkit[cuda]'")
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # noqa: BLE001 - CUDARuntimeError without a driver
+        return BackendInfo("cuda", False, f"no usable CUDA GPU ({type(exc).__name__}: {exc})")
+    if count < 1:
+        return BackendInfo("cuda", False, "no CUDA GPU found")
+    props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
+    name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+    return BackendInfo("cuda", True, "", f"CuPy {cupy.__version__}, {count} GPU(s), {name}")
+
+
+_PROBES: dict[str, Callable[[], BackendInfo]] = {
+    "numpy": _probe_numpy, "numba": _probe_numba, "cpp": _probe_cpp, "cuda": _probe_cuda,
+}
+
+
+@functools.lru_cache(maxsize=None)
+def backend_info(name: str) -> BackendInfo:
+    """Availability of one backend (probed once, then cached)."""
+    return _PROBES[name]()
+
+
+def backends() -> dict[str, BackendInfo]:
+    """Every backend with whether it is available here and, if not, why.
+
+    >>> import segkit
+    >>> segkit.backends()["numpy"].available
+    True
+    """
+    return {name: backend_info(name) for name in BACKENDS}
+
+
+def is_device_array(x: Any) -> bool:
+    """True for arrays that live on a GPU (CuPy arrays, torch CUDA tensors, anything with
+    ``__cuda_array_interface__``)."""
+    if hasattr(x, "__cuda_array_interface__"):
+        return True
+    return type(x).__module__.startswith("torch") and bool(getattr(x, "is_cuda", False))
+
+
+def resolve(backend: str, *arrays: Any) -> str:
+    """The backend a call with these arrays runs on, or a clear error.
+
+    ``"auto"`` gives ``"cuda"`` when any array is on a GPU and the first available of
+    ``_config.CPU_PREFERENCE`` otherwise. A named backend must be available; CPU backends
+    refuse GPU arrays (copy them to the host first), the CUDA backend accepts host arrays
+    (copied to the GPU and back).
+    """
+    if not isinstance(backend, str) or backend not in ("auto",) + BACKENDS:
+        raise ValueError(f"backend must be one of 'auto', {', '.join(map(repr, BACKENDS))}; "
+                         f"got {backend!r}")
+    on_device = any(is_device_array(a) for a in arrays)
+    if backend == "auto":
+        if on_device:
+            backend = "cuda"
+        else:
+            return next(n for n in _config.CPU_PREFERENCE if backend_info(n).available)
+    info = backend_info(backend)
+    if not info.available:
+        raise BackendUnavailableError(f"backend={backend!r} is not available: {info.reason}")
+    if on_device and backend != "cuda":
+        raise ValueError(f"backend={backend!r} runs on the CPU but the input is on a GPU; use "
+                         "backend='cuda' or 'auto', or copy the input to the host first")
+    return backend
+
+
+def set_num_threads(n: int) -> None:
+    """Threads for the CPU kernels (the C++ extension's OpenMP and Numba). ``0`` restores the
+    default (all cores). Dataset jobs set 1 per worker process."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+        raise ValueError(f"n must be a non-negative integer, got {n!r}")
+    if backend_info("cpp").available:
+        from . import _C
+        _C.set_num_threads(int(n))
+    if backend_info("numba").available:
+        import numba
+        numba.set_num_threads(int(n) if n else numba.config.NUMBA_NUM_THREADS)
+
+
+def get_num_threads() -> int:
+    """Threads the CPU kernels use (as set by :func:`set_num_threads`)."""
+    if backend_info("cpp").available:
+        from . import _C
+        return _C.get_num_threads()
+    import os
+    return os.cpu_count() or 1

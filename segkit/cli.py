@@ -1,0 +1,46 @@
+"""`segkit <command>`: the command-line face of segkit.
+
+Every command lives in its own module under segkit/commands/ and is imported only when it
+runs, so `segkit --help` stays fast.
+"""
+from __future__ import annotations
+
+import importlib
+
+import click
+
+#: command name -> (module under segkit.commands, one-line help)
+COMMANDS = {
+    "info": ("info", "Versions, backends available here and why not."),
+    "demo": ("demo", "Run the main job end to end on generated data."),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return list(COMMANDS)
+
+    def get_command(self, ctx, name):
+        if name not in COMMANDS:
+            return None
+        module = importlib.import_module(f"segkit.commands.{COMMANDS[name][0]}")
+        return module.command
+
+    def format_commands(self, ctx, formatter):
+        rows = [(name, help_) for name, (_, help_) in COMMANDS.items()]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="segkit")
+def main():
+    """segkit: fast, tested kernels and dataset jobs for semantic segmentation.
+
+    Mode resampling of label masks, ConvCRF post-processing, soft-voting ensembles and an
+    mmsegmentation plug-in. Run `segkit COMMAND --help` for a command's options and example.
+    """
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

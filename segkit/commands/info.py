@@ -1,0 +1,34 @@
+"""`segkit info`: what is installed and which backends run here."""
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+
+import click
+
+OPTIONAL = ("numpy", "numba", "pillow", "cupy", "cupy-cuda12x", "cupy-cuda13x", "torch",
+            "mmsegmentation", "mmengine", "mmcv", "mmcv-lite", "ray", "pycocotools")
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+@click.command("info", epilog="Example:\n\n  segkit info")
+def command():
+    """Versions, backends available here and why not."""
+    import segkit
+
+    click.echo(f"segkit {segkit.__version__} on Python {platform.python_version()} "
+               f"({platform.machine()}, {platform.system()})")
+    click.echo("\nbackends:")
+    for info in segkit.backends().values():
+        click.echo(f"  {info}")
+    click.echo("\npackages:")
+    for dist in OPTIONAL:
+        version = _version(dist)
+        if version:
+            click.echo(f"  {dist:16s} {version}")

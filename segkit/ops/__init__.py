@@ -1,0 +1,1 @@
+"""Public ops: validation, backend dispatch and documentation (one module per op)."""

@@ -1,0 +1,1 @@
+"""Plain, deliberately simple implementations: the definition of right for every backend."""

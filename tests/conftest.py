@@ -1,0 +1,85 @@
+"""Shared fixtures: backend parametrization and the needs_cuda / needs_nvcc marks.
+
+CPU backends (numba, cpp) must be available wherever the tests run: a missing one fails the
+test. The CUDA backend is skipped, with the reason, where CuPy or a GPU is missing.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+import segkit
+from segkit import _backend
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+FAST_BACKENDS = ("numba", "cpp", "cuda")
+
+
+def require_backend(name: str) -> None:
+    info = _backend.backend_info(name)
+    if info.available:
+        return
+    if name == "cuda":
+        pytest.skip(f"cuda backend unavailable: {info.reason}")
+    pytest.fail(f"{name} backend must be available for the tests: {info.reason}")
+
+
+def pytest_collection_modifyitems(config, items):
+    cuda = _backend.backend_info("cuda")
+    nvcc = shutil.which("nvcc")
+    for item in items:
+        if "needs_cuda" in item.keywords and not cuda.available:
+            item.add_marker(pytest.mark.skip(reason=f"needs a CUDA GPU: {cuda.reason}"))
+        if "needs_nvcc" in item.keywords and nvcc is None:
+            item.add_marker(pytest.mark.skip(reason="needs nvcc (CUDA toolkit) on PATH"))
+
+
+@pytest.fixture(params=FAST_BACKENDS)
+def fast_backend(request):
+    """Each non-reference backend in turn (cuda skipped with the reason where absent)."""
+    require_backend(request.param)
+    return request.param
+
+
+def _simd_isas():
+    info = _backend.backend_info("cpp")
+    if not info.available:
+        return ["base"]
+    from segkit import _C
+    order = ["base", "avx2", "avx512"]
+    return order[: order.index(_C.build_info()["simd_best"]) + 1]
+
+
+@pytest.fixture(params=_simd_isas())
+def simd_isa(request):
+    """Runs a test once per SIMD path of the C++ kernels this CPU has, restoring the best."""
+    require_backend("cpp")
+    from segkit import _C
+    old = _C.set_simd_isa(request.param)
+    yield request.param
+    _C.set_simd_isa(old)
+
+
+class _Probes(dict):
+    """segkit's probe table; assigning a probe forgets the cached results."""
+
+    def __setitem__(self, key, value):
+        _backend._PROBES[key] = value
+        _backend.backend_info.cache_clear()
+
+
+@pytest.fixture
+def backend_probes():
+    """Lets a test replace backend probes; restores them and the cache afterwards."""
+    saved = dict(_backend._PROBES)
+    _backend.backend_info.cache_clear()
+    yield _Probes()
+    _backend._PROBES.clear()
+    _backend._PROBES.update(saved)
+    _backend.backend_info.cache_clear()
+
+
+__all__ = ["segkit", "require_backend"]

@@ -1,0 +1,82 @@
+"""Backend discovery and selection: auto picks the fastest, nothing falls back silently."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import segkit
+from segkit import _backend
+from segkit._backend import BackendInfo, BackendUnavailableError
+
+
+class FakeDeviceArray:
+    """Looks like a GPU array to segkit (it has __cuda_array_interface__)."""
+    __cuda_array_interface__ = {"shape": (2, 2), "typestr": "|u1", "data": (0, False),
+                                "version": 3}
+
+
+def test_backends_lists_all_with_reasons():
+    infos = segkit.backends()
+    assert list(infos) == ["numpy", "numba", "cpp", "cuda"]
+    assert infos["numpy"].available
+    for info in infos.values():
+        assert isinstance(info, BackendInfo)
+        assert info.available or info.reason  # unavailable ones say why
+
+
+def test_auto_picks_cpp_for_host_arrays():
+    assert _backend.resolve("auto", np.zeros((2, 2), np.uint8)) == "cpp"
+
+
+def test_auto_skips_unavailable_cpu_backends(backend_probes):
+    backend_probes["cpp"] = lambda: BackendInfo("cpp", False, "not built (test)")
+    assert _backend.resolve("auto", np.zeros(1)) == "numba"
+    backend_probes["numba"] = lambda: BackendInfo("numba", False, "no numba (test)")
+    assert _backend.resolve("auto", np.zeros(1)) == "numpy"
+
+
+def test_named_unavailable_backend_raises_with_reason(backend_probes):
+    backend_probes["cpp"] = lambda: BackendInfo("cpp", False, "segkit._C is not built (test)")
+    with pytest.raises(BackendUnavailableError, match=r"backend='cpp' is not available: "
+                                                      r"segkit._C is not built \(test\)"):
+        segkit.mode_filter(np.zeros((3, 3), np.uint8), backend="cpp")
+
+
+def test_device_array_needs_cuda(backend_probes):
+    backend_probes["cuda"] = lambda: BackendInfo("cuda", False, "no CUDA GPU (test)")
+    with pytest.raises(BackendUnavailableError, match="no CUDA GPU"):
+        _backend.resolve("auto", FakeDeviceArray())
+    with pytest.raises(ValueError, match=r"backend='cpp' runs on the CPU but the input is on "
+                                         r"a GPU"):
+        _backend.resolve("cpp", FakeDeviceArray())
+
+
+def test_cuda_probe_reports_why_here():
+    info = _backend.backend_info("cuda")
+    if info.available:
+        pytest.skip("a GPU is present; the unavailable path is not reachable here")
+    assert "CuPy" in info.reason or "GPU" in info.reason or "sources" in info.reason
+
+
+def test_cpp_build_info():
+    from segkit import _C
+
+    info = _C.build_info()
+    assert info["simd_best"] in ("base", "avx2", "avx512")
+    assert info["simd_active"] == _C.simd_isa()
+    with pytest.raises(ValueError, match="isa must be one of"):
+        _C.set_simd_isa("sse9")
+
+
+def test_set_num_threads_roundtrip():
+    old = segkit.get_num_threads()
+    try:
+        segkit.set_num_threads(1)
+        assert segkit.get_num_threads() == 1
+        out = segkit.mode_filter(np.eye(8, dtype=np.uint8))
+        assert out.shape == (8, 8)
+    finally:
+        segkit.set_num_threads(0)
+    assert segkit.get_num_threads() == old
+    with pytest.raises(ValueError, match=r"n must be a non-negative integer, got -1"):
+        segkit.set_num_threads(-1)
