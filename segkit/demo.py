@@ -10,20 +10,18 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 import segkit
 
+from .io.masks import write_mask
 from .palette import TRASH_CLASSES, palette_for
 from .synthetic import blob_masks
 from .viz import colorize, panel
 
 
 def _save_mask(mask: np.ndarray, path: Path) -> None:
-    img = Image.fromarray(mask.astype(np.uint8), mode="P")
-    img.putpalette(palette_for(256).ravel().tolist())
-    img.save(path)
+    write_mask(path, mask, palette_for(256))
 
 
 def changed_per_class(before: np.ndarray, after: np.ndarray, num_classes: int) -> np.ndarray:

@@ -12,7 +12,7 @@ def smooth_field(rng: np.random.Generator, channels: int, h: int, w: int,
     coarse = rng.standard_normal((channels, gh, gw)).astype(np.float32)
     out = np.empty((channels, h, w), np.float32)
     for c in range(channels):
-        out[c] = np.asarray(Image.fromarray(coarse[c], mode="F").resize((w, h), Image.BICUBIC))
+        out[c] = np.asarray(Image.fromarray(coarse[c]).resize((w, h), Image.BICUBIC))
     return out
 
 

@@ -1,0 +1,1 @@
+"""Reading and writing: masks, images, COCO, confidence stores, submissions (atomically)."""

@@ -1,0 +1,67 @@
+"""Writers that never leave a half-written file under its final name: write to a temporary
+name in the same folder, then rename (atomic on POSIX). A crashed run leaves at most a
+temporary file (named ``.<name>.tmp-*``), which resumed runs ignore and clean up."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+TMP_MARK = ".tmp-"
+
+
+def is_temporary(path: str | Path) -> bool:
+    name = Path(path).name
+    return name.startswith(".") and TMP_MARK in name
+
+
+@contextlib.contextmanager
+def atomic_path(final: str | Path) -> Iterator[Path]:
+    """Yields a temporary path beside `final`; renames it to `final` if the block succeeds,
+    removes it otherwise. Parent folders are created."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.stem}{TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+                          f"{final.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json(path: str | Path, obj: Any, **kwargs) -> None:
+    kwargs.setdefault("indent", 1)
+    write_text(path, json.dumps(obj, **kwargs) + "\n")
+
+
+def save_npy(path: str | Path, array: np.ndarray) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, np.asarray(array), allow_pickle=False)
+
+
+def remove_temporaries(folder: str | Path) -> int:
+    """Delete leftover temporary files of crashed runs below `folder`; returns how many."""
+    count = 0
+    for p in Path(folder).rglob(f".*{TMP_MARK}*"):
+        if p.is_file():
+            p.unlink()
+            count += 1
+    return count

@@ -1,0 +1,2 @@
+"""Dataset-scale jobs: one function per item (file, image), run on a local process pool or on
+Ray, with a progress bar, atomic outputs and resumption."""

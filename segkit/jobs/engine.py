@@ -1,0 +1,160 @@
+"""Run one function over many items on a local process pool or on Ray.
+
+The function must be a top-level (picklable) callable taking one item and returning a small,
+picklable result (a report, not the data). Items are submitted through a bounded window, so
+memory stays flat however many there are. Results arrive in completion order with a tqdm
+progress bar (counts, rate, ETA). Worker processes run the kernels single-threaded.
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from typing import Any, Callable, Iterable, Iterator
+
+from tqdm import tqdm
+
+ENGINES = ("local", "ray")
+
+
+class JobError(RuntimeError):
+    """An item failed; the message names it and the cause. Picklable (it crosses processes),
+    so the cause is kept as text."""
+
+    def __init__(self, item: Any, cause: str):
+        super().__init__(f"{item}: {cause}")
+        self.item = item
+        self.cause = cause
+
+    def __reduce__(self):
+        return (JobError, (self.item, self.cause))
+
+
+def default_workers() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def _init_worker() -> None:
+    import segkit
+
+    segkit.set_num_threads(1)
+
+
+def _call(fn: Callable, item: Any):
+    try:
+        return fn(item)
+    except Exception as exc:  # noqa: BLE001 - re-raised in the parent with the item named
+        raise JobError(item, f"{type(exc).__name__}: {exc}") from exc
+
+
+def map_items(fn: Callable[[Any], Any], items: Iterable[Any], *, workers: int | None = None,
+              engine: str = "local", desc: str = "", unit: str = "item",
+              total: int | None = None, progress: bool = True) -> Iterator[Any]:
+    """Yield fn(item) for every item, in completion order.
+
+    workers: processes (local) or concurrent tasks (ray); default all cores. ``workers=1`` with
+    the local engine runs in this process (no pool). engine: ``"local"`` or ``"ray"`` (a local
+    Ray instance, or the cluster named by ``RAY_ADDRESS``). The first failure stops the job and
+    raises :class:`JobError` naming the item.
+    """
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(map(repr, ENGINES))}; got {engine!r}")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
+                                or workers < 1):
+        raise ValueError(f"workers must be a positive integer or None; got {workers!r}")
+    workers = workers or default_workers()
+    if total is None and hasattr(items, "__len__"):
+        total = len(items)  # type: ignore[arg-type]
+    bar = tqdm(total=total, desc=desc, unit=unit, disable=not progress, dynamic_ncols=True)
+    try:
+        if engine == "ray":
+            yield from _map_ray(fn, items, workers, bar)
+        elif workers == 1:
+            for item in items:
+                result = _call(fn, item)
+                bar.update()
+                yield result
+        else:
+            yield from _map_local(fn, items, workers, bar)
+    finally:
+        bar.close()
+
+
+def _map_local(fn, items, workers, bar):
+    window = 2 * workers
+    it = iter(items)
+    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker) as pool:
+        pending = set()
+        try:
+            for item in it:
+                pending.add(pool.submit(_call, fn, item))
+                if len(pending) >= window:
+                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        bar.update()
+                        yield fut.result()
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    bar.update()
+                    yield fut.result()
+        except BaseException:
+            for fut in pending:
+                fut.cancel()
+            raise
+
+
+def ray_init(workers: int | None = None):
+    """Connect to the cluster in RAY_ADDRESS, or start a local Ray instance."""
+    import ray
+
+    if not ray.is_initialized():
+        address = os.environ.get("RAY_ADDRESS")
+        if address:
+            ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+        else:
+            ray.init(num_cpus=workers or default_workers(), include_dashboard=False,
+                     ignore_reinit_error=True, log_to_driver=False)
+    return ray
+
+
+def _map_ray(fn, items, workers, bar):
+    ray = ray_init(workers)
+    remote = ray.remote(num_cpus=1)(_ray_call)
+    window = 2 * workers
+    fn_ref = ray.put(fn)
+    pending = []
+    try:
+        for item in items:
+            pending.append(remote.remote(fn_ref, item))
+            if len(pending) >= window:
+                done, pending = ray.wait(pending, num_returns=1)
+                for ref in done:
+                    bar.update()
+                    yield _ray_get(ray, ref)
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            for ref in done:
+                bar.update()
+                yield _ray_get(ray, ref)
+    except BaseException:
+        for ref in pending:
+            ray.cancel(ref, force=True)
+        raise
+
+
+def _ray_call(fn, item):
+    _init_worker()
+    return _call(fn, item)
+
+
+def _ray_get(ray, ref):
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as exc:  # unwrap to the JobError raised in the task
+        cause = exc.as_instanceof_cause()
+        if isinstance(cause, JobError):
+            raise JobError(cause.item, cause.cause) from None
+        raise
