@@ -39,6 +39,10 @@ bench: $(STAMP)
 		--benchmark-only --benchmark-json=benchmarks/results/mode_filter.json $(BENCH_ARGS)
 	$(PY) benchmarks/report.py benchmarks/results/mode_filter.json --paste benchmarks/RESULTS.md \
 		--baseline PIL --baseline "box sum" --baseline "original recipe"
+	$(PY) -m pytest benchmarks/bench_confusion.py -o python_files='bench_*.py' -q \
+		--benchmark-only --benchmark-json=benchmarks/results/confusion.json $(BENCH_ARGS)
+	$(PY) benchmarks/report.py benchmarks/results/confusion.json --paste benchmarks/RESULTS.md \
+		--baseline "bincount" --baseline "memory floor"
 
 gpu-check:
 	bash scripts/gpu_check.sh

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <string>
 
+#include "cpu/confusion.h"
 #include "cpu/mode_filter.h"
 #include "cpu/runtime.h"
 
@@ -72,6 +73,34 @@ void mode_filter(const py::array& in, py::array& out, int size, int anchor, int 
   });
 }
 
+void confusion(const py::array& pred, const py::array& gt, int num_classes,
+               py::object ignore_index, py::array& counts, py::array& bad) {
+  if (pred.size() != gt.size())
+    throw py::value_error("_C.confusion: pred and gt sizes differ");
+  if (pred.dtype().kind() != gt.dtype().kind() || pred.itemsize() != gt.itemsize())
+    throw py::type_error("_C.confusion: pred and gt dtypes differ");
+  if (!(pred.flags() & py::array::c_style) || !(gt.flags() & py::array::c_style))
+    throw py::value_error("_C.confusion: pred and gt must be C-contiguous");
+  if (num_classes < 1 || static_cast<long long>(num_classes) * num_classes != counts.size() ||
+      counts.dtype().kind() != 'i' || counts.itemsize() != 8 || !counts.writeable() ||
+      !(counts.flags() & py::array::c_style))
+    throw py::value_error("_C.confusion: counts must be a writeable int64 array of C*C");
+  if (bad.size() != 2 || bad.dtype().kind() != 'i' || bad.itemsize() != 8 || !bad.writeable())
+    throw py::value_error("_C.confusion: bad must be a writeable int64 array of 2");
+  const bool has_ignore = !ignore_index.is_none();
+  const long long ignore = has_ignore ? ignore_index.cast<long long>() : 0;
+  auto* out = static_cast<int64_t*>(counts.mutable_data());
+  auto* oob = static_cast<int64_t*>(bad.mutable_data());
+  dispatch_labels(pred, "_C.confusion", [&](auto tag) {
+    using T = decltype(tag);
+    const T* p = static_cast<const T*>(pred.data());
+    const T* g = static_cast<const T*>(gt.data());
+    const index_t n = pred.size();
+    py::gil_scoped_release release;
+    segkit::cpu::confusion<T>(p, g, n, num_classes, has_ignore, ignore, out, oob);
+  });
+}
+
 py::dict build_info() {
   py::dict d;
 #if defined(__clang__)
@@ -103,6 +132,13 @@ PYBIND11_MODULE(_C, m) {
         "Mode filter of (N, H, W) label arrays into a C-contiguous `output` of the same shape "
         "and dtype (uint8, uint16, int32, int64). anchor: 0 center, 1 topleft; ties: 0 keep, "
         "1 smallest, 2 first. Releases the GIL; OpenMP over rows.");
+
+  m.def("confusion", &confusion, py::arg("pred"), py::arg("gt"), py::arg("num_classes"),
+        py::arg("ignore_index"), py::arg("counts"), py::arg("bad"),
+        "confusion(pred, gt, num_classes, ignore_index, counts, bad)\n\n"
+        "Adds the confusion counts of two C-contiguous label arrays of one dtype to `counts` "
+        "(int64, num_classes^2, row = ground truth) and the out-of-range ground-truth and "
+        "predicted label counts to `bad` (int64, 2). Releases the GIL; OpenMP over pixels.");
 
   m.def("build_info", &build_info, "Compiler, OpenMP version, SIMD paths and thread count.");
   m.def(

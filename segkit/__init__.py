@@ -5,11 +5,15 @@ CuPy); ``backend="auto"`` picks the fastest available. See ``segkit.backends()``
 """
 from ._backend import (BackendInfo, BackendUnavailableError, backends, get_num_threads,
                        set_num_threads)
+from .jobs.evaluate import Evaluation, evaluate
+from .ops.confusion import confusion_matrix
 from .ops.mode_filter import mode_filter
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "BackendInfo", "BackendUnavailableError", "backends", "get_num_threads", "mode_filter",
+    "BackendInfo", "BackendUnavailableError", "Evaluation", "backends", "confusion_matrix",
+    "evaluate", "get_num_threads",
+    "mode_filter",
     "set_num_threads", "__version__",
 ]

@@ -13,6 +13,7 @@ import click
 COMMANDS = {
     "info": ("info", "Versions, backends available here and why not."),
     "demo": ("demo", "Run the main job end to end on generated data."),
+    "eval": ("eval", "Per-class IoU and mIoU of predictions against ground-truth masks."),
 }
 
 
