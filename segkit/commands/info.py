@@ -6,8 +6,7 @@ import platform
 
 import click
 
-OPTIONAL = ("numpy", "numba", "pillow", "cupy", "cupy-cuda12x", "cupy-cuda13x", "torch",
-            "mmsegmentation", "mmengine", "mmcv", "mmcv-lite", "ray", "pycocotools")
+BASE = ("numpy", "numba", "pillow", "tqdm", "click")
 
 
 def _version(dist: str) -> str | None:
@@ -28,7 +27,12 @@ def command():
     for info in segkit.backends().values():
         click.echo(f"  {info}")
     click.echo("\npackages:")
-    for dist in OPTIONAL:
+    for dist in BASE:
         version = _version(dist)
         if version:
             click.echo(f"  {dist:16s} {version}")
+    from segkit._env import stack_report
+
+    click.echo("\noptional stacks (importable?):")
+    for line in stack_report():
+        click.echo(line)
