@@ -7,6 +7,7 @@ progress bar (counts, rate, ETA). Worker processes run the kernels single-thread
 """
 from __future__ import annotations
 
+import multiprocessing
 import os
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Any, Callable, Iterable, Iterator
@@ -82,10 +83,19 @@ def map_items(fn: Callable[[Any], Any], items: Iterable[Any], *, workers: int | 
         bar.close()
 
 
+def _mp_context():
+    """Worker processes start from a clean forkserver (spawn where there is none), never by
+    forking this process: a fork after the kernels' OpenMP thread pools (libgomp, Numba's omp
+    layer) have run in the parent kills or deadlocks the child."""
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    return multiprocessing.get_context(method)
+
+
 def _map_local(fn, items, workers, bar):
     window = 2 * workers
     it = iter(items)
-    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker) as pool:
+    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker,
+                             mp_context=_mp_context()) as pool:
         pending = set()
         try:
             for item in it:
@@ -107,16 +117,22 @@ def _map_local(fn, items, workers, bar):
 
 
 def ray_init(workers: int | None = None):
-    """Connect to the cluster in RAY_ADDRESS, or start a local Ray instance."""
-    import ray
+    """Connect to the cluster in RAY_ADDRESS, or start a local Ray instance (`workers` CPUs,
+    default all cores). An instance already initialised in this process is reused."""
+    try:
+        import ray
+    except ImportError as exc:
+        raise ImportError("engine='ray' needs Ray: pip install 'segkit[ray]' "
+                          f"({type(exc).__name__}: {exc})") from exc
 
     if not ray.is_initialized():
         address = os.environ.get("RAY_ADDRESS")
         if address:
-            ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+            ray.init(address=address, ignore_reinit_error=True, log_to_driver=False,
+                     logging_level="WARNING")
         else:
             ray.init(num_cpus=workers or default_workers(), include_dashboard=False,
-                     ignore_reinit_error=True, log_to_driver=False)
+                     ignore_reinit_error=True, log_to_driver=False, logging_level="WARNING")
     return ray
 
 
@@ -154,7 +170,9 @@ def _ray_get(ray, ref):
     try:
         return ray.get(ref)
     except ray.exceptions.RayTaskError as exc:  # unwrap to the JobError raised in the task
-        cause = exc.as_instanceof_cause()
+        # `exc.cause` is the exception raised in the task (as_instanceof_cause() would give a
+        # RayTaskError subclass whose own `cause` attribute is that exception again).
+        cause = exc.cause
         if isinstance(cause, JobError):
             raise JobError(cause.item, cause.cause) from None
         raise
