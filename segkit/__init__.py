@@ -6,10 +6,14 @@ CuPy); ``backend="auto"`` picks the fastest available. See ``segkit.backends()``
 from ._backend import (BackendInfo, BackendUnavailableError, backends, get_num_threads,
                        set_num_threads)
 from .ops.mode_filter import mode_filter
+from .jobs.kfold import kfold
+from .jobs.masks import coco_to_masks
+from .jobs.resample import resample
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BackendInfo", "BackendUnavailableError", "backends", "get_num_threads", "mode_filter",
     "set_num_threads", "__version__",
+    "coco_to_masks", "kfold", "resample",
 ]
