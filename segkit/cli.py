@@ -13,6 +13,9 @@ import click
 COMMANDS = {
     "info": ("info", "Versions, backends available here and why not."),
     "demo": ("demo", "Run the main job end to end on generated data."),
+    "masks": ("masks", "COCO annotations to one label-mask PNG per image."),
+    "resample": ("resample", "Mode-filter every mask of a folder or COCO file (resumable)."),
+    "kfold": ("kfold", "K-fold splits of a COCO file balanced by instances per class."),
 }
 
 
