@@ -39,6 +39,10 @@ bench: $(STAMP)
 		--benchmark-only --benchmark-json=benchmarks/results/mode_filter.json $(BENCH_ARGS)
 	$(PY) benchmarks/report.py benchmarks/results/mode_filter.json --paste benchmarks/RESULTS.md \
 		--baseline PIL --baseline "box sum" --baseline "original recipe"
+	$(PY) -m pytest benchmarks/bench_resample.py -o python_files='bench_*.py' -q -s \
+		--benchmark-only --benchmark-json=benchmarks/results/resample.json $(BENCH_ARGS)
+	$(PY) benchmarks/report.py benchmarks/results/resample.json --paste benchmarks/RESULTS.md \
+		--baseline "1 worker" --baseline "original recipe"
 
 gpu-check:
 	bash scripts/gpu_check.sh

@@ -10,6 +10,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, Iterable, Iterator
 
 from tqdm import tqdm
@@ -83,12 +84,26 @@ def map_items(fn: Callable[[Any], Any], items: Iterable[Any], *, workers: int | 
         bar.close()
 
 
+#: Modules the forkserver imports once, so that each worker starts in milliseconds.
+FORKSERVER_PRELOAD = ("numpy", "PIL.Image", "PIL.PngImagePlugin", "numba", "segkit",
+                      "segkit.jobs.engine")
+
+BROKEN_POOL_HINT = (
+    "a worker process died (killed, out of memory, or it could not start: a script that runs "
+    "a segkit job with workers > 1 must make the call under `if __name__ == \"__main__\":`, "
+    "as multiprocessing requires)")
+
+
 def _mp_context():
     """Worker processes start from a clean forkserver (spawn where there is none), never by
-    forking this process: a fork after the kernels' OpenMP thread pools (libgomp, Numba's omp
-    layer) have run in the parent kills or deadlocks the child."""
-    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-    return multiprocessing.get_context(method)
+    forking this process: a fork after OpenMP thread pools have run in the parent (Numba's omp
+    layer, libgomp, other libraries') kills or deadlocks the child. As with spawn, the calling
+    script's main module is imported in the workers, so it needs the __main__ guard."""
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(list(FORKSERVER_PRELOAD))
+        return ctx
+    return multiprocessing.get_context("spawn")
 
 
 def _map_local(fn, items, workers, bar):
@@ -96,20 +111,27 @@ def _map_local(fn, items, workers, bar):
     it = iter(items)
     with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker,
                              mp_context=_mp_context()) as pool:
-        pending = set()
+        pending: dict = {}
+
+        def finish(done):
+            for fut in done:
+                item = pending.pop(fut)
+                bar.update()
+                try:
+                    result = fut.result()
+                except BrokenProcessPool as exc:
+                    raise JobError(item, f"BrokenProcessPool: {BROKEN_POOL_HINT}") from exc
+                yield result
+
         try:
             for item in it:
-                pending.add(pool.submit(_call, fn, item))
+                pending[pool.submit(_call, fn, item)] = item
                 if len(pending) >= window:
-                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    for fut in done:
-                        bar.update()
-                        yield fut.result()
+                    done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                    yield from finish(done)
             while pending:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    bar.update()
-                    yield fut.result()
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                yield from finish(done)
         except BaseException:
             for fut in pending:
                 fut.cancel()

@@ -12,8 +12,8 @@ import numpy as np
 from ..io.atomic import remove_temporaries, write_json
 from ..io.coco import CocoIndex, LabelTable, check_image_size, rasterize
 from ..io.names import stem_of
-from ._common import (DatasetError, check_destination, check_engine, job_error_message,
-                      summary_lines, write_unless_finished)
+from ._common import (DatasetError, Tally, check_destination, check_engine,
+                      job_error_message, summary_lines, write_unless_finished)
 from .engine import JobError, map_items
 
 PALETTE_NAMES = ("auto", "trash", "none")
@@ -89,7 +89,7 @@ def _mask_one(task: _MaskTask, item) -> dict:
                                    timings)
     counts = np.bincount(mask.ravel(), minlength=1)
     return {"file": name, "status": status, "pixels": int(mask.size),
-            "label_pixels": counts.tolist(), "image_checked": bool(checked),
+            "label_pixels": counts.tolist(), "flags": {"image_checked": bool(checked)},
             "timings": timings}
 
 
@@ -142,16 +142,16 @@ def coco_to_masks(ann_file, out_dir, *, flatten: bool = False, palette: Any = No
                      bool(resume), bool(check_images))
     items = [(img, anns, name) for (img, anns), name in zip(index.items(), names)]
     t0 = time.perf_counter()
-    results = []
+    tally = Tally(["label_pixels"])
     try:
         for r in map_items(functools.partial(_mask_one, task), items, workers=nworkers,
                            engine=engine, desc="masks", unit="mask", progress=progress):
-            results.append(r)
+            tally.add(r)
     except JobError as exc:
         raise DatasetError(job_error_message(exc)) from None
     seconds = time.perf_counter() - t0
     write_json(out / "labels.json", index.table.to_json())
-    report = _report(index, out, results, seconds, nworkers, engine, flatten, stale)
+    report = _report(index, out, tally, seconds, nworkers, engine, flatten, stale)
     write_json(out / "masks_report.json", report)
     if log:
         summary_lines(report, log)
@@ -162,25 +162,14 @@ def coco_to_masks(ann_file, out_dir, *, flatten: bool = False, palette: Any = No
     return report
 
 
-def _report(index, out, results, seconds, workers, engine, flatten, stale) -> dict:
-    status: dict[str, int] = {}
-    nlab = index.table.num_labels
-    label_pixels = np.zeros(nlab, np.int64)
-    pixels = 0
-    for r in results:
-        status[r["status"]] = status.get(r["status"], 0) + 1
-        counts = r["label_pixels"]
-        label_pixels[: len(counts)] += np.asarray(counts[:nlab], np.int64)
-        pixels += r["pixels"]
-    n = len(results)
+def _report(index, out, tally, seconds, workers, engine, flatten, stale) -> dict:
+    label_pixels = tally.vector("label_pixels", index.table.num_labels)
     return {
-        "job": "masks", "ann_file": str(index.path), "out_dir": str(out), "files": n,
-        "status_counts": status, "annotations": sum(len(a) for a in index.anns_by_image.values()),
+        "job": "masks", "ann_file": str(index.path), "out_dir": str(out),
+        **tally.rates(seconds),
+        "annotations": sum(len(a) for a in index.anns_by_image.values()),
         "empty_images": sum(1 for a in index.anns_by_image.values() if not a),
-        "images_checked": sum(bool(r["image_checked"]) for r in results),
-        "pixels": pixels, "seconds": seconds,
-        "files_per_second": n / seconds if seconds else 0.0,
-        "mpix_per_second": pixels / seconds / 1e6 if seconds else 0.0,
+        "images_checked": tally.flags.get("image_checked", 0),
         "label_pixels": {name: int(c) for name, c in zip(index.table.classes, label_pixels)},
         "labels": index.table.to_json(), "temporaries_removed": stale,
         "params": {"flatten": flatten, "engine": engine, "workers": workers},

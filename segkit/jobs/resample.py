@@ -27,8 +27,9 @@ from ..io.atomic import remove_temporaries, write_json
 from ..io.coco import CocoError, CocoIndex, check_image_size, rasterize
 from ..io.masks import read_mask
 from ..ops.mode_filter import mode_filter
-from ._common import (DatasetError, check_destination, check_engine, class_table,
-                      job_error_message, summary_lines, write_unless_finished)
+from ._common import (DatasetError, Tally, check_destination, check_engine, class_table,
+                      job_error_message, single_threaded_kernels, summary_lines,
+                      write_unless_finished)
 from .engine import JobError, map_items
 from .masks import output_names, resolve_palette
 
@@ -56,10 +57,10 @@ def _filter(labels: np.ndarray, p: FilterParams, timings: dict) -> np.ndarray:
 
 def _changes(before: np.ndarray, after: np.ndarray) -> tuple[list[int], list[int]]:
     """Pixels that left each label and pixels that joined it."""
-    diff = before != after
-    if not diff.any():
+    idx = np.flatnonzero(before.ravel() != after.ravel())
+    if not idx.size:
         return [], []
-    b, a = before[diff].astype(np.int64), after[diff].astype(np.int64)
+    b, a = before.ravel()[idx], after.ravel()[idx]
     n = int(max(b.max(), a.max())) + 1
     return np.bincount(b, minlength=n).tolist(), np.bincount(a, minlength=n).tolist()
 
@@ -237,11 +238,12 @@ def resample(src, dst, *, size: int = 3, anchor: str = "center", ties: str = "ke
     dst.mkdir(parents=True, exist_ok=True)
     stale = remove_temporaries(dst)
     t0 = time.perf_counter()
-    results = []
+    tally = Tally(["left", "joined"])
     try:
-        for r in map_items(fn, items, workers=nworkers, engine=engine, desc="resample",
-                           unit="mask", progress=progress):
-            results.append(r)
+        with single_threaded_kernels(engine == "local" and nworkers == 1):
+            for r in map_items(fn, items, workers=nworkers, engine=engine, desc="resample",
+                               unit="mask", progress=progress):
+                tally.add(r)
     except JobError as exc:
         raise DatasetError(job_error_message(exc)) from None
     seconds = time.perf_counter() - t0
@@ -249,47 +251,27 @@ def resample(src, dst, *, size: int = 3, anchor: str = "center", ties: str = "ke
         from ..io.atomic import write_text
 
         write_text(dst / "labels.json", labels_json)
-    report = _report(src, dst, results, seconds, params, nworkers, engine, classes, stale)
+    report = _report(src, dst, tally, seconds, params, nworkers, engine, classes, stale)
     write_json(dst / REPORT_NAME, report)
     if log:
         print_report(report, log)
     return report
 
 
-def _accumulate(acc: np.ndarray, counts: list[int]) -> np.ndarray:
-    if len(counts) > len(acc):
-        acc = np.pad(acc, (0, len(counts) - len(acc)))
-    acc[: len(counts)] += np.asarray(counts, np.int64)
-    return acc
-
-
-def _report(src, dst, results, seconds, params, workers, engine, classes, stale) -> dict:
-    status: dict[str, int] = {}
-    left = np.zeros(0, np.int64)
-    joined = np.zeros(0, np.int64)
-    phases: dict[str, float] = {}
-    pixels = 0
-    for r in results:
-        status[r["status"]] = status.get(r["status"], 0) + 1
-        pixels += r["pixels"]
-        left = _accumulate(left, r["left"])
-        joined = _accumulate(joined, r["joined"])
-        for k, v in r["timings"].items():
-            phases[k] = phases.get(k, 0.0) + v
-    n = max(len(left), len(joined))
-    left = np.pad(left, (0, n - len(left)))
-    joined = np.pad(joined, (0, n - len(joined)))
+def _report(src, dst, tally, seconds, params, workers, engine, classes, stale) -> dict:
+    n = max(len(tally.vector("left")), len(tally.vector("joined")))
+    left, joined = tally.vector("left", n), tally.vector("joined", n)
     names = class_table(classes, n)
     per_class = [{"label": k, "class": names[k], "left": int(left[k]),
                   "joined": int(joined[k])} for k in range(n) if left[k] or joined[k]]
+    phases = tally.phases
     busy = sum(phases.values())
+    pixels = tally.pixels
     return {
-        "job": "resample", "src": str(src), "dst": str(dst), "files": len(results),
-        "status_counts": status, "pixels": pixels, "changed": int(left.sum()),
+        "job": "resample", "src": str(src), "dst": str(dst), **tally.rates(seconds),
+        "changed": int(left.sum()),
         "changed_fraction": float(left.sum() / pixels) if pixels else 0.0,
-        "changed_per_class": per_class, "seconds": seconds,
-        "files_per_second": len(results) / seconds if seconds else 0.0,
-        "mpix_per_second": pixels / seconds / 1e6 if seconds else 0.0,
+        "changed_per_class": per_class,
         "phase_seconds": phases,
         "phase_share": {k: v / busy for k, v in phases.items()} if busy else {},
         "temporaries_removed": stale,
