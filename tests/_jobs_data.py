@@ -72,3 +72,13 @@ def noisy_mask_folder(root: Path, seed: int = 0) -> dict[str, np.ndarray]:
         write_mask(root / rel, m, palette_for(256) if i % 3 != 1 else None)
         files[rel] = m
     return files
+
+
+def die_on_three(x):
+    """A per-item function whose worker process is killed (SIGKILL) on item 3."""
+    import os
+    import signal
+
+    if x == 3:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return x
