@@ -19,7 +19,7 @@ from segkit.jobs import DatasetError
 from segkit.palette import TRASH_PALETTE, palette_for
 from segkit.reference.coco import rasterize_reference
 
-from ._jobs_data import CATEGORY_IDS, check_coco_features, coco_dataset
+from ._jobs_data import check_coco_features, coco_dataset
 
 
 @pytest.fixture(scope="module")

@@ -47,10 +47,8 @@ def reference_greedy(counts, k, seed):
                 break
             classes = [c for c in range(ncls) if any(counts[i, c] for i in remaining)]
             if classes:
-                def shortfall(c):
-                    target = total[c] / k
-                    return (target - have[f][c]) / target
-                best_c = max(classes, key=shortfall)  # max() keeps the first of equals
+                shortfall = {c: (total[c] / k - have[f][c]) / (total[c] / k) for c in classes}
+                best_c = max(classes, key=shortfall.get)  # max() keeps the first of equals
                 best_i = max(remaining, key=lambda i: counts[i, best_c])
             else:
                 best_i = remaining[0]

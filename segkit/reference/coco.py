@@ -14,6 +14,6 @@ def rasterize_reference(coco, image_id: int, category_to_label: dict[int, int],
     anns = coco.loadAnns(coco.getAnnIds(imgIds=[image_id], iscrowd=None))
     areas = [a["area"] if "area" in a else coco.annToMask(a).sum() for a in anns]
     # sorted() is stable: equal areas keep the file's order.
-    for area, ann in sorted(zip(areas, anns), key=lambda t: t[0], reverse=True):
+    for _area, ann in sorted(zip(areas, anns), key=lambda t: t[0], reverse=True):
         out[coco.annToMask(ann) == 1] = category_to_label[ann["category_id"]]
     return out
