@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
-EXTRAS ?= dev
+EXTRAS ?= dev,ray
 STAMP := $(VENV)/.segkit-installed
 CSRC := $(shell find csrc -type f 2>/dev/null | sort)
 PYTEST_ARGS ?=
@@ -43,6 +43,10 @@ bench: $(STAMP)
 		--benchmark-only --benchmark-json=benchmarks/results/confusion.json $(BENCH_ARGS)
 	$(PY) benchmarks/report.py benchmarks/results/confusion.json --paste benchmarks/RESULTS.md \
 		--baseline "bincount" --baseline "memory floor"
+	$(PY) -m pytest benchmarks/bench_resample.py -o python_files='bench_*.py' -q -s \
+		--benchmark-only --benchmark-json=benchmarks/results/resample.json $(BENCH_ARGS)
+	$(PY) benchmarks/report.py benchmarks/results/resample.json --paste benchmarks/RESULTS.md \
+		--baseline "1 worker" --baseline "original recipe"
 
 gpu-check:
 	bash scripts/gpu_check.sh

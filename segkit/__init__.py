@@ -8,6 +8,9 @@ from ._backend import (BackendInfo, BackendUnavailableError, backends, get_num_t
 from .jobs.evaluate import Evaluation, evaluate
 from .ops.confusion import confusion_matrix
 from .ops.mode_filter import mode_filter
+from .jobs.kfold import kfold
+from .jobs.masks import coco_to_masks
+from .jobs.resample import resample
 
 __version__ = "0.1.0"
 
@@ -16,4 +19,5 @@ __all__ = [
     "evaluate", "get_num_threads",
     "mode_filter",
     "set_num_threads", "__version__",
+    "coco_to_masks", "kfold", "resample",
 ]

@@ -14,6 +14,9 @@ COMMANDS = {
     "info": ("info", "Versions, backends available here and why not."),
     "demo": ("demo", "Run the main job end to end on generated data."),
     "eval": ("eval", "Per-class IoU and mIoU of predictions against ground-truth masks."),
+    "masks": ("masks", "COCO annotations to one label-mask PNG per image."),
+    "resample": ("resample", "Mode-filter every mask of a folder or COCO file (resumable)."),
+    "kfold": ("kfold", "K-fold splits of a COCO file balanced by instances per class."),
 }
 
 

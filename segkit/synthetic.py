@@ -1,6 +1,9 @@
 """Generated data for tests, benchmarks and the demo: no downloads."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 import numpy as np
 from PIL import Image
 
@@ -30,3 +33,193 @@ def blob_masks(n: int, h: int, w: int, num_classes: int = 11, *, noise: float = 
         flip = rng.random((h, w)) < noise
         masks[i][flip] = rng.integers(0, num_classes, int(flip.sum()))
     return masks
+
+
+# ----------------------------------------------------------------------------- COCO datasets
+
+@dataclass(frozen=True)
+class CocoDataset:
+    """What :func:`make_coco_dataset` wrote. Image file names are relative to `root` (the
+    annotation file's folder)."""
+
+    root: Path
+    ann_file: Path
+    images: tuple[str, ...]
+    classes: tuple[str, ...]
+    category_ids: tuple[int, ...]
+    test_file: Path | None = None
+    test_images: tuple[str, ...] = ()
+    sample_submission: Path | None = None
+
+
+def _sizes(size, n: int) -> list[tuple[int, int]]:
+    if isinstance(size, (int, np.integer)):
+        return [(int(size), int(size))] * n
+    size = list(size)
+    if len(size) == 2 and all(isinstance(s, (int, np.integer)) for s in size):
+        return [(int(size[0]), int(size[1]))] * n
+    pairs = [(int(h), int(w)) for h, w in size]
+    return [pairs[i % len(pairs)] for i in range(n)]
+
+
+def _class_texture(k: int, ys: np.ndarray, xs: np.ndarray,
+                   rng: np.random.Generator) -> np.ndarray:
+    """(len(ys), 3) float32 colours of class k's texture at pixels (ys, xs): its own colour
+    and stripe pattern (period and orientation fixed per class), so a model has something to
+    learn."""
+    from .palette import palette_for
+
+    colour = palette_for(256)[k].astype(np.float32) * 0.7 + 40
+    angle = np.deg2rad(37.0 * k)
+    period = 5.0 + 3 * (k % 5)
+    phase = rng.uniform(0, 2 * np.pi)
+    t = (xs * np.cos(angle) + ys * np.sin(angle)) * (2 * np.pi / period) + phase
+    return colour + 28.0 * np.sin(t).astype(np.float32)[:, None]
+
+
+def _polygon(rng, h, w, centre=None, radius=None) -> np.ndarray:
+    short = min(h, w)
+    r = radius if radius is not None else rng.uniform(0.08, 0.28) * short
+    cy, cx = centre if centre is not None else (rng.uniform(0.1, 0.9) * h,
+                                                rng.uniform(0.1, 0.9) * w)
+    n = int(rng.integers(5, 11))
+    angles = np.sort(rng.uniform(0, 2 * np.pi, n))
+    radii = r * rng.uniform(0.55, 1.0, n)
+    xs = np.clip(cx + radii * np.cos(angles), 0, w - 1)
+    ys = np.clip(cy + radii * np.sin(angles), 0, h - 1)
+    return np.round(np.stack([xs, ys], 1), 1)
+
+
+def _uncompressed_rle(mask: np.ndarray) -> list[int]:
+    """COCO's uncompressed RLE counts: run lengths in column-major order, starting with 0s."""
+    flat = np.asarray(mask, bool).ravel(order="F")
+    change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    bounds = np.concatenate([[0], change, [flat.size]])
+    runs = np.diff(bounds).tolist()
+    return ([0] + runs) if flat.size and flat[0] else runs
+
+
+def make_coco_dataset(out_dir, n_images: int = 12, size=(128, 128), *, seed: int = 0,
+                      classes=None, category_ids=None, objects=(2, 6), noise: float = 6.0,
+                      rle_fraction: float = 0.25, empty_images: int = 1, test_images: int = 0,
+                      folders=("batch_01_vt", "batch_02_vt"), quality: int = 90) -> CocoDataset:
+    """Write a small COCO segmentation dataset of textured objects and return its paths.
+
+    Images: RGB JPG files ``<folder>/<NNNN>.jpg`` (folders taken in turn) of a smooth
+    background and star-shaped objects, each class with its own colour and stripe texture
+    (plus Gaussian pixel `noise`, std in grey levels). ``annotations.json``: images with
+    height/width, the categories (``classes[1:]``; ids `category_ids`, default ``1..n``: pass
+    e.g. ``[1, ..., 9, 42]`` for a non-contiguous id), and one annotation per object with its
+    ``area`` and ``bbox``. Polygons, except a fraction `rle_fraction` stored as RLE
+    (alternately compressed and uncompressed, ``iscrowd`` 1). Objects overlap (the second of
+    each image is placed on the first); the last `empty_images` images have no annotation.
+
+    `size`: an int, ``(height, width)``, or a list of such pairs used in turn. `objects`: the
+    range ``[lo, hi)`` of objects per image. With ``test_images > 0`` also writes ``test.json``
+    (images and categories, no annotations) and ``sample_submission.csv`` in the competition's
+    format (``image_id,PredictionString``, test file names in order). Deterministic per
+    `seed`; a few ms per 128x128 image.
+    """
+    from pycocotools import mask as mask_utils
+
+    from .io.atomic import write_json, write_text
+    from .palette import TRASH_CLASSES
+
+    classes = tuple(TRASH_CLASSES if classes is None else classes)
+    if len(classes) < 2:
+        raise ValueError(f"classes must name the background and at least one class; got "
+                         f"{classes!r}")
+    ncat = len(classes) - 1
+    category_ids = tuple(range(1, ncat + 1) if category_ids is None else
+                         (int(c) for c in category_ids))
+    if len(category_ids) != ncat or len(set(category_ids)) != ncat:
+        raise ValueError(f"category_ids must be {ncat} distinct ids (one per class after the "
+                         f"background); got {category_ids!r}")
+    if n_images < 0 or test_images < 0 or not 0 <= empty_images <= n_images:
+        raise ValueError(f"need n_images >= 0, test_images >= 0, 0 <= empty_images <= "
+                         f"n_images; got {n_images}, {test_images}, {empty_images}")
+    root = Path(out_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    sizes = _sizes(size, n_images + test_images)
+    categories = [{"id": cid, "name": name, "supercategory": name}
+                  for cid, name in zip(category_ids, classes[1:])]
+
+    def render(i: int, with_objects: bool):
+        h, w = sizes[i]
+        name = f"{folders[i % len(folders)]}/{i:04d}.jpg" if folders else f"{i:04d}.jpg"
+        base = rng.uniform(90, 170, 3).astype(np.float32)
+        image = base + 18.0 * np.moveaxis(smooth_field(rng, 3, h, w, max(8, min(h, w) // 3)),
+                                          0, -1)
+        objs = []
+        if with_objects:
+            for j in range(int(rng.integers(objects[0], objects[1]))):
+                if j == 1 and objs:  # overlap the first object
+                    cy, cx = objs[0]["centre"]
+                    poly = _polygon(rng, h, w, centre=(cy + rng.uniform(-8, 8),
+                                                       cx + rng.uniform(-8, 8)),
+                                    radius=rng.uniform(0.06, 0.14) * min(h, w))
+                else:
+                    poly = _polygon(rng, h, w)
+                rle = mask_utils.merge(mask_utils.frPyObjects([poly.ravel().tolist()], h, w))
+                area = int(mask_utils.area(rle))
+                if area < 4:
+                    continue
+                k = int(rng.integers(1, ncat + 1))
+                objs.append({"poly": poly, "rle": rle, "area": area, "label": k,
+                             "centre": (float(poly[:, 1].mean()), float(poly[:, 0].mean()))})
+        for obj in sorted(objs, key=lambda o: -o["area"]):  # the masks' painting order
+            ys, xs = np.nonzero(mask_utils.decode(obj["rle"]))
+            image[ys, xs] = _class_texture(obj["label"], ys, xs, rng)
+        if noise:
+            image += rng.normal(0, noise, image.shape).astype(np.float32)
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(path, quality=quality)
+        return name, (h, w), objs
+
+    images, anns, names = [], [], []
+    n_rle = 0
+    for i in range(n_images):
+        name, (h, w), objs = render(i, i < n_images - empty_images)
+        names.append(name)
+        images.append({"id": i, "file_name": name, "height": h, "width": w})
+        for obj in objs:
+            ann = {"id": len(anns) + 1, "image_id": i,
+                   "category_id": category_ids[obj["label"] - 1], "area": obj["area"],
+                   "bbox": [round(float(v), 2) for v in mask_utils.toBbox(obj["rle"])],
+                   "iscrowd": 0}
+            if rng.random() < rle_fraction:
+                n_rle += 1
+                if n_rle % 2:
+                    counts = obj["rle"]["counts"]
+                    ann["segmentation"] = {"size": [h, w], "counts": counts.decode("ascii")}
+                else:
+                    m = mask_utils.decode(obj["rle"])
+                    ann["segmentation"] = {"size": [h, w], "counts": _uncompressed_rle(m)}
+                ann["iscrowd"] = 1
+            else:
+                ann["segmentation"] = [obj["poly"].ravel().tolist()]
+            anns.append(ann)
+    info = {"description": f"segkit synthetic dataset (seed {seed})", "version": "1.0"}
+    ann_file = root / "annotations.json"
+    write_json(ann_file, {"info": info, "licenses": [], "images": images,
+                          "annotations": anns, "categories": categories}, indent=None)
+
+    test_file = submission = None
+    test_names = []
+    if test_images:
+        test_records = []
+        for t in range(test_images):
+            i = n_images + t
+            name, (h, w), _ = render(i, True)
+            test_names.append(name)
+            test_records.append({"id": i, "file_name": name, "height": h, "width": w})
+        test_file = root / "test.json"
+        write_json(test_file, {"info": info, "licenses": [], "images": test_records,
+                               "annotations": [], "categories": categories}, indent=None)
+        submission = root / "sample_submission.csv"
+        write_text(submission, "image_id,PredictionString\n"
+                   + "".join(f"{n},\n" for n in test_names))
+    return CocoDataset(root, ann_file, tuple(names), classes, category_ids, test_file,
+                       tuple(test_names), submission)

@@ -83,3 +83,28 @@ def test_read_mask_refuses_rgb_and_non_png(tmp_path):
     (tmp_path / "junk.png").write_bytes(b"not an image")
     with pytest.raises(MaskError, match=r"junk.png: cannot read as an image"):
         read_mask(tmp_path / "junk.png")
+
+
+def test_map_items_reports_a_killed_worker():
+    from ._jobs_data import die_on_three
+
+    with pytest.raises(JobError, match="a worker process died"):
+        list(map_items(die_on_three, range(8), workers=2, progress=False))
+
+
+def test_pool_works_after_threaded_kernels_ran_in_the_parent():
+    """Worker processes do not inherit the parent's OpenMP / Numba thread pools (a fork after
+    Numba's omp layer ran used to kill the workers)."""
+    import segkit
+
+    m = np.arange(64, dtype=np.uint8).reshape(8, 8) % 3
+    for backend in ("numba", "cpp"):
+        segkit.mode_filter(np.repeat(m[None], 4, 0), backend=backend)  # threads in the parent
+    out = list(map_items(_filter_numba, [m, m.T], workers=2, progress=False))
+    assert len(out) == 2 and all(o.shape == (8, 8) for o in out)
+
+
+def _filter_numba(m):
+    import segkit
+
+    return segkit.mode_filter(m, backend="numba")

@@ -7,8 +7,10 @@ progress bar (counts, rate, ETA). Worker processes run the kernels single-thread
 """
 from __future__ import annotations
 
+import multiprocessing
 import os
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, Iterable, Iterator
 
 from tqdm import tqdm
@@ -82,24 +84,54 @@ def map_items(fn: Callable[[Any], Any], items: Iterable[Any], *, workers: int | 
         bar.close()
 
 
+#: Modules the forkserver imports once, so that each worker starts in milliseconds.
+FORKSERVER_PRELOAD = ("numpy", "PIL.Image", "PIL.PngImagePlugin", "numba", "segkit",
+                      "segkit.jobs.engine")
+
+BROKEN_POOL_HINT = (
+    "a worker process died (killed, out of memory, or it could not start: a script that runs "
+    "a segkit job with workers > 1 must make the call under `if __name__ == \"__main__\":`, "
+    "as multiprocessing requires)")
+
+
+def _mp_context():
+    """Worker processes start from a clean forkserver (spawn where there is none), never by
+    forking this process: a fork after OpenMP thread pools have run in the parent (Numba's omp
+    layer, libgomp, other libraries') kills or deadlocks the child. As with spawn, the calling
+    script's main module is imported in the workers, so it needs the __main__ guard."""
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(list(FORKSERVER_PRELOAD))
+        return ctx
+    return multiprocessing.get_context("spawn")
+
+
 def _map_local(fn, items, workers, bar):
     window = 2 * workers
     it = iter(items)
-    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker) as pool:
-        pending = set()
+    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker,
+                             mp_context=_mp_context()) as pool:
+        pending: dict = {}
+
+        def finish(done):
+            for fut in done:
+                item = pending.pop(fut)
+                bar.update()
+                try:
+                    result = fut.result()
+                except BrokenProcessPool as exc:
+                    raise JobError(item, f"BrokenProcessPool: {BROKEN_POOL_HINT}") from exc
+                yield result
+
         try:
             for item in it:
-                pending.add(pool.submit(_call, fn, item))
+                pending[pool.submit(_call, fn, item)] = item
                 if len(pending) >= window:
-                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    for fut in done:
-                        bar.update()
-                        yield fut.result()
+                    done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                    yield from finish(done)
             while pending:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    bar.update()
-                    yield fut.result()
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                yield from finish(done)
         except BaseException:
             for fut in pending:
                 fut.cancel()
@@ -107,16 +139,22 @@ def _map_local(fn, items, workers, bar):
 
 
 def ray_init(workers: int | None = None):
-    """Connect to the cluster in RAY_ADDRESS, or start a local Ray instance."""
-    import ray
+    """Connect to the cluster in RAY_ADDRESS, or start a local Ray instance (`workers` CPUs,
+    default all cores). An instance already initialised in this process is reused."""
+    try:
+        import ray
+    except ImportError as exc:
+        raise ImportError("engine='ray' needs Ray: pip install 'segkit[ray]' "
+                          f"({type(exc).__name__}: {exc})") from exc
 
     if not ray.is_initialized():
         address = os.environ.get("RAY_ADDRESS")
         if address:
-            ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+            ray.init(address=address, ignore_reinit_error=True, log_to_driver=False,
+                     logging_level="WARNING")
         else:
             ray.init(num_cpus=workers or default_workers(), include_dashboard=False,
-                     ignore_reinit_error=True, log_to_driver=False)
+                     ignore_reinit_error=True, log_to_driver=False, logging_level="WARNING")
     return ray
 
 
@@ -154,7 +192,9 @@ def _ray_get(ray, ref):
     try:
         return ray.get(ref)
     except ray.exceptions.RayTaskError as exc:  # unwrap to the JobError raised in the task
-        cause = exc.as_instanceof_cause()
+        # `exc.cause` is the exception raised in the task (as_instanceof_cause() would give a
+        # RayTaskError subclass whose own `cause` attribute is that exception again).
+        cause = exc.cause
         if isinstance(cause, JobError):
             raise JobError(cause.item, cause.cause) from None
         raise

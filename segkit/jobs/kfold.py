@@ -1,0 +1,245 @@
+"""``segkit.kfold``: k-fold splits of a COCO dataset, balanced by instances per class.
+
+Two methods:
+
+- ``"greedy"``: the original recipe's algorithm (GUIDE section 6), seeded. Rounds visit the
+  folds in a random order; each fold in turn takes the class with the largest relative
+  shortfall of instances (``(target - have) / target``, target = total / k) among the classes
+  that remaining images still hold, and receives the remaining image with the most instances
+  of that class (ties: the first in a seeded random order of the images). When no remaining
+  image holds any instance (images without annotations), the fold takes the next remaining
+  image in that order. Every fold receives one image per round, so fold sizes differ by at
+  most one. Unlike the original, every image is kept (the original dropped unannotated ones).
+- ``"multilabel"``: iterative stratification on which classes each image contains
+  (``iterstrat.ml_stratifiers.MultilabelStratifiedKFold``, shuffled with the seed).
+
+Outputs per fold ``i`` in OUT: ``fold{i}/train.json`` and ``fold{i}/val.json`` (COCO files with
+the same categories and other top-level keys), ``fold{i}/train.txt`` and ``fold{i}/val.txt``
+(mmseg split files: one image stem per line, in the annotation file's order), and
+``folds.json`` (method, seed, the validation file names of each fold and the table). The stem
+is the mask file's path relative to the mask folder without ``.png``, as
+``segkit.coco_to_masks`` writes it: ``batch_01_vt/0002`` by default, ``batch_01_vt+0002``
+with ``flatten=True``; use the same `flatten` for both.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .. import _validate
+from ..io.atomic import write_json, write_text
+from ..io.coco import CocoIndex
+from ..io.names import stem_of
+
+METHODS = ("greedy", "multilabel")
+
+
+@dataclass
+class KFoldResult:
+    """Folds of a dataset. ``fold_of[i]``: the validation fold of image ``i`` (file order);
+    ``counts[f, c]``: instances of class ``classes[c]`` in validation fold ``f``."""
+
+    method: str
+    seed: int
+    k: int
+    file_names: list[str] = field(repr=False)
+    fold_of: np.ndarray = field(repr=False)
+    counts: np.ndarray
+    classes: list[str]
+    out: Path | None = None
+
+    @property
+    def folds(self) -> list[list[str]]:
+        """Validation file names of each fold, in file order."""
+        return [[n for n, f in zip(self.file_names, self.fold_of) if f == fold]
+                for fold in range(self.k)]
+
+    @property
+    def images_per_fold(self) -> np.ndarray:
+        return np.bincount(self.fold_of, minlength=self.k)
+
+    def imbalance(self) -> np.ndarray:
+        """Per class: the largest |fold count - total/k| / (total/k) over folds (0 for classes
+        without instances)."""
+        total = self.counts.sum(0)
+        target = total / self.k
+        with np.errstate(divide="ignore", invalid="ignore"):
+            dev = np.abs(self.counts - target) / target
+        return np.where(total > 0, dev.max(0), 0.0)
+
+    def table(self) -> str:
+        k = self.k
+        dev = self.imbalance()
+        width = max(14, *(len(c) for c in self.classes))
+        head = f"{'class':{width}s} {'total':>7s}" + "".join(f" {'fold' + str(f):>7s}"
+                                                            for f in range(k)) + "  max dev"
+        lines = [f"k-fold ({self.method}, seed {self.seed}): instances per class in each "
+                 "validation fold", head]
+        for c, name in enumerate(self.classes):
+            row = self.counts[:, c]
+            lines.append(f"{name:{width}s} {int(row.sum()):7d}" + "".join(
+                f" {int(v):7d}" for v in row) + f"  {100 * dev[c]:6.1f}%")
+        ipf = self.images_per_fold
+        lines.append(f"{'images':{width}s} {int(ipf.sum()):7d}" + "".join(
+            f" {int(v):7d}" for v in ipf))
+        if dev.size and dev.max() > 0:
+            c = int(dev.argmax())
+            fold = int(np.abs(self.counts[:, c] - self.counts[:, c].sum() / k).argmax())
+            lines.append(f"largest relative imbalance: {100 * dev[c]:.1f}% ({self.classes[c]}, "
+                         f"fold{fold}: {int(self.counts[fold, c])} instances for a target of "
+                         f"{self.counts[:, c].sum() / k:.1f})")
+        else:
+            lines.append("largest relative imbalance: 0.0%")
+        return "\n".join(lines)
+
+
+def instance_counts(index: CocoIndex) -> np.ndarray:
+    """(images, categories) instances per image (file order) and category (label order)."""
+    table = index.table.category_to_label
+    labels = sorted(set(table.values()) - {0})
+    col = {lab: j for j, lab in enumerate(labels)}
+    counts = np.zeros((len(index.images), len(labels)), np.int64)
+    for i, (_, anns) in enumerate(index.items()):
+        for ann in anns:
+            lab = table[ann["category_id"]]
+            if lab:
+                counts[i, col[lab]] += 1
+    return counts
+
+
+def greedy_folds(counts: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """The fold of each image by the original recipe's greedy rounds (module docstring)."""
+    n, ncls = counts.shape
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(n)
+    c = counts[order]  # tie-breaking: first in this seeded order
+    target = c.sum(0) / k
+    safe_target = np.where(target > 0, target, 1.0)
+    fold_counts = np.zeros((k, ncls), np.float64)
+    left_in_pool = c.sum(0).astype(np.int64)
+    remaining = np.ones(n, bool)
+    fold = np.full(n, -1, np.int64)
+    left = n
+    while left:
+        for f in rng.permutation(k):
+            if not left:
+                break
+            available = left_in_pool > 0
+            if available.any():
+                shortfall = np.where(available, (target - fold_counts[f]) / safe_target, -np.inf)
+                cls = int(np.argmax(shortfall))
+                i = int(np.argmax(np.where(remaining, c[:, cls], -1)))
+            else:
+                i = int(np.argmax(remaining))
+            fold[i] = f
+            remaining[i] = False
+            fold_counts[f] += c[i]
+            left_in_pool -= c[i]
+            left -= 1
+    out = np.empty(n, np.int64)
+    out[order] = fold
+    return out
+
+
+def multilabel_folds(counts: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """The fold of each image by iterative multilabel stratification (iterstrat)."""
+    try:
+        from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
+    except ImportError as exc:  # pragma: no cover - a base dependency
+        raise ImportError("method='multilabel' needs iterative-stratification: "
+                          "pip install iterative-stratification") from exc
+    y = (counts[:, counts.sum(0) > 0] > 0).astype(np.int64)
+    if y.shape[1] == 0:
+        raise ValueError("method='multilabel' needs annotations to stratify on; this dataset "
+                         "has none (use method='greedy')")
+    fold = np.full(len(counts), -1, np.int64)
+    splitter = MultilabelStratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    for f, (_, val) in enumerate(splitter.split(np.zeros((len(y), 1)), y)):
+        fold[val] = f
+    assert (fold >= 0).all(), "iterstrat left an image without a fold"
+    return fold
+
+
+def _subset(data: dict, keep_ids: set[int]) -> dict:
+    out = {key: value for key, value in data.items() if key not in ("images", "annotations")}
+    out["images"] = [img for img in data["images"] if img["id"] in keep_ids]
+    out["annotations"] = [a for a in data.get("annotations", []) if a["image_id"] in keep_ids]
+    # keep the original key order (images, annotations where they were)
+    return {key: out[key] for key in [*data.keys(), "annotations"] if key in out}
+
+
+def kfold(ann_file, k: int = 5, method: str = "greedy", seed: int = 0, out=None, *,
+          flatten: bool = False, log: Callable[[str], Any] | None = print) -> KFoldResult:
+    """Split a COCO dataset into `k` folds balanced by instances per class.
+
+    Parameters
+    ----------
+    ann_file : path
+        COCO annotation file.
+    k : int >= 2
+        Number of folds (at most the number of images).
+    method : {"greedy", "multilabel"}
+        The original recipe's greedy rounds, or iterative multilabel stratification (see the
+        module docstring).
+    seed : int
+        Everything random depends on it: the same seed gives the same folds and files.
+    out : path, optional
+        Folder for ``fold{i}/{train,val}.{json,txt}`` and ``folds.json``; nothing is written
+        when None.
+    flatten : bool
+        Stem form of the split files: ``dir+name`` (True) or ``dir/name`` (False), matching
+        the mask files of ``segkit.coco_to_masks(..., flatten=...)``.
+
+    Returns
+    -------
+    KFoldResult
+        Every image is in exactly one validation fold; ``.table()`` is the printed table.
+    """
+    k = _validate.integer("k", k, minimum=2)
+    _validate.choice("method", method, METHODS)
+    seed = _validate.integer("seed", seed, minimum=0)
+    index = CocoIndex.open(ann_file)
+    n = len(index.images)
+    if k > n:
+        raise ValueError(f"k={k} is larger than the number of images ({n}) in {ann_file}")
+    t0 = time.perf_counter()
+    counts = instance_counts(index)
+    fold_of = (greedy_folds if method == "greedy" else multilabel_folds)(counts, k, seed)
+    fold_counts = np.stack([counts[fold_of == f].sum(0) for f in range(k)])
+    labels = sorted(set(index.table.category_to_label.values()) - {0})
+    result = KFoldResult(method, seed, k, [img["file_name"] for img in index.images], fold_of,
+                         fold_counts, [index.table.classes[lab] for lab in labels],
+                         Path(out) if out is not None else None)
+    if out is not None:
+        _write(index, result, Path(out), flatten)
+    if log:
+        log(result.table())
+        log(f"{k} folds of {n} images in {time.perf_counter() - t0:.2f} s"
+            + (f"; written to {out}/fold*/{{train,val}}.{{json,txt}} and {out}/folds.json"
+               if out is not None else ""))
+    return result
+
+
+def _write(index: CocoIndex, result: KFoldResult, out: Path, flatten: bool) -> None:
+    ids = [img["id"] for img in index.images]
+    stems = [stem_of(img["file_name"], flatten=flatten) for img in index.images]
+    for f in range(result.k):
+        folder = out / f"fold{f}"
+        val = result.fold_of == f
+        for split, chosen in (("train", ~val), ("val", val)):
+            keep = {i for i, c in zip(ids, chosen) if c}
+            write_json(folder / f"{split}.json", _subset(index.data, keep), indent=None)
+            write_text(folder / f"{split}.txt",
+                       "".join(s + "\n" for s, c in zip(stems, chosen) if c))
+    write_json(out / "folds.json", {
+        "ann_file": str(index.path), "method": result.method, "seed": result.seed,
+        "k": result.k, "flatten": flatten, "classes": result.classes,
+        "val_counts": result.counts.tolist(),
+        "images_per_fold": result.images_per_fold.tolist(),
+        "imbalance": dict(zip(result.classes, map(float, result.imbalance()))),
+        "folds": result.folds,
+    })

@@ -1,0 +1,76 @@
+"""`segkit.synthetic.make_coco_dataset`: the generated dataset the tests, the demo and the mmseg
+plug-in share."""
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from segkit.io.coco import read_coco
+from segkit.palette import TRASH_CLASSES
+from segkit.synthetic import make_coco_dataset
+
+from ._jobs_data import check_coco_features
+
+
+def _files(root):
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*")
+            if p.is_file()}
+
+
+def test_dataset_contents(tmp_path):
+    ds = make_coco_dataset(tmp_path / "d", 10, [(40, 56), (32, 32)], seed=1,
+                           category_ids=[1, 2, 3, 4, 5, 6, 7, 8, 9, 42], rle_fraction=0.5,
+                           test_images=3)
+    check_coco_features(ds.ann_file)
+    data = read_coco(ds.ann_file)
+    assert [i["file_name"] for i in data["images"]] == list(ds.images)
+    assert [c["name"] for c in data["categories"]] == list(TRASH_CLASSES[1:])
+    for img in data["images"]:
+        with Image.open(ds.root / img["file_name"]) as im:
+            assert im.mode == "RGB" and im.size == (img["width"], img["height"])
+    test = read_coco(ds.test_file)
+    assert test["annotations"] == [] and [i["file_name"] for i in test["images"]] == \
+        list(ds.test_images)
+    assert not set(ds.test_images) & set(ds.images)
+    with open(ds.sample_submission, newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["image_id", "PredictionString"]
+    assert [r[0] for r in rows[1:]] == list(ds.test_images)
+
+
+def test_dataset_is_deterministic_per_seed(tmp_path):
+    a = make_coco_dataset(tmp_path / "a", 4, 48, seed=7)
+    b = make_coco_dataset(tmp_path / "b", 4, 48, seed=7)
+    c = make_coco_dataset(tmp_path / "c", 4, 48, seed=8)
+    assert _files(a.root) == _files(b.root)
+    assert _files(a.root) != _files(c.root)
+
+
+def test_objects_look_like_their_class(tmp_path):
+    """Pixels of one class share a colour (the textures a model can learn)."""
+    ds = make_coco_dataset(tmp_path / "d", 6, 96, seed=2, noise=0, rle_fraction=0)
+    from segkit.io.coco import CocoIndex, rasterize
+
+    index = CocoIndex.open(ds.ann_file)
+    means = {}
+    for img, anns in index.items():
+        labels = rasterize(img, anns, index.table)
+        rgb = np.asarray(Image.open(ds.root / img["file_name"]), np.float32)
+        for k in np.unique(labels[labels > 0]):
+            inner = labels == k
+            means.setdefault(int(k), []).append(rgb[inner].mean(0))
+    spread = [np.ptp(np.array(v), 0).max() for v in means.values() if len(v) > 1]
+    assert spread and max(spread) < 40
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"classes": ["Background"]}, "classes must name the background"),
+    ({"category_ids": [1, 2]}, "category_ids must be 10 distinct ids"),
+    ({"empty_images": 5}, "0 <= empty_images <= n_images"),
+])
+def test_bad_arguments(tmp_path, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        make_coco_dataset(tmp_path, 3, 16, **kwargs)
