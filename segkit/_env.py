@@ -9,10 +9,9 @@ STACKS = {
     "mmseg": ["torch", "mmengine", "mmcv", "mmcv-lite", "mmsegmentation", "albumentations",
               "ftfy", "regex"],
     "ray": ["ray"],
-    "data": ["pycocotools", "iterative-stratification"],
 }
 #: module that must be importable for each stack
-PROBE = {"cuda": "cupy", "mmseg": "mmseg", "ray": "ray", "data": "pycocotools"}
+PROBE = {"cuda": "cupy", "mmseg": "mmseg", "ray": "ray"}
 
 
 def version(dist: str) -> str | None:

@@ -6,7 +6,7 @@ import platform
 
 import click
 
-BASE = ("numpy", "numba", "pillow", "tqdm", "click")
+BASE = ("numpy", "numba", "pillow", "tqdm", "click", "pycocotools", "iterative-stratification")
 
 
 def _version(dist: str) -> str | None:
