@@ -13,6 +13,8 @@ import click
 COMMANDS = {
     "info": ("info", "Versions, backends available here and why not."),
     "demo": ("demo", "Run the main job end to end on generated data."),
+    "train": ("train", "Train an mmsegmentation model from a config (mmengine Runner)."),
+    "infer": ("infer", "Class probabilities of a folder of images into a confidence store."),
 }
 
 
