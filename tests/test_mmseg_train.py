@@ -242,7 +242,6 @@ def test_swin_b_config_builds(capsys):
     cfg = Config.fromfile(str(SWIN_B))
     cfg.model.backbone.init_cfg = None
     model = revert_sync_batchnorm(MODELS.build(cfg.model))
-    model.init_weights()
     n = sum(p.numel() for p in model.parameters())
     backbone = sum(p.numel() for p in model.backbone.parameters())
     with capsys.disabled():
