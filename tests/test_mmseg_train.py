@@ -178,6 +178,21 @@ def test_infer_bad_input(trained, tmp_path):
         sm.infer(TINY, work / "epoch_1.pth", tmp_path, tmp_path / "s", batch_size=0)
 
 
+def test_infer_refuses_to_mix_models_in_a_store(trained, inferred, data_root, tmp_path):
+    import shutil
+
+    work, _ = trained
+    other = tmp_path / "other.pth"
+    shutil.copy(work / "epoch_1.pth", other)
+    with pytest.raises(ValueError, match=r"holds probabilities of checkpoint .*tta off.*"
+                                         r"tta on.*another --out"):
+        sm.infer(TINY, work / "epoch_1.pth", data_root / "images", inferred, tta=True,
+                 workers=0, device="cpu", progress=False)
+    with pytest.raises(ValueError, match="other.pth"):
+        sm.infer(TINY, other, data_root / "images", inferred,
+                 workers=0, device="cpu", progress=False)
+
+
 @pytest.mark.parametrize("tta", [False, True])
 def test_probability_hook_in_a_test_run(trained, data_root, tmp_path, tta):
     """tools/test.py-style: Runner.test() with SaveProbabilitiesHook in custom_hooks (with

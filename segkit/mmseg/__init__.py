@@ -16,8 +16,13 @@ Python API: :func:`train` and :func:`infer` (also ``segkit train`` / ``segkit in
 """
 from __future__ import annotations
 
+import os
+
 from . import _ext_stub
 
+# albumentations asks the network for a newer version at import unless told not to; training
+# runs offline (a user who wants the check sets the variable to 0).
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 EXT_STUB_INSTALLED = _ext_stub.install()
 
 import mmseg  # noqa: E402  (after the stand-in, on purpose)

@@ -161,10 +161,18 @@ def infer(config: str | os.PathLike | Config, checkpoint: str | os.PathLike,
     model = build_model(cfg, checkpoint, device)
     classes = list(model.dataset_meta["classes"])
     pipeline_cfg = _without_annotations(cfg[key])
+    tta_meta = plain(pipeline_cfg) if tta else None
     store = ConfidenceStore.create(
         out, classes, model=model_name or Path(cfg.filename or "model").stem,
         config=os.fspath(cfg.filename) if cfg.filename else None,
-        tta=plain(pipeline_cfg) if tta else None, checkpoint=os.fspath(checkpoint))
+        tta=tta_meta, checkpoint=os.fspath(checkpoint))
+    # an existing store must hold this model's probabilities, or resuming would mix models
+    theirs = (store.meta.get("checkpoint"), store.meta.get("tta"))
+    if theirs != (os.fspath(checkpoint), tta_meta):
+        raise ValueError(f"store {os.fspath(out)!r} holds probabilities of checkpoint "
+                         f"{theirs[0]!r} (tta {'on' if theirs[1] else 'off'}), not of "
+                         f"{os.fspath(checkpoint)!r} (tta {'on' if tta else 'off'}); write to "
+                         "another --out")
     todo = [(s, found[s]) for s in (store.missing(found) if resume else found)]
     runner_model: Any = MODELS.build(dict(type="SegkitTTAModel", module=model)) if tta else model
     if tta:
