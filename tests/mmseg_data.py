@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image, ImageDraw
 
 from segkit.palette import TRASH_PALETTE
@@ -62,3 +63,15 @@ def make_dataset(root: str | Path, n: int = 6, *, size: int = 128, folds: int = 
     for p in (root / "masks").glob("*.png"):
         (out / p.name).write_bytes(p.read_bytes())
     return stems
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """The tiny models run faster on one torch thread, and far faster on a busy machine (two
+    spinning OpenMP threads on two shared cores slow them down up to tenfold)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

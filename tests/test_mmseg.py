@@ -27,7 +27,7 @@ import segkit.mmseg as sm  # noqa: E402
 from segkit.mmseg import _ext_stub, checkpoint  # noqa: E402
 from segkit.palette import TRASH_CLASSES, TRASH_PALETTE  # noqa: E402
 
-from .mmseg_data import make_dataset, make_sample  # noqa: E402
+from .mmseg_data import make_dataset, make_sample, one_torch_thread  # noqa: E402,F401
 
 ROOT = Path(__file__).resolve().parents[1]
 SWIN_B = ROOT / "configs" / "upernet_swin-b_trash.py"

@@ -22,7 +22,7 @@ import segkit.mmseg as sm  # noqa: E402
 from segkit.cli import main  # noqa: E402
 from segkit.io.store import ConfidenceStore  # noqa: E402
 
-from .mmseg_data import make_dataset  # noqa: E402
+from .mmseg_data import make_dataset, one_torch_thread  # noqa: E402,F401
 
 ROOT = Path(__file__).resolve().parents[1]
 SWIN_B = ROOT / "configs" / "upernet_swin-b_trash.py"
