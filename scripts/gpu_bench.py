@@ -90,7 +90,117 @@ def bench_mode_filter(peak: float) -> None:
            peak)
 
 
-SECTIONS = {"mode_filter": bench_mode_filter}
+def make_train_data(root: str, n: int, size: int, seed: int = 0) -> None:
+    """`n` generated size x size photos-with-blobs and their masks in segkit's dataset layout
+    (images/, masks/, masks_resampled/, splits/fold0/train.txt)."""
+    from PIL import Image
+
+    from segkit.palette import TRASH_PALETTE
+    from segkit.synthetic import blob_masks
+
+    rng = np.random.default_rng(seed)
+    masks = blob_masks(n, size, size, 11, seed=seed)
+    for sub in ("images", "masks", "masks_resampled", "splits/fold0"):
+        os.makedirs(os.path.join(root, sub), exist_ok=True)
+    stems = []
+    for i, mask in enumerate(masks):
+        stem = f"{i:04d}"
+        noise = rng.integers(-25, 25, (size, size, 3))
+        img = np.clip(TRASH_PALETTE[mask].astype(int) + noise, 0, 255).astype(np.uint8)
+        Image.fromarray(img).save(os.path.join(root, "images", stem + ".jpg"), quality=90)
+        for sub in ("masks", "masks_resampled"):
+            Image.fromarray(mask).save(os.path.join(root, sub, stem + ".png"))
+        stems.append(stem)
+    with open(os.path.join(root, "splits/fold0/train.txt"), "w") as f:
+        f.write("\n".join(stems) + "\n")
+
+
+def train_speed(config: str, *, amp: bool, iters: int = 20, warmup: int = 5, batch: int = 8,
+                n_images: int = 32, image_size: int = 512, workers: int = 8,
+                device: str = "cuda") -> dict:
+    """Train `warmup + iters` iterations of `config` (random weights, generated data, the
+    config's own pipeline and optimizer, no validation or checkpoints) with mmengine's Runner;
+    time the last `iters`. Returns iterations/s, seconds per iteration, the share spent waiting
+    for data, and peak GPU memory."""
+    import tempfile
+
+    import torch
+    from mmengine.hooks import Hook
+    from mmengine.runner import Runner
+
+    from segkit.mmseg.runner import load_config
+
+    class Timer(Hook):
+        def __init__(self):
+            self.t, self.data, self.marks = None, [], []
+
+        def _sync(self):
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+
+        def before_train_iter(self, runner, batch_idx, data_batch=None):
+            self._sync()
+            now = time.perf_counter()
+            if self.t is not None:
+                self.data.append(now - self.t)
+            self.marks.append(now)
+
+        def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+            self._sync()
+            self.t = time.perf_counter()
+            self.marks.append(self.t)
+
+    total = warmup + iters
+    with tempfile.TemporaryDirectory() as root:
+        make_train_data(root, n_images, image_size)
+        repeats = -(-total * batch // n_images)
+        cfg = load_config(config, data_root=root, fold=0, pretrained="none", amp=amp,
+                          work_dir=os.path.join(root, "work"))
+        loader = cfg.train_dataloader
+        loader.batch_size = batch
+        loader.num_workers = workers
+        loader.persistent_workers = workers > 0
+        loader.dataset = dict(type="RepeatDataset", times=repeats, dataset=loader.dataset)
+        cfg.train_cfg = dict(type="IterBasedTrainLoop", max_iters=total, val_interval=10 ** 9)
+        cfg.param_scheduler = [dict(type="LinearLR", start_factor=0.1, by_epoch=False, begin=0,
+                                    end=total)]
+        cfg.val_dataloader = cfg.val_evaluator = cfg.val_cfg = None
+        cfg.test_dataloader = cfg.test_evaluator = cfg.test_cfg = None
+        cfg.default_hooks.checkpoint = None
+        cfg.default_hooks.logger = dict(type="LoggerHook", interval=10 ** 6)
+        cfg.log_processor = dict(by_epoch=False)
+        cfg.launcher = "none"
+        if device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
+        runner = Runner.from_cfg(cfg)
+        timer = Timer()
+        runner.register_hook(timer, priority="VERY_LOW")
+        runner.train()
+    marks = timer.marks  # before/after pairs per iteration
+    starts, ends = marks[0::2], marks[1::2]
+    timed = ends[-1] - ends[warmup - 1] if warmup else ends[-1] - starts[0]
+    waits = sum(timer.data[warmup - 1:]) if warmup else sum(timer.data)
+    peak = torch.cuda.max_memory_allocated() / 2 ** 30 if device.startswith("cuda") else 0.0
+    return {"iters": iters, "s_per_iter": timed / iters, "it_per_s": iters / timed,
+            "data_wait_share": waits / timed, "peak_GiB": peak, "batch": batch}
+
+
+def bench_train(peak: float) -> None:
+    try:
+        import segkit.mmseg  # noqa: F401
+    except ImportError as exc:
+        raise RuntimeError("the mmseg stack is missing here: run scripts/fetch_gpu_wheels.sh "
+                           "on the development machine first (wheels into .whl/), and carry "
+                           f".whl ({exc})") from exc
+    config = os.path.join(os.path.dirname(__file__), "..", "configs", "upernet_swin-b_trash.py")
+    for amp in (False, True):
+        r = train_speed(config, amp=amp)
+        record("train UperNet+Swin-B b8 crop512", "AMP fp16" if amp else "fp32",
+               r["s_per_iter"], it_per_s=round(r["it_per_s"], 3),
+               peak_GiB=round(r["peak_GiB"], 2), data_wait=round(r["data_wait_share"], 3))
+
+
+SECTIONS = {"mode_filter": bench_mode_filter, "train": bench_train}
 
 
 def main(argv: list[str]) -> int:

@@ -2,6 +2,9 @@
 # Validate and time segkit's CUDA paths on a lent GPU machine (see README "GPU").
 # Runs offline: torch, CuPy, Numba, pybind11 and nvcc are expected to be installed there;
 # missing pure-Python wheels may be carried in .whl/ (installed to /tmp/site).
+# The `train` section of gpu_bench.py (UperNet + Swin-B, 20 iterations at batch 8, crop 512,
+# with and without AMP) needs the mmseg stack, which that machine lacks: fetch its wheels here
+# first with `bash scripts/fetch_gpu_wheels.sh` (into .whl/, git-ignored) and carry ".whl".
 # Prints a short table; writes $OUT/gpu_results.json and $OUT/gpu_tests.log when OUT is set.
 set -uo pipefail
 cd "$(dirname "$0")/.."

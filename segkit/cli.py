@@ -17,6 +17,8 @@ COMMANDS = {
     "masks": ("masks", "COCO annotations to one label-mask PNG per image."),
     "resample": ("resample", "Mode-filter every mask of a folder or COCO file (resumable)."),
     "kfold": ("kfold", "K-fold splits of a COCO file balanced by instances per class."),
+    "train": ("train", "Train an mmsegmentation model from a config (mmengine Runner)."),
+    "infer": ("infer", "Class probabilities of a folder of images into a confidence store."),
 }
 
 
