@@ -6,10 +6,16 @@ CuPy); ``backend="auto"`` picks the fastest available. See ``segkit.backends()``
 from ._backend import (BackendInfo, BackendUnavailableError, backends, get_num_threads,
                        set_num_threads)
 from .ops.mode_filter import mode_filter
+from .ops.soft_vote import soft_vote
+from .io.store import ConfidenceStore, StoreError
+from .io.submission import read_submission, write_submission
+from .jobs.ensemble import ensemble
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BackendInfo", "BackendUnavailableError", "backends", "get_num_threads", "mode_filter",
     "set_num_threads", "__version__",
+    "soft_vote", "ConfidenceStore", "StoreError", "ensemble", "read_submission",
+    "write_submission",
 ]

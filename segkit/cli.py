@@ -13,6 +13,7 @@ import click
 COMMANDS = {
     "info": ("info", "Versions, backends available here and why not."),
     "demo": ("demo", "Run the main job end to end on generated data."),
+    "ensemble": ("ensemble", "Soft-vote confidence stores into label maps and a submission CSV."),
 }
 
 

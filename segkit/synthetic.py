@@ -30,3 +30,19 @@ def blob_masks(n: int, h: int, w: int, num_classes: int = 11, *, noise: float = 
         flip = rng.random((h, w)) < noise
         masks[i][flip] = rng.integers(0, num_classes, int(flip.sum()))
     return masks
+
+
+def model_probs(models: int, num_classes: int, h: int, w: int, *, agreement: float = 1.0,
+                sharpness: float = 3.0, scale: int = 16, seed: int = 0) -> np.ndarray:
+    """(models, C, h, w) float32 class probabilities (softmax over C) of several fake models
+    that see one common scene: each model's logits are the shared smooth field plus its own
+    smooth noise, weighted 1 : 1/agreement. For soft-voting tests and benchmarks."""
+    rng = np.random.default_rng(seed)
+    common = smooth_field(rng, num_classes, h, w, scale)
+    out = np.empty((models, num_classes, h, w), np.float32)
+    for m in range(models):
+        logits = sharpness * (common + smooth_field(rng, num_classes, h, w, scale) / agreement)
+        logits -= logits.max(0)
+        e = np.exp(logits)
+        out[m] = e / e.sum(0)
+    return out

@@ -1,0 +1,112 @@
+"""Numba soft vote: the arithmetic of csrc/common/soft_vote.h (models in order, one float32
+rounding per product and per sum, ties to the smallest class), parallel over tiles of pixels.
+
+Numba has no float16 on the CPU, so float16 inputs are read as their uint16 bits and converted
+exactly with integer operations (two small intrinsics reinterpret bits as float32 and back).
+"""
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.extending import intrinsic, overload
+
+#: Pixels per parallel task (a tile's running best/label arrays stay in L1).
+TILE = 2048
+
+
+@intrinsic
+def _u32_as_f32(typingctx, u):
+    """The float32 whose bits are the low 32 bits of the integer `u` (Numba widens uint32
+    arithmetic to 64 bits)."""
+    if not isinstance(u, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        value = args[0]
+        if value.type.width > 32:
+            value = builder.trunc(value, ir.IntType(32))
+        return builder.bitcast(value, ir.FloatType())
+
+    return types.float32(u), codegen
+
+
+@intrinsic
+def _f32_as_u32(typingctx, f):
+    if f != types.float32:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(args[0], ir.IntType(32))
+
+    return types.uint32(types.float32), codegen
+
+
+@njit(cache=True, inline="always")
+def half_to_float(h):
+    """IEEE float16 bits (uint16) -> float32, exact (zeros, subnormals, inf, NaN)."""
+    u = np.uint32(h)
+    sign = (u & np.uint32(0x8000)) << np.uint32(16)
+    mag = u & np.uint32(0x7FFF)
+    if mag >= np.uint32(0x7C00):
+        bits = np.uint32(0x7F800000) | ((mag & np.uint32(0x3FF)) << np.uint32(13))
+    elif mag < np.uint32(0x400):
+        bits = _f32_as_u32(np.float32(mag) * np.float32(2.0 ** -24))
+    else:
+        bits = (mag << np.uint32(13)) + np.uint32(0x38000000)
+    return _u32_as_f32(sign | bits)
+
+
+def to_float32(v):
+    """float32 value of one input element: float16 bits (uint16) or float32."""
+    raise NotImplementedError  # only called from jitted code (see the overload below)
+
+
+@overload(to_float32, inline="always")
+def _to_float32(v):
+    if v == types.uint16:
+        return lambda v: half_to_float(v)
+    if v == types.float32:
+        return lambda v: v
+    return None
+
+
+@njit(parallel=True, cache=True)
+def soft_vote(arrays, w, labels, probs, write_probs):
+    """arrays: typed List of M C-contiguous (N, C, P) arrays (P = H*W pixels), uint16 (float16
+    bits) or float32; w: M float32 factors; labels (N, P); probs (N, C, P) float32, written if
+    write_probs. Returns True if a weighted sum was NaN."""
+    n, nc, npix = arrays[0].shape
+    m_count = len(arrays)
+    tiles = (npix + TILE - 1) // TILE
+    tasks = n * tiles
+    bad = np.zeros(tasks, np.bool_)
+    for t in prange(tasks):
+        i = t // tiles
+        x0 = (t % tiles) * TILE
+        x1 = min(x0 + TILE, npix)
+        length = x1 - x0
+        best = np.empty(length, np.float32)
+        lab = np.zeros(length, np.int32)
+        acc = np.empty(length, np.float32)
+        nan = False
+        for c in range(nc):
+            acc[:] = 0
+            for m in range(m_count):
+                a = arrays[m]
+                f = w[m]
+                for x in range(length):
+                    acc[x] = acc[x] + f * to_float32(a[i, c, x0 + x])
+            for x in range(length):
+                s = acc[x]
+                if s != s:
+                    nan = True
+                if write_probs:
+                    probs[i, c, x0 + x] = s
+                if c == 0 or s > best[x]:
+                    best[x] = s
+                    lab[x] = c
+        for x in range(length):
+            labels[i, x0 + x] = lab[x]
+        bad[t] = nan
+    return bad.any()
