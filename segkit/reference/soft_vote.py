@@ -38,11 +38,12 @@ def label_dtype(num_classes: int) -> np.dtype:
 def vote_with_factors(arrays: Sequence[np.ndarray], factors: np.ndarray):
     """(labels, mean) for arrays of one shape (C, H, W) or (N, C, H, W) and float32 factors."""
     mean = np.zeros(np.shape(arrays[0]), dtype=np.float32)
-    for f, p in zip(factors, arrays):
-        if f == 0:
-            continue
-        product = np.float32(f) * np.asarray(p).astype(np.float32)  # rounded once
-        mean += product                                              # rounded once
+    with np.errstate(over="ignore", invalid="ignore"):  # inf and NaN are the caller's to judge
+        for f, p in zip(factors, arrays):
+            if f == 0:
+                continue
+            product = np.float32(f) * np.asarray(p).astype(np.float32)  # rounded once
+            mean += product                                              # rounded once
     labels = mean.argmax(axis=-3).astype(label_dtype(mean.shape[-3]))
     return labels, mean
 
