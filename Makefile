@@ -39,6 +39,10 @@ bench: $(STAMP)
 		--benchmark-only --benchmark-json=benchmarks/results/mode_filter.json $(BENCH_ARGS)
 	$(PY) benchmarks/report.py benchmarks/results/mode_filter.json --paste benchmarks/RESULTS.md \
 		--baseline PIL --baseline "box sum" --baseline "original recipe"
+	$(PY) -m pytest benchmarks/bench_soft_vote.py -o python_files='bench_*.py' -q \
+		--benchmark-only --benchmark-json=benchmarks/results/soft_vote.json $(BENCH_ARGS)
+	$(PY) benchmarks/report.py benchmarks/results/soft_vote.json --paste benchmarks/RESULTS.md \
+		--baseline "np.average" --baseline "floor: read" --baseline "NumPy loop"
 
 gpu-check:
 	bash scripts/gpu_check.sh
