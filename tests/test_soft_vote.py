@@ -142,11 +142,17 @@ def test_near_ties_agree_exactly(backend, dtype, weights):
     assert close.mean() > 0.05  # the test really exercises ties and near-ties
 
 
-def test_simd_paths_agree(simd_isa):
-    probs = list(model_probs(5, 11, 31, 67, seed=3).astype(np.float16))
-    expected = reference(probs, [1, 2, 3, 4, 5], return_probs=True)
-    for got, exp in zip(vote(probs, [1, 2, 3, 4, 5], "cpp"), expected):
-        np.testing.assert_array_equal(got, exp)
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_simd_paths_agree(simd_isa, dtype):
+    """Each SIMD path (AVX-512, AVX2 + F16C, baseline with the integer half conversion) on
+    planar tiles with a ragged end, row tiles of strided views, and rows narrower than a
+    vector (the scalar path)."""
+    probs = model_probs(5, 11, 31, 90, seed=3).astype(dtype)
+    cases = [list(probs), [p[:, :, 3:70] for p in probs], [p[:, :, :7] for p in probs]]
+    for models in cases:
+        expected = reference(models, [1, 2, 3, 4, 5], return_probs=True)
+        for got, exp in zip(vote(models, [1, 2, 3, 4, 5], "cpp"), expected):
+            np.testing.assert_array_equal(got, exp)
 
 
 def test_many_classes_give_uint16(backend):

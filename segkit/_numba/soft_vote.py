@@ -44,16 +44,16 @@ def _f32_as_u32(typingctx, f):
 
 @njit(cache=True, inline="always")
 def half_to_float(h):
-    """IEEE float16 bits (uint16) -> float32, exact (zeros, subnormals, inf, NaN)."""
+    """IEEE float16 bits (uint16) -> float32, exact (zeros, subnormals, inf, NaN). Branch-free
+    (every case is computed, then selected) so that LLVM vectorises the loops that call it."""
     u = np.uint32(h)
     sign = (u & np.uint32(0x8000)) << np.uint32(16)
     mag = u & np.uint32(0x7FFF)
-    if mag >= np.uint32(0x7C00):
-        bits = np.uint32(0x7F800000) | ((mag & np.uint32(0x3FF)) << np.uint32(13))
-    elif mag < np.uint32(0x400):
-        bits = _f32_as_u32(np.float32(mag) * np.float32(2.0 ** -24))
-    else:
-        bits = (mag << np.uint32(13)) + np.uint32(0x38000000)
+    normal = (mag << np.uint32(13)) + np.uint32(0x38000000)
+    sub = _f32_as_u32(np.float32(np.int32(mag)) * np.float32(2.0 ** -24))
+    special = np.uint32(0x7F800000) | ((mag & np.uint32(0x3FF)) << np.uint32(13))
+    bits = sub if mag < np.uint32(0x400) else normal
+    bits = special if mag >= np.uint32(0x7C00) else bits
     return _u32_as_f32(sign | bits)
 
 
@@ -97,15 +97,19 @@ def soft_vote(arrays, w, labels, probs, write_probs):
                 f = w[m]
                 for x in range(length):
                     acc[x] = acc[x] + f * to_float32(a[i, c, x0 + x])
+            if write_probs:
+                probs[i, c, x0:x1] = acc
+            if c == 0:
+                best[:] = acc
+            else:  # branch-free, so that LLVM vectorises it
+                for x in range(length):
+                    s = acc[x]
+                    b = best[x]
+                    better = s > b
+                    best[x] = s if better else b
+                    lab[x] = c if better else lab[x]
             for x in range(length):
-                s = acc[x]
-                if s != s:
-                    nan = True
-                if write_probs:
-                    probs[i, c, x0 + x] = s
-                if c == 0 or s > best[x]:
-                    best[x] = s
-                    lab[x] = c
+                nan |= acc[x] != acc[x]
         for x in range(length):
             labels[i, x0 + x] = lab[x]
         bad[t] = nan
