@@ -18,7 +18,8 @@ NVCC_ARCH = "sm_90"
 #: Kernels each source must define (extern "C" names CuPy looks up).
 EXPECTED_KERNELS = {
     "mode_filter": [f"mode_filter_{s}" for s in ("u8", "u16", "i32", "i64")],
-    "soft_vote": [f"soft_vote_{t}_{l}" for t in ("f16", "f32") for l in ("u8", "u16")],
+    "soft_vote": [f"soft_vote_{t}_{l}" for t in ("f16", "f32", "v8_f16", "v4_f32")
+                  for l in ("u8", "u16")],
 }
 
 

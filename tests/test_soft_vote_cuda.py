@@ -45,6 +45,27 @@ def test_near_ties_and_uint16_labels():
     np.testing.assert_array_equal(mean.get(), exp_mean)
 
 
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+@pytest.mark.parametrize("width", [64, 61, 4, 1])
+def test_vector_and_scalar_paths(dtype, width):
+    """Widths that are multiples of the vector length take the 16-byte-load kernels; others,
+    and views starting at an odd column (misaligned), take the per-pixel kernel."""
+    import cupy
+
+    probs = model_probs(3, 5, 9, width + 1, seed=width).astype(dtype)
+    for models in ([p[:, :, :width] for p in probs], [p[:, :, 1:] for p in probs]):
+        host = [np.ascontiguousarray(m) for m in models]
+        exp_labels, exp_mean = reference(host, [1, 2, 3], return_probs=True)
+        labels, mean = segkit.soft_vote([cupy.asarray(np.ascontiguousarray(m)) for m in models],
+                                        [1, 2, 3], return_probs=True)
+        np.testing.assert_array_equal(labels.get(), exp_labels)
+        np.testing.assert_array_equal(mean.get(), exp_mean)
+        big = [cupy.asarray(p) for p in probs]  # device views: strided rows, odd offsets
+        views = [b[:, :, :width] for b in big] if models[0].shape[2] == width else \
+            [b[:, :, 1:] for b in big]
+        np.testing.assert_array_equal(segkit.soft_vote(views, [1, 2, 3]).get(), exp_labels)
+
+
 def test_strided_views_use_the_general_path():
     import cupy
 
