@@ -149,14 +149,22 @@ def _xor_reader():
 
 
 @pytest.mark.parametrize("side", list(SIDES.values()), ids=list(SIDES))
-def test_floor_read(benchmark, side):
+@pytest.mark.parametrize("threads", [2, 1])
+def test_floor_read(benchmark, side, threads):
     require("numba")
+    import numba
+
     xs = _setup(benchmark, side)
     words = [x.reshape(-1).view(np.uint64) for x in xs]
     reader = _xor_reader()
     reader(words[0][:64])
-    benchmark(lambda: [reader(w) for w in words])
-    benchmark.extra_info["impl"] = "floor: read every byte once (numba XOR, 2 threads)"
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    try:
+        benchmark(lambda: [reader(w) for w in words])
+    finally:
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    benchmark.extra_info["impl"] = (f"floor {threads} thread{'s' * (threads > 1)}: read "
+                                    "every byte once (numba XOR)")
 
 
 @pytest.mark.parametrize("side", list(SIDES.values()), ids=list(SIDES))
@@ -164,7 +172,7 @@ def test_floor_memcpy(benchmark, side):
     xs = _setup(benchmark, side)
     dst = [np.empty_like(x) for x in xs]
     benchmark(lambda: [np.copyto(d, x) for d, x in zip(dst, xs)])
-    benchmark.extra_info["impl"] = "floor: np.copyto (read + write, 1 thread)"
+    benchmark.extra_info["impl"] = "floor 1 thread: np.copyto (read + write)"
 
 
 # ---- the whole job from files in the page cache ---------------------------------------------------
