@@ -47,6 +47,10 @@ bench: $(STAMP)
 		--benchmark-only --benchmark-json=benchmarks/results/resample.json $(BENCH_ARGS)
 	$(PY) benchmarks/report.py benchmarks/results/resample.json --paste benchmarks/RESULTS.md \
 		--baseline "1 worker" --baseline "original recipe"
+	$(PY) -m pytest benchmarks/bench_soft_vote.py -o python_files='bench_*.py' -q \
+		--benchmark-only --benchmark-json=benchmarks/results/soft_vote.json $(BENCH_ARGS)
+	$(PY) benchmarks/report.py benchmarks/results/soft_vote.json --paste benchmarks/RESULTS.md \
+		--baseline "np.average" --baseline "floor 2 threads" --baseline "NumPy loop"
 
 gpu-check:
 	bash scripts/gpu_check.sh

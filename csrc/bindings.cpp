@@ -7,10 +7,12 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "cpu/confusion.h"
 #include "cpu/mode_filter.h"
 #include "cpu/runtime.h"
+#include "cpu/soft_vote.h"
 
 namespace py = pybind11;
 using segkit::index_t;
@@ -99,6 +101,63 @@ void confusion(const py::array& pred, const py::array& gt, int num_classes,
     py::gil_scoped_release release;
     segkit::cpu::confusion<T>(p, g, n, num_classes, has_ignore, ignore, out, oob);
   });
+bool soft_vote(const std::vector<py::array>& inputs, const py::array& weights, py::array& labels,
+               py::object probs) {
+  const char* what = "_C.soft_vote";
+  if (inputs.empty()) throw py::value_error("_C.soft_vote: needs at least one input");
+  const py::array& first = inputs[0];
+  if (first.ndim() != 4) throw py::value_error("_C.soft_vote: inputs must be 4-D (N, C, H, W)");
+  const auto item = first.itemsize();
+  if (first.dtype().kind() != 'f' || (item != 2 && item != 4))
+    throw py::type_error("_C.soft_vote: inputs must be float16 or float32");
+  segkit::cpu::SoftVoteArgs args;
+  args.n = first.shape(0);
+  args.c = first.shape(1);
+  args.h = first.shape(2);
+  args.w = first.shape(3);
+  args.m = static_cast<int>(inputs.size());
+  args.half = item == 2;
+  std::vector<const void*> ptrs;
+  std::vector<index_t> strides;
+  for (const py::array& a : inputs) {
+    if (a.ndim() != 4 || a.dtype().kind() != 'f' || a.itemsize() != item)
+      throw py::type_error("_C.soft_vote: inputs must share one dtype and be 4-D");
+    for (int d = 0; d < 4; ++d)
+      if (a.shape(d) != first.shape(d))
+        throw py::value_error("_C.soft_vote: inputs must share one shape");
+    if (args.w > 1 && elem_stride(a, 3, what) != 1)
+      throw py::value_error("_C.soft_vote: the last axis of every input must be contiguous");
+    ptrs.push_back(a.data());
+    for (int d = 0; d < 3; ++d) strides.push_back(a.shape(d) > 1 ? elem_stride(a, d, what) : 0);
+  }
+  if (weights.ndim() != 1 || weights.shape(0) != args.m || weights.dtype().kind() != 'f' ||
+      weights.itemsize() != 4 || !(weights.flags() & py::array::c_style))
+    throw py::value_error("_C.soft_vote: weights must be a contiguous float32 array, one per input");
+  if (labels.ndim() != 3 || labels.shape(0) != args.n || labels.shape(1) != args.h ||
+      labels.shape(2) != args.w || labels.dtype().kind() != 'u' ||
+      (labels.itemsize() != 1 && labels.itemsize() != 2) ||
+      !(labels.flags() & py::array::c_style) || !labels.writeable())
+    throw py::value_error("_C.soft_vote: labels must be a writeable C-contiguous uint8/uint16 "
+                          "(N, H, W) array");
+  float* probs_ptr = nullptr;
+  if (!probs.is_none()) {
+    py::array p = probs.cast<py::array>();
+    if (p.ndim() != 4 || p.dtype().kind() != 'f' || p.itemsize() != 4 ||
+        !(p.flags() & py::array::c_style) || !p.writeable())
+      throw py::value_error("_C.soft_vote: probs must be a writeable C-contiguous float32 array");
+    for (int d = 0; d < 4; ++d)
+      if (p.shape(d) != first.shape(d))
+        throw py::value_error("_C.soft_vote: probs must have the inputs' shape");
+    probs_ptr = static_cast<float*>(p.mutable_data());
+  }
+  args.inputs = ptrs.data();
+  args.strides = strides.data();
+  args.weights = static_cast<const float*>(weights.data());
+  args.labels = labels.mutable_data();
+  args.label_bytes = static_cast<int>(labels.itemsize());
+  args.probs = probs_ptr;
+  py::gil_scoped_release release;
+  return segkit::cpu::soft_vote(args);
 }
 
 py::dict build_info() {
@@ -139,6 +198,14 @@ PYBIND11_MODULE(_C, m) {
         "Adds the confusion counts of two C-contiguous label arrays of one dtype to `counts` "
         "(int64, num_classes^2, row = ground truth) and the out-of-range ground-truth and "
         "predicted label counts to `bad` (int64, 2). Releases the GIL; OpenMP over pixels.");
+  m.def("soft_vote", &soft_vote, py::arg("inputs"), py::arg("weights"), py::arg("labels"),
+        py::arg("probs") = py::none(),
+        "soft_vote(inputs, weights, labels, probs=None) -> bool\n\n"
+        "Fused weighted sum over M (N, C, H, W) float16/float32 inputs (one dtype; any "
+        "non-negative strides, last axis contiguous) with float32 `weights`, argmax over C "
+        "(ties: smallest class) into C-contiguous uint8/uint16 `labels` (N, H, W), and the "
+        "float32 sums into `probs` (N, C, H, W) when given. Returns True if a sum was NaN. "
+        "Releases the GIL; OpenMP over tiles of pixels.");
 
   m.def("build_info", &build_info, "Compiler, OpenMP version, SIMD paths and thread count.");
   m.def(

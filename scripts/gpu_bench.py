@@ -200,7 +200,51 @@ def bench_train(peak: float) -> None:
                peak_GiB=round(r["peak_GiB"], 2), data_wait=round(r["data_wait_share"], 3))
 
 
-SECTIONS = {"mode_filter": bench_mode_filter, "train": bench_train}
+def bench_soft_vote(peak: float) -> None:
+    """CUDA soft vote of 5 float16 models on device arrays vs torch (float32 weighted add +
+    argmax) on the same GPU; equality with the C++ backend on the first image. GB/s counts the
+    bytes read (inputs) plus written (labels); the goal is >= 70% of the copy bandwidth."""
+    import cupy
+    import torch
+
+    import segkit
+    from segkit.synthetic import model_probs
+
+    weights = [0.3, 0.2, 0.2, 0.15, 0.15]
+    for n, side in ((32, 512), (8, 1024)):
+        section = f"soft_vote 5 x ({n}, 11, {side}, {side}) f16"
+        one = model_probs(5, 11, side, side, seed=0).astype(np.float16)  # (M, C, H, W)
+        x = [cupy.ascontiguousarray(cupy.broadcast_to(cupy.asarray(one[m]), (n, *one.shape[1:])))
+             for m in range(5)]
+        nbytes = sum(a.nbytes for a in x) + n * side * side
+        labels = segkit.soft_vote(x, weights)
+        ref = segkit.soft_vote(list(one), weights, backend="cpp")
+        t = cuda_time(lambda: segkit.soft_vote(x, weights), repeat=10)
+        record(section, "segkit cuda", t, nbytes, peak, bool((labels[0].get() == ref).all()))
+        t_p = cuda_time(lambda: segkit.soft_vote(x, weights, return_probs=True), repeat=10)
+        record(section, "segkit cuda (+ float32 mean)", t_p,
+               nbytes + 4 * sum(a.size for a in x) // 5, peak)
+        xt = [torch.as_tensor(a, device="cuda") for a in x]
+        wt = [float(w) / sum(weights) for w in weights]
+
+        def torch_vote():
+            acc = xt[0].float() * wt[0]
+            for w, a in zip(wt[1:], xt[1:]):
+                acc += a.float() * w
+            return acc.argmax(1).to(torch.uint8)
+
+        peer = torch_vote()
+        t_t = cuda_time(torch_vote, repeat=10)
+        record(section, "torch float32 add + argmax", t_t, nbytes, peak,
+               bool((peer.cpu().numpy() == labels.get()).mean() > 0.999),
+               speedup_vs_segkit=t_t / t)
+        t_in = cuda_time(lambda: segkit.soft_vote(xt, weights), repeat=10)
+        record(section, "segkit cuda (torch tensors in)", t_in, nbytes, peak)
+        del x, xt, labels, peer
+        cupy.get_default_memory_pool().free_all_blocks()
+
+
+SECTIONS = {"mode_filter": bench_mode_filter, "soft_vote": bench_soft_vote, "train": bench_train}
 
 
 def main(argv: list[str]) -> int:

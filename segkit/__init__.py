@@ -11,6 +11,10 @@ from .ops.mode_filter import mode_filter
 from .jobs.kfold import kfold
 from .jobs.masks import coco_to_masks
 from .jobs.resample import resample
+from .ops.soft_vote import soft_vote
+from .io.store import ConfidenceStore, StoreError
+from .io.submission import read_submission, write_submission
+from .jobs.ensemble import ensemble
 
 __version__ = "0.1.0"
 
@@ -20,4 +24,6 @@ __all__ = [
     "mode_filter",
     "set_num_threads", "__version__",
     "coco_to_masks", "kfold", "resample",
+    "soft_vote", "ConfidenceStore", "StoreError", "ensemble", "read_submission",
+    "write_submission",
 ]

@@ -19,6 +19,7 @@ COMMANDS = {
     "kfold": ("kfold", "K-fold splits of a COCO file balanced by instances per class."),
     "train": ("train", "Train an mmsegmentation model from a config (mmengine Runner)."),
     "infer": ("infer", "Class probabilities of a folder of images into a confidence store."),
+    "ensemble": ("ensemble", "Soft-vote confidence stores into label maps and a submission CSV."),
 }
 
 

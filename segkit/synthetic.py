@@ -223,3 +223,17 @@ def make_coco_dataset(out_dir, n_images: int = 12, size=(128, 128), *, seed: int
                    + "".join(f"{n},\n" for n in test_names))
     return CocoDataset(root, ann_file, tuple(names), classes, category_ids, test_file,
                        tuple(test_names), submission)
+def model_probs(models: int, num_classes: int, h: int, w: int, *, agreement: float = 1.0,
+                sharpness: float = 3.0, scale: int = 16, seed: int = 0) -> np.ndarray:
+    """(models, C, h, w) float32 class probabilities (softmax over C) of several fake models
+    that see one common scene: each model's logits are the shared smooth field plus its own
+    smooth noise, weighted 1 : 1/agreement. For soft-voting tests and benchmarks."""
+    rng = np.random.default_rng(seed)
+    common = smooth_field(rng, num_classes, h, w, scale)
+    out = np.empty((models, num_classes, h, w), np.float32)
+    for m in range(models):
+        logits = sharpness * (common + smooth_field(rng, num_classes, h, w, scale) / agreement)
+        logits -= logits.max(0)
+        e = np.exp(logits)
+        out[m] = e / e.sum(0)
+    return out

@@ -19,6 +19,8 @@ NVCC_ARCH = "sm_90"
 EXPECTED_KERNELS = {
     "mode_filter": [f"mode_filter_{s}" for s in ("u8", "u16", "i32", "i64")],
     "confusion": [f"confusion_{s}" for s in ("u8", "u16", "i32", "i64")],
+    "soft_vote": [f"soft_vote_{t}_{l}" for t in ("f16", "f32", "v8_f16", "v4_f32")
+                  for l in ("u8", "u16")],
 }
 
 

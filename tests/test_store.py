@@ -70,3 +70,86 @@ def test_names():
     assert stem_of("a/b/c.png", flatten=False) == "a/b/c"
     with pytest.raises(ValueError, match="already contains"):
         flatten_name("a+b/c.jpg")
+
+
+# ---- validation, header checks, combining stores ---------------------------------------------
+from segkit.io.store import common_stems, open_stores  # noqa: E402
+
+
+def _store_with(tmp_path, name="m", classes=("bg", "a"), stems=("x", "y"), h=4, w=5):
+    store = ConfidenceStore.create(tmp_path / name, list(classes))
+    for s in stems:
+        store.write(s, np.full((len(classes), h, w), 1 / len(classes)))
+    return store
+
+
+def test_shape_reads_the_header_only(tmp_path):
+    store = _store_with(tmp_path, h=6, w=7)
+    assert store.shape("x") == (2, 6, 7)
+    path = tmp_path / "m" / "x.npy"
+    path.write_bytes(path.read_bytes() + b"\0\0")
+    with pytest.raises(StoreError, match=r"x.npy: truncated or padded"):
+        store.shape("x")
+    with pytest.raises(KeyError, match="no probabilities for 'zz'"):
+        store.shape("zz")
+
+
+def test_validate_reports_every_problem(tmp_path):
+    store = _store_with(tmp_path, stems=("good", "sums", "trunc", "f32", "classes"))
+    root = tmp_path / "m"
+    np.save(root / "sums.npy", np.full((2, 4, 5), 0.25, np.float16))  # sums to 0.5
+    data = (root / "trunc.npy").read_bytes()
+    (root / "trunc.npy").write_bytes(data[:-7])
+    np.save(root / "f32.npy", np.full((2, 4, 5), 0.5, np.float32))
+    np.save(root / "classes.npy", np.full((3, 4, 5), 1 / 3, np.float16))
+    report = store.validate(["good", "sums", "trunc", "f32", "classes", "absent"])
+    assert not report.ok and report.checked == 5 and report.missing == ["absent"]
+    assert set(report.problems) == {"sums", "trunc", "f32", "classes"}
+    assert "not probabilities" in report.problems["sums"]
+    assert "truncated" in report.problems["trunc"]
+    assert "got float32" in report.problems["f32"]
+    assert "expected float16 (2, H, W)" in report.problems["classes"]
+    with pytest.raises(StoreError, match="4 bad, 1 missing"):
+        report.raise_if_bad()
+    quick = store.validate(["sums"], sums=False)  # headers only: the sums go unchecked
+    assert quick.ok and quick.checked == 1
+    assert store.validate(["good"]).ok
+
+
+def test_meta_problems_are_clear(tmp_path):
+    root = tmp_path / "m"
+    root.mkdir()
+    (root / "meta.json").write_text("{not json")
+    with pytest.raises(StoreError, match=r"meta.json: unreadable"):
+        ConfidenceStore(root)
+    (root / "meta.json").write_text('["bg", "a"]')
+    with pytest.raises(StoreError, match="expected a JSON object"):
+        ConfidenceStore(root)
+    (root / "meta.json").write_text('{"classes": ["bg", "bg"]}')
+    with pytest.raises(StoreError, match="distinct strings"):
+        ConfidenceStore(root)
+    (root / "meta.json").write_text('{"classes": ["bg", "a"], "dtype": "float32"}')
+    with pytest.raises(StoreError, match="dtype is 'float32'; this reader handles 'float16'"):
+        ConfidenceStore(root)
+    (root / "meta.json").write_text('{"classes": ["bg", "a"]}')  # minimal meta still opens
+    assert ConfidenceStore(root).classes == ["bg", "a"]
+
+
+def test_open_stores_and_common_stems(tmp_path):
+    a = _store_with(tmp_path, "a", stems=("x", "y", "z"))
+    b = _store_with(tmp_path, "b", stems=("y", "z", "w"))
+    stores = open_stores([a.root, str(b.root)])
+    stems, missing = common_stems(stores)
+    assert stems == ["y", "z"]
+    assert missing == {str(a.root): ["w"], str(b.root): ["x"]}
+    _store_with(tmp_path, "c", classes=("bg", "b"))
+    with pytest.raises(StoreError, match="same classes in the same order"):
+        open_stores([a.root, tmp_path / "c"])
+    with pytest.raises(ValueError, match="at least one"):
+        open_stores([])
+
+
+def test_temporaries_are_not_stems(tmp_path):
+    store = _store_with(tmp_path, stems=("x",))
+    (tmp_path / "m" / ".y.tmp-123-abcd.npy").write_bytes(b"partial")
+    assert store.stems() == ["x"]

@@ -58,8 +58,11 @@ def mask_image(mask: np.ndarray, palette: np.ndarray | None = None) -> Image.Ima
     return Image.fromarray(mask.astype(np.uint16))  # mode I;16
 
 
-def write_mask(path: str | Path, mask: np.ndarray, palette: np.ndarray | None = None) -> None:
-    """Write a label mask PNG atomically (temporary name, then rename)."""
+def write_mask(path: str | Path, mask: np.ndarray, palette: np.ndarray | None = None, *,
+               compress_level: int | None = None) -> None:
+    """Write a label mask PNG atomically (temporary name, then rename). `compress_level`
+    (0-9, zlib) trades size for speed: PIL's default 6 takes ~18 ms at 512x512, 1 ~4 ms."""
     img = mask_image(mask, palette)
+    options = {} if compress_level is None else {"compress_level": int(compress_level)}
     with atomic_path(path) as tmp:
-        img.save(tmp, format="PNG")
+        img.save(tmp, format="PNG", **options)

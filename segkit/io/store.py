@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -18,6 +19,7 @@ import numpy as np
 from . import atomic
 
 META = "meta.json"
+FORMAT = "segkit-confidence-store"
 #: Probabilities must sum to 1 within this (float16 storage rounds each value to ~1e-3).
 SUM_TOLERANCE = 2e-2
 
@@ -44,9 +46,17 @@ class ConfidenceStore:
             self.meta: dict[str, Any] = json.loads(meta_path.read_text())
         except json.JSONDecodeError as exc:
             raise StoreError(f"{meta_path}: unreadable ({exc})") from exc
+        if not isinstance(self.meta, dict):
+            raise StoreError(f"{meta_path}: expected a JSON object; got {type(self.meta).__name__}")
         classes = self.meta.get("classes")
         if not isinstance(classes, list) or len(classes) < 2:
             raise StoreError(f"{meta_path}: 'classes' must list at least 2 class names")
+        if not all(isinstance(c, str) for c in classes) or len(set(classes)) != len(classes):
+            raise StoreError(f"{meta_path}: 'classes' must be distinct strings; got {classes!r}")
+        for key, expected in (("format", FORMAT), ("dtype", "float16"), ("layout", "CHW")):
+            if key in self.meta and self.meta[key] != expected:
+                raise StoreError(f"{meta_path}: {key} is {self.meta[key]!r}; this reader "
+                                 f"handles {expected!r}")
 
     # ---- creation ----------------------------------------------------------------------
     @classmethod
@@ -101,6 +111,58 @@ class ConfidenceStore:
         """The given stems that this store lacks."""
         return [s for s in stems if s not in self]
 
+    def shape(self, stem: str) -> tuple[int, int, int]:
+        """(C, H, W) of one stored image, from the .npy header alone (no data is read);
+        StoreError for a file that is not a float16 (C, H, W) array of this store's classes."""
+        path = self.path(stem)
+        if not path.is_file():
+            raise KeyError(f"{self.root}: no probabilities for {stem!r}")
+        try:
+            with open(path, "rb") as f:
+                version = np.lib.format.read_magic(f)
+                if version == (1, 0):
+                    shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+                else:
+                    shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+                header_end = f.tell()
+        except Exception as exc:  # noqa: BLE001 - truncated or foreign files
+            raise StoreError(f"{path}: unreadable ({type(exc).__name__}: {exc})") from exc
+        if dtype != np.float16 or len(shape) != 3 or shape[0] != self.num_classes or fortran:
+            layout = " (Fortran order)" if fortran else ""
+            raise StoreError(f"{path}: expected float16 ({self.num_classes}, H, W); got "
+                             f"{dtype} {shape}{layout}")
+        expected = header_end + 2 * int(np.prod(shape))
+        size = path.stat().st_size
+        if size != expected:
+            raise StoreError(f"{path}: truncated or padded: {size} bytes, expected {expected} "
+                             f"for {dtype} {shape}")
+        return tuple(int(v) for v in shape)  # type: ignore[return-value]
+
+    def validate(self, stems: Iterable[str] | None = None, *, sums: bool = True,
+                 progress: bool = False) -> "StoreReport":
+        """Check every file (or the given stems): readable, float16 (C, H, W) with this store's
+        class count, complete; with `sums`, also finite, non-negative and summing to 1 per
+        pixel within SUM_TOLERANCE (this reads every byte). Returns a :class:`StoreReport`
+        listing each problem; ``report.raise_if_bad()`` turns it into a StoreError.
+        Stems given but absent are reported as missing."""
+        from tqdm import tqdm
+
+        wanted = self.stems() if stems is None else list(stems)
+        report = StoreReport(root=self.root)
+        for stem in tqdm(wanted, desc=f"validate {self.root.name}", unit="image",
+                         disable=not progress):
+            if stem not in self:
+                report.missing.append(stem)
+                continue
+            report.checked += 1
+            try:
+                self.shape(stem)
+                if sums:
+                    self.read(stem, check=True)
+            except StoreError as exc:
+                report.problems[stem] = str(exc)
+        return report
+
     # ---- reading and writing -----------------------------------------------------------
     def write(self, stem: str, probs: Any, *, check: bool = True) -> Path:
         """Store (C, H, W) probabilities for one image as float16, atomically."""
@@ -143,3 +205,57 @@ class ConfidenceStore:
 
     def __repr__(self) -> str:
         return f"ConfidenceStore({str(self.root)!r}, classes={self.num_classes}, images={len(self)})"
+
+
+@dataclass
+class StoreReport:
+    """What :meth:`ConfidenceStore.validate` found: files checked, problems by stem, and the
+    stems asked for that the store lacks."""
+    root: Path
+    checked: int = 0
+    problems: dict[str, str] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and not self.missing
+
+    def __str__(self) -> str:
+        lines = [f"{self.root}: {self.checked} checked, {len(self.problems)} bad, "
+                 f"{len(self.missing)} missing"]
+        lines += [f"  {msg}" for msg in list(self.problems.values())[:10]]
+        if len(self.problems) > 10:
+            lines.append(f"  ... and {len(self.problems) - 10} more")
+        if self.missing:
+            lines.append(f"  missing: {', '.join(self.missing[:10])}"
+                         + (" ..." if len(self.missing) > 10 else ""))
+        return "\n".join(lines)
+
+    def raise_if_bad(self) -> None:
+        if not self.ok:
+            raise StoreError(str(self))
+
+
+def open_stores(stores: Sequence["ConfidenceStore | str | Path"]) -> list[ConfidenceStore]:
+    """ConfidenceStore objects for paths (or stores); all must list the same classes in the
+    same order, else StoreError naming the first store that differs."""
+    opened = [s if isinstance(s, ConfidenceStore) else ConfidenceStore(s) for s in stores]
+    if not opened:
+        raise ValueError("stores must name at least one confidence store")
+    first = opened[0]
+    for other in opened[1:]:
+        if other.classes != first.classes:
+            raise StoreError(f"{other.root} has classes {other.classes}, but {first.root} has "
+                             f"{first.classes}: stores to combine must list the same classes "
+                             "in the same order")
+    return opened
+
+
+def common_stems(stores: Sequence[ConfidenceStore]) -> tuple[list[str], dict[str, list[str]]]:
+    """(stems present in every store, sorted; {store root: stems the others have and it lacks})."""
+    sets = [set(s.stems()) for s in stores]
+    union = set().union(*sets) if sets else set()
+    common = set.intersection(*sets) if sets else set()
+    missing = {str(s.root): sorted(union - have) for s, have in zip(stores, sets)
+               if union - have}
+    return sorted(common), missing

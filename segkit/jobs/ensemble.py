@@ -1,0 +1,340 @@
+"""`segkit.ensemble`: soft voting over confidence stores, image by image.
+
+For every image present in all stores: read each model's float16 probabilities (memory-mapped),
+fuse them with :func:`segkit.soft_vote`, optionally refine with ConvCRF on the averaged
+probabilities and the image, and write the label map as a palette PNG (and, on request, the
+averaged probabilities as a new confidence store, so ensembles compose). Images run in parallel
+(local process pool or Ray) with a progress bar; memory stays flat (one image per worker).
+Optionally the competition's submission CSV is written afterwards, streamed in the sample
+submission's order.
+
+Output folder::
+
+    OUT/ensemble.json      settings (stores, weights, CRF) and the last run's counts
+    OUT/labels/<stem>.png  label maps (palette PNG; 16-bit PNG above 256 classes)
+    OUT/probs/             the averaged probabilities as a ConfidenceStore (save_probs)
+
+Resumable: outputs are written atomically, and a rerun skips an image whose outputs exist and
+match its size (checked from the file headers); leftover temporary files are removed. A rerun
+with other stores, weights or CRF into the same folder is refused rather than mixed.
+"""
+from __future__ import annotations
+
+import datetime
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..io import atomic
+from ..io.masks import read_mask, write_mask
+from ..io.names import flatten_name, unflatten_name
+from ..io.store import ConfidenceStore, StoreError, common_stems, open_stores
+from ..io.submission import DOWNSAMPLE, read_sample_ids, write_submission
+from ..ops.soft_vote import _check_weights
+
+SETTINGS = "ensemble.json"
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG", ".bmp", ".tif", ".tiff")
+#: zlib level of the label PNGs: 1 writes a 512x512 map ~4x faster than PIL's default 6.
+PNG_COMPRESS_LEVEL = 1
+
+
+class CRFUnavailableError(RuntimeError):
+    """ConvCRF was asked for but this build of segkit does not include it."""
+
+
+@dataclass
+class EnsembleReport:
+    """What one `ensemble` run did."""
+    out: Path
+    images: int = 0                      # images present in every store
+    written: int = 0                     # voted and written in this run
+    skipped: int = 0                     # already done (resume)
+    missing: dict[str, list[str]] = field(default_factory=dict)  # store -> stems it lacks
+    submission: Path | None = None
+    seconds: float = 0.0
+
+    def __str__(self) -> str:
+        lines = [f"ensemble: {self.images} images ({self.written} written, {self.skipped} "
+                 f"already done) in {self.seconds:.1f} s -> {self.out}"]
+        for root, stems in self.missing.items():
+            lines.append(f"  {root} lacks {len(stems)} image(s) the other stores have: "
+                         f"{', '.join(stems[:5])}{' ...' if len(stems) > 5 else ''}")
+        if self.submission:
+            lines.append(f"  submission: {self.submission}")
+        return "\n".join(lines)
+
+
+def crf_api():
+    """(convcrf_labels, CRF_PRESETS) of this build, or CRFUnavailableError."""
+    import segkit
+
+    fn = getattr(segkit, "convcrf_labels", None)
+    presets = getattr(segkit, "CRF_PRESETS", None)
+    if fn is None or presets is None:
+        raise CRFUnavailableError("ConvCRF is not available in this build (segkit.convcrf_labels "
+                                  "is missing); run the ensemble without crf")
+    return fn, presets
+
+
+def find_image(images: Path, stem: str) -> Path:
+    """The image file of a flattened stem ('dir+name' -> images/dir/name.<jpg|png|...>)."""
+    base = unflatten_name(stem, suffix="")
+    for suffix in IMAGE_SUFFIXES:
+        candidate = images / f"{base}{suffix}"
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"no image for {stem!r} under {images} (looked for {base}.jpg, "
+                            ".jpeg, .png, ...)")
+
+
+def read_image(path: Path) -> np.ndarray:
+    """(H, W, 3) uint8 RGB."""
+    from PIL import Image
+
+    with Image.open(path) as img:
+        return np.asarray(img.convert("RGB"))
+
+
+class _VoteImage:
+    """The per-image work (a picklable callable: it crosses process and Ray boundaries)."""
+
+    def __init__(self, roots: list[str], weights: list[float] | None, out: str, num_classes: int,
+                 crf: str | None, images: str | None, save_probs: bool, resume: bool,
+                 backend: str):
+        self.roots = roots
+        self.weights = weights
+        self.out = out
+        self.num_classes = num_classes
+        self.crf = crf
+        self.images = images
+        self.save_probs = save_probs
+        self.resume = resume
+        self.backend = backend
+        self._stores: list[ConfidenceStore] | None = None
+        self._probs_store: ConfidenceStore | None = None
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_stores"] = state["_probs_store"] = None  # reopened in each worker
+        return state
+
+    def stores(self) -> list[ConfidenceStore]:
+        if self._stores is None:
+            self._stores = [ConfidenceStore(r) for r in self.roots]
+        return self._stores
+
+    def probs_store(self) -> ConfidenceStore:
+        if self._probs_store is None:
+            self._probs_store = ConfidenceStore(Path(self.out) / "probs")
+        return self._probs_store
+
+    def label_path(self, stem: str) -> Path:
+        return Path(self.out) / "labels" / f"{stem}.png"
+
+    def done(self, stem: str, shape: tuple[int, int, int]) -> bool:
+        """Outputs of `stem` exist and match its (C, H, W) (headers only)."""
+        from PIL import Image
+
+        path = self.label_path(stem)
+        if not path.is_file():
+            return False
+        try:
+            with Image.open(path) as img:
+                if img.format != "PNG" or img.size != (shape[2], shape[1]):
+                    return False
+        except Exception:  # noqa: BLE001 - unreadable: redo it
+            return False
+        if self.save_probs:
+            try:
+                return self.probs_store().shape(stem) == shape
+            except (KeyError, StoreError):
+                return False
+        return True
+
+    def __call__(self, stem: str) -> tuple[str, str]:
+        import segkit
+        from ..palette import palette_for
+
+        stores = self.stores()
+        shapes = [s.shape(stem) for s in stores]  # validates each file's header and size
+        for store, shape in zip(stores[1:], shapes[1:]):
+            if shape != shapes[0]:
+                raise StoreError(f"{stem}: {store.root} holds {shape}, but {stores[0].root} "
+                                 f"holds {shapes[0]}")
+        if self.resume and self.done(stem, shapes[0]):
+            return stem, "skipped"
+        probs = [s.read(stem) for s in stores]  # memory-mapped float16
+        need_mean = self.save_probs or self.crf is not None
+        result = segkit.soft_vote(probs, self.weights, return_probs=need_mean,
+                                  backend=self.backend)
+        labels, mean = result if need_mean else (result, None)
+        if self.crf is not None:
+            convcrf_labels, _ = crf_api()
+            image = read_image(find_image(Path(self.images), stem))
+            if image.shape[:2] != labels.shape:
+                raise ValueError(f"{stem}: image is {image.shape[1]}x{image.shape[0]}, the "
+                                 f"probabilities {labels.shape[1]}x{labels.shape[0]}")
+            labels = np.asarray(convcrf_labels(
+                mean, image, preset=self.crf,
+                unary_kind=("logits" if self.crf == "seed" else "probs")))
+        if self.save_probs:
+            self.probs_store().write(stem, mean, check=False)
+        palette = palette_for(self.num_classes) if self.num_classes <= 256 else None
+        write_mask(self.label_path(stem), labels, palette, compress_level=PNG_COMPRESS_LEVEL)
+        return stem, "written"
+
+
+def ensemble(stores: Sequence[ConfidenceStore | str | Path], weights: Sequence[float] | None,
+             out: str | Path, *, crf: str | None = None, images: str | Path | None = None,
+             submission: str | Path | None = None, sample: str | Path | None = None,
+             size: int = 256, downsample: str = "nearest", save_probs: bool = False,
+             strict: bool = False, workers: int | None = None, engine: str = "local",
+             resume: bool = True, backend: str = "auto", progress: bool = True) -> EnsembleReport:
+    """Soft-vote the images of several confidence stores into label maps (and a submission).
+
+    Parameters
+    ----------
+    stores : sequence of ConfidenceStore or paths
+        Two or more stores (one is allowed: it just takes the argmax) with the same classes in
+        the same order. Images are the stems present in every store; stems missing from some
+        store are reported (a warning and ``report.missing``), or refused with `strict`.
+    weights : sequence of floats or None
+        One non-negative weight per store (normalised by their sum, see
+        :func:`segkit.soft_vote`); None for equal weights.
+    out : path
+        Output folder: ``labels/<stem>.png``, ``probs/`` (with `save_probs`), ``ensemble.json``.
+    crf : str, optional
+        A ConvCRF preset (``segkit.CRF_PRESETS``: "convcrf", "seed") run on the averaged
+        probabilities and the image (`images` is then required). "seed" passes the
+        probabilities as logits, as the original recipe did; other presets as probabilities.
+    images : path, optional
+        Folder of the images; ``dir+name`` stems map to ``images/dir/name.jpg`` (or .png...).
+    submission : path, optional
+        Write the submission CSV there after voting (see :mod:`segkit.io.submission`).
+    sample : path, optional
+        The sample submission whose image ids (and order) the CSV follows; without it the rows
+        are the voted stems, sorted, with ids ``dir/name.jpg``.
+    size, downsample :
+        Side of the submission's label maps and how they are resized: "nearest" (the
+        original), "mode" (block majority) or "max" (block maximum, the mmseg template's).
+    save_probs : bool
+        Also store the averaged probabilities (float16) as a confidence store in ``out/probs``.
+    strict : bool
+        Refuse to run when some store lacks images that others have.
+    workers, engine : parallelism (see :func:`segkit.jobs.engine.map_items`).
+    resume : bool
+        Skip images whose outputs are already there (default); False recomputes everything.
+    backend : the soft-vote backend ("auto": the fastest here).
+
+    Returns
+    -------
+    EnsembleReport
+    """
+    from .engine import map_items
+
+    t0 = time.perf_counter()
+    opened = open_stores(stores)
+    factors = _check_weights(weights, len(opened))
+    if downsample not in DOWNSAMPLE:
+        raise ValueError(f"downsample must be one of {', '.join(map(repr, DOWNSAMPLE))}; got "
+                         f"{downsample!r}")
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
+        raise ValueError(f"size must be a positive integer; got {size!r}")
+    if crf is not None:
+        _, presets = crf_api()
+        if crf not in presets:
+            raise ValueError(f"crf must be one of {', '.join(map(repr, presets))}; got {crf!r}")
+        if images is None:
+            raise ValueError("crf needs the images: pass images=<folder>")
+        if not Path(images).is_dir():
+            raise FileNotFoundError(f"images folder {images} does not exist")
+    if sample is not None and submission is None:
+        raise ValueError("sample is only used with submission=<csv path>")
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic.remove_temporaries(out)
+    classes = opened[0].classes
+    settings = {"stores": [str(s.root.resolve()) for s in opened],
+                "weights": None if weights is None else [float(w) for w in weights],
+                "factors": [float(f) for f in factors], "crf": crf, "classes": classes}
+    _check_settings(out, settings, resume)
+
+    stems, missing = common_stems(opened)
+    if missing:
+        text = "; ".join(f"{root} lacks {len(s)} (e.g. {', '.join(s[:3])})"
+                         for root, s in missing.items())
+        if strict:
+            raise StoreError(f"stores differ in their images (strict): {text}")
+        warnings.warn(f"voting the {len(stems)} images present in every store; {text}",
+                      stacklevel=2)
+    if save_probs:
+        ConfidenceStore.create(out / "probs", classes, model="segkit ensemble",
+                               config={"stores": settings["stores"],
+                                       "weights": settings["factors"], "crf": crf})
+
+    report = EnsembleReport(out=out, images=len(stems), missing=missing)
+    work = _VoteImage([str(s.root) for s in opened], settings["weights"], str(out),
+                      len(classes), crf, None if images is None else str(images), save_probs,
+                      resume, backend)
+    for _, status in map_items(work, stems, workers=workers, engine=engine, desc="ensemble",
+                               unit="image", progress=progress):
+        if status == "skipped":
+            report.skipped += 1
+        else:
+            report.written += 1
+
+    if submission is not None:
+        report.submission = write_ensemble_submission(out, submission, sample, stems,
+                                                      size=size, downsample=downsample,
+                                                      progress=progress)
+    report.seconds = time.perf_counter() - t0
+    atomic.write_json(out / SETTINGS, {**settings, "updated": _now(),
+                                       "last_run": {"images": report.images,
+                                                    "written": report.written,
+                                                    "skipped": report.skipped,
+                                                    "missing": missing,
+                                                    "submission": str(report.submission)
+                                                    if report.submission else None}})
+    return report
+
+
+def write_ensemble_submission(out: Path, submission: str | Path, sample: str | Path | None,
+                              stems: Sequence[str], *, size: int = 256,
+                              downsample: str = "nearest", progress: bool = True) -> Path:
+    """The submission CSV from the label maps in ``out/labels``."""
+    labels_dir = Path(out) / "labels"
+    ids = read_sample_ids(sample) if sample is not None else [unflatten_name(s) for s in stems]
+    lacking = [i for i in ids if not (labels_dir / f"{flatten_name(i)}.png").is_file()]
+    if lacking:
+        raise StoreError(f"the submission needs a label map for every image of "
+                         f"{'the sample' if sample else 'the stores'}; {len(lacking)} have none "
+                         f"(e.g. {', '.join(lacking[:5])}): they are missing from a store")
+    return write_submission(submission, ids,
+                            lambda i: read_mask(labels_dir / f"{flatten_name(i)}.png"),
+                            size=size, downsample=downsample, progress=progress)
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _check_settings(out: Path, settings: dict[str, Any], resume: bool) -> None:
+    import json
+
+    path = out / SETTINGS
+    if resume and path.is_file():
+        try:
+            old = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise StoreError(f"{path}: unreadable ({exc}); remove it or use resume=False") from exc
+        for key in ("stores", "factors", "crf", "classes"):
+            if old.get(key) != settings[key]:
+                raise ValueError(f"{out} holds an ensemble made with other settings ({key}: "
+                                 f"{old.get(key)!r}, now {settings[key]!r}); use another out "
+                                 "folder or resume=False to recompute it")
+    atomic.write_json(path, {**settings, "updated": _now()})
