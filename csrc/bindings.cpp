@@ -101,6 +101,8 @@ void confusion(const py::array& pred, const py::array& gt, int num_classes,
     py::gil_scoped_release release;
     segkit::cpu::confusion<T>(p, g, n, num_classes, has_ignore, ignore, out, oob);
   });
+}
+
 bool soft_vote(const std::vector<py::array>& inputs, const py::array& weights, py::array& labels,
                py::object probs) {
   const char* what = "_C.soft_vote";
