@@ -50,6 +50,11 @@ class CocoDataset:
     test_file: Path | None = None
     test_images: tuple[str, ...] = ()
     sample_submission: Path | None = None
+    #: annotations without edge noise (the truth the noisy ones were drawn from), with
+    #: ``edge_noise > 0``
+    clean_ann_file: Path | None = None
+    #: ground truth of the test images (``test_truth=True``), for evaluating a held-out set
+    test_truth_file: Path | None = None
 
 
 def _sizes(size, n: int) -> list[tuple[int, int]]:
@@ -77,9 +82,9 @@ def _class_texture(k: int, ys: np.ndarray, xs: np.ndarray,
     return colour + 28.0 * np.sin(t).astype(np.float32)[:, None]
 
 
-def _polygon(rng, h, w, centre=None, radius=None) -> np.ndarray:
+def _polygon(rng, h, w, centre=None, radius=None, scale=(0.08, 0.28)) -> np.ndarray:
     short = min(h, w)
-    r = radius if radius is not None else rng.uniform(0.08, 0.28) * short
+    r = radius if radius is not None else rng.uniform(*scale) * short
     cy, cx = centre if centre is not None else (rng.uniform(0.1, 0.9) * h,
                                                 rng.uniform(0.1, 0.9) * w)
     n = int(rng.integers(5, 11))
@@ -88,6 +93,21 @@ def _polygon(rng, h, w, centre=None, radius=None) -> np.ndarray:
     xs = np.clip(cx + radii * np.cos(angles), 0, w - 1)
     ys = np.clip(cy + radii * np.sin(angles), 0, h - 1)
     return np.round(np.stack([xs, ys], 1), 1)
+
+
+def _jagged(poly: np.ndarray, rng, noise: float, h: int, w: int, step: float = 2.0) -> np.ndarray:
+    """The polygon's outline resampled every `step` pixels with each point moved by Gaussian
+    noise of std `noise` pixels: an annotator's wobbly trace of the object."""
+    closed = np.concatenate([poly, poly[:1]])
+    pts = []
+    for a, b in zip(closed[:-1], closed[1:]):
+        n = max(1, int(np.ceil(np.hypot(*(b - a)) / step)))
+        t = np.arange(n)[:, None] / n
+        pts.append(a + t * (b - a))
+    pts = np.concatenate(pts) + rng.normal(0, noise, (sum(len(p) for p in pts), 2))
+    pts[:, 0] = np.clip(pts[:, 0], 0, w - 1)
+    pts[:, 1] = np.clip(pts[:, 1], 0, h - 1)
+    return np.round(pts, 1)
 
 
 def _uncompressed_rle(mask: np.ndarray) -> list[int]:
@@ -102,7 +122,9 @@ def _uncompressed_rle(mask: np.ndarray) -> list[int]:
 def make_coco_dataset(out_dir, n_images: int = 12, size=(128, 128), *, seed: int = 0,
                       classes=None, category_ids=None, objects=(2, 6), noise: float = 6.0,
                       rle_fraction: float = 0.25, empty_images: int = 1, test_images: int = 0,
-                      folders=("batch_01_vt", "batch_02_vt"), quality: int = 90) -> CocoDataset:
+                      folders=("batch_01_vt", "batch_02_vt"), quality: int = 90,
+                      edge_noise: float = 0.0, test_truth: bool = False,
+                      object_scale=(0.08, 0.28)) -> CocoDataset:
     """Write a small COCO segmentation dataset of textured objects and return its paths.
 
     Images: RGB JPG files ``<folder>/<NNNN>.jpg`` (folders taken in turn) of a smooth
@@ -115,10 +137,16 @@ def make_coco_dataset(out_dir, n_images: int = 12, size=(128, 128), *, seed: int
     each image is placed on the first); the last `empty_images` images have no annotation.
 
     `size`: an int, ``(height, width)``, or a list of such pairs used in turn. `objects`: the
-    range ``[lo, hi)`` of objects per image. With ``test_images > 0`` also writes ``test.json``
+    range ``[lo, hi)`` of objects per image; `object_scale` the range of their radii as fractions
+    of the shorter image side. With ``test_images > 0`` also writes ``test.json``
     (images and categories, no annotations) and ``sample_submission.csv`` in the competition's
-    format (``image_id,PredictionString``, test file names in order). Deterministic per
-    `seed`; a few ms per 128x128 image.
+    format (``image_id,PredictionString``, test file names in order); with `test_truth` also
+    ``test_truth.json``, the test images' annotations (for scoring a held-out set).
+
+    `edge_noise` (pixels) makes the annotations noisy the way hand-drawn ones are: each
+    outline is traced as a wobbly polygon (points every 2 px moved by Gaussian noise of that
+    std) while the image shows the clean object; the clean annotations go to
+    ``annotations_clean.json``. Deterministic per `seed`; a few ms per 128x128 image.
     """
     from pycocotools import mask as mask_utils
 
@@ -160,16 +188,23 @@ def make_coco_dataset(out_dir, n_images: int = 12, size=(128, 128), *, seed: int
                                                        cx + rng.uniform(-8, 8)),
                                     radius=rng.uniform(0.06, 0.14) * min(h, w))
                 else:
-                    poly = _polygon(rng, h, w)
+                    poly = _polygon(rng, h, w, scale=object_scale)
                 rle = mask_utils.merge(mask_utils.frPyObjects([poly.ravel().tolist()], h, w))
                 area = int(mask_utils.area(rle))
                 if area < 4:
                     continue
                 k = int(rng.integers(1, ncat + 1))
-                objs.append({"poly": poly, "rle": rle, "area": area, "label": k,
-                             "centre": (float(poly[:, 1].mean()), float(poly[:, 0].mean()))})
-        for obj in sorted(objs, key=lambda o: -o["area"]):  # the masks' painting order
-            ys, xs = np.nonzero(mask_utils.decode(obj["rle"]))
+                obj = {"poly": poly, "rle": rle, "area": area, "label": k,
+                       "centre": (float(poly[:, 1].mean()), float(poly[:, 0].mean()))}
+                if edge_noise > 0:  # the annotation traces the object with a wobbly hand
+                    noisy = _jagged(poly, rng, edge_noise, h, w)
+                    noisy_rle = mask_utils.merge(
+                        mask_utils.frPyObjects([noisy.ravel().tolist()], h, w))
+                    obj["clean"] = dict(obj)
+                    obj.update(poly=noisy, rle=noisy_rle, area=int(mask_utils.area(noisy_rle)))
+                objs.append(obj)
+        for obj in sorted(objs, key=lambda o: -o.get("clean", o)["area"]):  # painting order
+            ys, xs = np.nonzero(mask_utils.decode(obj.get("clean", obj)["rle"]))
             image[ys, xs] = _class_texture(obj["label"], ys, xs, rng)
         if noise:
             image += rng.normal(0, noise, image.shape).astype(np.float32)
@@ -178,51 +213,72 @@ def make_coco_dataset(out_dir, n_images: int = 12, size=(128, 128), *, seed: int
         Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(path, quality=quality)
         return name, (h, w), objs
 
-    images, anns, names = [], [], []
+    def annotation(obj: dict, ann_id: int, image_id: int, h: int, w: int, rle_pick: float,
+                   n_rle: int) -> dict:
+        ann = {"id": ann_id, "image_id": image_id,
+               "category_id": category_ids[obj["label"] - 1], "area": obj["area"],
+               "bbox": [round(float(v), 2) for v in mask_utils.toBbox(obj["rle"])],
+               "iscrowd": 0}
+        if rle_pick < rle_fraction:
+            if n_rle % 2:
+                ann["segmentation"] = {"size": [h, w],
+                                       "counts": obj["rle"]["counts"].decode("ascii")}
+            else:
+                ann["segmentation"] = {"size": [h, w],
+                                       "counts": _uncompressed_rle(mask_utils.decode(obj["rle"]))}
+            ann["iscrowd"] = 1
+        else:
+            ann["segmentation"] = [obj["poly"].ravel().tolist()]
+        return ann
+
+    images, anns, clean_anns, names = [], [], [], []
     n_rle = 0
     for i in range(n_images):
         name, (h, w), objs = render(i, i < n_images - empty_images)
         names.append(name)
         images.append({"id": i, "file_name": name, "height": h, "width": w})
         for obj in objs:
-            ann = {"id": len(anns) + 1, "image_id": i,
-                   "category_id": category_ids[obj["label"] - 1], "area": obj["area"],
-                   "bbox": [round(float(v), 2) for v in mask_utils.toBbox(obj["rle"])],
-                   "iscrowd": 0}
-            if rng.random() < rle_fraction:
-                n_rle += 1
-                if n_rle % 2:
-                    counts = obj["rle"]["counts"]
-                    ann["segmentation"] = {"size": [h, w], "counts": counts.decode("ascii")}
-                else:
-                    m = mask_utils.decode(obj["rle"])
-                    ann["segmentation"] = {"size": [h, w], "counts": _uncompressed_rle(m)}
-                ann["iscrowd"] = 1
-            else:
-                ann["segmentation"] = [obj["poly"].ravel().tolist()]
-            anns.append(ann)
+            pick = rng.random()
+            n_rle += pick < rle_fraction
+            anns.append(annotation(obj, len(anns) + 1, i, h, w, pick, n_rle))
+            if "clean" in obj:
+                clean_anns.append(annotation(obj["clean"], len(anns), i, h, w, pick, n_rle))
     info = {"description": f"segkit synthetic dataset (seed {seed})", "version": "1.0"}
     ann_file = root / "annotations.json"
     write_json(ann_file, {"info": info, "licenses": [], "images": images,
                           "annotations": anns, "categories": categories}, indent=None)
+    clean_file = None
+    if edge_noise > 0:
+        clean_file = root / "annotations_clean.json"
+        write_json(clean_file, {"info": info, "licenses": [], "images": images,
+                                "annotations": clean_anns, "categories": categories},
+                   indent=None)
 
-    test_file = submission = None
+    test_file = submission = truth_file = None
     test_names = []
     if test_images:
-        test_records = []
+        test_records, test_anns = [], []
         for t in range(test_images):
             i = n_images + t
-            name, (h, w), _ = render(i, True)
+            name, (h, w), objs = render(i, True)
             test_names.append(name)
             test_records.append({"id": i, "file_name": name, "height": h, "width": w})
+            for obj in objs:  # the truth: what the image shows
+                test_anns.append(annotation(obj.get("clean", obj), len(test_anns) + 1, i, h, w,
+                                            1.0, 0))
         test_file = root / "test.json"
         write_json(test_file, {"info": info, "licenses": [], "images": test_records,
                                "annotations": [], "categories": categories}, indent=None)
+        if test_truth:
+            truth_file = root / "test_truth.json"
+            write_json(truth_file, {"info": info, "licenses": [], "images": test_records,
+                                    "annotations": test_anns, "categories": categories},
+                       indent=None)
         submission = root / "sample_submission.csv"
         write_text(submission, "image_id,PredictionString\n"
                    + "".join(f"{n},\n" for n in test_names))
     return CocoDataset(root, ann_file, tuple(names), classes, category_ids, test_file,
-                       tuple(test_names), submission)
+                       tuple(test_names), submission, clean_file, truth_file)
 def model_probs(models: int, num_classes: int, h: int, w: int, *, agreement: float = 1.0,
                 sharpness: float = 3.0, scale: int = 16, seed: int = 0) -> np.ndarray:
     """(models, C, h, w) float32 class probabilities (softmax over C) of several fake models

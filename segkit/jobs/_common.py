@@ -9,7 +9,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .engine import ENGINES, JobError, default_workers
+from .engine import ENGINES, JobError, default_workers, describe_item
 
 
 class DatasetError(ValueError):
@@ -19,8 +19,8 @@ class DatasetError(ValueError):
 
 def job_error_message(exc: JobError) -> str:
     """A JobError's text without repeating the file name when the cause already names it."""
-    cause = exc.cause
-    return cause if str(exc.item) in cause else f"{exc.item}: {cause}"
+    cause, name = exc.cause, describe_item(exc.item)
+    return cause if name in cause else f"{name}: {cause}"
 
 
 def check_engine(engine: str, workers: int | None) -> int:

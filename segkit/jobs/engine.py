@@ -18,12 +18,30 @@ from tqdm import tqdm
 ENGINES = ("local", "ray")
 
 
+def describe_item(item: Any, limit: int = 120) -> str:
+    """A short name for a work item in messages: a path or name as is; for a tuple, the
+    'file_name' of a record in it or its first string/path; else a shortened repr."""
+    if isinstance(item, (str, os.PathLike)):
+        return str(item)
+    if isinstance(item, dict) and "file_name" in item:
+        return str(item["file_name"])
+    if isinstance(item, (tuple, list)):
+        for part in item:
+            if isinstance(part, dict) and "file_name" in part:
+                return str(part["file_name"])
+        for part in item:
+            if isinstance(part, (str, os.PathLike)):
+                return str(part)
+    text = repr(item)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 class JobError(RuntimeError):
     """An item failed; the message names it and the cause. Picklable (it crosses processes),
     so the cause is kept as text."""
 
     def __init__(self, item: Any, cause: str):
-        super().__init__(f"{item}: {cause}")
+        super().__init__(f"{describe_item(item)}: {cause}")
         self.item = item
         self.cause = cause
 
