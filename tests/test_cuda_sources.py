@@ -18,6 +18,8 @@ NVCC_ARCH = "sm_90"
 #: Kernels each source must define (extern "C" names CuPy looks up).
 EXPECTED_KERNELS = {
     "mode_filter": [f"mode_filter_{s}" for s in ("u8", "u16", "i32", "i64")],
+    "convcrf": ["convcrf_features_u8", "convcrf_features_f32", "convcrf_unary_f32",
+                "convcrf_message_f32", "convcrf_update_f32"],
 }
 
 

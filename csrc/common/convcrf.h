@@ -18,8 +18,16 @@
 #pragma once
 #include "macros.h"
 
-#if !defined(__CUDACC__) && !defined(__CUDACC_RTC__)
+#if !defined(__CUDACC_RTC__)
 #include <cstring>
+#endif
+
+// Device code (nvcc's device pass, NVRTC) uses CUDA's intrinsics and math library; host code
+// (g++, nvcc's host pass) the portable versions.
+#if defined(__CUDA_ARCH__)
+#define SEGKIT_CRF_DEVICE 1
+#else
+#define SEGKIT_CRF_DEVICE 0
 #endif
 
 namespace segkit {
@@ -36,7 +44,7 @@ constexpr int kMaxFeatures = 7;
 // (Cephes-style, within about 2 ulp) that the compiler vectorises inside loops over pixels.
 
 SEGKIT_HD SEGKIT_INLINE float bits_to_float(int b) {
-#if defined(__CUDACC__) || defined(__CUDACC_RTC__)
+#if SEGKIT_CRF_DEVICE
   return __int_as_float(b);
 #else
   float f;
@@ -46,7 +54,7 @@ SEGKIT_HD SEGKIT_INLINE float bits_to_float(int b) {
 }
 
 SEGKIT_HD SEGKIT_INLINE int float_to_bits(float f) {
-#if defined(__CUDACC__) || defined(__CUDACC_RTC__)
+#if SEGKIT_CRF_DEVICE
   return __float_as_int(f);
 #else
   int b;
@@ -60,7 +68,7 @@ SEGKIT_HD SEGKIT_INLINE float neg_inf() { return bits_to_float(static_cast<int>(
 // exp(x) for x <= 88. Below -87 it returns about 1e-38 instead of a subnormal or zero: every
 // caller adds it to terms of order 1, where the difference is far below float32 resolution.
 SEGKIT_HD SEGKIT_INLINE float exp_f32(float x) {
-#if defined(__CUDACC__) || defined(__CUDACC_RTC__)
+#if SEGKIT_CRF_DEVICE
   return expf(x);
 #else
   x = x < -87.0f ? -87.0f : x;  // also maps -inf to a finite argument (NaN stays NaN)
@@ -81,7 +89,7 @@ SEGKIT_HD SEGKIT_INLINE float exp_f32(float x) {
 
 // Natural logarithm for x >= 0 (0 -> -inf; subnormals handled).
 SEGKIT_HD SEGKIT_INLINE float log_f32(float x) {
-#if defined(__CUDACC__) || defined(__CUDACC_RTC__)
+#if SEGKIT_CRF_DEVICE
   return logf(x);
 #else
   const bool sub = x < 1.17549435e-38f;
@@ -168,12 +176,13 @@ SEGKIT_UNROLL
 }
 
 // ---- the message for one pixel and a block of classes ---------------------------------------
-// M_c(p) = sum_d K(p, p+d) Q_c(p+d) for classes c0 .. c0+CB-1 of a pooled grid hp x wp (Q
-// planar, `qplane` apart, rows `ld` apart), weights computed on the fly from the pooled
-// features. Zero outside the grid. Used as is by the CUDA kernel; the CPU backend runs the
-// same sum vectorised over pixels with stored weights.
+// M_c(p) = sum_d K(p, p+d) Q_c(p+d) at pixel (r, x) of a pooled grid hp x wp, for the first
+// nc <= CB classes of `q` (planar, `qplane` apart, rows `ld` apart), with the weights computed
+// on the fly from the pooled features (planar, fstride apart, rows wp apart). Offsets that
+// leave the grid contribute nothing. The CUDA kernel runs this as is; the CPU backend runs the
+// same sum vectorised over a row with stored weights.
 template <int NPOS, int NCOL, int CB>
-SEGKIT_HD SEGKIT_INLINE void message_pixel(const float* q, index_t qplane, index_t ld,
+SEGKIT_HD SEGKIT_INLINE void message_pixel(const float* q, index_t qplane, index_t ld, int nc,
                                            const float* feat, index_t fstride, int hp, int wp,
                                            int r, int x, int span, float pos_compat,
                                            float col_compat, float* acc) {
@@ -186,9 +195,10 @@ SEGKIT_UNROLL
     for (int xx = x0; xx <= x1; ++xx) {
       const float* fq = feat + static_cast<index_t>(y) * wp + xx;
       const float k = pair_weight<NPOS, NCOL>(fp, fq, fstride, pos_compat, col_compat);
-      const index_t qi = static_cast<index_t>(y) * ld + xx;
+      const float* qi = q + static_cast<index_t>(y) * ld + xx;
 SEGKIT_UNROLL
-      for (int c = 0; c < CB; ++c) acc[c] += k * q[c * qplane + qi];
+      for (int c = 0; c < CB; ++c)
+        if (c < nc) acc[c] += k * qi[c * qplane];
     }
   }
 }

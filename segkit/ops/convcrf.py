@@ -214,6 +214,15 @@ def _run(unary: Any, image: Any, params: CrfParams, backend: str):
     """Validate, convert and run; returns (scores on the backend's array type, back)."""
     name = _backend.resolve(backend, unary, image)
     if name == "cuda":
+        from .._cuda import stream_for
+
+        with stream_for(unary):  # every copy and kernel in order with the caller's stream
+            return _run_on(name, unary, image, params)
+    return _run_on(name, unary, image, params)
+
+
+def _run_on(name: str, unary: Any, image: Any, params: CrfParams):
+    if name == "cuda":
         import cupy as xp
 
         from .._cuda import as_cupy
@@ -316,10 +325,62 @@ def _run_cpp(scores, img, params: CrfParams):
 
 
 def _run_cuda(scores, img, params: CrfParams):
-    from .._cuda_convcrf import convcrf as run
+    import cupy
 
-    run(scores, img, params.kernel_constants())
+    from .. import _cuda
+
+    def launch(name, total, args):
+        _cuda.launch(_cuda.get_kernel("convcrf", name), total, args,
+                     stream=cupy.cuda.get_current_stream())
+
+    item = img.itemsize
+    if img.size and (min(img.strides) < 0 or any(s % item for s in img.strides)):
+        img = cupy.ascontiguousarray(img)
+    cuda_steps(scores, img, params.kernel_constants(), launch,
+               lambda shape: cupy.empty(shape, np.float32))
     return scores
+
+
+def cuda_steps(scores, img, k: dict, launch, empty) -> None:
+    """The CUDA backend's launch sequence (csrc/cuda/convcrf.cu), in place on `scores`.
+
+    `launch(kernel_name, work_items, args)` runs one kernel, `empty(shape)` allocates a float32
+    device array; tests drive the same sequence with the kernels compiled for the host.
+    """
+    from ..reference.convcrf import pool_geometry
+
+    n, c, h, w = scores.shape
+    b, s = k["blur"], k["filter_size"] // 2
+    hp, p0 = pool_geometry(h, b)
+    wp, p1 = pool_geometry(w, b)
+    col_pos = k["colpos_inv"] is not None
+    nf = 7 if col_pos else 5
+    i32, i64, f32 = np.int32, np.int64, np.float32
+    cells = n * hp * wp
+    feat = empty((n, nf, hp, wp))
+    item = img.itemsize
+    launch(f"convcrf_features_{'u8' if img.dtype == np.uint8 else 'f32'}", cells,
+           (img, feat, i64(n), i32(h), i32(w), i32(hp), i32(wp), i32(p0), i32(p1), i32(b),
+            *(i64(st // item) for st in img.strides), f32(k["pos_inv"]), f32(k["col_inv"]),
+            i32(col_pos), f32(k["colpos_inv"] or 0.0)))
+    launch("convcrf_unary_f32", n * h * w,
+           (scores, i64(n), i32(c), i64(h * w), i32(k["unary_kind"])))
+    q = [empty((n, c, hp, wp)), empty((n, c, hp, wp))]
+    m = empty((n, c, hp, wp))
+    a, wt = f32(k["unary_coef"]), f32(k["message_coef"])
+    geometry = (i64(n), i32(c), i32(h), i32(w), i32(hp), i32(wp), i32(p0), i32(p1), i32(b), a,
+                wt)
+    init_soft = k["unary_kind"] == 1 or k["init"] == 1
+    launch("convcrf_update_f32", cells, (scores, m, q[0], *geometry, i32(0), i32(init_soft),
+                                         i32(0)))
+    for it in range(k["num_iter"]):
+        last = it == k["num_iter"] - 1
+        soft = not last or k["final_softmax"]
+        launch("convcrf_message_f32", cells,
+               (q[it % 2], m, feat, i64(n), i32(c), i32(hp), i32(wp), i32(s),
+                i32(5 if col_pos else 3), f32(k["pos_compat"]), f32(k["col_compat"])))
+        launch("convcrf_update_f32", cells,
+               (scores, m, q[(it + 1) % 2], *geometry, i32(1), i32(soft), i32(last)))
 
 
 _RUNNERS = {"numpy": _run_numpy, "numba": _run_numba, "cpp": _run_cpp, "cuda": _run_cuda}
