@@ -13,6 +13,7 @@ import click
 COMMANDS = {
     "info": ("info", "Versions, backends available here and why not."),
     "demo": ("demo", "Run the main job end to end on generated data."),
+    "crf": ("crf", "ConvCRF post-processing: unaries + images -> label PNGs."),
 }
 
 

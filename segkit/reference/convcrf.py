@@ -41,6 +41,15 @@ def coefficients(weight_init: float, unary_weight: float) -> tuple[np.float32, n
     return np.float32(np.float32(unary_weight) - w), w
 
 
+def _shifted(d: int, n: int) -> tuple[slice, slice]:
+    """(pixels p, pixels p + d) along a side of n, for the p whose p + d is inside (empty when
+    |d| >= n)."""
+    lo, hi = max(0, -d), min(n, n - d)
+    if hi <= lo:
+        return slice(0, 0), slice(0, 0)
+    return slice(lo, hi), slice(lo + d, hi + d)
+
+
 def _inv32(x: float) -> np.float32:
     return np.float32(1.0 / x)
 
@@ -84,8 +93,8 @@ def convcrf_torch(unary: Any, image: Any, *, filter_size: int = 11, blur: int = 
         g = torch.zeros((n, k, k, hp, wp), **f32)
         for dy in range(-s, s + 1):
             for dx in range(-s, s + 1):
-                ys, yd = slice(max(0, -dy), hp - max(0, dy)), slice(max(0, dy), hp + min(0, dy))
-                xs, xd = slice(max(0, -dx), wp - max(0, dx)), slice(max(0, dx), wp + min(0, dx))
+                ys, yd = _shifted(dy, hp)
+                xs, xd = _shifted(dx, wp)
                 diff = f[:, :, yd, xd] - f[:, :, ys, xs]
                 g[:, dy + s, dx + s, ys, xs] = torch.exp(torch.sum(-0.5 * diff * diff, dim=1))
         return g.view(n, k * k, hp, wp)
@@ -172,8 +181,8 @@ def gaussian_numpy(feats: np.ndarray, filter_size: int) -> np.ndarray:
     n, _, h, w = feats.shape
     out = np.zeros((n, filter_size * filter_size, h, w), np.float32)
     for i, (dy, dx) in enumerate(offsets(filter_size)):
-        ys, yd = slice(max(0, -dy), h - max(0, dy)), slice(max(0, dy), h + min(0, dy))
-        xs, xd = slice(max(0, -dx), w - max(0, dx)), slice(max(0, dx), w + min(0, dx))
+        ys, yd = _shifted(dy, h)
+        xs, xd = _shifted(dx, w)
         diff = feats[:, :, yd, xd] - feats[:, :, ys, xs]
         out[:, i, ys, xs] = np.exp(np.sum(np.float32(-0.5) * diff * diff, axis=1))
     return out
