@@ -39,6 +39,12 @@ bench: $(STAMP)
 		--benchmark-only --benchmark-json=benchmarks/results/mode_filter.json $(BENCH_ARGS)
 	$(PY) benchmarks/report.py benchmarks/results/mode_filter.json --paste benchmarks/RESULTS.md \
 		--baseline PIL --baseline "box sum" --baseline "original recipe"
+	$(PIP) install -q -c constraints.txt pydensecrf2 || echo "pydensecrf2 did not build: its row is skipped"
+	$(PY) -m pytest benchmarks/bench_convcrf.py -o python_files='bench_*.py' -q \
+		--benchmark-only --benchmark-json=benchmarks/results/convcrf.json $(BENCH_ARGS)
+	$(PY) benchmarks/report.py benchmarks/results/convcrf.json --paste benchmarks/RESULTS.md \
+		--baseline "unfold reference (1 thread)" --baseline "unfold reference (2 threads)" \
+		--baseline pydensecrf2
 
 gpu-check:
 	bash scripts/gpu_check.sh
