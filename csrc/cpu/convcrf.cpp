@@ -209,6 +209,32 @@ SEGKIT_ALWAYS void storev(float* p, typename Vec<B>::type v) {
   std::memcpy(p, &v, B);
 }
 
+template <int B>
+struct VecI {
+  typedef int type __attribute__((vector_size(B)));
+};
+
+// crf::exp_f32 lane by lane: the same operations in the same order, so the same results.
+template <int B>
+SEGKIT_ALWAYS typename Vec<B>::type exp_v(typename Vec<B>::type x) {
+  typedef typename Vec<B>::type V;
+  typedef typename VecI<B>::type VI;
+  const V lo = V{} - 87.0f, hi = V{} + 88.0f;
+  x = x < lo ? lo : x;
+  x = x > hi ? hi : x;
+  const V r = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  const V t = (x - r * 0.693359375f) + r * 2.12194440e-4f;
+  V p = V{} + 1.9875691500e-4f;
+  p = p * t + 1.3981999507e-3f;
+  p = p * t + 8.3334519073e-3f;
+  p = p * t + 4.1665795894e-2f;
+  p = p * t + 1.6666665459e-1f;
+  p = p * t + 5.0000001201e-1f;
+  const V e = p * (t * t) + t + 1.0f;
+  const VI n = __builtin_convertvector(r, VI);
+  return e * (V)((n + 127) << 23);
+}
+
 // Message of CB classes along one pooled row: out[cb][x] = sum_d K(p, p+d) Q_cb(p+d) for x in
 // [0, nx) rounded up to whole vectors. `q` points at the first class's plane, `base` at the
 // row's first pixel inside the halo.
@@ -350,6 +376,161 @@ SEGKIT_ALWAYS void store_scores_row(const Ctx& cx, int i, const float* __restric
                 sizeof(float) * pl.W);
 }
 
+// ---- the update with every class of a block of pixels in registers (C <= 16) -----------------
+
+constexpr int kMaxRegClasses = 16;
+
+// p_c = get(c) for the C <= CM classes of one block of pixels, then softmax over classes when
+// `soft`, then put(c, p_c). The same operations as softmax_rows_body, lane by lane.
+template <int B, int CM, typename Get, typename Put>
+SEGKIT_ALWAYS void update_block(int C, bool soft, const Get& get, const Put& put) {
+  typedef typename Vec<B>::type V;
+  V p[CM];
+#pragma GCC unroll 16
+  for (int c = 0; c < CM; ++c)
+    if (c < C) p[c] = get(c);
+  if (soft) {
+    V mx = p[0];
+#pragma GCC unroll 16
+    for (int c = 1; c < CM; ++c)
+      if (c < C) mx = p[c] > mx ? p[c] : mx;
+    V sum = V{};
+#pragma GCC unroll 16
+    for (int c = 0; c < CM; ++c)
+      if (c < C) {
+        p[c] = exp_v<B>(p[c] - mx);
+        sum += p[c];
+      }
+    const V inv = 1.0f / sum;
+#pragma GCC unroll 16
+    for (int c = 0; c < CM; ++c)
+      if (c < C) p[c] *= inv;
+  }
+#pragma GCC unroll 16
+  for (int c = 0; c < CM; ++c)
+    if (c < C) put(c, p[c]);
+}
+
+// Runs update_block over the W pixels of a row: whole vectors in place, the last partial
+// vector through zero-padded copies. get(c, u, x0) / put(c, value, x0) see the block's unary
+// vector u and its first pixel; `dst(c)` is where put's values of class c go for x0 = 0 (for
+// the copies of the tail).
+template <int B, int CM, typename Get, typename Put>
+SEGKIT_ALWAYS void update_row_blocks(const Plan& pl, const float* U, bool soft, const Get& get,
+                                     const Put& put) {
+  typedef typename Vec<B>::type V;
+  constexpr int L = B / static_cast<int>(sizeof(float));
+  const int C = pl.C, W = pl.W;
+  const index_t HW = pl.HW;
+  int x0 = 0;
+  for (; x0 + L <= W; x0 += L)
+    update_block<B, CM>(
+        C, soft, [&](int c) { return get(c, loadv<B>(U + c * HW + x0), x0); },
+        [&](int c, V v) { put(c, v, x0, L); });
+  if (x0 < W) {
+    const int nv = W - x0;
+    float tail[CM * L];
+    std::memset(tail, 0, sizeof tail);
+    for (int c = 0; c < C; ++c) std::memcpy(tail + c * L, U + c * HW + x0, sizeof(float) * nv);
+    update_block<B, CM>(
+        C, soft, [&](int c) { return get(c, loadv<B>(tail + c * L), x0); },
+        [&](int c, V v) { put(c, v, x0, nv); });
+  }
+}
+
+// Stores the first n lanes of v at p.
+template <int B>
+SEGKIT_ALWAYS void store_lanes(float* p, typename Vec<B>::type v, int n) {
+  if (n * static_cast<int>(sizeof(float)) == B) {
+    storev<B>(p, v);
+  } else {
+    float t[B / sizeof(float)];
+    std::memcpy(t, &v, B);
+    std::memcpy(p, t, sizeof(float) * n);
+  }
+}
+
+template <int B, int CM>
+SEGKIT_ALWAYS void rows_blur1_regs(const Ctx& cx, int r, const Scratch& sc, int mode,
+                                   bool last) {
+  typedef typename Vec<B>::type V;
+  const Plan& pl = *cx.pl;
+  const bool iterate = mode == MODE_ITER;
+  if (iterate) message_row_body<B>(cx, r, sc.M);
+  const float a = cx.a->unary_coef, w = cx.a->message_coef;
+  float* U = cx.scores + static_cast<index_t>(r) * pl.W;
+  const float* M = sc.M;
+  const index_t ldw = pl.ldw, HW = pl.HW, plane = pl.plane;
+  float* dst = iterate && last ? U : cx.qnext + (pl.s + r) * pl.ld + pl.s;
+  const index_t dstride = iterate && last ? HW : plane;
+  auto put = [&](int c, V v, int x0, int n) { store_lanes<B>(dst + c * dstride + x0, v, n); };
+  const bool soft = softmax_after(*cx.a, mode, last);
+  if (iterate)
+    update_row_blocks<B, CM>(
+        pl, U, soft, [&](int c, V u, int x0) { return a * u + w * loadv<B>(M + c * ldw + x0); },
+        put);
+  else
+    update_row_blocks<B, CM>(pl, U, soft, [&](int, V u, int) { return u; }, put);
+}
+
+template <int B, int CM>
+SEGKIT_ALWAYS void update_blur_regs(const Ctx& cx, int R, const Scratch& sc, int mode,
+                                    bool last) {
+  typedef typename Vec<B>::type V;
+  const Plan& pl = *cx.pl;
+  const int W = pl.W, C = pl.C;
+  const index_t ldw = pl.ldw, HW = pl.HW;
+  const bool iterate = mode == MODE_ITER;
+  const bool pool = !iterate || !last;
+  const bool soft = softmax_after(*cx.a, mode, last);
+  const float a = cx.a->unary_coef, w = cx.a->message_coef;
+  int y0, y1;
+  crf::pool_span(R, pl.p0, pl.b, pl.H, &y0, &y1);
+  if (pool)
+    for (int c = 0; c < C; ++c) std::memset(sc.A + c * ldw, 0, sizeof(float) * W);
+  float* A = sc.A;
+  for (int i = y0; i < y1; ++i) {
+    float* U = cx.scores + static_cast<index_t>(i) * W;
+    auto put = [&](int c, V v, int x0, int n) {
+      if (pool) {
+        float* p = A + c * ldw + x0;  // rows padded to whole vectors
+        storev<B>(p, loadv<B>(p) + v);
+      } else {
+        store_lanes<B>(U + c * HW + x0, v, n);
+      }
+    };
+    if (iterate) {
+      int r0, r1;
+      float h0, h1;
+      crf::bilinear_taps(i, pl.p0, pl.b, pl.Hp, &r0, &r1, &h0, &h1);
+      const float* e0 = cx.Me + static_cast<index_t>(r0) * ldw;
+      const float* e1 = cx.Me + static_cast<index_t>(r1) * ldw;
+      const index_t cs = static_cast<index_t>(pl.Hp) * ldw;
+      update_row_blocks<B, CM>(
+          pl, U, soft,
+          [&](int c, V u, int x0) {
+            return a * u + w * (h0 * loadv<B>(e0 + c * cs + x0) + h1 * loadv<B>(e1 + c * cs + x0));
+          },
+          put);
+    } else {
+      update_row_blocks<B, CM>(pl, U, soft, [&](int, V u, int) { return u; }, put);
+    }
+  }
+  if (!pool) return;
+  const float rows = static_cast<float>(y1 - y0);
+  for (int c = 0; c < C; ++c) {
+    const float* acc = A + c * ldw;
+    float* q = cx.qnext + c * pl.plane + (pl.s + R) * pl.ld + pl.s;
+    for (int X = 0; X < pl.Wp; ++X) {
+      int x0, x1;
+      crf::pool_span(X, pl.p1, pl.b, pl.W, &x0, &x1);
+      float s = 0.0f;
+      for (int x = x0; x < x1; ++x) s += acc[x];
+      q[X] = s / (rows * static_cast<float>(x1 - x0));
+    }
+  }
+}
+
 // blur 1, row r: (message,) update, softmax; into the next Q or, last, into the scores.
 template <int B>
 SEGKIT_ALWAYS void rows_blur1_body(const Ctx& cx, int r, const Scratch& sc, int mode,
@@ -456,13 +637,33 @@ struct Ops {
   }                                                                                            \
   ATTR void NAME##_unary(const Ctx& cx, int i, const Scratch& sc) { unary_row_body(cx, i, sc); } \
   ATTR void NAME##_rows_blur1(const Ctx& cx, int r, const Scratch& sc, int mode, bool last) {  \
-    rows_blur1_body<B>(cx, r, sc, mode, last);                                                 \
+    const int C = cx.pl->C;                                                                    \
+    if (C <= 4)                                                                                \
+      rows_blur1_regs<B, 4>(cx, r, sc, mode, last);                                            \
+    else if (C <= 8)                                                                           \
+      rows_blur1_regs<B, 8>(cx, r, sc, mode, last);                                            \
+    else if (C <= 12)                                                                          \
+      rows_blur1_regs<B, 12>(cx, r, sc, mode, last);                                           \
+    else if (C <= kMaxRegClasses)                                                              \
+      rows_blur1_regs<B, kMaxRegClasses>(cx, r, sc, mode, last);                               \
+    else                                                                                       \
+      rows_blur1_body<B>(cx, r, sc, mode, last);                                               \
   }                                                                                            \
   ATTR void NAME##_message_blur(const Ctx& cx, int R, const Scratch& sc) {                     \
     message_blur_body<B>(cx, R, sc);                                                           \
   }                                                                                            \
   ATTR void NAME##_update_blur(const Ctx& cx, int R, const Scratch& sc, int mode, bool last) { \
-    update_blur_body<B>(cx, R, sc, mode, last);                                                \
+    const int C = cx.pl->C;                                                                    \
+    if (C <= 4)                                                                                \
+      update_blur_regs<B, 4>(cx, R, sc, mode, last);                                           \
+    else if (C <= 8)                                                                           \
+      update_blur_regs<B, 8>(cx, R, sc, mode, last);                                           \
+    else if (C <= 12)                                                                          \
+      update_blur_regs<B, 12>(cx, R, sc, mode, last);                                          \
+    else if (C <= kMaxRegClasses)                                                              \
+      update_blur_regs<B, kMaxRegClasses>(cx, R, sc, mode, last);                              \
+    else                                                                                       \
+      update_blur_body<B>(cx, R, sc, mode, last);                                              \
   }                                                                                            \
   const Ops NAME##_ops = {NAME##_weights, NAME##_unary, NAME##_rows_blur1,                     \
                           NAME##_message_blur, NAME##_update_blur};
