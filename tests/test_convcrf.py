@@ -219,10 +219,13 @@ def test_pool_geometry(n, blur, pooled, pad):
     assert got.shape[-1] == pooled
 
 
-def test_zero_probabilities_give_minus_inf_like_convcrf(fast_backend):
+def test_zero_and_subnormal_probabilities_like_convcrf(fast_backend):
+    """Zeros give -inf scores for their class, as in ConvCRF; subnormal probabilities are read
+    as they are (log(1e-40) = -92.1), though the kernels flush subnormal intermediates."""
     unary, image = scene(1, 4, 20, 24, seed=10, kind="probs")
     unary = unary.astype(np.float16).astype(np.float32)
     unary[0, 2, :5, :5] = 0
+    unary[0, 1, 10:, 10:] = 1e-40
     ref = torch_reference(unary, image, unary_kind="probs", blur=2, filter_size=5)
     out = segkit.convcrf(unary, image, unary_kind="probs", blur=2, filter_size=5,
                          backend=fast_backend)

@@ -13,6 +13,17 @@ INIT_CONVCRF, INIT_SOFTMAX = 0, 1
 F32 = np.float32
 
 
+#: Exponents below this give 0: keeps weights, probabilities and their products clear of
+#: float32 subnormals, which x86 computes through slow microcode assists (the C++ backend
+#: flushes them to zero instead). exp(-40) = 4e-18: far below any score's precision.
+EXP_FLOOR = -40.0
+
+
+@njit(cache=True, inline="always")
+def _exp(x):
+    return math.exp(x) if x > EXP_FLOOR else F32(0.0)
+
+
 @njit(cache=True, inline="always")
 def _geometry(n, b):
     off = (b - n % b) % b
@@ -94,7 +105,7 @@ def _weights(feat, K, offs, s, npos, pos_compat, col_compat):
                         ep += half * (d * d)
                     else:
                         ec += half * (d * d)
-                K[j, s + R, s + x] = pos_compat * math.exp(ep) + col_compat * math.exp(ec)
+                K[j, s + R, s + x] = pos_compat * _exp(ep) + col_compat * _exp(ec)
 
 
 @njit(parallel=True, cache=True)
@@ -133,7 +144,7 @@ def _softmax_rows(P, n):
     acc = np.zeros(n, np.float32)
     for k in range(c):
         for x in range(n):
-            e = math.exp(P[k, x] - mx[x])
+            e = _exp(P[k, x] - mx[x])
             P[k, x] = e
             acc[x] += e
     for x in range(n):
@@ -145,22 +156,28 @@ def _softmax_rows(P, n):
 
 @njit(cache=True, inline="always")
 def _message_row(Q, K, offs, s, r, wp, kc, out):
-    """out[c, x] = sum_d K(p, p+d) Q_c(p+d) along pooled row r."""
+    """out[c, x] = sum_d K(p, p+d) Q_c(p+d) along pooled row r (flat index arithmetic, so that
+    LLVM sees contiguous runs and vectorises the innermost loop)."""
     c = Q.shape[0]
+    ld = Q.shape[2]
+    qplane = Q.shape[1] * ld
+    kplane = K.shape[1] * ld
+    Qf = Q.reshape(-1)
+    Kf = K.reshape(-1)
+    base = (s + r) * ld + s
     for k in range(c):
+        qb = k * qplane + base
         for x in range(wp):
-            out[k, x] = kc * Q[k, s + r, s + x]
+            out[k, x] = kc * Qf[qb + x]
     for j in range(offs.shape[0]):
-        ey = offs[j, 0]
-        ex = offs[j, 1]
-        w1 = K[j, s + r, s:s + wp]
-        w2 = K[j, s + r - ey, s - ex:s - ex + wp]
+        o = offs[j, 0] * ld + offs[j, 1]
+        kf = j * kplane + base
+        kb = kf - o
         for k in range(c):
-            qf = Q[k, s + r + ey, s + ex:s + ex + wp]
-            qb = Q[k, s + r - ey, s - ex:s - ex + wp]
-            o = out[k]
+            qf = k * qplane + base + o
+            qb = k * qplane + base - o
             for x in range(wp):
-                o[x] += w1[x] * qf[x] + w2[x] * qb[x]
+                out[k, x] += Kf[kf + x] * Qf[qf + x] + Kf[kb + x] * Qf[qb + x]
 
 
 @njit(parallel=True, cache=True)
