@@ -50,6 +50,7 @@ namespace {
 
 constexpr index_t kPad = 16;   // rows are padded to whole vectors of the widest ISA (floats)
 constexpr int kMaxBlock = 12;  // classes per message pass (accumulators held in registers)
+constexpr index_t kPrefetch = 64;  // weights prefetched this many pixels ahead
 
 enum Mode { MODE_INIT = 0, MODE_ITER = 1 };
 
@@ -258,6 +259,9 @@ SEGKIT_ALWAYS void message_block(const float* __restrict q, index_t plane,
     for (int j = 0; j < nh; ++j) {
       const index_t o = koff[j];
       const float* kj = K + j * plane + p;
+      // the weights stream from nh planes at once, too many for the hardware prefetcher
+      __builtin_prefetch(kj + kPrefetch);
+      __builtin_prefetch(kj - o + kPrefetch);
       const V w1 = loadv<B>(kj);      // K(p, p+e)
       const V w2 = loadv<B>(kj - o);  // K(p-e, p) = K(p, p-e)
 #pragma GCC unroll 12
