@@ -171,10 +171,15 @@ def measure_peak(impl: str, setting: str) -> float | None:
     return _PEAKS[impl, setting]
 
 
-def _record(benchmark, impl: str, setting: str, label: str) -> None:
+def _label(benchmark, setting: str, label: str) -> None:
+    """Group and name, set before the run (pytest-benchmark reads the group then)."""
     benchmark.group = GROUPS[setting]
     benchmark.extra_info["impl"] = label
     benchmark.extra_info["pixels"] = SIDE * SIDE
+
+
+def _record(benchmark, impl: str, setting: str) -> None:
+    """Peak memory, measured after the timing runs (in a subprocess)."""
     peak = measure_peak(impl, setting)
     if peak is not None:
         benchmark.extra_info["peak_MB"] = peak
@@ -204,6 +209,7 @@ def test_segkit(benchmark, impl, setting):
         pytest.skip("SIMD variants are compared on the 5-iteration settings")
     image, logits = inputs()
     call = make_call(impl, setting, image, logits)
+    _label(benchmark, setting, SEGKIT_IMPLS[impl].format(isa=best))
     configure(impl)
     try:
         call()  # compile / warm up (and fill the workspace cache, as a dataset job would)
@@ -214,7 +220,7 @@ def test_segkit(benchmark, impl, setting):
     finally:
         segkit.set_num_threads(0)
         _C.set_simd_isa(best)
-    _record(benchmark, impl, setting, SEGKIT_IMPLS[impl].format(isa=best))
+    _record(benchmark, impl, setting)
     assert out.shape == logits.shape and np.isfinite(out).all()
 
 
@@ -227,15 +233,16 @@ def test_torch_unfold_reference(benchmark, threads, setting):
     call = make_call(impl, setting, image, logits)
     old = torch.get_num_threads()
     rounds = {"default": 3, "k7-blur1": 2, "seed": 1}[setting]
-    try:
-        out = benchmark.pedantic(call, rounds=rounds, iterations=1).numpy()
-    finally:
-        torch.set_num_threads(old)
     label = f"torch unfold reference ({threads} thread{'s' if threads > 1 else ''})"
     if setting == "seed":
         benchmark.extra_info["scale"] = 200 / TORCH_SEED_ITERS
         label += f" [{TORCH_SEED_ITERS} iterations x {200 // TORCH_SEED_ITERS}]"
-    _record(benchmark, impl, setting, label)
+    _label(benchmark, setting, label)
+    try:
+        out = benchmark.pedantic(call, rounds=rounds, iterations=1).numpy()
+    finally:
+        torch.set_num_threads(old)
+    _record(benchmark, impl, setting)
     # the same run checks that segkit computes the same thing
     ours = segkit.convcrf(logits, image, **torch_kwargs(setting))
     scale = float(np.abs(out).max())
@@ -245,8 +252,9 @@ def test_torch_unfold_reference(benchmark, threads, setting):
 def test_segkit_numpy_reference(benchmark):
     image, logits = inputs()
     call = make_call("numpy", "default", image, logits)
+    _label(benchmark, "default", "segkit numpy (reference backend)")
     benchmark.pedantic(call, rounds=1, iterations=1)
-    _record(benchmark, "numpy", "default", "segkit numpy (reference backend)")
+    _record(benchmark, "numpy", "default")
 
 
 def test_pydensecrf2(benchmark):
@@ -255,9 +263,10 @@ def test_pydensecrf2(benchmark):
     image, logits = inputs()
     call = make_call("densecrf", "default", image, logits)
     call()
+    _label(benchmark, "default", "pydensecrf2 DenseCRF2D (fully connected, 5 iterations, "
+           "1 thread)")
     benchmark.pedantic(call, rounds=3, iterations=1)
-    _record(benchmark, "densecrf", "default",
-            "pydensecrf2 DenseCRF2D (fully connected, 5 iterations, 1 thread)")
+    _record(benchmark, "densecrf", "default")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -132,9 +132,10 @@ def run_one(task: CrfTask) -> dict[str, Any]:
     if image.shape[:2] != unary.shape[1:]:
         raise CrfJobError(f"{task.image}: image is {image.shape[1]}x{image.shape[0]} but its "
                           f"unary {Path(task.unary).name} is {unary.shape[2]}x{unary.shape[1]}")
-    scores = convcrf(np.asarray(unary), image, backend=task.backend, **task.params)
+    unary = np.asarray(unary)
+    scores = convcrf(unary, image, backend=task.backend, **task.params)
     labels = scores.argmax(0).astype(_label_dtype(unary.shape[0]))
-    before = np.asarray(unary).argmax(0)
+    before = unary.argmax(0)
     if task.store is not None:
         e = np.exp(scores - scores.max(0, keepdims=True))
         ConfidenceStore(task.store).write(task.stem, e / e.sum(0, keepdims=True))

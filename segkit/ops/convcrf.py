@@ -193,15 +193,31 @@ def convcrf(unary: Any, image: Any, *, preset: str | None = None, filter_size: i
     return back(scores) if back is not None else scores
 
 
-def convcrf_labels(unary: Any, image: Any, **kwargs: Any):
+def convcrf_labels(unary: Any, image: Any, *, preset: str | None = None,
+                   filter_size: int | None = None, blur: int | None = None,
+                   num_iter: int | None = None, pos_sdims: float | None = None,
+                   pos_compat: float | None = None, col_schan: float | None = None,
+                   col_compat: float | None = None, col_sdims: float | None = None,
+                   weight_init: float | None = None, unary_weight: float | None = None,
+                   unary_kind: str | None = None, init: str | None = None,
+                   final_softmax: bool | None = None, backend: str = "auto"):
     """Labels after ConvCRF: the argmax over classes of :func:`convcrf` (same arguments).
 
     Returns uint8 labels for C <= 256 classes, int32 otherwise, of shape (N, H, W) or (H, W);
     ties go to the smallest class. Same array kind as :func:`convcrf` returns.
+
+    >>> import numpy as np, segkit
+    >>> rng = np.random.default_rng(0)
+    >>> probs = rng.dirichlet(np.ones(3), (32, 48)).transpose(2, 0, 1).astype(np.float32)
+    >>> image = rng.integers(0, 256, (32, 48, 3), dtype=np.uint8)
+    >>> segkit.convcrf_labels(probs, image, unary_kind="probs").dtype
+    dtype('uint8')
     """
-    backend = kwargs.pop("backend", "auto")
-    preset = kwargs.pop("preset", None)
-    params = crf_params(preset, **kwargs)
+    params = crf_params(preset, filter_size=filter_size, blur=blur, num_iter=num_iter,
+                        pos_sdims=pos_sdims, pos_compat=pos_compat, col_schan=col_schan,
+                        col_compat=col_compat, col_sdims=col_sdims, weight_init=weight_init,
+                        unary_weight=unary_weight, unary_kind=unary_kind, init=init,
+                        final_softmax=final_softmax)
     scores, back = _run(unary, image, params, backend)
     dtype = np.uint8 if scores.shape[-3] <= 256 else np.int32
     labels = scores.argmax(axis=-3).astype(dtype)
@@ -231,7 +247,7 @@ def _run_on(name: str, unary: Any, image: Any, params: CrfParams):
         img, _ = as_cupy(image)
     else:
         xp = np
-        u, img, back = np.asarray(unary), np.asarray(image), None
+        u, img, back = np.asarray(_detached(unary)), np.asarray(_detached(image)), None
     u4, img4, squeeze = canonical_shapes(u, img)
     if np.dtype(u4.dtype).kind != "f":
         raise TypeError(f"unary must be float32 or float16 scores; got dtype {u4.dtype}")
@@ -241,6 +257,13 @@ def _run_on(name: str, unary: Any, image: Any, params: CrfParams):
     if scores.size:
         scores = _RUNNERS[name](scores, img4, params)
     return (scores[0] if squeeze else scores), back
+
+
+def _detached(x):
+    """torch CPU tensors without autograd history (NumPy refuses those that have one)."""
+    if type(x).__module__.startswith("torch") and hasattr(x, "detach"):
+        return x.detach()
+    return x
 
 
 def canonical_shapes(u, img):
