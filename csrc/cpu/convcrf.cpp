@@ -885,18 +885,20 @@ void convcrf(float* scores, const TImg* image, const ConvCrfArgs& a) {
     cx.feat = feat;
     cx.K = K;
     cx.Me = Me;
-#pragma omp for schedule(dynamic, 1)
+    // clear_borders writes only what no later phase writes; the barriers after the weights
+    // and the first Q order it before every read.
+#pragma omp for schedule(dynamic, 1) nowait
     for (int j = 0; j < pl.nh + 2 * pl.C; ++j) clear_borders(pl, K, Q[0], Q[1], j);
     for (index_t n = 0; n < a.n; ++n) {
       cx.scores = scores + n * pl.C * pl.HW;
       const TImg* img = image + n * a.im_sn;
+      // U (no barrier: the next barriers order it before Q_0), features, weights, Q_0.
+#pragma omp for schedule(static) nowait
+      for (int i = 0; i < pl.H; ++i) ops.unary(cx, i, sc);
 #pragma omp for schedule(static)
       for (int R = 0; R < pl.Hp; ++R) features_row(pl, a, img, feat, R);
 #pragma omp for schedule(static)
       for (int R = 0; R < pl.Hp; ++R) ops.weights(cx, R);
-#pragma omp for schedule(static)
-      for (int i = 0; i < pl.H; ++i) ops.unary(cx, i, sc);
-      // Q_0
       cx.qcur = nullptr;
       cx.qnext = Q[0];
       if (pl.b == 1) {
