@@ -117,6 +117,27 @@ def test_errors_name_the_problem(dataset, tmp_path):
         crf_job(root / "store", root / "images", tmp_path / "o", blur=3, progress=False)
 
 
+def test_ray_engine_missing_or_working(dataset):
+    root, _, _ = dataset
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        with pytest.raises(CrfJobError, match="engine='ray' needs Ray"):
+            crf_job(root / "store", root / "images", root / "o", engine="ray", progress=False)
+        return
+    report = crf_job(root / "store", root / "images", root / "o", engine="ray", workers=2,
+                     progress=False)
+    assert report["refined"] == N
+
+
+def test_demo_stage(tmp_path):
+    from segkit.demo import stage_convcrf
+
+    result = stage_convcrf(tmp_path, 2, 64, 0, log=lambda *a: None)
+    assert result["picture"].is_file()
+    assert result["accuracy_after"] > result["accuracy_before"]
+
+
 def test_index_images_refuses_ambiguous_stems(tmp_path):
     Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "a.png")
     Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "a.jpg")

@@ -183,6 +183,12 @@ def crf_job(unaries: str | Path, images: str | Path, out: str | Path, *,
     """
     from ..ops.convcrf import crf_params as make_params
 
+    if engine == "ray":
+        try:
+            import ray  # noqa: F401
+        except ImportError as exc:
+            raise CrfJobError("engine='ray' needs Ray: pip install 'ray[data]' (or use "
+                              f"engine='local'); importing it failed: {exc}") from exc
     files, classes, is_store = unary_files(unaries)
     if not files:
         raise CrfJobError(f"{unaries}: no .npy unaries found")
