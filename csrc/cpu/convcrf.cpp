@@ -892,20 +892,22 @@ void convcrf(float* scores, const TImg* image, const ConvCrfArgs& a) {
     for (index_t n = 0; n < a.n; ++n) {
       cx.scores = scores + n * pl.C * pl.HW;
       const TImg* img = image + n * a.im_sn;
+      // Rows are handed out dynamically, four at a time: on a shared machine a thread that is
+      // descheduled for a while then delays only its current rows, not a fixed half.
       // U (no barrier: the next barriers order it before Q_0), features, weights, Q_0.
-#pragma omp for schedule(static) nowait
+#pragma omp for schedule(dynamic, 4) nowait
       for (int i = 0; i < pl.H; ++i) ops.unary(cx, i, sc);
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 4)
       for (int R = 0; R < pl.Hp; ++R) features_row(pl, a, img, feat, R);
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 4)
       for (int R = 0; R < pl.Hp; ++R) ops.weights(cx, R);
       cx.qcur = nullptr;
       cx.qnext = Q[0];
       if (pl.b == 1) {
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 4)
         for (int r = 0; r < pl.H; ++r) ops.rows_blur1(cx, r, sc, MODE_INIT, false);
       } else {
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 4)
         for (int R = 0; R < pl.Hp; ++R) ops.update_blur(cx, R, sc, MODE_INIT, false);
       }
       for (int it = 0; it < a.num_iter; ++it) {
@@ -913,12 +915,12 @@ void convcrf(float* scores, const TImg* image, const ConvCrfArgs& a) {
         cx.qcur = Q[it % 2];
         cx.qnext = Q[(it + 1) % 2];
         if (pl.b == 1) {
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 4)
           for (int r = 0; r < pl.H; ++r) ops.rows_blur1(cx, r, sc, MODE_ITER, last);
         } else {
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 4)
           for (int R = 0; R < pl.Hp; ++R) ops.message_blur(cx, R, sc);
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 4)
           for (int R = 0; R < pl.Hp; ++R) ops.update_blur(cx, R, sc, MODE_ITER, last);
         }
       }
