@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 import segkit
 from segkit.ops.convcrf import crf_params
-from segkit.reference.convcrf import convcrf_numpy, convcrf_torch, pool_geometry
+from segkit.reference.convcrf import convcrf_torch, pool_geometry
 from segkit.synthetic import crf_scene
 
 from .conftest import require_backend
