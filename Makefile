@@ -51,6 +51,12 @@ bench: $(STAMP)
 		--benchmark-only --benchmark-json=benchmarks/results/soft_vote.json $(BENCH_ARGS)
 	$(PY) benchmarks/report.py benchmarks/results/soft_vote.json --paste benchmarks/RESULTS.md \
 		--baseline "np.average" --baseline "floor 2 threads" --baseline "NumPy loop"
+	$(PIP) install -q -c constraints.txt pydensecrf2 || echo "pydensecrf2 did not build: its row is skipped"
+	$(PY) -m pytest benchmarks/bench_convcrf.py -o python_files='bench_*.py' -q \
+		--benchmark-only --benchmark-json=benchmarks/results/convcrf.json $(BENCH_ARGS)
+	$(PY) benchmarks/report.py benchmarks/results/convcrf.json --paste benchmarks/RESULTS.md \
+		--baseline "unfold reference (1 thread)" --baseline "unfold reference (2 threads)" \
+		--baseline pydensecrf2
 
 gpu-check:
 	bash scripts/gpu_check.sh

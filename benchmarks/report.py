@@ -22,24 +22,32 @@ def machine_line(data: dict) -> str:
             f"run {data.get('datetime', '?')[:16]}.")
 
 
+def median_of(b: dict) -> float:
+    """The median, times extra_info['scale'] for runs measured on a fraction of the work
+    (their implementation name says so)."""
+    return b["stats"]["median"] * b["extra_info"].get("scale", 1)
+
+
 def tables(data: dict, baselines: list[str]) -> str:
     groups = defaultdict(list)
     for b in data["benchmarks"]:
         groups[b["group"] or b["name"]].append(b)
     out = [machine_line(data), ""]
     for group, items in sorted(groups.items()):
-        items.sort(key=lambda b: b["stats"]["median"])
+        items.sort(key=median_of)
         base = {}
         for pattern in baselines:
             for b in items:
                 if pattern.lower() in b["extra_info"].get("impl", b["name"]).lower():
-                    base[pattern] = b["stats"]["median"]
+                    base[pattern] = median_of(b)
+        peaks = any("peak_MB" in b["extra_info"] for b in items)
         out.append(f"**{group}** (median of rounds)\n")
         header = "| implementation | median | throughput |" + "".join(
-            f" x {p} |" for p in base) + "\n|---|---:|---:|" + "---:|" * len(base)
+            f" x {p} |" for p in base) + (" peak memory |" if peaks else "") + \
+            "\n|---|---:|---:|" + "---:|" * (len(base) + peaks)
         out.append(header)
         for b in items:
-            med = b["stats"]["median"]
+            med = median_of(b)
             extra = b["extra_info"]
             if "pixels" in extra:
                 rate = f"{extra['pixels'] / med / 1e6:,.0f} Mpix/s"
@@ -49,7 +57,10 @@ def tables(data: dict, baselines: list[str]) -> str:
                 rate = ""
             ratios = "".join(f" {v / med:,.1f} |" for v in base.values())
             unit = f"{med * 1e3:,.3f} ms" if med < 1 else f"{med:,.2f} s"
-            out.append(f"| {extra.get('impl', b['name'])} | {unit} | {rate} |{ratios}")
+            peak = ""
+            if peaks:
+                peak = f" {extra['peak_MB']:,.0f} MB |" if "peak_MB" in extra else " |"
+            out.append(f"| {extra.get('impl', b['name'])} | {unit} | {rate} |{ratios}{peak}")
         out.append("")
     return "\n".join(out)
 

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "cpu/confusion.h"
+#include "cpu/convcrf.h"
 #include "cpu/mode_filter.h"
 #include "cpu/runtime.h"
 #include "cpu/soft_vote.h"
@@ -160,6 +161,77 @@ bool soft_vote(const std::vector<py::array>& inputs, const py::array& weights, p
   args.probs = probs_ptr;
   py::gil_scoped_release release;
   return segkit::cpu::soft_vote(args);
+// Fills ConvCrfArgs from a (N, C, H, W) score array and a (N, 3, H, W) image view.
+segkit::cpu::ConvCrfArgs convcrf_args(const py::array& scores, const py::array& image,
+                                      int filter_size, int blur, int num_iter, float pos_inv,
+                                      float col_inv, py::object colpos_inv, float pos_compat,
+                                      float col_compat, float unary_coef, float message_coef,
+                                      int unary_kind, int init, bool final_softmax) {
+  if (scores.ndim() != 4 || image.ndim() != 4)
+    throw py::value_error("_C.convcrf: expects 4-D scores (N, C, H, W) and image (N, 3, H, W)");
+  if (image.shape(0) != scores.shape(0) || image.shape(1) != 3 ||
+      image.shape(2) != scores.shape(2) || image.shape(3) != scores.shape(3))
+    throw py::value_error("_C.convcrf: image shape does not match the scores");
+  segkit::cpu::ConvCrfArgs a;
+  a.n = scores.shape(0);
+  a.c = scores.shape(1);
+  a.h = scores.shape(2);
+  a.w = scores.shape(3);
+  if (image.size() > 0) {
+    a.im_sn = elem_stride(image, 0, "_C.convcrf");
+    a.im_sc = elem_stride(image, 1, "_C.convcrf");
+    a.im_sh = elem_stride(image, 2, "_C.convcrf");
+    a.im_sw = elem_stride(image, 3, "_C.convcrf");
+  }
+  a.filter_size = filter_size;
+  a.blur = blur;
+  a.num_iter = num_iter;
+  a.pos_inv = pos_inv;
+  a.col_inv = col_inv;
+  a.col_pos = !colpos_inv.is_none();
+  a.colpos_inv = a.col_pos ? colpos_inv.cast<float>() : 0.0f;
+  a.pos_compat = pos_compat;
+  a.col_compat = col_compat;
+  a.unary_coef = unary_coef;
+  a.message_coef = message_coef;
+  a.unary_kind = unary_kind;
+  a.init = init;
+  a.final_softmax = final_softmax;
+  return a;
+}
+
+void convcrf(py::array& scores, const py::array& image, int filter_size, int blur, int num_iter,
+             float pos_inv, float col_inv, py::object colpos_inv, float pos_compat,
+             float col_compat, float unary_coef, float message_coef, int unary_kind, int init,
+             bool final_softmax) {
+  if (!scores.dtype().is(py::dtype::of<float>()) || !(scores.flags() & py::array::c_style) ||
+      !scores.writeable())
+    throw py::value_error("_C.convcrf: scores must be a writeable C-contiguous float32 array");
+  const auto a = convcrf_args(scores, image, filter_size, blur, num_iter, pos_inv, col_inv,
+                              colpos_inv, pos_compat, col_compat, unary_coef, message_coef,
+                              unary_kind, init, final_softmax);
+  if (scores.size() == 0) return;
+  float* dst = static_cast<float*>(scores.mutable_data());
+  const char kind = image.dtype().kind();
+  if (kind == 'u' && image.itemsize() == 1) {
+    const auto* img = static_cast<const uint8_t*>(image.data());
+    py::gil_scoped_release release;
+    segkit::cpu::convcrf<uint8_t>(dst, img, a);
+  } else if (image.dtype().is(py::dtype::of<float>())) {
+    const auto* img = static_cast<const float*>(image.data());
+    py::gil_scoped_release release;
+    segkit::cpu::convcrf<float>(dst, img, a);
+  } else {
+    throw py::type_error("_C.convcrf: image must be uint8 or float32, got " +
+                         py::str(image.dtype()).cast<std::string>());
+  }
+}
+
+int64_t convcrf_workspace_bytes(const py::array& scores, const py::array& image,
+                                int filter_size, int blur, py::object colpos_inv) {
+  const auto a = convcrf_args(scores, image, filter_size, blur, 1, 1.0f, 1.0f, colpos_inv, 1.0f,
+                              1.0f, 1.0f, 0.0f, 0, 0, false);
+  return segkit::cpu::convcrf_workspace_bytes(a);
 }
 
 py::dict build_info() {
@@ -208,6 +280,26 @@ PYBIND11_MODULE(_C, m) {
         "(ties: smallest class) into C-contiguous uint8/uint16 `labels` (N, H, W), and the "
         "float32 sums into `probs` (N, C, H, W) when given. Returns True if a sum was NaN. "
         "Releases the GIL; OpenMP over tiles of pixels.");
+  m.def("convcrf", &convcrf, py::arg("scores"), py::arg("image"), py::arg("filter_size"),
+        py::arg("blur"), py::arg("num_iter"), py::arg("pos_inv"), py::arg("col_inv"),
+        py::arg("colpos_inv"), py::arg("pos_compat"), py::arg("col_compat"),
+        py::arg("unary_coef"), py::arg("message_coef"), py::arg("unary_kind"), py::arg("init"),
+        py::arg("final_softmax"),
+        "convcrf(scores, image, filter_size, blur, num_iter, pos_inv, col_inv, colpos_inv, "
+        "pos_compat, col_compat, unary_coef, message_coef, unary_kind, init, final_softmax)\n\n"
+        "ConvCRF mean-field inference in place: `scores` (N, C, H, W) C-contiguous float32 holds "
+        "the unary on entry and the scores on return; `image` (N, 3, H, W) uint8 or float32, "
+        "any strides. Constants are the float32 values ConvCRF uses (1/sdims, 1/schan, "
+        "unary_weight - w, w); colpos_inv None turns the colour kernel's position term off. "
+        "unary_kind: 0 logits, 1 probs; init: 0 convcrf, 1 softmax. Releases the GIL.");
+  m.def("convcrf_workspace_bytes", &convcrf_workspace_bytes, py::arg("scores"),
+        py::arg("image"), py::arg("filter_size"), py::arg("blur"),
+        py::arg("colpos_inv") = py::none(),
+        "Bytes of working memory _C.convcrf allocates for these arrays (besides the scores).");
+  m.def("convcrf_release_workspace", &segkit::cpu::convcrf_release_workspace,
+        "Free the working memory _C.convcrf keeps between calls; returns the bytes freed.");
+  m.def("convcrf_cached_workspace", &segkit::cpu::convcrf_cached_workspace,
+        "Bytes of working memory _C.convcrf holds between calls.");
 
   m.def("build_info", &build_info, "Compiler, OpenMP version, SIMD paths and thread count.");
   m.def(

@@ -204,6 +204,12 @@ def bench_soft_vote(peak: float) -> None:
     """CUDA soft vote of 5 float16 models on device arrays vs torch (float32 weighted add +
     argmax) on the same GPU; equality with the C++ backend on the first image. GB/s counts the
     bytes read (inputs) plus written (labels); the goal is >= 70% of the copy bandwidth."""
+def bench_convcrf(peak: float) -> None:
+    """CUDA ConvCRF against the torch unfold reference on the same GPU: 512x512 and 1024x1024,
+    batch 1 and 8, 11 classes, the three benchmark settings. The torch reference runs the seed
+    setting (200 iterations) for 20 iterations and its time is scaled by 10. Peak memory: the
+    growth of CuPy's memory pool (emptied before) for segkit, torch.cuda.max_memory_allocated
+    for the reference, both above the inputs."""
     import cupy
     import torch
 
@@ -244,7 +250,59 @@ def bench_soft_vote(peak: float) -> None:
         cupy.get_default_memory_pool().free_all_blocks()
 
 
-SECTIONS = {"mode_filter": bench_mode_filter, "soft_vote": bench_soft_vote, "train": bench_train}
+    from segkit.reference.convcrf import convcrf_torch
+    from segkit.synthetic import crf_scene
+
+    settings = {"default": dict(filter_size=11, blur=4, num_iter=5),
+                "k7-blur1": dict(filter_size=7, blur=1, num_iter=5),
+                "seed": dict(filter_size=5, blur=1, num_iter=200)}
+    pool = cupy.get_default_memory_pool()
+    image1, _, logits1 = crf_scene(1, 1024, 1024, 11, seed=0)
+    for side in (512, 1024):
+        for batch in (1, 8):
+            img = np.ascontiguousarray(np.repeat(image1[:, :side, :side], batch, 0))
+            lg = np.ascontiguousarray(np.repeat(logits1[:, :, :side, :side], batch, 0))
+            u_t = torch.from_numpy(lg).cuda()
+            i_t = torch.from_numpy(img.transpose(0, 3, 1, 2).copy()).cuda().float()
+            u_c, i_c = cupy.asarray(lg), cupy.asarray(img)
+            for name, kw in settings.items():
+                section = f"convcrf {side}x{side} x{batch} {name}"
+                pool.free_all_blocks()
+                before = pool.used_bytes()
+                out = segkit.convcrf(u_c, i_c, **kw)
+                cupy.cuda.get_current_stream().synchronize()
+                mem = (pool.total_bytes() - before) / 2 ** 20
+                t = cuda_time(lambda: segkit.convcrf(u_c, i_c, **kw), repeat=5, warmup=1)
+                tkw = dict(kw, num_iter=20) if name == "seed" else kw
+                scale = kw["num_iter"] / tkw["num_iter"]
+                ours = out if name != "seed" else segkit.convcrf(u_c, i_c, **tkw)
+                try:
+                    torch.cuda.synchronize()
+                    torch.cuda.reset_peak_memory_stats()
+                    base = torch.cuda.memory_allocated()
+                    ref = convcrf_torch(u_t, i_t, **tkw)
+                    torch.cuda.synchronize()
+                    tmem = (torch.cuda.max_memory_allocated() - base) / 2 ** 20
+                    t_ref = cuda_time(lambda: convcrf_torch(u_t, i_t, **tkw), repeat=3,
+                                      warmup=0) * scale
+                    r = cupy.asarray(ref)
+                    err = float(cupy.abs(ours - r).max() / cupy.abs(r).max())
+                    same = float((ours.argmax(1) == r.argmax(1)).mean())
+                    record(section, "segkit cuda", t, equal=err <= 1e-4, peak_MB=round(mem, 1),
+                           rel_err=err, argmax_agree=same, speedup=t_ref / t)
+                    record(section, "torch unfold reference" +
+                           (" [20 it. x10]" if name == "seed" else ""), t_ref,
+                           peak_MB=round(tmem, 1))
+                    del ref, r
+                except torch.cuda.OutOfMemoryError:
+                    record(section, "segkit cuda", t, peak_MB=round(mem, 1))
+                    record(section, "torch unfold reference: out of memory", float("nan"))
+                del out, ours
+                torch.cuda.empty_cache()
+
+
+SECTIONS = {"mode_filter": bench_mode_filter, "soft_vote": bench_soft_vote,
+            "convcrf": bench_convcrf, "train": bench_train}
 
 
 def main(argv: list[str]) -> int:
@@ -264,10 +322,12 @@ def main(argv: list[str]) -> int:
             failed.append(key)
             print(f"SECTION {key} FAILED: {type(exc).__name__}: {exc}", flush=True)
         print(f"[{key}: {time.time() - t0:.1f} s]", flush=True)
-    print("\n| section | implementation | ms | GB/s | % peak | equal |\n|---|---|---:|---:|---:|---|")
+    print("\n| section | implementation | ms | GB/s | % peak | equal | peak MB | speedup |"
+          "\n|---|---|---:|---:|---:|---|---:|---:|")
     for r in ROWS:
         print(f"| {r['section']} | {r['impl']} | {r['ms']:.3f} | {r.get('GB/s', 0):.0f} | "
-              f"{r.get('% peak', 0):.0f} | {r.get('equal', '')} |")
+              f"{r.get('% peak', 0):.0f} | {r.get('equal', '')} | {r.get('peak_MB', '')} | "
+              f"{r.get('speedup', 0):.1f} |")
     out = os.environ.get("OUT")
     if out:
         with open(os.path.join(out, "gpu_results.json"), "w") as f:

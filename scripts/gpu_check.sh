@@ -31,6 +31,7 @@ echo "   built in $(( $(date +%s) - t0 )) s"
 echo "== CUDA tests (equality with the reference)"
 $PY -m pytest -q -p no:cacheprovider -x tests/test_mode_filter_cuda.py tests/test_mode_filter.py \
   tests/test_soft_vote_cuda.py tests/test_soft_vote.py \
+  tests/test_convcrf_cuda.py tests/test_convcrf.py \
   -k "cuda" ${GPU_TEST_ARGS:-} 2>&1 | tee "$OUT/gpu_tests.log" | tail -15
 tests_rc=${PIPESTATUS[0]}
 

@@ -7,6 +7,8 @@ from ._backend import (BackendInfo, BackendUnavailableError, backends, get_num_t
                        set_num_threads)
 from .jobs.evaluate import Evaluation, evaluate
 from .ops.confusion import confusion_matrix
+from .jobs.crf import crf_job
+from .ops.convcrf import CRF_PRESETS, convcrf, convcrf_labels
 from .ops.mode_filter import mode_filter
 from .jobs.kfold import kfold
 from .jobs.masks import coco_to_masks
@@ -26,4 +28,5 @@ __all__ = [
     "coco_to_masks", "kfold", "resample",
     "soft_vote", "ConfidenceStore", "StoreError", "ensemble", "read_submission",
     "write_submission",
+    "CRF_PRESETS", "convcrf", "convcrf_labels", "crf_job",
 ]

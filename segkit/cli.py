@@ -20,6 +20,7 @@ COMMANDS = {
     "train": ("train", "Train an mmsegmentation model from a config (mmengine Runner)."),
     "infer": ("infer", "Class probabilities of a folder of images into a confidence store."),
     "ensemble": ("ensemble", "Soft-vote confidence stores into label maps and a submission CSV."),
+    "crf": ("crf", "ConvCRF post-processing: unaries + images -> label PNGs."),
 }
 
 

@@ -293,3 +293,23 @@ def model_probs(models: int, num_classes: int, h: int, w: int, *, agreement: flo
         e = np.exp(logits)
         out[m] = e / e.sum(0)
     return out
+def crf_scene(n: int, h: int, w: int, num_classes: int = 11, *, scale: int = 24,
+              coarse: int = 8, noise: float = 1.0, seed: int = 0):
+    """What ConvCRF is for: (images (n, h, w, 3) uint8 with sharp-edged coloured regions,
+    true labels (n, h, w) uint8, logits (n, num_classes, h, w) float32 of a network that sees
+    the scene at 1/`coarse` resolution, plus smooth and pixel noise)."""
+    rng = np.random.default_rng(seed)
+    labels = blob_masks(n, h, w, num_classes, noise=0.0, scale=scale, seed=seed)
+    colours = rng.integers(30, 226, (num_classes, 3)).astype(np.float32)
+    image = colours[labels] + rng.normal(0.0, 6.0, (n, h, w, 3))
+    image = image.clip(0, 255).astype(np.uint8)
+    ch, cw = max(1, h // coarse), max(1, w // coarse)
+    logits = np.empty((n, num_classes, h, w), np.float32)
+    for i in range(n):
+        for c in range(num_classes):
+            plane = Image.fromarray((labels[i] == c).astype(np.float32) * 4.0)
+            logits[i, c] = np.asarray(plane.resize((cw, ch), Image.BILINEAR)
+                                      .resize((w, h), Image.BILINEAR))
+        logits[i] += noise * smooth_field(rng, num_classes, h, w, max(4, scale // 3))
+        logits[i] += 0.5 * noise * rng.standard_normal((num_classes, h, w)).astype(np.float32)
+    return image, labels, logits

@@ -21,6 +21,8 @@ EXPECTED_KERNELS = {
     "confusion": [f"confusion_{s}" for s in ("u8", "u16", "i32", "i64")],
     "soft_vote": [f"soft_vote_{t}_{l}" for t in ("f16", "f32", "v8_f16", "v4_f32")
                   for l in ("u8", "u16")],
+    "convcrf": ["convcrf_features_u8", "convcrf_features_f32", "convcrf_unary_f32",
+                "convcrf_message_f32", "convcrf_update_f32"],
 }
 
 

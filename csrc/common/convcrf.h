@@ -1,0 +1,258 @@
+// ConvCRF mean-field inference: the pieces shared by the CPU and CUDA backends.
+//
+// The contract (GUIDE section 3; ConvCRF's GaussCRF with default_conf) in one place:
+//   * U = log_softmax(unary) (LOGITS) or log(unary) (PROBS).
+//   * Features on the full-resolution grid: position (i, j) * (1/pos_sdims); colour
+//     RGB * (1/col_schan), preceded by (i, j) * (1/col_sdims) when that term is on. Every
+//     product is rounded to float32, as ConvCRF's float32 tensors do.
+//   * blur b > 1: features and Q are averaged over b x b cells on a grid of ceil(H/b) x
+//     ceil(W/b) cells, placed with pad = ceil(off/2) (off = (b - H % b) % b) before the first
+//     row (column); only in-image pixels count. The message is upsampled bilinearly
+//     (align_corners=False) by b and cropped at the same padding.
+//   * For every offset d of the k x k window (d = 0 included) on the pooled grid:
+//     K(p, p+d) = pos_compat * exp(-|dpos|^2 / 2) + col_compat * exp(-|dcol|^2 / 2), zero
+//     where p+d is outside. K is symmetric: K(p, p+d) = K(p+d, p), bit for bit.
+//   * M_c(p) = sum_d K(p, p+d) Q_c(p+d); pred = a * U + w * M (a = unary_weight - w).
+//   * Q_0 = U (LOGITS with INIT_CONVCRF, ConvCRF's quirk) or softmax(U); Q = softmax(pred)
+//     after every iteration but the last (and after the last with final_softmax).
+#pragma once
+#include "macros.h"
+
+#if !defined(__CUDACC_RTC__)
+#include <cstring>
+#endif
+
+// Device code (nvcc's device pass, NVRTC) uses CUDA's intrinsics and math library; host code
+// (g++, nvcc's host pass) the portable versions.
+#if defined(__CUDA_ARCH__)
+#define SEGKIT_CRF_DEVICE 1
+#else
+#define SEGKIT_CRF_DEVICE 0
+#endif
+
+namespace segkit {
+namespace crf {
+
+enum UnaryKind { UNARY_LOGITS = 0, UNARY_PROBS = 1 };
+enum Init { INIT_CONVCRF = 0, INIT_SOFTMAX = 1 };
+
+// Largest number of feature channels (2 position + 2 colour-position + 3 colour).
+constexpr int kMaxFeatures = 7;
+
+// ---- float helpers -----------------------------------------------------------------------
+// On the GPU the CUDA library's expf/logf; on the CPU branch-free polynomial versions
+// (Cephes-style, within about 2 ulp) that the compiler vectorises inside loops over pixels.
+
+SEGKIT_HD SEGKIT_INLINE float bits_to_float(int b) {
+#if SEGKIT_CRF_DEVICE
+  return __int_as_float(b);
+#else
+  float f;
+  std::memcpy(&f, &b, sizeof f);
+  return f;
+#endif
+}
+
+SEGKIT_HD SEGKIT_INLINE int float_to_bits(float f) {
+#if SEGKIT_CRF_DEVICE
+  return __float_as_int(f);
+#else
+  int b;
+  std::memcpy(&b, &f, sizeof b);
+  return b;
+#endif
+}
+
+SEGKIT_HD SEGKIT_INLINE float neg_inf() { return bits_to_float(static_cast<int>(0xff800000u)); }
+
+// exp(x) for x <= 88. Below -87 it returns about 1e-38 instead of a subnormal or zero: every
+// caller adds it to terms of order 1, where the difference is far below float32 resolution.
+SEGKIT_HD SEGKIT_INLINE float exp_f32(float x) {
+#if SEGKIT_CRF_DEVICE
+  return expf(x);
+#else
+  x = x < -87.0f ? -87.0f : x;  // also maps -inf to a finite argument (NaN stays NaN)
+  x = x > 88.0f ? 88.0f : x;
+  // n = round(x / ln 2) by the float magic-number trick (exact for |x / ln 2| < 2^22).
+  const float r = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  const float t = (x - r * 0.693359375f) + r * 2.12194440e-4f;  // x - n ln 2, two-part ln 2
+  float p = 1.9875691500e-4f;
+  p = p * t + 1.3981999507e-3f;
+  p = p * t + 8.3334519073e-3f;
+  p = p * t + 4.1665795894e-2f;
+  p = p * t + 1.6666665459e-1f;
+  p = p * t + 5.0000001201e-1f;
+  const float e = p * (t * t) + t + 1.0f;
+  return e * bits_to_float((static_cast<int>(r) + 127) << 23);
+#endif
+}
+
+// Natural logarithm for x >= 0 (0 -> -inf; subnormals handled).
+SEGKIT_HD SEGKIT_INLINE float log_f32(float x) {
+#if SEGKIT_CRF_DEVICE
+  return logf(x);
+#else
+  const bool sub = x < 1.17549435e-38f;
+  const float xs = sub ? x * 8388608.0f : x;  // 2^23
+  const int bits = float_to_bits(xs);
+  int e = ((bits >> 23) & 0xff) - 126;
+  float m = bits_to_float((bits & 0x007fffff) | 0x3f000000);  // mantissa in [0.5, 1)
+  const bool small = m < 0.707106781186547524f;
+  e -= small ? 1 : 0;
+  m = small ? m + m - 1.0f : m - 1.0f;
+  const float ef = static_cast<float>(e) - (sub ? 23.0f : 0.0f);
+  const float z = m * m;
+  float y = 7.0376836292e-2f;
+  y = y * m - 1.1514610310e-1f;
+  y = y * m + 1.1676998740e-1f;
+  y = y * m - 1.2420140846e-1f;
+  y = y * m + 1.4249322787e-1f;
+  y = y * m - 1.6668057665e-1f;
+  y = y * m + 2.0000714765e-1f;
+  y = y * m - 2.4999993993e-1f;
+  y = y * m + 3.3333331174e-1f;
+  y = y * m * z;
+  y += ef * -2.12194440e-4f;
+  y += -0.5f * z;
+  float r = m + y;
+  r += ef * 0.693359375f;
+  return x == 0.0f ? neg_inf() : r;
+#endif
+}
+
+// ---- geometry ----------------------------------------------------------------------------
+
+// Pooled size and padding before the first cell of one image side (blur b >= 1).
+SEGKIT_HD SEGKIT_INLINE void pool_geometry(int n, int b, int* pooled, int* pad) {
+  const int off = (b - n % b) % b;
+  *pooled = (n + b - 1) / b;
+  *pad = (off + 1) / 2;
+}
+
+// In-image pixel range [lo, hi) of pooled cell P along a side of n pixels.
+SEGKIT_HD SEGKIT_INLINE void pool_span(int P, int pad, int b, int n, int* lo, int* hi) {
+  *lo = max_of(P * b - pad, 0);
+  *hi = min_of(P * b - pad + b, n);
+}
+
+// Bilinear taps (align_corners=False) of full-resolution pixel i, whose position in the
+// upsampled (uncropped) image is i + pad, on a pooled side of n_in cells: torch's
+// area_pixel_compute_source_index with scale 1/b, clamped at 0 and at the last cell.
+SEGKIT_HD SEGKIT_INLINE void bilinear_taps(int i, int pad, int b, int n_in, int* i0, int* i1,
+                                           float* l0, float* l1) {
+  const float scale = static_cast<float>(1.0 / b);
+  float src = scale * (static_cast<float>(i + pad) + 0.5f) - 0.5f;
+  src = src < 0.0f ? 0.0f : src;
+  int lo = static_cast<int>(src);  // src >= 0: truncation is floor
+  lo = min_of(lo, n_in - 1);
+  float lam = src - static_cast<float>(lo);
+  lam = lam < 0.0f ? 0.0f : (lam > 1.0f ? 1.0f : lam);
+  *i0 = lo;
+  *i1 = lo + (lo < n_in - 1 ? 1 : 0);
+  *l1 = lam;
+  *l0 = 1.0f - lam;
+}
+
+// ---- the Gaussian weight of one offset -----------------------------------------------------
+// Features are planar: channel f of pixel p at feat[f * fstride + p]. NPOS position channels
+// come first, then NCOL colour channels (ConvCRF's order; the sum runs in channel order).
+// Returns K(p, q) = pos_compat * exp(-|f_pos(q) - f_pos(p)|^2 / 2)
+//                 + col_compat * exp(-|f_col(q) - f_col(p)|^2 / 2).
+template <int NPOS, int NCOL>
+SEGKIT_HD SEGKIT_INLINE float pair_weight(const float* fp, const float* fq, index_t fstride,
+                                          float pos_compat, float col_compat) {
+  float ep = 0.0f, ec = 0.0f;
+SEGKIT_UNROLL
+  for (int f = 0; f < NPOS; ++f) {
+    const float d = fq[f * fstride] - fp[f * fstride];
+    ep += -0.5f * (d * d);
+  }
+SEGKIT_UNROLL
+  for (int f = NPOS; f < NPOS + NCOL; ++f) {
+    const float d = fq[f * fstride] - fp[f * fstride];
+    ec += -0.5f * (d * d);
+  }
+  return pos_compat * exp_f32(ep) + col_compat * exp_f32(ec);
+}
+
+// ---- the message for one pixel and a block of classes ---------------------------------------
+// M_c(p) = sum_d K(p, p+d) Q_c(p+d) at pixel (r, x) of a pooled grid hp x wp, for the first
+// nc <= CB classes of `q` (planar, `qplane` apart, rows `ld` apart), with the weights computed
+// on the fly from the pooled features (planar, fstride apart, rows wp apart). Offsets that
+// leave the grid contribute nothing. The CUDA kernel runs this as is; the CPU backend runs the
+// same sum vectorised over a row with stored weights.
+template <int NPOS, int NCOL, int CB>
+SEGKIT_HD SEGKIT_INLINE void message_pixel(const float* q, index_t qplane, index_t ld, int nc,
+                                           const float* feat, index_t fstride, int hp, int wp,
+                                           int r, int x, int span, float pos_compat,
+                                           float col_compat, float* acc) {
+  const float* fp = feat + static_cast<index_t>(r) * wp + x;
+SEGKIT_UNROLL
+  for (int c = 0; c < CB; ++c) acc[c] = 0.0f;
+  const int y0 = max_of(r - span, 0), y1 = min_of(r + span, hp - 1);
+  const int x0 = max_of(x - span, 0), x1 = min_of(x + span, wp - 1);
+  for (int y = y0; y <= y1; ++y) {
+    for (int xx = x0; xx <= x1; ++xx) {
+      const float* fq = feat + static_cast<index_t>(y) * wp + xx;
+      const float k = pair_weight<NPOS, NCOL>(fp, fq, fstride, pos_compat, col_compat);
+      const float* qi = q + static_cast<index_t>(y) * ld + xx;
+SEGKIT_UNROLL
+      for (int c = 0; c < CB; ++c)
+        if (c < nc) acc[c] += k * qi[c * qplane];
+    }
+  }
+}
+
+// ---- the update for one pixel -------------------------------------------------------------
+// pred_c = a * U_c + w * M_c for the C classes of one pixel (values `stride` apart), then
+// softmax over classes when `softmax`. Writes `out` (may alias `u`).
+SEGKIT_HD SEGKIT_INLINE void update_pixel(const float* u, const float* m, float* out, int C,
+                                          index_t stride, index_t mstride, float a, float w,
+                                          bool softmax) {
+  float mx = neg_inf();
+  for (int c = 0; c < C; ++c) {
+    const float v = a * u[c * stride] + w * m[c * mstride];
+    out[c * stride] = v;
+    mx = v > mx ? v : mx;
+  }
+  if (!softmax) return;
+  float sum = 0.0f;
+  for (int c = 0; c < C; ++c) {
+    const float e = exp_f32(out[c * stride] - mx);
+    out[c * stride] = e;
+    sum += e;
+  }
+  const float inv = 1.0f / sum;
+  for (int c = 0; c < C; ++c) out[c * stride] *= inv;
+}
+
+// In-place softmax over the C classes of one pixel.
+SEGKIT_HD SEGKIT_INLINE void softmax_pixel(float* v, int C, index_t stride) {
+  float mx = neg_inf();
+  for (int c = 0; c < C; ++c) mx = v[c * stride] > mx ? v[c * stride] : mx;
+  float sum = 0.0f;
+  for (int c = 0; c < C; ++c) {
+    const float e = exp_f32(v[c * stride] - mx);
+    v[c * stride] = e;
+    sum += e;
+  }
+  const float inv = 1.0f / sum;
+  for (int c = 0; c < C; ++c) v[c * stride] *= inv;
+}
+
+// U in place for one pixel: log_softmax (LOGITS) or log (PROBS).
+SEGKIT_HD SEGKIT_INLINE void unary_pixel(float* v, int C, index_t stride, int kind) {
+  if (kind == UNARY_PROBS) {
+    for (int c = 0; c < C; ++c) v[c * stride] = log_f32(v[c * stride]);
+    return;
+  }
+  float mx = neg_inf();
+  for (int c = 0; c < C; ++c) mx = v[c * stride] > mx ? v[c * stride] : mx;
+  float sum = 0.0f;
+  for (int c = 0; c < C; ++c) sum += exp_f32(v[c * stride] - mx);
+  const float lse = log_f32(sum);
+  for (int c = 0; c < C; ++c) v[c * stride] = (v[c * stride] - mx) - lse;
+}
+
+}  // namespace crf
+}  // namespace segkit

@@ -1,0 +1,152 @@
+"""ConvCRF's CUDA backend.
+
+* Everywhere: the CUDA kernels, compiled for the host by g++ (the exact source string CuPy
+  compiles, with CUDA's thread indices emulated), driven by the backend's own launch sequence
+  (`segkit.ops.convcrf.cuda_steps`) on a small grid, so that the grid-stride loops are split
+  across emulated blocks and threads. This checks the kernels' logic without a GPU.
+* With a GPU (needs_cuda): CuPy arrays and torch CUDA tensors against the torch reference,
+  without copies, on torch's current stream.
+"""
+from __future__ import annotations
+
+import ctypes
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+import segkit
+from segkit import _cuda
+from segkit.ops.convcrf import crf_params, cuda_steps
+
+from .test_convcrf import CASES, assert_scores_match, scene, torch_reference
+
+HARNESS = """
+#define __global__
+#define __device__
+#define __restrict__ __restrict
+struct SegkitDim3 { unsigned x = 0, y = 0, z = 0; };
+static SegkitDim3 blockIdx, blockDim, gridDim, threadIdx;
+extern "C" void emu_set(unsigned grid, unsigned block, unsigned bid, unsigned tid) {
+  gridDim.x = grid; blockDim.x = block; blockIdx.x = bid; threadIdx.x = tid;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def emulated(tmp_path_factory):
+    """(launch, empty) running csrc/cuda/convcrf.cu on the host: 3 blocks of 4 threads."""
+    cxx = shutil.which("g++") or shutil.which("c++")
+    if cxx is None:
+        pytest.skip("no C++ compiler to build the host emulation of the CUDA kernels")
+    d = tmp_path_factory.mktemp("cuda_emu")
+    (d / "emu.cpp").write_text(HARNESS + _cuda.load_source("convcrf"))
+    result = subprocess.run([cxx, "-O1", "-std=c++17", "-shared", "-fPIC", str(d / "emu.cpp"),
+                             "-o", str(d / "libemu.so")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    lib = ctypes.CDLL(str(d / "libemu.so"))
+    grid, block = 3, 4
+
+    def arg(a):
+        if isinstance(a, np.ndarray):
+            return ctypes.c_void_p(a.ctypes.data)
+        return {np.int64: ctypes.c_longlong, np.int32: ctypes.c_int,
+                np.float32: ctypes.c_float}[type(a)](a.item())
+
+    def launch(name, total, args):
+        kernel = getattr(lib, name)
+        cargs = [arg(a) for a in args]
+        for b in range(grid):
+            for t in range(block):
+                lib.emu_set(grid, block, b, t)
+                kernel(*cargs)
+
+    return launch, lambda shape: np.full(shape, np.nan, np.float32)
+
+
+@pytest.mark.parametrize("n, c, h, w, k, blur, more", CASES)
+def test_cuda_kernels_emulated_on_host(emulated, n, c, h, w, k, blur, more):
+    launch, empty = emulated
+    unary, image = scene(n, c, h, w, seed=n + c + h, kind=more.get("unary_kind", "logits"))
+    kw = dict(filter_size=k, blur=blur, **more)
+    ref = torch_reference(unary, image, **kw)
+    scores = unary.copy()
+    if scores.size:
+        cuda_steps(scores, image.transpose(0, 3, 1, 2), crf_params(**kw).kernel_constants(),
+                   launch, empty)
+    assert_scores_match(scores, ref)
+
+
+def test_cuda_kernels_emulated_float_image_and_seed_preset(emulated):
+    launch, empty = emulated
+    unary, image = scene(1, 3, 12, 15, seed=7, kind="probs")
+    ref = torch_reference(unary, image, preset="seed")
+    scores = unary.copy()
+    img = np.ascontiguousarray(image.transpose(0, 3, 1, 2)).astype(np.float32)
+    cuda_steps(scores, img, crf_params("seed").kernel_constants(), launch, empty)
+    assert_scores_match(scores, ref)
+
+
+# ---- on a GPU -----------------------------------------------------------------------------
+
+@pytest.mark.needs_cuda
+@pytest.mark.parametrize("n, c, h, w, k, blur, more", CASES)
+def test_cupy_arrays_stay_on_device(n, c, h, w, k, blur, more):
+    import cupy
+
+    unary, image = scene(n, c, h, w, seed=n + c + h, kind=more.get("unary_kind", "logits"))
+    kw = dict(filter_size=k, blur=blur, **more)
+    ref = torch_reference(unary, image, **kw)
+    out = segkit.convcrf(cupy.asarray(unary), cupy.asarray(image), **kw)
+    assert isinstance(out, cupy.ndarray) and out.dtype == np.float32
+    assert_scores_match(out.get(), ref)
+
+
+@pytest.mark.needs_cuda
+@pytest.mark.parametrize("preset", ["convcrf", "seed"])
+def test_cuda_presets_float16_and_layouts(preset):
+    import cupy
+
+    unary, image = scene(2, 5, 33, 47, seed=3, kind="probs", dtype=np.float16)
+    kind = "logits" if preset == "seed" else "probs"
+    ref = torch_reference(unary.astype(np.float32), image, preset=preset, unary_kind=kind)
+    for img in (image, np.ascontiguousarray(image.transpose(0, 3, 1, 2))):
+        out = segkit.convcrf(cupy.asarray(unary), cupy.asarray(img), preset=preset,
+                             unary_kind=kind)
+        assert_scores_match(out.get(), ref)
+    labels = segkit.convcrf_labels(cupy.asarray(unary), cupy.asarray(image), preset=preset,
+                                   unary_kind=kind)
+    assert isinstance(labels, cupy.ndarray) and labels.dtype == np.uint8
+    np.testing.assert_array_equal(labels.get(), ref.argmax(1))
+
+
+@pytest.mark.needs_cuda
+def test_torch_cuda_tensors_round_trip_on_the_current_stream():
+    torch = pytest.importorskip("torch")
+    from segkit.torch import ConvCRF
+
+    unary, image = scene(3, 11, 64, 80, seed=5)
+    ref = torch_reference(unary, image, filter_size=7, blur=2)
+    stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream):
+        u = torch.from_numpy(unary).cuda()
+        img = torch.from_numpy(image).cuda()
+        out = segkit.convcrf(u, img, filter_size=7, blur=2)
+        mod = ConvCRF(filter_size=7, blur=2)(u, img)
+    stream.synchronize()
+    assert isinstance(out, torch.Tensor) and out.is_cuda and out.dtype == torch.float32
+    assert_scores_match(out.cpu().numpy(), ref)
+    assert_scores_match(mod.cpu().numpy(), ref)
+
+
+@pytest.mark.needs_cuda
+def test_cuda_backend_with_host_input_and_bad_values():
+    unary, image = scene(1, 4, 20, 30, seed=6)
+    ref = torch_reference(unary, image, blur=2)
+    out = segkit.convcrf(unary, image, blur=2, backend="cuda")
+    assert isinstance(out, np.ndarray)
+    assert_scores_match(out, ref)
+    unary[0, 1, 2, 3] = np.nan
+    with pytest.raises(ValueError, match="NaN or inf"):
+        segkit.convcrf(unary, image, backend="cuda")

@@ -1,0 +1,161 @@
+"""The ConvCRF dataset job and `segkit crf`: store or .npy folder + images -> label PNGs,
+resumable, optional refined store, clear errors."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+import segkit
+from segkit.cli import main
+from segkit.io.masks import read_mask
+from segkit.io.store import ConfidenceStore
+from segkit.jobs.crf import CrfJobError, crf_job, index_images
+from segkit.synthetic import crf_scene
+
+N, C, H, W = 4, 5, 40, 52
+
+
+def probs_of(logits):
+    e = np.exp(logits - logits.max(0, keepdims=True))
+    return e / e.sum(0, keepdims=True)
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    """A confidence store of 4 images in nested folders (flattened stems) and a .npy folder of
+    the same logits."""
+    images, _, logits = crf_scene(N, H, W, C, scale=12, seed=21)
+    store = ConfidenceStore.create(tmp_path / "store", [f"c{i}" for i in range(C)])
+    (tmp_path / "npy").mkdir()
+    for i in range(N):
+        stem = f"batch_0{i % 2}+{i:04d}"
+        store.write(stem, probs_of(logits[i]))
+        np.save(tmp_path / "npy" / f"{stem}.npy", logits[i])
+        folder = tmp_path / "images" / f"batch_0{i % 2}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(images[i]).save(folder / f"{i:04d}.png")
+    return tmp_path, images, logits
+
+
+def expected_labels(store, stem, image, **kw):
+    return segkit.convcrf_labels(np.asarray(store.read(stem)), image, **kw)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_store_to_labels_and_refined_store(dataset, workers):
+    root, images, _ = dataset
+    report = crf_job(root / "store", root / "images", root / "out", store_out=root / "refined",
+                     workers=workers, progress=False)
+    assert (report["images"], report["refined"], report["skipped"]) == (N, N, 0)
+    store = ConfidenceStore(root / "store")
+    refined = ConfidenceStore(root / "refined")
+    assert refined.classes == store.classes and len(refined) == N
+    for i, stem in enumerate(store.stems()):
+        labels, palette = read_mask(root / "out" / f"{stem}.png", with_palette=True)
+        assert palette is not None
+        # a confidence store holds probabilities: the job passes unary_kind="probs"
+        np.testing.assert_array_equal(labels, expected_labels(store, stem, images[int(stem[-4:])],
+                                                              unary_kind="probs"))
+        p = np.asarray(refined.read(stem), np.float32)
+        np.testing.assert_allclose(p.sum(0), 1, atol=5e-3)
+        np.testing.assert_array_equal(p.argmax(0), labels)
+    saved = json.loads((root / "out" / "crf_report.json").read_text())
+    assert saved["refined"] == N and saved["setting"]["unary_kind"] == "probs"
+
+
+def test_resume_checks_outputs(dataset):
+    root, images, _ = dataset
+    crf_job(root / "store", root / "images", root / "out", workers=1, progress=False)
+    stems = ConfidenceStore(root / "store").stems()
+    again = crf_job(root / "store", root / "images", root / "out", workers=1, progress=False)
+    assert (again["refined"], again["skipped"]) == (0, N)
+    (root / "out" / f"{stems[0]}.png").write_bytes(b"broken")  # a crash mid-write elsewhere
+    (root / "out" / f"{stems[1]}.png").unlink()
+    Image.fromarray(np.zeros((H, W + 1), np.uint8)).save(root / "out" / f"{stems[2]}.png")
+    (root / "out" / f".{stems[3]}.tmp-1-abc.png").write_bytes(b"half")
+    third = crf_job(root / "store", root / "images", root / "out", workers=1, progress=False)
+    assert (third["refined"], third["skipped"]) == (3, 1)
+    assert not list((root / "out").glob(".*tmp-*"))
+    store = ConfidenceStore(root / "store")
+    for stem in stems[:3]:
+        np.testing.assert_array_equal(
+            read_mask(root / "out" / f"{stem}.png"),
+            expected_labels(store, stem, images[int(stem[-4:])], unary_kind="probs"))
+    fresh = crf_job(root / "store", root / "images", root / "out", workers=1, progress=False,
+                    resume=False)
+    assert fresh["refined"] == N
+
+
+def test_npy_logits_seed_preset_and_overrides(dataset):
+    root, images, logits = dataset
+    report = crf_job(root / "npy", root / "images", root / "out", preset="seed", num_iter=7,
+                     workers=1, progress=False)
+    assert report["setting"]["num_iter"] == 7 and report["setting"]["unary_kind"] == "logits"
+    for i in range(N):
+        stem = f"batch_0{i % 2}+{i:04d}"
+        np.testing.assert_array_equal(
+            read_mask(root / "out" / f"{stem}.png"),
+            segkit.convcrf_labels(logits[i], images[i], preset="seed", num_iter=7))
+
+
+def test_errors_name_the_problem(dataset, tmp_path):
+    root, _, _ = dataset
+    with pytest.raises(CrfJobError, match="unary folder not found"):
+        crf_job(tmp_path / "nope", root / "images", tmp_path / "o", progress=False)
+    (root / "images" / "batch_01" / "0001.png").unlink()
+    with pytest.raises(CrfJobError, match=r"no image for batch_01\+0001"):
+        crf_job(root / "store", root / "images", tmp_path / "o", progress=False)
+    Image.fromarray(np.zeros((H, W + 3, 3), np.uint8)).save(root / "images" / "batch_01" /
+                                                             "0001.png")
+    with pytest.raises(Exception, match=r"0001.png: image is 55x40 but its unary"):
+        crf_job(root / "store", root / "images", tmp_path / "o", workers=1, progress=False)
+    with pytest.raises(ValueError, match="blur must be 1 or even"):
+        crf_job(root / "store", root / "images", tmp_path / "o", blur=3, progress=False)
+
+
+def test_ray_engine_missing_or_working(dataset):
+    root, _, _ = dataset
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        with pytest.raises(CrfJobError, match="engine='ray' needs Ray"):
+            crf_job(root / "store", root / "images", root / "o", engine="ray", progress=False)
+        return
+    report = crf_job(root / "store", root / "images", root / "o", engine="ray", workers=2,
+                     progress=False)
+    assert report["refined"] == N
+
+
+def test_demo_stage(tmp_path):
+    from segkit.demo import stage_convcrf
+
+    result = stage_convcrf(tmp_path, 2, 64, 0, log=lambda *a: None)
+    assert result["picture"].is_file()
+    assert result["accuracy_after"] > result["accuracy_before"]
+
+
+def test_index_images_refuses_ambiguous_stems(tmp_path):
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "a.png")
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "a.jpg")
+    with pytest.raises(CrfJobError, match="two images map to 'a'"):
+        index_images(tmp_path)
+
+
+def test_cli(dataset):
+    root, _, _ = dataset
+    runner = CliRunner()
+    result = runner.invoke(main, ["crf", str(root / "store"), str(root / "images"), "--out",
+                                  str(root / "cli"), "--workers", "1", "--filter-size", "5",
+                                  "--backend", "cpp"])
+    assert result.exit_code == 0, result.output
+    assert "refined 4 images" in result.output
+    assert len(list((root / "cli").glob("*.png"))) == N
+    result = runner.invoke(main, ["crf", str(root / "store"), str(root / "images"), "--out",
+                                  str(root / "cli"), "--blur", "3"])
+    assert result.exit_code != 0 and "blur must be 1 or even" in result.output
+    help_ = runner.invoke(main, ["crf", "--help"])
+    assert "Examples:" in help_.output and "segkit crf stores/ensemble" in help_.output
