@@ -161,6 +161,8 @@ bool soft_vote(const std::vector<py::array>& inputs, const py::array& weights, p
   args.probs = probs_ptr;
   py::gil_scoped_release release;
   return segkit::cpu::soft_vote(args);
+}
+
 // Fills ConvCrfArgs from a (N, C, H, W) score array and a (N, 3, H, W) image view.
 segkit::cpu::ConvCrfArgs convcrf_args(const py::array& scores, const py::array& image,
                                       int filter_size, int blur, int num_iter, float pos_inv,
