@@ -6,8 +6,8 @@ import sys
 import click
 
 
-@click.command("demo", epilog="Example:\n\n  segkit demo --out demo_out            # about 5 minutes "
-               "on 2 cores\n\n  segkit demo --preset quick --out /tmp/demo")
+@click.command("demo", epilog="\b\nExamples:\n  segkit demo --out demo_out            # about 3-5 minutes "
+               "on 2 cores\n  segkit demo --preset quick --out /tmp/demo")
 @click.option("--out", default="demo_out", show_default=True, help="Output folder.")
 @click.option("--preset", type=click.Choice(["default", "quick", "tiny"]), default="default",
               show_default=True, help="Size of the run: default (what `make demo` runs), quick, "

@@ -6,8 +6,8 @@ import sys
 import click
 
 
-@click.command("eval", epilog="Example:\n\n  segkit eval out/labels data/masks --num-classes 11 "
-               "--classes trash --out out/eval")
+@click.command("eval", epilog="\b\nExample:\n  segkit eval ens/labels data/test_masks --num-classes 11 "
+               "--classes trash --out ens/eval")
 @click.argument("pred", type=click.Path(exists=True))
 @click.argument("gt", type=click.Path(exists=True, file_okay=False))
 @click.option("--num-classes", type=int, required=True, help="Number of classes C.")

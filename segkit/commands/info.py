@@ -16,7 +16,7 @@ def _version(dist: str) -> str | None:
         return None
 
 
-@click.command("info", epilog="Example:\n\n  segkit info")
+@click.command("info", epilog="\b\nExample:\n  segkit info")
 def command():
     """Versions, backends available here and why not."""
     import segkit
