@@ -9,6 +9,7 @@ STAMP := $(VENV)/.segkit-installed
 CSRC := $(shell find csrc -type f 2>/dev/null | sort)
 PYTEST_ARGS ?=
 BENCH_ARGS ?= --benchmark-min-rounds=5 --benchmark-max-time=1
+SUITES ?=
 export NO_ALBUMENTATIONS_UPDATE := 1
 
 .PHONY: all install demo test bench gpu-check clean distclean
@@ -34,29 +35,8 @@ test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
-	@mkdir -p benchmarks/results
-	$(PY) -m pytest benchmarks/bench_mode_filter.py -o python_files='bench_*.py' -q \
-		--benchmark-only --benchmark-json=benchmarks/results/mode_filter.json $(BENCH_ARGS)
-	$(PY) benchmarks/report.py benchmarks/results/mode_filter.json --paste benchmarks/RESULTS.md \
-		--baseline PIL --baseline "box sum" --baseline "original recipe"
-	$(PY) -m pytest benchmarks/bench_confusion.py -o python_files='bench_*.py' -q \
-		--benchmark-only --benchmark-json=benchmarks/results/confusion.json $(BENCH_ARGS)
-	$(PY) benchmarks/report.py benchmarks/results/confusion.json --paste benchmarks/RESULTS.md \
-		--baseline "bincount" --baseline "memory floor"
-	$(PY) -m pytest benchmarks/bench_resample.py -o python_files='bench_*.py' -q -s \
-		--benchmark-only --benchmark-json=benchmarks/results/resample.json $(BENCH_ARGS)
-	$(PY) benchmarks/report.py benchmarks/results/resample.json --paste benchmarks/RESULTS.md \
-		--baseline "1 worker" --baseline "original recipe"
-	$(PY) -m pytest benchmarks/bench_soft_vote.py -o python_files='bench_*.py' -q \
-		--benchmark-only --benchmark-json=benchmarks/results/soft_vote.json $(BENCH_ARGS)
-	$(PY) benchmarks/report.py benchmarks/results/soft_vote.json --paste benchmarks/RESULTS.md \
-		--baseline "np.average" --baseline "floor 2 threads" --baseline "NumPy loop"
 	$(PIP) install -q -c constraints.txt pydensecrf2 || echo "pydensecrf2 did not build: its row is skipped"
-	$(PY) -m pytest benchmarks/bench_convcrf.py -o python_files='bench_*.py' -q \
-		--benchmark-only --benchmark-json=benchmarks/results/convcrf.json $(BENCH_ARGS)
-	$(PY) benchmarks/report.py benchmarks/results/convcrf.json --paste benchmarks/RESULTS.md \
-		--baseline "unfold reference (1 thread)" --baseline "unfold reference (2 threads)" \
-		--baseline pydensecrf2
+	$(PY) benchmarks/run.py $(SUITES) --pytest-args "$(BENCH_ARGS)"
 
 gpu-check:
 	bash scripts/gpu_check.sh
