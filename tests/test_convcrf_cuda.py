@@ -9,58 +9,26 @@
 """
 from __future__ import annotations
 
-import ctypes
-import shutil
-import subprocess
-
 import numpy as np
 import pytest
 
 import segkit
-from segkit import _cuda
 from segkit.ops.convcrf import crf_params, cuda_steps
 
+from .cuda_emu import HostKernels
 from .test_convcrf import CASES, assert_scores_match, scene, torch_reference
-
-HARNESS = """
-#define __global__
-#define __device__
-#define __restrict__ __restrict
-struct SegkitDim3 { unsigned x = 0, y = 0, z = 0; };
-static SegkitDim3 blockIdx, blockDim, gridDim, threadIdx;
-extern "C" void emu_set(unsigned grid, unsigned block, unsigned bid, unsigned tid) {
-  gridDim.x = grid; blockDim.x = block; blockIdx.x = bid; threadIdx.x = tid;
-}
-"""
 
 
 @pytest.fixture(scope="module")
 def emulated(tmp_path_factory):
     """(launch, empty) running csrc/cuda/convcrf.cu on the host: 3 blocks of 4 threads."""
-    cxx = shutil.which("g++") or shutil.which("c++")
-    if cxx is None:
-        pytest.skip("no C++ compiler to build the host emulation of the CUDA kernels")
-    d = tmp_path_factory.mktemp("cuda_emu")
-    (d / "emu.cpp").write_text(HARNESS + _cuda.load_source("convcrf"))
-    result = subprocess.run([cxx, "-O1", "-std=c++17", "-shared", "-fPIC", str(d / "emu.cpp"),
-                             "-o", str(d / "libemu.so")], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    lib = ctypes.CDLL(str(d / "libemu.so"))
-    grid, block = 3, 4
-
-    def arg(a):
-        if isinstance(a, np.ndarray):
-            return ctypes.c_void_p(a.ctypes.data)
-        return {np.int64: ctypes.c_longlong, np.int32: ctypes.c_int,
-                np.float32: ctypes.c_float}[type(a)](a.item())
+    try:
+        kernels = HostKernels("convcrf", tmp_path_factory.mktemp("cuda_emu"))
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
 
     def launch(name, total, args):
-        kernel = getattr(lib, name)
-        cargs = [arg(a) for a in args]
-        for b in range(grid):
-            for t in range(block):
-                lib.emu_set(grid, block, b, t)
-                kernel(*cargs)
+        kernels.launch(name, args, grid=3, block=4)
 
     return launch, lambda shape: np.full(shape, np.nan, np.float32)
 

@@ -105,6 +105,16 @@ def _run_cpp(p, g, c, ignore):
     return counts.reshape(c, c), (int(bad[0]), int(bad[1]))
 
 
+def cuda_launch(p, g, c, ignore, counts, bad):
+    """(kernel name, work items, arguments) of the CUDA confusion matrix of flat, contiguous
+    `p` and `g` into int64 `counts` (C*C) and `bad` (2), both zeroed by the caller."""
+    from .._cuda import DTYPE_SUFFIX
+
+    args = (p, g, np.int64(p.size), np.int32(c), np.int32(ignore is not None),
+            np.int64(ignore if ignore is not None else 0), counts, bad)
+    return f"confusion_{DTYPE_SUFFIX[np.dtype(p.dtype)]}", p.size, args
+
+
 def _run_cuda(p, g, c, ignore):
     import cupy
 
@@ -113,10 +123,8 @@ def _run_cuda(p, g, c, ignore):
     p, g = cupy.ascontiguousarray(p).ravel(), cupy.ascontiguousarray(g).ravel()
     counts = cupy.zeros(c * c, cupy.int64)
     bad = cupy.zeros(2, cupy.int64)
-    kernel = _cuda.get_kernel("confusion", f"confusion_{_cuda.DTYPE_SUFFIX[p.dtype]}")
-    args = (p, g, np.int64(p.size), np.int32(c), np.int32(ignore is not None),
-            np.int64(ignore if ignore is not None else 0), counts, bad)
-    _cuda.launch(kernel, p.size, args, stream=_cuda.stream_for(p))
+    name, total, args = cuda_launch(p, g, c, ignore, counts, bad)
+    _cuda.launch(_cuda.get_kernel("confusion", name), total, args, stream=_cuda.stream_for(p))
     b = bad.get()
     return counts.get().reshape(c, c), (int(b[0]), int(b[1]))
 

@@ -109,6 +109,19 @@ def _run_cpp(x, size, anchor, ties, ignore_index):
     return out
 
 
+def cuda_launch(x, out, size, anchor, ties, ignore_index):
+    """(kernel name, work items, arguments) of the CUDA mode filter of (N, H, W) `x` into
+    C-contiguous `out` (CuPy arrays; the host emulation in the tests passes NumPy ones)."""
+    item = x.itemsize
+    n, h, w = x.shape
+    args = (x, out, np.int64(n), np.int32(h), np.int32(w), np.int64(x.strides[0] // item),
+            np.int64(x.strides[1] // item), np.int32(size), np.int32(anchor), np.int32(ties),
+            np.int32(ignore_index is not None), np.int64(ignore_index or 0))
+    from .._cuda import DTYPE_SUFFIX
+
+    return f"mode_filter_{DTYPE_SUFFIX[np.dtype(x.dtype)]}", n * h * w, args
+
+
 def _run_cuda(x, size, anchor, ties, ignore_index):
     import cupy
 
@@ -118,13 +131,10 @@ def _run_cuda(x, size, anchor, ties, ignore_index):
     if x.size and (x.strides[-1] != item or min(x.strides) < 0 or x.strides[0] % item
                    or x.strides[1] % item):
         x = cupy.ascontiguousarray(x)
-    n, h, w = x.shape
-    out = cupy.empty((n, h, w), x.dtype)
-    kernel = _cuda.get_kernel("mode_filter", f"mode_filter_{_cuda.DTYPE_SUFFIX[x.dtype]}")
-    args = (x, out, np.int64(n), np.int32(h), np.int32(w), np.int64(x.strides[0] // item),
-            np.int64(x.strides[1] // item), np.int32(size), np.int32(anchor), np.int32(ties),
-            np.int32(ignore_index is not None), np.int64(ignore_index or 0))
-    _cuda.launch(kernel, n * h * w, args, stream=_cuda.stream_for(x))
+    out = cupy.empty(x.shape, x.dtype)
+    name, total, args = cuda_launch(x, out, size, anchor, ties, ignore_index)
+    _cuda.launch(_cuda.get_kernel("mode_filter", name), total, args,
+                 stream=_cuda.stream_for(x))
     return out
 
 

@@ -252,6 +252,40 @@ def _run_cuda(xs, factors, lab_dtype, want_probs, source=None):
         return _run_cuda_on_stream(xs, factors, lab_dtype, want_probs, stream)
 
 
+def cuda_plan(arrays, factors, labels, mean, flag, ptr_of, to_device):
+    """(kernel name, work items, arguments, dynamic shared bytes) of the CUDA soft vote of
+    `arrays` (M (N, C, H, W) inputs, last axis contiguous, element-aligned strides) into
+    `labels`, `mean` (or None) and the int32 NaN `flag`. `ptr_of(a)` gives an array's address
+    and `to_device(numpy_array)` a device copy: CuPy's for the backend, NumPy's own for the
+    host emulation in the tests."""
+    from .._cuda import DTYPE_SUFFIX
+
+    n, c, h, w = arrays[0].shape
+    strides = np.array([[s // a.itemsize if d > 1 else 0 for s, d in zip(a.strides[:3], a.shape)]
+                        for a in arrays], dtype=np.int64)
+    uniform = bool((strides == strides[0]).all())
+    in_suffix = "f16" if np.dtype(arrays[0].dtype) == np.float16 else "f32"
+    lab_suffix = DTYPE_SUFFIX[np.dtype(labels.dtype)]
+    m = len(arrays)
+    # Vector path: every thread votes P neighbouring pixels with 16-byte loads.
+    p = 8 if in_suffix == "f16" else 4
+    vector = (uniform and w % p == 0 and not (strides[0] % p).any()
+              and all(ptr_of(a) % (p * a.itemsize) == 0 for a in arrays))
+    if vector:
+        name = f"soft_vote_v{p}_{in_suffix}_{lab_suffix}"
+        shared, d_strides, total = 12 * m, to_device(strides[0]), n * h * w // p
+    else:
+        name = f"soft_vote_{in_suffix}_{lab_suffix}"
+        shared, d_strides, total = 36 * m, to_device(strides.reshape(-1)), n * h * w
+    shared += -shared % 8
+    ptrs = to_device(np.array([ptr_of(a) for a in arrays], dtype=np.uint64))
+    d_weights = to_device(np.ascontiguousarray(factors, np.float32))
+    args = (ptrs, d_strides, d_weights, np.int32(m), np.int64(n), np.int32(c), np.int32(h),
+            np.int32(w)) + (() if vector else (np.int32(uniform),)) + (
+            labels, mean if mean is not None else np.uint64(0), flag)
+    return name, total, args, shared
+
+
 def _run_cuda_on_stream(xs, factors, lab_dtype, want_probs, stream):
     import cupy
 
@@ -269,29 +303,10 @@ def _run_cuda_on_stream(xs, factors, lab_dtype, want_probs, stream):
                 or (w > 1 and x.strides[3] != item) or x.data.ptr % item):
             x = cupy.ascontiguousarray(x)
         arrays.append(x)
-    strides = np.array([[s // a.itemsize if d > 1 else 0 for s, d in zip(a.strides[:3], a.shape)]
-                        for a in arrays], dtype=np.int64)
-    uniform = bool((strides == strides[0]).all())
-    in_suffix = "f16" if arrays[0].dtype == cupy.float16 else "f32"
-    lab_suffix = _cuda.DTYPE_SUFFIX[lab_dtype]
-    m = len(arrays)
-    # Vector path: every thread votes P neighbouring pixels with 16-byte loads.
-    p = 8 if in_suffix == "f16" else 4
-    vector = (uniform and w % p == 0 and not (strides[0] % p).any()
-              and all(a.data.ptr % (p * a.itemsize) == 0 for a in arrays))
-    if vector:
-        kernel = _cuda.get_kernel("soft_vote", f"soft_vote_v{p}_{in_suffix}_{lab_suffix}")
-        shared, d_strides, total = 12 * m, cupy.asarray(strides[0]), n * h * w // p
-    else:
-        kernel = _cuda.get_kernel("soft_vote", f"soft_vote_{in_suffix}_{lab_suffix}")
-        shared, d_strides, total = 36 * m, cupy.asarray(strides.reshape(-1)), n * h * w
-    shared += -shared % 8
-    ptrs = cupy.asarray(np.array([a.data.ptr for a in arrays], dtype=np.uint64))
-    d_weights = cupy.asarray(np.ascontiguousarray(factors, np.float32))
     flag = cupy.zeros(1, cupy.int32)
-    args = (ptrs, d_strides, d_weights, np.int32(m), np.int64(n), np.int32(c), np.int32(h),
-            np.int32(w)) + (() if vector else (np.int32(uniform),)) + (
-            labels, mean if mean is not None else np.uint64(0), flag)
+    name, total, args, shared = cuda_plan(arrays, factors, labels, mean, flag,
+                                          lambda a: a.data.ptr, cupy.asarray)
+    kernel = _cuda.get_kernel("soft_vote", name)
     block = _config.CUDA_BLOCK
     grid = max(1, min(math.ceil(total / block), _config.CUDA_MAX_BLOCKS))
     kernel((grid,), (block,), args, shared_mem=shared, stream=stream)
