@@ -108,3 +108,12 @@ def _filter_numba(m):
     import segkit
 
     return segkit.mode_filter(m, backend="numba")
+
+
+@pytest.mark.parametrize("chunksize", [1, 3, 64])
+def test_map_items_chunks(chunksize):
+    assert sorted(map_items(square, range(10), workers=2, progress=False,
+                            chunksize=chunksize)) == [x * x for x in range(10)]
+    with pytest.raises(JobError, match=r"^13: ValueError: unlucky") as info:
+        list(map_items(square, range(20), workers=2, progress=False, chunksize=chunksize))
+    assert info.value.item == 13
