@@ -184,13 +184,17 @@ def convcrf(unary: Any, image: Any, *, preset: str | None = None, filter_size: i
     >>> segkit.convcrf(logits, image, filter_size=7, blur=1, num_iter=10).dtype
     dtype('float32')
     """
-    params = crf_params(preset, filter_size=filter_size, blur=blur, num_iter=num_iter,
-                        pos_sdims=pos_sdims, pos_compat=pos_compat, col_schan=col_schan,
-                        col_compat=col_compat, col_sdims=col_sdims, weight_init=weight_init,
-                        unary_weight=unary_weight, unary_kind=unary_kind, init=init,
-                        final_softmax=final_softmax)
-    scores, back = _run(unary, image, params, backend)
+    settings = dict(locals())
+    scores, back = _scores(settings)
     return back(scores) if back is not None else scores
+
+
+def _scores(settings: dict):
+    """(float32 scores, back-converter) of one convcrf / convcrf_labels call's arguments."""
+    s = dict(settings)
+    unary, image, preset, backend = s.pop("unary"), s.pop("image"), s.pop("preset"), \
+        s.pop("backend")
+    return _run(unary, image, crf_params(preset, **s), backend)
 
 
 def convcrf_labels(unary: Any, image: Any, *, preset: str | None = None,
@@ -213,12 +217,7 @@ def convcrf_labels(unary: Any, image: Any, *, preset: str | None = None,
     >>> segkit.convcrf_labels(probs, image, unary_kind="probs").dtype
     dtype('uint8')
     """
-    params = crf_params(preset, filter_size=filter_size, blur=blur, num_iter=num_iter,
-                        pos_sdims=pos_sdims, pos_compat=pos_compat, col_schan=col_schan,
-                        col_compat=col_compat, col_sdims=col_sdims, weight_init=weight_init,
-                        unary_weight=unary_weight, unary_kind=unary_kind, init=init,
-                        final_softmax=final_softmax)
-    scores, back = _run(unary, image, params, backend)
+    scores, back = _scores(dict(locals()))
     dtype = np.uint8 if scores.shape[-3] <= 256 else np.int32
     labels = scores.argmax(axis=-3).astype(dtype)
     return back(labels) if back is not None else labels
