@@ -10,7 +10,7 @@ import segkit
 from segkit.reference.mode_filter import seed_mode_filter
 from segkit.synthetic import blob_masks
 
-from .conftest import require
+from .conftest import require, simd, threads
 
 SIZES = {"512": 512, "2048": 2048}
 _MASKS: dict[int, np.ndarray] = {}
@@ -48,18 +48,9 @@ def _run(benchmark, fn, side, group_prefix="mode_filter"):
 @pytest.mark.parametrize("side", list(SIZES.values()), ids=list(SIZES))
 @pytest.mark.parametrize("isa", ["avx512", "avx2", "base"])
 def test_segkit_cpp(benchmark, side, isa):
-    require("cpp")
-    from segkit import _C
-
-    if ["base", "avx2", "avx512"].index(isa) > ["base", "avx2", "avx512"].index(
-            _C.build_info()["simd_best"]):
-        pytest.skip(f"this CPU has no {isa}")
     m = masks(side)
-    old = _C.set_simd_isa(isa)
-    try:
+    with simd(isa):
         out = _run(benchmark, lambda: segkit.mode_filter(m, backend="cpp"), side)
-    finally:
-        _C.set_simd_isa(old)
     benchmark.extra_info["impl"] = f"segkit cpp ({isa})"
     assert out.shape == m.shape
 
@@ -68,11 +59,8 @@ def test_segkit_cpp(benchmark, side, isa):
 def test_segkit_cpp_1thread(benchmark, side):
     require("cpp")
     m = masks(side)
-    segkit.set_num_threads(1)
-    try:
+    with threads(1):
         _run(benchmark, lambda: segkit.mode_filter(m, backend="cpp"), side)
-    finally:
-        segkit.set_num_threads(0)
     benchmark.extra_info["impl"] = "segkit cpp (1 thread)"
 
 

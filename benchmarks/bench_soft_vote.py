@@ -11,7 +11,7 @@ import pytest
 import segkit
 from segkit.synthetic import model_probs
 
-from .conftest import require
+from .conftest import require, simd, threads
 
 SIDES = {"512": 512, "1024": 1024}
 MODELS, CLASSES = 5, 11
@@ -40,18 +40,9 @@ def _setup(benchmark, side):
 @pytest.mark.parametrize("side", list(SIDES.values()), ids=list(SIDES))
 @pytest.mark.parametrize("isa", ["avx512", "avx2", "base"])
 def test_segkit_cpp(benchmark, side, isa):
-    require("cpp")
-    from segkit import _C
-
-    order = ["base", "avx2", "avx512"]
-    if order.index(isa) > order.index(_C.build_info()["simd_best"]):
-        pytest.skip(f"this CPU has no {isa}")
-    xs = _setup(benchmark, side)
-    old = _C.set_simd_isa(isa)
-    try:
+    with simd(isa):
+        xs = _setup(benchmark, side)
         out = benchmark(lambda: segkit.soft_vote(xs, WEIGHTS, backend="cpp"))
-    finally:
-        _C.set_simd_isa(old)
     benchmark.extra_info["impl"] = f"segkit cpp ({isa})"
     np.testing.assert_array_equal(out[:64], segkit.soft_vote([x[:, :64] for x in xs], WEIGHTS,
                                                              backend="numpy"))
@@ -61,11 +52,8 @@ def test_segkit_cpp(benchmark, side, isa):
 def test_segkit_cpp_1thread(benchmark, side):
     require("cpp")
     xs = _setup(benchmark, side)
-    segkit.set_num_threads(1)
-    try:
+    with threads(1):
         benchmark(lambda: segkit.soft_vote(xs, WEIGHTS, backend="cpp"))
-    finally:
-        segkit.set_num_threads(0)
     benchmark.extra_info["impl"] = "segkit cpp (1 thread)"
 
 

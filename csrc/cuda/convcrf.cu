@@ -16,6 +16,19 @@ namespace cuda {
 
 constexpr int kClassBlock = 16;  // classes whose message one thread accumulates at once
 
+// Work item idx of a kernel over pooled cells: image ni, cell (R, X), and the block of image
+// pixels [y0, y1) x [x0, x1) it pools.
+struct PooledCell {
+  index_t ni;
+  int R, X, y0, y1, x0, x1;
+  __device__ PooledCell(index_t idx, index_t cells, int wp, int hp, int p0, int p1, int b, int H,
+                        int W)
+      : ni(idx / cells), R(static_cast<int>((idx / wp) % hp)), X(static_cast<int>(idx % wp)) {
+    crf::pool_span(R, p0, b, H, &y0, &y1);
+    crf::pool_span(X, p1, b, W, &x0, &x1);
+  }
+};
+
 template <typename TImg>
 __device__ void convcrf_features(const TImg* __restrict__ img, float* __restrict__ feat,
                                  index_t n, int H, int W, int hp, int wp, int p0, int p1, int b,
@@ -26,12 +39,9 @@ __device__ void convcrf_features(const TImg* __restrict__ img, float* __restrict
   const index_t total = n * cells;
   for (index_t idx = blockIdx.x * static_cast<index_t>(blockDim.x) + threadIdx.x; idx < total;
        idx += static_cast<index_t>(gridDim.x) * blockDim.x) {
-    const int X = static_cast<int>(idx % wp);
-    const int R = static_cast<int>((idx / wp) % hp);
-    const index_t ni = idx / cells;
-    int y0, y1, x0, x1;
-    crf::pool_span(R, p0, b, H, &y0, &y1);
-    crf::pool_span(X, p1, b, W, &x0, &x1);
+    const PooledCell cell(idx, cells, wp, hp, p0, p1, b, H, W);
+    const int X = cell.X, R = cell.R, y0 = cell.y0, y1 = cell.y1, x0 = cell.x0, x1 = cell.x1;
+    const index_t ni = cell.ni;
     double sy = 0, sx = 0, cy = 0, cx = 0, r = 0, g = 0, bl = 0;
     const TImg* base = img + ni * sn;
     for (int i = y0; i < y1; ++i)
@@ -124,12 +134,9 @@ __device__ void convcrf_update(float* __restrict__ scores, const float* __restri
   const index_t total = n * cells;
   for (index_t idx = blockIdx.x * static_cast<index_t>(blockDim.x) + threadIdx.x; idx < total;
        idx += static_cast<index_t>(gridDim.x) * blockDim.x) {
-    const int X = static_cast<int>(idx % wp);
-    const int R = static_cast<int>((idx / wp) % hp);
-    const index_t ni = idx / cells;
-    int y0, y1, x0, x1;
-    crf::pool_span(R, p0, b, H, &y0, &y1);
-    crf::pool_span(X, p1, b, W, &x0, &x1);
+    const PooledCell cell(idx, cells, wp, hp, p0, p1, b, H, W);
+    const int X = cell.X, R = cell.R, y0 = cell.y0, y1 = cell.y1, x0 = cell.x0, x1 = cell.x1;
+    const index_t ni = cell.ni;
     float* qn = qnext + ni * C * cells + static_cast<index_t>(R) * wp + X;
     if (pool)
       for (int c = 0; c < C; ++c) qn[c * cells] = 0.0f;
