@@ -1,6 +1,11 @@
 """Writers that never leave a half-written file under its final name: write to a temporary
 name in the same folder, then rename (atomic on POSIX). A crashed run leaves at most a
-temporary file (named ``.<name>.tmp-*``), which resumed runs ignore and clean up."""
+temporary file, which resumed runs ignore and clean up.
+
+Temporaries are named ``.<final name>.tmp-<pid>-<hex>`` (``.b054.png.tmp-20255-1a2b3c4d``):
+hidden, and never ending in the final suffix, so a loader globbing ``*.png`` or ``*.npy``
+cannot take a half-written file for an output. :func:`is_temporary` also recognises the
+older ``.<stem>.tmp-<pid>-<hex><suffix>`` names that earlier versions left behind."""
 from __future__ import annotations
 
 import contextlib
@@ -15,7 +20,20 @@ import numpy as np
 TMP_MARK = ".tmp-"
 
 
+def temporary_name(final: str | Path) -> str:
+    """A fresh temporary file name for `final` (name only): ``.<name>.tmp-<pid>-<hex>``.
+
+    >>> temporary_name("masks/b054.png").startswith(".b054.png.tmp-")
+    True
+    >>> temporary_name("b054.png").endswith(".png")
+    False
+    """
+    return f".{Path(final).name}{TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
 def is_temporary(path: str | Path) -> bool:
+    """Whether `path` is a temporary of an atomic write (this version's or an older one's);
+    every folder reader skips these."""
     name = Path(path).name
     return name.startswith(".") and TMP_MARK in name
 
@@ -26,8 +44,7 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
     removes it otherwise. Parent folders are created."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.stem}{TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"
-                          f"{final.suffix}")
+    tmp = final.with_name(temporary_name(final))
     try:
         yield tmp
         os.replace(tmp, final)

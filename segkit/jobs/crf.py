@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..io import atomic
-from ..io.names import flatten_name
+from ..io.images import IMAGE_SUFFIXES, ImageLookupError, list_images  # noqa: F401
 from .engine import map_items
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 REPORT = "crf_report.json"
 
 
@@ -42,26 +41,14 @@ class CrfTask:
 
 def index_images(root: str | Path) -> dict[str, Path]:
     """Image files below `root` by output stem: 'batch_01_vt/0002.jpg' -> 'batch_01_vt+0002'
-    (the original recipe's flattening), 'x.png' -> 'x'."""
+    (the original recipe's flattening), 'x.png' -> 'x' (``segkit.io.images.list_images``)."""
     root = Path(root)
     if not root.is_dir():
         raise CrfJobError(f"{root}: images folder not found")
-    found: dict[str, Path] = {}
-    for path in sorted(root.rglob("*")):
-        if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
-            continue
-        if atomic.is_temporary(path):
-            continue
-        rel = path.relative_to(root).as_posix()
-        try:
-            stem = flatten_name(rel)
-        except ValueError:
-            stem = PurePosixPath(rel).stem
-        if stem in found:
-            raise CrfJobError(f"{root}: two images map to {stem!r}: {found[stem].name} and "
-                              f"{path.name}")
-        found[stem] = path
-    return found
+    try:
+        return list_images(root, allow_empty=True)
+    except ImageLookupError as exc:
+        raise CrfJobError(str(exc)) from None
 
 
 def unary_files(source: str | Path) -> tuple[dict[str, Path], list[str] | None, bool]:

@@ -30,6 +30,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..io import atomic
+from ..io.images import IMAGE_SUFFIXES, find_image, read_image  # noqa: F401 (re-exported)
 from ..io.masks import read_mask, write_mask
 from ..io.names import flatten_name, unflatten_name
 from ..io.store import ConfidenceStore, StoreError, common_stems, open_stores
@@ -37,7 +38,6 @@ from ..io.submission import DOWNSAMPLE, read_sample_ids, write_submission
 from ..ops.soft_vote import _check_weights
 
 SETTINGS = "ensemble.json"
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG", ".bmp", ".tif", ".tiff")
 #: zlib level of the label PNGs: 1 writes a 512x512 map ~4x faster than PIL's default 6.
 PNG_COMPRESS_LEVEL = 1
 
@@ -78,25 +78,6 @@ def crf_api():
         raise CRFUnavailableError("ConvCRF is not available in this build (segkit.convcrf_labels "
                                   "is missing); run the ensemble without crf")
     return fn, presets
-
-
-def find_image(images: Path, stem: str) -> Path:
-    """The image file of a flattened stem ('dir+name' -> images/dir/name.<jpg|png|...>)."""
-    base = unflatten_name(stem, suffix="")
-    for suffix in IMAGE_SUFFIXES:
-        candidate = images / f"{base}{suffix}"
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError(f"no image for {stem!r} under {images} (looked for {base}.jpg, "
-                            ".jpeg, .png, ...)")
-
-
-def read_image(path: Path) -> np.ndarray:
-    """(H, W, 3) uint8 RGB."""
-    from PIL import Image
-
-    with Image.open(path) as img:
-        return np.asarray(img.convert("RGB"))
 
 
 class _VoteImage:

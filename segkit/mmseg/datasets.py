@@ -10,7 +10,8 @@ Layout (README, "Training with mmsegmentation")::
       splits/   fold0/train.txt, fold0/val.txt, ...  (one stem per line)
 
 A stem ``batch_01_vt+0002`` finds its image as ``images/batch_01_vt+0002.jpg`` or, when that does
-not exist, ``images/batch_01_vt/0002.jpg``; its mask is ``masks/batch_01_vt+0002.png``.
+not exist, ``images/batch_01_vt/0002.jpg``, then any image suffix in any case (``.JPG``,
+``.webp``: ``segkit.io.images.find_image``); its mask is ``masks/batch_01_vt+0002.png``.
 """
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ from typing import Any, Sequence
 from mmseg.datasets import BaseSegDataset
 from mmseg.registry import DATASETS
 
-from ..io.names import SEP, flatten_name, unflatten_name
+from ..io.images import IMAGE_SUFFIXES, ImageLookupError, find_image, list_images
+from ..io.names import SEP, unflatten_name
 from ..palette import TRASH_CLASSES, TRASH_PALETTE, palette_for
 
 
@@ -135,6 +137,10 @@ class CocoMaskDataset(BaseSegDataset):
             if osp.isfile(nested):
                 return nested
             tried.append(nested)
+        try:  # other suffixes and cases (.JPG, .webp)
+            return str(find_image(img_dir, stem, (self.img_suffix, *IMAGE_SUFFIXES)))
+        except FileNotFoundError:
+            tried.append("other image suffixes in any case")
         raise DatasetError(f"image for stem {stem!r} not found (tried {', '.join(tried)})")
 
     def _mask_for(self, ann_dir: str, stem: str, nested_rel: str | None = None) -> str:
@@ -151,16 +157,17 @@ class CocoMaskDataset(BaseSegDataset):
                            "write masks with `segkit masks ANN.json OUT_DIR`")
 
     def _stems_from_images(self, img_dir: str) -> list[tuple[str, str, str]]:
-        found = []
-        for root, _, files in os.walk(img_dir):
-            for name in files:
-                if name.endswith(self.img_suffix) and not name.startswith("."):
-                    rel = osp.relpath(osp.join(root, name), img_dir).replace(os.sep, "/")
-                    found.append((flatten_name(rel), osp.join(img_dir, rel),
-                                  rel[: -len(self.img_suffix)]))
+        try:
+            found = list_images(img_dir, (self.img_suffix,), allow_empty=True)
+        except (ImageLookupError, FileNotFoundError) as exc:
+            raise DatasetError(str(exc)) from None
         if not found:
             raise DatasetError(f"no '*{self.img_suffix}' image under {img_dir!r}")
-        return sorted(found)
+        entries = []
+        for stem, path in found.items():
+            rel = path.relative_to(img_dir).as_posix()
+            entries.append((stem, str(path), rel[: -len(self.img_suffix)]))
+        return sorted(entries)
 
     def load_data_list(self) -> list[dict]:
         img_dir = self.data_prefix.get("img_path") or ""

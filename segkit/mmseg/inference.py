@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import copy
 import os
-import os.path as osp
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -16,37 +15,19 @@ from mmengine.runner import load_checkpoint
 from mmseg.registry import MODELS
 from tqdm import tqdm
 
-from ..io.names import flatten_name
+from ..io import images as _images
+from ..io.images import IMAGE_SUFFIXES  # noqa: F401 (re-exported)
 from ..io.store import ConfidenceStore
 from .datasets import dataset_classes
 from .probabilities import SegkitTTAModel, plain, write_predictions
 from .runner import load_config
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def list_images(images: str | os.PathLike) -> dict[str, str]:
     """{stem: path} for every image below `images` (recursively, sorted by path). The stem is
     the path relative to `images`, flattened (``batch_01_vt/0002.jpg`` -> ``batch_01_vt+0002``),
     the names `segkit masks` gives masks."""
-    root = os.fspath(images)
-    if not osp.isdir(root):
-        raise FileNotFoundError(f"images folder {root!r} does not exist")
-    found: dict[str, str] = {}
-    for dirpath, dirnames, files in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(files):
-            if name.startswith(".") or not name.lower().endswith(IMAGE_SUFFIXES):
-                continue
-            path = osp.join(dirpath, name)
-            stem = flatten_name(osp.relpath(path, root).replace(os.sep, "/"))
-            if stem in found:
-                raise ValueError(f"images {found[stem]!r} and {path!r} map to the same stem "
-                                 f"{stem!r}; keep one image per name")
-            found[stem] = path
-    if not found:
-        raise ValueError(f"no image ({', '.join(IMAGE_SUFFIXES)}) under {root!r}")
-    return found
+    return {stem: str(path) for stem, path in _images.list_images(images).items()}
 
 
 def _without_annotations(pipeline: Sequence[Any]) -> list:
