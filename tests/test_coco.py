@@ -146,8 +146,9 @@ BAD_COCO = [
                                              "positive integer; got None"),
     (lambda d: d["images"].append(dict(d["images"][0], id=2)), "duplicate file_name 'a/x.jpg'"),
     (lambda d: d["images"].append(dict(d["images"][0])), "duplicate image id 1"),
-    (lambda d: d["annotations"][0].update(image_id=9), "names image id 9, which is not in"),
-    (lambda d: d["annotations"][0].update(category_id=3), "has category_id 3, which is not in"),
+    (lambda d: d["annotations"][0].update(image_id=9), "annotation id 1: image id 9 has no record in 'images'"),
+    (lambda d: d["annotations"][0].update(category_id=3), r"annotation id 1 \(image id 1, 'a/x.jpg'\): category_id 3 has no record in "
+                                                          "'categories'"),
     (lambda d: d["annotations"][0].update(segmentation=[[0, 0, 3, 0]]),
      "at least 3 points; got 4 values"),
     (lambda d: d["annotations"][0].update(segmentation=[]), "empty segmentation"),
@@ -294,7 +295,7 @@ def test_masks_cli(dataset, tmp_path):
 @pytest.mark.parametrize("make, message", [
     (lambda p: p / "missing.json", "missing.json: no such file"),
     (lambda p: _write(p / "bad.json", _mutate(lambda d: d["annotations"][0].update(
-        category_id=7))), "has category_id 7"),
+        category_id=7))), "category_id 7 has no record"),
 ])
 def test_masks_cli_errors(tmp_path, make, message):
     res = CliRunner().invoke(main, ["masks", str(make(tmp_path)), str(tmp_path / "o")])

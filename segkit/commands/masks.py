@@ -5,9 +5,27 @@ import click
 
 from ._common import engine_option, progress_option, resume_option, user_errors, workers_option
 
+ON_INVALID_HELP = ("error: stop at the first invalid annotation (empty or degenerate "
+                   "segmentation, NaN/Infinity, RLE size or image/category id without a record), "
+                   "naming the file, the annotation and the reason; skip: leave each out and list "
+                   "it in the report.")
+CROWD_HELP = ("Crowd annotations (iscrowd=1): paint with their class, paint 255 (ignore, "
+              "mmseg's ignore label), or skip them.")
+
+
+def on_invalid_option(f):
+    return click.option("--on-invalid", type=click.Choice(["error", "skip"]), default="error",
+                        show_default=True, help=ON_INVALID_HELP)(f)
+
+
+def crowd_option(f):
+    return click.option("--crowd", type=click.Choice(["paint", "ignore", "skip"]),
+                        default="paint", show_default=True, help=CROWD_HELP)(f)
+
 EPILOG = """\b
 Example:
   segkit masks data/train_all.json masks/ --flatten --palette trash --workers 8
+  segkit masks instances.json masks/ --on-invalid skip --crowd ignore
 
 Writes masks/batch_01_vt+0002.png for batch_01_vt/0002.jpg (without --flatten:
 masks/batch_01_vt/0002.png), masks/labels.json (category id -> label table) and
@@ -26,13 +44,15 @@ masks/masks_report.json."""
 @click.option("--check-images/--no-check-images", default=True, show_default=True,
               help="Check the size of image files found next to ANN_FILE against their "
                    "records.")
+@on_invalid_option
+@crowd_option
 @workers_option
 @engine_option
 @resume_option
 @progress_option
 @user_errors
-def command(ann_file, out_dir, flatten, palette, check_images, workers, engine, resume,
-            progress):
+def command(ann_file, out_dir, flatten, palette, check_images, on_invalid, crowd, workers,
+            engine, resume, progress):
     """Write one single-channel label PNG per image of a COCO annotation file.
 
     Background is 0; annotations (polygons or RLE) are painted with their label in order of
@@ -42,5 +62,5 @@ def command(ann_file, out_dir, flatten, palette, check_images, workers, engine, 
     from segkit.jobs.masks import coco_to_masks
 
     coco_to_masks(ann_file, out_dir, flatten=flatten, palette=palette, workers=workers,
-                  engine=engine, resume=resume, check_images=check_images, progress=progress,
-                  log=click.echo)
+                  engine=engine, resume=resume, check_images=check_images,
+                  on_invalid=on_invalid, crowd=crowd, progress=progress, log=click.echo)

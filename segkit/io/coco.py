@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from numbers import Real
@@ -108,44 +109,191 @@ def _is_number(x) -> bool:
     return isinstance(x, Real) and not isinstance(x, bool)
 
 
-def _check_segmentation(source, ann: dict, image: dict) -> None:
-    where = (f"annotation id {ann.get('id')!r} (image id {image['id']}, "
-             f"{image['file_name']!r})")
-    seg = ann.get("segmentation")
+ON_INVALID = ("error", "skip")
+CROWD_MODES = ("paint", "ignore", "skip")
+#: The label crowd regions get with ``crowd="ignore"`` (mmseg's ignore index).
+IGNORE_LABEL = 255
+
+
+def _non_finite(value, path: str) -> tuple[str, float] | None:
+    """(path, value) of the first NaN or infinite number inside `value`, e.g. 'bbox[2]'."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (path, value)
+    if isinstance(value, dict):
+        for k, v in value.items():
+            hit = _non_finite(v, f"{path}.{k}" if path else str(k))
+            if hit:
+                return hit
+    elif isinstance(value, list):
+        if value and all(type(v) is int for v in value):  # RLE counts: skip quickly
+            return None
+        for i, v in enumerate(value):
+            hit = _non_finite(v, f"{path}[{i}]")
+            if hit:
+                return hit
+    return None
+
+
+def _polygon_outside(poly: list, height: int, width: int) -> bool:
+    xs, ys = poly[0::2], poly[1::2]
+    return min(xs) < 0 or min(ys) < 0 or max(xs) > width or max(ys) > height
+
+
+def segmentation_problem(seg: Any, image: Mapping[str, Any]) -> tuple[str | None, bool]:
+    """(why `seg` cannot be painted on `image`, or None; whether polygon coordinates fall
+    outside the image and will be clipped). Reasons: not polygons or RLE, empty, a polygon of
+    fewer than 3 points, an RLE whose size disagrees with the image record, malformed RLE
+    counts, or a mask of zero area inside the image (degenerate or wholly outside)."""
+    h, w = image["height"], image["width"]
+    clipped = False
     if isinstance(seg, list):
         if not seg:
-            _fail(source, f"{where}: empty segmentation")
-        for poly in seg:
+            return "empty segmentation", False
+        for k, poly in enumerate(seg):
             if (not isinstance(poly, list) or len(poly) < 6 or len(poly) % 2
                     or not all(_is_number(v) for v in poly)):
                 n = len(poly) if isinstance(poly, list) else type(poly).__name__
-                _fail(source, f"{where}: a polygon must be a flat list of x, y numbers with at "
-                              f"least 3 points; got {n} values")
+                return (f"polygon {k}: a polygon must be a flat list of x, y numbers with at "
+                        f"least 3 points; got {n} values"), False
+            clipped = clipped or _polygon_outside(poly, h, w)
     elif isinstance(seg, dict):
         size, counts = seg.get("size"), seg.get("counts")
-        if (not isinstance(size, list) or len(size) != 2
-                or [size[0], size[1]] != [image["height"], image["width"]]):
-            _fail(source, f"{where}: RLE size {size!r} disagrees with the image record "
-                          f"(height {image['height']}, width {image['width']})")
+        if not isinstance(size, list) or len(size) != 2 or [size[0], size[1]] != [h, w]:
+            return (f"RLE size {size!r} disagrees with the image record (height {h}, "
+                    f"width {w})"), False
         if isinstance(counts, list):
-            if not all(_is_int(v) and v >= 0 for v in counts) or \
-                    sum(counts) != image["height"] * image["width"]:
-                _fail(source, f"{where}: uncompressed RLE counts must be non-negative integers "
-                              "summing to height * width")
-        elif not isinstance(counts, (str, bytes)):
-            _fail(source, f"{where}: RLE counts must be a string or a list; "
-                          f"got {type(counts).__name__}")
+            if not all(_is_int(v) and v >= 0 for v in counts) or sum(counts) != h * w:
+                return ("uncompressed RLE counts must be non-negative integers summing to "
+                        "height * width"), False
+        elif not isinstance(counts, (str, bytes)) or not counts:
+            return (f"RLE counts must be a non-empty string or a list; got "
+                    f"{type(counts).__name__}"), False
     else:
-        _fail(source, f"{where}: segmentation must be polygons (a list) or RLE (a dict); "
-                      f"got {type(seg).__name__}")
+        return (f"segmentation must be polygons (a list) or RLE (a dict); got "
+                f"{type(seg).__name__}"), False
+    from pycocotools import mask as mask_utils
+
+    try:
+        area = int(mask_utils.area(annotation_rle(seg, h, w)))
+    except Exception as exc:  # noqa: BLE001 - pycocotools raises several kinds for bad RLE
+        return f"cannot decode the segmentation ({type(exc).__name__}: {exc})", False
+    if area == 0:
+        kind = "RLE" if isinstance(seg, dict) else "polygons"
+        return f"degenerate segmentation: its {kind} cover no pixel of the image", clipped
+    return None, clipped
+
+
+def annotation_problem(ann: Any, images: Mapping[int, dict], categories: Sequence[int]
+                       ) -> tuple[str | None, bool]:
+    """(why annotation `ann` is invalid, or None; whether its coordinates get clipped).
+    `images`: image id -> record; `categories`: the category ids."""
+    if not isinstance(ann, dict):
+        return f"annotation is not an object: {str(ann)[:80]}", False
+    image = images.get(ann.get("image_id"))
+    if image is None:
+        return f"image id {ann.get('image_id')!r} has no record in 'images'", False
+    if ann.get("category_id") not in categories:
+        return (f"category_id {ann.get('category_id')!r} has no record in 'categories' "
+                f"({sorted(categories)})"), False
+    bad = _non_finite(ann, "")
+    if bad:
+        return f"non-finite number {_json_number(bad[1])} in {bad[0]}", False
     if "area" in ann and not _is_number(ann["area"]):
-        _fail(source, f"{where}: area must be a number; got {ann['area']!r}")
+        return f"area must be a number; got {ann['area']!r}", False
+    if ann.get("iscrowd", 0) not in (0, 1):  # True/False compare equal to 1/0
+        return f"iscrowd must be 0 or 1; got {ann.get('iscrowd')!r}", False
+    return segmentation_problem(ann.get("segmentation"), image)
+
+
+def _json_number(x: float) -> str:
+    return "NaN" if math.isnan(x) else ("Infinity" if x > 0 else "-Infinity")
+
+
+def is_crowd(ann: Mapping[str, Any]) -> bool:
+    return bool(ann.get("iscrowd", 0))
+
+
+@dataclass
+class CocoFindings:
+    """What the annotation check found: the annotations left out (``on_invalid="skip"``),
+    duplicate annotation ids (reported, never fatal), annotations whose polygons reach outside
+    their image (clipped when painted), and the number of crowd annotations."""
+
+    skipped: list[dict] = field(default_factory=list)
+    duplicate_ids: list = field(default_factory=list)
+    clipped_ids: list = field(default_factory=list)
+    crowd: int = 0
+
+    def to_json(self) -> dict:
+        return {"skipped": list(self.skipped), "skipped_count": len(self.skipped),
+                "duplicate_annotation_ids": list(self.duplicate_ids),
+                "clipped_annotations": len(self.clipped_ids),
+                "clipped_annotation_ids": list(self.clipped_ids),
+                "crowd_annotations": self.crowd}
+
+
+def check_annotations(data: dict, source: str | Path = "<coco>", on_invalid: str = "error"
+                      ) -> tuple[list[dict], CocoFindings]:
+    """Check every annotation of a structurally valid COCO dict; returns (the annotations to
+    use, findings). ``on_invalid="error"`` raises :class:`CocoError` at the first invalid
+    annotation (naming the file, the annotation id, its image and the reason);
+    ``"skip"`` leaves it out and records it in ``findings.skipped``."""
+    if on_invalid not in ON_INVALID:
+        raise ValueError(f"on_invalid must be one of {', '.join(map(repr, ON_INVALID))}; "
+                         f"got {on_invalid!r}")
+    images = {img["id"]: img for img in data["images"]}
+    cats = {c["id"] for c in data["categories"]}
+    findings = CocoFindings()
+    seen: set = set()
+    dup: dict = {}
+    valid = []
+    for ann in data.get("annotations", []):
+        reason, clipped = annotation_problem(ann, images, cats)
+        ann_id = ann.get("id") if isinstance(ann, dict) else None
+        image_id = ann.get("image_id") if isinstance(ann, dict) else None
+        image = images.get(image_id)
+        if reason is not None:
+            if on_invalid == "error":
+                where = f"annotation id {ann_id!r}"
+                if image is not None:
+                    where += f" (image id {image_id}, {image['file_name']!r})"
+                _fail(source, f"{where}: {reason}; pass on_invalid='skip' (--on-invalid skip) "
+                              "to leave invalid annotations out and list them in the report")
+            findings.skipped.append({"annotation_id": ann_id, "image_id": image_id,
+                                     "file_name": image["file_name"] if image else None,
+                                     "reason": reason})
+            continue
+        if ann_id is not None:
+            key = ann_id if isinstance(ann_id, (int, str)) else repr(ann_id)
+            if key in seen and key not in dup:
+                dup[key] = None
+            seen.add(key)
+        if clipped:
+            findings.clipped_ids.append(ann_id)
+        findings.crowd += is_crowd(ann)
+        valid.append(ann)
+    findings.duplicate_ids = list(dup)
+    return valid, findings
 
 
 def validate_coco(data: Any, source: str | Path = "<coco>", *,
-                  require_annotations: bool = True) -> dict:
-    """Check the structure segkit relies on; returns `data`. Raises :class:`CocoError` naming
-    `source` and the offending record."""
+                  require_annotations: bool = True, on_invalid: str = "error") -> dict:
+    """Check the structure segkit relies on; returns `data` (with ``on_invalid="skip"``: a
+    shallow copy without the invalid annotations). Raises :class:`CocoError` naming `source`
+    and the offending record. See :func:`inspect_coco` for the findings."""
+    return inspect_coco(data, source, require_annotations=require_annotations,
+                        on_invalid=on_invalid)[0]
+
+
+def inspect_coco(data: Any, source: str | Path = "<coco>", *,
+                 require_annotations: bool = True, on_invalid: str = "error"
+                 ) -> tuple[dict, CocoFindings]:
+    """:func:`validate_coco` that also returns the :class:`CocoFindings`. Defects of the
+    file's structure (images, categories) are always errors; defects of single annotations
+    follow `on_invalid`."""
+    if on_invalid not in ON_INVALID:
+        raise ValueError(f"on_invalid must be one of {', '.join(map(repr, ON_INVALID))}; "
+                         f"got {on_invalid!r}")
     if not isinstance(data, dict):
         _fail(source, f"a COCO file holds a JSON object; got {type(data).__name__}")
     for key in ("images", "categories"):
@@ -180,23 +328,22 @@ def validate_coco(data: Any, source: str | Path = "<coco>", *,
         if cat["id"] in cats:
             _fail(source, f"duplicate category id {cat['id']}")
         cats.add(cat["id"])
-    for ann in anns:
-        if not isinstance(ann, dict):
-            _fail(source, f"annotation is not an object: {str(ann)[:120]}")
-        image = images.get(ann.get("image_id"))
-        if image is None:
-            _fail(source, f"annotation id {ann.get('id')!r} names image id "
-                          f"{ann.get('image_id')!r}, which is not in 'images'")
-        if ann.get("category_id") not in cats:
-            _fail(source, f"annotation id {ann.get('id')!r} (image {image['file_name']!r}) has "
-                          f"category_id {ann.get('category_id')!r}, which is not in "
-                          f"'categories' ({sorted(cats)})")
-        _check_segmentation(source, ann, image)
-    return data
+    valid, findings = check_annotations(data, source, on_invalid)
+    if len(valid) != len(anns):
+        data = {**data, "annotations": valid}
+    return data, findings
 
 
-def read_coco(ann_file: str | Path, *, require_annotations: bool = True) -> dict:
-    """The validated JSON of a COCO annotation file (a plain dict)."""
+def read_coco(ann_file: str | Path, *, require_annotations: bool = True,
+              on_invalid: str = "error") -> dict:
+    """The validated JSON of a COCO annotation file (a plain dict; with
+    ``on_invalid="skip"`` without its invalid annotations). JSON's non-standard ``NaN``,
+    ``Infinity`` and ``-Infinity`` are read (and make their annotation invalid)."""
+    return inspect_coco(_read_json(ann_file), Path(ann_file),
+                        require_annotations=require_annotations, on_invalid=on_invalid)[0]
+
+
+def _read_json(ann_file: str | Path) -> Any:
     path = Path(ann_file)
     if not path.exists():
         raise CocoError(f"{path}: no such file")
@@ -204,12 +351,12 @@ def read_coco(ann_file: str | Path, *, require_annotations: bool = True) -> dict
         raise CocoError(f"{path}: is a folder; expected a COCO annotation file (.json)")
     try:
         with open(path, "rb") as f:
-            data = json.load(f)
+            data = json.load(f)  # reads NaN / Infinity / -Infinity as floats
     except json.JSONDecodeError as exc:
         raise CocoError(f"{path}: not valid JSON ({exc})") from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise CocoError(f"{path}: cannot read ({type(exc).__name__}: {exc})") from exc
-    return validate_coco(data, path, require_annotations=require_annotations)
+    return data
 
 
 def load_coco(ann_file: str | Path):
@@ -227,20 +374,25 @@ def load_coco(ann_file: str | Path):
 
 @dataclass
 class CocoIndex:
-    """Images in file order with their annotations, and the label table."""
+    """Images in file order with their (valid) annotations, the label table, and what the
+    annotation check found (:class:`CocoFindings`)."""
 
     path: Path
     data: dict
     table: LabelTable
     anns_by_image: dict[int, list[dict]] = field(repr=False)
+    findings: CocoFindings = field(default_factory=CocoFindings, repr=False)
 
     @classmethod
-    def open(cls, ann_file: str | Path) -> "CocoIndex":
-        data = read_coco(ann_file)
+    def open(cls, ann_file: str | Path, on_invalid: str = "error") -> "CocoIndex":
+        """Read and check `ann_file`; invalid annotations raise (``"error"``) or are left
+        out and listed in ``findings.skipped`` (``"skip"``)."""
+        data, findings = inspect_coco(_read_json(ann_file), Path(ann_file),
+                                      on_invalid=on_invalid)
         by_image: dict[int, list[dict]] = {img["id"]: [] for img in data["images"]}
         for ann in data.get("annotations", []):
             by_image[ann["image_id"]].append(ann)
-        return cls(Path(ann_file), data, label_table(data["categories"]), by_image)
+        return cls(Path(ann_file), data, label_table(data["categories"]), by_image, findings)
 
     @property
     def images(self) -> list[dict]:
@@ -281,22 +433,81 @@ def painting_order(anns: Sequence[dict], rles: Sequence[dict]) -> list[int]:
     return sorted(range(len(anns)), key=lambda i: -areas[i])
 
 
+def check_crowd(crowd: str, table: LabelTable | None = None) -> str:
+    """Validate a `crowd` mode; ``"ignore"`` needs 8-bit labels (255 must not be a class)."""
+    if crowd not in CROWD_MODES:
+        raise ValueError(f"crowd must be one of {', '.join(map(repr, CROWD_MODES))}; "
+                         f"got {crowd!r}")
+    if crowd == "ignore" and table is not None and table.dtype != np.uint8:
+        raise ValueError(f"crowd='ignore' paints crowd regions with {IGNORE_LABEL}, but these "
+                         f"annotations have {table.num_labels} labels, so {IGNORE_LABEL} is a "
+                         "class; use crowd='skip' or 'paint'")
+    return crowd
+
+
+def count_labels(mask: np.ndarray, minlength: int = 1, chunk: int = 1 << 22) -> np.ndarray:
+    """``np.bincount(mask.ravel())`` in chunks, so that counting a 6000x5000 mask never builds
+    its int64 copy (8 bytes per pixel).
+
+    >>> count_labels(np.array([[0, 2], [2, 2]], np.uint8)).tolist()
+    [1, 0, 3]
+    """
+    flat = mask.reshape(-1)
+    counts = np.zeros(max(int(minlength), 1), np.int64)
+    for i in range(0, flat.size, chunk):
+        c = np.bincount(flat[i:i + chunk], minlength=len(counts))
+        if len(c) > len(counts):
+            counts = np.pad(counts, (0, len(c) - len(counts)))
+        counts += c
+    return counts
+
+
 def rasterize(image: Mapping[str, Any], anns: Sequence[dict], table: LabelTable | Mapping[int, int],
-              dtype: Any = None) -> np.ndarray:
+              dtype: Any = None, *, crowd: str = "paint", ignore_label: int = IGNORE_LABEL,
+              stats: dict | None = None) -> np.ndarray:
     """(height, width) label mask of one image: background 0, annotations painted with their
     label in decreasing area order. `table`: a :class:`LabelTable` or a category id -> label
-    mapping."""
+    mapping.
+
+    Crowd annotations (``iscrowd=1``): ``crowd="paint"`` paints them with their label like the
+    others; ``"ignore"`` paints them (in the same order) with `ignore_label` (255, mmseg's
+    ignore index) so that training does not learn from them; ``"skip"`` leaves them out.
+    `stats`, when given, receives ``crowd_pixels``: the pixels of the result that crowd
+    regions set (``"skip"``: the pixels the left-out crowd regions cover).
+
+    Memory: the result, one decoded annotation at a time (1 byte per pixel) and, where
+    crowd annotations are painted, one boolean owner mask.
+    """
     from pycocotools import mask as mask_utils
 
     mapping = table.category_to_label if isinstance(table, LabelTable) else table
     if dtype is None:
         dtype = table.dtype if isinstance(table, LabelTable) else np.uint8
+    check_crowd(crowd)
     h, w = int(image["height"]), int(image["width"])
     out = np.zeros((h, w), dtype)
+    crowd_pixels = 0
+    if crowd == "skip":
+        left_out = [a for a in anns if is_crowd(a)]
+        if left_out:
+            union = mask_utils.merge([annotation_rle(a["segmentation"], h, w) for a in left_out])
+            crowd_pixels = int(mask_utils.area(union))
+        anns = [a for a in anns if not is_crowd(a)]
     rles = [annotation_rle(a["segmentation"], h, w) for a in anns]
+    flags = [is_crowd(a) for a in anns]
+    owner = np.zeros((h, w), bool) if any(flags) else None  # which pixels a crowd set
     for i in painting_order(anns, rles):
         painted = mask_utils.decode(rles[i]).view(bool)
-        out[painted] = mapping[anns[i]["category_id"]]
+        value = (ignore_label if crowd == "ignore" and flags[i]
+                 else mapping[anns[i]["category_id"]])
+        np.copyto(out, value, where=painted)  # no index arrays, whatever the region's size
+        if owner is not None:
+            np.copyto(owner, flags[i], where=painted)
+        del painted
+    if owner is not None:
+        crowd_pixels = int(np.count_nonzero(owner))
+    if stats is not None:
+        stats["crowd_pixels"] = crowd_pixels
     return out
 
 

@@ -10,10 +10,12 @@ from typing import Any, Callable
 import numpy as np
 
 from ..io.atomic import remove_temporaries, write_json
-from ..io.coco import CocoIndex, LabelTable, check_image_size, rasterize
+from ..io.coco import (IGNORE_LABEL, ON_INVALID, CocoIndex,
+                       LabelTable, check_crowd, check_image_size, count_labels, rasterize)
 from ..io.names import stem_of
 from ._common import (DatasetError, Tally, check_destination, check_engine,
                       job_error_message, summary_lines, write_unless_finished)
+from ._memory import PeakTally, item_peak
 from .engine import JobError, map_items
 
 PALETTE_NAMES = ("auto", "trash", "none")
@@ -76,27 +78,96 @@ class _MaskTask:
     palette: np.ndarray | None
     resume: bool
     check_images: bool
+    crowd: str = "paint"
 
 
 def _mask_one(task: _MaskTask, item) -> dict:
     image, anns, name = item
     timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    checked = task.check_images and check_image_size(image, task.image_root)
-    mask = rasterize(image, anns, task.category_to_label, np.dtype(task.dtype))
-    timings["rasterize"] = time.perf_counter() - t0
-    status = write_unless_finished(Path(task.out_dir) / name, mask, task.palette, task.resume,
-                                   timings)
-    counts = np.bincount(mask.ravel(), minlength=1)
-    return {"file": name, "status": status, "pixels": int(mask.size),
-            "label_pixels": counts.tolist(), "flags": {"image_checked": bool(checked)},
-            "timings": timings}
+    stats: dict = {}
+    with item_peak() as memory:
+        t0 = time.perf_counter()
+        checked = task.check_images and check_image_size(image, task.image_root)
+        mask = rasterize(image, anns, task.category_to_label, np.dtype(task.dtype),
+                         crowd=task.crowd, stats=stats)
+        timings["rasterize"] = time.perf_counter() - t0
+        status = write_unless_finished(Path(task.out_dir) / name, mask, task.palette,
+                                       task.resume, timings)
+        counts = count_labels(mask)
+        mask_bytes = mask.nbytes
+        del mask
+    return {"file": name, "status": status, "pixels": int(image["height"] * image["width"]),
+            "label_pixels": counts.tolist(), "timings": timings,
+            "flags": {"image_checked": bool(checked),
+                      "crowd_pixels": stats.get("crowd_pixels", 0)},
+            "memory": memory, "mask_bytes": mask_bytes}
+
+
+def _run(fn, items, nworkers, engine, desc, progress, tally, peaks):
+    """Stream `items` through `fn`, folding results into `tally` and `peaks`."""
+    try:
+        for r in map_items(fn, items, workers=nworkers, engine=engine, desc=desc, unit="mask",
+                           progress=progress):
+            tally.add(r)
+            peaks.add(r.get("memory"), r.get("mask_bytes", 0))
+    except JobError as exc:
+        raise DatasetError(job_error_message(exc)) from None
+
+
+def open_index(ann_file, on_invalid: str, crowd: str) -> CocoIndex:
+    """The checked :class:`CocoIndex` of a job's COCO input; bad options raise ValueError,
+    defects of the file CocoError (a ValueError naming the file and the record)."""
+    if on_invalid not in ON_INVALID:
+        raise ValueError(f"on_invalid must be one of {', '.join(map(repr, ON_INVALID))}; "
+                         f"got {on_invalid!r}")
+    check_crowd(crowd)
+    index = CocoIndex.open(ann_file, on_invalid=on_invalid)
+    check_crowd(crowd, index.table)
+    return index
+
+
+def coco_report(index: CocoIndex, tally, crowd: str, on_invalid: str) -> dict:
+    """The report sections on the COCO input: checks, skipped annotations, crowd regions."""
+    f = index.findings
+    return {
+        "on_invalid": on_invalid,
+        **f.to_json(),
+        "crowd": {"mode": crowd, "annotations": f.crowd,
+                  "pixels": tally.flags.get("crowd_pixels", 0),
+                  "label": IGNORE_LABEL if crowd == "ignore" else None},
+    }
+
+
+def coco_summary(report: dict, log) -> None:
+    """Printed lines for :func:`coco_report`'s sections."""
+    if not log:
+        return
+    if report["skipped_count"]:
+        log(f"    invalid annotations skipped: {report['skipped_count']} (each with its reason "
+            "in the report's 'skipped' list)")
+        for s in report["skipped"][:5]:
+            log(f"      annotation id {s['annotation_id']!r} ({s['file_name']!r}): "
+                f"{s['reason']}")
+        if report["skipped_count"] > 5:
+            log(f"      ... and {report['skipped_count'] - 5} more")
+    if report["duplicate_annotation_ids"]:
+        ids = report["duplicate_annotation_ids"]
+        log(f"    duplicate annotation ids (all kept): {len(ids)} "
+            f"({', '.join(map(repr, ids[:5]))}{' ...' if len(ids) > 5 else ''})")
+    if report["clipped_annotations"]:
+        log(f"    annotations reaching outside their image (clipped): "
+            f"{report['clipped_annotations']}")
+    c = report["crowd"]
+    if c["annotations"]:
+        how = {"paint": "painted with their class", "ignore": f"painted {IGNORE_LABEL} (ignore)",
+               "skip": "left out"}[c["mode"]]
+        log(f"    crowd annotations: {c['annotations']} ({how}), {c['pixels']} pixels")
 
 
 def coco_to_masks(ann_file, out_dir, *, flatten: bool = False, palette: Any = None,
                   workers: int | None = None, engine: str = "local", resume: bool = True,
-                  check_images: bool = True, progress: bool = True,
-                  log: Callable[[str], Any] | None = print) -> dict:
+                  check_images: bool = True, on_invalid: str = "error", crowd: str = "paint",
+                  progress: bool = True, log: Callable[[str], Any] | None = print) -> dict:
     """Write one single-channel label PNG per image of a COCO annotation file.
 
     Parameters
@@ -119,16 +190,35 @@ def coco_to_masks(ann_file, out_dir, *, flatten: bool = False, palette: Any = No
     check_images : bool
         Where an image file exists next to the annotation file, check that its size matches
         the record (header only); a mismatch is an error naming the file.
+    on_invalid : {"error", "skip"}
+        An invalid annotation (empty or degenerate segmentation, NaN or Infinity anywhere in
+        it, an RLE whose size disagrees with its image, an image or category id without a
+        record): ``"error"`` stops with the file, the annotation id and the reason;
+        ``"skip"`` leaves it out and lists it (annotation id, image, reason) in the report.
+        Duplicate annotation ids and coordinates outside the image (clipped) are reported
+        either way, never fatal.
+    crowd : {"paint", "ignore", "skip"}
+        Crowd annotations (``iscrowd=1``): painted with their class (default, as pycocotools'
+        ``annToMask`` and the original recipe do), painted with the ignore label 255
+        (``"ignore"``, mmseg's convention: training does not learn from them), or left out.
 
     Returns
     -------
     dict
         The report, also written to ``out_dir/masks_report.json``; the label table is written
         to ``out_dir/labels.json``. Background is 0; annotations are painted in order of
-        decreasing area; category ids other than ``1..n`` map through the label table.
+        decreasing area; category ids other than ``1..n`` map through the label table. The
+        report's schema is in the README ("Job reports").
+
+    Examples
+    --------
+    >>> report = segkit.coco_to_masks("train.json", "masks/", on_invalid="skip",
+    ...                               crowd="ignore")  # doctest: +SKIP
+    >>> [s["reason"] for s in report["skipped"]]  # doctest: +SKIP
+    ['empty segmentation', 'non-finite number Infinity in bbox[2]']
     """
     nworkers = check_engine(engine, workers)
-    index = CocoIndex.open(ann_file)
+    index = open_index(ann_file, on_invalid, crowd)
     out = check_destination(out_dir)
     pal = resolve_palette(palette, index.table)
     names = output_names(index, flatten)
@@ -139,31 +229,35 @@ def coco_to_masks(ann_file, out_dir, *, flatten: bool = False, palette: Any = No
             log(line)
     task = _MaskTask(str(out.resolve()), str(index.root.resolve()),
                      dict(index.table.category_to_label), index.table.dtype.str, pal,
-                     bool(resume), bool(check_images))
+                     bool(resume), bool(check_images), crowd)
     items = [(img, anns, name) for (img, anns), name in zip(index.items(), names)]
     t0 = time.perf_counter()
     tally = Tally(["label_pixels"])
-    try:
-        for r in map_items(functools.partial(_mask_one, task), items, workers=nworkers,
-                           engine=engine, desc="masks", unit="mask", progress=progress):
-            tally.add(r)
-    except JobError as exc:
-        raise DatasetError(job_error_message(exc)) from None
+    peaks = PeakTally()
+    _run(functools.partial(_mask_one, task), items, nworkers, engine, "masks", progress,
+         tally, peaks)
     seconds = time.perf_counter() - t0
     write_json(out / "labels.json", index.table.to_json())
     report = _report(index, out, tally, seconds, nworkers, engine, flatten, stale)
+    report.update(coco_report(index, tally, crowd, on_invalid))
+    report["memory"] = peaks.to_json()
+    report["params"].update(on_invalid=on_invalid, crowd=crowd)
     write_json(out / "masks_report.json", report)
     if log:
         summary_lines(report, log)
         log(f"    annotations painted: {report['annotations']}; images without annotations: "
             f"{report['empty_images']}; image sizes checked against the record: "
             f"{report['images_checked']}")
+        coco_summary(report, log)
+        log(f"    {peaks.describe()}")
         log(f"    labels: {out / 'labels.json'}; report: {out / 'masks_report.json'}")
     return report
 
 
 def _report(index, out, tally, seconds, workers, engine, flatten, stale) -> dict:
     label_pixels = tally.vector("label_pixels", index.table.num_labels)
+    ignore = tally.vector("label_pixels", IGNORE_LABEL + 1)[IGNORE_LABEL] \
+        if index.table.dtype == np.uint8 else 0
     return {
         "job": "masks", "ann_file": str(index.path), "out_dir": str(out),
         **tally.rates(seconds),
@@ -171,6 +265,7 @@ def _report(index, out, tally, seconds, workers, engine, flatten, stale) -> dict
         "empty_images": sum(1 for a in index.anns_by_image.values() if not a),
         "images_checked": tally.flags.get("image_checked", 0),
         "label_pixels": {name: int(c) for name, c in zip(index.table.classes, label_pixels)},
+        "ignore_pixels": int(ignore),
         "labels": index.table.to_json(), "temporaries_removed": stale,
         "params": {"flatten": flatten, "engine": engine, "workers": workers},
     }
