@@ -4,10 +4,12 @@ from __future__ import annotations
 import click
 
 from ._common import user_errors
+from .masks import on_invalid_option
 
 EPILOG = """\b
 Example:
   segkit kfold data/train_all.json --k 5 --method greedy --seed 0 --out folds/
+  segkit kfold instances.json --out folds/ --on-invalid skip
 
 Writes folds/fold0/train.json, val.json, train.txt, val.txt (one image stem per line,
 e.g. batch_01_vt/0002; batch_01_vt+0002 with --flatten, as `segkit masks --flatten`
@@ -26,8 +28,9 @@ names the masks), ..., folds/fold4/, and folds/folds.json."""
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Folder for the split files (nothing is written without it).")
 @click.option("--flatten", is_flag=True, help="Write split stems as dir+name.")
+@on_invalid_option
 @user_errors
-def command(ann_file, k, method, seed, out, flatten):
+def command(ann_file, k, method, seed, out, flatten, on_invalid):
     """Split a COCO dataset into K folds balanced by instances per class.
 
     Prints the instances per class in each validation fold and the largest relative
@@ -35,4 +38,5 @@ def command(ann_file, k, method, seed, out, flatten):
     """
     from segkit.jobs.kfold import kfold
 
-    kfold(ann_file, k=k, method=method, seed=seed, out=out, flatten=flatten, log=click.echo)
+    kfold(ann_file, k=k, method=method, seed=seed, out=out, flatten=flatten,
+          on_invalid=on_invalid, log=click.echo)

@@ -5,11 +5,13 @@ import click
 
 from ._common import (backend_option, engine_option, progress_option, resume_option,
                       user_errors, workers_option)
+from .masks import crowd_option, on_invalid_option
 
 EPILOG = """\b
 Examples:
   segkit resample masks/ masks_resampled/ --size 3 --workers 8
   segkit resample data/train_all.json masks_resampled/ --flatten   # COCO: rasterise on the fly
+  segkit resample instances.json out/ --on-invalid skip --crowd ignore   # COCO SRC only
   RAY_ADDRESS=ray://head:10001 segkit resample masks/ out/ --engine ray
 
 Rerunning the same command after an interruption resumes it: finished files are checked
@@ -32,14 +34,16 @@ and skipped. The report is printed and written to DST/resample_report.json."""
 @click.option("--flatten", is_flag=True, help="COCO SRC: name outputs dir+name.png.")
 @click.option("--palette", type=click.Choice(["auto", "trash", "none"]), default="auto",
               show_default=True, help="COCO SRC: PNG palette (folder SRC keeps each file's).")
+@on_invalid_option
+@crowd_option
 @workers_option
 @engine_option
 @backend_option
 @resume_option
 @progress_option
 @user_errors
-def command(src, dst, size, anchor, ties, ignore_index, flatten, palette, workers, engine,
-            backend, resume, progress):
+def command(src, dst, size, anchor, ties, ignore_index, flatten, palette, on_invalid, crowd,
+            workers, engine, backend, resume, progress):
     """Mode-filter every label mask of SRC into DST.
 
     SRC is a folder of single-channel PNG masks (searched recursively; relative paths and
@@ -51,4 +55,5 @@ def command(src, dst, size, anchor, ties, ignore_index, flatten, palette, worker
 
     resample(src, dst, size=size, anchor=anchor, ties=ties, ignore_index=ignore_index,
              workers=workers, engine=engine, resume=resume, backend=backend, flatten=flatten,
-             palette=palette, progress=progress, log=click.echo)
+             palette=palette, on_invalid=on_invalid, crowd=crowd, progress=progress,
+             log=click.echo)

@@ -95,11 +95,15 @@ class PeakTally:
                 "largest_mask_peak_per_mask": ratio}
 
     def describe(self) -> str:
-        j = self.to_json()
-        mib = 1024 * 1024
-        text = f"memory per worker: peak RSS {j['peak_rss_bytes'] / mib:.0f} MiB"
-        if j["largest_mask_peak_per_mask"] is not None:
-            text += (f"; the largest mask ({j['largest_mask_bytes'] / mib:.1f} MiB) took "
-                     f"{j['largest_mask_peak_above_start_bytes'] / mib:.1f} MiB above the "
-                     f"worker's start ({j['largest_mask_peak_per_mask']:.1f}x the mask)")
-        return text
+        return describe_memory(self.to_json())
+
+
+def describe_memory(j: dict) -> str:
+    """One printed line for a report's ``memory`` section."""
+    mib = 1024 * 1024
+    text = f"memory per worker: peak RSS {j['peak_rss_bytes'] / mib:.0f} MiB"
+    if j["largest_mask_peak_per_mask"] is not None:
+        text += (f"; the largest mask ({j['largest_mask_bytes'] / mib:.1f} MiB) took "
+                 f"{j['largest_mask_peak_above_start_bytes'] / mib:.1f} MiB above the "
+                 f"worker's start ({j['largest_mask_peak_per_mask']:.1f}x the mask)")
+    return text

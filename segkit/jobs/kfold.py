@@ -32,7 +32,7 @@ import numpy as np
 
 from .. import _validate
 from ..io.atomic import write_json, write_text
-from ..io.coco import CocoIndex
+from ..io.coco import ON_INVALID, CocoFindings, CocoIndex
 from ..io.names import stem_of
 
 METHODS = ("greedy", "multilabel")
@@ -51,6 +51,7 @@ class KFoldResult:
     counts: np.ndarray
     classes: list[str]
     out: Path | None = None
+    findings: CocoFindings = field(default_factory=CocoFindings, repr=False)
 
     @property
     def folds(self) -> list[list[str]]:
@@ -173,7 +174,8 @@ def _subset(data: dict, keep_ids: set[int]) -> dict:
 
 
 def kfold(ann_file, k: int = 5, method: str = "greedy", seed: int = 0, out=None, *,
-          flatten: bool = False, log: Callable[[str], Any] | None = print) -> KFoldResult:
+          flatten: bool = False, on_invalid: str = "error",
+          log: Callable[[str], Any] | None = print) -> KFoldResult:
     """Split a COCO dataset into `k` folds balanced by instances per class.
 
     Parameters
@@ -193,16 +195,26 @@ def kfold(ann_file, k: int = 5, method: str = "greedy", seed: int = 0, out=None,
     flatten : bool
         Stem form of the split files: ``dir+name`` (True) or ``dir/name`` (False), matching
         the mask files of ``segkit.coco_to_masks(..., flatten=...)``.
+    on_invalid : {"error", "skip"}
+        An invalid annotation (see ``segkit.coco_to_masks``) stops with the file, the
+        annotation id and the reason (``"error"``), or is left out of the counts and of the
+        fold files and listed in ``folds.json`` under ``"skipped"`` (``"skip"``).
 
     Returns
     -------
     KFoldResult
-        Every image is in exactly one validation fold; ``.table()`` is the printed table.
+        Every image is in exactly one validation fold; ``.table()`` is the printed table;
+        ``.findings`` what the annotation check found.
+
+    Examples
+    --------
+    >>> folds = segkit.kfold("train.json", k=5, out="folds/", on_invalid="skip")  # doctest: +SKIP
     """
     k = _validate.integer("k", k, minimum=2)
     _validate.choice("method", method, METHODS)
     seed = _validate.integer("seed", seed, minimum=0)
-    index = CocoIndex.open(ann_file)
+    _validate.choice("on_invalid", on_invalid, ON_INVALID)
+    index = CocoIndex.open(ann_file, on_invalid=on_invalid)
     n = len(index.images)
     if k > n:
         raise ValueError(f"k={k} is larger than the number of images ({n}) in {ann_file}")
@@ -213,18 +225,23 @@ def kfold(ann_file, k: int = 5, method: str = "greedy", seed: int = 0, out=None,
     labels = sorted(set(index.table.category_to_label.values()) - {0})
     result = KFoldResult(method, seed, k, [img["file_name"] for img in index.images], fold_of,
                          fold_counts, [index.table.classes[lab] for lab in labels],
-                         Path(out) if out is not None else None)
+                         Path(out) if out is not None else None, index.findings)
     if out is not None:
-        _write(index, result, Path(out), flatten)
+        _write(index, result, Path(out), flatten, on_invalid)
     if log:
         log(result.table())
+        from .masks import coco_summary
+
+        f = index.findings
+        coco_summary({**f.to_json(), "crowd": {"annotations": 0}}, log)
         log(f"{k} folds of {n} images in {time.perf_counter() - t0:.2f} s"
             + (f"; written to {out}/fold*/{{train,val}}.{{json,txt}} and {out}/folds.json"
                if out is not None else ""))
     return result
 
 
-def _write(index: CocoIndex, result: KFoldResult, out: Path, flatten: bool) -> None:
+def _write(index: CocoIndex, result: KFoldResult, out: Path, flatten: bool,
+           on_invalid: str) -> None:
     ids = [img["id"] for img in index.images]
     stems = [stem_of(img["file_name"], flatten=flatten) for img in index.images]
     for f in range(result.k):
@@ -242,4 +259,5 @@ def _write(index: CocoIndex, result: KFoldResult, out: Path, flatten: bool) -> N
         "images_per_fold": result.images_per_fold.tolist(),
         "imbalance": dict(zip(result.classes, map(float, result.imbalance()))),
         "folds": result.folds,
+        "on_invalid": on_invalid, **index.findings.to_json(),
     })

@@ -23,19 +23,21 @@ from typing import Any, Callable
 import numpy as np
 
 from .. import _backend
-from ..io.atomic import remove_temporaries, write_json
-from ..io.coco import CocoError, CocoIndex, check_image_size, rasterize
+from ..io.atomic import is_temporary, remove_temporaries, write_json
+from ..io.coco import CocoError, check_image_size, rasterize
+from ..io.images import IMAGE_SUFFIXES as _IMAGE_SUFFIXES
 from ..io.masks import read_mask
 from ..ops.mode_filter import mode_filter
 from ._common import (DatasetError, Tally, check_destination, check_engine, class_table,
                       job_error_message, single_threaded_kernels, summary_lines,
                       write_unless_finished)
+from ._memory import PeakTally, describe_memory, item_peak
 from .engine import JobError, map_items
-from .masks import output_names, resolve_palette
+from .masks import coco_report, coco_summary, open_index, output_names, resolve_palette
 
 REPORT_NAME = "resample_report.json"
 #: Files in SRC with these suffixes are images but not PNG masks: an error, not ignored.
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".ppm", ".pgm")
+IMAGE_SUFFIXES = tuple(s for s in _IMAGE_SUFFIXES if s != ".png") + (".gif", ".ppm", ".pgm")
 
 
 @dataclass(frozen=True)
@@ -95,22 +97,30 @@ class _CocoTask:
     params: FilterParams
     resume: bool
     check_images: bool
+    crowd: str = "paint"
 
 
 def _resample_coco(task: _CocoTask, item) -> dict:
     image, anns, name = item
     timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    if task.check_images:
-        check_image_size(image, task.image_root)
-    labels = rasterize(image, anns, task.category_to_label, np.dtype(task.dtype))
-    timings["read"] = time.perf_counter() - t0  # rasterising replaces reading
-    after = _filter(labels, task.params, timings)
-    status = write_unless_finished(Path(task.dst) / name, after, task.palette, task.resume,
-                                   timings)
-    left, joined = _changes(labels, after)
-    return {"file": name, "status": status, "pixels": int(labels.size), "left": left,
-            "joined": joined, "timings": timings}
+    stats: dict = {}
+    with item_peak() as memory:
+        t0 = time.perf_counter()
+        if task.check_images:
+            check_image_size(image, task.image_root)
+        labels = rasterize(image, anns, task.category_to_label, np.dtype(task.dtype),
+                           crowd=task.crowd, stats=stats)
+        timings["read"] = time.perf_counter() - t0  # rasterising replaces reading
+        after = _filter(labels, task.params, timings)
+        status = write_unless_finished(Path(task.dst) / name, after, task.palette,
+                                       task.resume, timings)
+        left, joined = _changes(labels, after)
+        mask_bytes = labels.nbytes
+        del labels, after
+    return {"file": name, "status": status, "pixels": int(image["height"] * image["width"]),
+            "left": left, "joined": joined, "timings": timings,
+            "flags": {"crowd_pixels": stats.get("crowd_pixels", 0)}, "memory": memory,
+            "mask_bytes": mask_bytes}
 
 
 def list_masks(src: str | Path) -> list[str]:
@@ -121,7 +131,8 @@ def list_masks(src: str | Path) -> list[str]:
     masks, bad = [], []
     for p in sorted(src.rglob("*")):
         rel = p.relative_to(src)
-        if any(part.startswith(".") for part in rel.parts) or not p.is_file():
+        if any(part.startswith(".") for part in rel.parts) or is_temporary(p) \
+                or not p.is_file():
             continue
         suffix = p.suffix.lower()
         if suffix == ".png":
@@ -153,7 +164,8 @@ def resample(src, dst, *, size: int = 3, anchor: str = "center", ties: str = "ke
              ignore_index: int | None = None, workers: int | None = None,
              engine: str = "local", resume: bool = True, backend: str = "auto",
              flatten: bool = False, palette: Any = None, check_images: bool = True,
-             progress: bool = True, log: Callable[[str], Any] | None = print) -> dict:
+             on_invalid: str = "error", crowd: str = "paint", progress: bool = True,
+             log: Callable[[str], Any] | None = print) -> dict:
     """Mode-filter every mask of a dataset into DST.
 
     Parameters
@@ -177,6 +189,10 @@ def resample(src, dst, *, size: int = 3, anchor: str = "center", ties: str = "ke
     flatten, palette, check_images
         For a COCO SRC only: output names (``dir+name.png``), PNG palette, and the check of
         image files' sizes against their records (see ``segkit.coco_to_masks``).
+    on_invalid, crowd
+        For a COCO SRC only: invalid annotations stop the job (``"error"``) or are left out
+        and listed in the report (``"skip"``); crowd regions are painted with their class,
+        with 255 (``"ignore"``) or left out. See ``segkit.coco_to_masks``.
     progress, log
         tqdm progress bar; where the report lines go (``None``: silent).
 
@@ -216,7 +232,7 @@ def resample(src, dst, *, size: int = 3, anchor: str = "center", ties: str = "ke
         labels_json = (src / "labels.json").read_text() if classes else None
     elif src.suffix.lower() == ".json":
         try:
-            index = CocoIndex.open(src)
+            index = open_index(src, on_invalid, crowd)
         except CocoError as exc:
             raise DatasetError(str(exc)) from None
         names = output_names(index, flatten)
@@ -224,7 +240,7 @@ def resample(src, dst, *, size: int = 3, anchor: str = "center", ties: str = "ke
         task = _CocoTask(str(dst.resolve()), str(index.root.resolve()),
                          dict(index.table.category_to_label), index.table.dtype.str,
                          resolve_palette(palette, index.table), params, bool(resume),
-                         bool(check_images))
+                         bool(check_images), crowd)
         fn = functools.partial(_resample_coco, task)
         items = [(img, anns, name) for (img, anns), name in zip(index.items(), names)]
         labels_json = json.dumps(index.table.to_json(), indent=1) + "\n"
@@ -239,11 +255,13 @@ def resample(src, dst, *, size: int = 3, anchor: str = "center", ties: str = "ke
     stale = remove_temporaries(dst)
     t0 = time.perf_counter()
     tally = Tally(["left", "joined"])
+    peaks = PeakTally()
     try:
         with single_threaded_kernels(engine == "local" and nworkers == 1):
             for r in map_items(fn, items, workers=nworkers, engine=engine, desc="resample",
                                unit="mask", progress=progress):
                 tally.add(r)
+                peaks.add(r.get("memory"), r.get("mask_bytes", 0))
     except JobError as exc:
         raise DatasetError(job_error_message(exc)) from None
     seconds = time.perf_counter() - t0
@@ -252,6 +270,10 @@ def resample(src, dst, *, size: int = 3, anchor: str = "center", ties: str = "ke
 
         write_text(dst / "labels.json", labels_json)
     report = _report(src, dst, tally, seconds, params, nworkers, engine, classes, stale)
+    if not src.is_dir():
+        report.update(coco_report(index, tally, crowd, on_invalid))
+        report["memory"] = peaks.to_json()
+        report["params"].update(on_invalid=on_invalid, crowd=crowd)
     write_json(dst / REPORT_NAME, report)
     if log:
         print_report(report, log)
@@ -292,4 +314,8 @@ def print_report(report: dict, log: Callable[[str], Any] = print) -> None:
     if share:
         log("    time per phase (summed over workers): " + ", ".join(
             f"{k} {100 * v:.0f}%" for k, v in sorted(share.items(), key=lambda kv: -kv[1])))
+    if "crowd" in report:  # a COCO SRC
+        coco_summary(report, log)
+    if "memory" in report:
+        log(f"    {describe_memory(report['memory'])}")
     log(f"    report: {Path(report['dst']) / REPORT_NAME}")
