@@ -396,11 +396,11 @@ def make_defective_coco(out_dir, n_images: int = 6, size=(48, 64), *, seed: int 
     add("non-finite number Infinity in bbox[2]", segmentation=[],
         bbox=[3.0, 4.0, math.inf, 10.0])
     add("at least 3 points; got 4 values", segmentation=[[1.0, 1.0, 5.0, 5.0]])
-    add("cover no pixel", segmentation=[[-40.0, -40.0, -30.0, -40.0, -35.0, -30.0]])
+    add("polygons cover no pixel", segmentation=[[-40.0, -40.0, -30.0, -40.0, -35.0, -30.0]])
     empty_rle = mask_utils.encode(np.zeros((h, w, 1), np.uint8, order="F"))[0]
-    add("cover no pixel", segmentation={"size": [h, w],
+    add("RLE covers no pixel", segmentation={"size": [h, w],
                                          "counts": empty_rle["counts"].decode("ascii")})
-    add("cover no pixel", segmentation={"size": [h, w], "counts": [h * w]})
+    add("RLE covers no pixel", segmentation={"size": [h, w], "counts": [h * w]})
     add("non-finite number NaN in area", area=math.nan)
     add("non-finite number -Infinity in segmentation[0][3]",
         segmentation=[[1.0, 1.0, 9.0, -math.inf, 5.0, 9.0]])
