@@ -443,3 +443,13 @@ def test_folder_readers_skip_temporaries(tmp_path):
     (tmp_path / "store" / ".y.npy.tmp-1-ab").write_bytes(b"half")
     (tmp_path / "store" / ".z.tmp-1-ab.npy").write_bytes(b"half")
     assert store.stems() == ["x"]
+
+
+@pytest.mark.parametrize("name", ["segkit.io.images", "segkit.io.atomic", "segkit.io.coco"])
+def test_docstring_examples(name):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(name),
+                             optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0

@@ -102,7 +102,8 @@ def describe_memory(j: dict) -> str:
     """One printed line for a report's ``memory`` section."""
     mib = 1024 * 1024
     text = f"memory per worker: peak RSS {j['peak_rss_bytes'] / mib:.0f} MiB"
-    if j["largest_mask_peak_per_mask"] is not None:
+    if j["largest_mask_peak_per_mask"] is not None and j["largest_mask_bytes"] >= mib:
+        # (below 1 MiB the allocator's noise dominates the ratio)
         text += (f"; the largest mask ({j['largest_mask_bytes'] / mib:.1f} MiB) took "
                  f"{j['largest_mask_peak_above_start_bytes'] / mib:.1f} MiB above the "
                  f"worker's start ({j['largest_mask_peak_per_mask']:.1f}x the mask)")
