@@ -32,7 +32,7 @@ import numpy as np
 
 import segkit
 
-from .io.atomic import write_json, write_text
+from .io.atomic import is_temporary, write_json, write_text
 from .io.masks import read_mask
 from .palette import TRASH_CLASSES
 from .synthetic import blob_masks, make_coco_dataset
@@ -99,7 +99,7 @@ class Demo:
         return self.out.joinpath(*parts)
 
     def stems(self, folder: Path) -> list[str]:
-        return sorted(p.stem for p in folder.glob("*.png"))
+        return sorted(p.stem for p in folder.glob("*.png") if not is_temporary(p))
 
     # ---- 1. data -----------------------------------------------------------------------
     def stage_data(self) -> dict:

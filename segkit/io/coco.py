@@ -117,16 +117,19 @@ IGNORE_LABEL = 255
 
 def _non_finite(value, path: str) -> tuple[str, float] | None:
     """(path, value) of the first NaN or infinite number inside `value`, e.g. 'bbox[2]'."""
-    if isinstance(value, float):
+    t = type(value)
+    if t is float:
         return None if math.isfinite(value) else (path, value)
-    if isinstance(value, dict):
+    if t is dict:
         for k, v in value.items():
+            if type(v) in (int, str, bool) or v is None:
+                continue
             hit = _non_finite(v, f"{path}.{k}" if path else str(k))
             if hit:
                 return hit
-    elif isinstance(value, list):
-        if value and all(type(v) is int for v in value):  # RLE counts: skip quickly
-            return None
+    elif t is list:
+        if all(type(v) is int or (type(v) is float and math.isfinite(v)) for v in value):
+            return None  # the common case, without a call per number
         for i, v in enumerate(value):
             hit = _non_finite(v, f"{path}[{i}]")
             if hit:
@@ -134,9 +137,25 @@ def _non_finite(value, path: str) -> tuple[str, float] | None:
     return None
 
 
-def _polygon_outside(poly: list, height: int, width: int) -> bool:
+_NUMBER_TYPES = {int, float}
+
+
+def _polygon_problem(k: int, poly: Any, height: int, width: int) -> tuple[str | None, bool]:
+    """(why polygon `k` is unusable, or None; whether it reaches outside the image)."""
+    what = "a polygon must be a flat list of x, y numbers with at least 3 points"
+    if not isinstance(poly, list):
+        return f"polygon {k}: {what}; got {type(poly).__name__}", False
+    if not {type(v) for v in poly} <= _NUMBER_TYPES:  # JSON numbers are int or float
+        bad = next(v for v in poly if type(v) not in _NUMBER_TYPES)
+        return f"polygon {k}: {what}; got the value {bad!r}", False
+    if len(poly) < 6 or len(poly) % 2:
+        return f"polygon {k}: {what}; got {len(poly)} values", False
+    if not all(map(math.isfinite, poly)):
+        i = next(i for i, v in enumerate(poly) if not math.isfinite(v))
+        return f"non-finite number {_json_number(poly[i])} in segmentation[{k}][{i}]", False
     xs, ys = poly[0::2], poly[1::2]
-    return min(xs) < 0 or min(ys) < 0 or max(xs) > width or max(ys) > height
+    outside = min(xs) < 0 or min(ys) < 0 or max(xs) > width or max(ys) > height
+    return None, outside
 
 
 def segmentation_problem(seg: Any, image: Mapping[str, Any]) -> tuple[str | None, bool]:
@@ -150,12 +169,10 @@ def segmentation_problem(seg: Any, image: Mapping[str, Any]) -> tuple[str | None
         if not seg:
             return "empty segmentation", False
         for k, poly in enumerate(seg):
-            if (not isinstance(poly, list) or len(poly) < 6 or len(poly) % 2
-                    or not all(_is_number(v) for v in poly)):
-                n = len(poly) if isinstance(poly, list) else type(poly).__name__
-                return (f"polygon {k}: a polygon must be a flat list of x, y numbers with at "
-                        f"least 3 points; got {n} values"), False
-            clipped = clipped or _polygon_outside(poly, h, w)
+            reason, outside = _polygon_problem(k, poly, h, w)
+            if reason:
+                return reason, False
+            clipped = clipped or outside
     elif isinstance(seg, dict):
         size, counts = seg.get("size"), seg.get("counts")
         if not isinstance(size, list) or len(size) != 2 or [size[0], size[1]] != [h, w]:
@@ -195,7 +212,8 @@ def annotation_problem(ann: Any, images: Mapping[int, dict], categories: Sequenc
     if ann.get("category_id") not in categories:
         return (f"category_id {ann.get('category_id')!r} has no record in 'categories' "
                 f"({sorted(categories)})"), False
-    bad = _non_finite(ann, "")
+    # (polygon coordinates are checked, faster, with the segmentation)
+    bad = _non_finite({k: v for k, v in ann.items() if k != "segmentation"}, "")
     if bad:
         return f"non-finite number {_json_number(bad[1])} in {bad[0]}", False
     if "area" in ann and not _is_number(ann["area"]):
