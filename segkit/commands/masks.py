@@ -13,14 +13,22 @@ CROWD_HELP = ("Crowd annotations (iscrowd=1): paint with their class, paint 255 
               "mmseg's ignore label), or skip them.")
 
 
-def on_invalid_option(f):
-    return click.option("--on-invalid", type=click.Choice(["error", "skip"]), default="error",
-                        show_default=True, help=ON_INVALID_HELP)(f)
+def on_invalid_option(f=None, *, prefix: str = ""):
+    """--on-invalid; `prefix` heads the help (e.g. "COCO SRC: ")."""
+    def deco(fn):
+        return click.option("--on-invalid", type=click.Choice(["error", "skip"]),
+                            default="error", show_default=True,
+                            help=prefix + ON_INVALID_HELP)(fn)
+    return deco(f) if f is not None else deco
 
 
-def crowd_option(f):
-    return click.option("--crowd", type=click.Choice(["paint", "ignore", "skip"]),
-                        default="paint", show_default=True, help=CROWD_HELP)(f)
+def crowd_option(f=None, *, prefix: str = ""):
+    """--crowd; `prefix` heads the help."""
+    def deco(fn):
+        return click.option("--crowd", type=click.Choice(["paint", "ignore", "skip"]),
+                            default="paint", show_default=True, help=prefix + CROWD_HELP)(fn)
+    return deco(f) if f is not None else deco
+
 
 EPILOG = """\b
 Example:

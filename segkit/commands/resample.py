@@ -34,8 +34,8 @@ and skipped. The report is printed and written to DST/resample_report.json."""
 @click.option("--flatten", is_flag=True, help="COCO SRC: name outputs dir+name.png.")
 @click.option("--palette", type=click.Choice(["auto", "trash", "none"]), default="auto",
               show_default=True, help="COCO SRC: PNG palette (folder SRC keeps each file's).")
-@on_invalid_option
-@crowd_option
+@on_invalid_option(prefix="COCO SRC: ")
+@crowd_option(prefix="COCO SRC: ")
 @workers_option
 @engine_option
 @backend_option
