@@ -453,3 +453,25 @@ def test_docstring_examples(name):
     result = doctest.testmod(importlib.import_module(name),
                              optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_odd_ids_are_invalid_not_a_crash():
+    data = {"images": [{"id": 1, "file_name": "a.jpg", "height": 4, "width": 4}],
+            "categories": [{"id": 1, "name": "x"}],
+            "annotations": [{"id": 1, "image_id": [1], "category_id": 1, "segmentation": []},
+                            {"id": 2, "image_id": 1, "category_id": {"a": 1},
+                             "segmentation": [[0, 0, 3, 0, 3, 3]]},
+                            {"id": 3, "image_id": 1, "category_id": 1, "iscrowd": 2,
+                             "segmentation": [[0, 0, 3, 0, 3, 3]]},
+                            {"id": 4, "image_id": 1, "category_id": 1,
+                             "segmentation": [[0, 0, "3", 0, 3, 3]]},
+                            "not an annotation"]}
+    _, findings = inspect_coco(data, "odd.json", on_invalid="skip")
+    reasons = [s["reason"] for s in findings.skipped]
+    assert reasons[0].startswith("image id [1] has no record")
+    assert reasons[1].startswith("category_id {'a': 1} has no record")
+    assert reasons[2] == "iscrowd must be 0 or 1; got 2"
+    assert reasons[3] == ("polygon 0: a polygon must be a flat list of x, y numbers with at "
+                          "least 3 points; got the value '3'")
+    assert reasons[4].startswith("annotation is not an object")
+    assert findings.skipped[4]["annotation_id"] is None

@@ -11,6 +11,14 @@ Labels: category ids ``1..n`` map to themselves (label 0 is the background). Any
 ids maps through an explicit table, in the order of the ids, to ``1..n``
 (:class:`LabelTable`; the jobs print it and write it as ``labels.json``). A category with id 0
 named "background" keeps label 0.
+
+Checks: defects of the file's structure (images, categories) are errors. Defects of single
+annotations (empty or degenerate segmentations, NaN or Infinity anywhere, an RLE whose size
+disagrees with its image, image or category ids without a record) are errors naming the file,
+the annotation and the reason with ``on_invalid="error"``, or are left out and listed with
+``on_invalid="skip"`` (:class:`CocoFindings`). Duplicate annotation ids and polygons reaching
+outside their image (clipped when painted) are reported, never fatal. Crowd annotations
+(``iscrowd=1``) are painted, painted with the ignore label 255, or left out (`crowd`).
 """
 from __future__ import annotations
 
@@ -206,10 +214,10 @@ def annotation_problem(ann: Any, images: Mapping[int, dict], categories: Sequenc
     `images`: image id -> record; `categories`: the category ids."""
     if not isinstance(ann, dict):
         return f"annotation is not an object: {str(ann)[:80]}", False
-    image = images.get(ann.get("image_id"))
+    image = _lookup(images, ann.get("image_id"))
     if image is None:
         return f"image id {ann.get('image_id')!r} has no record in 'images'", False
-    if ann.get("category_id") not in categories:
+    if not _contains(categories, ann.get("category_id")):
         return (f"category_id {ann.get('category_id')!r} has no record in 'categories' "
                 f"({sorted(categories)})"), False
     # (polygon coordinates are checked, faster, with the segmentation)
@@ -221,6 +229,21 @@ def annotation_problem(ann: Any, images: Mapping[int, dict], categories: Sequenc
     if ann.get("iscrowd", 0) not in (0, 1):  # True/False compare equal to 1/0
         return f"iscrowd must be 0 or 1; got {ann.get('iscrowd')!r}", False
     return segmentation_problem(ann.get("segmentation"), image)
+
+
+def _lookup(table: Mapping, key):
+    """table.get(key), None for unhashable keys (a list where an id belongs)."""
+    try:
+        return table.get(key)
+    except TypeError:
+        return None
+
+
+def _contains(collection, key) -> bool:
+    try:
+        return key in collection
+    except TypeError:
+        return False
 
 
 def _json_number(x: float) -> str:
@@ -269,7 +292,7 @@ def check_annotations(data: dict, source: str | Path = "<coco>", on_invalid: str
         reason, clipped = annotation_problem(ann, images, cats)
         ann_id = ann.get("id") if isinstance(ann, dict) else None
         image_id = ann.get("image_id") if isinstance(ann, dict) else None
-        image = images.get(image_id)
+        image = _lookup(images, image_id)
         if reason is not None:
             if on_invalid == "error":
                 where = f"annotation id {ann_id!r}"
