@@ -475,3 +475,15 @@ def test_odd_ids_are_invalid_not_a_crash():
                           "least 3 points; got the value '3'")
     assert reasons[4].startswith("annotation is not an object")
     assert findings.skipped[4]["annotation_id"] is None
+
+
+def test_skip_on_a_process_pool_equals_one_worker(defective, tmp_path):
+    one = segkit.coco_to_masks(defective.ann_file, tmp_path / "1", on_invalid="skip",
+                               crowd="ignore", workers=1, progress=False, log=None)
+    two = segkit.coco_to_masks(defective.ann_file, tmp_path / "2", on_invalid="skip",
+                               crowd="ignore", workers=2, progress=False, log=None)
+    assert one["skipped"] == two["skipped"] and one["crowd"] == two["crowd"]
+    assert two["memory"]["peak_rss_bytes"] > 0
+    for name in _expected(defective.valid_file, "ignore"):
+        np.testing.assert_array_equal(read_mask(tmp_path / "1" / name),
+                                      read_mask(tmp_path / "2" / name))
