@@ -5,10 +5,14 @@ with CUDA's built-ins emulated, run block after block on exactly the grid and bl
 the launch. Kernels of a source without `__syncthreads()` run their threads one after another
 (then any order is a valid schedule); those of a source with it run every thread of a block at
 once (one OS thread each), meeting at a real barrier, with real atomics. The launch is checked
-as the hardware would: a 1-D shape, at most 1024 threads per block, dynamic shared memory of
+as the hardware would, and against the block a kernel asks for: a kernel that needs one block
+shape (a shared tile sized for it, a barrier pattern) says so with `__launch_bounds__(N)`, and
+the emulation launches it only with blocks of exactly N threads (CUDA itself only refuses more);
+then: a 1-D shape, at most 1024 threads per block, dynamic shared memory of
 exactly `shared_mem` bytes (a write past it fails the launch), and every `__syncthreads()`
 reached by every thread of the block (a divergent barrier fails the launch instead of
-hanging). This checks a kernel's logic (indexing, grid-stride loops, block-strided shared
+hanging). Static `__shared__` arrays become static variables: they keep their values from one
+block to the next, which a kernel must not rely on (it does not on a GPU either). This checks a kernel's logic (indexing, grid-stride loops, block-strided shared
 memory loops, tie rules, argument order); a GPU run is still needed for the rest.
 
 Runners: :func:`emulated_gpu` (used by the `emulated_gpu` fixture of the tests) puts a small
@@ -54,6 +58,11 @@ PRELUDE = r"""
 #define __forceinline__ inline
 #define __restrict__ __restrict
 #define __shared__ static
+// the block a kernel asks for, kept where Python can read it: the section of its symbol
+#define SEGKIT_EMU_STR(x) #x
+#define SEGKIT_EMU_SECTION(x) SEGKIT_EMU_STR(x)
+#define __launch_bounds__(threads, ...) \
+  __attribute__((section("segkit_block_" SEGKIT_EMU_SECTION(threads))))
 struct SegkitDim3 { unsigned x = 0, y = 0, z = 0; };
 static thread_local SegkitDim3 blockIdx, blockDim, gridDim, threadIdx;
 struct alignas(16) float4 { float x, y, z, w; };
@@ -153,8 +162,28 @@ class HostKernels:
             if result.returncode != 0:
                 raise RuntimeError(f"host build of {op}.cu failed:\n{result.stderr[-3000:]}")
         self.lib = ctypes.CDLL(str(lib))
+        #: kernel name -> the block it asks for with __launch_bounds__(N)
+        self.blocks = self._launch_bounds(lib) if "__launch_bounds__" in source else {}
         self.lib.emu_block.argtypes = [ctypes.c_uint, ctypes.c_int, ctypes.c_void_p]
         self.lib.emu_set.argtypes = [ctypes.c_uint] * 4
+
+    @staticmethod
+    def _launch_bounds(lib: Path) -> dict[str, int]:
+        objdump = shutil.which("objdump")
+        if objdump is None:
+            raise FileNotFoundError("objdump (binutils) is needed to read the __launch_bounds__ "
+                                    "of the host build of the CUDA kernels")
+        table = subprocess.run([objdump, "-t", str(lib)], capture_output=True, text=True,
+                               check=True).stdout
+        blocks = {}
+        for section, name in re.findall(r"\s(segkit_block_\S+)\s+[0-9a-f]+\s+(\w+)$", table,
+                                        re.MULTILINE):
+            value = section[len("segkit_block_"):]
+            if not value.isdigit():
+                raise RuntimeError(f"{name}: __launch_bounds__({value}) must be an integer (or a "
+                                   "macro of one) for the emulation to read it")
+            blocks[name] = int(value)
+        return blocks
 
     @staticmethod
     def _arg(a):
@@ -188,6 +217,10 @@ class HostKernels:
         if b > MAX_THREADS_PER_BLOCK:
             raise LaunchError(f"{name}: block of {b} threads; CUDA allows at most "
                               f"{MAX_THREADS_PER_BLOCK}")
+        asks = self.blocks.get(name)
+        if asks is not None and b != asks:
+            raise LaunchError(f"{name}: block of {b} threads, but the kernel asks for exactly "
+                              f"{asks} (__launch_bounds__({asks}))")
         if g > MAX_GRID_X:
             raise LaunchError(f"{name}: grid of {g} blocks; CUDA allows at most {MAX_GRID_X}")
         if not 0 <= shared_mem <= MAX_DYNAMIC_SHARED:
@@ -198,6 +231,7 @@ class HostKernels:
         start = -shared.ctypes.data % 16
         base = shared.ctypes.data + start
         for bid in range(g):
+            shared[:] = 0xA5  # each block's shared memory starts undefined: a known pattern
             self.lib.emu_block(b, int(self.cooperative), ctypes.c_void_p(base))
             if self.cooperative:
                 def thread(tid, bid=bid):

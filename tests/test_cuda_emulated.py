@@ -140,6 +140,19 @@ extern "C" __global__ void divergent_barrier(int* out) {
   if (threadIdx.x % 2) __syncthreads();
   out[threadIdx.x] = 1;
 }
+#define TILE 64  // a shared tile sized for the block: the kernel asks for blocks of TILE
+#define TILE_SUM_KERNEL(NAME, T)                                                         \
+  extern "C" __global__ void __launch_bounds__(TILE) NAME(const T* in, T* out) {         \
+    __shared__ T tile[TILE];                                                             \
+    tile[threadIdx.x] = in[blockIdx.x * TILE + threadIdx.x];                             \
+    __syncthreads();                                                                     \
+    if (threadIdx.x == 0) {                                                              \
+      T s = 0;                                                                           \
+      for (int i = 0; i < TILE; ++i) s += tile[i];                                       \
+      out[blockIdx.x] = s;                                                               \
+    }                                                                                    \
+  }
+TILE_SUM_KERNEL(tile_sum_i32, int)
 extern "C" __global__ void dynamic_staging(int* out, int m) {
   extern __shared__ int staged[];
   for (int i = threadIdx.x; i < m; i += blockDim.x) staged[i] = i;
@@ -163,6 +176,17 @@ def test_threads_of_a_block_meet_at_the_barrier(block_kernels, block):
     out = np.zeros_like(src)
     block_kernels.launch("reverse_in_block", (src, out), grid=(2,), block=(block,))
     np.testing.assert_array_equal(out, src.reshape(2, block)[:, ::-1].ravel())
+
+
+def test_kernels_get_the_block_they_ask_for(block_kernels):
+    assert block_kernels.blocks == {"tile_sum_i32": 64}
+    src = np.arange(3 * 64, dtype=np.int32)
+    out = np.zeros(3, np.int32)
+    block_kernels.launch("tile_sum_i32", (src, out), grid=3, block=64)
+    np.testing.assert_array_equal(out, src.reshape(3, 64).sum(1))
+    for block in (32, 128):  # CUDA would run 32 (half the tile unread) and refuse 128
+        with pytest.raises(LaunchError, match="asks for exactly 64"):
+            block_kernels.launch("tile_sum_i32", (src, out), grid=3, block=block)
 
 
 def test_launches_a_gpu_refuses_fail(block_kernels):
