@@ -481,7 +481,7 @@ class _HostView:
 
 class TorchCudaTensor:
     """Stands in for a torch CUDA tensor (what segkit reads of one: ``is_cuda``, ``device``,
-    ``__cuda_array_interface__``), over a NumPy array's memory."""
+    ``__cuda_array_interface__``, ``detach()``), over a NumPy array's memory."""
 
     __module__ = "torch"
     is_cuda = True
@@ -493,6 +493,9 @@ class TorchCudaTensor:
     @property
     def __cuda_array_interface__(self):
         return _interface(self.array)
+
+    def detach(self):
+        return self
 
 
 @contextlib.contextmanager

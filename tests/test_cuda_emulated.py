@@ -276,6 +276,16 @@ def test_cupy_and_host_inputs_run_on_cupy_current_stream(emulated_gpu, op):
         _assert_same(out, _expected(op), op)
 
 
+def test_convcrf_module_runs_on_torch_current_stream(emulated_gpu):
+    from segkit.torch import ConvCRF
+
+    gpu = emulated_gpu
+    with gpu.torch_stream(SIDE):
+        out = ConvCRF(blur=2, num_iter=2)(TorchCudaTensor(UNARY), TorchCudaTensor(IMAGE))
+    assert gpu.launches() and gpu.streams() == {SIDE}
+    _assert_same(out, _expected("convcrf"), "convcrf")
+
+
 def test_torch_tensor_on_a_second_device(emulated_gpu):
     gpu = emulated_gpu
     with gpu.torch_stream(SIDE):
