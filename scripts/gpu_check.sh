@@ -35,6 +35,11 @@ $PY -m pytest -q -p no:cacheprovider -x tests/test_mode_filter_cuda.py tests/tes
   -k "cuda" ${GPU_TEST_ARGS:-} 2>&1 | tee "$OUT/gpu_tests.log" | tail -15
 tests_rc=${PIPESTATUS[0]}
 
+echo "== CUDA stream rule (ops on torch tensors under torch.cuda.stream(side) run on side)"
+$PY scripts/gpu_stream_check.py 2>&1 | tee "$OUT/gpu_stream_check.log"
+stream_rc=${PIPESTATUS[0]}
+tests_rc=$(( tests_rc != 0 || stream_rc != 0 ))
+
 echo "== GPU benchmarks"
 $PY scripts/gpu_bench.py ${GPU_BENCH_SECTIONS:-}
 bench_rc=$?

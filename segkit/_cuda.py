@@ -7,11 +7,12 @@ lines are inlined before compiling so that CuPy's on-disk cache key covers the h
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import re
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -107,22 +108,51 @@ def as_cupy(x: Any) -> tuple[Any, Callable[[Any], Any]]:
     return cupy.asarray(np.asarray(x)), cupy.asnumpy
 
 
-def stream_for(x: Any):
-    """The stream to launch on: torch's current stream for torch tensors (so work is ordered
-    with the caller's), CuPy's current stream otherwise."""
+def _torch_cuda(xs: tuple) -> Any:
+    """The first torch CUDA tensor among `xs`, or None."""
+    for x in xs:
+        if type(x).__module__.startswith("torch") and getattr(x, "is_cuda", False):
+            return x
+    return None
+
+
+@contextlib.contextmanager
+def op_stream(*inputs: Any) -> Iterator[Any]:
+    """The stream rule of every CUDA runner: the whole op (uploads, allocations, copies,
+    launches, reading results back, the conversion to the caller's kind) runs inside this
+    block, on one stream, which it yields.
+
+    - A torch CUDA tensor among `inputs` (the first one decides): torch's current stream of
+      that tensor's device, made CuPy's current stream (and that device CuPy's current device)
+      for the block, so the op is ordered after whatever torch queued before it, also under
+      ``torch.cuda.stream(side)``, and torch's later work is ordered after the op.
+    - Otherwise (CuPy arrays, host arrays): CuPy's current stream, unchanged.
+
+    >>> from segkit import _cuda
+    >>> with _cuda.op_stream(x) as stream:  # doctest: +SKIP
+    ...     out = cupy.empty_like(x); _cuda.launch(kernel, n, (x, out))
+    """
     import cupy
 
-    if type(x).__module__.startswith("torch") and getattr(x, "is_cuda", False):
-        import torch
+    tensor = _torch_cuda(inputs)
+    if tensor is None:
+        yield cupy.cuda.get_current_stream()
+        return
+    import torch
 
-        return cupy.cuda.ExternalStream(torch.cuda.current_stream(x.device).cuda_stream)
-    return cupy.cuda.get_current_stream()
+    device = tensor.device.index
+    stream = cupy.cuda.ExternalStream(torch.cuda.current_stream(tensor.device).cuda_stream,
+                                      device)
+    with cupy.cuda.Device(device), stream:
+        yield stream
 
 
-def launch(kernel, total: int, args: tuple, stream=None, block: int | None = None) -> None:
-    """Launch a grid-stride kernel over `total` work items."""
+def launch(kernel, total: int, args: tuple, stream=None, block: int | None = None,
+           shared_mem: int = 0) -> None:
+    """Launch a grid-stride kernel over `total` work items, on CuPy's current stream (the one
+    :func:`op_stream` set) unless `stream` is given."""
     if total <= 0:
         return
     block = block or _config.CUDA_BLOCK
     grid = max(1, min(math.ceil(total / block), _config.CUDA_MAX_BLOCKS))
-    kernel((grid,), (block,), args, stream=stream)
+    kernel((grid,), (block,), args, shared_mem=shared_mem, stream=stream)

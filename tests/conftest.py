@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 
+import numpy as np
 import pytest
 
 import segkit
@@ -82,4 +83,35 @@ def backend_probes():
     _backend.backend_info.cache_clear()
 
 
-__all__ = ["segkit", "require_backend"]
+
+
+def to_host(x):
+    """A NumPy copy of `x` wherever it lives: CuPy arrays (``.get()``), torch tensors on any
+    device (``.detach().cpu().numpy()``), NumPy arrays and anything array-like (as is)."""
+    if type(x).__module__.startswith("torch"):
+        return x.detach().cpu().numpy()
+    if hasattr(x, "get") and hasattr(x, "__cuda_array_interface__"):
+        return x.get()
+    return np.asarray(x)
+
+
+@pytest.fixture(scope="session")
+def emu_workdir(tmp_path_factory):
+    """Where the host builds of the CUDA sources go (shared by the whole session)."""
+    if shutil.which("g++") is None and shutil.which("c++") is None:
+        pytest.skip("no C++ compiler for the host emulation of the CUDA kernels")
+    return tmp_path_factory.mktemp("cuda_emu")
+
+
+@pytest.fixture
+def emulated_gpu(emu_workdir):
+    """CuPy and torch's current stream replaced by the host emulation of tests/cuda_emu.py for
+    one test: the ops' real CUDA runners launch the kernels compiled for the host, and every
+    allocation, copy and launch is logged with its stream (``gpu.events``)."""
+    from .cuda_emu import emulated_gpu as emulate
+
+    with emulate(emu_workdir) as gpu:
+        yield gpu
+
+
+__all__ = ["segkit", "require_backend", "to_host"]

@@ -8,9 +8,7 @@ import segkit
 from segkit.ops.confusion import iou_scores
 from segkit.reference.confusion import confusion_matrix as reference
 
-
-def _get(x):
-    return x.get() if hasattr(x, "get") else x
+from .conftest import to_host
 
 
 def test_hand_case(fast_backend):
@@ -74,3 +72,12 @@ def test_iou_scores():
     assert np.isnan(s["iou"][2])  # absent from both: not counted in the mean
     assert s["miou"] == pytest.approx((3 / 5 + 5 / 7) / 2)
     assert s["pixel_acc"] == pytest.approx(8 / 10)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int32, np.int64, np.int8])
+@pytest.mark.parametrize("shape", [(0,), (0, 5), (3, 0, 2)])
+def test_empty_inputs_give_int64_zeros(fast_backend, dtype, shape):
+    out = segkit.confusion_matrix(np.zeros(shape, dtype), np.zeros(shape, dtype), 4,
+                                  backend=fast_backend)
+    assert type(out) is np.ndarray and out.dtype == np.int64 and out.shape == (4, 4)
+    assert not out.any()

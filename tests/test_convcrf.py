@@ -372,3 +372,21 @@ def test_bad_input(kwargs, exc, match):
     image = kw.pop("image", GOOD_I)
     with pytest.raises(exc, match=match):
         segkit.convcrf(unary, image, **kw)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba", "cpp", "cuda"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@pytest.mark.parametrize("shape", [(0, 3, 6, 7), (0, 300, 4, 4)])
+def test_empty_batches_keep_dtypes(backend, dtype, shape):
+    """An empty batch: float32 scores of the input's shape, labels uint8 (int32 past 256
+    classes), on every backend."""
+    from .conftest import to_host
+
+    require_backend(backend)
+    unary = np.zeros(shape, dtype)
+    image = np.zeros((0, shape[2], shape[3], 3), np.uint8)
+    scores = to_host(segkit.convcrf(unary, image, backend=backend))
+    assert scores.dtype == np.float32 and scores.shape == shape
+    labels = to_host(segkit.convcrf_labels(unary, image, backend=backend))
+    assert labels.dtype == (np.uint8 if shape[1] <= 256 else np.int32)
+    assert labels.shape == (0,) + shape[2:]

@@ -15,6 +15,7 @@ import pytest
 import segkit
 from segkit.ops.convcrf import crf_params, cuda_steps
 
+from .conftest import to_host
 from .cuda_emu import HostKernels
 from .test_convcrf import CASES, assert_scores_match, scene, torch_reference
 
@@ -68,7 +69,7 @@ def test_cupy_arrays_stay_on_device(n, c, h, w, k, blur, more):
     ref = torch_reference(unary, image, **kw)
     out = segkit.convcrf(cupy.asarray(unary), cupy.asarray(image), **kw)
     assert isinstance(out, cupy.ndarray) and out.dtype == np.float32
-    assert_scores_match(out.get(), ref)
+    assert_scores_match(to_host(out), ref)
 
 
 @pytest.mark.needs_cuda
@@ -82,11 +83,11 @@ def test_cuda_presets_float16_and_layouts(preset):
     for img in (image, np.ascontiguousarray(image.transpose(0, 3, 1, 2))):
         out = segkit.convcrf(cupy.asarray(unary), cupy.asarray(img), preset=preset,
                              unary_kind=kind)
-        assert_scores_match(out.get(), ref)
+        assert_scores_match(to_host(out), ref)
     labels = segkit.convcrf_labels(cupy.asarray(unary), cupy.asarray(image), preset=preset,
                                    unary_kind=kind)
     assert isinstance(labels, cupy.ndarray) and labels.dtype == np.uint8
-    np.testing.assert_array_equal(labels.get(), ref.argmax(1))
+    np.testing.assert_array_equal(to_host(labels), ref.argmax(1))
 
 
 @pytest.mark.needs_cuda
@@ -104,8 +105,8 @@ def test_torch_cuda_tensors_round_trip_on_the_current_stream():
         mod = ConvCRF(filter_size=7, blur=2)(u, img)
     stream.synchronize()
     assert isinstance(out, torch.Tensor) and out.is_cuda and out.dtype == torch.float32
-    assert_scores_match(out.cpu().numpy(), ref)
-    assert_scores_match(mod.cpu().numpy(), ref)
+    assert_scores_match(to_host(out), ref)
+    assert_scores_match(to_host(mod), ref)
 
 
 @pytest.mark.needs_cuda

@@ -14,7 +14,7 @@ from segkit.reference.mode_filter import mode_filter as reference
 from segkit.reference.mode_filter import seed_mode_filter
 from segkit.synthetic import blob_masks
 
-from .conftest import FAST_BACKENDS, require_backend
+from .conftest import FAST_BACKENDS, require_backend, to_host
 
 A = np.array  # brevity in the tables
 
@@ -79,7 +79,7 @@ def test_hand_cases(fast_backend, case, dtype):
     img, kw, expected = HAND_CASES[case]
     img = _as_dtype(img, dtype)
     out = segkit.mode_filter(img, backend=fast_backend, **kw)
-    out = out.get() if hasattr(out, "get") else out
+    out = to_host(out)
     assert out.dtype == img.dtype and out.shape == img.shape
     np.testing.assert_array_equal(out, expected)
 
@@ -134,7 +134,7 @@ def test_random_masks_size3(fast_backend, shape, anchor, ties, ignore):
     expected = _expected(shape, np.uint8, 5, 1, 3, anchor, ties, ignore)
     out = segkit.mode_filter(masks, anchor=anchor, ties=ties, ignore_index=ignore,
                              backend=fast_backend)
-    np.testing.assert_array_equal(out.get() if hasattr(out, "get") else out, expected)
+    np.testing.assert_array_equal(to_host(out), expected)
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int32, np.int64])
@@ -161,7 +161,7 @@ def test_random_masks_larger_windows(fast_backend, size, anchor, ties):
         expected = _expected(shape, np.int32, 4, 3, size, anchor, ties, ignore)
         out = segkit.mode_filter(_random_case(shape, np.int32, 4, 3), size, anchor=anchor,
                                  ties=ties, ignore_index=ignore, backend=fast_backend)
-        np.testing.assert_array_equal(out.get() if hasattr(out, "get") else out, expected)
+        np.testing.assert_array_equal(to_host(out), expected)
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
@@ -169,7 +169,7 @@ def test_random_masks_larger_windows_small_dtypes(fast_backend, dtype):
     shape = (2, 15, 19)
     expected = _expected(shape, dtype, 6, 4, 5, "center", "keep", None)
     out = segkit.mode_filter(_random_case(shape, dtype, 6, 4), 5, backend=fast_backend)
-    np.testing.assert_array_equal(out.get() if hasattr(out, "get") else out, expected)
+    np.testing.assert_array_equal(to_host(out), expected)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -181,7 +181,7 @@ def test_batches_of_zero_and_three(fast_backend):
     assert out.shape == (0, 4, 5) and out.dtype == np.uint8
     masks = _random_case((3, 9, 70), np.uint8, 5, 1)
     out = segkit.mode_filter(masks, backend=fast_backend)
-    out = out.get() if hasattr(out, "get") else out
+    out = to_host(out)
     for i in range(3):
         np.testing.assert_array_equal(out[i], reference(masks[i]))
 
@@ -202,7 +202,7 @@ def test_noncontiguous_and_fortran(fast_backend):
              "transposed": np.ascontiguousarray(masks.T).T}
     for name, view in views.items():
         out = segkit.mode_filter(view, backend=fast_backend)
-        out = out.get() if hasattr(out, "get") else out
+        out = to_host(out)
         np.testing.assert_array_equal(out, expected, err_msg=name)
 
 
@@ -212,14 +212,14 @@ def test_row_padding_is_not_read(fast_backend):
     wide[:, :70] = _random_case((1, 20, 70), np.uint8, 5, 5)[0]
     view = wide[:, :70]
     out = segkit.mode_filter(view, backend=fast_backend)
-    np.testing.assert_array_equal(out.get() if hasattr(out, "get") else out, reference(view))
+    np.testing.assert_array_equal(to_host(out), reference(view))
 
 
 @pytest.mark.parametrize("dtype", [np.int8, np.int16, np.uint32])
 def test_widened_dtypes(fast_backend, dtype):
     masks = _random_case((1, 12, 40), np.int32, 4, 6).astype(dtype)
     out = segkit.mode_filter(masks, backend=fast_backend)
-    out = out.get() if hasattr(out, "get") else out
+    out = to_host(out)
     assert out.dtype == np.dtype(dtype)
     np.testing.assert_array_equal(out, reference(masks))
 
@@ -259,7 +259,7 @@ def test_property_all_backends_match_reference(data):
             continue
         out = segkit.mode_filter(masks, size, anchor=anchor, ties=ties, ignore_index=ignore,
                                  backend=name)
-        out = out.get() if hasattr(out, "get") else out
+        out = to_host(out)
         np.testing.assert_array_equal(out, expected, err_msg=name)
 
 
@@ -315,3 +315,28 @@ def test_smallest_ties_equal_skimage_modal():
                                           expected)
         expected5 = rank.modal(mask, np.ones((5, 5), np.uint8))
         np.testing.assert_array_equal(segkit.mode_filter(mask, 5, ties="smallest"), expected5)
+
+
+def test_mode_params_checks_settings_without_running():
+    from segkit.ops.mode_filter import ModeParams, mode_params
+
+    p = mode_params(5, anchor="topleft", ties="first", ignore_index=np.int64(255))
+    assert p == ModeParams(5, "topleft", "first", 255) and type(p.ignore_index) is int
+    assert p.codes() == (5, 1, 2, 255)
+    assert mode_params(ignore_index=70000).ignore_index == 70000  # no dtype: any integer
+    for kwargs, exc, match in [({"size": 0}, ValueError, "size must be >= 1; got 0"),
+                               ({"size": 2}, ValueError, "size must be odd; got 2"),
+                               ({"ties": "max"}, ValueError, "ties must be one of"),
+                               ({"anchor": 1}, ValueError, "anchor must be one of"),
+                               ({"ignore_index": "0"}, TypeError, "ignore_index must be an"),
+                               ({"ignore_index": 300, "dtype": np.uint8}, ValueError,
+                                "ignore_index=300 is out of range for uint8")]:
+        with pytest.raises(exc, match=match):
+            mode_params(**kwargs)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int32, np.int64, np.int8, np.uint32])
+@pytest.mark.parametrize("shape", [(0, 4, 5), (0, 0), (3, 0), (2, 0, 7)])
+def test_empty_inputs_keep_dtype(fast_backend, shape, dtype):
+    out = to_host(segkit.mode_filter(np.zeros(shape, dtype), backend=fast_backend))
+    assert out.shape == shape and out.dtype == dtype

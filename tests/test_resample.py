@@ -356,3 +356,20 @@ def test_memory_stays_flat_as_the_dataset_grows(tmp_path):
         peaks[n] = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
     assert peaks[120] < peaks[30] + 1024 * 1024, peaks
+
+
+def test_settings_are_checked_without_running_the_filter(folder, tmp_path, monkeypatch):
+    """resample checks size/anchor/ties/ignore_index with mode_params, before any file and
+    without a probe run of the filter."""
+    from segkit.jobs import resample as job
+
+    calls = []
+    monkeypatch.setattr(job, "mode_filter", lambda *a, **k: calls.append(a))
+    src, _ = folder
+    for kwargs, exc, message in [({"size": 4}, ValueError, "size must be odd; got 4"),
+                                 ({"anchor": "corner"}, ValueError, "anchor must be one of"),
+                                 ({"ignore_index": 2.5}, TypeError, "ignore_index must be an"),
+                                 ({"size": True}, TypeError, "size must be an integer")]:
+        with pytest.raises(exc, match=message):
+            segkit.resample(src, tmp_path / "o", progress=False, log=None, **kwargs)
+    assert calls == [] and not (tmp_path / "o").exists()

@@ -13,7 +13,7 @@ from segkit.reference.soft_vote import soft_vote as reference
 from segkit.reference.soft_vote import weight_factors
 from segkit.synthetic import model_probs
 
-from .conftest import require_backend
+from .conftest import require_backend, to_host
 
 ALL_BACKENDS = ("numpy", "numba", "cpp", "cuda")
 F16 = np.float16
@@ -32,7 +32,7 @@ def backend(request):
 def vote(probs, weights=None, backend="numpy", **kw):
     """soft_vote with host results (CuPy results are copied back)."""
     out = segkit.soft_vote(probs, weights, backend=backend, return_probs=True, **kw)
-    return tuple(np.asarray(o.get() if hasattr(o, "get") else o) for o in out)
+    return tuple(to_host(o) for o in out)
 
 
 def chw(*pixels_per_class, dtype=F16):
@@ -98,7 +98,7 @@ def test_docstring_example():
 def test_labels_only_matches_return_probs(backend):
     probs = list(model_probs(3, 5, 9, 13, seed=4))
     labels = segkit.soft_vote(probs, [1, 2, 3], backend=backend)
-    labels = np.asarray(labels.get() if hasattr(labels, "get") else labels)
+    labels = to_host(labels)
     np.testing.assert_array_equal(labels, reference(probs, [1, 2, 3]))
 
 
@@ -319,3 +319,17 @@ def test_bad_backend_and_flag():
         segkit.soft_vote([_p()], backend="fortran")
     with pytest.raises(TypeError, match="return_probs must be True or False"):
         segkit.soft_vote([_p()], return_probs="yes")
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+@pytest.mark.parametrize("shape, classes", [((0, 3, 4, 5), 3), ((2, 3, 0, 5), 3),
+                                            ((3, 4, 0), 3), ((300, 0, 2), 300)])
+def test_empty_inputs_keep_dtypes(backend, dtype, shape, classes):
+    """Empty batches and images: labels of the class count's dtype, the mean in float32."""
+    probs = [np.zeros(shape, dtype)] * 2
+    labels, mean = (to_host(o) for o in segkit.soft_vote(probs, return_probs=True,
+                                                         backend=backend))
+    assert labels.dtype == (np.uint8 if classes <= 256 else np.uint16)
+    assert labels.shape == shape[:-3] + shape[-2:] and labels.size == 0
+    assert mean.dtype == np.float32 and mean.shape == shape
+    assert to_host(segkit.soft_vote(probs, backend=backend)).dtype == labels.dtype

@@ -10,6 +10,8 @@ import segkit
 from segkit.reference.soft_vote import soft_vote as reference
 from segkit.synthetic import model_probs
 
+from .conftest import to_host
+
 pytestmark = pytest.mark.needs_cuda
 
 
@@ -27,8 +29,8 @@ def test_cupy_arrays_stay_on_device(dtype, batched):
                                     return_probs=True)
     assert isinstance(labels, cupy.ndarray) and labels.dtype == np.uint8
     assert isinstance(mean, cupy.ndarray) and mean.dtype == np.float32
-    np.testing.assert_array_equal(labels.get(), exp_labels)
-    np.testing.assert_array_equal(mean.get(), exp_mean)
+    np.testing.assert_array_equal(to_host(labels), exp_labels)
+    np.testing.assert_array_equal(to_host(mean), exp_mean)
 
 
 def test_near_ties_and_uint16_labels():
@@ -41,8 +43,8 @@ def test_near_ties_and_uint16_labels():
     labels, mean = segkit.soft_vote([cupy.asarray(p) for p in probs], weights,
                                     return_probs=True)
     assert labels.dtype == np.uint16
-    np.testing.assert_array_equal(labels.get(), exp_labels)
-    np.testing.assert_array_equal(mean.get(), exp_mean)
+    np.testing.assert_array_equal(to_host(labels), exp_labels)
+    np.testing.assert_array_equal(to_host(mean), exp_mean)
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32])
@@ -58,12 +60,12 @@ def test_vector_and_scalar_paths(dtype, width):
         exp_labels, exp_mean = reference(host, [1, 2, 3], return_probs=True)
         labels, mean = segkit.soft_vote([cupy.asarray(np.ascontiguousarray(m)) for m in models],
                                         [1, 2, 3], return_probs=True)
-        np.testing.assert_array_equal(labels.get(), exp_labels)
-        np.testing.assert_array_equal(mean.get(), exp_mean)
+        np.testing.assert_array_equal(to_host(labels), exp_labels)
+        np.testing.assert_array_equal(to_host(mean), exp_mean)
         big = [cupy.asarray(p) for p in probs]  # device views: strided rows, odd offsets
         views = [b[:, :, :width] for b in big] if models[0].shape[2] == width else \
             [b[:, :, 1:] for b in big]
-        np.testing.assert_array_equal(segkit.soft_vote(views, [1, 2, 3]).get(), exp_labels)
+        np.testing.assert_array_equal(to_host(segkit.soft_vote(views, [1, 2, 3])), exp_labels)
 
 
 def test_strided_views_use_the_general_path():
@@ -72,8 +74,8 @@ def test_strided_views_use_the_general_path():
     base = cupy.asarray(model_probs(2, 6, 80, 120, seed=2).astype(np.float16))
     models = [base[0, :, :40, :60], cupy.ascontiguousarray(base[1, :, 40:, 60:]),
               base[1, :, ::2, ::2]]  # different strides: no "uniform" fast path; the last is copied
-    host = [m.get() for m in models]
-    np.testing.assert_array_equal(segkit.soft_vote(models, [1, 2, 3]).get(),
+    host = [to_host(m) for m in models]
+    np.testing.assert_array_equal(to_host(segkit.soft_vote(models, [1, 2, 3])),
                                   reference(host, [1, 2, 3]))
 
 
@@ -84,8 +86,8 @@ def test_torch_cuda_tensors_round_trip():
     labels, mean = segkit.soft_vote(tensors, [1, 1, 2], return_probs=True)
     assert isinstance(labels, torch.Tensor) and labels.is_cuda and labels.dtype == torch.uint8
     exp_labels, exp_mean = reference(list(probs), [1, 1, 2], return_probs=True)
-    np.testing.assert_array_equal(labels.cpu().numpy(), exp_labels)
-    np.testing.assert_array_equal(mean.cpu().numpy(), exp_mean)
+    np.testing.assert_array_equal(to_host(labels), exp_labels)
+    np.testing.assert_array_equal(to_host(mean), exp_mean)
 
 
 def test_nan_is_reported_with_the_model():

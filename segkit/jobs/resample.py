@@ -27,7 +27,7 @@ from ..io.atomic import is_temporary, remove_temporaries, write_json
 from ..io.coco import CocoError, check_image_size, rasterize
 from ..io.images import IMAGE_SUFFIXES as _IMAGE_SUFFIXES
 from ..io.masks import read_mask
-from ..ops.mode_filter import mode_filter
+from ..ops.mode_filter import mode_filter, mode_params
 from ._common import (DatasetError, Tally, check_destination, check_engine, class_table,
                       job_error_message, single_threaded_kernels, summary_lines,
                       write_unless_finished)
@@ -215,12 +215,11 @@ def resample(src, dst, *, size: int = 3, anchor: str = "center", ties: str = "ke
     if not src.exists():
         raise DatasetError(f"{src}: SRC does not exist")
     dst = check_destination(dst, src)
-    # Validate the filter settings and resolve the backend once, before touching any file.
-    probe = np.zeros((1, 1), np.int64)
-    mode_filter(probe, size, anchor=anchor, ties=ties, ignore_index=ignore_index,
-                backend=backend)
-    params = FilterParams(int(size), anchor, ties, ignore_index,
-                          _backend.resolve(backend, probe))
+    # Validate the filter settings and resolve the backend once, before touching any file
+    # (without running the filter; each mask's dtype is checked against ignore_index later).
+    checked = mode_params(size, anchor=anchor, ties=ties, ignore_index=ignore_index)
+    params = FilterParams(checked.size, checked.anchor, checked.ties, checked.ignore_index,
+                          _backend.resolve(backend))
 
     if src.is_dir():
         files = list_masks(src)

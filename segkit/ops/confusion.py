@@ -43,6 +43,15 @@ def confusion_matrix(pred: Any, gt: Any, num_classes: int, *, ignore_index: int 
            [0, 1]])
     """
     name = _backend.resolve(backend, pred, gt)
+    if name == "cuda":
+        from .._cuda import op_stream
+
+        with op_stream(pred, gt):  # the whole op on the caller's stream (torch's, for tensors)
+            return _confusion(name, pred, gt, num_classes, ignore_index)
+    return _confusion(name, pred, gt, num_classes, ignore_index)
+
+
+def _confusion(name, pred, gt, num_classes, ignore_index):
     num_classes = _validate.integer("num_classes", num_classes, minimum=1)
     if num_classes > MAX_CLASSES:
         raise ValueError(f"num_classes must be <= {MAX_CLASSES}; got {num_classes}")
@@ -124,7 +133,7 @@ def _run_cuda(p, g, c, ignore):
     counts = cupy.zeros(c * c, cupy.int64)
     bad = cupy.zeros(2, cupy.int64)
     name, total, args = cuda_launch(p, g, c, ignore, counts, bad)
-    _cuda.launch(_cuda.get_kernel("confusion", name), total, args, stream=_cuda.stream_for(p))
+    _cuda.launch(_cuda.get_kernel("confusion", name), total, args)  # op_stream's stream
     b = bad.get()
     return counts.get().reshape(c, c), (int(b[0]), int(b[1]))
 

@@ -185,16 +185,16 @@ def convcrf(unary: Any, image: Any, *, preset: str | None = None, filter_size: i
     dtype('float32')
     """
     settings = dict(locals())
-    scores, back = _scores(settings)
-    return back(scores) if back is not None else scores
+    return _scores(settings)
 
 
-def _scores(settings: dict):
-    """(float32 scores, back-converter) of one convcrf / convcrf_labels call's arguments."""
+def _scores(settings: dict, finish=None):
+    """The float32 scores of one convcrf / convcrf_labels call's arguments, or `finish` of
+    them, in the caller's kind."""
     s = dict(settings)
     unary, image, preset, backend = s.pop("unary"), s.pop("image"), s.pop("preset"), \
         s.pop("backend")
-    return _run(unary, image, crf_params(preset, **s), backend)
+    return _run(unary, image, crf_params(preset, **s), backend, finish)
 
 
 def convcrf_labels(unary: Any, image: Any, *, preset: str | None = None,
@@ -217,26 +217,28 @@ def convcrf_labels(unary: Any, image: Any, *, preset: str | None = None,
     >>> segkit.convcrf_labels(probs, image, unary_kind="probs").dtype
     dtype('uint8')
     """
-    scores, back = _scores(dict(locals()))
-    dtype = np.uint8 if scores.shape[-3] <= 256 else np.int32
-    labels = scores.argmax(axis=-3).astype(dtype)
-    return back(labels) if back is not None else labels
+    def labels_of(scores):
+        dtype = np.uint8 if scores.shape[-3] <= 256 else np.int32
+        return scores.argmax(axis=-3).astype(dtype)
+
+    return _scores({k: v for k, v in locals().items() if k != "labels_of"}, labels_of)
 
 
 # ---------------------------------------------------------------------------------------
 
-def _run(unary: Any, image: Any, params: CrfParams, backend: str):
-    """Validate, convert and run; returns (scores on the backend's array type, back)."""
+def _run(unary: Any, image: Any, params: CrfParams, backend: str, finish=None):
+    """Validate, convert and run; returns the scores (or `finish` of them) in the caller's
+    kind."""
     name = _backend.resolve(backend, unary, image)
     if name == "cuda":
-        from .._cuda import stream_for
+        from .._cuda import op_stream
 
-        with stream_for(unary):  # every copy and kernel in order with the caller's stream
-            return _run_on(name, unary, image, params)
-    return _run_on(name, unary, image, params)
+        with op_stream(unary, image):  # the whole op on the caller's stream (torch's, for tensors)
+            return _run_on(name, unary, image, params, finish)
+    return _run_on(name, unary, image, params, finish)
 
 
-def _run_on(name: str, unary: Any, image: Any, params: CrfParams):
+def _run_on(name: str, unary: Any, image: Any, params: CrfParams, finish=None):
     if name == "cuda":
         import cupy as xp
 
@@ -255,7 +257,9 @@ def _run_on(name: str, unary: Any, image: Any, params: CrfParams):
     img4 = image_dtype(img4, xp)
     if scores.size:
         scores = _RUNNERS[name](scores, img4, params)
-    return (scores[0] if squeeze else scores), back
+    scores = scores[0] if squeeze else scores
+    out = finish(scores) if finish is not None else scores
+    return back(out) if back is not None else out
 
 
 def _detached(x):
@@ -352,8 +356,7 @@ def _run_cuda(scores, img, params: CrfParams):
     from .. import _cuda
 
     def launch(name, total, args):
-        _cuda.launch(_cuda.get_kernel("convcrf", name), total, args,
-                     stream=cupy.cuda.get_current_stream())
+        _cuda.launch(_cuda.get_kernel("convcrf", name), total, args)  # op_stream's stream
 
     item = img.itemsize
     if img.size and (min(img.strides) < 0 or any(s % item for s in img.strides)):

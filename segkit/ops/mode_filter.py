@@ -1,6 +1,7 @@
 """``segkit.mode_filter``: the mode (majority) filter for label masks."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -9,6 +10,47 @@ from .. import _backend, _validate
 
 ANCHORS = ("center", "topleft")
 TIES = ("keep", "smallest", "first")
+
+
+@dataclass(frozen=True)
+class ModeParams:
+    """The validated settings of a mode filter call (see :func:`mode_params`)."""
+
+    size: int = 3
+    anchor: str = "center"
+    ties: str = "keep"
+    ignore_index: int | None = None
+
+    def codes(self) -> tuple:
+        """(size, anchor code, ties code, ignore_index): what every backend's runner takes."""
+        return (self.size, ANCHORS.index(self.anchor), TIES.index(self.ties), self.ignore_index)
+
+
+def mode_params(size: int = 3, *, anchor: str = "center", ties: str = "keep",
+                ignore_index: int | None = None, dtype: Any = None) -> ModeParams:
+    """Check the settings of :func:`mode_filter` without running it (errors name the argument
+    and the bad value), as dataset jobs do before touching a file.
+
+    `dtype` (the labels' dtype), when given, also checks that it can hold `ignore_index`;
+    without it `ignore_index` need only be an integer.
+
+    >>> from segkit.ops.mode_filter import mode_params
+    >>> mode_params(5, ties="first")
+    ModeParams(size=5, anchor='center', ties='first', ignore_index=None)
+    >>> mode_params(4)
+    Traceback (most recent call last):
+    ...
+    ValueError: size must be odd; got 4
+    """
+    size = _validate.integer("size", size, minimum=1, odd=True)
+    _validate.choice("anchor", anchor, ANCHORS)
+    _validate.choice("ties", ties, TIES)
+    if dtype is None:
+        ignore_index = None if ignore_index is None else _validate.integer("ignore_index",
+                                                                           ignore_index)
+    else:
+        ignore_index = _validate.ignore_index(ignore_index, np.dtype(dtype))
+    return ModeParams(size, anchor, ties, ignore_index)
 
 
 def mode_filter(labels: Any, size: int = 3, *, anchor: str = "center", ties: str = "keep",
@@ -59,6 +101,15 @@ def mode_filter(labels: Any, size: int = 3, *, anchor: str = "center", ties: str
     """
     name = _backend.resolve(backend, labels)
     if name == "cuda":
+        from .._cuda import op_stream
+
+        with op_stream(labels):  # the whole op on the caller's stream (torch's, for tensors)
+            return _mode_filter(name, labels, size, anchor, ties, ignore_index)
+    return _mode_filter(name, labels, size, anchor, ties, ignore_index)
+
+
+def _mode_filter(name, labels, size, anchor, ties, ignore_index):
+    if name == "cuda":
         from .._cuda import as_cupy
 
         arr, back = as_cupy(labels)
@@ -66,17 +117,14 @@ def mode_filter(labels: Any, size: int = 3, *, anchor: str = "center", ties: str
         arr, back = np.asarray(labels), None
     _validate.label_ndim("labels", arr.shape)
     run_dtype = _validate.label_dtype("labels", arr.dtype)
-    size = _validate.integer("size", size, minimum=1, odd=True)
-    _validate.choice("anchor", anchor, ANCHORS)
-    _validate.choice("ties", ties, TIES)
-    ignore_index = _validate.ignore_index(ignore_index, np.dtype(arr.dtype))
+    params = mode_params(size, anchor=anchor, ties=ties, ignore_index=ignore_index,
+                         dtype=arr.dtype)
 
     in_dtype = np.dtype(arr.dtype)
     x = arr if arr.ndim == 3 else arr[None]
     if run_dtype != in_dtype:
         x = x.astype(run_dtype)
-    codes = (size, ANCHORS.index(anchor), TIES.index(ties), ignore_index)
-    out = _RUNNERS[name](x, *codes)
+    out = _RUNNERS[name](x, *params.codes())
     if run_dtype != in_dtype:
         out = out.astype(in_dtype)
     out = out if arr.ndim == 3 else out[0]
@@ -133,8 +181,7 @@ def _run_cuda(x, size, anchor, ties, ignore_index):
         x = cupy.ascontiguousarray(x)
     out = cupy.empty(x.shape, x.dtype)
     name, total, args = cuda_launch(x, out, size, anchor, ties, ignore_index)
-    _cuda.launch(_cuda.get_kernel("mode_filter", name), total, args,
-                 stream=_cuda.stream_for(x))
+    _cuda.launch(_cuda.get_kernel("mode_filter", name), total, args)  # op_stream's stream
     return out
 
 

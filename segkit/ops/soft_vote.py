@@ -1,12 +1,11 @@
 """``segkit.soft_vote``: weighted soft voting of several models' class probabilities."""
 from __future__ import annotations
 
-import math
 from typing import Any, Sequence
 
 import numpy as np
 
-from .. import _backend, _config
+from .. import _backend
 from ..reference.soft_vote import label_dtype, weight_factors
 
 PROB_DTYPES = (np.dtype(np.float16), np.dtype(np.float32))
@@ -73,6 +72,15 @@ def soft_vote(probs: Sequence[Any], weights: Sequence[float] | None = None, *,
     """
     models = _as_models(probs)
     name = _backend.resolve(backend, *models)
+    if name == "cuda":
+        from .._cuda import op_stream
+
+        with op_stream(*models):  # the whole op on the caller's stream (torch's, for tensors)
+            return _soft_vote(name, models, weights, return_probs)
+    return _soft_vote(name, models, weights, return_probs)
+
+
+def _soft_vote(name, models, weights, return_probs):
     back = None
     if name == "cuda":
         from .._cuda import as_cupy
@@ -95,8 +103,7 @@ def soft_vote(probs: Sequence[Any], weights: Sequence[float] | None = None, *,
 
     keep = [m for m in range(len(arrays)) if factors[m] != 0]
     batched = [arrays[m] if len(shape) == 4 else arrays[m][None] for m in keep]
-    labels, mean, nan = _RUNNERS[name](batched, factors[keep], lab_dtype, bool(return_probs),
-                                       source=models[0])
+    labels, mean, nan = _RUNNERS[name](batched, factors[keep], lab_dtype, bool(return_probs))
     if nan:
         _raise_nan(arrays, keep, name)
     if len(shape) == 3:
@@ -191,7 +198,7 @@ def _raise_nan(arrays: list, keep: list[int], backend: str) -> None:
 
 
 # ---- backends --------------------------------------------------------------------------------
-def _run_numpy(xs, factors, lab_dtype, want_probs, source=None):
+def _run_numpy(xs, factors, lab_dtype, want_probs):
     from ..reference.soft_vote import vote_with_factors
 
     labels, mean = vote_with_factors(xs, factors)
@@ -212,7 +219,7 @@ def _host_ready(x: np.ndarray, *, c_contiguous: bool) -> np.ndarray:
     return x if ok else np.ascontiguousarray(x)
 
 
-def _run_numba(xs, factors, lab_dtype, want_probs, source=None):
+def _run_numba(xs, factors, lab_dtype, want_probs):
     from numba.typed import List
 
     from .._numba.soft_vote import soft_vote as kernel
@@ -231,7 +238,7 @@ def _run_numba(xs, factors, lab_dtype, want_probs, source=None):
     return labels, (mean if want_probs else None), bool(nan)
 
 
-def _run_cpp(xs, factors, lab_dtype, want_probs, source=None):
+def _run_cpp(xs, factors, lab_dtype, want_probs):
     from .. import _C
 
     n, c, h, w = xs[0].shape
@@ -242,14 +249,6 @@ def _run_cpp(xs, factors, lab_dtype, want_probs, source=None):
     arrays = [_host_ready(x, c_contiguous=False) for x in xs]
     nan = _C.soft_vote(arrays, np.ascontiguousarray(factors, np.float32), labels, mean)
     return labels, mean, bool(nan)
-
-
-def _run_cuda(xs, factors, lab_dtype, want_probs, source=None):
-    from .. import _cuda
-
-    stream = _cuda.stream_for(source)  # torch's current stream for torch tensors
-    with stream:  # copies, allocations and the launch all ordered on the caller's stream
-        return _run_cuda_on_stream(xs, factors, lab_dtype, want_probs, stream)
 
 
 def cuda_plan(arrays, factors, labels, mean, flag, ptr_of, to_device):
@@ -286,7 +285,7 @@ def cuda_plan(arrays, factors, labels, mean, flag, ptr_of, to_device):
     return name, total, args, shared
 
 
-def _run_cuda_on_stream(xs, factors, lab_dtype, want_probs, stream):
+def _run_cuda(xs, factors, lab_dtype, want_probs):
     import cupy
 
     from .. import _cuda
@@ -306,11 +305,9 @@ def _run_cuda_on_stream(xs, factors, lab_dtype, want_probs, stream):
     flag = cupy.zeros(1, cupy.int32)
     name, total, args, shared = cuda_plan(arrays, factors, labels, mean, flag,
                                           lambda a: a.data.ptr, cupy.asarray)
-    kernel = _cuda.get_kernel("soft_vote", name)
-    block = _config.CUDA_BLOCK
-    grid = max(1, min(math.ceil(total / block), _config.CUDA_MAX_BLOCKS))
-    kernel((grid,), (block,), args, shared_mem=shared, stream=stream)
-    nan = bool(flag.get(stream=stream)[0])  # also keeps ptrs/strides alive until the kernel ran
+    # on op_stream's stream, like the copies and allocations above
+    _cuda.launch(_cuda.get_kernel("soft_vote", name), total, args, shared_mem=shared)
+    nan = bool(flag.get()[0])  # also keeps ptrs/strides alive until the kernel ran
     return labels, mean, nan
 
 
