@@ -1,9 +1,11 @@
-"""Numba confident-learning kernels (the stages of segkit/reference/label_issues.py):
+"""Numba confident-learning kernels (float16 probabilities are passed as uint16 bits) (the stages of segkit/reference/label_issues.py):
 parallel over fixed chunks of each image, per-chunk partials reduced in order."""
 from __future__ import annotations
 
 import numpy as np
 from numba import njit, prange
+
+from .soft_vote import to_float32  # float16 arrives as its uint16 bits
 
 CHUNK = 1 << 15
 HIST_BINS = 1 << 16
@@ -43,7 +45,7 @@ def sums(labels, probs, c, has_ign, ign):
         for i in range(b, e):
             k = _class_of(labels[img, i], c, has_ign, ign)
             if k >= 0:
-                ps[t, k] += np.float64(probs[img, k, i])
+                ps[t, k] += np.float64(to_float32(probs[img, k, i]))
                 pk[t, k] += 1
             elif k == -2:
                 pb[t] += 1
@@ -82,13 +84,13 @@ def scores(labels, probs, c, has_ign, ign, thr_adj, want_hist):
                     cand[img, i] = 0
                     continue
                 a = 0
-                m = np.float32(probs[img, 0, i])
+                m = to_float32(probs[img, 0, i])
                 for j in range(1, c):
-                    v = np.float32(probs[img, j, i])
+                    v = to_float32(probs[img, j, i])
                     if v > m:
                         m = v
                         a = j
-                s = np.float32(probs[img, k, i])
+                s = to_float32(probs[img, k, i])
                 sc[img, i] = s
                 cand[img, i] = a != k
                 if a != k and np.float64(m) >= thr_adj[a]:

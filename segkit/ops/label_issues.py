@@ -122,7 +122,7 @@ def image_softmin(pixel_scores, temperature: float = 0.1, *, backend: str = "aut
     if s.ndim == 2:
         s = s[None]
     name = _backend.resolve(backend, pixel_scores)
-    return _STAGES[name].softmin(s.reshape(len(s), -1), float(temperature))
+    return _STAGES[name].softmin(s.reshape(len(s), int(np.prod(s.shape[1:]))), float(temperature))
 
 
 def flag_pixels(pixel_scores, candidates, cutoff_key: int, *, backend: str = "auto"):
@@ -242,7 +242,7 @@ def label_issues(labels: Any, probs: Any, *, ignore_index: int | None = None,
     --------
     >>> import numpy as np, segkit
     >>> labels = np.array([[0, 0, 1, 1]])
-    >>> probs = np.array([[[.9, .8, .1, .9], [.1, .2, .9, .1]]], np.float32)
+    >>> probs = np.array([[[.9, .8, .1, .9]], [[.1, .2, .9, .1]]], np.float32)
     >>> segkit.label_issues(labels, probs)
     array([[False, False, False,  True]])
     """
@@ -289,7 +289,7 @@ def label_quality(labels: Any, probs: Any, method: str = "softmin", temperature:
     --------
     >>> import numpy as np, segkit
     >>> labels = np.array([[0, 1]])
-    >>> probs = np.array([[[.9, .6], [.1, .4]]], np.float32)
+    >>> probs = np.array([[[.9, .6]], [[.1, .4]]], np.float32)
     >>> img, px = segkit.label_quality(labels, probs)
     >>> round(float(img), 4), px.tolist()
     (0.4045, [[0.8999999761581421, 0.4000000059604645]])
@@ -350,13 +350,17 @@ class _Numpy:
         return flags(s, c, key)
 
 
+def _numba_probs(p):
+    return p.view(np.uint16) if p.dtype == np.float16 else p
+
+
 class _Numba:
     @staticmethod
     def sums(lab, p, c, ign):
         from .._numba import label_issues as nb
 
-        n = len(lab)
-        s, k, bad = nb.sums(lab.reshape(n, -1), p.reshape(n, c, -1), c, ign is not None,
+        n, hw = lab.shape[0], int(np.prod(lab.shape[1:]))
+        s, k, bad = nb.sums(lab.reshape(n, hw), _numba_probs(p).reshape(n, c, hw), c, ign is not None,
                             ign if ign is not None else 0)
         return s, k, int(bad)
 
@@ -364,8 +368,8 @@ class _Numba:
     def scores(lab, p, c, ign, thr_adj, hist):
         from .._numba import label_issues as nb
 
-        n = len(lab)
-        sc, cand, h, counted = nb.scores(lab.reshape(n, -1), p.reshape(n, c, -1), c,
+        n, hw = lab.shape[0], int(np.prod(lab.shape[1:]))
+        sc, cand, h, counted = nb.scores(lab.reshape(n, hw), _numba_probs(p).reshape(n, c, hw), c,
                                          ign is not None, ign if ign is not None else 0,
                                          np.ascontiguousarray(thr_adj, np.float64), bool(hist))
         return sc.reshape(lab.shape), cand.reshape(lab.shape).astype(bool), h, int(counted)

@@ -36,8 +36,9 @@ def classes_of(labels: np.ndarray, num_classes: int, ignore_index):
 
 def sums(labels, probs, num_classes: int, ignore_index=None):
     """(sums float64 (C,), counts int64 (C,), bad: labels outside 0..C-1)."""
-    cls = classes_of(labels, num_classes, ignore_index).reshape(len(labels), -1)
-    p = np.asarray(probs, np.float32).reshape(len(labels), num_classes, -1)
+    n, hw = len(labels), int(np.prod(np.shape(labels)[1:]))
+    cls = classes_of(labels, num_classes, ignore_index).reshape(n, hw)
+    p = np.asarray(probs, np.float32).reshape(n, num_classes, hw)
     s = np.zeros(num_classes, np.float64)
     k = np.zeros(num_classes, np.int64)
     for c in range(num_classes):
@@ -49,9 +50,9 @@ def sums(labels, probs, num_classes: int, ignore_index=None):
 
 def scores(labels, probs, num_classes: int, thresholds_adj, ignore_index=None):
     """(scores float32 (N, H, W), candidates bool (N, H, W), hist int64 (65536,), counted)."""
-    n = len(labels)
-    cls = classes_of(labels, num_classes, ignore_index).reshape(n, -1)
-    p = np.asarray(probs, np.float32).reshape(n, num_classes, -1)
+    n, hw = len(labels), int(np.prod(np.shape(labels)[1:]))
+    cls = classes_of(labels, num_classes, ignore_index).reshape(n, hw)
+    p = np.asarray(probs, np.float32).reshape(n, num_classes, hw)
     valid = cls >= 0
     arg = p.argmax(1)
     best = np.take_along_axis(p, arg[:, None], 1)[:, 0]
@@ -68,7 +69,8 @@ def scores(labels, probs, num_classes: int, thresholds_adj, ignore_index=None):
 
 def softmin(pixel_scores, temperature: float):
     """float64 (N,): sum s w / sum w with w = exp((min s - s) / max(T, 1e-6)), NaN skipped."""
-    s = np.asarray(pixel_scores, np.float32).reshape(len(pixel_scores), -1)
+    s = np.asarray(pixel_scores, np.float32)
+    s = s.reshape(len(s), int(np.prod(s.shape[1:])))
     t = max(float(temperature), 1e-6)
     out = np.full(len(s), np.nan)
     for i, row in enumerate(s):
