@@ -317,8 +317,8 @@ def crf_scene(n: int, h: int, w: int, num_classes: int = 11, *, scale: int = 24,
 
 # ----------------------------------------------------------------------------- label audits
 
-def oof_probs(truth: np.ndarray, num_classes: int, *, sharpness: float = 4.0,
-              noise: float = 1.5, blur: int = 5, scale: int = 16,
+def oof_probs(truth: np.ndarray, num_classes: int, *, sharpness: float = 5.0,
+              noise: float = 1.2, blur: int = 5, scale: int = 16,
               seed: int = 0) -> np.ndarray:
     """(C, H, W) float32 out-of-fold-like probabilities of a model that learned the clean
     `truth` (H, W): softmax of `sharpness` times the one-hot truth box-blurred over `blur`
