@@ -240,3 +240,10 @@ def test_cpu_backends_do_not_depend_on_threads(threads):
     s_ref, _, _ = ref.sums(lab, p, 11)
     np.testing.assert_allclose(s, s_ref, rtol=1e-12)
     np.testing.assert_array_equal(s, s_nb)  # same chunks, same reduction order
+
+
+def test_docstring_examples():
+    import doctest
+
+    result = doctest.testmod(ops, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0

@@ -1,4 +1,5 @@
-"""Numba confident-learning kernels (float16 probabilities are passed as uint16 bits) (the stages of segkit/reference/label_issues.py):
+"""Numba confident-learning kernels (the stages of segkit/reference/label_issues.py; float16
+probabilities arrive as their uint16 bits):
 parallel over fixed chunks of each image, per-chunk partials reduced in order."""
 from __future__ import annotations
 

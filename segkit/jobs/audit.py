@@ -28,7 +28,8 @@ Output folder::
                              a sortable table of all images
     OUT/pictures/<stem>.png  the panels the page shows
     OUT/audit.json           settings and totals
-    FIX/...                  with `fix` (the gt folder's layout): the annotation with the flagged pixels where the model
+    FIX/...                  with `fix` (the gt folder's layout): the annotation with the
+                             flagged pixels where the model
                              confidently disagrees replaced by its prediction
 """
 from __future__ import annotations
@@ -311,8 +312,8 @@ def audit(stores: Sequence[ConfidenceStore | str | Path], gt: str | Path, out: s
 
     Examples
     --------
-    >>> report = segkit.audit(["oof/swin_a", "oof/swin_b"], "data/masks", "audit",
-    ...                       images="data/images", top=30, fix="data/masks_fixed")  # doctest: +SKIP
+    >>> report = segkit.audit(["oof/swin_a", "oof/swin_b"], "data/masks",  # doctest: +SKIP
+    ...                       "audit", images="data/images", top=30, fix="data/masks_fixed")
     """
     from ..ops.soft_vote import _check_weights
     from ._common import check_engine
@@ -332,6 +333,8 @@ def audit(stores: Sequence[ConfidenceStore | str | Path], gt: str | Path, out: s
     if isinstance(min_region, bool) or not isinstance(min_region, (int, np.integer)) \
             or min_region < 0:
         raise ValueError(f"min_region must be a non-negative integer; got {min_region!r}")
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
+        raise ValueError(f"ignore_index must be an integer label; got {ignore_index!r}")
     if not isinstance(temperature, (int, float)) or not temperature > 0:
         raise ValueError(f"temperature must be a positive number; got {temperature!r}")
     out = Path(out)

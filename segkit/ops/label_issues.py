@@ -292,7 +292,7 @@ def label_quality(labels: Any, probs: Any, method: str = "softmin", temperature:
     >>> probs = np.array([[[.9, .6]], [[.1, .4]]], np.float32)
     >>> img, px = segkit.label_quality(labels, probs)
     >>> round(float(img), 4), px.tolist()
-    (0.4045, [[0.8999999761581421, 0.4000000059604645]])
+    (0.4033, [[0.8999999761581421, 0.4000000059604645]])
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))}; got "
@@ -360,7 +360,8 @@ class _Numba:
         from .._numba import label_issues as nb
 
         n, hw = lab.shape[0], int(np.prod(lab.shape[1:]))
-        s, k, bad = nb.sums(lab.reshape(n, hw), _numba_probs(p).reshape(n, c, hw), c, ign is not None,
+        s, k, bad = nb.sums(lab.reshape(n, hw), _numba_probs(p).reshape(n, c, hw), c,
+                            ign is not None,
                             ign if ign is not None else 0)
         return s, k, int(bad)
 
