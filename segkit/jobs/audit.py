@@ -315,12 +315,20 @@ def audit(stores: Sequence[ConfidenceStore | str | Path], gt: str | Path, out: s
     >>> report = segkit.audit(["oof/swin_a", "oof/swin_b"], "data/masks",  # doctest: +SKIP
     ...                       "audit", images="data/images", top=30, fix="data/masks_fixed")
     """
-    from ..ops.soft_vote import _check_weights
-    from ._common import check_engine
-    from .engine import map_items
+    from ._common import check_engine, single_threaded_kernels
 
     t0 = time.perf_counter()
-    check_engine(engine, workers)
+    nworkers = check_engine(engine, workers)
+    with single_threaded_kernels(engine == "local" and nworkers == 1):
+        return _audit(stores, gt, out, images, top, fix, weights, ignore_index, min_region,
+                      temperature, workers, engine, backend, progress, t0)
+
+
+def _audit(stores, gt, out, images, top, fix, weights, ignore_index, min_region, temperature,
+           workers, engine, backend, progress, t0) -> AuditReport:
+    from ..ops.soft_vote import _check_weights
+    from .engine import map_items
+
     opened = open_stores(stores)
     _check_weights(weights, len(opened))
     gt = Path(gt)
