@@ -75,6 +75,11 @@ def test_sums_and_scores_kernels(kernels, dtype, pdtype):
     gcount = np.zeros(1, np.int64)
     name, _, args = ops.cuda_scores_launch(lab, pv, c, 9, thr, gsc, gcand, ghist, gcount)
     kernels.launch(name, args, grid=3, block=4)
+    dummy = np.zeros(1, np.int64)  # without the histogram: a 1-element buffer, untouched
+    _, _, args2 = ops.cuda_scores_launch(lab, pv, c, 9, thr, gsc, gcand, dummy,
+                                         np.zeros(1, np.int64), want_hist=False)
+    kernels.launch(name, args2, grid=2, block=3)
+    assert dummy[0] == 0
     np.testing.assert_array_equal(gsc, sc)
     np.testing.assert_array_equal(gcand.astype(bool), cand)
     np.testing.assert_array_equal(ghist, hist)

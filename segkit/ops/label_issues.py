@@ -227,6 +227,7 @@ def label_issues(labels: Any, probs: Any, *, ignore_index: int | None = None,
         Pixels with this label are neither counted, scored nor flagged (cleanlab has no such
         option: None reproduces it).
     backend : {"auto", "numpy", "numba", "cpp", "cuda"}
+        Host (NumPy) arrays only: ``"cuda"`` copies them to the GPU and the results back.
 
     Returns
     -------
@@ -442,8 +443,10 @@ def cuda_sums_launch(lab, p, c, ign, sums, counts, bad):
     return name, n * hw, args
 
 
-def cuda_scores_launch(lab, p, c, ign, thr_adj, scores, cand, hist, counted):
-    """(kernel name, work items, arguments) of the CUDA scoring pass (`hist` may be None)."""
+def cuda_scores_launch(lab, p, c, ign, thr_adj, scores, cand, hist, counted,
+                       want_hist: bool = True):
+    """(kernel name, work items, arguments) of the CUDA scoring pass (with `want_hist`
+    False, `hist` is not written and may be any 1-element array)."""
     from .._cuda import DTYPE_SUFFIX
 
     n = lab.shape[0]
@@ -452,7 +455,7 @@ def cuda_scores_launch(lab, p, c, ign, thr_adj, scores, cand, hist, counted):
             f"{DTYPE_SUFFIX[np.dtype(lab.dtype)]}")
     args = (lab, p, np.int64(n), np.int64(hw), np.int32(c), np.int32(ign is not None),
             np.int64(ign if ign is not None else 0), thr_adj, scores, cand, hist,
-            np.int32(hist is not None), counted)
+            np.int32(bool(want_hist)), counted)
     return name, n * hw, args
 
 
@@ -486,13 +489,12 @@ class _Cuda:
         lg, pg = cls._up(lab), cls._up(p)
         sc = cupy.empty(lab.shape, cupy.float32)
         cand = cupy.empty(lab.shape, cupy.uint8)
-        h = cupy.zeros(HIST_BINS, cupy.int64) if hist else None
+        h = cupy.zeros(HIST_BINS if hist else 1, cupy.int64)  # CuPy takes no null pointer
         counted = cupy.zeros(1, cupy.int64)
         name, total, args = cuda_scores_launch(lg, pg, c, ign, cupy.asarray(thr_adj, cupy.float64),
-                                               sc, cand, h, counted)
+                                               sc, cand, h, counted, want_hist=hist)
         _cuda.launch(_cuda.get_kernel("label_issues", name), total, args)
-        return (sc.get(), cand.get().view(bool), None if h is None else h.get(),
-                int(counted.get()[0]))
+        return sc.get(), cand.get().view(bool), h.get() if hist else None, int(counted.get()[0])
 
     @classmethod
     def softmin(cls, s, t):
