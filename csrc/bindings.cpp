@@ -14,6 +14,7 @@
 #include "cpu/mode_filter.h"
 #include "cpu/runtime.h"
 #include "cpu/soft_vote.h"
+#include "cpu/label_issues.h"
 
 namespace py = pybind11;
 using segkit::index_t;
@@ -320,4 +321,111 @@ PYBIND11_MODULE(_C, m) {
   m.def("get_num_threads", &segkit::cpu::max_threads, "OpenMP threads the kernels use.");
   m.def("set_num_threads", &segkit::cpu::set_threads, py::arg("n"),
         "OpenMP threads for the kernels (0: OpenMP's default).");
+
+  // ---- label issues (confident learning, cleanlab.segmentation's defaults) ----
+  // Argument checks (shapes, dtypes, contiguity) are the Python layer's (segkit/ops/label_issues.py);
+  // these only read the raw buffers and release the GIL.
+  auto li_args = [](const py::array& labels, const py::array& probs, int num_classes,
+                    py::object ignore_index) {
+    segkit::cpu::LabelIssuesArgs a;
+    if (labels.ndim() != 3 || probs.ndim() != 4 || probs.shape(0) != labels.shape(0) ||
+        probs.shape(1) != num_classes || probs.shape(2) != labels.shape(1) ||
+        probs.shape(3) != labels.shape(2))
+      throw py::value_error("_C.label_issues_*: labels (N, H, W) and probs (N, C, H, W) differ");
+    if (!(labels.flags() & py::array::c_style) || !(probs.flags() & py::array::c_style))
+      throw py::value_error("_C.label_issues_*: labels and probs must be C-contiguous");
+    const char lk = labels.dtype().kind();
+    const auto ls = labels.itemsize();
+    if (lk == 'u' && ls == 1) a.label_type = 0;
+    else if (lk == 'u' && ls == 2) a.label_type = 1;
+    else if (lk == 'i' && ls == 4) a.label_type = 2;
+    else if (lk == 'i' && ls == 8) a.label_type = 3;
+    else throw py::type_error("_C.label_issues_*: labels must be uint8, uint16, int32 or int64");
+    if (probs.dtype().kind() != 'f' || (probs.itemsize() != 2 && probs.itemsize() != 4))
+      throw py::type_error("_C.label_issues_*: probs must be float16 or float32");
+    a.prob_half = probs.itemsize() == 2;
+    a.labels = labels.data();
+    a.probs = probs.data();
+    a.n = labels.shape(0);
+    a.hw = static_cast<index_t>(labels.shape(1)) * labels.shape(2);
+    a.num_classes = num_classes;
+    a.has_ignore = !ignore_index.is_none();
+    a.ignore = a.has_ignore ? ignore_index.cast<long long>() : 0;
+    return a;
+  };
+  m.def(
+      "label_issues_sums",
+      [li_args](const py::array& labels, const py::array& probs, int num_classes,
+                py::object ignore_index, py::array_t<double>& sums, py::array_t<int64_t>& counts,
+                py::array_t<int64_t>& bad) {
+        auto a = li_args(labels, probs, num_classes, ignore_index);
+        if (sums.size() != num_classes || counts.size() != num_classes || bad.size() != 1)
+          throw py::value_error("_C.label_issues_sums: sums/counts need C entries, bad 1");
+        double* s = sums.mutable_data();
+        int64_t* k = counts.mutable_data();
+        int64_t* b = bad.mutable_data();
+        py::gil_scoped_release release;
+        segkit::cpu::label_issues_sums(a, s, k, b);
+      },
+      py::arg("labels"), py::arg("probs"), py::arg("num_classes"), py::arg("ignore_index"),
+      py::arg("sums"), py::arg("counts"), py::arg("bad"),
+      "Confident-learning thresholds, pass 1: adds per class the sum of the self-confidence "
+      "p[label] (float64) and the pixel count; bad[0] += labels outside 0..C-1.");
+  m.def(
+      "label_issues_scores",
+      [li_args](const py::array& labels, const py::array& probs, int num_classes,
+                py::object ignore_index, const py::array_t<double>& thresholds_adj,
+                py::array_t<float>& scores, py::array_t<uint8_t>& candidates, py::object hist) {
+        auto a = li_args(labels, probs, num_classes, ignore_index);
+        if (thresholds_adj.size() != num_classes || scores.size() != a.n * a.hw ||
+            candidates.size() != a.n * a.hw)
+          throw py::value_error("_C.label_issues_scores: thresholds need C entries, scores and "
+                                "candidates N*H*W");
+        int64_t* h = nullptr;
+        if (!hist.is_none()) {
+          auto arr = hist.cast<py::array_t<int64_t>>();
+          if (arr.size() != 65536 || !arr.writeable())
+            throw py::value_error("_C.label_issues_scores: hist must be writeable int64 of 65536");
+          h = arr.mutable_data();
+        }
+        const double* t = thresholds_adj.data();
+        float* s = scores.mutable_data();
+        uint8_t* c = candidates.mutable_data();
+        py::gil_scoped_release release;
+        return segkit::cpu::label_issues_scores(a, t, s, c, h);
+      },
+      py::arg("labels"), py::arg("probs"), py::arg("num_classes"), py::arg("ignore_index"),
+      py::arg("thresholds_adj"), py::arg("scores"), py::arg("candidates"), py::arg("hist"),
+      "Confident-learning pass 2: per-pixel self-confidence (NaN where ignored) and candidate "
+      "flag (argmax != label), the 65536-bin histogram of the scores' order keys; returns the "
+      "estimated number of issues (candidates whose top probability >= thresholds_adj).");
+  m.def(
+      "label_issues_softmin",
+      [](const py::array_t<float>& scores, double temperature, py::array_t<double>& out) {
+        if (scores.ndim() != 2 || out.size() != scores.shape(0) ||
+            !(scores.flags() & py::array::c_style))
+          throw py::value_error("_C.label_issues_softmin: scores (N, H*W) C-contiguous, out N");
+        const float* s = scores.data();
+        double* o = out.mutable_data();
+        const index_t n = scores.shape(0), hw = scores.shape(1);
+        py::gil_scoped_release release;
+        segkit::cpu::label_issues_softmin(s, n, hw, temperature, o);
+      },
+      py::arg("scores"), py::arg("temperature"), py::arg("out"),
+      "cleanlab's softmin image quality of each row of scores (NaN skipped).");
+  m.def(
+      "label_issues_flags",
+      [](const py::array_t<float>& scores, const py::array_t<uint8_t>& candidates,
+         uint32_t cutoff_key, py::array_t<uint8_t>& flags) {
+        if (scores.size() != candidates.size() || scores.size() != flags.size())
+          throw py::value_error("_C.label_issues_flags: scores, candidates, flags sizes differ");
+        const float* s = scores.data();
+        const uint8_t* c = candidates.data();
+        uint8_t* f = flags.mutable_data();
+        const index_t n = scores.size();
+        py::gil_scoped_release release;
+        segkit::cpu::label_issues_flags(s, c, n, cutoff_key, f);
+      },
+      py::arg("scores"), py::arg("candidates"), py::arg("cutoff_key"), py::arg("flags"),
+      "Flagging pass: flags = candidates & (order key of score < cutoff_key).");
 }

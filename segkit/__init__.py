@@ -17,6 +17,8 @@ from .ops.soft_vote import soft_vote
 from .io.store import ConfidenceStore, StoreError
 from .io.submission import read_submission, write_submission
 from .jobs.ensemble import ensemble
+from .ops.label_issues import label_issues, label_quality
+from .jobs.audit import audit
 
 __version__ = "0.1.0"
 
@@ -29,4 +31,5 @@ __all__ = [
     "soft_vote", "ConfidenceStore", "StoreError", "ensemble", "read_submission",
     "write_submission",
     "CRF_PRESETS", "convcrf", "convcrf_labels", "crf_job",
+    "label_issues", "label_quality", "audit",
 ]

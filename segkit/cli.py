@@ -21,6 +21,7 @@ COMMANDS = {
     "infer": ("infer", "Class probabilities of a folder of images into a confidence store."),
     "ensemble": ("ensemble", "Soft-vote confidence stores into label maps and a submission CSV."),
     "crf": ("crf", "ConvCRF post-processing: unaries + images -> label PNGs."),
+    "audit": ("audit", "Find wrong annotation pixels from out-of-fold stores (confident learning)."),
 }
 
 

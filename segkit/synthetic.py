@@ -459,3 +459,62 @@ def make_huge_coco(out_dir, height: int = 5000, width: int = 6000, *, objects: i
                       "categories": [{"id": c, "name": f"class {c}"} for c in (1, 2, 3)],
                       "annotations": anns}, indent=None)
     return path
+# ----------------------------------------------------------------------------- label audits
+
+def oof_probs(truth: np.ndarray, num_classes: int, *, sharpness: float = 5.0,
+              noise: float = 1.2, blur: int = 5, scale: int = 16,
+              seed: int = 0) -> np.ndarray:
+    """(C, H, W) float32 out-of-fold-like probabilities of a model that learned the clean
+    `truth` (H, W): softmax of `sharpness` times the one-hot truth box-blurred over `blur`
+    pixels (uncertain at edges), plus smooth noise of std `noise`."""
+    rng = np.random.default_rng(seed)
+    h, w = truth.shape
+    onehot = (np.arange(num_classes)[:, None, None] == truth[None]).astype(np.float32)
+    if blur > 1:
+        k = np.ones(blur, np.float32) / blur
+        pad = blur // 2
+        for axis in (1, 2):
+            padded = np.pad(onehot, [(0, 0)] + [(pad, blur - 1 - pad) if a == axis else (0, 0)
+                                                for a in (1, 2)], mode="edge")
+            onehot = np.apply_along_axis(lambda v: np.convolve(v, k, "valid"), axis, padded)
+    logits = sharpness * onehot + noise * smooth_field(rng, num_classes, h, w, scale)
+    logits -= logits.max(0)
+    e = np.exp(logits)
+    return (e / e.sum(0)).astype(np.float32)
+
+
+def audit_dataset(out_dir, n_images: int = 12, *, sizes=((96, 128), (128, 96), (112, 112)),
+                  edge_noise=(0.5, 4.0), seed: int = 0, progress: bool = False):
+    """A dataset to check a label audit on known noise: ``images/``, noisy annotation masks
+    ``gt/`` (each image drawn with its own edge-noise std, spread over `edge_noise`), the clean
+    truth ``clean/``, and a confidence store ``store/`` of :func:`oof_probs` from the truth.
+    Returns (gt, clean, images, store) paths. Image sizes cycle through `sizes`."""
+    import zlib
+
+    from .io.masks import read_mask
+    from .io.store import ConfidenceStore
+    from .jobs.masks import coco_to_masks
+
+    root = Path(out_dir)
+    lo, hi = edge_noise
+    levels = np.linspace(lo, hi, n_images)
+    classes = None
+    for i, level in enumerate(levels):
+        ds = make_coco_dataset(root / "parts" / f"{i:03d}", 1, size=[sizes[i % len(sizes)]],
+                               seed=seed * 1000 + i, edge_noise=float(level), empty_images=0,
+                               folders=(f"img{i:03d}",))
+        classes = ds.classes
+        for which, ann in (("gt", ds.ann_file), ("clean", ds.clean_ann_file)):
+            coco_to_masks(ann, root / which, workers=1, progress=progress, log=None)
+        for name in ds.images:
+            dst = root / "images" / name
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.write_bytes((ds.root / name).read_bytes())
+    store = ConfidenceStore.create(root / "store", classes, model="synthetic oof")
+    for path in sorted((root / "clean").rglob("*.png")):
+        rel = path.relative_to(root / "clean").with_suffix("")
+        stem = "+".join(rel.parts)
+        truth = read_mask(path)
+        store.write(stem, oof_probs(truth, len(classes), seed=seed + zlib.crc32(stem.encode()) % 1000)
+                    .astype(np.float16))
+    return root / "gt", root / "clean", root / "images", root / "store"

@@ -1,0 +1,167 @@
+// CPU confident-learning kernels: OpenMP over fixed pixel chunks (each image cut into chunks
+// of kChunk pixels), per-chunk partial results reduced in chunk order so that results do not
+// depend on the thread count. Plain scalar loops; the compiler vectorises what it can.
+#include "cpu/label_issues.h"
+
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "common/label_issues.h"
+#include "cpu/runtime.h"
+
+namespace segkit {
+namespace cpu {
+
+namespace li = segkit::label_issues;
+
+namespace {
+
+constexpr index_t kChunk = 1 << 15;
+
+// Calls f(L{}, P{}) with the label and probability types of `a`.
+template <typename F>
+void dispatch(const LabelIssuesArgs& a, F&& f) {
+  auto with_probs = [&](auto ltag) {
+    if (a.prob_half)
+      f(ltag, li::half_bits{});
+    else
+      f(ltag, float{});
+  };
+  switch (a.label_type) {
+    case 0: return with_probs(uint8_t{});
+    case 1: return with_probs(uint16_t{});
+    case 2: return with_probs(int32_t{});
+    default: return with_probs(int64_t{});
+  }
+}
+
+struct Chunk {
+  index_t image, begin, end;
+};
+
+inline index_t chunks_per_image(index_t hw) { return hw == 0 ? 0 : (hw + kChunk - 1) / kChunk; }
+
+inline Chunk chunk_of(index_t t, index_t per, index_t hw) {
+  const index_t image = t / per, part = t % per;
+  const index_t begin = part * kChunk, end = begin + kChunk < hw ? begin + kChunk : hw;
+  return {image, begin, end};
+}
+
+}  // namespace
+
+void label_issues_sums(const LabelIssuesArgs& a, double* sums, int64_t* counts, int64_t* bad) {
+  const int C = a.num_classes;
+  const index_t per = chunks_per_image(a.hw), tasks = per * a.n;
+  if (tasks == 0) return;
+  std::vector<double> part_sums(static_cast<size_t>(tasks * C), 0.0);
+  std::vector<int64_t> part_counts(static_cast<size_t>(tasks * C), 0);
+  std::vector<int64_t> part_bad(static_cast<size_t>(tasks), 0);
+  dispatch(a, [&](auto ltag, auto ptag) {
+    using L = decltype(ltag);
+    using P = decltype(ptag);
+    const L* labels = static_cast<const L*>(a.labels);
+    const P* probs = static_cast<const P*>(a.probs);
+#pragma omp parallel for schedule(static) num_threads(max_threads())
+    for (index_t t = 0; t < tasks; ++t) {
+      const Chunk ch = chunk_of(t, per, a.hw);
+      double* s = part_sums.data() + t * C;
+      int64_t* k = part_counts.data() + t * C;
+      const L* lab = labels + ch.image * a.hw;
+      const P* img = probs + ch.image * C * a.hw;
+      int64_t oob = 0;
+      for (index_t i = ch.begin; i < ch.end; ++i) {
+        const int c = li::class_of<L>(lab[i], C, a.has_ignore, a.ignore);
+        if (c >= 0) {
+          s[c] += static_cast<double>(li::load(img + c * a.hw + i));
+          ++k[c];
+        } else {
+          oob += c == -2;
+        }
+      }
+      part_bad[t] = oob;
+    }
+  });
+  for (index_t t = 0; t < tasks; ++t) {
+    for (int c = 0; c < C; ++c) {
+      sums[c] += part_sums[t * C + c];
+      counts[c] += part_counts[t * C + c];
+    }
+    bad[0] += part_bad[t];
+  }
+}
+
+int64_t label_issues_scores(const LabelIssuesArgs& a, const double* thresholds_adj,
+                            float* scores, uint8_t* candidates, int64_t* hist) {
+  const int C = a.num_classes;
+  const index_t per = chunks_per_image(a.hw), tasks = per * a.n;
+  if (tasks == 0) return 0;
+  int64_t counted = 0;
+  dispatch(a, [&](auto ltag, auto ptag) {
+    using L = decltype(ltag);
+    using P = decltype(ptag);
+    const L* labels = static_cast<const L*>(a.labels);
+    const P* probs = static_cast<const P*>(a.probs);
+#pragma omp parallel num_threads(max_threads()) reduction(+ : counted)
+    {
+      std::vector<uint32_t> local(hist ? li::kHistBins : 0, 0u);
+#pragma omp for schedule(static)
+      for (index_t t = 0; t < tasks; ++t) {
+        const Chunk ch = chunk_of(t, per, a.hw);
+        const L* lab = labels + ch.image * a.hw;
+        const P* img = probs + ch.image * C * a.hw;
+        float* sc = scores + ch.image * a.hw;
+        uint8_t* cand = candidates + ch.image * a.hw;
+        for (index_t i = ch.begin; i < ch.end; ++i) {
+          const int c = li::class_of<L>(lab[i], C, a.has_ignore, a.ignore);
+          counted += li::score_pixel<P>(img + i, a.hw, C, c, thresholds_adj, sc + i, cand + i);
+          if (hist && c >= 0) ++local[li::order_key(sc[i]) >> (32 - li::kHistBits)];
+        }
+      }
+      if (hist) {
+#pragma omp critical
+        for (int b = 0; b < li::kHistBins; ++b) hist[b] += local[b];
+      }
+    }
+  });
+  return counted;
+}
+
+void label_issues_softmin(const float* scores, index_t n, index_t hw, double temperature,
+                          double* out) {
+  const double t = temperature > 1e-6 ? temperature : 1e-6;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(max_threads())
+  for (index_t img = 0; img < n; ++img) {
+    const float* s = scores + img * hw;
+    float lo = std::numeric_limits<float>::infinity();
+    bool any = false;
+    for (index_t i = 0; i < hw; ++i)
+      if (!std::isnan(s[i])) {
+        any = true;
+        lo = s[i] < lo ? s[i] : lo;
+      }
+    if (!any) {
+      out[img] = std::numeric_limits<double>::quiet_NaN();
+      continue;
+    }
+    const double m = lo;
+    double num = 0.0, den = 0.0;
+    for (index_t i = 0; i < hw; ++i) {
+      if (std::isnan(s[i])) continue;
+      const double v = s[i];
+      const double w = std::exp((m - v) / t);
+      num += v * w;
+      den += w;
+    }
+    out[img] = num / den;
+  }
+}
+
+void label_issues_flags(const float* scores, const uint8_t* candidates, index_t total,
+                        uint32_t cutoff_key, uint8_t* flags) {
+#pragma omp parallel for schedule(static) num_threads(max_threads())
+  for (index_t i = 0; i < total; ++i) flags[i] = li::flag_pixel(scores[i], candidates[i], cutoff_key);
+}
+
+}  // namespace cpu
+}  // namespace segkit

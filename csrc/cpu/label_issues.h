@@ -1,0 +1,45 @@
+// CPU confident-learning kernels (label issues, label quality), called by bindings.cpp.
+#pragma once
+#include <cstdint>
+
+#include "common/macros.h"
+
+namespace segkit {
+namespace cpu {
+
+// Raw views of one batch: labels (N, H, W) and probabilities (N, C, H, W), both C-contiguous.
+// label_type: 0 uint8, 1 uint16, 2 int32, 3 int64; prob_half: float16 (else float32).
+struct LabelIssuesArgs {
+  const void* labels = nullptr;
+  const void* probs = nullptr;
+  int label_type = 0;
+  bool prob_half = false;
+  index_t n = 0, hw = 0;
+  int num_classes = 0;
+  bool has_ignore = false;
+  long long ignore = 0;
+};
+
+// Adds, per class c, the sum of p_c over pixels labelled c (sums, double) and their number
+// (counts); bad[0] += pixels whose label is outside 0..C-1 (ignored pixels excepted).
+// Deterministic: fixed chunks reduced in order.
+void label_issues_sums(const LabelIssuesArgs& a, double* sums, int64_t* counts, int64_t* bad);
+
+// Per pixel: self-confidence (NaN for ignored / out-of-range labels) into scores (N*H*W
+// float32), candidate (argmax != label) into candidates (uint8); returns the number of
+// counted issues (candidates whose top probability reaches thresholds_adj of their argmax).
+// hist (65536 int64, or null) accumulates the top 16 bits of each scored pixel's order key.
+int64_t label_issues_scores(const LabelIssuesArgs& a, const double* thresholds_adj,
+                            float* scores, uint8_t* candidates, int64_t* hist);
+
+// cleanlab's softmin quality per image of n images of hw scores (NaN scores skipped; an
+// image without a score gets NaN): sum s w / sum w, w = exp((min s - s) / max(T, 1e-6)).
+void label_issues_softmin(const float* scores, index_t n, index_t hw, double temperature,
+                          double* out);
+
+// flags[i] = candidates[i] && key(scores[i]) < cutoff_key, for i < total.
+void label_issues_flags(const float* scores, const uint8_t* candidates, index_t total,
+                        uint32_t cutoff_key, uint8_t* flags);
+
+}  // namespace cpu
+}  // namespace segkit

@@ -1,0 +1,144 @@
+"""Numba confident-learning kernels (the stages of segkit/reference/label_issues.py; float16
+probabilities arrive as their uint16 bits):
+parallel over fixed chunks of each image, per-chunk partials reduced in order."""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from .soft_vote import to_float32  # float16 arrives as its uint16 bits
+
+CHUNK = 1 << 15
+HIST_BINS = 1 << 16
+
+
+@njit(cache=True, inline="always")
+def _class_of(v, c, has_ign, ign):
+    v = np.int64(v)
+    if has_ign and v == ign:
+        return -1
+    if v < 0 or v >= c:
+        return -2
+    return v
+
+
+@njit(cache=True, inline="always")
+def _key(u):
+    """Order key of a float32's bits `u` (uint32)."""
+    if u & np.uint32(0x80000000):
+        return ~u
+    return u | np.uint32(0x80000000)
+
+
+@njit(parallel=True, cache=True)
+def sums(labels, probs, c, has_ign, ign):
+    """labels (N, HW), probs (N, C, HW) -> (sums (C,), counts (C,), bad)."""
+    n, hw = labels.shape
+    per = (hw + CHUNK - 1) // CHUNK
+    tasks = n * per
+    ps = np.zeros((tasks, c), np.float64)
+    pk = np.zeros((tasks, c), np.int64)
+    pb = np.zeros(tasks, np.int64)
+    for t in prange(tasks):
+        img = t // per
+        b = (t % per) * CHUNK
+        e = min(hw, b + CHUNK)
+        for i in range(b, e):
+            k = _class_of(labels[img, i], c, has_ign, ign)
+            if k >= 0:
+                ps[t, k] += np.float64(to_float32(probs[img, k, i]))
+                pk[t, k] += 1
+            elif k == -2:
+                pb[t] += 1
+    s = np.zeros(c, np.float64)
+    cnt = np.zeros(c, np.int64)
+    for t in range(tasks):  # in order: independent of the thread count
+        for k in range(c):
+            s[k] += ps[t, k]
+            cnt[k] += pk[t, k]
+    return s, cnt, pb.sum()
+
+
+@njit(parallel=True, cache=True)
+def scores(labels, probs, c, has_ign, ign, thr_adj, want_hist):
+    """-> (scores float32 (N, HW), candidates uint8 (N, HW), hist (65536,), counted)."""
+    n, hw = labels.shape
+    per = (hw + CHUNK - 1) // CHUNK
+    tasks = n * per
+    sc = np.empty((n, hw), np.float32)
+    cand = np.empty((n, hw), np.uint8)
+    su = sc.reshape(n * hw).view(np.uint32)
+    counted = np.zeros(tasks, np.int64)
+    groups = min(tasks, 16) if want_hist else 0
+    hist = np.zeros((max(groups, 1), HIST_BINS), np.int64)
+    step = (tasks + max(groups, 1) - 1) // max(groups, 1)
+    for g in prange(max(groups, 1)):
+        for t in range(g * step, min(tasks, (g + 1) * step)):
+            img = t // per
+            b = (t % per) * CHUNK
+            e = min(hw, b + CHUNK)
+            cnt = 0
+            for i in range(b, e):
+                k = _class_of(labels[img, i], c, has_ign, ign)
+                if k < 0:
+                    sc[img, i] = np.nan
+                    cand[img, i] = 0
+                    continue
+                a = 0
+                m = to_float32(probs[img, 0, i])
+                for j in range(1, c):
+                    v = to_float32(probs[img, j, i])
+                    if v > m:
+                        m = v
+                        a = j
+                s = to_float32(probs[img, k, i])
+                sc[img, i] = s
+                cand[img, i] = a != k
+                if a != k and np.float64(m) >= thr_adj[a]:
+                    cnt += 1
+                if want_hist:
+                    hist[g, _key(su[img * hw + i]) >> 16] += 1
+            counted[t] = cnt
+    return sc, cand, hist.sum(0), counted.sum()
+
+
+@njit(parallel=True, cache=True)
+def softmin(sc, temperature):
+    n, hw = sc.shape
+    t = max(temperature, 1e-6)
+    out = np.empty(n, np.float64)
+    for img in prange(n):
+        lo = np.inf
+        anyv = False
+        for i in range(hw):
+            v = sc[img, i]
+            if not np.isnan(v):
+                anyv = True
+                if v < lo:
+                    lo = v
+        if not anyv:
+            out[img] = np.nan
+            continue
+        m = np.float64(np.float32(lo))
+        num = 0.0
+        den = 0.0
+        for i in range(hw):
+            v = sc[img, i]
+            if np.isnan(v):
+                continue
+            x = np.float64(v)
+            w = np.exp((m - x) / t)
+            num += x * w
+            den += w
+        out[img] = num / den
+    return out
+
+
+@njit(parallel=True, cache=True)
+def flags(sc, cand, cutoff_key):
+    su = sc.view(np.uint32)
+    total = sc.size
+    out = np.empty(total, np.uint8)
+    for i in prange(total):
+        out[i] = 1 if (cand[i] != 0 and _key(su[i]) < cutoff_key) else 0
+    return out

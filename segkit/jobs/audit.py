@@ -1,0 +1,513 @@
+"""``segkit.audit``: find the wrong masks, pixel by pixel, from out-of-fold probabilities.
+
+Confident learning as cleanlab 2.9's ``cleanlab.segmentation`` on its defaults (see
+:mod:`segkit.ops.label_issues`), streamed image by image over confidence stores (several
+stores are averaged first, as ``segkit ensemble`` does), for images of any sizes, with memory
+flat in the dataset size. Beside it, model-free signals of each mask: pixels a 3x3 mode filter
+would change, pixels in islands or holes smaller than `min_region`, labels outside the class
+list.
+
+Passes (each image by image on the engine's workers):
+
+1. per-class sums of the self-confidence (thresholds), and the model-free signals;
+2. per-pixel scores, the image's softmin quality, the estimated number of issues, and a
+   65536-bin histogram of the scores' order keys; each image's scores, candidate flags and
+   argmax go to a scratch cache on disk (``OUT/.cache``: 6 bytes per pixel, removed at the end);
+3. the cutoff: the histogram gives the bin of the T-th lowest score; only the scores in that
+   bin are gathered (from the cache) to find it exactly;
+4. flags, issue masks, corrected masks, pictures of the worst images.
+
+Memory: one image per worker plus the 65536-bin histogram (512 KB) and the scores of one
+histogram bin; disk: the cache. The global ranking therefore costs no memory per pixel.
+
+Output folder::
+
+    OUT/audit.csv            one row per image, worst (lowest quality) first
+    OUT/issues/<stem>.png    issue mask (0 / 255)
+    OUT/index.html           the worst `top` images (photo, annotation, prediction, issues) and
+                             a sortable table of all images
+    OUT/pictures/<stem>.png  the panels the page shows
+    OUT/audit.json           settings and totals
+    FIX/...                  with `fix` (the gt folder's layout): the annotation with the
+                             flagged pixels where the model
+                             confidently disagrees replaced by its prediction
+"""
+from __future__ import annotations
+
+import csv
+import html
+import io
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..io import atomic
+from ..io.masks import read_mask, write_mask
+from ..io.names import unflatten_name
+from ..io.store import ConfidenceStore, StoreError, common_stems, open_stores
+from ..ops import label_issues as li
+
+CACHE = ".cache"
+COLUMNS = ("stem", "quality", "issue_pixels", "issue_fraction", "mode_changes",
+           "small_region_pixels", "outside_classes", "ignored", "pixels", "height", "width",
+           "model_agreement")
+
+
+@dataclass
+class AuditReport:
+    """What one audit run found."""
+    out: Path
+    images: int = 0
+    pixels: int = 0
+    issues: int = 0                     # flagged pixels
+    estimated: int = 0                  # cleanlab's estimated number of issues (T)
+    thresholds: list[float] = field(default_factory=list)
+    rows: list[dict] = field(default_factory=list)    # audit.csv, worst first
+    missing: dict[str, list[str]] = field(default_factory=dict)
+    fixed: int = 0                      # pixels changed in the fixed masks
+    seconds: float = 0.0
+
+    def __str__(self) -> str:
+        worst = ", ".join(f"{r['stem']} ({r['quality']:.3f})" for r in self.rows[:3])
+        return (f"audit: {self.images} images, {self.pixels} pixels: {self.issues} flagged "
+                f"({self.estimated} estimated issues); worst: {worst}; in "
+                f"{self.seconds:.1f} s -> {self.out / 'index.html'}"
+                + (f"\n  fixed masks: {self.fixed} pixels changed" if self.fixed else ""))
+
+
+def find_mask(gt: Path, stem: str) -> Path:
+    """The annotation of `stem`: ``gt/<dir>/<name>.png`` for ``dir+name``, or ``gt/<stem>.png``."""
+    for candidate in (gt / unflatten_name(stem, suffix=".png"), gt / f"{stem}.png"):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"no annotation for {stem!r} under {gt} (looked for "
+                            f"{unflatten_name(stem, suffix='.png')} and {stem}.png)")
+
+
+def small_region_pixels(mask: np.ndarray, min_region: int, ignore: int | None) -> int:
+    """Pixels in 4-connected regions of one label smaller than `min_region` (islands, and
+    holes: a hole is an island of the label inside)."""
+    if min_region <= 1:
+        return 0
+    from scipy import ndimage  # scipy comes with scikit-learn (iterative-stratification)
+
+    total = 0
+    for value in np.unique(mask):
+        if ignore is not None and value == ignore:
+            continue
+        regions, count = ndimage.label(mask == value)
+        if count == 0:
+            continue
+        sizes = np.bincount(regions.ravel())[1:]
+        total += int(sizes[sizes < min_region].sum())
+    return total
+
+
+class _Work:
+    """Per-image work of each pass (picklable: it crosses process and Ray boundaries)."""
+
+    def __init__(self, roots, weights, gt, out, num_classes, ignore, min_region, temperature,
+                 backend):
+        self.roots, self.weights, self.gt, self.out = roots, weights, gt, out
+        self.num_classes, self.ignore, self.min_region = num_classes, ignore, min_region
+        self.temperature, self.backend = temperature, backend
+        self.thresholds: np.ndarray | None = None
+        self._stores = None
+
+    def __getstate__(self):
+        return {**self.__dict__, "_stores": None}
+
+    def stores(self) -> list[ConfidenceStore]:
+        if self._stores is None:
+            self._stores = [ConfidenceStore(r) for r in self.roots]
+        return self._stores
+
+    def cache(self, stem: str) -> Path:
+        return Path(self.out) / CACHE / f"{stem}.npz"
+
+    def mean_probs(self, stem: str) -> tuple[np.ndarray, np.ndarray]:
+        """(argmax labels, mean probabilities float32 (C, H, W)) over the stores."""
+        import segkit
+
+        stores = self.stores()
+        shapes = [s.shape(stem) for s in stores]
+        for store, shape in zip(stores[1:], shapes[1:]):
+            if shape != shapes[0]:
+                raise StoreError(f"{stem}: {store.root} holds {shape}, but {stores[0].root} "
+                                 f"holds {shapes[0]}")
+        probs = [s.read(stem) for s in stores]
+        labels, mean = segkit.soft_vote(probs, self.weights, return_probs=True,
+                                        backend=self.backend)
+        return np.asarray(labels), np.asarray(mean, np.float32)
+
+    def annotation(self, stem: str, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """(the mask as read, the labels the audit scores: outside-class labels -> ignore)."""
+        mask = read_mask(find_mask(Path(self.gt), stem))
+        if mask.shape != tuple(shape):
+            raise ValueError(f"{stem}: the annotation is {mask.shape[1]}x{mask.shape[0]}, the "
+                             f"probabilities {shape[1]}x{shape[0]}")
+        lab = mask.astype(np.int32)
+        outside = (lab >= self.num_classes) & (lab != self.ignore)
+        lab[outside] = self.ignore
+        return mask, lab
+
+    # ---- pass 1
+    def sums(self, stem: str) -> dict:
+        import segkit
+
+        _, mean = self.mean_probs(stem)
+        mask, lab = self.annotation(stem, mean.shape[1:])
+        s, k = li.confident_sums(lab, mean, ignore_index=self.ignore, backend=self.backend)
+        outside = int(((mask.astype(np.int64) >= self.num_classes)
+                       & (mask.astype(np.int64) != self.ignore)).sum())
+        modal = segkit.mode_filter(mask, 3, ignore_index=self.ignore)
+        return {"stem": stem, "sums": s, "counts": k, "outside_classes": outside,
+                "mode_changes": int((modal != mask).sum()),
+                "small_region_pixels": small_region_pixels(mask, self.min_region, self.ignore),
+                "ignored": int((lab == self.ignore).sum()), "pixels": int(mask.size),
+                "height": int(mask.shape[0]), "width": int(mask.shape[1])}
+
+    # ---- pass 2
+    def scores(self, stem: str) -> dict:
+        pred, mean = self.mean_probs(stem)
+        mask, lab = self.annotation(stem, mean.shape[1:])
+        sc, cand, hist, counted = li.score_pixels(lab, mean, self.thresholds,
+                                                  ignore_index=self.ignore, backend=self.backend)
+        quality = float(li.image_softmin(sc, self.temperature, backend=self.backend)[0])
+        best = mean.max(0).astype(np.float64)
+        confident = best >= self.thresholds[pred] - li.FLOATING_POINT_COMPARISON
+        code = cand.astype(np.uint8) * np.where(confident, 2, 1).astype(np.uint8)
+        dtype = np.uint8 if self.num_classes <= 256 else np.uint16
+        buf = io.BytesIO()
+        np.savez(buf, scores=sc, candidates=code, pred=pred.astype(dtype))
+        atomic.write_bytes(self.cache(stem), buf.getvalue())
+        bins = np.flatnonzero(hist)
+        valid = lab != self.ignore
+        agreement = float((pred[valid] == lab[valid]).mean()) if valid.any() else float("nan")
+        return {"stem": stem, "quality": quality, "counted": counted, "bins": bins,
+                "bin_counts": hist[bins], "model_agreement": agreement}
+
+    def load(self, stem: str):
+        with np.load(self.cache(stem)) as z:
+            return z["scores"], z["candidates"], z["pred"]
+
+    # ---- pass 3
+    def gather(self, item: tuple[str, int]) -> tuple[str, np.ndarray]:
+        stem, b = item
+        sc, _, _ = self.load(stem)
+        return stem, sc[li.in_bin(sc, b)]
+
+
+class _Flag:
+    """Pass 4: flags, issue mask, fixed mask and picture of one image."""
+
+    def __init__(self, work: _Work, cutoff: li.Cutoff, tie_starts: dict[str, int],
+                 fix: str | None, pictures: set[str], images: str | None):
+        self.work, self.cutoff, self.tie_starts = work, cutoff, tie_starts
+        self.fix, self.pictures, self.images = fix, pictures, images
+
+    def __call__(self, stem: str) -> dict:
+        from ..palette import palette_for
+
+        w = self.work
+        sc, code, pred = w.load(stem)
+        if self.cutoff.count:
+            flags = li.flag_pixels(sc, code, self.cutoff.key, backend=w.backend)
+            if stem in self.tie_starts:
+                li.apply_ties(flags, sc, code, self.cutoff, self.tie_starts[stem])
+        else:
+            flags = np.zeros(sc.shape, bool)
+        out = Path(w.out)
+        write_mask(out / "issues" / f"{stem}.png", flags.astype(np.uint8) * 255,
+                   compress_level=1)
+        fixed = 0
+        mask = None
+        if self.fix is not None or stem in self.pictures:
+            found = find_mask(Path(w.gt), stem)
+            mask = read_mask(found)
+        if self.fix is not None:
+            change = flags & (code == 2)
+            new = np.where(change, pred.astype(mask.dtype), mask)
+            fixed = int(change.sum())
+            pal = palette_for(w.num_classes) if w.num_classes <= 256 else None
+            path = Path(self.fix) / found.relative_to(w.gt)  # the gt folder's layout
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_mask(path, new, pal, compress_level=1)
+        if stem in self.pictures:
+            picture(out / "pictures" / f"{stem}.png", stem, mask, pred, flags, w.num_classes,
+                    self.images)
+        return {"stem": stem, "issue_pixels": int(flags.sum()), "fixed": fixed}
+
+
+def picture(path: Path, stem: str, mask, pred, flags, num_classes: int, images: str | None):
+    """Photo (if any), annotation, prediction, issues over the photo (red): one panel PNG."""
+    from ..palette import palette_for
+    from ..viz import colorize, overlay, panel
+    from .ensemble import find_image, read_image
+
+    pal = palette_for(max(num_classes, 1)) if num_classes <= 256 else None
+    ann = colorize(mask, pal)
+    prd = colorize(pred, pal)
+    photo = None
+    if images is not None:
+        try:
+            photo = read_image(find_image(Path(images), stem))
+            if photo.shape[:2] != mask.shape:
+                photo = None
+        except FileNotFoundError:
+            photo = None
+    base = photo if photo is not None else ann
+    red = np.zeros((256, 3), np.uint8)
+    red[1] = (255, 0, 0)
+    issues = overlay(base, flags.astype(np.uint8), alpha=0.7, palette=red)
+    tiles = ([photo] if photo is not None else []) + [ann, prd, issues]
+    titles = (["photo"] if photo is not None else []) + ["annotation", "prediction", "issues"]
+    scale = max(1, 160 // max(mask.shape))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic.atomic_path(path) as tmp:
+        panel(tiles, titles, scale=scale).save(tmp, format="PNG")
+
+
+def audit(stores: Sequence[ConfidenceStore | str | Path], gt: str | Path, out: str | Path, *,
+          images: str | Path | None = None, top: int = 20, fix: str | Path | None = None,
+          weights: Sequence[float] | None = None, ignore_index: int = 255,
+          min_region: int = 16, temperature: float = 0.1, workers: int | None = None,
+          engine: str = "local", backend: str = "auto", progress: bool = True) -> AuditReport:
+    """Audit annotation masks against out-of-fold probabilities; write a report folder.
+
+    Parameters
+    ----------
+    stores : sequence of ConfidenceStore or paths
+        Out-of-fold confidence stores of one class list; several are averaged (weights as in
+        :func:`segkit.soft_vote`). Images are the stems in every store (others are reported in
+        ``report.missing``). Image sizes may differ from image to image.
+    gt : path
+        Folder of annotation PNGs (``dir/name.png`` for stem ``dir+name``, or ``<stem>.png``).
+    out : path
+        Report folder: ``audit.csv``, ``issues/``, ``index.html``, ``pictures/``, ``audit.json``.
+    images : path, optional
+        Photo folder for the page (``dir/name.jpg`` ...); without it the panels show masks only.
+    top : int
+        How many of the worst images the page shows with pictures.
+    fix : path, optional
+        Write corrected masks there: flagged pixels whose predicted class reaches its
+        confidence threshold take the prediction.
+    ignore_index : int
+        Annotation label that is not audited (labels outside the class list are audited as
+        ignored, and counted in ``outside_classes``).
+    min_region : int
+        Islands and holes below this many pixels count in ``small_region_pixels``.
+    temperature : float
+        Softmin temperature of the image quality (cleanlab's 0.1).
+    workers, engine : parallelism (see :func:`segkit.jobs.engine.map_items`).
+    backend : the kernels' backend ("auto": the fastest here).
+
+    Returns
+    -------
+    AuditReport
+
+    Examples
+    --------
+    >>> report = segkit.audit(["oof/swin_a", "oof/swin_b"], "data/masks",  # doctest: +SKIP
+    ...                       "audit", images="data/images", top=30, fix="data/masks_fixed")
+    """
+    from ._common import check_engine, single_threaded_kernels
+
+    t0 = time.perf_counter()
+    nworkers = check_engine(engine, workers)
+    with single_threaded_kernels(engine == "local" and nworkers == 1):
+        return _audit(stores, gt, out, images, top, fix, weights, ignore_index, min_region,
+                      temperature, workers, engine, backend, progress, t0)
+
+
+def _audit(stores, gt, out, images, top, fix, weights, ignore_index, min_region, temperature,
+           workers, engine, backend, progress, t0) -> AuditReport:
+    from ..ops.soft_vote import _check_weights
+    from .engine import map_items
+
+    opened = open_stores(stores)
+    _check_weights(weights, len(opened))
+    gt = Path(gt)
+    if not gt.is_dir():
+        raise FileNotFoundError(f"gt folder {gt} does not exist")
+    if images is not None and not Path(images).is_dir():
+        raise FileNotFoundError(f"images folder {images} does not exist")
+    if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 0:
+        raise ValueError(f"top must be a non-negative integer; got {top!r}")
+    if isinstance(min_region, bool) or not isinstance(min_region, (int, np.integer)) \
+            or min_region < 0:
+        raise ValueError(f"min_region must be a non-negative integer; got {min_region!r}")
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
+        raise ValueError(f"ignore_index must be an integer label; got {ignore_index!r}")
+    if not isinstance(temperature, (int, float)) or not temperature > 0:
+        raise ValueError(f"temperature must be a positive number; got {temperature!r}")
+    out = Path(out)
+    if fix is not None and Path(fix).resolve() in (gt.resolve(), out.resolve()):
+        raise ValueError(f"fix must be a new folder, not the gt or out folder; got {fix}")
+    classes = opened[0].classes
+    c = len(classes)
+    stems, missing = common_stems(opened)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic.remove_temporaries(out)
+    (out / CACHE).mkdir(exist_ok=True)
+    (out / "issues").mkdir(exist_ok=True)
+    work = _Work([str(s.root) for s in opened], None if weights is None else list(weights),
+                 str(gt), str(out), c, ignore_index, int(min_region), float(temperature),
+                 backend)
+    report = AuditReport(out=out, images=len(stems), missing=missing)
+    kw = dict(workers=workers, engine=engine, unit="image", progress=progress)
+
+    # pass 1: thresholds and model-free signals
+    rows: dict[str, dict] = {}
+    sums, counts = np.zeros(c), np.zeros(c, np.int64)
+    for r in map_items(work.sums, stems, desc="audit 1/4 thresholds", **kw):
+        sums += r.pop("sums")
+        counts += r.pop("counts")
+        rows[r["stem"]] = r
+    thresholds = li.thresholds_from_sums(sums, counts)
+    work.thresholds = thresholds
+
+    # pass 2: scores, quality, estimated issues, histogram
+    hist = np.zeros(li.HIST_BINS, np.int64)
+    count = 0
+    for r in map_items(work.scores, stems, desc="audit 2/4 scores", **kw):
+        hist[r.pop("bins")] += r.pop("bin_counts")
+        count += r.pop("counted")
+        rows[r["stem"]].update(r)
+
+    # pass 3: the cutoff (only the scores of one histogram bin are gathered)
+    in_bin: dict[str, np.ndarray] = {}
+
+    def gather(b: int) -> np.ndarray:
+        for stem, vals in map_items(work.gather, [(s, b) for s in stems],
+                                    desc="audit 3/4 cutoff", **kw):
+            in_bin[stem] = vals
+        return np.concatenate([in_bin[s] for s in stems]) if stems else np.zeros(0, np.float32)
+
+    cutoff = li.find_cutoff(hist, count, gather) if count else li.Cutoff(0, 0, 0, 0)
+    tie_starts: dict[str, int] = {}
+    if cutoff.ties:
+        seen = 0
+        for s in stems:  # flat order: images in stem order, pixels row-major
+            n_tied = int((li.order_keys(in_bin[s]) == cutoff.tie_key).sum())
+            if n_tied and seen < cutoff.ties:
+                tie_starts[s] = seen
+            seen += n_tied
+    in_bin.clear()
+
+    # pass 4: flags, masks, pictures
+    ranked = sorted(stems, key=lambda s: (np.nan_to_num(rows[s]["quality"], nan=np.inf), s))
+    pictures = set(ranked[:top])
+    if fix is not None:
+        Path(fix).mkdir(parents=True, exist_ok=True)
+    flag = _Flag(work, cutoff, tie_starts, None if fix is None else str(fix), pictures,
+                 None if images is None else str(images))
+    for r in map_items(flag, stems, desc="audit 4/4 flags", **kw):
+        report.fixed += r.pop("fixed")
+        rows[r["stem"]].update(r)
+    shutil.rmtree(out / CACHE, ignore_errors=True)
+
+    for r in rows.values():
+        valid = r["pixels"] - r["ignored"]
+        r["issue_fraction"] = r["issue_pixels"] / valid if valid else 0.0
+    report.rows = [rows[s] for s in ranked]
+    report.pixels = int(sum(r["pixels"] for r in report.rows))
+    report.issues = int(sum(r["issue_pixels"] for r in report.rows))
+    report.estimated = int(count)
+    report.thresholds = [float(t) for t in thresholds]
+    write_csv(out / "audit.csv", report.rows)
+    write_html(out / "index.html", report, classes, ranked[:top])
+    report.seconds = time.perf_counter() - t0
+    atomic.write_json(out / "audit.json", {
+        "stores": [str(s.root.resolve()) for s in opened], "gt": str(gt.resolve()),
+        "weights": None if weights is None else [float(x) for x in weights],
+        "classes": classes, "thresholds": report.thresholds, "estimated_issues": count,
+        "flagged": report.issues, "pixels": report.pixels, "images": report.images,
+        "fix": None if fix is None else str(fix), "fixed_pixels": report.fixed,
+        "missing": missing, "seconds": report.seconds})
+    return report
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return str(v)
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for r in rows:
+        writer.writerow([_fmt(r[k]) for k in COLUMNS])
+    atomic.write_text(path, buf.getvalue())
+
+
+_SCRIPT = """
+document.querySelectorAll('table.sortable th').forEach(function (th, col) {
+  th.addEventListener('click', function () {
+    var table = th.closest('table'), body = table.tBodies[0];
+    var asc = th.dataset.order !== 'asc';
+    table.querySelectorAll('th').forEach(function (h) { delete h.dataset.order; });
+    th.dataset.order = asc ? 'asc' : 'desc';
+    var rows = Array.prototype.slice.call(body.rows);
+    rows.sort(function (a, b) {
+      var x = a.cells[col].dataset.v, y = b.cells[col].dataset.v;
+      var nx = parseFloat(x), ny = parseFloat(y);
+      var c = (!isNaN(nx) && !isNaN(ny)) ? nx - ny : x.localeCompare(y);
+      return asc ? c : -c;
+    });
+    rows.forEach(function (r) { body.appendChild(r); });
+  });
+});
+"""
+
+_STYLE = """
+body { font-family: sans-serif; margin: 1.5em; color: #222; }
+h1 { font-size: 1.4em; } h2 { font-size: 1.15em; margin-top: 1.5em; }
+.card { display: inline-block; margin: 0 1em 1em 0; vertical-align: top; }
+.card img { border: 1px solid #ccc; image-rendering: pixelated; }
+.card p { margin: 0.2em 0; font-size: 0.85em; }
+table { border-collapse: collapse; font-size: 0.85em; }
+th, td { border: 1px solid #ccc; padding: 0.2em 0.5em; text-align: right; }
+th { background: #eee; cursor: pointer; user-select: none; }
+th[data-order=asc]::after { content: ' \\25B2'; } th[data-order=desc]::after { content: ' \\25BC'; }
+td:first-child { text-align: left; }
+"""
+
+
+def write_html(path: Path, report: AuditReport, classes: Sequence[str],
+               worst: Sequence[str]) -> None:
+    """A self-contained page: relative image links, inline style and script."""
+    e = html.escape
+    by_stem = {r["stem"]: r for r in report.rows}
+    parts = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>segkit audit</title>",
+             f"<style>{_STYLE}</style></head><body>",
+             "<h1>segkit audit: label issues</h1>",
+             f"<p>{report.images} images, {report.pixels} pixels; {report.issues} flagged "
+             f"({report.issues / max(report.pixels, 1):.2%}); estimated issues "
+             f"{report.estimated}. Thresholds: "
+             + ", ".join(f"{e(str(n))} {t:.3f}" for n, t in zip(classes, report.thresholds))
+             + "</p>", f"<h2>The {len(worst)} worst images</h2><div>"]
+    for stem in worst:
+        r = by_stem[stem]
+        parts.append(f"<div class='card'><img src='pictures/{e(stem)}.png' alt='{e(stem)}'>"
+                     f"<p><b>{e(stem)}</b> quality {r['quality']:.4f}, {r['issue_pixels']} "
+                     f"issue pixels ({r['issue_fraction']:.2%}), {r['mode_changes']} mode "
+                     f"changes</p><p><a href='issues/{e(stem)}.png'>issue mask</a></p></div>")
+    parts.append("</div><h2>All images (click a column to sort)</h2>"
+                 "<table class='sortable'><thead><tr>")
+    parts += [f"<th>{e(c)}</th>" for c in COLUMNS]
+    parts.append("</tr></thead><tbody>")
+    for r in report.rows:
+        cells = []
+        for k in COLUMNS:
+            v = r[k]
+            cells.append(f"<td data-v='{e(_fmt(v))}'>{e(_fmt(v))}</td>")
+        parts.append("<tr>" + "".join(cells) + "</tr>")
+    parts.append(f"</tbody></table><script>{_SCRIPT}</script></body></html>")
+    atomic.write_text(path, "\n".join(parts))
