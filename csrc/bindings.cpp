@@ -164,18 +164,16 @@ bool soft_vote(const std::vector<py::array>& inputs, const py::array& weights, p
   return segkit::cpu::soft_vote(args);
 }
 
-// Fills ConvCrfArgs from a (N, C, H, W) score array and a (N, 3, H, W) image view.
+// ConvCrfArgs from the parameter record, a (N, C, H, W) score array and a (N, 3, H, W) image view.
 segkit::cpu::ConvCrfArgs convcrf_args(const py::array& scores, const py::array& image,
-                                      int filter_size, int blur, int num_iter, float pos_inv,
-                                      float col_inv, py::object colpos_inv, float pos_compat,
-                                      float col_compat, float unary_coef, float message_coef,
-                                      int unary_kind, int init, bool final_softmax) {
+                                      const segkit::cpu::ConvCrfParams& params) {
   if (scores.ndim() != 4 || image.ndim() != 4)
     throw py::value_error("_C.convcrf: expects 4-D scores (N, C, H, W) and image (N, 3, H, W)");
   if (image.shape(0) != scores.shape(0) || image.shape(1) != 3 ||
       image.shape(2) != scores.shape(2) || image.shape(3) != scores.shape(3))
     throw py::value_error("_C.convcrf: image shape does not match the scores");
   segkit::cpu::ConvCrfArgs a;
+  static_cast<segkit::cpu::ConvCrfParams&>(a) = params;
   a.n = scores.shape(0);
   a.c = scores.shape(1);
   a.h = scores.shape(2);
@@ -186,33 +184,15 @@ segkit::cpu::ConvCrfArgs convcrf_args(const py::array& scores, const py::array& 
     a.im_sh = elem_stride(image, 2, "_C.convcrf");
     a.im_sw = elem_stride(image, 3, "_C.convcrf");
   }
-  a.filter_size = filter_size;
-  a.blur = blur;
-  a.num_iter = num_iter;
-  a.pos_inv = pos_inv;
-  a.col_inv = col_inv;
-  a.col_pos = !colpos_inv.is_none();
-  a.colpos_inv = a.col_pos ? colpos_inv.cast<float>() : 0.0f;
-  a.pos_compat = pos_compat;
-  a.col_compat = col_compat;
-  a.unary_coef = unary_coef;
-  a.message_coef = message_coef;
-  a.unary_kind = unary_kind;
-  a.init = init;
-  a.final_softmax = final_softmax;
   return a;
 }
 
-void convcrf(py::array& scores, const py::array& image, int filter_size, int blur, int num_iter,
-             float pos_inv, float col_inv, py::object colpos_inv, float pos_compat,
-             float col_compat, float unary_coef, float message_coef, int unary_kind, int init,
-             bool final_softmax) {
+void convcrf(py::array& scores, const py::array& image,
+             const segkit::cpu::ConvCrfParams& params) {
   if (!scores.dtype().is(py::dtype::of<float>()) || !(scores.flags() & py::array::c_style) ||
       !scores.writeable())
     throw py::value_error("_C.convcrf: scores must be a writeable C-contiguous float32 array");
-  const auto a = convcrf_args(scores, image, filter_size, blur, num_iter, pos_inv, col_inv,
-                              colpos_inv, pos_compat, col_compat, unary_coef, message_coef,
-                              unary_kind, init, final_softmax);
+  const auto a = convcrf_args(scores, image, params);
   if (scores.size() == 0) return;
   float* dst = static_cast<float*>(scores.mutable_data());
   const char kind = image.dtype().kind();
@@ -231,10 +211,58 @@ void convcrf(py::array& scores, const py::array& image, int filter_size, int blu
 }
 
 int64_t convcrf_workspace_bytes(const py::array& scores, const py::array& image,
-                                int filter_size, int blur, py::object colpos_inv) {
-  const auto a = convcrf_args(scores, image, filter_size, blur, 1, 1.0f, 1.0f, colpos_inv, 1.0f,
-                              1.0f, 1.0f, 0.0f, 0, 0, false);
-  return segkit::cpu::convcrf_workspace_bytes(a);
+                                const segkit::cpu::ConvCrfParams& params) {
+  return segkit::cpu::convcrf_workspace_bytes(convcrf_args(scores, image, params));
+}
+
+// The names of the codes of ConvCrfParams.unary_kind and .init (common/convcrf.h's enums).
+const char* const kUnaryKinds[] = {"logits", "probs"};
+const char* const kInits[] = {"convcrf", "softmax"};
+
+template <size_t N>
+int code_of(const std::string& name, const char* const (&names)[N], const char* what) {
+  for (size_t i = 0; i < N; ++i)
+    if (name == names[i]) return static_cast<int>(i);
+  std::string all;
+  for (size_t i = 0; i < N; ++i) all += std::string(i ? ", '" : "'") + names[i] + "'";
+  throw py::value_error(std::string("ConvCrfParams.") + what + " must be one of " + all +
+                        ", got '" + name + "'");
+}
+
+void bind_convcrf_params(py::module_& m) {
+  using P = segkit::cpu::ConvCrfParams;
+  py::class_<P>(m, "ConvCrfParams",
+                "The parameter record of _C.convcrf: the float32 constants of one ConvCRF "
+                "setting (segkit.ops.convcrf.CrfParams.kernel_params builds it). colpos_inv "
+                "None turns the colour kernel's position term off; unary_kind 'logits' or "
+                "'probs'; init 'convcrf' or 'softmax'.")
+      .def(py::init<>())
+      .def_readwrite("filter_size", &P::filter_size)
+      .def_readwrite("blur", &P::blur)
+      .def_readwrite("num_iter", &P::num_iter)
+      .def_readwrite("pos_inv", &P::pos_inv)
+      .def_readwrite("col_inv", &P::col_inv)
+      .def_property(
+          "colpos_inv",
+          [](const P& p) -> py::object {
+            if (!p.col_pos) return py::none();
+            return py::float_(p.colpos_inv);
+          },
+          [](P& p, py::object v) {
+            p.col_pos = !v.is_none();
+            p.colpos_inv = p.col_pos ? v.cast<float>() : 0.0f;
+          })
+      .def_readwrite("pos_compat", &P::pos_compat)
+      .def_readwrite("col_compat", &P::col_compat)
+      .def_readwrite("unary_coef", &P::unary_coef)
+      .def_readwrite("message_coef", &P::message_coef)
+      .def_property(
+          "unary_kind", [](const P& p) { return std::string(kUnaryKinds[p.unary_kind]); },
+          [](P& p, const std::string& v) { p.unary_kind = code_of(v, kUnaryKinds, "unary_kind"); })
+      .def_property(
+          "init", [](const P& p) { return std::string(kInits[p.init]); },
+          [](P& p, const std::string& v) { p.init = code_of(v, kInits, "init"); })
+      .def_readwrite("final_softmax", &P::final_softmax);
 }
 
 py::dict build_info() {
@@ -251,6 +279,28 @@ py::dict build_info() {
 #else
   d["openmp"] = py::none();
 #endif
+  // The table of instruction sets (csrc/cpu/runtime.cpp) with what this CPU has of each.
+  py::list table;
+  for (int i = 0; i < segkit::cpu::kIsaCount; ++i) {
+    const auto& info = segkit::cpu::isa_info(static_cast<segkit::cpu::Isa>(i));
+    py::dict row, has;
+    const std::string features = info.features;
+    size_t start = 0;
+    while (start < features.size()) {
+      size_t end = features.find(',', start);
+      if (end == std::string::npos) end = features.size();
+      const std::string f = features.substr(start, end - start);
+      has[py::str(f)] = segkit::cpu::cpu_has_feature(f);
+      start = end + 1;
+    }
+    row["name"] = info.name;
+    row["target"] = info.target;
+    row["vector_bytes"] = info.vector_bytes;
+    row["features"] = has;
+    row["supported"] = i <= static_cast<int>(segkit::cpu::best_isa());
+    table.append(row);
+  }
+  d["simd_table"] = table;
   d["simd_best"] = segkit::cpu::isa_name(segkit::cpu::best_isa());
   d["simd_active"] = segkit::cpu::isa_name(segkit::cpu::active_isa());
   d["threads"] = segkit::cpu::max_threads();
@@ -283,22 +333,16 @@ PYBIND11_MODULE(_C, m) {
         "(ties: smallest class) into C-contiguous uint8/uint16 `labels` (N, H, W), and the "
         "float32 sums into `probs` (N, C, H, W) when given. Returns True if a sum was NaN. "
         "Releases the GIL; OpenMP over tiles of pixels.");
-  m.def("convcrf", &convcrf, py::arg("scores"), py::arg("image"), py::arg("filter_size"),
-        py::arg("blur"), py::arg("num_iter"), py::arg("pos_inv"), py::arg("col_inv"),
-        py::arg("colpos_inv"), py::arg("pos_compat"), py::arg("col_compat"),
-        py::arg("unary_coef"), py::arg("message_coef"), py::arg("unary_kind"), py::arg("init"),
-        py::arg("final_softmax"),
-        "convcrf(scores, image, filter_size, blur, num_iter, pos_inv, col_inv, colpos_inv, "
-        "pos_compat, col_compat, unary_coef, message_coef, unary_kind, init, final_softmax)\n\n"
+  bind_convcrf_params(m);
+  m.def("convcrf", &convcrf, py::arg("scores"), py::arg("image"), py::arg("params"),
+        "convcrf(scores, image, params)\n\n"
         "ConvCRF mean-field inference in place: `scores` (N, C, H, W) C-contiguous float32 holds "
         "the unary on entry and the scores on return; `image` (N, 3, H, W) uint8 or float32, "
-        "any strides. Constants are the float32 values ConvCRF uses (1/sdims, 1/schan, "
-        "unary_weight - w, w); colpos_inv None turns the colour kernel's position term off. "
-        "unary_kind: 0 logits, 1 probs; init: 0 convcrf, 1 softmax. Releases the GIL.");
+        "any strides; `params` a ConvCrfParams. Releases the GIL.");
   m.def("convcrf_workspace_bytes", &convcrf_workspace_bytes, py::arg("scores"),
-        py::arg("image"), py::arg("filter_size"), py::arg("blur"),
-        py::arg("colpos_inv") = py::none(),
-        "Bytes of working memory _C.convcrf allocates for these arrays (besides the scores).");
+        py::arg("image"), py::arg("params"),
+        "Bytes of working memory _C.convcrf allocates for these arrays and parameters (besides "
+        "the scores).");
   m.def("convcrf_release_workspace", &segkit::cpu::convcrf_release_workspace,
         "Free the working memory _C.convcrf keeps between calls; returns the bytes freed.");
   m.def("convcrf_cached_workspace", &segkit::cpu::convcrf_cached_workspace,

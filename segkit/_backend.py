@@ -59,8 +59,19 @@ def _probe_cpp() -> BackendInfo:
     info = _C.build_info()
     openmp = f"OpenMP {info['openmp']}" if info["openmp"] else "no OpenMP"
     return BackendInfo("cpp", True, "", f"{info['compiler']}, {openmp}, SIMD "
-                       f"{info['simd_active']} (best {info['simd_best']}), "
-                       f"{info['threads']} threads")
+                       f"{info['simd_active']} (best {info['simd_best']}"
+                       f"{simd_report(info['simd_table'])}), {info['threads']} threads")
+
+
+def simd_report(table: list[dict]) -> str:
+    """What the CPU lacks of each instruction set it cannot run, from the extension's table of
+    instruction sets (``_C.build_info()["simd_table"]``): ``"; avx512 lacks avx512f, ..."``."""
+    parts = []
+    for row in table:
+        missing = [name for name, present in row["features"].items() if not present]
+        if missing:
+            parts.append(f"{row['name']} lacks {', '.join(missing)}")
+    return "".join(f"; {p}" for p in parts)
 
 
 def _probe_cuda() -> BackendInfo:

@@ -68,6 +68,45 @@ def test_cpp_build_info():
         _C.set_simd_isa("sse9")
 
 
+def test_simd_table_matches_the_compiler():
+    """Each instruction set checks at run time every CPU feature its target string enables
+    (as g++ reports them), so no kernel runs an instruction the CPU lacks."""
+    import shutil
+    import subprocess
+
+    from segkit import _C
+
+    cxx = shutil.which("g++")
+    if cxx is None:
+        pytest.skip("g++ is not installed: the target strings cannot be expanded here")
+    table = _C.build_info()["simd_table"]
+    assert [row["name"] for row in table] == ["base", "avx2", "avx512"]
+    for row in table:
+        flags = [f"-m{t}" for t in row["target"].split(",") if t]
+        macros = subprocess.run([cxx, *flags, "-dM", "-E", "-x", "c++", "/dev/null"],
+                                capture_output=True, text=True, check=True).stdout
+        enabled = set()
+        for line in macros.splitlines():
+            name = line.split()[1]
+            for f in ("SSE", "SSE2", "SSE3", "SSSE3", "SSE4_1", "SSE4_2", "POPCNT", "AVX", "AVX2",
+                      "FMA", "F16C", "AVX512F", "AVX512VL", "AVX512BW", "AVX512DQ"):
+                if name == f"__{f}__":
+                    enabled.add(f.lower().replace("_", "."))
+        assert set(row["features"]) == enabled, row["name"]
+        assert row["supported"] == all(row["features"].values()), row["name"]
+    best = [row["name"] for row in table if row["supported"]][-1]
+    assert _C.build_info()["simd_best"] == best
+
+
+def test_simd_report_names_what_is_missing():
+    from segkit._backend import simd_report
+
+    table = [{"name": "base", "features": {"sse2": True}},
+             {"name": "avx512", "features": {"avx512f": True, "avx512dq": False}}]
+    assert simd_report(table) == "; avx512 lacks avx512dq"
+    assert "SIMD" in str(_backend.backend_info("cpp"))
+
+
 def test_set_num_threads_roundtrip():
     old = segkit.get_num_threads()
     try:

@@ -168,6 +168,57 @@ def test_simd_paths_agree(simd_isa):
                                            backend="cpp"), ref)
 
 
+# Every class block of the C++ kernels: the message runs blocks of 1-12 classes (C > 12 split
+# into near-equal blocks), the update keeps up to 4, 8, 12 or 16 classes in registers and
+# switches to row buffers beyond 16; blur 1 fuses message and update per row, blur > 1 pools.
+CLASS_COUNTS = list(range(1, 21)) + [23, 25, 29, 33]
+
+
+@pytest.mark.parametrize("blur", [1, 2, 4])
+@pytest.mark.parametrize("c", CLASS_COUNTS)
+def test_every_isa_and_class_block(simd_isa, c, blur):
+    """The compiled kernels of this CPU's every instruction set against the torch reference,
+    called through the parameter record (C = 1 is below the public API's minimum of 2 but
+    inside the kernels' contract). 13 x 37 pixels: whole vectors plus a tail at every width."""
+    from segkit import _C
+    from segkit.ops.convcrf import _run_cpp
+
+    rng = np.random.default_rng(100 * c + blur)
+    unary = (3 * rng.standard_normal((1, c, 13, 37))).astype(np.float32)
+    image = rng.integers(0, 256, (1, 3, 13, 37)).astype(np.uint8)
+    for kw in ({}, dict(filter_size=5, unary_kind="probs", final_softmax=True),
+               dict(filter_size=7, init="softmax", col_sdims=40.0)):
+        params = crf_params(blur=blur, num_iter=3, **kw)
+        u = unary
+        if params.unary_kind == "probs":
+            e = np.exp(unary - unary.max(1, keepdims=True))
+            u = (e / e.sum(1, keepdims=True)).astype(np.float32)
+        assert _C.simd_isa() == simd_isa
+        out = _run_cpp(u.copy(), image, params)
+        ref = convcrf_torch(u, image.astype(np.float32), **params.reference_kwargs())
+        assert_scores_match(out, ref)
+
+
+def test_parameter_record():
+    """One record per setting, bound from C++: the fields are the kernel constants, the codes
+    are names, and a bad name is refused with the names it takes."""
+    require_backend("cpp")
+    from segkit import _C
+
+    p = crf_params("seed", unary_kind="probs", col_sdims=50.0)
+    record = p.kernel_params
+    assert isinstance(record, _C.ConvCrfParams) and p.kernel_params is record
+    for name, value in p.kernel_constants().items():
+        got = getattr(record, name)
+        assert got == (value if not isinstance(value, float) else pytest.approx(value)), name
+    assert (record.unary_kind, record.init, record.filter_size) == ("probs", "convcrf", 5)
+    with pytest.raises(ValueError, match="unary_kind must be one of 'logits', 'probs'"):
+        record.unary_kind = "scores"
+    record2 = _C.ConvCrfParams()
+    record2.colpos_inv = None
+    assert record2.colpos_inv is None
+
+
 def test_threads_do_not_change_results():
     require_backend("cpp")
     unary, image = scene(2, 7, 50, 33, seed=9)
@@ -276,11 +327,13 @@ def test_fused_memory_is_far_below_unfold():
     scores = np.zeros((1, c, h, w), np.float32)
     image = np.zeros((1, 3, h, w), np.uint8)
     unfold = c * k * k * h * w * 4
-    ws = _C.convcrf_workspace_bytes(scores, image, k, 1)
+    ws = _C.convcrf_workspace_bytes(scores, image,
+                                    crf_params(filter_size=k, blur=1).kernel_params)
     bound = 4 * ((k * k // 2) * (h + k) * (w + 2 * k + 16) + 2 * c * (h + k) * (w + 2 * k + 16)
                  + 7 * h * w + 64 * c * (w + 16))
     assert ws <= bound and ws < unfold / 9
-    ws4 = _C.convcrf_workspace_bytes(scores, image, k, 4)  # blur 4: 16x fewer cells
+    ws4 = _C.convcrf_workspace_bytes(scores, image,  # blur 4: 16x fewer cells
+                                     crf_params(filter_size=k, blur=4).kernel_params)
     assert ws4 < ws / 3
 
 

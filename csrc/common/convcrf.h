@@ -65,25 +65,47 @@ SEGKIT_HD SEGKIT_INLINE int float_to_bits(float f) {
 
 SEGKIT_HD SEGKIT_INLINE float neg_inf() { return bits_to_float(static_cast<int>(0xff800000u)); }
 
-// exp(x) for x <= 88. Below -87 it returns about 1e-38 instead of a subnormal or zero: every
-// caller adds it to terms of order 1, where the difference is far below float32 resolution.
-SEGKIT_HD SEGKIT_INLINE float exp_f32(float x) {
-#if SEGKIT_CRF_DEVICE
-  return expf(x);
-#else
-  x = x < -87.0f ? -87.0f : x;  // also maps -inf to a finite argument (NaN stays NaN)
-  x = x > 88.0f ? 88.0f : x;
+// Lanes of a float type for the polynomials below: float here; the CPU's vector types in
+// cpu/simd.h. splat(v): v in every lane; to_int(r): r (integral) as integers; pow2(n): 2^n.
+template <typename F>
+struct FloatLanes;
+template <>
+struct FloatLanes<float> {
+  typedef int I;
+  static SEGKIT_HD SEGKIT_INLINE float splat(float v) { return v; }
+  static SEGKIT_HD SEGKIT_INLINE int to_int(float r) { return static_cast<int>(r); }
+  static SEGKIT_HD SEGKIT_INLINE float pow2(int n) { return bits_to_float((n + 127) << 23); }
+};
+
+// exp(x) for x <= 88, lane by lane for a float or a vector of floats (the same operations in
+// the same order, so the same results). Below -87 it returns about 1e-38 instead of a
+// subnormal or zero: every caller adds it to terms of order 1, where the difference is far
+// below float32 resolution.
+template <typename F>
+SEGKIT_HD SEGKIT_INLINE F exp_poly(F x) {
+  typedef FloatLanes<F> L;
+  const F lo = L::splat(-87.0f), hi = L::splat(88.0f);
+  x = x < lo ? lo : x;  // also maps -inf to a finite argument (NaN stays NaN)
+  x = x > hi ? hi : x;
   // n = round(x / ln 2) by the float magic-number trick (exact for |x / ln 2| < 2^22).
-  const float r = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-  const float t = (x - r * 0.693359375f) + r * 2.12194440e-4f;  // x - n ln 2, two-part ln 2
-  float p = 1.9875691500e-4f;
+  const F r = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  const F t = (x - r * 0.693359375f) + r * 2.12194440e-4f;  // x - n ln 2, two-part ln 2
+  F p = L::splat(1.9875691500e-4f);
   p = p * t + 1.3981999507e-3f;
   p = p * t + 8.3334519073e-3f;
   p = p * t + 4.1665795894e-2f;
   p = p * t + 1.6666665459e-1f;
   p = p * t + 5.0000001201e-1f;
-  const float e = p * (t * t) + t + 1.0f;
-  return e * bits_to_float((static_cast<int>(r) + 127) << 23);
+  const F e = p * (t * t) + t + 1.0f;
+  return e * L::pow2(L::to_int(r));
+}
+
+// exp on the GPU: the CUDA library's; on the CPU: exp_poly.
+SEGKIT_HD SEGKIT_INLINE float exp_f32(float x) {
+#if SEGKIT_CRF_DEVICE
+  return expf(x);
+#else
+  return exp_poly(x);
 #endif
 }
 

@@ -8,9 +8,10 @@
 namespace segkit {
 namespace cpu {
 
-struct ConvCrfArgs {
-  index_t n = 0, c = 0, h = 0, w = 0;            // batch, classes, height, width
-  index_t im_sn = 0, im_sc = 0, im_sh = 0, im_sw = 0;  // image strides (elements), NCHW order
+// The parameter record of one ConvCRF setting: the float32 constants ConvCRF uses. Defined
+// here once; bindings.cpp binds it as segkit._C.ConvCrfParams, which segkit/ops/convcrf.py
+// builds once per setting (CrfParams.kernel_params).
+struct ConvCrfParams {
   int filter_size = 11;
   int blur = 4;
   int num_iter = 5;
@@ -25,6 +26,12 @@ struct ConvCrfArgs {
   int unary_kind = 0;          // segkit::crf::UnaryKind
   int init = 0;                // segkit::crf::Init
   bool final_softmax = false;
+};
+
+// One call: the parameters and the arrays' shapes and strides.
+struct ConvCrfArgs : ConvCrfParams {
+  index_t n = 0, c = 0, h = 0, w = 0;            // batch, classes, height, width
+  index_t im_sn = 0, im_sc = 0, im_sh = 0, im_sw = 0;  // image strides (elements), NCHW order
 };
 
 // `scores` is C-contiguous (n, c, h, w) float32 holding the unary on entry and the CRF scores

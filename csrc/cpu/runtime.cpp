@@ -1,27 +1,87 @@
-// Which SIMD code path the CPU kernels take, chosen at run time (never -march=native).
+// Which SIMD code path the CPU kernels take, chosen at run time (never -march=native): the
+// table of instruction sets, and the thread count.
 #ifdef _OPENMP
 #include <omp.h>
 #endif
 
 #include <stdexcept>
+#include <string>
 
 #include "cpu/runtime.h"
+#include "cpu/simd.h"
 
 namespace segkit {
 namespace cpu {
 
-static Isa detect_isa() {
-#if defined(__x86_64__) || defined(__i386__)
+namespace {
+
+// name, target string, vector bytes, and every feature the target enables (g++ -m<target>
+// -dM -E lists them as __SSE3__ ... macros; tests/test_backend.py checks the two agree).
+const IsaInfo kIsas[kIsaCount] = {
+    {Isa::Base, "base", "", 16, "sse,sse2"},
+    {Isa::Avx2, "avx2", SEGKIT_TARGET_AVX2_STR, 32,
+     "sse,sse2,sse3,ssse3,sse4.1,sse4.2,popcnt,avx,avx2,fma,f16c"},
+    {Isa::Avx512, "avx512", SEGKIT_TARGET_AVX512_STR, 64,
+     "sse,sse2,sse3,ssse3,sse4.1,sse4.2,popcnt,avx,avx2,avx512f,avx512vl,avx512bw,avx512dq"},
+};
+
+// __builtin_cpu_supports takes a string literal only: one entry per feature the table names.
+struct Feature {
+  const char* name;
+  bool (*has)();
+};
+#if SEGKIT_X86
+#define SEGKIT_FEATURE(f) {f, [] { return __builtin_cpu_supports(f) != 0; }}
+const Feature kFeatures[] = {
+    SEGKIT_FEATURE("sse"),     SEGKIT_FEATURE("sse2"),    SEGKIT_FEATURE("sse3"),
+    SEGKIT_FEATURE("ssse3"),   SEGKIT_FEATURE("sse4.1"),  SEGKIT_FEATURE("sse4.2"),
+    SEGKIT_FEATURE("popcnt"),  SEGKIT_FEATURE("avx"),     SEGKIT_FEATURE("avx2"),
+    SEGKIT_FEATURE("fma"),     SEGKIT_FEATURE("f16c"),    SEGKIT_FEATURE("avx512f"),
+    SEGKIT_FEATURE("avx512vl"), SEGKIT_FEATURE("avx512bw"), SEGKIT_FEATURE("avx512dq"),
+};
+#undef SEGKIT_FEATURE
+#endif
+
+bool has_all(const char* list) {
+  std::string s(list);
+  size_t start = 0;
+  while (start < s.size()) {
+    size_t end = s.find(',', start);
+    if (end == std::string::npos) end = s.size();
+    if (!cpu_has_feature(s.substr(start, end - start))) return false;
+    start = end + 1;
+  }
+  return true;
+}
+
+Isa detect_isa() {
+#if SEGKIT_X86
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl")) return Isa::Avx512;
-  if (__builtin_cpu_supports("avx2")) return Isa::Avx2;
+  for (int i = kIsaCount - 1; i > 0; --i)
+    if (has_all(kIsas[i].features)) return kIsas[i].isa;
 #endif
   return Isa::Base;
 }
 
-static Isa g_best = detect_isa();
-static Isa g_active = g_best;
-static int g_threads = 0;
+Isa g_best = detect_isa();
+Isa g_active = g_best;
+int g_threads = 0;
+
+}  // namespace
+
+const IsaInfo& isa_info(Isa isa) { return kIsas[static_cast<int>(isa)]; }
+
+bool cpu_has_feature(const std::string& name) {
+#if SEGKIT_X86
+  __builtin_cpu_init();
+  for (const Feature& f : kFeatures)
+    if (name == f.name) return f.has();
+  throw std::logic_error("segkit: CPU feature '" + name + "' is not in runtime.cpp's list");
+#else
+  (void)name;
+  return false;
+#endif
+}
 
 Isa best_isa() { return g_best; }
 Isa active_isa() { return g_active; }
@@ -34,18 +94,11 @@ void set_isa(Isa isa) {
   g_active = isa;
 }
 
-const char* isa_name(Isa isa) {
-  switch (isa) {
-    case Isa::Avx512: return "avx512";
-    case Isa::Avx2: return "avx2";
-    default: return "base";
-  }
-}
+const char* isa_name(Isa isa) { return isa_info(isa).name; }
 
 Isa isa_from_name(const std::string& name) {
-  if (name == "avx512") return Isa::Avx512;
-  if (name == "avx2") return Isa::Avx2;
-  if (name == "base") return Isa::Base;
+  for (const IsaInfo& i : kIsas)
+    if (name == i.name) return i.isa;
   throw std::invalid_argument("isa must be one of 'base', 'avx2', 'avx512', got '" + name + "'");
 }
 

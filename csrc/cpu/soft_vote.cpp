@@ -7,13 +7,10 @@
 // those pixels (a tile's worth lives in L1). Each input byte is read once; nothing is copied
 // to float32 or stacked.
 //
-// float16 is read directly: the AVX-512 and AVX2 paths convert with vcvtph2ps (F16C), the
-// baseline path with an exact integer bit conversion. The three are compiled behind `target`
-// attributes and chosen at run time from runtime.h's ISA (the module itself stays baseline
-// x86-64; never -march=native).
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#endif
+// float16 is read directly: the AVX-512 and AVX2 paths convert with vcvtph2ps, the baseline
+// path with an exact integer bit conversion (cpu/simd.h load_half). The span routine is
+// compiled once per instruction set by cpu/simd.h's dispatch (the module itself stays
+// baseline x86-64; never -march=native).
 
 #include <algorithm>
 #include <cstdint>
@@ -24,10 +21,8 @@
 
 #include "common/soft_vote.h"
 #include "cpu/runtime.h"
+#include "cpu/simd.h"
 #include "cpu/soft_vote.h"
-
-// Vector arguments of always-inlined helpers compiled under AVX targets: no ABI is involved.
-#pragma GCC diagnostic ignored "-Wpsabi"
 
 namespace segkit {
 namespace cpu {
@@ -38,80 +33,21 @@ using vote::half_bits;
 //: Pixels per task. Two float32/int32 arrays of this length stay in L1 while a tile is voted.
 constexpr index_t kTile = 2048;
 
-#if defined(__x86_64__) || defined(__i386__)
+#if SEGKIT_X86
 #define SEGKIT_VEC_BARRIER(x) __asm__("" : "+v"(x))
 #else
 #define SEGKIT_VEC_BARRIER(x) SEGKIT_FP_BARRIER(x)
 #endif
 
-// ---- per-ISA loads: B bytes of float32 lanes from float32 or float16 inputs -------------------
-template <int B>
-struct Vec {
-  typedef float F __attribute__((vector_size(B)));
-  typedef int32_t I __attribute__((vector_size(B)));
-  typedef uint32_t U __attribute__((vector_size(B)));
-  typedef uint16_t H __attribute__((vector_size(B / 2)));
-  static constexpr int lanes = B / 4;
-};
-
-// Exact float16 -> float32 with integer operations only (no subnormal float arithmetic):
-// normals rebias the exponent, subnormals are mantissa * 2^-24, inf/NaN keep all-ones.
-template <int B>
-inline typename Vec<B>::F half_to_float_portable(const half_bits* p) {
-  using V = Vec<B>;
-  typename V::H h;
-  std::memcpy(&h, p, sizeof h);
-  const typename V::U u = __builtin_convertvector(h, typename V::U);
-  const typename V::U sign = (u & 0x8000u) << 16;
-  const typename V::U mag = u & 0x7fffu;
-  const typename V::U normal = (mag << 13) + 0x38000000u;  // exponent bias 15 -> 127
-  const typename V::F sub = __builtin_convertvector((typename V::I)mag, typename V::F) * 0x1p-24f;
-  const typename V::U special = 0x7f800000u | ((mag & 0x3ffu) << 13);
-  const typename V::U is_sub = (typename V::U)(mag < 0x400u);
-  const typename V::U is_special = (typename V::U)(mag >= 0x7c00u);
-  typename V::U bits = (is_sub & (typename V::U)sub) | (~is_sub & normal);
-  bits = (is_special & special) | (~is_special & bits);
-  return (typename V::F)(bits | sign);
+// B bytes of float32 lanes from float32 or float16 inputs.
+template <class I>
+SEGKIT_ALWAYS vec_t<float, I::bytes> load_f32(I, const float* p) {
+  return loadv<vec_t<float, I::bytes>>(p);
 }
-
-struct IsaBase {
-  static constexpr int bytes = 16;
-  using F = Vec<16>::F;
-  static inline F load(const float* p) {
-    F v;
-    std::memcpy(&v, p, sizeof v);
-    return v;
-  }
-  static inline F load(const half_bits* p) { return half_to_float_portable<16>(p); }
-};
-
-#if defined(__x86_64__) || defined(__i386__)
-struct IsaAvx2 {
-  static constexpr int bytes = 32;
-  using F = Vec<32>::F;
-  __attribute__((target("avx2"))) static inline F load(const float* p) {
-    F v;
-    std::memcpy(&v, p, sizeof v);
-    return v;
-  }
-  __attribute__((target("avx2,f16c"))) static inline F load(const half_bits* p) {
-    return (F)_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-  }
-};
-
-struct IsaAvx512 {
-  static constexpr int bytes = 64;
-  using F = Vec<64>::F;
-  __attribute__((target("avx512f"))) static inline F load(const float* p) {
-    F v;
-    std::memcpy(&v, p, sizeof v);
-    return v;
-  }
-  __attribute__((target("avx512f"))) static inline F load(const half_bits* p) {
-    return (F)_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
-  }
-};
-#endif
+template <class I>
+SEGKIT_ALWAYS vec_t<float, I::bytes> load_f32(I isa, const half_bits* p) {
+  return load_half(isa, p);
+}
 
 // One tile: `src[m]` points at model m's class-0 value of the tile's first pixel, `cs[m]` is
 // its class stride; `len` pixels. Leaves labels in `lab`, writes sums to `probs` (class stride
@@ -138,10 +74,9 @@ inline void vote_span_scalar(const T* const* src, const Span& s, bool& nan) {
 
 template <typename Isa, typename T>
 inline void vote_span(const T* const* src, const Span& s, bool& nan) {
-  using V = Vec<Isa::bytes>;
-  using F = typename V::F;
-  using I = typename V::I;
-  constexpr index_t L = V::lanes;
+  using F = vec_t<float, Isa::bytes>;
+  using I = vec_t<int32_t, Isa::bytes>;
+  constexpr index_t L = Vec<float, Isa::bytes>::lanes;
   if (s.len < L) return vote_span_scalar(src, s, nan);
   I bad = I{};
   for (int c = 0; c < s.C; ++c) {
@@ -151,7 +86,7 @@ inline void vote_span(const T* const* src, const Span& s, bool& nan) {
       const index_t x = x0 + L <= s.len ? x0 : s.len - L;
       F acc = F{};
       for (int m = 0; m < s.M; ++m) {
-        F p = s.w[m] * Isa::load(src[m] + c * s.cs[m] + x);
+        F p = s.w[m] * load_f32(Isa{}, src[m] + c * s.cs[m] + x);
         SEGKIT_VEC_BARRIER(p);  // fl(w * p), then fl(acc + .): no FMA
         acc = acc + p;
       }
@@ -175,36 +110,6 @@ inline void vote_span(const T* const* src, const Span& s, bool& nan) {
     }
   }
   for (index_t i = 0; i < L; ++i) nan = nan || bad[i] != 0;
-}
-
-template <typename T>
-using SpanFn = void (*)(const T* const*, const Span&, bool&);
-
-template <typename T>
-void span_base(const T* const* src, const Span& s, bool& nan) {
-  vote_span<IsaBase, T>(src, s, nan);
-}
-#if defined(__x86_64__) || defined(__i386__)
-template <typename T>
-__attribute__((target("avx2,f16c"), flatten)) void span_avx2(const T* const* src, const Span& s,
-                                                             bool& nan) {
-  vote_span<IsaAvx2, T>(src, s, nan);
-}
-template <typename T>
-__attribute__((target("avx512f"), flatten)) void span_avx512(const T* const* src, const Span& s,
-                                                             bool& nan) {
-  vote_span<IsaAvx512, T>(src, s, nan);
-}
-#endif
-
-template <typename T>
-SpanFn<T> pick_span() {
-#if defined(__x86_64__) || defined(__i386__)
-  const Isa isa = active_isa();
-  if (isa == Isa::Avx512) return &span_avx512<T>;
-  if (isa == Isa::Avx2 && __builtin_cpu_supports("f16c")) return &span_avx2<T>;
-#endif
-  return &span_base<T>;
 }
 
 template <typename L>
@@ -238,7 +143,6 @@ bool run(const SoftVoteArgs& a) {
   if (a.n == 0 || plane == 0) return false;
   const index_t tiles = (width + kTile - 1) / kTile;
   const index_t tasks = a.n * rows * tiles;
-  const SpanFn<T> span = pick_span<T>();
   std::vector<index_t> cs(M);
   for (int m = 0; m < M; ++m) cs[m] = a.strides[3 * m + 1];
   bool nan = false;
@@ -262,7 +166,7 @@ bool run(const SoftVoteArgs& a) {
       Span s{M, C, a.weights, cs.data(), len, lab.data(), best.data(),
              a.probs ? a.probs + i * C * plane + r * a.w + x0 : nullptr, plane};
       bool local_nan = false;
-      span(src.data(), s, local_nan);
+      dispatch_isa([&](auto isa) SEGKIT_BODY { vote_span<decltype(isa), T>(src.data(), s, local_nan); });
       nan = nan || local_nan;
       if (a.label_bytes == 1)
         store_labels(lab.data(), static_cast<uint8_t*>(a.labels) + pix, len);

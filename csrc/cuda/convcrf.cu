@@ -1,14 +1,15 @@
 // CUDA ConvCRF: mean-field inference without ConvCRF's unfold tensor and without stored
 // weights. Every array is batched (N images at once, grid-stride loops):
 //   convcrf_features_{u8,f32}  pooled features (N, F, hp, wp) from the image (any strides)
-//   convcrf_unary_f32          U in place of the unary: log_softmax or log, per pixel
-//   convcrf_message_f32        M (N, C, hp, wp): one thread per pooled pixel, the k x k Gaussian
-//                              weights computed on the fly (common/convcrf.h message_pixel)
-//   convcrf_update_f32         one thread per pooled cell: for its b x b pixels the bilinear
-//                              message, update and softmax, averaged into the next pooled Q
-//                              (or, at the last iteration, written as the scores)
+//   convcrf_unary_{logits,probs}  U in place of the unary: log_softmax or log, per pixel
+//   convcrf_message[_colpos]      M (N, C, hp, wp): one thread per pooled pixel, the k x k
+//                                 Gaussian weights computed on the fly (message_pixel)
+//   convcrf_start[_softmax], convcrf_step, convcrf_last_step[_softmax]
+//                                 one thread per pooled cell: for its b x b pixels the bilinear
+//                                 message, update and softmax, averaged into the next pooled Q
+//                                 (or, at the last iteration, written as the scores)
 // Memory: the scores, two pooled Q/M arrays and the features: O(C*H*W).
-// Compiled at run time by CuPy (NVRTC); kernel names record the input dtype.
+// Compiled at run time by CuPy (NVRTC); kernel names say what each launch runs.
 #include "common/convcrf.h"
 
 namespace segkit {
@@ -202,29 +203,40 @@ __device__ void convcrf_update(float* __restrict__ scores, const float* __restri
 SEGKIT_CONVCRF_FEATURES(convcrf_features_u8, unsigned char)
 SEGKIT_CONVCRF_FEATURES(convcrf_features_f32, float)
 
-// unary: (scores, n, C, H*W, unary_kind)
-extern "C" __global__ void convcrf_unary_f32(float* scores, segkit::index_t n, int C,
-                                             segkit::index_t hw, int kind) {
-  segkit::cuda::convcrf_unary(scores, n, C, hw, kind);
+// unary: (scores, n, C, H*W); U = log_softmax(scores) (logits) or log(scores) (probs)
+extern "C" __global__ void convcrf_unary_logits(float* scores, segkit::index_t n, int C,
+                                                segkit::index_t hw) {
+  segkit::cuda::convcrf_unary(scores, n, C, hw, segkit::crf::UNARY_LOGITS);
+}
+extern "C" __global__ void convcrf_unary_probs(float* scores, segkit::index_t n, int C,
+                                               segkit::index_t hw) {
+  segkit::cuda::convcrf_unary(scores, n, C, hw, segkit::crf::UNARY_PROBS);
 }
 
-// message: (Q, M, feat, n, C, hp, wp, span, ncol (3 or 5), pos_compat, col_compat)
-extern "C" __global__ void convcrf_message_f32(const float* q, float* m, const float* feat,
-                                               segkit::index_t n, int C, int hp, int wp,
-                                               int span, int ncol, float pos_compat,
-                                               float col_compat) {
-  if (ncol == 5)
-    segkit::cuda::convcrf_message<5>(q, m, feat, n, C, hp, wp, span, pos_compat, col_compat);
-  else
-    segkit::cuda::convcrf_message<3>(q, m, feat, n, C, hp, wp, span, pos_compat, col_compat);
-}
+// message: (Q, M, feat, n, C, hp, wp, span, pos_compat, col_compat); the colour kernel without
+// (convcrf_message) or with (convcrf_message_colpos) its position term
+#define SEGKIT_CONVCRF_MESSAGE(NAME, NCOL)                                                     \
+  extern "C" __global__ void NAME(const float* q, float* m, const float* feat,                 \
+                                  segkit::index_t n, int C, int hp, int wp, int span,          \
+                                  float pos_compat, float col_compat) {                        \
+    segkit::cuda::convcrf_message<NCOL>(q, m, feat, n, C, hp, wp, span, pos_compat, col_compat); \
+  }
+SEGKIT_CONVCRF_MESSAGE(convcrf_message, 3)
+SEGKIT_CONVCRF_MESSAGE(convcrf_message_colpos, 5)
 
-// update: (scores, M, Q_next, n, C, H, W, hp, wp, p0, p1, blur, unary_coef, message_coef,
-//          iterate, softmax, last)
-extern "C" __global__ void convcrf_update_f32(float* scores, const float* m, float* qnext,
-                                              segkit::index_t n, int C, int H, int W, int hp,
-                                              int wp, int p0, int p1, int b, float a, float w,
-                                              int iterate, int softmax, int last) {
-  segkit::cuda::convcrf_update(scores, m, qnext, n, C, H, W, hp, wp, p0, p1, b, a, w, iterate,
-                               softmax, last);
-}
+// update: (scores, M, Q_next, n, C, H, W, hp, wp, p0, p1, blur, unary_coef, message_coef)
+//   convcrf_start[_softmax]       Q_0 = U (or softmax(U)), pooled
+//   convcrf_step                  Q = softmax(a U + w M), pooled into Q_next
+//   convcrf_last_step[_softmax]   scores = a U + w M (or its softmax), full resolution
+#define SEGKIT_CONVCRF_UPDATE(NAME, ITERATE, SOFTMAX, LAST)                                    \
+  extern "C" __global__ void NAME(float* scores, const float* m, float* qnext,                 \
+                                  segkit::index_t n, int C, int H, int W, int hp, int wp,      \
+                                  int p0, int p1, int b, float a, float w) {                   \
+    segkit::cuda::convcrf_update(scores, m, qnext, n, C, H, W, hp, wp, p0, p1, b, a, w,        \
+                                 ITERATE, SOFTMAX, LAST);                                      \
+  }
+SEGKIT_CONVCRF_UPDATE(convcrf_start, 0, 0, 0)
+SEGKIT_CONVCRF_UPDATE(convcrf_start_softmax, 0, 1, 0)
+SEGKIT_CONVCRF_UPDATE(convcrf_step, 1, 1, 0)
+SEGKIT_CONVCRF_UPDATE(convcrf_last_step, 1, 0, 1)
+SEGKIT_CONVCRF_UPDATE(convcrf_last_step_softmax, 1, 1, 1)

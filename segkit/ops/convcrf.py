@@ -2,6 +2,7 @@
 exact to ConvCRF's ``GaussCRF`` with its default configuration."""
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -46,7 +47,8 @@ class CrfParams:
         return asdict(self)
 
     def kernel_constants(self) -> dict[str, Any]:
-        """The float32 constants the compiled kernels take (as ConvCRF's float32 tensors)."""
+        """The float32 constants the compiled kernels take (as ConvCRF's float32 tensors), by
+        the field names of the C++ parameter record (csrc/cpu/convcrf.h ConvCrfParams)."""
         a, w = coefficients(self.weight_init, self.unary_weight)
         return dict(
             filter_size=self.filter_size, blur=self.blur, num_iter=self.num_iter,
@@ -56,8 +58,23 @@ class CrfParams:
             pos_compat=float(np.float32(self.pos_compat)),
             col_compat=float(np.float32(self.col_compat)),
             unary_coef=float(a), message_coef=float(w),
-            unary_kind=UNARY_KINDS.index(self.unary_kind), init=INITS.index(self.init),
-            final_softmax=bool(self.final_softmax))
+            unary_kind=self.unary_kind, init=self.init, final_softmax=bool(self.final_softmax))
+
+    @property
+    def kernel_params(self):
+        """The C++ parameter record (``segkit._C.ConvCrfParams``) of this setting, built once
+        per setting (not stored on the setting, which stays picklable)."""
+        return _kernel_record(self)
+
+
+@functools.lru_cache(maxsize=64)
+def _kernel_record(params: CrfParams):
+    from .. import _C
+
+    record = _C.ConvCrfParams()
+    for name, value in params.kernel_constants().items():
+        setattr(record, name, value)
+    return record
 
 
 def _real(name: str, value: Any, *, positive: bool = False) -> float:
@@ -339,14 +356,16 @@ def _host_image(img):
 def _run_numba(scores, img, params: CrfParams):
     from .._numba.convcrf import convcrf as kernel
 
-    kernel(scores, _host_image(img), **params.kernel_constants())
+    k = params.kernel_constants()
+    k.update(unary_kind=UNARY_KINDS.index(k["unary_kind"]), init=INITS.index(k["init"]))
+    kernel(scores, _host_image(img), **k)
     return scores
 
 
 def _run_cpp(scores, img, params: CrfParams):
     from .. import _C
 
-    _C.convcrf(scores, _host_image(img), **params.kernel_constants())
+    _C.convcrf(scores, _host_image(img), params.kernel_params)
     return scores
 
 
@@ -367,10 +386,12 @@ def _run_cuda(scores, img, params: CrfParams):
 
 
 def cuda_steps(scores, img, k: dict, launch, empty) -> None:
-    """The CUDA backend's launch sequence (csrc/cuda/convcrf.cu), in place on `scores`.
+    """The CUDA backend's launch sequence (csrc/cuda/convcrf.cu), in place on `scores`; `k` is
+    :meth:`CrfParams.kernel_constants`.
 
     `launch(kernel_name, work_items, args)` runs one kernel, `empty(shape)` allocates a float32
-    device array; tests drive the same sequence with the kernels compiled for the host.
+    device array; tests drive the same sequence with the kernels compiled for the host. Each
+    kernel's name says what it runs (no mode codes among the arguments).
     """
     from ..reference.convcrf import pool_geometry
 
@@ -388,24 +409,25 @@ def cuda_steps(scores, img, k: dict, launch, empty) -> None:
            (img, feat, i64(n), i32(h), i32(w), i32(hp), i32(wp), i32(p0), i32(p1), i32(b),
             *(i64(st // item) for st in img.strides), f32(k["pos_inv"]), f32(k["col_inv"]),
             i32(col_pos), f32(k["colpos_inv"] or 0.0)))
-    launch("convcrf_unary_f32", n * h * w,
-           (scores, i64(n), i32(c), i64(h * w), i32(k["unary_kind"])))
+    launch(f"convcrf_unary_{k['unary_kind']}", n * h * w, (scores, i64(n), i32(c), i64(h * w)))
     q = [empty((n, c, hp, wp)), empty((n, c, hp, wp))]
     m = empty((n, c, hp, wp))
     a, wt = f32(k["unary_coef"]), f32(k["message_coef"])
     geometry = (i64(n), i32(c), i32(h), i32(w), i32(hp), i32(wp), i32(p0), i32(p1), i32(b), a,
                 wt)
-    init_soft = k["unary_kind"] == 1 or k["init"] == 1
-    launch("convcrf_update_f32", cells, (scores, m, q[0], *geometry, i32(0), i32(init_soft),
-                                         i32(0)))
+    start_soft = k["unary_kind"] == "probs" or k["init"] == "softmax"
+    # Q_0 = U (ConvCRF's start for logits) or softmax(U)
+    launch("convcrf_start_softmax" if start_soft else "convcrf_start", cells,
+           (scores, m, q[0], *geometry))
+    message = "convcrf_message_colpos" if col_pos else "convcrf_message"
     for it in range(k["num_iter"]):
-        last = it == k["num_iter"] - 1
-        soft = not last or k["final_softmax"]
-        launch("convcrf_message_f32", cells,
-               (q[it % 2], m, feat, i64(n), i32(c), i32(hp), i32(wp), i32(s),
-                i32(5 if col_pos else 3), f32(k["pos_compat"]), f32(k["col_compat"])))
-        launch("convcrf_update_f32", cells,
-               (scores, m, q[(it + 1) % 2], *geometry, i32(1), i32(soft), i32(last)))
+        launch(message, cells, (q[it % 2], m, feat, i64(n), i32(c), i32(hp), i32(wp), i32(s),
+                                f32(k["pos_compat"]), f32(k["col_compat"])))
+        if it < k["num_iter"] - 1:
+            step = "convcrf_step"  # update, softmax, pooled into the next Q
+        else:
+            step = "convcrf_last_step_softmax" if k["final_softmax"] else "convcrf_last_step"
+        launch(step, cells, (scores, m, q[(it + 1) % 2], *geometry))
 
 
 _RUNNERS = {"numpy": _run_numpy, "numba": _run_numba, "cpp": _run_cpp, "cuda": _run_cuda}

@@ -1,0 +1,368 @@
+// CPU ConvCRF row kernels: U, the update (pred, softmax) and the pooling into the next Q, in
+// two forms: every class of a vector of pixels in registers (C <= kMaxRegClasses, blocks of 4,
+// 8, 12, 16 classes) and rows of classes in per-thread buffers (more classes). The bodies are
+// written once over the vector width B; the entry points at the end compile them once per
+// instruction set through cpu/simd.h's dispatch.
+
+// Lets GCC if-convert the float selects of exp/log (and so vectorise them) on baseline SSE2;
+// segkit never unmasks floating-point exceptions.
+#pragma GCC optimize("no-trapping-math")
+
+#include <cstring>
+
+#include "common/convcrf.h"
+#include "cpu/convcrf_message.h"
+#include "cpu/convcrf_plan.h"
+#include "cpu/simd.h"
+
+namespace segkit {
+namespace cpu {
+namespace crfrows {
+namespace {
+
+// U in place for full-resolution row i: log_softmax over classes (LOGITS) or log (PROBS).
+SEGKIT_ALWAYS void unary_row_body(const Ctx& cx, int i, const Scratch& sc) {
+  const Plan& pl = *cx.pl;
+  float* __restrict v = cx.scores + static_cast<index_t>(i) * pl.W;
+  const index_t HW = pl.HW;
+  const int W = pl.W, C = pl.C;
+  if (cx.a->unary_kind == crf::UNARY_PROBS) {
+    for (int c = 0; c < C; ++c)
+      for (int x = 0; x < W; ++x) v[c * HW + x] = crf::log_f32(v[c * HW + x]);
+    return;
+  }
+  float* __restrict mx = sc.mx;
+  float* __restrict sum = sc.sum;
+  for (int x = 0; x < W; ++x) mx[x] = v[x];
+  for (int c = 1; c < C; ++c)
+    for (int x = 0; x < W; ++x) mx[x] = v[c * HW + x] > mx[x] ? v[c * HW + x] : mx[x];
+  for (int x = 0; x < W; ++x) sum[x] = 0.0f;
+  for (int c = 0; c < C; ++c)
+    for (int x = 0; x < W; ++x) sum[x] += crf::exp_f32(v[c * HW + x] - mx[x]);
+  for (int x = 0; x < W; ++x) sum[x] = crf::log_f32(sum[x]);
+  for (int c = 0; c < C; ++c)
+    for (int x = 0; x < W; ++x) v[c * HW + x] = (v[c * HW + x] - mx[x]) - sum[x];
+}
+
+// P = U (MODE_INIT) or a * U + w * M (MODE_ITER) for full-resolution row i.
+SEGKIT_ALWAYS void pred_row_body(const Ctx& cx, int i, const float* __restrict M,
+                                 float* __restrict P, int mode) {
+  const Plan& pl = *cx.pl;
+  const float* __restrict U = cx.scores + static_cast<index_t>(i) * pl.W;
+  const index_t HW = pl.HW, ldw = pl.ldw;
+  const int W = pl.W;
+  const float a = cx.a->unary_coef, w = cx.a->message_coef;
+  for (int c = 0; c < pl.C; ++c) {
+    const float* __restrict u = U + c * HW;
+    float* __restrict p = P + c * ldw;
+    if (mode == MODE_ITER) {
+      const float* __restrict m = M + c * ldw;
+      for (int x = 0; x < W; ++x) p[x] = a * u[x] + w * m[x];
+    } else {
+      for (int x = 0; x < W; ++x) p[x] = u[x];
+    }
+  }
+}
+
+// Softmax over the C rows of P (stride ldw), pixel by pixel.
+SEGKIT_ALWAYS void softmax_rows_body(const Plan& pl, float* __restrict P, const Scratch& sc) {
+  const int W = pl.W, C = pl.C;
+  const index_t ldw = pl.ldw;
+  float* __restrict mx = sc.mx;
+  float* __restrict sum = sc.sum;
+  for (int x = 0; x < W; ++x) mx[x] = P[x];
+  for (int c = 1; c < C; ++c)
+    for (int x = 0; x < W; ++x) mx[x] = P[c * ldw + x] > mx[x] ? P[c * ldw + x] : mx[x];
+  for (int x = 0; x < W; ++x) sum[x] = 0.0f;
+  for (int c = 0; c < C; ++c)
+    for (int x = 0; x < W; ++x) {
+      const float e = crf::exp_f32(P[c * ldw + x] - mx[x]);
+      P[c * ldw + x] = e;
+      sum[x] += e;
+    }
+  for (int x = 0; x < W; ++x) sum[x] = 1.0f / sum[x];
+  for (int c = 0; c < C; ++c)
+    for (int x = 0; x < W; ++x) P[c * ldw + x] *= sum[x];
+}
+
+// Whether the values of this step go through a softmax.
+SEGKIT_ALWAYS bool softmax_after(const ConvCrfArgs& a, int mode, bool last) {
+  if (mode == MODE_INIT)
+    return a.unary_kind == crf::UNARY_PROBS || a.init == crf::INIT_SOFTMAX;
+  return !last || a.final_softmax;
+}
+
+// Copy C rows of P (stride ldw) to full-resolution row i of the scores.
+SEGKIT_ALWAYS void store_scores_row(const Ctx& cx, int i, const float* __restrict P) {
+  const Plan& pl = *cx.pl;
+  for (int c = 0; c < pl.C; ++c)
+    std::memcpy(cx.scores + c * pl.HW + static_cast<index_t>(i) * pl.W, P + c * pl.ldw,
+                sizeof(float) * pl.W);
+}
+
+// The b x b means of pooled row R into the next Q: `acc` holds C rows (stride ldw) of the
+// sums over the `rows` full-resolution rows of its cells.
+SEGKIT_ALWAYS void pool_row(const Ctx& cx, int R, int rows, const float* acc_rows) {
+  const Plan& pl = *cx.pl;
+  const float nrows = static_cast<float>(rows);
+  for (int c = 0; c < pl.C; ++c) {
+    const float* acc = acc_rows + c * pl.ldw;
+    float* q = cx.qnext + c * pl.plane + (pl.s + R) * pl.ld + pl.s;
+    for (int X = 0; X < pl.Wp; ++X) {
+      int x0, x1;
+      crf::pool_span(X, pl.p1, pl.b, pl.W, &x0, &x1);
+      float s = 0.0f;
+      for (int x = x0; x < x1; ++x) s += acc[x];
+      q[X] = s / (nrows * static_cast<float>(x1 - x0));
+    }
+  }
+}
+
+// ---- the update with every class of a block of pixels in registers (C <= 16) -----------------
+
+// p_c = get(c) for the C <= CM classes of one block of pixels, then softmax over classes when
+// `soft`, then put(c, p_c). The same operations as softmax_rows_body, lane by lane.
+template <int B, int CM, typename Get, typename Put>
+SEGKIT_ALWAYS void update_block(int C, bool soft, const Get& get, const Put& put) {
+  typedef vec_t<float, B> V;
+  V p[CM];
+#pragma GCC unroll 16
+  for (int c = 0; c < CM; ++c)
+    if (c < C) p[c] = get(c);
+  if (soft) {
+    V mx = p[0];
+#pragma GCC unroll 16
+    for (int c = 1; c < CM; ++c)
+      if (c < C) mx = p[c] > mx ? p[c] : mx;
+    V sum = V{};
+#pragma GCC unroll 16
+    for (int c = 0; c < CM; ++c)
+      if (c < C) {
+        p[c] = crf::exp_poly(p[c] - mx);
+        sum += p[c];
+      }
+    const V inv = 1.0f / sum;
+#pragma GCC unroll 16
+    for (int c = 0; c < CM; ++c)
+      if (c < C) p[c] *= inv;
+  }
+#pragma GCC unroll 16
+  for (int c = 0; c < CM; ++c)
+    if (c < C) put(c, p[c]);
+}
+
+// Runs update_block over the W pixels of a row: whole vectors in place, the last partial
+// vector through zero-padded copies. get(c, u, x0) / put(c, value, x0) see the block's unary
+// vector u and its first pixel; `dst(c)` is where put's values of class c go for x0 = 0 (for
+// the copies of the tail).
+template <int B, int CM, typename Get, typename Put>
+SEGKIT_ALWAYS void update_row_blocks(const Plan& pl, const float* U, bool soft, const Get& get,
+                                     const Put& put) {
+  typedef vec_t<float, B> V;
+  constexpr int L = Vec<float, B>::lanes;
+  const int C = pl.C, W = pl.W;
+  const index_t HW = pl.HW;
+  int x0 = 0;
+  for (; x0 + L <= W; x0 += L)
+    update_block<B, CM>(
+        C, soft, [&](int c) { return get(c, loadv<V>(U + c * HW + x0), x0); },
+        [&](int c, V v) { put(c, v, x0, L); });
+  if (x0 < W) {
+    const int nv = W - x0;
+    float tail[CM * L];
+    std::memset(tail, 0, sizeof tail);
+    for (int c = 0; c < C; ++c) std::memcpy(tail + c * L, U + c * HW + x0, sizeof(float) * nv);
+    update_block<B, CM>(
+        C, soft, [&](int c) { return get(c, loadv<V>(tail + c * L), x0); },
+        [&](int c, V v) { put(c, v, x0, nv); });
+  }
+}
+
+template <int B, int CM>
+SEGKIT_ALWAYS void rows_blur1_regs(const Ctx& cx, int r, const Scratch& sc, int mode,
+                                   bool last) {
+  typedef vec_t<float, B> V;
+  const Plan& pl = *cx.pl;
+  const bool iterate = mode == MODE_ITER;
+  if (iterate) message_row_body<B>(cx, r, sc.M);
+  const float a = cx.a->unary_coef, w = cx.a->message_coef;
+  float* U = cx.scores + static_cast<index_t>(r) * pl.W;
+  const float* M = sc.M;
+  const index_t ldw = pl.ldw, HW = pl.HW, plane = pl.plane;
+  float* dst = iterate && last ? U : cx.qnext + (pl.s + r) * pl.ld + pl.s;
+  const index_t dstride = iterate && last ? HW : plane;
+  auto put = [&](int c, V v, int x0, int n) { store_lanes(dst + c * dstride + x0, v, n); };
+  const bool soft = softmax_after(*cx.a, mode, last);
+  if (iterate)
+    update_row_blocks<B, CM>(
+        pl, U, soft, [&](int c, V u, int x0) { return a * u + w * loadv<V>(M + c * ldw + x0); },
+        put);
+  else
+    update_row_blocks<B, CM>(pl, U, soft, [&](int, V u, int) { return u; }, put);
+}
+
+template <int B, int CM>
+SEGKIT_ALWAYS void update_blur_regs(const Ctx& cx, int R, const Scratch& sc, int mode,
+                                    bool last) {
+  typedef vec_t<float, B> V;
+  const Plan& pl = *cx.pl;
+  const int W = pl.W, C = pl.C;
+  const index_t ldw = pl.ldw, HW = pl.HW;
+  const bool iterate = mode == MODE_ITER;
+  const bool pool = !iterate || !last;
+  const bool soft = softmax_after(*cx.a, mode, last);
+  const float a = cx.a->unary_coef, w = cx.a->message_coef;
+  int y0, y1;
+  crf::pool_span(R, pl.p0, pl.b, pl.H, &y0, &y1);
+  if (pool)
+    for (int c = 0; c < C; ++c) std::memset(sc.A + c * ldw, 0, sizeof(float) * W);
+  float* A = sc.A;
+  for (int i = y0; i < y1; ++i) {
+    float* U = cx.scores + static_cast<index_t>(i) * W;
+    auto put = [&](int c, V v, int x0, int n) {
+      if (pool) {
+        float* p = A + c * ldw + x0;  // rows padded to whole vectors
+        storev(p, loadv<V>(p) + v);
+      } else {
+        store_lanes(U + c * HW + x0, v, n);
+      }
+    };
+    if (iterate) {
+      int r0, r1;
+      float h0, h1;
+      crf::bilinear_taps(i, pl.p0, pl.b, pl.Hp, &r0, &r1, &h0, &h1);
+      const float* e0 = cx.Me + static_cast<index_t>(r0) * ldw;
+      const float* e1 = cx.Me + static_cast<index_t>(r1) * ldw;
+      const index_t cs = static_cast<index_t>(pl.Hp) * ldw;
+      update_row_blocks<B, CM>(
+          pl, U, soft,
+          [&](int c, V u, int x0) {
+            return a * u + w * (h0 * loadv<V>(e0 + c * cs + x0) + h1 * loadv<V>(e1 + c * cs + x0));
+          },
+          put);
+    } else {
+      update_row_blocks<B, CM>(pl, U, soft, [&](int, V u, int) { return u; }, put);
+    }
+  }
+  if (pool) pool_row(cx, R, y1 - y0, A);
+}
+
+// blur 1, row r: (message,) update, softmax; into the next Q or, last, into the scores.
+template <int B>
+SEGKIT_ALWAYS void rows_blur1_body(const Ctx& cx, int r, const Scratch& sc, int mode,
+                                   bool last) {
+  const Plan& pl = *cx.pl;
+  if (mode == MODE_ITER) message_row_body<B>(cx, r, sc.M);
+  pred_row_body(cx, r, sc.M, sc.P, mode);
+  if (softmax_after(*cx.a, mode, last)) softmax_rows_body(pl, sc.P, sc);
+  if (mode == MODE_ITER && last) {
+    store_scores_row(cx, r, sc.P);
+    return;
+  }
+  for (int c = 0; c < pl.C; ++c)
+    std::memcpy(cx.qnext + c * pl.plane + (pl.s + r) * pl.ld + pl.s, sc.P + c * pl.ldw,
+                sizeof(float) * pl.W);
+}
+
+// blur b, pooled row R: the message, then upsampled along the row into Me.
+template <int B>
+SEGKIT_ALWAYS void message_blur_body(const Ctx& cx, int R, const Scratch& sc) {
+  const Plan& pl = *cx.pl;
+  message_row_body<B>(cx, R, sc.M);
+  const int W = pl.W;
+  const int* __restrict i0 = pl.xi0.data();
+  const int* __restrict i1 = pl.xi1.data();
+  const float* __restrict l0 = pl.xl0.data();
+  const float* __restrict l1 = pl.xl1.data();
+  for (int c = 0; c < pl.C; ++c) {
+    const float* __restrict m = sc.M + c * pl.ldw;
+    float* __restrict e = cx.Me + (static_cast<index_t>(c) * pl.Hp + R) * pl.ldw;
+    for (int x = 0; x < W; ++x) e[x] = l0[x] * m[i0[x]] + l1[x] * m[i1[x]];
+  }
+}
+
+// blur b, pooled row R: for each of its full-resolution rows, the vertical interpolation of
+// the message, update and softmax; then the b x b means into the next pooled Q (or, last,
+// the rows into the scores).
+template <int B>
+SEGKIT_ALWAYS void update_blur_body(const Ctx& cx, int R, const Scratch& sc, int mode,
+                                    bool last) {
+  const Plan& pl = *cx.pl;
+  const int W = pl.W, C = pl.C;
+  const index_t ldw = pl.ldw;
+  const bool pool = mode == MODE_INIT || !last;
+  int y0, y1;
+  crf::pool_span(R, pl.p0, pl.b, pl.H, &y0, &y1);
+  if (pool)
+    for (int c = 0; c < C; ++c) std::memset(sc.A + c * ldw, 0, sizeof(float) * W);
+  for (int i = y0; i < y1; ++i) {
+    if (mode == MODE_ITER) {
+      int r0, r1;
+      float h0, h1;
+      crf::bilinear_taps(i, pl.p0, pl.b, pl.Hp, &r0, &r1, &h0, &h1);
+      for (int c = 0; c < C; ++c) {
+        const float* __restrict e0 = cx.Me + (static_cast<index_t>(c) * pl.Hp + r0) * ldw;
+        const float* __restrict e1 = cx.Me + (static_cast<index_t>(c) * pl.Hp + r1) * ldw;
+        float* __restrict m = sc.M + c * ldw;
+        for (int x = 0; x < W; ++x) m[x] = h0 * e0[x] + h1 * e1[x];
+      }
+    }
+    pred_row_body(cx, i, sc.M, sc.P, mode);
+    if (softmax_after(*cx.a, mode, last)) softmax_rows_body(pl, sc.P, sc);
+    if (!pool) {
+      store_scores_row(cx, i, sc.P);
+      continue;
+    }
+    for (int c = 0; c < C; ++c) {
+      float* __restrict acc = sc.A + c * ldw;
+      const float* __restrict p = sc.P + c * ldw;
+      for (int x = 0; x < W; ++x) acc[x] += p[x];
+    }
+  }
+  if (pool) pool_row(cx, R, y1 - y0, sc.A);
+}
+
+}  // namespace
+
+// ---- entry points: one dispatch each over the instruction set and the class block ----------
+
+void weights_row(const Ctx& cx, int R) {
+  dispatch_isa([&](auto) SEGKIT_BODY {
+    if (cx.pl->ncol == 3)
+      weights_row_body<3>(cx, R);
+    else
+      weights_row_body<5>(cx, R);
+  });
+}
+
+void unary_row(const Ctx& cx, int i, const Scratch& sc) {
+  dispatch_isa([&](auto) SEGKIT_BODY { unary_row_body(cx, i, sc); });
+}
+
+void rows_blur1(const Ctx& cx, int r, const Scratch& sc, int mode, bool last) {
+  dispatch_isa([&](auto isa) SEGKIT_BODY {
+    constexpr int B = decltype(isa)::bytes;
+    if (!dispatch_upto<4, 8, 12, kMaxRegClasses>(cx.pl->C, [&](auto cm) SEGKIT_BODY {
+          rows_blur1_regs<B, decltype(cm)::value>(cx, r, sc, mode, last);
+        }))
+      rows_blur1_body<B>(cx, r, sc, mode, last);
+  });
+}
+
+void message_blur(const Ctx& cx, int R, const Scratch& sc) {
+  dispatch_isa([&](auto isa) SEGKIT_BODY { message_blur_body<decltype(isa)::bytes>(cx, R, sc); });
+}
+
+void update_blur(const Ctx& cx, int R, const Scratch& sc, int mode, bool last) {
+  dispatch_isa([&](auto isa) SEGKIT_BODY {
+    constexpr int B = decltype(isa)::bytes;
+    if (!dispatch_upto<4, 8, 12, kMaxRegClasses>(cx.pl->C, [&](auto cm) SEGKIT_BODY {
+          update_blur_regs<B, decltype(cm)::value>(cx, R, sc, mode, last);
+        }))
+      update_blur_body<B>(cx, R, sc, mode, last);
+  });
+}
+
+}  // namespace crfrows
+}  // namespace cpu
+}  // namespace segkit
