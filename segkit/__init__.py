@@ -17,6 +17,8 @@ from .ops.soft_vote import soft_vote
 from .io.store import ConfidenceStore, StoreError
 from .io.submission import read_submission, write_submission
 from .jobs.ensemble import ensemble
+from .ops.vote_confusion import vote_confusion
+from .jobs.tune import tune
 
 __version__ = "0.1.0"
 
@@ -29,4 +31,5 @@ __all__ = [
     "soft_vote", "ConfidenceStore", "StoreError", "ensemble", "read_submission",
     "write_submission",
     "CRF_PRESETS", "convcrf", "convcrf_labels", "crf_job",
+    "vote_confusion", "tune",
 ]

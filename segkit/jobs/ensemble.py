@@ -32,7 +32,8 @@ import numpy as np
 from ..io import atomic
 from ..io.masks import read_mask, write_mask
 from ..io.names import flatten_name, unflatten_name
-from ..io.store import ConfidenceStore, StoreError, common_stems, open_stores
+from ..io.store import (ConfidenceStore, StoreError, common_stems, open_store, open_stores,
+                        store_identity, store_spec)
 from ..io.submission import DOWNSAMPLE, read_sample_ids, write_submission
 from ..ops.soft_vote import _check_weights
 
@@ -124,7 +125,7 @@ class _VoteImage:
 
     def stores(self) -> list[ConfidenceStore]:
         if self._stores is None:
-            self._stores = [ConfidenceStore(r) for r in self.roots]
+            self._stores = [open_store(r) for r in self.roots]
         return self._stores
 
     def probs_store(self) -> ConfidenceStore:
@@ -259,7 +260,7 @@ def ensemble(stores: Sequence[ConfidenceStore | str | Path], weights: Sequence[f
     out.mkdir(parents=True, exist_ok=True)
     atomic.remove_temporaries(out)
     classes = opened[0].classes
-    settings = {"stores": [str(s.root.resolve()) for s in opened],
+    settings = {"stores": [store_identity(s) for s in opened],
                 "weights": None if weights is None else [float(w) for w in weights],
                 "factors": [float(f) for f in factors], "crf": crf, "classes": classes}
     _check_settings(out, settings, resume)
@@ -278,7 +279,7 @@ def ensemble(stores: Sequence[ConfidenceStore | str | Path], weights: Sequence[f
                                        "weights": settings["factors"], "crf": crf})
 
     report = EnsembleReport(out=out, images=len(stems), missing=missing)
-    work = _VoteImage([str(s.root) for s in opened], settings["weights"], str(out),
+    work = _VoteImage([store_spec(s) for s in opened], settings["weights"], str(out),
                       len(classes), crf, None if images is None else str(images), save_probs,
                       resume, backend)
     for _, status in map_items(work, stems, workers=workers, engine=engine, desc="ensemble",
