@@ -21,6 +21,7 @@ COMMANDS = {
     "infer": ("infer", "Class probabilities of a folder of images into a confidence store."),
     "ensemble": ("ensemble", "Soft-vote confidence stores into label maps and a submission CSV."),
     "crf": ("crf", "ConvCRF post-processing: unaries + images -> label PNGs."),
+    "tune": ("tune", "Ensemble weights, per-class bias and ConvCRF tuned on OOF predictions."),
 }
 
 
