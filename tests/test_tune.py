@@ -48,6 +48,18 @@ def test_numba_equals_reference(dtype, shape):
             assert ref.sum() == (gt != 255).sum()
 
 
+def test_half_conversion_is_exact_for_every_bit_pattern():
+    from segkit._numba.vote_confusion import half_to_float_all
+
+    bits = np.arange(65536, dtype=np.uint16)
+    out = np.empty(65536, np.float32)
+    half_to_float_all(bits, out)
+    ref = bits.view(np.float16).astype(np.float32)
+    nan = np.isnan(ref)
+    np.testing.assert_array_equal(np.isnan(out), nan)
+    np.testing.assert_array_equal(out[~nan].view(np.uint32), ref[~nan].view(np.uint32))
+
+
 def test_labels_follow_the_definition_by_hand():
     # one pixel, two models: mean (0.45, 0.55) -> 1; a bias of +0.3 on class 0 gives
     # 0.45 * e^0.3 = 0.607 > 0.55 -> 0
