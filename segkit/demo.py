@@ -282,7 +282,7 @@ class Demo:
                           images=self.data / "images", search="weights,bias,crf",
                           budget=40 if small else 150, seed=self.seed,
                           crf_images=2 if small else 6, crf_budget=3 if small else 8,
-                          workers=2, progress=False, log=lambda line: self.log("    " + line))
+                          workers=1 if small else 2, progress=False, log=lambda line: self.log("    " + line))
         self.tuned = res
         return {"weights": res.weights, "bias": res.bias, "crf": res.crf,
                 "holdout": res.metrics["holdout"], "seconds": res.seconds}

@@ -176,31 +176,59 @@ class _Pixels:
 
 
 class _CrfCounts:
-    """Confusion matrix of one image under a full setting (weights, bias, CRF): the CRF path,
-    per image (it needs the whole image)."""
+    """Confusion matrices of one image under full settings (weights, bias, CRF): the CRF
+    path, per image (it needs the whole image). An item is (stem, [setting index, ...]);
+    the image is read and voted once for all its settings."""
 
-    def __init__(self, reader: _Pixels, images: str, weights, bias, crf):
-        self.reader, self.images = reader, images
-        self.weights, self.bias, self.crf = weights, bias, crf
+    def __init__(self, reader: _Pixels, images: str | None, settings: list[tuple]):
+        self.reader, self.images, self.settings = reader, images, settings
 
-    def __call__(self, stem: str) -> np.ndarray:
+    def __call__(self, item) -> list[tuple[int, np.ndarray]]:
         import segkit
         from .ensemble import find_image, read_image
 
+        stem, which = item
         probs, gt = self.reader.read(stem)
-        _, mean = segkit.soft_vote(probs, self.weights, return_probs=True)
         c = self.reader.num_classes
-        bias = None if self.bias is None else np.asarray(self.bias, np.float64)
-        scale = None if bias is None else bias_scale(bias, c)
-        image = read_image(find_image(Path(self.images), stem)) if self.crf else None
-        if image is not None and image.shape[:2] != gt.shape:
-            raise ValueError(f"{stem}: image is {image.shape[1]}x{image.shape[0]}, the "
-                             f"probabilities {gt.shape[1]}x{gt.shape[0]}")
-        labels = setting_labels(mean, scale, self.crf, image, bias).ravel()
         g = gt.astype(np.int64).ravel()
         valid = np.ones(g.shape, bool) if self.reader.ignore_index is None else \
             g != self.reader.ignore_index
-        return np.bincount(g[valid] * c + labels[valid], minlength=c * c).reshape(c, c)
+        image, means, out = None, {}, []
+        for k in which:
+            weights, bias, crf = self.settings[k]
+            key = tuple(weights)
+            if key not in means:
+                means[key] = segkit.soft_vote(probs, weights, return_probs=True)[1]
+            if crf is not None and image is None:
+                image = read_image(find_image(Path(self.images), stem))
+                if image.shape[:2] != gt.shape:
+                    raise ValueError(f"{stem}: image is {image.shape[1]}x{image.shape[0]}, "
+                                     f"the probabilities {gt.shape[1]}x{gt.shape[0]}")
+            b = None if bias is None else np.asarray(bias, np.float64)
+            labels = setting_labels(means[key], None if b is None else bias_scale(b, c), crf,
+                                    image, b).ravel()
+            out.append((k, np.bincount(g[valid] * c + labels[valid],
+                                       minlength=c * c).reshape(c, c)))
+        return out
+
+
+def full_confusions(reader: _Pixels, images: str | None, stems: Sequence[str],
+                    settings: list[tuple], *, workers: int, engine: str, progress: bool,
+                    desc: str) -> list[np.ndarray]:
+    """(C, C) counts of every setting (weights, bias, crf) over `stems`: one parallel pass,
+    each task one image under all settings."""
+    c = reader.num_classes
+    cms = [np.zeros((c, c), np.int64) for _ in settings]
+    if not settings:
+        return cms
+    items = [(s, list(range(len(settings)))) for s in stems]
+    counter = _CrfCounts(reader, images, [(list(map(float, w)), None if b is None else
+                                           list(map(float, b)), crf) for w, b, crf in settings])
+    for part in map_items(counter, items, workers=min(workers, len(items)), engine=engine,
+                          desc=desc, unit="image", progress=progress):
+        for k, cm in part:
+            cms[k] += cm
+    return cms
 
 
 # ---- the kept pixels of a set of images --------------------------------------------------------
@@ -524,21 +552,18 @@ def tune(models: Sequence[Any], gt: str | Path, out: str | Path, *,
                                                   b_fit, rng, crf_images, crf_budget, workers,
                                                   engine, say)
 
-        # held-out metrics
-        def holdout_cm(w, b, crf):
-            if crf is None:
-                return pix_hold.confusion(w, b)
-            counter = _CrfCounts(reader, str(images), [float(v) for v in w],
-                                 None if b is None else [float(v) for v in b], crf)
-            cm = np.zeros((c, c), np.int64)
-            for part in map_items(counter, hold_stems, workers=workers, engine=engine,
-                                  desc="tune: hold-out CRF", unit="image", progress=progress):
-                cm += part
-            return cm
-
-        cms = {"equal": holdout_cm(equal, None, None),
-               "recipe": holdout_cm(equal, None, recipe_crf()) if images is not None else None,
-               "tuned": holdout_cm(w_fit, b_fit, crf_choice)}
+        # held-out metrics (the CRF settings in one parallel pass over the held-out images)
+        with_crf = {}
+        if images is not None:
+            with_crf["recipe"] = (equal, None, recipe_crf())
+        if crf_choice is not None:
+            with_crf["tuned"] = (w_fit, b_fit, crf_choice)
+        full = dict(zip(with_crf, full_confusions(
+            reader, None if images is None else str(images), hold_stems,
+            list(with_crf.values()), workers=workers, engine=engine, progress=progress,
+            desc="tune: hold-out CRF")))
+        cms = {"equal": pix_hold.confusion(equal, None), "recipe": full.get("recipe"),
+               "tuned": full["tuned"] if "tuned" in full else pix_hold.confusion(w_fit, b_fit)}
         metrics = {"holdout": {k: None if v is None else _scores_dict(v, classes)
                                for k, v in cms.items()},
                    "holdout_images": n_hold, "search_images": len(search_stems),
@@ -597,31 +622,24 @@ def tune(models: Sequence[Any], gt: str | Path, out: str | Path, *,
 def _search_crf(reader, images, search_stems, w, b, rng, crf_images, crf_budget, workers,
                 engine, say):
     """Compare ConvCRF candidates with "off" on a seeded subset of the search images."""
-    c = reader.num_classes
     subset = sorted(search_stems[i] for i in
                     rng.permutation(len(search_stems))[:min(crf_images, len(search_stems))])
     history = []
-
-    def run(crf):
-        counter = _CrfCounts(reader, images, [float(v) for v in w],
-                             None if b is None else [float(v) for v in b], crf)
-        t = time.perf_counter()
-        cm = np.zeros((c, c), np.int64)
-        for part in map_items(counter, subset, workers=workers, engine=engine, progress=False):
-            cm += part
-        return miou_of(cm), time.perf_counter() - t
-
-    off, _ = run(None)
-    history.append({"stage": "crf", "candidate": 0, "crf": None, "miou": off})
+    candidates = [None] + _crf_candidates(rng, crf_budget)
+    t = time.perf_counter()
+    cms = full_confusions(reader, images, subset, [(w, b, cand) for cand in candidates],
+                          workers=workers, engine=engine, progress=False, desc="tune: crf")
+    secs = time.perf_counter() - t
+    off = miou_of(cms[0])
     best, best_value = None, off
-    for i, cand in enumerate(_crf_candidates(rng, crf_budget), 1):
-        value, secs = run(cand)
-        history.append({"stage": "crf", "candidate": i, "crf": cand, "miou": value,
-                        "seconds": secs})
-        if value > best_value + 1e-12:
+    for i, (cand, cm) in enumerate(zip(candidates, cms)):
+        value = miou_of(cm)
+        history.append({"stage": "crf", "candidate": i, "crf": cand, "miou": value})
+        if cand is not None and value > best_value + 1e-12:
             best, best_value = cand, value
-    say(f"    crf: {len(history) - 1} candidates on {len(subset)} search images; off "
-        f"{off:.4f}, best {best_value:.4f} -> {'kept: ' + str(best) if best else 'off'}")
+    say(f"    crf: {len(candidates) - 1} candidates on {len(subset)} search images in "
+        f"{secs:.1f} s; off {off:.4f}, best {best_value:.4f} -> "
+        f"{'kept: ' + str(best) if best else 'off'}")
     return best, history
 
 
