@@ -26,6 +26,7 @@ SUITES = {
     "resample": ["1 worker", "original recipe"],
     "soft_vote": ["np.average", "floor 2 threads", "NumPy loop"],
     "convcrf": ["unfold reference (1 thread)", "unfold reference (2 threads)", "pydensecrf2"],
+    "tune": ["soft_vote + confusion_matrix (cpp)", "every pixel"],
 }
 
 

@@ -320,7 +320,8 @@ def ensemble(stores: Sequence[ConfidenceStore | str | Path], weights: Sequence[f
     if save_probs:
         ConfidenceStore.create(out / "probs", classes, model="segkit ensemble",
                                config={"stores": settings["stores"],
-                                       "weights": settings["factors"], "crf": crf})
+                                       "weights": settings["factors"], "crf": crf,
+                                       "bias": bias, "crf_setting": crf_setting})
 
     report = EnsembleReport(out=out, images=len(stems), missing=missing)
     work = _VoteImage([store_spec(s) for s in opened], settings["weights"], str(out),
