@@ -110,3 +110,39 @@ def vote_confusion(data, factors, scale, gt, num_classes, has_ign, ign):
                 else:
                     local[k, g * num_classes + lab[x]] += 1
     return local.sum(0), bad.sum(0)
+
+
+@njit(parallel=True, cache=True)
+def settled_pixels(data, ratio, top, settled):
+    """For (M, C, P) probabilities (uint16 float16 bits or float32): top[x] = model 0's top
+    class (the first of equal maxima) and settled[x] = every model has that same top class with
+    a probability > ratio x its second largest (so that no weights >= 0 and biases within
+    +-log(ratio)/2 change the vote's label there). Parallel over tiles of pixels."""
+    m_count, nc, npix = data.shape
+    tiles = (npix + TILE - 1) // TILE
+    for t in prange(tiles):
+        x0 = t * TILE
+        x1 = min(x0 + TILE, npix)
+        for x in range(x0, x1):
+            ok = True
+            first_top = -1
+            for m in range(m_count):
+                best = load(data[m, 0, x])
+                second = np.float32(-1.0)
+                arg = 0
+                for c in range(1, nc):
+                    v = load(data[m, c, x])
+                    if v > best:
+                        second = best
+                        best = v
+                        arg = c
+                    elif v > second:
+                        second = v
+                if m == 0:
+                    first_top = arg
+                elif arg != first_top:
+                    ok = False
+                if not best > ratio * second:
+                    ok = False
+            top[x] = first_top
+            settled[x] = ok

@@ -157,20 +157,17 @@ class _Pixels:
             bad = g[valid][(g[valid] < 0) | (g[valid] >= c)][0]
             raise ValueError(f"{stem}: mask {self.masks[stem]} has label {int(bad)} outside "
                              f"0..{c - 1} (and not ignore_index {self.ignore_index})")
-        fixed = valid.copy()
-        top = None
-        for p in probs:
-            q = np.asarray(p, np.float32).reshape(c, -1)
-            two = np.partition(q, c - 2, axis=0)[c - 2:]   # (2, P): second, first
-            arg = q.argmax(0)
-            fixed &= two[1] > self.ratio * two[0]
-            if top is None:
-                top = arg
-            else:
-                fixed &= arg == top
+        from .._numba.vote_confusion import settled_pixels
+        from ..ops.vote_confusion import stack_pixels
+
+        stacked = stack_pixels(probs)                      # (M, C, P) float16 bits
+        top = np.empty(g.size, np.int64)
+        settled = np.empty(g.size, np.bool_)
+        settled_pixels(stacked, np.float32(self.ratio), top, settled)
+        fixed = valid & settled
         cm = np.bincount(g[fixed] * c + top[fixed], minlength=c * c).reshape(c, c)
         keep = valid & ~fixed
-        data = np.stack([np.asarray(p).reshape(c, -1)[:, keep] for p in probs]).view(np.uint16)
+        data = np.ascontiguousarray(stacked[:, :, keep])
         labels = g[keep].astype(np.uint8 if c <= 256 else np.uint16)
         return stem, cm.astype(np.int64), data, labels
 
