@@ -60,6 +60,29 @@ def test_half_conversion_is_exact_for_every_bit_pattern():
     np.testing.assert_array_equal(out[~nan].view(np.uint32), ref[~nan].view(np.uint32))
 
 
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_settled_pixels_equal_numpy(dtype):
+    from segkit._numba.vote_confusion import settled_pixels
+
+    rng = np.random.default_rng(2)
+    for c, n in ((2, 1), (3, 7), (11, 5000)):
+        q = model_probs(1, c, 1, n, seed=c)[0, :, 0].astype(dtype)
+        q[:, :3] = q[:, :1]  # equal pixels; and a tie between two classes:
+        q[0, -1] = q[1, -1] = 0.5
+        if c > 2:
+            q[2:, -1] = 0
+        plane = q.view(np.uint16) if dtype == np.float16 else q
+        top = np.empty(n, np.int32)
+        settled = np.empty(n, np.bool_)
+        ratio = np.float32(rng.uniform(1, 4))
+        settled_pixels(plane, ratio, top, settled)
+        f = q.astype(np.float32)
+        srt = np.sort(f, axis=0)
+        np.testing.assert_array_equal(top, f.argmax(0))
+        np.testing.assert_array_equal(settled, srt[-1] > ratio * srt[-2])
+        assert not settled[-1]
+
+
 def test_labels_follow_the_definition_by_hand():
     # one pixel, two models: mean (0.45, 0.55) -> 1; a bias of +0.3 on class 0 gives
     # 0.45 * e^0.3 = 0.607 > 0.55 -> 0

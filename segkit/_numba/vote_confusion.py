@@ -113,36 +113,32 @@ def vote_confusion(data, factors, scale, gt, num_classes, has_ign, ign):
 
 
 @njit(parallel=True, cache=True)
-def settled_pixels(data, ratio, top, settled):
-    """For (M, C, P) probabilities (uint16 float16 bits or float32): top[x] = model 0's top
-    class (the first of equal maxima) and settled[x] = every model has that same top class with
-    a probability > ratio x its second largest (so that no weights >= 0 and biases within
-    +-log(ratio)/2 change the vote's label there). Parallel over tiles of pixels."""
-    m_count, nc, npix = data.shape
+def settled_pixels(probs, ratio, top, settled):
+    """For one model's (C, P) probabilities (uint16 float16 bits or float32): top[x] = its top
+    class (the first of equal maxima) and settled[x] = that probability > ratio x the second
+    largest. Vectorised over tiles of pixels, parallel over tiles."""
+    nc, npix = probs.shape
     tiles = (npix + TILE - 1) // TILE
     for t in prange(tiles):
         x0 = t * TILE
         x1 = min(x0 + TILE, npix)
-        for x in range(x0, x1):
-            ok = True
-            first_top = -1
-            for m in range(m_count):
-                best = load(data[m, 0, x])
-                second = np.float32(-1.0)
-                arg = 0
-                for c in range(1, nc):
-                    v = load(data[m, c, x])
-                    if v > best:
-                        second = best
-                        best = v
-                        arg = c
-                    elif v > second:
-                        second = v
-                if m == 0:
-                    first_top = arg
-                elif arg != first_top:
-                    ok = False
-                if not best > ratio * second:
-                    ok = False
-            top[x] = first_top
-            settled[x] = ok
+        length = x1 - x0
+        best = np.empty(TILE, np.float32)
+        second = np.full(TILE, np.float32(-1.0))
+        arg = np.zeros(TILE, np.int32)
+        src = probs[0, x0:x1]
+        for x in range(length):
+            best[x] = load(src[x])
+        for c in range(1, nc):
+            src = probs[c, x0:x1]
+            for x in range(length):  # branch-free, so that LLVM vectorises it
+                v = load(src[x])
+                b = best[x]
+                above = v > b
+                s2 = second[x]
+                second[x] = b if above else (v if v > s2 else s2)
+                best[x] = v if above else b
+                arg[x] = c if above else arg[x]
+        for x in range(length):
+            top[x0 + x] = arg[x]
+            settled[x0 + x] = best[x] > ratio * second[x]

@@ -158,16 +158,20 @@ class _Pixels:
             raise ValueError(f"{stem}: mask {self.masks[stem]} has label {int(bad)} outside "
                              f"0..{c - 1} (and not ignore_index {self.ignore_index})")
         from .._numba.vote_confusion import settled_pixels
-        from ..ops.vote_confusion import stack_pixels
 
-        stacked = stack_pixels(probs)                      # (M, C, P) float16 bits
-        top = np.empty(g.size, np.int64)
+        planes = [np.ascontiguousarray(p).reshape(c, -1).view(np.uint16) for p in probs]
+        fixed = valid.copy()
+        first = np.empty(g.size, np.int32)
+        top = np.empty(g.size, np.int32)
         settled = np.empty(g.size, np.bool_)
-        settled_pixels(stacked, np.float32(self.ratio), top, settled)
-        fixed = valid & settled
-        cm = np.bincount(g[fixed] * c + top[fixed], minlength=c * c).reshape(c, c)
+        for m, plane in enumerate(planes):  # every model: the same top class, far ahead
+            settled_pixels(plane, np.float32(self.ratio), first if m == 0 else top, settled)
+            fixed &= settled
+            if m:
+                fixed &= top == first
+        cm = np.bincount(g[fixed] * c + first[fixed], minlength=c * c).reshape(c, c)
         keep = valid & ~fixed
-        data = np.ascontiguousarray(stacked[:, :, keep])
+        data = np.stack([np.compress(keep, plane, axis=1) for plane in planes])
         labels = g[keep].astype(np.uint8 if c <= 256 else np.uint16)
         return stem, cm.astype(np.int64), data, labels
 
