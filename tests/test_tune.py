@@ -349,3 +349,17 @@ def test_load_tuned_checks_its_values(tmp_path):
         tn.load_tuned(path)
     with pytest.raises(FileNotFoundError, match="segkit tune"):
         tn.load_tuned(tmp_path / "nope.json")
+
+
+def test_evaluate_takes_a_store_set(oof):
+    """segkit.evaluate scores a model's OOF fold stores (argmax) as one prediction."""
+    root, specs, labels, probs, stems = oof
+    ev = segkit.evaluate(specs[0], root / "gt", len(CLASSES), workers=1, progress=False)
+    assert ev.images == len(stems) and ev.class_names == CLASSES
+    stores = segkit.io.store.open_store(specs[0])
+    expected = sum(segkit.confusion_matrix(np.asarray(stores.read(s)).argmax(0),
+                                           labels[i].astype(np.int64), len(CLASSES))
+                   for i, s in enumerate(stems))
+    np.testing.assert_array_equal(ev.confusion, expected)
+    res = CliRunner().invoke(main, ["eval", specs[0], str(root / "gt"), "--num-classes", "6"])
+    assert res.exit_code == 0, res.output
