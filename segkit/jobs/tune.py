@@ -385,6 +385,13 @@ class TuneResult:
                  "  held-out mIoU: " + ", ".join(
                      f"{k} {_fmt_miou(v)}"
                      for k, v in m["holdout"].items())]
+        shown = {k: v for k, v in m["holdout"].items() if v is not None}
+        if shown:
+            lines.append("  held-out IoU per class: " + "".join(f"{k:>9s}" for k in shown))
+            for name in next(iter(shown.values()))["iou"]:
+                cells = [v["iou"][name] for v in shown.values()]
+                lines.append(f"    {name[:22]:22s}" + "".join(
+                    "      n/a" if x is None else f"{x:9.4f}" for x in cells))
         return "\n".join(lines)
 
 
