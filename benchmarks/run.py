@@ -27,6 +27,7 @@ SUITES = {
     "soft_vote": ["np.average", "floor 2 threads", "NumPy loop"],
     "convcrf": ["unfold reference (1 thread)", "unfold reference (2 threads)", "pydensecrf2"],
     "label_issues": ["cleanlab 2.9"],
+    "tune": ["soft_vote + confusion_matrix (cpp)", "every pixel"],
 }
 
 

@@ -19,6 +19,8 @@ from .io.submission import read_submission, write_submission
 from .jobs.ensemble import ensemble
 from .ops.label_issues import label_issues, label_quality
 from .jobs.audit import audit
+from .ops.vote_confusion import vote_confusion
+from .jobs.tune import tune
 
 __version__ = "0.1.0"
 
@@ -32,4 +34,5 @@ __all__ = [
     "write_submission",
     "CRF_PRESETS", "convcrf", "convcrf_labels", "crf_job",
     "label_issues", "label_quality", "audit",
+    "vote_confusion", "tune",
 ]

@@ -22,6 +22,7 @@ COMMANDS = {
     "ensemble": ("ensemble", "Soft-vote confidence stores into label maps and a submission CSV."),
     "crf": ("crf", "ConvCRF post-processing: unaries + images -> label PNGs."),
     "audit": ("audit", "Find wrong annotation pixels from out-of-fold stores (confident learning)."),
+    "tune": ("tune", "Ensemble weights, per-class bias and ConvCRF tuned on OOF predictions."),
 }
 
 

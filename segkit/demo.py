@@ -7,11 +7,17 @@ generates itself (no downloads).
 3. folds    `segkit kfold`: greedy k-fold splits
 4. resample `segkit resample`: the mode filter over every mask; every backend agrees; how much
             closer to the truth the resampled masks are
-5. train    the tiny Swin-UperNet config on two folds (mmengine's Runner, on the CPU)
-6. infer    `segkit infer` with test-time augmentation into two confidence stores
-7. ensemble `segkit ensemble`: soft vote, then ConvCRF, then the submission CSV
-8. evaluate per-class IoU and mIoU of each model, the vote and vote + CRF on the held-out split
-9. index    demo_out/index.md linking the pictures, tables and the submission
+5. train    two models (the tiny Swin-UperNet config, two seeds), each on every fold
+            (mmengine's Runner, on the CPU)
+6. infer    `segkit infer --split`: each fold's model writes its own validation images
+            (out-of-fold, OOF) and the test images, with test-time augmentation; a model's
+            test store is the mean of its fold models'
+7. tune     `segkit tune` on the OOF store sets: weights, per-class bias and ConvCRF, with a
+            held-out part of the OOF images
+8. ensemble `segkit ensemble`: equal soft vote, vote + ConvCRF, the recipe's setting (equal
+            weights + the "seed" CRF) and `--tuned`, whose labels make the submission CSV
+9. evaluate per-class IoU and mIoU of each model and each ensemble on the held-out test split
+10. index   demo_out/index.md linking the pictures, tables and the submission
 
 Every stage prints its timing; a failing stage stops the demo with a message naming it.
 """
@@ -54,18 +60,22 @@ class Preset:
 
 PRESETS = {
     # what `make demo` runs: about 5 minutes on 2 cores
-    "default": Preset(train_images=100, test_images=16, size=128, folds=4, epochs=50, tta=True,
+    # (2 models x 2 folds, each fold model trained on half the images for 30 epochs: 6000
+    # image-epochs, less than the former 2 models x 50 epochs on 3/4 of them, which leaves
+    # time for the out-of-fold inference and the tuning)
+    "default": Preset(train_images=100, test_images=16, size=128, folds=2, epochs=30, tta=True,
                       kernel_masks=8),
     # a faster look (the models learn less)
-    "quick": Preset(train_images=48, test_images=8, size=128, folds=4, epochs=15, tta=True,
+    "quick": Preset(train_images=48, test_images=8, size=128, folds=2, epochs=10, tta=True,
                     kernel_masks=4),
     # the end-to-end test in `make test`: every stage, tiny sizes
-    "tiny": Preset(train_images=12, test_images=3, size=64, folds=3, epochs=1, tta=False,
+    "tiny": Preset(train_images=12, test_images=3, size=64, folds=2, epochs=1, tta=False,
                    kernel_masks=1),
 }
 
-STAGES = ("data", "masks", "folds", "resample", "train", "infer", "ensemble", "evaluate",
-          "index")
+STAGES = ("data", "masks", "folds", "resample", "train", "infer", "tune", "ensemble",
+          "evaluate", "index")
+MODELS = ("model_a", "model_b")
 
 
 class DemoError(RuntimeError):
@@ -199,30 +209,36 @@ class Demo:
             warnings.simplefilter("ignore")
             from . import mmseg as smm
 
-        self.checkpoints = {}
-        metrics = {}
-        for name, fold in (("model_a", 0), ("model_b", 1)):
-            opts = {"train_cfg.max_epochs": self.p.epochs,
-                    "param_scheduler.1.end": self.p.epochs,
-                    "param_scheduler.1.T_max": self.p.epochs,
-                    "train_cfg.val_interval": max(1, self.p.epochs // 5),
-                    "randomness.seed": self.seed + fold,
-                    "log_level": "ERROR",
-                    "custom_hooks": [dict(type="ProgressBarHook",
-                                          desc=f"    {name} (fold {fold})")]}
-            t0 = time.perf_counter()
-            with quiet_mmseg(self.path("work", f"{name}.out")):
-                res = smm.train(str(CONFIG), work_dir=str(self.path("work", name)), fold=fold,
-                                data_root=str(self.data), cfg_options=opts)
-            ckpt = res.best_checkpoint or res.last_checkpoint
-            if ckpt is None:
-                raise DemoError(f"training {name} left no checkpoint in {res.work_dir}")
-            self.checkpoints[name] = ckpt
-            miou = res.metrics.get("mIoU", float("nan"))
-            metrics[name] = {"fold": fold, "val_mIoU": miou, "seconds":
-                             time.perf_counter() - t0, "checkpoint": str(ckpt)}
-            self.log(f"    {name}: fold {fold}, {self.p.epochs} epochs, validation mIoU "
-                     f"{miou:.1f}% in {metrics[name]['seconds']:.0f} s -> {Path(ckpt).name}")
+        self.checkpoints: dict[str, list] = {}
+        metrics: dict = {}
+        for m, name in enumerate(MODELS):
+            self.checkpoints[name] = []
+            metrics[name] = {}
+            for fold in range(self.p.folds):
+                opts = {"train_cfg.max_epochs": self.p.epochs,
+                        "param_scheduler.1.end": self.p.epochs,
+                        "param_scheduler.1.T_max": self.p.epochs,
+                        "train_cfg.val_interval": max(1, self.p.epochs // 5),
+                        "randomness.seed": self.seed + 100 * m + fold,
+                        "log_level": "ERROR",
+                        "custom_hooks": [dict(type="ProgressBarHook",
+                                              desc=f"    {name} (fold {fold})")]}
+                t0 = time.perf_counter()
+                work = f"{name}_fold{fold}"
+                with quiet_mmseg(self.path("work", f"{work}.out")):
+                    res = smm.train(str(CONFIG), work_dir=str(self.path("work", work)),
+                                    fold=fold, data_root=str(self.data), cfg_options=opts)
+                ckpt = res.best_checkpoint or res.last_checkpoint
+                if ckpt is None:
+                    raise DemoError(f"training {work} left no checkpoint in {res.work_dir}")
+                self.checkpoints[name].append(ckpt)
+                miou = res.metrics.get("mIoU", float("nan"))
+                metrics[name][f"fold{fold}"] = {"val_mIoU": miou, "seconds":
+                                                time.perf_counter() - t0,
+                                                "checkpoint": str(ckpt)}
+                self.log(f"    {name} fold {fold}: {self.p.epochs} epochs, validation mIoU "
+                         f"{miou:.1f}% in {metrics[name][f'fold{fold}']['seconds']:.0f} s -> "
+                         f"{Path(ckpt).name}")
         return metrics
 
     # ---- 6. infer ----------------------------------------------------------------------
@@ -230,33 +246,70 @@ class Demo:
         from . import mmseg as smm
 
         info = {}
-        for name, ckpt in self.checkpoints.items():
-            with quiet_mmseg(self.path("work", f"{name}.out")):
-                store = smm.infer(str(CONFIG), ckpt, self.data / "test_images",
-                                  self.path("stores", name), tta=self.p.tta, workers=0,
-                                  progress=True, model_name=name)
-            info[name] = len(store)
+        for name, ckpts in self.checkpoints.items():
+            for fold, ckpt in enumerate(ckpts):
+                kw = dict(tta=self.p.tta, workers=0, progress=True,
+                          model_name=f"{name}_fold{fold}")
+                with quiet_mmseg(self.path("work", f"{name}_fold{fold}.out")):
+                    oof = smm.infer(str(CONFIG), ckpt, self.data / "images",
+                                    self.path("stores", f"{name}_fold{fold}"),
+                                    split=self.data / "splits" / f"fold{fold}" / "val.txt", **kw)
+                    smm.infer(str(CONFIG), ckpt, self.data / "test_images",
+                              self.path("stores", f"{name}_fold{fold}_test"), **kw)
+                info[f"{name}_fold{fold}"] = len(oof)
+            self._mean_store(name, [self.path("stores", f"{name}_fold{f}_test")
+                                    for f in range(len(ckpts))])
         views = "with TTA (3 scales x 2 flips)" if self.p.tta else "without TTA"
-        self.log(f"    probabilities of the {self.p.test_images} test images {views} in "
-                 f"stores/model_a and stores/model_b (float16, one softmax)")
+        self.log(f"    {views}: each fold's model on its own validation fold (OOF: "
+                 f"stores/<model>_fold<k>, {sum(info.values())} images in all) and on the "
+                 f"{self.p.test_images} test images; stores/model_a, stores/model_b: the mean "
+                 "of each model's fold models on the test images")
         return info
+
+    def _mean_store(self, name: str, roots: list[Path]) -> None:
+        parts = [segkit.ConfidenceStore(r) for r in roots]
+        out = segkit.ConfidenceStore.create(self.path("stores", name), parts[0].classes,
+                                            model=f"{name} (mean of its fold models)")
+        for stem in parts[0].stems():
+            mean = sum(p.read(stem).astype(np.float32) for p in parts) / len(parts)
+            out.write(stem, mean)
+
+    # ---- 7. tune -----------------------------------------------------------------------
+    def stage_tune(self) -> dict:
+        specs = [",".join(str(self.path("stores", f"{n}_fold{f}"))
+                          for f in range(self.p.folds)) for n in MODELS]
+        small = self.p.train_images < 40
+        res = segkit.tune(specs, self.data / "masks", self.path("tuned"),
+                          images=self.data / "images", search="weights,bias,crf",
+                          budget=40 if small else 150, seed=self.seed,
+                          crf_images=2 if small else 6, crf_budget=3 if small else 8,
+                          workers=1 if small else 2, progress=False, log=lambda line: self.log("    " + line))
+        self.tuned = res
+        return {"weights": res.weights, "bias": res.bias, "crf": res.crf,
+                "holdout": res.metrics["holdout"], "seconds": res.seconds}
 
     # ---- 7. ensemble + CRF + submission ------------------------------------------------
     def stage_ensemble(self) -> dict:
-        stores = [self.path("stores", n) for n in self.checkpoints]
+        stores = [self.path("stores", n) for n in MODELS]
         sub_size = max(8, self.p.size // 2)  # the competition halves 512 to 256
         vote = segkit.ensemble(stores, [0.5, 0.5], self.path("ensemble"), progress=False)
         crf = segkit.ensemble(stores, [0.5, 0.5], self.path("ensemble_crf"), crf="convcrf",
-                              images=self.data / "test_images",
-                              submission=self.path("submission.csv"),
-                              sample=self.data / "sample_submission.csv", size=sub_size,
-                              progress=False)
+                              images=self.data / "test_images", progress=False)
+        segkit.ensemble(stores, [0.5, 0.5], self.path("ensemble_recipe"), crf="seed",
+                        images=self.data / "test_images", progress=False)
+        segkit.ensemble(stores, None, self.path("ensemble_tuned"),
+                        tuned=self.path("tuned", "tuned.json"),
+                        images=self.data / "test_images",
+                        submission=self.path("submission.csv"),
+                        sample=self.data / "sample_submission.csv", size=sub_size,
+                        progress=False)
         from .io.submission import read_submission
 
         rows = read_submission(self.path("submission.csv"), size=sub_size)
         self.log(f"    soft vote -> ensemble/labels; + ConvCRF (preset convcrf, probabilities) "
-                 f"-> ensemble_crf/labels; submission.csv: {len(rows)} rows of "
-                 f"{sub_size}x{sub_size} labels, re-read and checked")
+                 f"-> ensemble_crf/labels; the recipe (equal weights + the seed CRF) -> "
+                 f"ensemble_recipe/labels; --tuned -> ensemble_tuned/labels and submission.csv: "
+                 f"{len(rows)} rows of {sub_size}x{sub_size} labels, re-read and checked")
         self._crf_picture()
         return {"images": vote.images, "crf_images": crf.images, "submission_rows": len(rows)}
 
@@ -282,7 +335,9 @@ class Demo:
         variants = {"model A": self.path("stores", "model_a"),
                     "model B": self.path("stores", "model_b"),
                     "soft vote": self.path("ensemble", "labels"),
-                    "vote + CRF": self.path("ensemble_crf", "labels")}
+                    "vote + CRF": self.path("ensemble_crf", "labels"),
+                    "recipe": self.path("ensemble_recipe", "labels"),
+                    "tuned": self.path("ensemble_tuned", "labels")}
         results = {}
         for name, pred in variants.items():
             ev = segkit.evaluate(pred, gt, len(TRASH_CLASSES), class_names=list(TRASH_CLASSES),
@@ -324,14 +379,36 @@ class Demo:
                  "## Models, soft vote and ConvCRF", "",
                  "| | mIoU | pixel accuracy |", "|---|---:|---:|"]
         lines += [f"| {n} | {r['miou']:.3f} | {r['pixel_acc']:.3f} |" for n, r in ev.items()]
+        tune = st["tune"]
+        hold = tune["holdout"]
+        test_names = {"equal": "soft vote", "recipe": "recipe", "tuned": "tuned"}
+        lines += ["", "## Tuning on out-of-fold predictions", "",
+                  "Each model was trained on every fold; each fold's model inferred its own "
+                  "validation images (out of fold), so the OOF stores cover the training images. "
+                  "`segkit tune` searched weights, a per-class bias and ConvCRF on them, with "
+                  f"{self.tuned.info['holdout_images']} OOF images held out; the final values "
+                  "were then refit on all OOF images and applied to the test stores with "
+                  "`segkit ensemble --tuned`.", "",
+                  "| setting | held-out OOF mIoU | test mIoU |", "|---|---:|---:|"]
+        for key, label in (("equal", "equal weights"),
+                           ("recipe", "recipe (equal + seed CRF)"), ("tuned", "tuned")):
+            h = hold.get(key)
+            held = "n/a" if h is None else f"{h['miou']:.3f}"
+            lines.append(f"| {label} | {held} | {ev[test_names[key]]['miou']:.3f} |")
+        lines += ["", "Tuned weights: " + ", ".join(f"{w:.3f}" for w in tune["weights"])
+                  + "; bias: " + ("none" if tune["bias"] is None else
+                                  ", ".join(f"{b:+.2f}" for b in tune["bias"]))
+                  + f"; CRF: {tune['crf'] or 'off'}.", "", "![tuning](tuned/tuning.png)"]
         lines += ["", "![per-class IoU](iou.png)", "",
                   "![vote and CRF](crf_before_after.png)", "",
                   "## Files", "",
                   "- `data/`: images, COCO files, masks (`masks`, `masks_clean`, "
                   "`masks_resampled`, `test_masks`), `splits/` (folds)",
-                  "- `work/model_a`, `work/model_b`: mmengine work folders (logs, checkpoints)",
-                  "- `stores/`: confidence stores (float16 probabilities per image)",
-                  "- `ensemble/labels`, `ensemble_crf/labels`: label PNGs",
+                  "- `work/model_*_fold*`: mmengine work folders (logs, checkpoints)",
+                  "- `stores/`: confidence stores (float16 probabilities per image): "
+                  "`<model>_fold<k>` out of fold, `<model>_fold<k>_test`, `<model>` (test)",
+                  "- `tuned/tuned.json`, `tuned/tuning.png`: the tuned setting and its search",
+                  "- `ensemble*/labels`: label PNGs of each ensemble",
                   "- [`submission.csv`](submission.csv): the competition's format",
                   "- `eval/*/eval.json`: confusion matrices and per-class IoU", ""]
         write_text(self.path("index.md"), "\n".join(lines))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 from PIL import Image
@@ -518,3 +519,28 @@ def audit_dataset(out_dir, n_images: int = 12, *, sizes=((96, 128), (128, 96), (
         store.write(stem, oof_probs(truth, len(classes), seed=seed + zlib.crc32(stem.encode()) % 1000)
                     .astype(np.float16))
     return root / "gt", root / "clean", root / "images", root / "store"
+def oof_predictions(n: int, h: int, w: int, num_classes: int = 11, *,
+                    noise: Sequence[float] = (2.0, 3.5, 3.5), rare_penalty: float = 1.5,
+                    sharpness: float = 6.0, scale: int = 24, seed: int = 0):
+    """Out-of-fold-like predictions of several models for ``segkit tune``: (true labels
+    (n, h, w) uint8, probabilities (models, n, C, h, w) float32). Model m's logits are
+    ``sharpness * onehot(truth) + noise_m * (smooth field + 0.3 * white noise)``, so a model
+    with less noise is right more often and most pixels are confident; every model
+    under-scores the classes above C/2 by `rare_penalty` (as networks under-predict rare
+    classes), which a per-class bias repairs."""
+    rng = np.random.default_rng(seed)
+    labels = blob_masks(n, h, w, num_classes, noise=0.0, scale=scale, background=1.5,
+                        seed=seed)
+    probs = np.empty((len(noise), n, num_classes, h, w), np.float32)
+    penalty = np.where(np.arange(num_classes) > num_classes // 2, rare_penalty, 0.0)
+    penalty = penalty.astype(np.float32)[:, None, None]
+    for i in range(n):
+        onehot = (labels[i][None] == np.arange(num_classes)[:, None, None]).astype(np.float32)
+        for m, sigma in enumerate(noise):
+            field = smooth_field(rng, num_classes, h, w, max(2, scale // 3)) \
+                + 0.3 * rng.standard_normal((num_classes, h, w)).astype(np.float32)
+            logits = sharpness * onehot + sigma * field - penalty
+            logits -= logits.max(0)
+            e = np.exp(logits)
+            probs[m, i] = e / e.sum(0)
+    return labels, probs

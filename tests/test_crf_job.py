@@ -171,3 +171,22 @@ def test_cli(dataset):
     assert result.exit_code != 0 and "blur must be 1 or even" in result.output
     help_ = runner.invoke(main, ["crf", "--help"])
     assert "Examples:" in help_.output and "segkit crf stores/ensemble" in help_.output
+
+
+def test_store_set_unaries(dataset):
+    """A model's fold stores joined with a comma are one input (out-of-fold predictions)."""
+    root, images, _ = dataset
+    store = ConfidenceStore(root / "store")
+    parts = [ConfidenceStore.create(root / f"fold{f}", store.classes) for f in range(2)]
+    for i, stem in enumerate(store.stems()):
+        parts[i % 2].write(stem, store.read(stem))
+    spec = f"{parts[0].root},{parts[1].root}"
+    report = crf_job(spec, root / "images", root / "out_set", workers=1, progress=False)
+    assert report["images"] == N
+    for stem in store.stems():
+        np.testing.assert_array_equal(read_mask(root / "out_set" / f"{stem}.png"),
+                                      expected_labels(store, stem, images[int(stem[-4:])],
+                                                      unary_kind="probs"))
+    with pytest.raises(CrfJobError, match="disjoint"):
+        crf_job(f"{parts[0].root},{root / 'store'}", root / "images", root / "o2",
+                progress=False)

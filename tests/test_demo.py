@@ -34,6 +34,26 @@ def test_demo_tiny_end_to_end(tmp_path):
     assert [r["image_id"] for r in rows] == sample_ids
     side = demo.PRESETS["tiny"].size // 2
     assert all(len(r["PredictionString"].split()) == side * side for r in rows)
+    # out of fold: each model's fold stores are disjoint and cover every training image
+    import segkit
+    from segkit.io.store import open_store
+
+    masks = sorted(p.stem for p in (out / "data" / "masks").glob("*.png"))
+    for name in ("model_a", "model_b"):
+        oof = open_store(",".join(str(out / "stores" / f"{name}_fold{f}")
+                                  for f in range(demo.PRESETS["tiny"].folds)))
+        assert oof.stems() == masks
+        assert segkit.ConfidenceStore(out / "stores" / name).stems() == \
+            sorted(p.stem for p in (out / "data" / "test_masks").glob("*.png"))
+    # tuned on OOF, applied to the test set; the index shows both mIoUs of the three settings
+    tuned = json.loads((out / "tuned" / "tuned.json").read_text())
+    assert len(tuned["weights"]) == 2 and abs(sum(tuned["weights"]) - 1) < 1e-9
+    assert set(st["tune"]["holdout"]) == {"equal", "recipe", "tuned"}
+    assert {"recipe", "tuned", "soft vote"} <= set(st["evaluate"])
+    index = (out / "index.md").read_text()
+    assert "## Tuning on out-of-fold predictions" in index
+    for label in ("| equal weights |", "| recipe (equal + seed CRF) |", "| tuned |"):
+        assert label in index
     # every evaluation is a real mIoU in [0, 1]
     for name, ev in st["evaluate"].items():
         assert 0.0 <= ev["miou"] <= 1.0, name

@@ -7,7 +7,7 @@ import importlib
 import pytest
 
 MODULES = ["segkit.ops.mode_filter", "segkit.ops.confusion", "segkit.ops.convcrf",
-           "segkit.ops.soft_vote", "segkit._backend"]
+           "segkit.ops.soft_vote", "segkit._backend", "segkit.ops.vote_confusion"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -304,3 +304,30 @@ def test_cli(tmp_path):
                                str(tmp_path / "o3")])
     assert bad.exit_code != 0 and "expected numbers separated by commas" in bad.output
     assert "Example" in runner.invoke(main, ["ensemble", "--help"]).output
+
+
+def test_fold_store_sets_vote_like_whole_stores(stores, tmp_path):
+    """A model's OOF fold stores joined as 'a_fold0,a_fold1' vote exactly as one store."""
+    sets = []
+    for m, root in enumerate(stores):
+        src = segkit.ConfidenceStore(root)
+        parts = [segkit.ConfidenceStore.create(tmp_path / f"m{m}_fold{f}", CLASSES)
+                 for f in range(2)]
+        for i, stem in enumerate(src.stems()):
+            parts[i % 2].write(stem, src.read(stem))
+        sets.append(",".join(str(p.root) for p in parts))
+    whole = segkit.ensemble(stores, [1, 2, 3], tmp_path / "whole", progress=False, workers=1)
+    split = segkit.ensemble(sets, [1, 2, 3], tmp_path / "split", progress=False, workers=2)
+    assert whole.images == split.images == len(STEMS)
+    for stem in STEMS:
+        np.testing.assert_array_equal(read_mask(tmp_path / "split" / "labels" / f"{stem}.png"),
+                                      read_mask(tmp_path / "whole" / "labels" / f"{stem}.png"))
+    settings = json.loads((tmp_path / "split" / "ensemble.json").read_text())
+    assert settings["stores"][0].count(",") == 1
+    from segkit.cli import main
+
+    # fold stores of one set must hold disjoint images: m1_fold0 and m0_fold0 share theirs
+    result = CliRunner().invoke(main, ["ensemble", sets[0],
+                                       f"{tmp_path / 'm1_fold0'},{tmp_path / 'm0_fold0'}",
+                                       "--out", str(tmp_path / "bad")])
+    assert result.exit_code != 0 and "disjoint" in result.output

@@ -297,3 +297,32 @@ def test_gpu_bench_train_section_runs_on_cpu():
     r = bench.train_speed(str(TINY), amp=False, iters=2, warmup=1, batch=2, n_images=3,
                           image_size=128, workers=0, device="cpu")
     assert r["iters"] == 2 and r["it_per_s"] > 0 and 0 <= r["data_wait_share"] < 1
+
+
+def test_infer_split_writes_only_its_stems(trained, inferred, data_root, tmp_path):
+    """Out-of-fold inference: `--split splits/fold1/val.txt` infers exactly that fold's
+    validation images, with the probabilities a whole-folder run gives them (to float16
+    rounding)."""
+    work, _ = trained
+    split = data_root / "splits" / "fold1" / "val.txt"
+    wanted = sorted(split.read_text().split())
+    result = CliRunner().invoke(main, [
+        "infer", str(TINY), str(work / "epoch_1.pth"), "--images", str(data_root / "images"),
+        "--out", str(tmp_path / "oof1"), "--split", str(split), "--workers", "0",
+        "--device", "cpu"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    store = ConfidenceStore(tmp_path / "oof1")
+    assert store.stems() == wanted
+    whole = ConfidenceStore(inferred)
+    for stem in wanted:  # the whole-folder run used batches of 2: float rounding differs
+        np.testing.assert_allclose(store.read(stem).astype(np.float32),
+                                   whole.read(stem).astype(np.float32), atol=1e-3)
+    store = sm.infer(TINY, work / "epoch_1.pth", data_root / "images", tmp_path / "one",
+                     stems=[wanted[0]], workers=0, device="cpu", progress=False)
+    assert store.stems() == [wanted[0]]
+    with pytest.raises(ValueError, match="have no image"):
+        sm.infer(TINY, work / "epoch_1.pth", data_root / "images", tmp_path / "x",
+                 stems=["nope"], workers=0, device="cpu", progress=False)
+    with pytest.raises(ValueError, match="stems or split, not both"):
+        sm.infer(TINY, work / "epoch_1.pth", data_root / "images", tmp_path / "x",
+                 stems=wanted, split=split, workers=0, device="cpu", progress=False)

@@ -153,3 +153,65 @@ def test_temporaries_are_not_stems(tmp_path):
     store = _store_with(tmp_path, stems=("x",))
     (tmp_path / "m" / ".y.tmp-123-abcd.npy").write_bytes(b"partial")
     assert store.stems() == ["x"]
+
+
+# ---- store sets: one model's fold stores as one store ------------------------------------------
+def test_store_set_reads_every_fold(tmp_path):
+    import pickle
+
+    from segkit.io.store import StoreSet, open_store, store_identity
+
+    a = _store_with(tmp_path, "f0", stems=("x", "y"))
+    b = _store_with(tmp_path, "f1", stems=("z",))
+    spec = f"{a.root},{b.root}"
+    s = open_store(spec)
+    assert isinstance(s, StoreSet)
+    assert s.stems() == ["x", "y", "z"] and len(s) == 3 and "z" in s and "w" not in s
+    assert s.classes == a.classes and s.num_classes == 2
+    np.testing.assert_array_equal(s.read("z"), b.read("z"))
+    assert s.shape("x") == a.shape("x") and s.path("z") == b.path("z")
+    assert s.missing(["x", "w"]) == ["w"]
+    assert str(s.root) == spec and open_store(str(s.root)).stems() == s.stems()
+    assert store_identity(s) == f"{a.root.resolve()},{b.root.resolve()}"
+    assert pickle.loads(pickle.dumps(s)).stems() == s.stems()
+    assert s.validate().ok and s.validate(["x", "w"]).missing == ["w"]
+    with pytest.raises(KeyError, match="no probabilities for 'w'"):
+        s.read("w")
+    with pytest.raises(StoreError, match="read-only"):
+        s.write("q", np.full((2, 4, 5), 0.5))
+
+
+def test_store_set_errors(tmp_path):
+    from segkit.io.store import open_store
+
+    a = _store_with(tmp_path, "f0", stems=("x", "y"))
+    b = _store_with(tmp_path, "f1", stems=("y", "z"))
+    with pytest.raises(StoreError, match="'y' is in both .*f0 and .*f1.*disjoint"):
+        open_store(f"{a.root},{b.root}")
+    c = _store_with(tmp_path, "f2", classes=("bg", "b"), stems=("q",))
+    with pytest.raises(StoreError, match="same classes in the same order"):
+        open_store(f"{a.root},{c.root}")
+    with pytest.raises(StoreError, match="named twice"):
+        open_store(f"{a.root},{a.root}")
+    with pytest.raises(ValueError, match="empty store name"):
+        open_store(f"{a.root},")
+    with pytest.raises(StoreError, match="not a confidence store"):
+        open_store(f"{a.root},{tmp_path / 'nope'}")
+
+
+def test_open_stores_takes_store_sets(tmp_path):
+    a0 = _store_with(tmp_path, "a0", stems=("x",))
+    a1 = _store_with(tmp_path, "a1", stems=("y", "z"))
+    b = _store_with(tmp_path, "b", stems=("x", "y"))
+    stores = open_stores([f"{a0.root},{a1.root}", b.root])
+    stems, missing = common_stems(stores)
+    assert stems == ["x", "y"]
+    assert missing == {str(b.root): ["z"]}
+    c = _store_with(tmp_path, "c", classes=("bg", "b"), stems=("x",))
+    with pytest.raises(StoreError, match="same classes"):
+        open_stores([f"{a0.root},{a1.root}", c.root])
+    with pytest.raises(TypeError, match="sequence of stores"):
+        open_stores(f"{a0.root},{a1.root}")
+    # a folder whose own name holds a comma is one store
+    odd = _store_with(tmp_path, "odd,name", stems=("x",))
+    assert open_stores([odd.root])[0].root == odd.root

@@ -19,7 +19,7 @@ EPILOG = """Examples:
 
 
 @click.command("crf", epilog=EPILOG)
-@click.argument("unaries", type=click.Path(exists=True, file_okay=False))
+@click.argument("unaries")
 @click.argument("images", type=click.Path(exists=True, file_okay=False))
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Output folder for <stem>.png label maps and crf_report.json.")

@@ -10,6 +10,7 @@ EPILOG = """Examples:
       --out ens --submission ens/submission.csv --sample sample_submission.csv
   segkit ensemble stores/swin_a stores/swin_b --out ens_crf --crf convcrf --images data/test
   segkit ensemble stores/a stores/b --out ens_ab --save-probs   # a new store: ensembles compose
+  segkit ensemble stores/a_test stores/b_test --tuned tuned/tuned.json --out ens_tuned
 """
 
 
@@ -25,8 +26,7 @@ def parse_weights(text: str | None) -> list[float] | None:
 
 
 @click.command("ensemble", epilog=EPILOG)
-@click.argument("stores", nargs=-1, required=True,
-                type=click.Path(exists=True, file_okay=False))
+@click.argument("stores", nargs=-1, required=True)
 @click.option("--weights", default=None,
               help="One weight per store, comma-separated (normalised by their sum). "
                    "Default: equal.")
@@ -54,9 +54,13 @@ def parse_weights(text: str | None) -> list[float] | None:
               default="auto", show_default=True, help="Soft-vote backend.")
 @click.option("--resume/--no-resume", default=True, show_default=True,
               help="Skip images whose outputs exist.")
+@click.option("--tuned", default=None, type=click.Path(exists=True),
+              help="tuned.json of `segkit tune`: its weights, per-class bias and ConvCRF "
+                   "(STORE... in the tuned order; replaces --weights and --crf).")
 def command(stores, weights, out, crf, images, submission, sample, size, downsample, save_probs,
-            strict, workers, engine, backend, resume):
-    """Soft-vote STORE... (confidence stores of one class list) into label PNGs, optionally
+            strict, workers, engine, backend, resume, tuned):
+    """Soft-vote STORE... (confidence stores of one class list; a model's fold stores may be
+    joined with commas, a,b) into label PNGs, optionally
     refined by ConvCRF, plus the averaged probabilities and a submission CSV."""
     import warnings
 
@@ -68,7 +72,8 @@ def command(stores, weights, out, crf, images, submission, sample, size, downsam
             report = ensemble(list(stores), parse_weights(weights), out, crf=crf, images=images,
                               submission=submission, sample=sample, size=size,
                               downsample=downsample, save_probs=save_probs, strict=strict,
-                              workers=workers, engine=engine, resume=resume, backend=backend)
+                              workers=workers, engine=engine, resume=resume, backend=backend,
+                              tuned=tuned)
         except (ValueError, TypeError, RuntimeError, FileNotFoundError) as exc:
             raise click.ClickException(str(exc)) from exc
     for w in caught:

@@ -31,8 +31,10 @@ EPILOG = """Examples:
 @click.option("--model-name", default=None, help="Name recorded in the store's meta.json.")
 @click.option("--cfg-options", "cfg_options", multiple=True, metavar="KEY=VALUE",
               help="Config overrides (repeatable).")
+@click.option("--split", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="Infer only the stems this split file lists (e.g. splits/fold0/val.txt).")
 def command(config, checkpoint, images, out, tta, batch_size, device, workers, resume,
-            model_name, cfg_options):
+            model_name, cfg_options, split):
     """Write each image's class probabilities (one softmax, float16, averaged over test-time
     augmentation views with --tta) into a confidence store, for soft voting and the CRF."""
     from segkit.mmseg.inference import infer
@@ -40,7 +42,7 @@ def command(config, checkpoint, images, out, tta, batch_size, device, workers, r
     try:
         store = infer(config, checkpoint, images, out, tta=tta, batch_size=batch_size,
                       device=device, workers=workers, cfg_options=list(cfg_options),
-                      model_name=model_name, resume=resume)
+                      model_name=model_name, resume=resume, split=split)
     except (ValueError, FileNotFoundError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"{store.root}: {len(store)} images, {store.num_classes} classes")

@@ -236,10 +236,150 @@ class StoreReport:
             raise StoreError(str(self))
 
 
-def open_stores(stores: Sequence["ConfidenceStore | str | Path"]) -> list[ConfidenceStore]:
-    """ConfidenceStore objects for paths (or stores); all must list the same classes in the
-    same order, else StoreError naming the first store that differs."""
-    opened = [s if isinstance(s, ConfidenceStore) else ConfidenceStore(s) for s in stores]
+#: Separates the fold stores of one store set in a single argument ("a_fold0,a_fold1").
+SET_SEPARATOR = ","
+
+
+class StoreSet:
+    """Several confidence stores with disjoint stems read as one store: one model's
+    out-of-fold (OOF) predictions, each fold's model having written a store of its own
+    validation images. Every reading method of :class:`ConfidenceStore` works on it (a job
+    can take one in place of a store); writing is refused. All parts must list the same
+    classes in the same order, and no stem may be in two parts (StoreError otherwise).
+
+    >>> oof = open_store("stores/a_fold0,stores/a_fold1")   # doctest: +SKIP
+    >>> oof.read("batch_01_vt+0002").shape                   # from whichever fold holds it  # doctest: +SKIP
+    """
+
+    def __init__(self, parts: Sequence["ConfidenceStore | str | Path"]):
+        opened = [p if isinstance(p, ConfidenceStore) else ConfidenceStore(p) for p in parts]
+        if len(opened) < 2:
+            raise ValueError(f"a store set needs at least 2 stores; got {len(opened)}")
+        roots = [str(p.root) for p in opened]
+        if len(set(roots)) != len(roots):
+            raise StoreError(f"store set {SET_SEPARATOR.join(roots)}: a store is named twice")
+        first = opened[0]
+        for other in opened[1:]:
+            if other.classes != first.classes:
+                raise StoreError(f"store set: {other.root} has classes {other.classes}, but "
+                                 f"{first.root} has {first.classes}; the fold stores of one "
+                                 "model must list the same classes in the same order")
+        self.parts = opened
+        self.meta: dict[str, Any] = dict(first.meta)
+        self.meta["parts"] = roots
+        self._owner: dict[str, ConfidenceStore] = {}
+        for part in opened:
+            for stem in part.stems():
+                if stem in self._owner:
+                    raise StoreError(f"store set: {stem!r} is in both {self._owner[stem].root} "
+                                     f"and {part.root}; the stores of a set must hold disjoint "
+                                     "images (one fold's validation images each)")
+                self._owner[stem] = part
+
+    # ---- what a ConfidenceStore offers ------------------------------------------------
+    @property
+    def root(self) -> Path:
+        """A Path whose text is the set's spec ("a,b"): for messages and for reopening with
+        :func:`open_store`; not a folder."""
+        return Path(self.spec)
+
+    @property
+    def spec(self) -> str:
+        return SET_SEPARATOR.join(str(p.root) for p in self.parts)
+
+    def identity(self) -> str:
+        """The parts' absolute paths, joined: what a job records to recognise this input."""
+        return SET_SEPARATOR.join(str(p.root.resolve()) for p in self.parts)
+
+    @property
+    def classes(self) -> list[str]:
+        return self.parts[0].classes
+
+    @property
+    def num_classes(self) -> int:
+        return self.parts[0].num_classes
+
+    def part_of(self, stem: str) -> ConfidenceStore:
+        try:
+            return self._owner[stem]
+        except KeyError:
+            raise KeyError(f"{self.spec}: no probabilities for {stem!r}") from None
+
+    def path(self, stem: str) -> Path:
+        return self.part_of(stem).path(stem)
+
+    def stems(self) -> list[str]:
+        return sorted(self._owner)
+
+    def __contains__(self, stem: str) -> bool:
+        return stem in self._owner
+
+    def __len__(self) -> int:
+        return len(self._owner)
+
+    def missing(self, stems: Iterable[str]) -> list[str]:
+        return [s for s in stems if s not in self]
+
+    def shape(self, stem: str) -> tuple[int, int, int]:
+        return self.part_of(stem).shape(stem)
+
+    def read(self, stem: str, *, mmap: bool = True, check: bool = False) -> np.ndarray:
+        return self.part_of(stem).read(stem, mmap=mmap, check=check)
+
+    def validate(self, stems: Iterable[str] | None = None, *, sums: bool = True,
+                 progress: bool = False) -> "StoreReport":
+        wanted = self.stems() if stems is None else list(stems)
+        report = StoreReport(root=self.root)
+        for part in self.parts:
+            sub = part.validate([s for s in wanted if self._owner.get(s) is part], sums=sums,
+                                progress=progress)
+            report.checked += sub.checked
+            report.problems.update(sub.problems)
+        report.missing = [s for s in wanted if s not in self._owner]
+        return report
+
+    def write(self, stem: str, probs: Any, *, check: bool = True) -> Path:
+        raise StoreError(f"{self.spec}: a store set is read-only; write to one of its stores")
+
+    def __repr__(self) -> str:
+        return f"StoreSet({self.spec!r}, classes={self.num_classes}, images={len(self)})"
+
+
+def open_store(store: "ConfidenceStore | StoreSet | str | Path") -> "ConfidenceStore | StoreSet":
+    """A store, or a :class:`StoreSet` for a spec that joins several store folders with
+    commas ("stores/a_fold0,stores/a_fold1"; a folder whose own name holds a comma is read as
+    one store). Objects are returned unchanged."""
+    if isinstance(store, (ConfidenceStore, StoreSet)):
+        return store
+    text = str(store)
+    if SET_SEPARATOR in text and not (Path(text) / META).is_file():
+        parts = [p.strip() for p in text.split(SET_SEPARATOR)]
+        if not all(parts):
+            raise ValueError(f"store set {text!r}: empty store name between commas")
+        return StoreSet(parts)
+    return ConfidenceStore(store)
+
+
+def store_spec(store: "ConfidenceStore | StoreSet") -> str:
+    """The text that reopens a store or store set with :func:`open_store` (in a worker)."""
+    return store.spec if isinstance(store, StoreSet) else str(store.root)
+
+
+def store_identity(store: "ConfidenceStore | StoreSet") -> str:
+    """Absolute path(s) of a store or store set, as jobs record their inputs."""
+    if isinstance(store, StoreSet):
+        return store.identity()
+    return str(store.root.resolve())
+
+
+def open_stores(stores: Sequence["ConfidenceStore | StoreSet | str | Path"]
+                ) -> list["ConfidenceStore | StoreSet"]:
+    """Stores (or store sets, see :func:`open_store`) for paths, specs or objects; all must
+    list the same classes in the same order, else StoreError naming the first store that
+    differs."""
+    if isinstance(stores, (str, Path, ConfidenceStore, StoreSet)):
+        raise TypeError(f"stores must be a sequence of stores; got one: {stores!r}")
+    opened = [open_store(s) for s in stores]
     if not opened:
         raise ValueError("stores must name at least one confidence store")
     first = opened[0]
@@ -251,7 +391,7 @@ def open_stores(stores: Sequence["ConfidenceStore | str | Path"]) -> list[Confid
     return opened
 
 
-def common_stems(stores: Sequence[ConfidenceStore]) -> tuple[list[str], dict[str, list[str]]]:
+def common_stems(stores: Sequence["ConfidenceStore | StoreSet"]) -> tuple[list[str], dict[str, list[str]]]:
     """(stems present in every store, sorted; {store root: stems the others have and it lacks})."""
     sets = [set(s.stems()) for s in stores]
     union = set().union(*sets) if sets else set()

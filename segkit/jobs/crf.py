@@ -53,8 +53,14 @@ def index_images(root: str | Path) -> dict[str, Path]:
 
 def unary_files(source: str | Path) -> tuple[dict[str, Path], list[str] | None, bool]:
     """(stem -> .npy file, class names or None, whether it is a confidence store)."""
-    from ..io.store import ConfidenceStore, StoreError
+    from ..io.store import SET_SEPARATOR, ConfidenceStore, StoreError, open_store
 
+    if SET_SEPARATOR in str(source) and not Path(source).is_dir():  # a store set "a,b"
+        try:
+            store = open_store(str(source))
+        except (StoreError, ValueError) as exc:
+            raise CrfJobError(str(exc)) from exc
+        return {s: store.path(s) for s in store.stems()}, store.classes, True
     source = Path(source)
     if not source.is_dir():
         raise CrfJobError(f"{source}: unary folder not found")

@@ -33,7 +33,8 @@ from ..io import atomic
 from ..io.images import IMAGE_SUFFIXES, find_image, read_image  # noqa: F401 (re-exported)
 from ..io.masks import read_mask, write_mask
 from ..io.names import flatten_name, unflatten_name
-from ..io.store import ConfidenceStore, StoreError, common_stems, open_stores
+from ..io.store import (ConfidenceStore, StoreError, common_stems, open_store, open_stores,
+                        store_identity, store_spec)
 from ..io.submission import DOWNSAMPLE, read_sample_ids, write_submission
 from ..ops.soft_vote import _check_weights
 
@@ -85,7 +86,8 @@ class _VoteImage:
 
     def __init__(self, roots: list[str], weights: list[float] | None, out: str, num_classes: int,
                  crf: str | None, images: str | None, save_probs: bool, resume: bool,
-                 backend: str):
+                 backend: str, bias: list[float] | None = None,
+                 crf_setting: dict | None = None):
         self.roots = roots
         self.weights = weights
         self.out = out
@@ -95,6 +97,8 @@ class _VoteImage:
         self.save_probs = save_probs
         self.resume = resume
         self.backend = backend
+        self.bias = bias
+        self.crf_setting = crf_setting
         self._stores: list[ConfidenceStore] | None = None
         self._probs_store: ConfidenceStore | None = None
 
@@ -105,7 +109,7 @@ class _VoteImage:
 
     def stores(self) -> list[ConfidenceStore]:
         if self._stores is None:
-            self._stores = [ConfidenceStore(r) for r in self.roots]
+            self._stores = [open_store(r) for r in self.roots]
         return self._stores
 
     def probs_store(self) -> ConfidenceStore:
@@ -149,11 +153,26 @@ class _VoteImage:
         if self.resume and self.done(stem, shapes[0]):
             return stem, "skipped"
         probs = [s.read(stem) for s in stores]  # memory-mapped float16
-        need_mean = self.save_probs or self.crf is not None
+        tuned = self.bias is not None or self.crf_setting is not None
+        need_mean = self.save_probs or self.crf is not None or tuned
         result = segkit.soft_vote(probs, self.weights, return_probs=need_mean,
                                   backend=self.backend)
         labels, mean = result if need_mean else (result, None)
-        if self.crf is not None:
+        if tuned:
+            from .tune import setting_labels
+            from ..reference.vote_confusion import bias_scale
+
+            bias = None if self.bias is None else np.asarray(self.bias, np.float64)
+            image = None
+            if self.crf_setting is not None:
+                image = read_image(find_image(Path(self.images), stem))
+                if image.shape[:2] != labels.shape:
+                    raise ValueError(f"{stem}: image is {image.shape[1]}x{image.shape[0]}, "
+                                     f"the probabilities {labels.shape[1]}x{labels.shape[0]}")
+            labels = setting_labels(mean, None if bias is None else
+                                    bias_scale(bias, self.num_classes), self.crf_setting,
+                                    image, bias).astype(labels.dtype)
+        elif self.crf is not None:
             convcrf_labels, _ = crf_api()
             image = read_image(find_image(Path(self.images), stem))
             if image.shape[:2] != labels.shape:
@@ -174,7 +193,8 @@ def ensemble(stores: Sequence[ConfidenceStore | str | Path], weights: Sequence[f
              submission: str | Path | None = None, sample: str | Path | None = None,
              size: int = 256, downsample: str = "nearest", save_probs: bool = False,
              strict: bool = False, workers: int | None = None, engine: str = "local",
-             resume: bool = True, backend: str = "auto", progress: bool = True) -> EnsembleReport:
+             resume: bool = True, backend: str = "auto", progress: bool = True,
+             tuned: str | Path | dict | None = None) -> EnsembleReport:
     """Soft-vote the images of several confidence stores into label maps (and a submission).
 
     Parameters
@@ -210,6 +230,11 @@ def ensemble(stores: Sequence[ConfidenceStore | str | Path], weights: Sequence[f
     resume : bool
         Skip images whose outputs are already there (default); False recomputes everything.
     backend : the soft-vote backend ("auto": the fastest here).
+    tuned : path or dict, optional
+        A ``tuned.json`` of :func:`segkit.tune` (or its folder, or the loaded dict): its
+        weights (one per store, the stores in the order they were tuned), per-class bias
+        (labels = argmax_c log mean_c + b_c) and ConvCRF setting (then `images` is required)
+        replace `weights` and `crf`, which must then be None.
 
     Returns
     -------
@@ -219,13 +244,32 @@ def ensemble(stores: Sequence[ConfidenceStore | str | Path], weights: Sequence[f
 
     t0 = time.perf_counter()
     opened = open_stores(stores)
+    bias = crf_setting = None
+    if tuned is not None:
+        from .tune import load_tuned
+
+        if weights is not None or crf is not None:
+            raise ValueError("give either tuned or weights/crf: the tuned setting holds the "
+                             "weights, bias and CRF")
+        doc = tuned if isinstance(tuned, dict) else load_tuned(tuned)
+        if len(doc["weights"]) != len(opened):
+            raise ValueError(f"tuned has {len(doc['weights'])} weights for {len(opened)} stores: "
+                             "pass the test stores of the tuned models, in the same order")
+        if list(doc["classes"]) != opened[0].classes:
+            raise StoreError(f"tuned was made for classes {doc['classes']}, but the stores list "
+                             f"{opened[0].classes}")
+        weights, bias, crf_setting = doc["weights"], doc.get("bias"), doc.get("crf")
+        if crf_setting is not None and images is None:
+            raise ValueError("the tuned setting has a ConvCRF: pass images=<folder> (--images)")
+        if crf_setting is not None and not Path(images).is_dir():
+            raise FileNotFoundError(f"images folder {images} does not exist")
     factors = _check_weights(weights, len(opened))
     if downsample not in DOWNSAMPLE:
         raise ValueError(f"downsample must be one of {', '.join(map(repr, DOWNSAMPLE))}; got "
                          f"{downsample!r}")
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
         raise ValueError(f"size must be a positive integer; got {size!r}")
-    if crf is not None:
+    if crf is not None and tuned is None:
         _, presets = crf_api()
         if crf not in presets:
             raise ValueError(f"crf must be one of {', '.join(map(repr, presets))}; got {crf!r}")
@@ -240,9 +284,10 @@ def ensemble(stores: Sequence[ConfidenceStore | str | Path], weights: Sequence[f
     out.mkdir(parents=True, exist_ok=True)
     atomic.remove_temporaries(out)
     classes = opened[0].classes
-    settings = {"stores": [str(s.root.resolve()) for s in opened],
+    settings = {"stores": [store_identity(s) for s in opened],
                 "weights": None if weights is None else [float(w) for w in weights],
-                "factors": [float(f) for f in factors], "crf": crf, "classes": classes}
+                "factors": [float(f) for f in factors], "crf": crf, "classes": classes,
+                "bias": bias, "crf_setting": crf_setting}
     _check_settings(out, settings, resume)
 
     stems, missing = common_stems(opened)
@@ -256,12 +301,13 @@ def ensemble(stores: Sequence[ConfidenceStore | str | Path], weights: Sequence[f
     if save_probs:
         ConfidenceStore.create(out / "probs", classes, model="segkit ensemble",
                                config={"stores": settings["stores"],
-                                       "weights": settings["factors"], "crf": crf})
+                                       "weights": settings["factors"], "crf": crf,
+                                       "bias": bias, "crf_setting": crf_setting})
 
     report = EnsembleReport(out=out, images=len(stems), missing=missing)
-    work = _VoteImage([str(s.root) for s in opened], settings["weights"], str(out),
+    work = _VoteImage([store_spec(s) for s in opened], settings["weights"], str(out),
                       len(classes), crf, None if images is None else str(images), save_probs,
-                      resume, backend)
+                      resume, backend, bias, crf_setting)
     for _, status in map_items(work, stems, workers=workers, engine=engine, desc="ensemble",
                                unit="image", progress=progress):
         if status == "skipped":
@@ -313,7 +359,7 @@ def _check_settings(out: Path, settings: dict[str, Any], resume: bool) -> None:
             old = json.loads(path.read_text())
         except json.JSONDecodeError as exc:
             raise StoreError(f"{path}: unreadable ({exc}); remove it or use resume=False") from exc
-        for key in ("stores", "factors", "crf", "classes"):
+        for key in ("stores", "factors", "crf", "classes", "bias", "crf_setting"):
             if old.get(key) != settings[key]:
                 raise ValueError(f"{out} holds an ensemble made with other settings ({key}: "
                                  f"{old.get(key)!r}, now {settings[key]!r}); use another out "

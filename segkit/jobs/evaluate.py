@@ -11,7 +11,7 @@ import numpy as np
 
 from ..io import atomic
 from ..io.masks import read_mask
-from ..io.store import META, ConfidenceStore
+from ..io.store import META, SET_SEPARATOR, ConfidenceStore, open_store
 from ..ops.confusion import confusion_matrix, iou_scores
 from .engine import map_items
 
@@ -76,7 +76,7 @@ class _PairCounter:
         key, pred_path, gt_path = item
         gt = read_mask(gt_path)
         if self.store_root is not None:
-            pred = np.asarray(ConfidenceStore(self.store_root).read(key)).argmax(0)
+            pred = np.asarray(open_store(self.store_root).read(key)).argmax(0)
         else:
             pred = read_mask(pred_path)
         if pred.shape != gt.shape:
@@ -96,7 +96,8 @@ def evaluate(pred: str | Path, gt: str | Path, num_classes: int, *, ignore_index
 
     Parameters
     ----------
-    pred : folder of label PNGs, or a confidence store folder (argmax of its probabilities)
+    pred : folder of label PNGs, or a confidence store folder (argmax of its probabilities),
+        or a store set of fold stores joined with commas ("a_fold0,a_fold1")
     gt : folder of ground-truth label PNGs; files pair up by relative path without suffix
         ('dir/name' and the flattened 'dir+name' match)
     num_classes : int
@@ -113,8 +114,9 @@ def evaluate(pred: str | Path, gt: str | Path, num_classes: int, *, ignore_index
     if not gt.is_dir():
         raise FileNotFoundError(f"gt: no such folder {gt}")
     store_root = None
-    if (pred / META).is_file():
-        store = ConfidenceStore(pred)
+    is_set = SET_SEPARATOR in str(pred) and not pred.is_dir()  # fold stores "a,b"
+    if is_set or (pred / META).is_file():
+        store = open_store(str(pred)) if is_set else ConfidenceStore(pred)
         store_root = str(pred)
         pred_keys = {s: None for s in store.stems()}
         if class_names is None:

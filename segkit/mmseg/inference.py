@@ -30,6 +30,41 @@ def list_images(images: str | os.PathLike) -> dict[str, str]:
     return {stem: str(path) for stem, path in _images.list_images(images).items()}
 
 
+def read_split(path: str | os.PathLike) -> list[str]:
+    """The stems of a split file (one per line, blank lines and '#' comments skipped)."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"split file {os.fspath(path)!r} does not exist")
+    stems = [line.strip() for line in p.read_text().splitlines()]
+    stems = [s for s in stems if s and not s.startswith("#")]
+    if not stems:
+        raise ValueError(f"split file {os.fspath(path)!r} lists no stems")
+    return stems
+
+
+def select_stems(found: dict[str, str], stems: Sequence[str] | None,
+                 split: str | os.PathLike | None) -> dict[str, str]:
+    """`found` ({stem: path}) restricted to `stems` or a split file's stems (None: all)."""
+    if stems is not None and split is not None:
+        raise ValueError("give stems or split, not both")
+    if split is not None:
+        stems = read_split(split)
+    if stems is None:
+        return found
+    if isinstance(stems, (str, bytes)):
+        raise TypeError(f"stems must be a sequence of stems; got one string {stems!r}")
+    wanted = [flatten_name(str(s)) if "/" in str(s) else str(s) for s in stems]
+    if len(set(wanted)) != len(wanted):
+        dup = next(s for s in wanted if wanted.count(s) > 1)
+        raise ValueError(f"stems lists {dup!r} twice")
+    lacking = [s for s in wanted if s not in found]
+    if lacking:
+        raise ValueError(f"{len(lacking)} of the {len(wanted)} stems asked for have no image "
+                         f"(e.g. {', '.join(lacking[:3])}); stems are paths below the images "
+                         "folder, flattened as dir+name")
+    return {s: found[s] for s in wanted}
+
+
 def _without_annotations(pipeline: Sequence[Any]) -> list:
     """The pipeline minus LoadAnnotations, also inside TestTimeAug's transform lists."""
     out = []
@@ -96,7 +131,8 @@ def infer(config: str | os.PathLike | Config, checkpoint: str | os.PathLike,
           images: str | os.PathLike, out: str | os.PathLike, *, tta: bool = False,
           batch_size: int = 1, device: str | None = None, workers: int = 2,
           cfg_options: Mapping | Sequence[str] | None = None, model_name: str | None = None,
-          resume: bool = True, progress: bool = True) -> ConfidenceStore:
+          resume: bool = True, progress: bool = True, stems: Sequence[str] | None = None,
+          split: str | os.PathLike | None = None) -> ConfidenceStore:
     """Class probabilities of every image under `images`, into the confidence store `out`.
 
     Each image's probabilities are ``softmax(logits)`` (one softmax) at the image's own size,
@@ -123,6 +159,12 @@ def infer(config: str | os.PathLike | Config, checkpoint: str | os.PathLike,
     cfg_options, model_name, progress
         Config overrides; the model name recorded in meta.json (default: the config's name);
         show a progress bar.
+    stems : sequence of str, optional
+        Infer only these images (stems as above, e.g. ``batch_01_vt+0002``); every one must
+        have an image. Out-of-fold inference: fold k's model on fold k's validation stems.
+    split : path, optional
+        A split file of ``segkit kfold`` (``splits/fold0/val.txt``: one stem per line) whose
+        stems to infer (instead of `stems`).
 
     Returns
     -------
@@ -139,6 +181,7 @@ def infer(config: str | os.PathLike | Config, checkpoint: str | os.PathLike,
         raise ValueError(f"config {cfg.filename} has no {key}" +
                          (" (needed for tta=True)" if tta else ""))
     found = list_images(images)
+    found = select_stems(found, stems, split)
     model = build_model(cfg, checkpoint, device)
     classes = list(model.dataset_meta["classes"])
     pipeline_cfg = _without_annotations(cfg[key])

@@ -1,0 +1,128 @@
+"""``segkit.vote_confusion``: the confusion matrix of a weighted soft vote with a per-class
+bias, in one pass over the probabilities (the objective of ``segkit tune``)."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from .. import _backend, _validate
+from ..reference.vote_confusion import bias_scale
+from .soft_vote import _as_models, _check_models, _check_weights
+
+#: The backends this op has (it runs on the host: the search keeps its pixels in memory).
+BACKENDS = ("numpy", "numba")
+
+
+def check_bias(bias: Any, num_classes: int) -> np.ndarray | None:
+    """`bias` as float64 (C,), or None; a clear error for a wrong length or a non-finite value."""
+    if bias is None:
+        return None
+    if isinstance(bias, (str, bytes)):
+        raise TypeError(f"bias must be a sequence of numbers; got {bias!r}")
+    try:
+        b = np.asarray(bias, np.float64)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"bias must be a sequence of numbers; got {bias!r}") from exc
+    if b.ndim != 1 or len(b) != num_classes:
+        raise ValueError(f"bias must hold one number per class ({num_classes}); got shape "
+                         f"{b.shape}")
+    for c, v in enumerate(b):
+        if not np.isfinite(v) or abs(v) > 80:
+            raise ValueError(f"bias[{c}] is {v}; biases must be finite and within +-80 "
+                             "(exp(b) must stay a finite float32)")
+    return b
+
+
+def vote_confusion(probs: Sequence[Any], gt: Any, weights: Sequence[float] | None = None,
+                   bias: Sequence[float] | None = None, *, ignore_index: int | None = 255,
+                   backend: str = "auto") -> np.ndarray:
+    """Count (ground truth, label) pairs of ``labels = argmax_c (log mean_c + bias_c)``, with
+    ``mean`` the weighted soft vote of M models.
+
+    Parameters
+    ----------
+    probs : sequence of M arrays, each (C, H, W) or (N, C, H, W), float16 or float32
+        The models' class probabilities (as :func:`segkit.soft_vote` takes them).
+    gt : int array (H, W) or (N, H, W)
+        Ground-truth labels in 0..C-1 (``ignore_index`` excepted).
+    weights : sequence of M floats >= 0, optional
+        Normalised by their sum; None for equal weights.
+    bias : sequence of C floats, optional
+        Additive per-class offsets on the log of the mean (None: no bias). Computed as
+        ``mean_c * exp(bias_c)`` in float32 (no log per pixel); ties go to the smallest class.
+    ignore_index : int or None, default 255
+    backend : {"auto", "numpy", "numba"}
+
+    Returns
+    -------
+    numpy.ndarray of int64, shape (C, C): ``cm[g, p]`` pixels of class g labelled p.
+
+    Examples
+    --------
+    >>> import numpy as np, segkit
+    >>> a = np.array([[[0.6, 0.3]], [[0.4, 0.7]]], np.float16)     # one model, C=2, 1x2
+    >>> segkit.vote_confusion([a], np.array([[0, 0]]), backend="numpy")
+    array([[1, 1],
+           [0, 0]])
+    >>> segkit.vote_confusion([a], np.array([[0, 0]]), bias=[1.0, 0.0], backend="numpy")
+    array([[2, 0],
+           [0, 0]])
+    """
+    models = _as_models(probs)
+    if not isinstance(backend, str) or backend not in ("auto",) + BACKENDS:
+        raise ValueError(f"backend must be one of 'auto', {', '.join(map(repr, BACKENDS))}; "
+                         f"got {backend!r}")
+    name = _backend.resolve("numba" if backend == "auto" and
+                            _backend.backend_info("numba").available else
+                            ("numpy" if backend == "auto" else backend), *models)
+    arrays = [np.asarray(p) for p in models]
+    shape, dtype = _check_models(arrays)
+    factors = _check_weights(weights, len(arrays))
+    num_classes = shape[-3]
+    scale = bias_scale(check_bias(bias, num_classes), num_classes)
+    g = np.asarray(gt)
+    if g.shape != shape[:-3] + shape[-2:]:
+        raise ValueError(f"gt must have shape {shape[:-3] + shape[-2:]} (the probabilities' "
+                         f"without C); got {g.shape}")
+    if not np.issubdtype(g.dtype, np.integer):
+        raise TypeError(f"gt must hold integer labels; got {g.dtype}")
+    if ignore_index is not None:
+        ignore_index = _validate.integer("ignore_index", ignore_index)
+    if name == "numpy":
+        from ..reference.vote_confusion import vote_confusion as ref
+
+        return ref(arrays, g, num_classes, factors, scale, ignore_index)
+    data = stack_pixels(arrays)
+    return confusion_of_pixels(data, g.reshape(-1), factors, scale, ignore_index)
+
+
+def stack_pixels(arrays: Sequence[np.ndarray]) -> np.ndarray:
+    """(M, C, P) array of the models' probabilities, pixels of all images in a row (float16
+    as its uint16 bits, the kernel's input); one copy."""
+    first = arrays[0]
+    c = first.shape[-3]
+    if first.ndim == 4:
+        flat = [np.moveaxis(np.asarray(a), 1, 0).reshape(c, -1) for a in arrays]
+    else:
+        flat = [np.asarray(a).reshape(c, -1) for a in arrays]
+    data = np.ascontiguousarray(np.stack(flat))
+    return data.view(np.uint16) if data.dtype == np.float16 else data
+
+
+def confusion_of_pixels(data: np.ndarray, gt: np.ndarray, factors: np.ndarray,
+                        scale: np.ndarray, ignore_index: int | None) -> np.ndarray:
+    """The Numba kernel on (M, C, P) pixels (uint16 float16-bits or float32) and (P,) labels."""
+    from .._numba.vote_confusion import vote_confusion as kernel
+
+    m, c, p = data.shape
+    if p == 0:
+        return np.zeros((c, c), np.int64)
+    counts, bad = kernel(data, np.asarray(factors, np.float32), np.asarray(scale, np.float32),
+                         np.ascontiguousarray(gt), c, ignore_index is not None,
+                         0 if ignore_index is None else int(ignore_index))
+    if bad[0]:
+        raise ValueError(f"gt has {int(bad[0])} labels outside 0..{c - 1}; set ignore_index")
+    if bad[1]:
+        raise ValueError(f"{int(bad[1])} pixels have a NaN score: probs hold NaN")
+    return counts.reshape(c, c)

@@ -1,0 +1,365 @@
+"""segkit.vote_confusion (the fused vote + bias + confusion kernel against its NumPy
+reference), the tuner's exact pixel compaction, `segkit tune` end to end on generated OOF
+predictions (fold store sets, one model clearly better), and `segkit ensemble --tuned`."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import segkit
+from segkit.cli import main
+from segkit.io.masks import read_mask, write_mask
+from segkit.jobs import tune as tn
+from segkit.ops.confusion import iou_scores
+from segkit.reference.soft_vote import weight_factors
+from segkit.reference.vote_confusion import bias_scale, biased_labels
+from segkit.synthetic import model_probs, oof_predictions
+
+CLASSES = [f"c{k}" for k in range(6)]
+
+
+# ---- the kernel --------------------------------------------------------------------------------
+def _random_case(rng, m, c, shape, dtype):
+    probs = model_probs(m, c, *shape[-2:], agreement=0.4, seed=int(rng.integers(1000)))
+    if len(shape) == 3:
+        probs = np.stack([model_probs(m, c, *shape[-2:], seed=int(rng.integers(1000)) + i)
+                          for i in range(shape[0])], axis=1)
+    gt = rng.integers(0, c, probs.shape[1:-3] + probs.shape[-2:])
+    gt[rng.random(gt.shape) < 0.1] = 255
+    return [p.astype(dtype) for p in probs], gt
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+@pytest.mark.parametrize("shape", [(1, 1), (7, 5), (33, 65), (3, 9, 11)])
+def test_numba_equals_reference(dtype, shape):
+    rng = np.random.default_rng(len(shape) * 100 + shape[-1])
+    for m, c in ((1, 2), (3, 6), (5, 11)):
+        probs, gt = _random_case(rng, m, c, shape, dtype)
+        for weights, bias in ((None, None), (rng.random(m) + 0.1, None),
+                              ([0.0] + [1.0] * (m - 1) if m > 1 else None,
+                               rng.normal(0, 1, c))):
+            ref = segkit.vote_confusion(probs, gt, weights, bias, backend="numpy")
+            got = segkit.vote_confusion(probs, gt, weights, bias, backend="numba")
+            np.testing.assert_array_equal(got, ref)
+            assert ref.sum() == (gt != 255).sum()
+
+
+def test_half_conversion_is_exact_for_every_bit_pattern():
+    from segkit._numba.vote_confusion import half_to_float_all
+
+    bits = np.arange(65536, dtype=np.uint16)
+    out = np.empty(65536, np.float32)
+    half_to_float_all(bits, out)
+    ref = bits.view(np.float16).astype(np.float32)
+    nan = np.isnan(ref)
+    np.testing.assert_array_equal(np.isnan(out), nan)
+    np.testing.assert_array_equal(out[~nan].view(np.uint32), ref[~nan].view(np.uint32))
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_settled_pixels_equal_numpy(dtype):
+    from segkit._numba.vote_confusion import settled_pixels
+
+    rng = np.random.default_rng(2)
+    for c, n in ((2, 1), (3, 7), (11, 5000)):
+        q = model_probs(1, c, 1, n, seed=c)[0, :, 0].astype(dtype)
+        q[:, :3] = q[:, :1]  # equal pixels; and a tie between two classes:
+        q[0, -1] = q[1, -1] = 0.5
+        if c > 2:
+            q[2:, -1] = 0
+        plane = q.view(np.uint16) if dtype == np.float16 else q
+        top = np.empty(n, np.int32)
+        settled = np.empty(n, np.bool_)
+        ratio = np.float32(rng.uniform(1, 4))
+        settled_pixels(plane, ratio, top, settled)
+        f = q.astype(np.float32)
+        srt = np.sort(f, axis=0)
+        np.testing.assert_array_equal(top, f.argmax(0))
+        np.testing.assert_array_equal(settled, srt[-1] > ratio * srt[-2])
+        assert not settled[-1]
+
+
+def test_labels_follow_the_definition_by_hand():
+    # one pixel, two models: mean (0.45, 0.55) -> 1; a bias of +0.3 on class 0 gives
+    # 0.45 * e^0.3 = 0.607 > 0.55 -> 0
+    a = np.array([[[0.5]], [[0.5]]], np.float32)
+    b = np.array([[[0.4]], [[0.6]]], np.float32)
+    gt = np.array([[0]])
+    for backend in ("numpy", "numba"):
+        assert segkit.vote_confusion([a, b], gt, backend=backend)[0].tolist() == [0, 1]
+        assert segkit.vote_confusion([a, b], gt, bias=[0.3, 0], backend=backend)[0].tolist() \
+            == [1, 0]
+        # weights [1, 0]: model A alone, a tie (0.5, 0.5) -> the smaller class
+        assert segkit.vote_confusion([a, b], gt, [1, 0], backend=backend)[0].tolist() == [1, 0]
+
+
+def test_ties_go_to_the_smallest_class():
+    p = np.full((4, 3, 5), 0.25, np.float16)
+    gt = np.zeros((3, 5), np.int64)
+    for backend in ("numpy", "numba"):
+        cm = segkit.vote_confusion([p, p], gt, backend=backend)
+        assert cm[0, 0] == 15 and cm.sum() == 15
+
+
+def test_ignore_index_and_empty_input():
+    p = np.full((2, 0, 4), 0.5, np.float32)
+    for backend in ("numpy", "numba"):
+        assert segkit.vote_confusion([p], np.zeros((0, 4), np.int32),
+                                     backend=backend).tolist() == [[0, 0], [0, 0]]
+    q = np.array([[[0.9, 0.2]], [[0.1, 0.8]]], np.float32)
+    for backend in ("numpy", "numba"):
+        cm = segkit.vote_confusion([q], np.array([[255, 1]]), backend=backend)
+        assert cm.tolist() == [[0, 0], [0, 1]]
+        cm = segkit.vote_confusion([q], np.array([[0, 1]]), ignore_index=None, backend=backend)
+        assert cm.tolist() == [[1, 0], [0, 1]]
+
+
+def test_bad_input_is_named():
+    p = np.full((3, 2, 2), 1 / 3, np.float32)
+    gt = np.zeros((2, 2), np.int64)
+    with pytest.raises(ValueError, match="one number per class"):
+        segkit.vote_confusion([p], gt, bias=[0, 1])
+    with pytest.raises(ValueError, match=r"bias\[1\] is nan"):
+        segkit.vote_confusion([p], gt, bias=[0, float("nan"), 0])
+    with pytest.raises(ValueError, match="gt must have shape"):
+        segkit.vote_confusion([p], gt[:1])
+    with pytest.raises(ValueError, match="backend must be one of"):
+        segkit.vote_confusion([p], gt, backend="cpp")
+    with pytest.raises(ValueError, match="outside 0..2"):
+        segkit.vote_confusion([p], gt + 3, backend="numba")
+    with pytest.raises(ValueError, match="weights has 2 values for 1 models"):
+        segkit.vote_confusion([p], gt, [1, 1])
+
+
+# ---- generated OOF data in fold store sets -------------------------------------------------------
+def write_oof(root: Path, n: int = 24, size: int = 24, folds: int = 2, seed: int = 0,
+              noise=(1.5, 3.5, 3.5)):
+    """Three models' OOF predictions (model 0 clearly better), each as `folds` fold stores with
+    disjoint stems; masks in root/gt; images in root/images; returns the model specs."""
+    labels, probs = oof_predictions(n, size, size, len(CLASSES), noise=noise, seed=seed)
+    stems = [f"img{i:03d}" for i in range(n)]
+    specs = []
+    for m in range(len(noise)):
+        roots = []
+        for f in range(folds):
+            store = segkit.ConfidenceStore.create(root / f"m{m}_fold{f}", CLASSES,
+                                                  model=f"m{m}")
+            for i in range(f, n, folds):
+                store.write(stems[i], probs[m, i])
+            roots.append(str(store.root))
+        specs.append(",".join(roots))
+    rng = np.random.default_rng(seed)
+    colours = rng.integers(30, 226, (len(CLASSES), 3))
+    from PIL import Image
+
+    for i, stem in enumerate(stems):
+        write_mask(root / "gt" / f"{stem}.png", labels[i])
+        (root / "images").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(colours[labels[i]].astype(np.uint8)).save(root / "images" /
+                                                                  f"{stem}.png")
+    return specs, labels, probs, stems
+
+
+@pytest.fixture(scope="module")
+def oof(tmp_path_factory):
+    root = tmp_path_factory.mktemp("oof")
+    specs, labels, probs, stems = write_oof(root)
+    return root, specs, labels, probs, stems
+
+
+def test_compaction_is_exact(oof):
+    """The fixed-pixel confusion plus the kernel over kept pixels equals the plain vote on
+    whole images, for weights and biases within the bound."""
+    root, specs, labels, probs, stems = oof
+    masks = {s: str(root / "gt" / f"{s}.png") for s in stems}
+    reader = tn._Pixels(specs, masks, len(CLASSES), 255, float(np.exp(2 * 1.0) * 1.001))
+    parts = [reader(s) for s in stems]
+    pix = tn.PixelSet.join(parts, 3, len(CLASSES))
+    assert 0 < pix.kept < pix.pixels == labels.size
+    stores = [segkit.io.store.open_store(s) for s in specs]
+    rng = np.random.default_rng(5)
+    for _ in range(4):
+        w = rng.random(3)
+        b = rng.uniform(-1, 1, len(CLASSES))
+        full = sum(segkit.vote_confusion([st.read(s) for st in stores], read_mask(masks[s]),
+                                         w, b) for s in stems)
+        np.testing.assert_array_equal(pix.confusion(w, b), full)
+
+
+def test_tune_favours_the_better_model_and_beats_equal(oof, tmp_path):
+    root, specs, *_ = oof
+    res = segkit.tune(specs, root / "gt", tmp_path / "t", holdout=0.25, budget=80, seed=1,
+                      workers=1, progress=False, log=None)
+    assert int(np.argmax(res.weights)) == 0
+    assert abs(sum(res.weights) - 1) < 1e-9 and min(res.weights) >= 0
+    hold = res.metrics["holdout"]
+    assert hold["tuned"]["miou"] > hold["equal"]["miou"]
+    assert hold["recipe"] is None and "images" in res.metrics["recipe_note"]
+    doc = json.loads((tmp_path / "t" / "tuned.json").read_text())
+    for key in ("weights", "bias", "crf", "metrics", "history"):
+        assert key in doc
+    assert doc["bias"] is None or len(doc["bias"]) == len(CLASSES)
+    assert doc["crf"] is None
+    assert len(doc["holdout_stems"]) == 6
+    assert {h["stage"] for h in doc["history"]} == {"search", "refit"}
+    assert (tmp_path / "t" / "tuning.png").stat().st_size > 0
+    # the held-out images never enter the search: the search's best is reached on the others
+    search_best = max(h["miou"] for h in doc["history"] if h["stage"] == "search")
+    assert search_best >= doc["history"][0]["miou"]
+
+
+def test_tune_is_reproducible_and_seeded(oof, tmp_path):
+    root, specs, *_ = oof
+    kw = dict(budget=30, workers=1, progress=False, log=None)
+    a = segkit.tune(specs, root / "gt", tmp_path / "a", seed=3, **kw)
+    b = segkit.tune(specs, root / "gt", tmp_path / "b", seed=3, **kw)
+    c = segkit.tune(specs, root / "gt", tmp_path / "c", seed=4, **kw)
+    assert a.history == b.history and a.weights == b.weights and a.bias == b.bias
+    da = json.loads((tmp_path / "a" / "tuned.json").read_text())
+    dc = json.loads((tmp_path / "c" / "tuned.json").read_text())
+    assert da["holdout_stems"] != dc["holdout_stems"]
+
+
+def test_tune_weights_only_and_holdout_metrics_are_the_plain_vote(oof, tmp_path):
+    root, specs, labels, probs, stems = oof
+    res = segkit.tune(specs, root / "gt", tmp_path / "w", search="weights", budget=20,
+                      workers=1, progress=False, log=None)
+    assert res.bias is None
+    doc = json.loads((tmp_path / "w" / "tuned.json").read_text())
+    idx = [stems.index(s) for s in doc["holdout_stems"]]
+    cm = segkit.confusion_matrix(probs[:, idx].mean(0).argmax(1).astype(np.uint8),
+                                 labels[idx], len(CLASSES))
+    # equal weights in float32 vs the float64 mean: labels may differ only at float ties
+    assert abs(iou_scores(cm)["miou"] - res.metrics["holdout"]["equal"]["miou"]) < 1e-3
+
+
+def test_tune_crf_search_and_recipe(oof, tmp_path):
+    root, specs, *_ = oof
+    res = segkit.tune(specs, root / "gt", tmp_path / "crf", images=root / "images",
+                      search="weights,bias,crf", budget=20, crf_images=2, crf_budget=3,
+                      workers=1, progress=False, log=None)
+    doc = json.loads((tmp_path / "crf" / "tuned.json").read_text())
+    crf_rows = [h for h in doc["history"] if h["stage"] == "crf"]
+    assert len(crf_rows) == 4 and crf_rows[0]["crf"] is None      # "off" first, 3 candidates
+    assert crf_rows[2]["crf"] == tn.recipe_crf()
+    best = max(crf_rows, key=lambda h: h["miou"])
+    assert res.crf == (best["crf"] if best["miou"] > crf_rows[0]["miou"] else None)
+    for name in ("equal", "recipe", "tuned"):
+        assert 0 <= res.metrics["holdout"][name]["miou"] <= 1
+
+
+def test_tune_errors_are_clear(oof, tmp_path):
+    root, specs, *_ = oof
+    with pytest.raises(ValueError, match="needs the images"):
+        segkit.tune(specs, root / "gt", tmp_path / "x", search="crf", log=None)
+    with pytest.raises(ValueError, match="holdout must be a fraction"):
+        segkit.tune(specs, root / "gt", tmp_path / "x", holdout=1.0, log=None)
+    with pytest.raises(ValueError, match="search must name some of"):
+        segkit.tune(specs, root / "gt", tmp_path / "x", search="weights,magic", log=None)
+    with pytest.raises(ValueError, match="budget must be an integer >= 1"):
+        segkit.tune(specs, root / "gt", tmp_path / "x", budget=0, log=None)
+    other = segkit.ConfidenceStore.create(tmp_path / "other", ["a", "b"])
+    with pytest.raises(segkit.StoreError, match="same classes"):
+        segkit.tune([specs[0], other.root], root / "gt", tmp_path / "x", log=None)
+
+
+# ---- applying it -------------------------------------------------------------------------------
+def test_ensemble_applies_tuned_weights_and_bias(oof, tmp_path):
+    root, specs, labels, probs, stems = oof
+    tuned = {"weights": [0.6, 0.3, 0.1], "bias": [0.5, -0.2, 0, 0.1, 0, -0.4], "crf": None,
+             "classes": CLASSES}
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "tuned.json").write_text(json.dumps(tuned))
+    # the "test stores": the OOF store sets themselves
+    rep = segkit.ensemble(specs, None, tmp_path / "ens", tuned=tmp_path / "t" / "tuned.json",
+                          workers=1, progress=False)
+    assert rep.images == len(stems)
+    stores = [segkit.io.store.open_store(s) for s in specs]
+    factors = weight_factors(tuned["weights"], 3)
+    scale = bias_scale(tuned["bias"], len(CLASSES))
+    for s in stems:
+        expected = biased_labels([st.read(s) for st in stores], factors, scale)
+        np.testing.assert_array_equal(read_mask(tmp_path / "ens" / "labels" / f"{s}.png"),
+                                      expected)
+    with pytest.raises(ValueError, match="3 weights for 2 stores"):
+        segkit.ensemble(specs[:2], None, tmp_path / "e2", tuned=tmp_path / "t", progress=False)
+    with pytest.raises(ValueError, match="either tuned or weights"):
+        segkit.ensemble(specs, [1, 1, 1], tmp_path / "e3", tuned=tmp_path / "t", progress=False)
+    bad = dict(tuned, classes=["x"] * 6)
+    with pytest.raises(segkit.StoreError, match="tuned was made for classes"):
+        segkit.ensemble(specs, None, tmp_path / "e4", tuned=bad, progress=False)
+
+
+def test_ensemble_applies_a_tuned_crf(oof, tmp_path):
+    root, specs, labels, probs, stems = oof
+    crf = tn.preset_crf("convcrf", unary_kind="probs", num_iter=2, blur=1, filter_size=3)
+    tuned = {"weights": [0.5, 0.25, 0.25], "bias": [0.2, 0, 0, 0, 0, 0], "crf": crf,
+             "classes": CLASSES}
+    with pytest.raises(ValueError, match="pass images"):
+        segkit.ensemble(specs, None, tmp_path / "e0", tuned=tuned, progress=False)
+    segkit.ensemble(specs, None, tmp_path / "ens", tuned=tuned, images=root / "images",
+                    workers=1, progress=False)
+    stores = [segkit.io.store.open_store(s) for s in specs]
+    from PIL import Image
+
+    for s in stems[:3]:
+        _, mean = segkit.soft_vote([st.read(s) for st in stores], tuned["weights"],
+                                   return_probs=True)
+        image = np.asarray(Image.open(root / "images" / f"{s}.png").convert("RGB"))
+        scores = segkit.convcrf(mean, image, **crf) + np.float32(0.2) * \
+            (np.arange(6) == 0).astype(np.float32)[:, None, None]
+        np.testing.assert_array_equal(read_mask(tmp_path / "ens" / "labels" / f"{s}.png"),
+                                      scores.argmax(0))
+
+
+def test_cli_tune_then_ensemble(oof, tmp_path):
+    root, specs, *_ = oof
+    runner = CliRunner()
+    res = runner.invoke(main, ["tune", *specs, "--gt", str(root / "gt"), "--out",
+                               str(tmp_path / "t"), "--budget", "15", "--workers", "1",
+                               "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert "held-out mIoU" in res.output
+    res = runner.invoke(main, ["ensemble", *specs, "--tuned", str(tmp_path / "t" / "tuned.json"),
+                               "--out", str(tmp_path / "ens"), "--workers", "1"])
+    assert res.exit_code == 0, res.output
+    assert len(list((tmp_path / "ens" / "labels").glob("*.png"))) == 24
+    res = runner.invoke(main, ["ensemble", specs[0], "--tuned", str(tmp_path / "t"),
+                               "--out", str(tmp_path / "e1")])
+    assert res.exit_code != 0 and "3 weights for 1 stores" in res.output
+    res = runner.invoke(main, ["tune", *specs, "--gt", str(root / "gt"), "--out",
+                               str(tmp_path / "t2"), "--search", "crf"])
+    assert res.exit_code == 1 and "needs the images" in res.output
+
+
+def test_load_tuned_checks_its_values(tmp_path):
+    path = tmp_path / "tuned.json"
+    path.write_text(json.dumps({"weights": [1, -1], "classes": ["a", "b"]}))
+    with pytest.raises(ValueError, match=r"weights\[1\] is -1"):
+        tn.load_tuned(path)
+    path.write_text(json.dumps({"weights": [1], "classes": ["a", "b"], "bias": [0]}))
+    with pytest.raises(ValueError, match="one number per class"):
+        tn.load_tuned(path)
+    path.write_text(json.dumps({"weights": [1], "classes": ["a", "b"], "crf": {"size": 3}}))
+    with pytest.raises(ValueError, match="unknown keys"):
+        tn.load_tuned(path)
+    with pytest.raises(FileNotFoundError, match="segkit tune"):
+        tn.load_tuned(tmp_path / "nope.json")
+
+
+def test_evaluate_takes_a_store_set(oof):
+    """segkit.evaluate scores a model's OOF fold stores (argmax) as one prediction."""
+    root, specs, labels, probs, stems = oof
+    ev = segkit.evaluate(specs[0], root / "gt", len(CLASSES), workers=1, progress=False)
+    assert ev.images == len(stems) and ev.class_names == CLASSES
+    stores = segkit.io.store.open_store(specs[0])
+    expected = sum(segkit.confusion_matrix(np.asarray(stores.read(s)).argmax(0),
+                                           labels[i].astype(np.int64), len(CLASSES))
+                   for i, s in enumerate(stems))
+    np.testing.assert_array_equal(ev.confusion, expected)
+    res = CliRunner().invoke(main, ["eval", specs[0], str(root / "gt"), "--num-classes", "6"])
+    assert res.exit_code == 0, res.output
