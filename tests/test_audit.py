@@ -206,3 +206,20 @@ def test_page_renders_in_headless_chromium(data, tmp_path):
     assert img.shape[:2] == (900, 1200)
     # pictures loaded: many colours (a blank or broken page has a handful)
     assert len(np.unique(img.reshape(-1, 3), axis=0)) > 200
+
+
+def test_fold_store_set_equals_one_store(data, tmp_path):
+    """Out-of-fold stores: two fold stores with disjoint stems, given as one "a,b" set, audit
+    exactly as the single store holding every stem."""
+    gt, _, _, store = data
+    whole = ConfidenceStore(store)
+    stems = _stems(store)
+    folds = [ConfidenceStore.create(tmp_path / f"fold{k}", whole.classes) for k in (0, 1)]
+    for i, s in enumerate(stems):
+        folds[i % 2].write(s, whole.read(s))
+    spec = f"{folds[0].root},{folds[1].root}"
+    one = segkit.audit([store], gt, tmp_path / "one", progress=False, workers=1)
+    both = segkit.audit([spec], gt, tmp_path / "set", progress=False, workers=2)
+    assert [r["stem"] for r in both.rows] == [r["stem"] for r in one.rows]
+    assert [r["issue_pixels"] for r in both.rows] == [r["issue_pixels"] for r in one.rows]
+    assert np.allclose([r["quality"] for r in both.rows], [r["quality"] for r in one.rows])

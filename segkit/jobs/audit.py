@@ -48,7 +48,8 @@ import numpy as np
 from ..io import atomic
 from ..io.masks import read_mask, write_mask
 from ..io.names import unflatten_name
-from ..io.store import ConfidenceStore, StoreError, common_stems, open_stores
+from ..io.store import (ConfidenceStore, StoreError, common_stems, open_store, open_stores,
+                        store_identity, store_spec)
 from ..ops import label_issues as li
 
 CACHE = ".cache"
@@ -123,7 +124,7 @@ class _Work:
 
     def stores(self) -> list[ConfidenceStore]:
         if self._stores is None:
-            self._stores = [ConfidenceStore(r) for r in self.roots]
+            self._stores = [open_store(r) for r in self.roots]
         return self._stores
 
     def cache(self, stem: str) -> Path:
@@ -355,7 +356,7 @@ def _audit(stores, gt, out, images, top, fix, weights, ignore_index, min_region,
     atomic.remove_temporaries(out)
     (out / CACHE).mkdir(exist_ok=True)
     (out / "issues").mkdir(exist_ok=True)
-    work = _Work([str(s.root) for s in opened], None if weights is None else list(weights),
+    work = _Work([store_spec(s) for s in opened], None if weights is None else list(weights),
                  str(gt), str(out), c, ignore_index, int(min_region), float(temperature),
                  backend)
     report = AuditReport(out=out, images=len(stems), missing=missing)
@@ -423,7 +424,7 @@ def _audit(stores, gt, out, images, top, fix, weights, ignore_index, min_region,
     write_html(out / "index.html", report, classes, ranked[:top])
     report.seconds = time.perf_counter() - t0
     atomic.write_json(out / "audit.json", {
-        "stores": [str(s.root.resolve()) for s in opened], "gt": str(gt.resolve()),
+        "stores": [store_identity(s) for s in opened], "gt": str(gt.resolve()),
         "weights": None if weights is None else [float(x) for x in weights],
         "classes": classes, "thresholds": report.thresholds, "estimated_issues": count,
         "flagged": report.issues, "pixels": report.pixels, "images": report.images,
