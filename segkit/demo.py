@@ -14,10 +14,12 @@ generates itself (no downloads).
             test store is the mean of its fold models'
 7. tune     `segkit tune` on the OOF store sets: weights, per-class bias and ConvCRF, with a
             held-out part of the OOF images
-8. ensemble `segkit ensemble`: equal soft vote, vote + ConvCRF, the recipe's setting (equal
+8. audit    `segkit audit` on the same OOF store sets: which training masks are wrong and
+            where (confident learning), checked against the clean truth the generator kept
+9. ensemble `segkit ensemble`: equal soft vote, vote + ConvCRF, the recipe's setting (equal
             weights + the "seed" CRF) and `--tuned`, whose labels make the submission CSV
-9. evaluate per-class IoU and mIoU of each model and each ensemble on the held-out test split
-10. index   demo_out/index.md linking the pictures, tables and the submission
+10. evaluate per-class IoU and mIoU of each model and each ensemble on the held-out test split
+11. index   demo_out/index.md linking the pictures, tables and the submission
 
 Every stage prints its timing; a failing stage stops the demo with a message naming it.
 """
@@ -73,7 +75,7 @@ PRESETS = {
                    kernel_masks=1),
 }
 
-STAGES = ("data", "masks", "folds", "resample", "train", "infer", "tune", "ensemble",
+STAGES = ("data", "masks", "folds", "resample", "train", "infer", "tune", "audit", "ensemble",
           "evaluate", "index")
 MODELS = ("model_a", "model_b")
 
@@ -288,7 +290,36 @@ class Demo:
         return {"weights": res.weights, "bias": res.bias, "crf": res.crf,
                 "holdout": res.metrics["holdout"], "seconds": res.seconds}
 
-    # ---- 7. ensemble + CRF + submission ------------------------------------------------
+    # ---- 8. audit ----------------------------------------------------------------------
+    def stage_audit(self) -> dict:
+        specs = [",".join(str(self.path("stores", f"{n}_fold{f}"))
+                          for f in range(self.p.folds)) for n in MODELS]
+        rep = segkit.audit(specs, self.data / "masks", self.path("audit"),
+                           images=self.data / "images", top=8,
+                           fix=self.data / "masks_audited", progress=False,
+                           workers=1 if self.p.train_images < 40 else 2)
+        # the generator kept the clean truth: how many flagged pixels are really wrong
+        flagged = wrong = hit = 0
+        for row in rep.rows:
+            stem = row["stem"]
+            noisy = read_mask(self.data / "masks" / f"{stem}.png")
+            clean = read_mask(self.data / "masks_clean" / f"{stem}.png")
+            issues = read_mask(self.path("audit", "issues", f"{stem}.png")) > 0
+            bad = noisy != clean
+            flagged += int(issues.sum())
+            wrong += int(bad.sum())
+            hit += int((issues & bad).sum())
+        precision = hit / flagged if flagged else float("nan")
+        recall = hit / wrong if wrong else float("nan")
+        self.log(f"    {rep.images} masks audited: {rep.issues} pixels flagged, of which "
+                 f"{100 * precision:.0f}% are truly wrong (precision); they cover "
+                 f"{100 * recall:.0f}% of the wrong pixels (recall); worst: "
+                 + ", ".join(r["stem"] for r in rep.rows[:3]) + " -> audit/index.html")
+        return {"images": rep.images, "flagged": rep.issues, "precision": precision,
+                "recall": recall, "fixed_pixels": rep.fixed,
+                "worst": [r["stem"] for r in rep.rows[:5]]}
+
+    # ---- 9. ensemble + CRF + submission ------------------------------------------------
     def stage_ensemble(self) -> dict:
         stores = [self.path("stores", n) for n in MODELS]
         sub_size = max(8, self.p.size // 2)  # the competition halves 512 to 256
@@ -329,7 +360,7 @@ class Demo:
             titles += [stem, f"vote ({acc[0]})", f"vote + CRF ({acc[1]})", "truth"]
         panel(tiles, titles, self.path("crf_before_after.png"), scale=2)
 
-    # ---- 8. evaluate -------------------------------------------------------------------
+    # ---- 10. evaluate -------------------------------------------------------------------
     def stage_evaluate(self) -> dict:
         gt = self.data / "test_masks"
         variants = {"model A": self.path("stores", "model_a"),
@@ -359,7 +390,7 @@ class Demo:
                     "iou": [None if np.isnan(v) else float(v) for v in ev.iou]}
                 for n, ev in results.items()}
 
-    # ---- 9. index ----------------------------------------------------------------------
+    # ---- 11. index ----------------------------------------------------------------------
     def stage_index(self) -> dict:
         st = self.results["stages"]
         rs, ev = st["resample"], st["evaluate"]
@@ -399,6 +430,14 @@ class Demo:
                   + "; bias: " + ("none" if tune["bias"] is None else
                                   ", ".join(f"{b:+.2f}" for b in tune["bias"]))
                   + f"; CRF: {tune['crf'] or 'off'}.", "", "![tuning](tuned/tuning.png)"]
+        au = st["audit"]
+        lines += ["", "## Label audit", "",
+                  f"`segkit audit` on the same OOF stores flagged {au['flagged']} annotation "
+                  f"pixels of {au['images']} masks; against the clean truth the generator kept, "
+                  f"{100 * au['precision']:.0f}% of them are truly wrong (precision) and they "
+                  f"cover {100 * au['recall']:.0f}% of the wrong pixels (recall). Worst masks "
+                  "first, with photos and overlays: [audit/index.html](audit/index.html); "
+                  "corrected masks in `data/masks_audited`."]
         lines += ["", "![per-class IoU](iou.png)", "",
                   "![vote and CRF](crf_before_after.png)", "",
                   "## Files", "",
@@ -408,6 +447,7 @@ class Demo:
                   "- `stores/`: confidence stores (float16 probabilities per image): "
                   "`<model>_fold<k>` out of fold, `<model>_fold<k>_test`, `<model>` (test)",
                   "- `tuned/tuned.json`, `tuned/tuning.png`: the tuned setting and its search",
+                  "- `audit/`: `audit.csv`, `issues/<stem>.png`, `index.html` (the label audit)",
                   "- `ensemble*/labels`: label PNGs of each ensemble",
                   "- [`submission.csv`](submission.csv): the competition's format",
                   "- `eval/*/eval.json`: confusion matrices and per-class IoU", ""]

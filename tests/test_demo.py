@@ -54,6 +54,12 @@ def test_demo_tiny_end_to_end(tmp_path):
     assert "## Tuning on out-of-fold predictions" in index
     for label in ("| equal weights |", "| recipe (equal + seed CRF) |", "| tuned |"):
         assert label in index
+    # the audit ran on the OOF stores and its page and numbers are in the index
+    au = st["audit"]
+    assert au["images"] == len(masks)
+    assert (out / "audit" / "index.html").stat().st_size > 0
+    assert "## Label audit" in index and "audit/index.html" in index
+    assert au["flagged"] == 0 or 0.0 <= au["precision"] <= 1.0
     # every evaluation is a real mIoU in [0, 1]
     for name, ev in st["evaluate"].items():
         assert 0.0 <= ev["miou"] <= 1.0, name
