@@ -81,7 +81,7 @@ else
 	$(PIP) install -q $(PIP_ARGS) -c $(CONSTRAINTS) onedl-mmcv
 endif
 endif
-	$(PIP) install -q $(PIP_ARGS) -c $(CONSTRAINTS) --no-build-isolation -e ".[$(EXTRAS)]"
+	$(PIP) install -q $(PIP_ARGS) -c $(CONSTRAINTS) --no-build-isolation -e ".$(if $(strip $(EXTRAS)),[$(EXTRAS)])"
 ifeq ($(TORCH),keep)
 	$(PY) scripts/keep_constraints.py --verify $(CONSTRAINTS)
 endif
