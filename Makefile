@@ -63,8 +63,10 @@ export NO_ALBUMENTATIONS_UPDATE := 1
 
 all: install
 
+# (TORCH=keep on an interpreter without ensurepip, e.g. Debian's without python3-venv: the venv
+# gets no pip of its own and uses that interpreter's, which installs into the venv all the same)
 $(PY):
-	$(PYTHON) -m venv $(VENV_ARGS) $(VENV)
+	$(PYTHON) -m venv $(VENV_ARGS) $(VENV) $(if $(VENV_ARGS),|| $(PYTHON) -m venv $(VENV_ARGS) --without-pip $(VENV))
 
 # TORCH=keep: constraints.txt less the pins of what $(PYTHON) already has (torch first of all)
 $(VENV)/constraints-keep.txt: constraints.txt scripts/keep_constraints.py | $(PY)

@@ -20,6 +20,7 @@ echo "== machine"; nvidia-smi --query-gpu=name,memory.total,driver_version --for
 $BASE_PY -c "import torch, cupy, numba; print('torch', torch.__version__, 'cupy', cupy.__version__, 'numba', numba.__version__)"
 
 echo "== install (make install TORCH=keep, offline)"
+command -v make >/dev/null || { echo "gpu_check: make is not installed here"; exit 1; }
 t0=$(date +%s)
 find_links="--no-index"
 compgen -G ".whl/*.whl" >/dev/null && find_links="--no-index --find-links $PWD/.whl"
