@@ -77,7 +77,7 @@ $(STAMP): $(PY) pyproject.toml setup.py $(CONSTRAINTS) $(CSRC)
 	$(PIP) install -q $(PIP_ARGS) -c $(CONSTRAINTS) pip setuptools wheel pybind11
 ifeq ($(MMSEG),onedl)
 ifeq ($(MMCV_OPS),1)
-	$(PIP) install -q $(PIP_ARGS) -c $(CONSTRAINTS) torch
+	$(PIP) install -q $(PIP_ARGS) -c $(CONSTRAINTS) torch packaging
 	$(PIP) install -q $(PIP_ARGS) -c $(CONSTRAINTS) --no-build-isolation onedl-mmcv
 else
 	$(PIP) install -q $(PIP_ARGS) -c $(CONSTRAINTS) onedl-mmcv
