@@ -1,29 +1,93 @@
 # segkit: `make demo` and `make test` set everything up on a fresh machine (virtual
 # environment, dependencies at the versions in constraints.txt, the C++ extension), then run.
+#
+#   make test                          # Python 3 on PATH, .venv, the upstream mmseg line
+#   make test PYTHON=python3.12 VENV=.venv312
+#   make install MMSEG=onedl VENV=.venv-onedl   # the maintained line (onedl-mmsegmentation 1.4)
+#   make install TORCH=keep PYTHON=/opt/conda/bin/python   # keep that interpreter's (CUDA) torch
+#   make check-install                 # the full install resolves from PyPI on every Python here
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
+# The OpenMMLab line: upstream (mmsegmentation 1.2.2, mmengine, mmcv-lite) or onedl
+# (onedl-mmsegmentation 1.4, onedl-mmengine, onedl-mmcv): the same import names, one per venv.
+MMSEG ?= upstream
+ifeq ($(MMSEG),onedl)
+EXTRAS ?= dev,onedl,ray
+else ifeq ($(MMSEG),upstream)
 EXTRAS ?= dev,mmseg,ray
+else
+$(error MMSEG must be upstream or onedl, not '$(MMSEG)')
+endif
+# onedl-mmcv is an sdist. MMCV_OPS=0 builds it with build isolation, where torch is not visible,
+# so without compiled ops (seconds; segkit.mmseg's mmcv._ext stand-in covers them); MMCV_OPS=1
+# compiles its ops against the venv's torch (about 12 minutes on 2 cores).
+MMCV_OPS ?= 0
+# TORCH=pin: torch at constraints.txt's version (the CPU build where the machine's pip offers one,
+# PyPI's CUDA build otherwise). TORCH=keep: a venv on top of $(PYTHON)'s own packages
+# (--system-site-packages) that keeps its torch, and every other package it already has, as they
+# are (their pins are dropped from the constraints; the install fails if torch would change).
+TORCH ?= pin
+ifeq ($(TORCH),keep)
+CONSTRAINTS := $(VENV)/constraints-keep.txt
+VENV_ARGS := --system-site-packages
+else ifeq ($(TORCH),pin)
+CONSTRAINTS := constraints.txt
+VENV_ARGS :=
+else
+$(error TORCH must be pin or keep, not '$(TORCH)')
+endif
+# PYPI_ONLY=1: install as on a user's fresh machine, this machine's pip configuration ignored
+# (no config files, no find-links or extra index, no global constraint): PyPI only.
+PYPI_ONLY ?= 0
+ifeq ($(PYPI_ONLY),1)
+export PIP_CONFIG_FILE := /dev/null
+unexport PIP_FIND_LINKS PIP_INDEX_URL PIP_EXTRA_INDEX_URL PIP_CONSTRAINT PIP_NO_INDEX
+endif
+# More pip install arguments, e.g. offline: PIP_ARGS="--no-index --find-links .whl"
+PIP_ARGS ?=
 STAMP := $(VENV)/.segkit-installed
 CSRC := $(shell find csrc -type f 2>/dev/null | sort)
 PYTEST_ARGS ?=
+# segkit.mmseg's tests (datasets, transforms, hook, TTA, training, checkpoints, tools/train.py)
+MMSEG_TESTS ?= tests/test_mmseg.py tests/test_mmseg_train.py
 BENCH_ARGS ?= --benchmark-min-rounds=5 --benchmark-max-time=1
 SUITES ?=
+# The interpreters CI uses beside $(PYTHON) (found under pyenv or on PATH)
+PYTHON312 ?= $(shell python3 scripts/check_install.py --find 3.12)
 export NO_ALBUMENTATIONS_UPDATE := 1
 
-.PHONY: all install demo test bench gpu-check clean distclean
+.PHONY: all install demo test test-mmseg test-py312 test-onedl check-install check-wheel bench \
+	gpu-check clean distclean
 
 all: install
 
+# (TORCH=keep on an interpreter without ensurepip, e.g. Debian's without python3-venv: the venv
+# gets no pip of its own and uses that interpreter's, which installs into the venv all the same)
 $(PY):
-	$(PYTHON) -m venv $(VENV)
+	$(PYTHON) -m venv $(VENV_ARGS) $(VENV) $(if $(VENV_ARGS),|| $(PYTHON) -m venv $(VENV_ARGS) --without-pip $(VENV))
+
+# TORCH=keep: constraints.txt less the pins of what $(PYTHON) already has (torch first of all)
+$(VENV)/constraints-keep.txt: constraints.txt scripts/keep_constraints.py | $(PY)
+	$(PY) scripts/keep_constraints.py constraints.txt $@
 
 # Dependencies and the editable install; redone when the build inputs change.
-$(STAMP): $(PY) pyproject.toml setup.py constraints.txt $(CSRC)
-	$(PIP) install -q -c constraints.txt pip setuptools wheel pybind11
-	$(PIP) install -q -c constraints.txt --no-build-isolation -e ".[$(EXTRAS)]"
-	$(PY) -c "import segkit; [print('  ', b) for b in segkit.backends().values()]"
+$(STAMP): $(PY) pyproject.toml setup.py $(CONSTRAINTS) $(CSRC)
+	$(PIP) install -q $(PIP_ARGS) -c $(CONSTRAINTS) pip setuptools wheel pybind11
+ifeq ($(MMSEG),onedl)
+ifeq ($(MMCV_OPS),1)
+	$(PIP) install -q $(PIP_ARGS) -c $(CONSTRAINTS) torch packaging
+	$(PIP) install -q $(PIP_ARGS) -c $(CONSTRAINTS) --no-build-isolation onedl-mmcv
+else
+	$(PIP) install -q $(PIP_ARGS) -c $(CONSTRAINTS) onedl-mmcv
+endif
+endif
+	$(PIP) install -q $(PIP_ARGS) -c $(CONSTRAINTS) --no-build-isolation -e ".$(if $(strip $(EXTRAS)),[$(EXTRAS)])"
+ifeq ($(TORCH),keep)
+	$(PY) scripts/keep_constraints.py --verify $(CONSTRAINTS)
+endif
+	$(VENV)/bin/segkit info --fast
 	@touch $@
 
 install: $(STAMP)
@@ -33,6 +97,27 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The plug-in's tests alone (e.g. make test-mmseg MMSEG=onedl VENV=.venv-onedl)
+test-mmseg: $(STAMP)
+	$(PY) -m pytest $(MMSEG_TESTS) $(PYTEST_ARGS)
+
+# What CI runs beside `make test`: the whole suite on Python 3.12 from PyPI alone, in its own
+# venv; the plug-in's tests on the onedl line, in its own venv.
+test-py312:
+	@test -n "$(PYTHON312)" || { echo "test-py312: no Python 3.12 found (pyenv, PATH)"; exit 1; }
+	$(MAKE) test PYTHON=$(PYTHON312) VENV=.venv312 PYPI_ONLY=1
+
+test-onedl:
+	$(MAKE) test-mmseg MMSEG=onedl VENV=.venv-onedl
+
+# The full install resolves from PyPI alone for every Python 3.11-3.13 found here.
+check-install:
+	python3 scripts/check_install.py $(CHECK_INSTALL_ARGS)
+
+# `pip install .` and a built wheel, each into a fresh venv with build isolation, from PyPI alone.
+check-wheel:
+	PYTHON=$(PYTHON) bash scripts/check_wheel.sh
 
 bench: $(STAMP)
 	$(PIP) install -q -c constraints.txt pydensecrf2 || echo "pydensecrf2 did not build: its row is skipped"
@@ -46,4 +131,4 @@ clean:
 	find . -name __pycache__ -type d -prune -not -path "./$(VENV)/*" -exec rm -rf {} +
 
 distclean: clean
-	rm -rf $(VENV)
+	rm -rf $(VENV) .venv312 .venv-onedl dist

@@ -1,32 +1,34 @@
 #!/usr/bin/env bash
 # Validate and time segkit's CUDA paths on a lent GPU machine (see README "GPU").
-# Runs offline: torch, CuPy, Numba, pybind11 and nvcc are expected to be installed there;
-# missing pure-Python wheels may be carried in .whl/ (installed to /tmp/site).
+# Runs offline: torch, CuPy, Numba, pybind11 and nvcc are installed there (Python 3.12); segkit
+# is installed the way a user with a CUDA torch installs it, `make install TORCH=keep`: a venv on
+# top of that interpreter (--system-site-packages) that keeps its torch and everything else it
+# has, with the missing wheels taken from .whl/ (no index). Fetch those here first with
+# `bash scripts/fetch_gpu_wheels.sh` (into .whl/, git-ignored) and carry ".whl".
 # The `train` section of gpu_bench.py (UperNet + Swin-B, 20 iterations at batch 8, crop 512,
-# with and without AMP) needs the mmseg stack, which that machine lacks: fetch its wheels here
-# first with `bash scripts/fetch_gpu_wheels.sh` (into .whl/, git-ignored) and carry ".whl".
+# with and without AMP) needs the mmseg stack, which comes from those wheels.
 # Prints a short table; writes $OUT/gpu_results.json and $OUT/gpu_tests.log when OUT is set.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/segkit_gpu}
 mkdir -p "$OUT"
-PY=${PYTHON:-python3}
+BASE_PY=${PYTHON:-python3}
+VENV=${GPU_VENV:-/tmp/segkit-venv}
 export PYTHONUNBUFFERED=1 NO_ALBUMENTATIONS_UPDATE=1
 
-if compgen -G ".whl/*.whl" >/dev/null; then
-  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
-fi
-
 echo "== machine"; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-$PY -c "import torch, cupy, numba; print('torch', torch.__version__, 'cupy', cupy.__version__, 'numba', numba.__version__)"
+$BASE_PY -c "import torch, cupy, numba; print('torch', torch.__version__, 'cupy', cupy.__version__, 'numba', numba.__version__)"
 
-echo "== build"
+echo "== install (make install TORCH=keep, offline)"
+command -v make >/dev/null || { echo "gpu_check: make is not installed here"; exit 1; }
 t0=$(date +%s)
-$PY setup.py -q build_ext --inplace >"$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
-$PY -c "import segkit; [print('  ', b) for b in segkit.backends().values()]"
-echo "   built in $(( $(date +%s) - t0 )) s"
+find_links="--no-index"
+compgen -G ".whl/*.whl" >/dev/null && find_links="--no-index --find-links $PWD/.whl"
+make install TORCH=keep PYTHON="$BASE_PY" VENV="$VENV" EXTRAS="${GPU_EXTRAS:-mmseg}" \
+  PIP_ARGS="$find_links" >"$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
+grep -E "^TORCH=keep|^  (torch|mmseg line|extension|CUDA sources)|^  (cpp|cuda) " "$OUT/build.log"
+PY=$VENV/bin/python
+echo "   installed in $(( $(date +%s) - t0 )) s"
 
 echo "== CUDA tests (equality with the reference)"
 $PY -m pytest -q -p no:cacheprovider -x tests/test_mode_filter_cuda.py tests/test_mode_filter.py \

@@ -6,6 +6,7 @@ Training, inference and the hook run in test_mmseg_train.py.
 from __future__ import annotations
 
 import importlib.machinery
+import importlib.metadata
 import importlib.util
 import json
 import subprocess
@@ -33,6 +34,17 @@ ROOT = Path(__file__).resolve().parents[1]
 SWIN_B = ROOT / "configs" / "upernet_swin-b_trash.py"
 TINY = ROOT / "configs" / "upernet_swin-tiny_cpu.py"
 MMCV_HAS_OPS = any((Path(importlib.util.find_spec("mmcv").origin).parent).glob("_ext*.so"))
+
+
+def _dist(name):
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+#: the maintained OpenMMLab line (onedl-mmsegmentation 1.4, onedl-mmengine) instead of upstream's
+ONEDL = _dist("onedl-mmsegmentation") is not None
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +78,15 @@ def test_ext_stub_is_installed_with_mmcv_lite():
     assert isinstance(ext.__spec__, importlib.machinery.ModuleSpec)
     assert ext.__spec__.name == "mmcv._ext" and ext.__spec__.loader is None
     assert importlib.util.find_spec("mmcv._ext").loader is None
-    assert mmcv_full_available() is False  # mmengine must not think compiled ops exist
+    # upstream mmengine asks pkgutil.find_loader (None for the stand-in): no compiled ops.
+    # onedl-mmengine asks importlib.util.find_spec, which returns the stand-in's spec: it then
+    # only imports mmcv.ops' Python classes for isinstance checks (SyncBatchNorm, DCN), which
+    # the stand-in serves; revert_sync_batchnorm below is one of those paths.
+    assert mmcv_full_available() is ONEDL
+    from mmengine.model.utils import revert_sync_batchnorm
+
+    model = revert_sync_batchnorm(torch.nn.Sequential(torch.nn.SyncBatchNorm(4)))
+    assert not any(isinstance(m, torch.nn.SyncBatchNorm) for m in model.modules())
     import mmcv
     import mmcv._ext as again
     assert again is ext and mmcv._ext is ext
@@ -107,8 +127,8 @@ def test_ext_stub_install_is_idempotent():
 
 @pytest.mark.skipif(MMCV_HAS_OPS, reason="a full mmcv with compiled ops is installed")
 def test_import_segkit_stays_light_and_mmseg_needs_the_stub():
-    """`import segkit` imports neither torch nor mmseg; bare mmseg fails on mmcv-lite (the gap
-    that segkit.mmseg closes)."""
+    """`import segkit` imports neither torch nor mmseg; bare mmseg 1.2 fails on mmcv-lite (the
+    gap that segkit.mmseg closes), onedl-mmsegmentation 1.4 guards its mmcv.ops imports."""
     code = ("import sys, segkit\n"
             "assert 'torch' not in sys.modules and 'mmseg' not in sys.modules, 'heavy import'\n"
             "try:\n    import mmseg.models\nexcept ModuleNotFoundError as e:\n"
@@ -116,7 +136,7 @@ def test_import_segkit_stays_light_and_mmseg_needs_the_stub():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "GAP mmcv._ext" in out.stdout
+    assert ("NO GAP" if ONEDL else "GAP mmcv._ext") in out.stdout
 
 
 # ---- weights-only checkpoints ---------------------------------------------------------------

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import platform
+import sys
 
 import click
 
@@ -23,8 +24,15 @@ def command(fast):
     """Versions, backends available here and why not."""
     import segkit
 
+    from segkit._env import build_report, mmseg_line, stack_report, torch_build
+
     click.echo(f"segkit {segkit.__version__} on Python {platform.python_version()} "
-               f"({platform.machine()}, {platform.system()})")
+               f"({platform.python_implementation()}, {platform.machine()}, {platform.system()}) "
+               f"at {sys.executable}")
+    click.echo(f"  torch         {torch_build() or 'not installed'}")
+    click.echo(f"  mmseg line    {mmseg_line() or 'not installed'}")
+    for line in build_report():
+        click.echo(line)
     click.echo("\nbackends:")
     for info in segkit.backends().values():
         click.echo(f"  {info}")
@@ -33,8 +41,6 @@ def command(fast):
         version = _version(dist)
         if version:
             click.echo(f"  {dist:16s} {version}")
-    from segkit._env import stack_report
-
     click.echo("\noptional stacks (installed and importable?):")
     for line in stack_report(check_imports=not fast):
         click.echo(line)

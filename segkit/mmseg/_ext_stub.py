@@ -7,7 +7,9 @@ and raises a clear error if an op is ever called (GUIDE section 5).
 
 The stand-in is installed only when no real `mmcv._ext` can be found: a full mmcv build with
 compiled ops is always used as is. Its ``__spec__`` is a real ModuleSpec whose loader is None, so
-mmengine's ``mmcv_full_available()`` (which asks ``pkgutil.find_loader``) still answers False.
+mmengine's ``mmcv_full_available()`` (which asks ``pkgutil.find_loader``) still answers False;
+onedl-mmengine's asks ``importlib.util.find_spec`` and answers True, then only imports mmcv.ops'
+Python classes for isinstance checks (SyncBatchNorm, DCN), which the stand-in serves.
 
 This module must not import mmcv's ops, mmseg or mmengine: `segkit.mmseg` calls
 :func:`install` before importing them.

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# `pip install .` and a wheel built with `python -m build`, each into a fresh virtual environment
+# with build isolation, from PyPI alone (this machine's pip configuration ignored), then
+# `segkit info` run outside the checkout must find the compiled extension and the CUDA sources.
+#
+#   bash scripts/check_wheel.sh            # PYTHON=python3.12 bash scripts/check_wheel.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+PY=${PYTHON:-python3}
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/segkit-check-wheel.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+# A user's pip: no config files, no find-links, no extra index, no global constraint.
+for v in $(env | sed -n 's/^\(PIP_[A-Z_]*\)=.*/\1/p'); do unset "$v"; done
+export PIP_CONFIG_FILE=/dev/null PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_INDEX_URL=https://pypi.org/simple
+unset PYTHONPATH
+pin() { grep -i -E "^$1==" "$ROOT/constraints.txt" | head -1; }
+
+check_info() {  # $1: venv, $2: what was installed
+  local out
+  out=$(cd "$WORK" && "$1/bin/segkit" info --fast) || { echo "check-wheel: $2: segkit info failed"; return 1; }
+  echo "$out" | sed -n '1,5p'
+  echo "$out" | grep -q "extension .*site-packages/segkit/_C" \
+    || { echo "check-wheel: $2: segkit info does not find the extension in site-packages"; return 1; }
+  echo "$out" | grep -q "CUDA sources .*site-packages/segkit/_csrc (4 kernels)" \
+    || { echo "check-wheel: $2: segkit info does not find the CUDA sources in the package"; return 1; }
+  echo "$out" | grep -q "cpp    yes" || { echo "check-wheel: $2: the cpp backend is not available"; return 1; }
+  (cd "$WORK" && "$1/bin/python" -c "
+import numpy as np, segkit
+x = np.random.default_rng(0).integers(0, 5, (17, 23), dtype=np.uint8)
+assert (segkit.mode_filter(x, backend='cpp') == segkit.mode_filter(x, backend='numpy')).all()
+print('   mode_filter: cpp == numpy')")
+}
+
+t0=$(date +%s)
+echo "== python -m build (sdist, then the wheel from the sdist; isolated builds)"
+$PY -m venv "$WORK/tools"
+"$WORK/tools/bin/python" -m pip install -q "$(pin pip)" "$(pin build)"
+rm -rf "$WORK/dist"
+"$WORK/tools/bin/python" -m build --outdir "$WORK/dist" "$ROOT" >"$WORK/build.log" 2>&1 \
+  || { tail -30 "$WORK/build.log"; echo "check-wheel: python -m build failed"; exit 1; }
+ls -la "$WORK/dist"
+unzip -l "$WORK"/dist/*.whl | grep -E "_C\.|_csrc/cuda/.*\.cu$" | awk '{print "   " $4}'
+t1=$(date +%s); echo "   built in $((t1 - t0)) s"
+
+echo "== the wheel into a fresh venv"
+$PY -m venv "$WORK/wheel"
+"$WORK/wheel/bin/python" -m pip install -q -c "$ROOT/constraints.txt" "$WORK"/dist/segkit-*.whl
+check_info "$WORK/wheel" "the wheel"
+t2=$(date +%s); echo "   installed and checked in $((t2 - t1)) s"
+
+echo "== pip install . into a fresh venv"
+$PY -m venv "$WORK/src"
+# a copy of the tree, so that the in-tree build leaves nothing in the checkout
+mkdir "$WORK/tree" && (cd "$ROOT" && git ls-files -z --cached --others --exclude-standard \
+  | xargs -0 cp --parents -t "$WORK/tree" 2>/dev/null || true)
+"$WORK/src/bin/python" -m pip install -q -c "$ROOT/constraints.txt" "$WORK/tree"
+check_info "$WORK/src" "pip install ."
+t3=$(date +%s); echo "   installed and checked in $((t3 - t2)) s"
+echo "check-wheel: ok ($((t3 - t0)) s)"
