@@ -163,6 +163,7 @@ def fused(labels, probs, c, has_ign, ign, want_hist):
     am = np.empty((n, hw), np.int32)
     top = np.empty((n, hw), np.float32)
     su = sc.reshape(n * hw).view(np.uint32)
+    flat = probs.reshape(n * c * hw)
     groups = min(tasks, 16)
     hist = np.zeros((max(groups, 1), HIST_BINS), np.int64)
     step = (tasks + max(groups, 1) - 1) // max(groups, 1)
@@ -179,9 +180,9 @@ def fused(labels, probs, c, has_ign, ign, want_hist):
                     best[j] = to_float32(probs[img, 0, b0 + j])
                     arg[j] = 0
                 for q in range(1, c):
-                    row = probs[img, q, b0:b0 + m]
+                    base = (img * c + q) * hw + b0
                     for j in range(m):  # selects, not branches: LLVM vectorises them
-                        v = to_float32(row[j])
+                        v = to_float32(flat[base + j])
                         bj = best[j]
                         gt = v > bj
                         best[j] = v if gt else bj
