@@ -14,6 +14,9 @@ segkit computes the same in four stages (each in every backend): ``sums`` (step 
 (step 2, plus per-pixel scores and a 65536-bin histogram of their order keys), the cutoff (the
 T-th lowest score, found from the histogram and the one bin it falls in) and ``flags`` (step 3).
 The stages stream: the dataset job (:func:`segkit.audit`) runs them image by image.
+On arrays, :func:`label_issues` with the cpp or numba backend runs stages 1 and 2 in one read
+of the probabilities (:func:`fused_scores`: the first pass keeps argmax and top probability per
+pixel, the count after the thresholds reads those).
 
 Where equality with cleanlab is not exact (and by how much):
 
