@@ -147,7 +147,9 @@ void label_issues_fused(const LabelIssuesArgs& a, double* sums, int64_t* counts,
       constexpr index_t kBlock = 512;  // pixels whose argmax is kept while the planes stream
       float best[kBlock];
       int32_t arg[kBlock];
-#pragma omp for schedule(static)
+// dynamic: on a shared machine a thread whose core is busy takes fewer chunks (the
+      // results do not depend on which thread runs a chunk)
+#pragma omp for schedule(dynamic, 1)
       for (index_t t = 0; t < tasks; ++t) {
         const Chunk ch = chunk_of(t, per, a.hw);
         double* s = part_sums.data() + t * C;
