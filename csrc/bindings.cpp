@@ -444,6 +444,59 @@ PYBIND11_MODULE(_C, m) {
       "flag (argmax != label), the 65536-bin histogram of the scores' order keys; returns the "
       "estimated number of issues (candidates whose top probability >= thresholds_adj).");
   m.def(
+      "label_issues_fused",
+      [li_args](const py::array& labels, const py::array& probs, int num_classes,
+                py::object ignore_index, py::array_t<double>& sums, py::array_t<int64_t>& counts,
+                py::array_t<int64_t>& bad, py::array_t<float>& scores,
+                py::array_t<uint8_t>& candidates, py::array_t<int32_t>& argmax,
+                py::array_t<float>& top, py::object hist) {
+        auto a = li_args(labels, probs, num_classes, ignore_index);
+        if (sums.size() != num_classes || counts.size() != num_classes || bad.size() != 1)
+          throw py::value_error("_C.label_issues_fused: sums/counts need C entries, bad 1");
+        if (scores.size() != a.n * a.hw || candidates.size() != a.n * a.hw ||
+            argmax.size() != a.n * a.hw || top.size() != a.n * a.hw)
+          throw py::value_error("_C.label_issues_fused: scores, candidates, argmax, top need "
+                                "N*H*W entries");
+        int64_t* h = nullptr;
+        if (!hist.is_none()) {
+          auto arr = hist.cast<py::array_t<int64_t>>();
+          if (arr.size() != 65536 || !arr.writeable())
+            throw py::value_error("_C.label_issues_fused: hist must be writeable int64 of 65536");
+          h = arr.mutable_data();
+        }
+        double* s = sums.mutable_data();
+        int64_t* k = counts.mutable_data();
+        int64_t* b = bad.mutable_data();
+        float* sc = scores.mutable_data();
+        uint8_t* c = candidates.mutable_data();
+        int32_t* am = argmax.mutable_data();
+        float* tp = top.mutable_data();
+        py::gil_scoped_release release;
+        segkit::cpu::label_issues_fused(a, s, k, b, sc, c, am, tp, h);
+      },
+      py::arg("labels"), py::arg("probs"), py::arg("num_classes"), py::arg("ignore_index"),
+      py::arg("sums"), py::arg("counts"), py::arg("bad"), py::arg("scores"),
+      py::arg("candidates"), py::arg("argmax"), py::arg("top"), py::arg("hist"),
+      "Confident learning in one read of probs: the threshold sums of label_issues_sums and "
+      "the per-pixel outputs of label_issues_scores plus argmax and top probability.");
+  m.def(
+      "label_issues_count",
+      [](const py::array_t<uint8_t>& candidates, const py::array_t<int32_t>& argmax,
+         const py::array_t<float>& top, const py::array_t<double>& thresholds_adj) {
+        const index_t n = candidates.size();
+        if (argmax.size() != n || top.size() != n)
+          throw py::value_error("_C.label_issues_count: candidates, argmax, top sizes differ");
+        const uint8_t* c = candidates.data();
+        const int32_t* am = argmax.data();
+        const float* tp = top.data();
+        const double* t = thresholds_adj.data();
+        py::gil_scoped_release release;
+        return segkit::cpu::label_issues_count(c, am, tp, n, t);
+      },
+      py::arg("candidates"), py::arg("argmax"), py::arg("top"), py::arg("thresholds_adj"),
+      "Number of counted issues from label_issues_fused's outputs (candidates whose top "
+      "probability >= thresholds_adj[argmax]).");
+  m.def(
       "label_issues_softmin",
       [](const py::array_t<float>& scores, double temperature, py::array_t<double>& out) {
         if (scores.ndim() != 2 || out.size() != scores.shape(0) ||

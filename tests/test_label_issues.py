@@ -247,3 +247,46 @@ def test_docstring_examples():
 
     result = doctest.testmod(ops, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
+
+
+FUSED_CASES = [((2, 5, 31, 40), np.uint8, np.float32), ((1, 11, 300, 257), np.uint16, np.float16),
+               ((3, 2, 1, 5), np.int32, np.float32), ((2, 3, 181, 200), np.int64, np.float16),
+               ((0, 4, 3, 3), np.uint8, np.float32)]
+
+
+@pytest.mark.parametrize("fused_backend", ["cpp", "numba"])
+@pytest.mark.parametrize("shape,dtype,pdtype", FUSED_CASES,
+                         ids=lambda v: "x".join(map(str, v)) if isinstance(v, tuple) else None)
+@pytest.mark.parametrize("ignore", [None, 200])
+def test_fused_pass_equals_the_stages(fused_backend, shape, dtype, pdtype, ignore):
+    """label_issues' one-read path (cpp, numba) gives exactly the staged outputs: scores,
+    candidates, histogram and count, with ignored labels, argmax ties and both dtypes (chunk
+    and block borders: 300x257 and 181x200 pixels are not multiples of the 512-pixel block)."""
+    require_backend(fused_backend)
+    lab, p = noisy(*shape, seed=5, dtype=dtype, pdtype=pdtype)
+    if lab.size:
+        lab.reshape(-1)[::7] = 200 if ignore is not None else 0
+        p[:, :, 0, :2] = p[:, :1, 0, :2]  # argmax ties: the first class wins
+    lab, p, ign, _ = ops._prepare(lab, p, ignore)
+    s, k, bad = ref.sums(lab, p, shape[1], ign)
+    thr = ops.thresholds_from_sums(s, k)
+    sc, cand, hist, counted = ref.scores(lab, p, shape[1], thr - 1e-6, ign)
+    sc2, cand2, hist2, counted2 = ops.fused_scores(lab, p, ign, fused_backend)
+    np.testing.assert_array_equal(sc2, sc)
+    np.testing.assert_array_equal(cand2, cand)
+    np.testing.assert_array_equal(hist2, hist)
+    assert counted2 == counted and bad == 0
+    np.testing.assert_array_equal(segkit.label_issues(lab, p, ignore_index=ignore,
+                                                      backend=fused_backend),
+                                  ref.label_issues(lab, p, ignore_index=ignore))
+
+
+@pytest.mark.parametrize("fused_backend", ["cpp", "numba"])
+def test_fused_pass_rejects_labels_out_of_range(fused_backend):
+    require_backend(fused_backend)
+    lab, p = noisy(1, 3, 40, 40)
+    lab[0, 39, 39] = 9
+    with pytest.raises(ValueError, match=r"labels has 1 pixels outside 0\.\.2 \(e\.g\. 9\)"):
+        segkit.label_issues(lab, p, backend=fused_backend)
+    lab[0, 39, 39] = 255
+    segkit.label_issues(lab, p, ignore_index=255, backend=fused_backend)  # ignored: fine

@@ -127,6 +127,100 @@ int64_t label_issues_scores(const LabelIssuesArgs& a, const double* thresholds_a
   return counted;
 }
 
+void label_issues_fused(const LabelIssuesArgs& a, double* sums, int64_t* counts, int64_t* bad,
+                        float* scores, uint8_t* candidates, int32_t* argmax, float* top,
+                        int64_t* hist) {
+  const int C = a.num_classes;
+  const index_t per = chunks_per_image(a.hw), tasks = per * a.n;
+  if (tasks == 0) return;
+  std::vector<double> part_sums(static_cast<size_t>(tasks * C), 0.0);
+  std::vector<int64_t> part_counts(static_cast<size_t>(tasks * C), 0);
+  std::vector<int64_t> part_bad(static_cast<size_t>(tasks), 0);
+  dispatch(a, [&](auto ltag, auto ptag) {
+    using L = decltype(ltag);
+    using P = decltype(ptag);
+    const L* labels = static_cast<const L*>(a.labels);
+    const P* probs = static_cast<const P*>(a.probs);
+#pragma omp parallel num_threads(max_threads())
+    {
+      std::vector<uint32_t> local(hist ? li::kHistBins : 0, 0u);
+      constexpr index_t kBlock = 512;  // pixels whose argmax is kept while the planes stream
+      float best[kBlock];
+      int32_t arg[kBlock];
+// dynamic: on a shared machine a thread whose core is busy takes fewer chunks (the
+      // results do not depend on which thread runs a chunk)
+#pragma omp for schedule(dynamic, 1)
+      for (index_t t = 0; t < tasks; ++t) {
+        const Chunk ch = chunk_of(t, per, a.hw);
+        double* s = part_sums.data() + t * C;
+        int64_t* k = part_counts.data() + t * C;
+        const index_t off = ch.image * a.hw;
+        const L* lab = labels + off;
+        const P* img = probs + ch.image * C * a.hw;
+        int64_t oob = 0;
+        for (index_t b0 = ch.begin; b0 < ch.end; b0 += kBlock) {
+          const index_t m = ch.end - b0 < kBlock ? ch.end - b0 : kBlock;
+          // argmax, plane by plane (first of equal maxima: strict >, as li::argmax)
+          for (index_t j = 0; j < m; ++j) {
+            best[j] = li::load(img + b0 + j);
+            arg[j] = 0;
+          }
+          for (int c = 1; c < C; ++c) {
+            const P* pl = img + c * a.hw + b0;
+            for (index_t j = 0; j < m; ++j) {  // a mask, not a branch: GCC vectorises it
+              const float v = li::load(pl + j), b = best[j];
+              const int32_t gt = -static_cast<int32_t>(v > b);
+              best[j] = v > b ? v : b;
+              arg[j] = (arg[j] & ~gt) | (c & gt);
+            }
+          }
+          for (index_t j = 0; j < m; ++j) {
+            const index_t i = b0 + j;
+            const int c = li::class_of<L>(lab[i], C, a.has_ignore, a.ignore);
+            if (c >= 0) {
+              const float v = li::load(img + c * a.hw + i);
+              s[c] += static_cast<double>(v);
+              ++k[c];
+              scores[off + i] = v;
+              candidates[off + i] = arg[j] != c;
+              argmax[off + i] = arg[j];
+              top[off + i] = best[j];
+              if (hist) ++local[li::order_key(v) >> (32 - li::kHistBits)];
+            } else {
+              oob += c == -2;
+              scores[off + i] = li::bits_to_float(0x7fc00000u);
+              candidates[off + i] = 0;
+              argmax[off + i] = 0;
+              top[off + i] = 0.0f;
+            }
+          }
+        }
+        part_bad[t] = oob;
+      }
+      if (hist) {
+#pragma omp critical
+        for (int b = 0; b < li::kHistBins; ++b) hist[b] += local[b];
+      }
+    }
+  });
+  for (index_t t = 0; t < tasks; ++t) {
+    for (int c = 0; c < C; ++c) {
+      sums[c] += part_sums[t * C + c];
+      counts[c] += part_counts[t * C + c];
+    }
+    bad[0] += part_bad[t];
+  }
+}
+
+int64_t label_issues_count(const uint8_t* candidates, const int32_t* argmax, const float* top,
+                           index_t total, const double* thresholds_adj) {
+  int64_t counted = 0;
+#pragma omp parallel for schedule(static) num_threads(max_threads()) reduction(+ : counted)
+  for (index_t i = 0; i < total; ++i)
+    counted += candidates[i] && static_cast<double>(top[i]) >= thresholds_adj[argmax[i]];
+  return counted;
+}
+
 void label_issues_softmin(const float* scores, index_t n, index_t hw, double temperature,
                           double* out) {
   const double t = temperature > 1e-6 ? temperature : 1e-6;

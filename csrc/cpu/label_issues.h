@@ -32,6 +32,21 @@ void label_issues_sums(const LabelIssuesArgs& a, double* sums, int64_t* counts, 
 int64_t label_issues_scores(const LabelIssuesArgs& a, const double* thresholds_adj,
                             float* scores, uint8_t* candidates, int64_t* hist);
 
+// The fused first pass of segkit.label_issues (one read of probs): everything of
+// label_issues_sums (added to sums, counts, bad) and, per pixel, the scores, candidates and
+// histogram of label_issues_scores, plus the argmax (int32) and its probability (top, float32)
+// so that counting the issues once the thresholds are known (label_issues_count) reads 9
+// bytes per pixel instead of the probabilities. hist may be null. Per-pixel outputs are
+// written for every pixel (argmax 0 and top 0 where the label is ignored or out of range).
+void label_issues_fused(const LabelIssuesArgs& a, double* sums, int64_t* counts, int64_t* bad,
+                        float* scores, uint8_t* candidates, int32_t* argmax, float* top,
+                        int64_t* hist);
+
+// The number of counted issues of label_issues_fused's outputs: candidates whose top
+// probability reaches thresholds_adj[argmax] (in double, as label_issues_scores).
+int64_t label_issues_count(const uint8_t* candidates, const int32_t* argmax, const float* top,
+                           index_t total, const double* thresholds_adj);
+
 // cleanlab's softmin quality per image of n images of hw scores (NaN scores skipped; an
 // image without a score gets NaN): sum s w / sum w, w = exp((min s - s) / max(T, 1e-6)).
 void label_issues_softmin(const float* scores, index_t n, index_t hw, double temperature,

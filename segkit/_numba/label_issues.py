@@ -142,3 +142,86 @@ def flags(sc, cand, cutoff_key):
     for i in prange(total):
         out[i] = 1 if (cand[i] != 0 and _key(su[i]) < cutoff_key) else 0
     return out
+
+
+BLOCK = 512  # pixels whose argmax is kept while the class planes stream
+
+
+@njit(parallel=True, cache=True)
+def fused(labels, probs, c, has_ign, ign, want_hist):
+    """One read of probs: -> (sums (C,), counts (C,), bad, scores float32 (N, HW),
+    candidates uint8, argmax int32, top float32 (its probability), hist (65536,)): the outputs
+    of `sums` and of `scores` (without the count, see `count`)."""
+    n, hw = labels.shape
+    per = (hw + CHUNK - 1) // CHUNK
+    tasks = n * per
+    ps = np.zeros((tasks, c), np.float64)
+    pk = np.zeros((tasks, c), np.int64)
+    pb = np.zeros(tasks, np.int64)
+    sc = np.empty((n, hw), np.float32)
+    cand = np.empty((n, hw), np.uint8)
+    am = np.empty((n, hw), np.int32)
+    top = np.empty((n, hw), np.float32)
+    su = sc.reshape(n * hw).view(np.uint32)
+    flat = probs.reshape(n * c * hw)
+    groups = min(tasks, 16)
+    hist = np.zeros((max(groups, 1), HIST_BINS), np.int64)
+    step = (tasks + max(groups, 1) - 1) // max(groups, 1)
+    for g in prange(max(groups, 1)):
+        best = np.empty(BLOCK, np.float32)
+        arg = np.empty(BLOCK, np.int32)
+        for t in range(g * step, min(tasks, (g + 1) * step)):
+            img = t // per
+            b = (t % per) * CHUNK
+            e = min(hw, b + CHUNK)
+            for b0 in range(b, e, BLOCK):
+                m = min(BLOCK, e - b0)
+                for j in range(m):
+                    best[j] = to_float32(probs[img, 0, b0 + j])
+                    arg[j] = 0
+                for q in range(1, c):
+                    base = (img * c + q) * hw + b0
+                    for j in range(m):  # selects, not branches: LLVM vectorises them
+                        v = to_float32(flat[base + j])
+                        bj = best[j]
+                        gt = v > bj
+                        best[j] = v if gt else bj
+                        arg[j] = q if gt else arg[j]
+                for j in range(m):
+                    i = b0 + j
+                    k = _class_of(labels[img, i], c, has_ign, ign)
+                    if k < 0:
+                        if k == -2:
+                            pb[t] += 1
+                        sc[img, i] = np.nan
+                        cand[img, i] = 0
+                        am[img, i] = 0
+                        top[img, i] = 0.0
+                        continue
+                    s = to_float32(probs[img, k, i])
+                    ps[t, k] += np.float64(s)
+                    pk[t, k] += 1
+                    sc[img, i] = s
+                    cand[img, i] = arg[j] != k
+                    am[img, i] = arg[j]
+                    top[img, i] = best[j]
+                    if want_hist:
+                        hist[g, _key(su[img * hw + i]) >> 16] += 1
+    s = np.zeros(c, np.float64)
+    cnt = np.zeros(c, np.int64)
+    for t in range(tasks):  # in order: independent of the thread count
+        for k in range(c):
+            s[k] += ps[t, k]
+            cnt[k] += pk[t, k]
+    return s, cnt, pb.sum(), sc, cand, am, top, hist.sum(0)
+
+
+@njit(parallel=True, cache=True)
+def count(cand, am, top, thr_adj):
+    """The number of counted issues of `fused`'s flat outputs."""
+    total = cand.size
+    n = 0
+    for i in prange(total):
+        if cand[i] != 0 and np.float64(top[i]) >= thr_adj[am[i]]:
+            n += 1
+    return n
