@@ -94,7 +94,7 @@ def small_region_pixels(mask: np.ndarray, min_region: int, ignore: int | None) -
     holes: a hole is an island of the label inside)."""
     if min_region <= 1:
         return 0
-    from scipy import ndimage  # scipy comes with scikit-learn (iterative-stratification)
+    from scipy import ndimage
 
     total = 0
     for value in np.unique(mask):
