@@ -22,7 +22,10 @@ check_info() {  # $1: venv, $2: what was installed
   echo "$out" | sed -n '1,5p'
   echo "$out" | grep -q "extension .*site-packages/segkit/_C" \
     || { echo "check-wheel: $2: segkit info does not find the extension in site-packages"; return 1; }
-  echo "$out" | grep -q "CUDA sources .*site-packages/segkit/_csrc (4 kernels)" \
+  # as many kernels as the checkout has (csrc/cuda/*.cu), all shipped in the package
+  local kernels
+  kernels=$(ls "$ROOT"/csrc/cuda/*.cu | wc -l)
+  echo "$out" | grep -q "CUDA sources .*site-packages/segkit/_csrc ($kernels kernels)" \
     || { echo "check-wheel: $2: segkit info does not find the CUDA sources in the package"; return 1; }
   echo "$out" | grep -q "cpp    yes" || { echo "check-wheel: $2: the cpp backend is not available"; return 1; }
   (cd "$WORK" && "$1/bin/python" -c "
