@@ -11,44 +11,20 @@
 // Ordering keys map a float's bits to an unsigned integer in the same order as the floats
 // (negative values flipped), so a histogram of key >> 16 finds the k-th smallest score.
 #pragma once
-#include "macros.h"
+#include "common/macros.h"
+#include "common/soft_vote.h"
 
 namespace segkit {
 namespace label_issues {
 
-typedef unsigned short half_bits;  // IEEE binary16 storage (raw bits)
+// float16 storage and its exact conversion, shared with the soft vote (common/soft_vote.h)
+using vote::half_bits;
+using vote::bits_to_float;
+using vote::float_to_bits;
+using vote::half_to_float;
 
 constexpr int kHistBits = 16;                 // histogram of the top 16 bits of the key
 constexpr int kHistBins = 1 << kHistBits;
-
-SEGKIT_HD SEGKIT_INLINE float bits_to_float(unsigned int u) {
-#if defined(__CUDA_ARCH__)
-  return __uint_as_float(u);
-#else
-  float f;
-  __builtin_memcpy(&f, &u, sizeof f);
-  return f;
-#endif
-}
-
-SEGKIT_HD SEGKIT_INLINE unsigned int float_to_bits(float f) {
-#if defined(__CUDA_ARCH__)
-  return __float_as_uint(f);
-#else
-  unsigned int u;
-  __builtin_memcpy(&u, &f, sizeof u);
-  return u;
-#endif
-}
-
-// Exact float16 -> float32 with integer operations (zeros, subnormals, normals, inf, NaN).
-SEGKIT_HD SEGKIT_INLINE float half_to_float(half_bits h) {
-  const unsigned int sign = static_cast<unsigned int>(h & 0x8000u) << 16;
-  const unsigned int mag = h & 0x7fffu;
-  if (mag >= 0x7c00u) return bits_to_float(sign | 0x7f800000u | ((mag & 0x3ffu) << 13));
-  if (mag < 0x400u) return bits_to_float(sign | float_to_bits(static_cast<float>(mag) * 0x1p-24f));
-  return bits_to_float(sign | ((mag << 13) + 0x38000000u));
-}
 
 SEGKIT_HD SEGKIT_INLINE float load(const float* p) { return *p; }
 SEGKIT_HD SEGKIT_INLINE float load(const half_bits* p) { return half_to_float(*p); }
