@@ -1,6 +1,8 @@
 """`segkit train`: train an mmsegmentation model from a config (mmengine's Runner)."""
 from __future__ import annotations
 
+import os
+
 import click
 
 EPILOG = """Examples:
@@ -49,6 +51,8 @@ def command(config, work_dir, fold, data_root, pretrained, amp, resume, launcher
                        launcher=launcher)
     except (ValueError, FileNotFoundError) as exc:
         raise click.ClickException(str(exc)) from exc
+    if int(os.environ.get("RANK", "0")) != 0:
+        return  # under torchrun, rank 0 reports for all
     metrics = ", ".join(f"{k} {v:.2f}" for k, v in result.metrics.items())
     click.echo(f"work dir: {result.work_dir}")
     click.echo(f"last validation: {metrics or 'none ran'}")

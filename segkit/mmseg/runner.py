@@ -12,6 +12,7 @@ import torch
 from mmengine.config import Config, DictAction
 from mmengine.hooks import Hook
 
+from ..errors import InputError, UnavailableError
 from . import checkpoint as ckpt
 
 DATALOADERS = ("train_dataloader", "val_dataloader", "test_dataloader")
@@ -177,6 +178,71 @@ def default_launcher() -> str:
     return "pytorch" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else "none"
 
 
+def _sync_bn_to_bn(node: Any) -> int:
+    """Turns every ``norm_cfg`` of type SyncBN under `node` into BN; returns how many."""
+    changed = 0
+    if isinstance(node, Mapping):
+        if node.get("type") in ("SyncBN", "MMSyncBN"):
+            node["type"] = "BN"
+            changed += 1
+        for value in node.values():
+            changed += _sync_bn_to_bn(value)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            changed += _sync_bn_to_bn(value)
+    return changed
+
+
+def setup_cpu_distributed(cfg: Config) -> bool:
+    """Prepare a ``launcher="pytorch"`` run (torchrun) on a machine without CUDA.
+
+    mmengine's pytorch launcher calls ``torch.cuda.set_device`` (an AttributeError on a
+    CPU-only torch) and wraps the model in DDP with ``device_ids=[LOCAL_RANK]`` (refused for a
+    CPU model). So on the CPU segkit initialises the process group itself, with the config's
+    ``env_cfg.dist_cfg`` backend (which must be gloo: NCCL needs GPUs), from torchrun's
+    environment (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT); the Runner then finds it
+    initialised and skips its launcher. The model wrapper gets ``device_ids=None`` and SyncBN
+    (GPU only) becomes BN. With CUDA nothing changes: mmengine's launcher runs as before.
+    Returns True when it initialised the process group (the caller destroys it).
+    """
+    import torch.distributed as dist
+
+    if torch.cuda.is_available():
+        return False
+    if not dist.is_available():
+        raise UnavailableError(f"this torch ({torch.__version__}) has no torch.distributed: "
+                               "distributed training (launcher pytorch) cannot run")
+    missing = [k for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+               if k not in os.environ]
+    if missing:
+        raise InputError(f"launcher 'pytorch' reads {', '.join(missing)} from the environment "
+                         "(torchrun sets them); run under torchrun --nproc_per_node N, or use "
+                         "--launcher none")
+    if not cfg.get("env_cfg"):
+        cfg.env_cfg = {}
+    if not cfg.env_cfg.get("dist_cfg"):
+        cfg.env_cfg.dist_cfg = {}
+    dist_cfg = cfg.env_cfg.dist_cfg
+    backend = dist_cfg.get("backend") or "gloo"
+    dist_cfg.backend = backend
+    if backend != "gloo":
+        raise InputError(f"env_cfg.dist_cfg.backend={backend!r} needs CUDA GPUs, and this torch "
+                         f"({torch.__version__}) sees none: train on the CPU with "
+                         "--cfg-options env_cfg.dist_cfg.backend=gloo")
+    wrapper = cfg.get("model_wrapper_cfg") or dict(
+        type="MMDistributedDataParallel", broadcast_buffers=False,
+        find_unused_parameters=cfg.get("find_unused_parameters", False))
+    wrapper.setdefault("device_ids", None)  # mmengine's default [LOCAL_RANK] is for GPUs
+    cfg.model_wrapper_cfg = wrapper
+    _sync_bn_to_bn(cfg.model)
+    if dist.is_initialized():
+        return False
+    kwargs = {k: v for k, v in dist_cfg.items() if k != "backend"}
+    dist.init_process_group(backend=backend, rank=int(os.environ["RANK"]),
+                            world_size=int(os.environ["WORLD_SIZE"]), **kwargs)
+    return True
+
+
 def train(config: str | os.PathLike | Config, *, work_dir: str | os.PathLike | None = None,
           cfg_options: Mapping | Sequence[str] | None = None, fold: int | None = None,
           data_root: str | os.PathLike | None = None, pretrained: str | None = None,
@@ -230,10 +296,17 @@ def train(config: str | os.PathLike | Config, *, work_dir: str | os.PathLike | N
     if resume:
         cfg.resume = True
     check_pretrained(cfg)
-    runner = Runner.from_cfg(cfg)
-    recorder = _LastMetrics()
-    runner.register_hook(recorder)
-    runner.train()
+    own_group = setup_cpu_distributed(cfg) if launcher == "pytorch" else False
+    try:
+        runner = Runner.from_cfg(cfg)
+        recorder = _LastMetrics()
+        runner.register_hook(recorder)
+        runner.train()
+    finally:
+        if own_group:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
     work = Path(runner.work_dir)
     best = runner.message_hub.get_info("best_ckpt")
     last_file = work / "last_checkpoint"
