@@ -132,3 +132,14 @@ clean:
 
 distclean: clean
 	rm -rf $(VENV) .venv312 .venv-onedl dist
+
+# ---- robustness: the long bad-input run and the scale benchmark (not part of `make test`)
+.PHONY: test-bad-input-long bench-scale
+# Every public op and command fed bad input: 400 examples per op and backend (about 10 min).
+test-bad-input-long: $(STAMP)
+	SEGKIT_BAD_INPUT_LONG=1 $(PY) -m pytest tests/test_bad_input.py $(PYTEST_ARGS)
+
+# The recipe's dataset size in one run, at three fractions (SCALE_ARGS="--fractions ...").
+SCALE_ARGS ?=
+bench-scale: $(STAMP)
+	$(PY) benchmarks/bench_scale.py $(SCALE_ARGS)

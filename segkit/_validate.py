@@ -1,9 +1,13 @@
 """Argument checks shared by the ops: every message names the argument and the bad value."""
 from __future__ import annotations
 
+import math
+import os
 from typing import Any, Sequence
 
 import numpy as np
+
+from .errors import InputError
 
 #: Label dtypes every backend handles natively.
 LABEL_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.int32), np.dtype(np.int64))
@@ -44,6 +48,27 @@ def label_dtype(name: str, dtype: Any) -> np.dtype:
 def label_ndim(name: str, shape: tuple) -> None:
     if len(shape) not in (2, 3):
         raise ValueError(f"{name} must be 2-D (H, W) or 3-D (N, H, W); got shape {tuple(shape)}")
+    fits_memory(name, shape)
+
+
+def _memory_bytes() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not POSIX: no check
+        return None
+
+
+def fits_memory(name: str, shape: tuple, itemsize: int = 1) -> None:
+    """Refuse an array whose elements could never fit this machine's memory (a zero-stride
+    view such as ``np.broadcast_to(0, (2**20, 2**20))``): every op writes at least one byte per
+    input element, so it would fail (or be killed) after allocating. Raised before anything
+    is allocated."""
+    need = math.prod(int(s) for s in shape) * int(itemsize)
+    have = _memory_bytes()
+    if have is not None and need > have:
+        raise InputError(f"{name} of shape {tuple(shape)} needs {need / 2**30:,.0f} GiB, more "
+                         f"than this machine's memory ({have / 2**30:,.0f} GiB); process it "
+                         "in pieces")
 
 
 def ignore_index(value: Any, dtype: np.dtype, name: str = "ignore_index") -> int | None:
@@ -56,3 +81,4 @@ def ignore_index(value: Any, dtype: np.dtype, name: str = "ignore_index") -> int
         raise ValueError(f"{name}={value} is out of range for {dtype} labels "
                          f"({info.min}..{info.max})")
     return value
+

@@ -64,6 +64,7 @@ def _confusion(name, pred, gt, num_classes, ignore_index):
         p, g = np.asarray(pred), np.asarray(gt)
     if p.shape != g.shape:
         raise ValueError(f"pred and gt must have the same shape; got {p.shape} and {g.shape}")
+    _validate.fits_memory("pred", p.shape)
     dtype = _validate.label_dtype("pred", p.dtype)
     if _validate.label_dtype("gt", g.dtype) != dtype or np.dtype(p.dtype) != np.dtype(g.dtype):
         raise TypeError(f"pred and gt must have the same dtype; got {p.dtype} and {g.dtype}")

@@ -290,6 +290,7 @@ def canonical_shapes(u, img):
     """(unary (N, C, H, W), image view (N, 3, H, W), squeeze) or a ValueError."""
     if u.ndim not in (3, 4):
         raise ValueError(f"unary must be (C, H, W) or (N, C, H, W); got shape {tuple(u.shape)}")
+    _validate.fits_memory("unary", u.shape, 4)
     c, h, w = u.shape[-3:]
     if c < 2:
         raise ValueError(f"unary must have at least 2 classes; got C={c} "
@@ -320,10 +321,11 @@ def check_unary_values(scores, unary_kind: str, xp) -> None:
     if unary_kind == "probs":
         low = float(scores.min())
         if low < 0:
-            raise ValueError(f"unary_kind='probs' needs probabilities >= 0; got a minimum of "
-                             f"{low:.3g} (pass logits with unary_kind='logits')")
+            raise ValueError(f"unary: unary_kind='probs' needs probabilities >= 0; got a minimum "
+                             f"of {low:.3g} (pass logits with unary_kind='logits')")
         if not bool((scores.max(axis=1) > 0).all()):
-            raise ValueError("unary_kind='probs': some pixels have probability 0 for every class")
+            raise ValueError("unary: unary_kind='probs', but some pixels have probability 0 for "
+                             "every class")
 
 
 def image_dtype(img, xp):

@@ -5,7 +5,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .. import _backend
+from .. import _backend, _validate
 from ..reference.soft_vote import label_dtype, weight_factors
 
 PROB_DTYPES = (np.dtype(np.float16), np.dtype(np.float32))
@@ -135,6 +135,7 @@ def _check_models(arrays: list) -> tuple[tuple, np.dtype]:
             raise ValueError(f"probs[{m}] must be (C, H, W) or (N, C, H, W); got shape "
                              f"{tuple(a.shape)}")
         dt = np.dtype(a.dtype)
+        _validate.fits_memory(f"probs[{m}]", a.shape, dt.itemsize)
         if dt not in PROB_DTYPES:
             raise TypeError(f"probs[{m}] has dtype {dt}; expected float16 or float32 "
                             "(cast with .astype(np.float32))")
