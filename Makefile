@@ -6,6 +6,7 @@
 #   make install MMSEG=onedl VENV=.venv-onedl   # the maintained line (onedl-mmsegmentation 1.4)
 #   make install TORCH=keep PYTHON=/opt/conda/bin/python   # keep that interpreter's (CUDA) torch
 #   make check-install                 # the full install resolves from PyPI on every Python here
+#   make docs                          # the docs site into docs/_build/html (warnings are errors)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -16,7 +17,7 @@ MMSEG ?= upstream
 ifeq ($(MMSEG),onedl)
 EXTRAS ?= dev,onedl,ray
 else ifeq ($(MMSEG),upstream)
-EXTRAS ?= dev,mmseg,ray
+EXTRAS ?= dev,docs,mmseg,ray
 else
 $(error MMSEG must be upstream or onedl, not '$(MMSEG)')
 endif
@@ -58,7 +59,10 @@ SUITES ?=
 PYTHON312 ?= $(shell python3 scripts/check_install.py --find 3.12)
 export NO_ALBUMENTATIONS_UPDATE := 1
 
-.PHONY: all install demo test test-mmseg test-py312 test-onedl check-install check-wheel bench \
+# The docs site (Sphinx): offline, warnings are errors (-W), every reference must resolve (-n)
+DOCS_OUT ?= docs/_build/html
+
+.PHONY: all install demo docs test test-mmseg test-py312 test-onedl check-install check-wheel bench \
 	gpu-check clean distclean
 
 all: install
@@ -98,6 +102,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# docs/generated holds autosummary's pages of the API reference, rebuilt from the docstrings
+docs: $(STAMP)
+	rm -rf docs/generated $(DOCS_OUT)
+	$(PY) -m sphinx -W -n --keep-going -q -b html docs $(DOCS_OUT)
+	@echo "docs: $(DOCS_OUT)/index.html"
+
 # The plug-in's tests alone (e.g. make test-mmseg MMSEG=onedl VENV=.venv-onedl)
 test-mmseg: $(STAMP)
 	$(PY) -m pytest $(MMSEG_TESTS) $(PYTEST_ARGS)
@@ -127,7 +137,7 @@ gpu-check:
 	bash scripts/gpu_check.sh
 
 clean:
-	rm -rf build demo_out .pytest_cache .hypothesis segkit/_C*.so
+	rm -rf build demo_out docs/_build docs/generated .pytest_cache .hypothesis segkit/_C*.so
 	find . -name __pycache__ -type d -prune -not -path "./$(VENV)/*" -exec rm -rf {} +
 
 distclean: clean
