@@ -42,10 +42,14 @@ print('   mode_filter: cpp == numpy')")
 
 t0=$(date +%s)
 echo "== python -m build (sdist, then the wheel from the sdist; isolated builds)"
+# from a copy of the tree (tracked and untracked-not-ignored files), so that the build writes
+# nothing into the checkout, where other venvs may be installing at the same time (CI)
+mkdir "$WORK/tree" && (cd "$ROOT" && git ls-files -z --cached --others --exclude-standard \
+  | xargs -0 cp --parents -t "$WORK/tree" 2>/dev/null || true)
 $PY -m venv "$WORK/tools"
 "$WORK/tools/bin/python" -m pip install -q "$(pin pip)" "$(pin build)"
 rm -rf "$WORK/dist"
-"$WORK/tools/bin/python" -m build --outdir "$WORK/dist" "$ROOT" >"$WORK/build.log" 2>&1 \
+"$WORK/tools/bin/python" -m build --outdir "$WORK/dist" "$WORK/tree" >"$WORK/build.log" 2>&1 \
   || { tail -30 "$WORK/build.log"; echo "check-wheel: python -m build failed"; exit 1; }
 ls -la "$WORK/dist"
 unzip -l "$WORK"/dist/*.whl | grep -E "_C\.|_csrc/cuda/.*\.cu$" | awk '{print "   " $4}'
@@ -64,9 +68,6 @@ fi
 
 echo "== pip install . into a fresh venv"
 $PY -m venv "$WORK/src"
-# a copy of the tree, so that the in-tree build leaves nothing in the checkout
-mkdir "$WORK/tree" && (cd "$ROOT" && git ls-files -z --cached --others --exclude-standard \
-  | xargs -0 cp --parents -t "$WORK/tree" 2>/dev/null || true)
 "$WORK/src/bin/python" -m pip install -q -c "$ROOT/constraints.txt" "$WORK/tree"
 check_info "$WORK/src" "pip install ."
 t3=$(date +%s); echo "   installed and checked in $((t3 - t2)) s"
