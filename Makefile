@@ -6,6 +6,7 @@
 #   make install MMSEG=onedl VENV=.venv-onedl   # the maintained line (onedl-mmsegmentation 1.4)
 #   make install TORCH=keep PYTHON=/opt/conda/bin/python   # keep that interpreter's (CUDA) torch
 #   make check-install                 # the full install resolves from PyPI on every Python here
+#   make docs                          # the docs site into docs/_build/html (warnings are errors)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -16,7 +17,7 @@ MMSEG ?= upstream
 ifeq ($(MMSEG),onedl)
 EXTRAS ?= dev,onedl,ray
 else ifeq ($(MMSEG),upstream)
-EXTRAS ?= dev,mmseg,ray
+EXTRAS ?= dev,docs,mmseg,ray
 else
 $(error MMSEG must be upstream or onedl, not '$(MMSEG)')
 endif
@@ -58,8 +59,11 @@ SUITES ?=
 PYTHON312 ?= $(shell python3 scripts/check_install.py --find 3.12)
 export NO_ALBUMENTATIONS_UPDATE := 1
 
-.PHONY: all install demo test test-mmseg test-py312 test-onedl check-install check-wheel bench \
-	gpu-check clean distclean
+# The docs site (Sphinx): offline, warnings are errors (-W), every reference must resolve (-n)
+DOCS_OUT ?= docs/_build/html
+
+.PHONY: all install demo docs test test-mmseg install-py312 test-py312 install-onedl test-onedl \
+	check-install check-wheel bench gpu-check clean distclean
 
 all: install
 
@@ -72,9 +76,19 @@ $(PY):
 $(VENV)/constraints-keep.txt: constraints.txt scripts/keep_constraints.py | $(PY)
 	$(PY) scripts/keep_constraints.py constraints.txt $@
 
+# torch (PyPI's is the CUDA build: GBs) is installed on its own first, so that venvs set up side
+# by side (CI) download it at once; the editable install, which builds in the checkout (egg-info,
+# build/), takes a lock so that two of them never write there together.
+comma := ,
+NEEDS_TORCH := $(filter dev mmseg onedl,$(subst $(comma), ,$(EXTRAS)))
+BUILD_LOCK := $(if $(shell command -v flock 2>/dev/null),flock .segkit-build.lock)
+
 # Dependencies and the editable install; redone when the build inputs change.
 $(STAMP): $(PY) pyproject.toml setup.py $(CONSTRAINTS) $(CSRC)
 	$(PIP) install -q $(PIP_ARGS) -c $(CONSTRAINTS) pip setuptools wheel pybind11
+ifneq ($(NEEDS_TORCH),)
+	$(PIP) install -q $(PIP_ARGS) -c $(CONSTRAINTS) torch
+endif
 ifeq ($(MMSEG),onedl)
 ifeq ($(MMCV_OPS),1)
 	$(PIP) install -q $(PIP_ARGS) -c $(CONSTRAINTS) torch packaging
@@ -83,7 +97,7 @@ else
 	$(PIP) install -q $(PIP_ARGS) -c $(CONSTRAINTS) onedl-mmcv
 endif
 endif
-	$(PIP) install -q $(PIP_ARGS) -c $(CONSTRAINTS) --no-build-isolation -e ".$(if $(strip $(EXTRAS)),[$(EXTRAS)])"
+	$(BUILD_LOCK) $(PIP) install -q $(PIP_ARGS) -c $(CONSTRAINTS) --no-build-isolation -e ".$(if $(strip $(EXTRAS)),[$(EXTRAS)])"
 ifeq ($(TORCH),keep)
 	$(PY) scripts/keep_constraints.py --verify $(CONSTRAINTS)
 endif
@@ -98,18 +112,34 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# docs/generated holds autosummary's pages of the API reference, rebuilt from the docstrings
+docs: $(STAMP)
+	rm -rf docs/generated $(DOCS_OUT)
+	$(PY) -m sphinx -W -n --keep-going -q -b html docs $(DOCS_OUT)
+	@echo "docs: $(DOCS_OUT)/index.html"
+
 # The plug-in's tests alone (e.g. make test-mmseg MMSEG=onedl VENV=.venv-onedl)
 test-mmseg: $(STAMP)
 	$(PY) -m pytest $(MMSEG_TESTS) $(PYTEST_ARGS)
 
 # What CI runs beside `make test`: the whole suite on Python 3.12 from PyPI alone, in its own
-# venv; the plug-in's tests on the onedl line, in its own venv.
-test-py312:
-	@test -n "$(PYTHON312)" || { echo "test-py312: no Python 3.12 found (pyenv, PATH)"; exit 1; }
-	$(MAKE) test PYTHON=$(PYTHON312) VENV=.venv312 PYPI_ONLY=1
+# venv; the plug-in's tests on the onedl line, in its own venv. The install-* targets set those
+# venvs up alone, so that CI downloads them while the first suite runs.
+PY312_ARGS = PYTHON=$(PYTHON312) VENV=.venv312 PYPI_ONLY=1
+ONEDL_ARGS = MMSEG=onedl VENV=.venv-onedl
 
-test-onedl:
-	$(MAKE) test-mmseg MMSEG=onedl VENV=.venv-onedl
+install-py312:
+	@test -n "$(PYTHON312)" || { echo "install-py312: no Python 3.12 found (pyenv, PATH)"; exit 1; }
+	$(MAKE) install $(PY312_ARGS)
+
+test-py312: install-py312
+	$(MAKE) test $(PY312_ARGS)
+
+install-onedl:
+	$(MAKE) install $(ONEDL_ARGS)
+
+test-onedl: install-onedl
+	$(MAKE) test-mmseg $(ONEDL_ARGS)
 
 # The full install resolves from PyPI alone for every Python 3.11-3.13 found here.
 check-install:
@@ -127,7 +157,7 @@ gpu-check:
 	bash scripts/gpu_check.sh
 
 clean:
-	rm -rf build demo_out .pytest_cache .hypothesis segkit/_C*.so
+	rm -rf build demo_out docs/_build docs/generated .segkit-build.lock .pytest_cache .hypothesis segkit/_C*.so
 	find . -name __pycache__ -type d -prune -not -path "./$(VENV)/*" -exec rm -rf {} +
 
 distclean: clean

@@ -33,7 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SUPPORTED = ("3.11", "3.12", "3.13")
 #: extras per stack; the two OpenMMLab lines share import names, so never in one environment
-STACKS = {"mmseg": "dev,mmseg,ray", "onedl": "dev,onedl,ray"}
+STACKS = {"mmseg": "dev,docs,mmseg,ray", "onedl": "dev,onedl,ray"}
 #: The index here serves no PEP 658 metadata files, so a plain dry run downloads every wheel it
 #: considers (CUDA torch and its nvidia-* libraries: about 3 GB per Python). pip's fast-deps reads
 #: each wheel's METADATA through HTTP range requests instead: the same resolver, kilobytes.

@@ -4,6 +4,8 @@ minutes; CI runs them: `make check-install`, `make check-wheel`.)"""
 from __future__ import annotations
 
 import importlib.util
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -179,3 +181,100 @@ def test_info_names_python_torch_line_and_build():
     assert head[0].startswith("segkit ") and "on Python %d.%d" % sys.version_info[:2] in head[0]
     assert head[1].startswith("  torch ") and head[2].startswith("  mmseg line ")
     assert head[3].startswith("  extension ") and head[4].startswith("  CUDA sources ")
+
+
+# --- CI (.ci/run) and the Makefile targets it calls ------------------------------------------
+
+CI_STEPS = ["check-install", "test", "docs", "check-wheel", "install-py312", "test-py312",
+            "install-onedl", "test-onedl"]
+
+
+def _fake_make(tmp_path, fail=None):
+    """A `make` on PATH that logs its targets and their overlap instead of running them."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "make.log"
+    (bin_dir / "make").write_text(
+        "#!/usr/bin/env bash\n"
+        f'echo "start $* $(date +%s.%N)" >> {log}\n'
+        "sleep 0.3\n"
+        f'echo "end $* $(date +%s.%N)" >> {log}\n'
+        f'[ "$1" = "{fail or "-"}" ] && exit 2\n'
+        "exit 0\n")
+    (bin_dir / "make").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "CI_POLL": "0.1",
+           "TMPDIR": str(tmp_path)}
+    return env, log
+
+
+def _events(log):
+    rows = [line.split() for line in log.read_text().splitlines()]
+    return [(kind, target, float(t)) for kind, target, t in rows]
+
+
+def test_ci_runs_every_step_in_lanes_and_prints_each_time(tmp_path):
+    env, log = _fake_make(tmp_path)
+    proc = subprocess.run(["bash", str(ROOT / ".ci" / "run")], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    events = _events(log)
+    started = [target for kind, target, _ in events if kind == "start"]
+    assert sorted(started) == sorted(CI_STEPS)  # each once; `make test` is one of them
+    t = {(kind, target): when for kind, target, when in events}
+    # the lanes: test -> docs -> check-wheel; each venv's suite after its install
+    assert t["end", "test"] <= t["start", "docs"] and t["end", "docs"] <= t["start", "check-wheel"]
+    assert t["end", "install-py312"] <= t["start", "test-py312"]
+    assert t["end", "install-onedl"] <= t["start", "test-onedl"]
+    # and the lanes overlap: the other venvs' installs and check-install run beside `make test`
+    for other in ("install-py312", "install-onedl", "check-install"):
+        assert t["start", other] < t["end", "test"], other
+    summary = proc.stdout.split("== CI summary", 1)[1]
+    for step in CI_STEPS:
+        assert re.search(rf"make {step}: rc 0, \d+ s", summary), (step, summary)
+
+
+def test_ci_fails_when_a_step_fails_and_says_which(tmp_path):
+    env, log = _fake_make(tmp_path, fail="install-py312")
+    proc = subprocess.run(["bash", str(ROOT / ".ci" / "run")], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 1
+    summary = proc.stdout.split("== CI summary", 1)[1]
+    assert re.search(r"make install-py312: rc 2", summary), summary
+    started = [target for kind, target, _ in _events(log) if kind == "start"]
+    assert "test-py312" not in started
+
+
+def _make_n(*args):
+    return subprocess.run(["make", "-n", "-C", str(ROOT), *args], capture_output=True,
+                          text=True, check=True).stdout
+
+
+def test_ci_targets_exist_and_docs_is_strict():
+    for target in CI_STEPS:
+        _make_n(target, "PYTHON312=python3.12")
+    docs = _make_n("docs", "VENV=/nonexistent-venv")
+    assert re.search(r"-m sphinx -W -n .*-b html docs docs/_build/html", docs), docs
+    py312 = _make_n("install-py312", "PYTHON312=/opt/py312")
+    assert "install PYTHON=/opt/py312 VENV=.venv312 PYPI_ONLY=1" in py312
+
+
+def test_make_install_takes_torch_first_and_locks_the_editable_build():
+    out = _make_n("install", "VENV=/nonexistent-venv")
+    lines = out.splitlines()
+    torch = next(i for i, ln in enumerate(lines) if ln.endswith("-c constraints.txt torch"))
+    editable = next(i for i, ln in enumerate(lines) if "--no-build-isolation -e" in ln)
+    assert torch < editable
+    assert lines[editable].startswith("flock .segkit-build.lock ")
+    base = _make_n("install", "VENV=/nonexistent-venv", "EXTRAS=")
+    assert not any(ln.endswith(" torch") for ln in base.splitlines())
+
+
+def test_docs_extra_is_pinned_and_resolved_by_check_install():
+    import tomllib
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]
+    pins = check_install.pinned(ROOT / "constraints.txt")
+    for req in extras["docs"]:
+        assert check_install.requirement_name(req) in pins, req
+    assert "docs" in check_install.STACKS["mmseg"].split(",")

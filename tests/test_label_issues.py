@@ -72,7 +72,7 @@ def test_label_dtypes_and_float16(backend, dtype):
     find, _ = _cleanlab()
     lab, p = noisy(2, 6, 20, 19, seed=5, dtype=dtype, pdtype=np.float16)
     # float16 is read exactly as float32: cleanlab on the float32 upcast is the reference
-    expected = find(lab.astype(np.int64), p.astype(np.float32), verbose=False)
+    expected = find(lab.astype(np.int64), p.astype(np.float32), verbose=False, n_jobs=1)
     np.testing.assert_array_equal(segkit.label_issues(lab, p, backend=backend), expected)
 
 
@@ -93,7 +93,7 @@ def test_ties_bounded_against_cleanlab(backend):
     lab, p = noisy(4, 3, 16, 16, seed=7, flip=0.3)
     p = np.round(p * 8) / 8 + 1e-3
     p = (p / p.sum(1, keepdims=True)).astype(np.float32)
-    expected = find(lab, p, verbose=False)
+    expected = find(lab, p, verbose=False, n_jobs=1)
     out = segkit.label_issues(lab, p, backend=backend)
     scores = np.take_along_axis(p, lab[:, None].astype(np.int64), 1)[:, 0]
     s, k = ops.confident_sums(lab, p, backend="numpy")
@@ -112,7 +112,7 @@ def test_argmax_ties_take_the_first_class(backend):
     lab = np.array([[[1, 1, 0, 2]]], np.uint8)
     p = np.array([[[[.4, .4, .3, .4]], [[.4, .4, .3, .2]], [[.2, .2, .4, .4]]]], np.float32)
     np.testing.assert_array_equal(segkit.label_issues(lab, p, backend=backend),
-                                  find(lab, p, verbose=False))
+                                  find(lab, p, verbose=False, n_jobs=1))
 
 
 def test_no_issue_and_all_correct(backend):

@@ -54,21 +54,25 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:
+    """Write `data` to `path` atomically (a temporary name in the same folder, then a rename)."""
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
 
 
 def write_text(path: str | Path, text: str) -> None:
+    """Write `text` to `path` atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
 
 
 def write_json(path: str | Path, obj: Any, **kwargs) -> None:
+    """Write `obj` as JSON (``json.dumps`` keyword arguments; indent 1) to `path` atomically."""
     kwargs.setdefault("indent", 1)
     write_text(path, json.dumps(obj, **kwargs) + "\n")
 
 
 def save_npy(path: str | Path, array: np.ndarray) -> None:
+    """Save `array` as a ``.npy`` file (no pickles) at `path` atomically."""
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             np.save(f, np.asarray(array), allow_pickle=False)

@@ -251,6 +251,7 @@ def _json_number(x: float) -> str:
 
 
 def is_crowd(ann: Mapping[str, Any]) -> bool:
+    """Whether a COCO annotation is a crowd region (``iscrowd`` set)."""
     return bool(ann.get("iscrowd", 0))
 
 

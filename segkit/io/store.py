@@ -142,8 +142,9 @@ class ConfidenceStore:
                  progress: bool = False) -> "StoreReport":
         """Check every file (or the given stems): readable, float16 (C, H, W) with this store's
         class count, complete; with `sums`, also finite, non-negative and summing to 1 per
-        pixel within SUM_TOLERANCE (this reads every byte). Returns a :class:`StoreReport`
-        listing each problem; ``report.raise_if_bad()`` turns it into a StoreError.
+        pixel within SUM_TOLERANCE (this reads every byte). Returns a
+        :class:`~segkit.io.store.StoreReport` listing each problem; ``report.raise_if_bad()``
+        turns it into a StoreError.
         Stems given but absent are reported as missing."""
         from tqdm import tqdm
 

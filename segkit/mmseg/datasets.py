@@ -90,8 +90,10 @@ def read_split(path: str) -> list[str]:
 class CocoMaskDataset(BaseSegDataset):
     """Images and label PNGs for any class list (e.g. masks rasterised from a COCO file).
 
-    Parameters (besides BaseSegDataset's: ``data_root``, ``data_prefix=dict(img_path=...,
-    seg_map_path=...)``, ``pipeline``, ``ignore_index``, ...)
+    Besides BaseSegDataset's parameters (``data_root``, ``data_prefix=dict(img_path=...,
+    seg_map_path=...)``, ``pipeline``, ``ignore_index``, ...) it takes:
+
+    Parameters
     ----------
     ann_file : str
         Split file (one image stem per line). May contain ``{fold}``, filled from `fold`. Empty:

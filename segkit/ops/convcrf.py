@@ -163,11 +163,11 @@ def convcrf(unary: Any, image: Any, *, preset: str | None = None, filter_size: i
         message is upsampled bilinearly (align_corners=False) and cropped.
     num_iter : int >= 1, default 5
     pos_sdims, pos_compat : float, default 3, 3
-        Spatial kernel: pos_compat * exp(-|dp|^2 / (2 pos_sdims^2)) in pixels.
+        Spatial kernel: ``pos_compat * exp(-|dp|^2 / (2 pos_sdims^2))`` in pixels.
     col_schan, col_compat : float, default 13, 10
-        Colour kernel: col_compat * exp(-|dI|^2 / (2 col_schan^2)) (RGB in 0-255).
+        Colour kernel: ``col_compat * exp(-|dI|^2 / (2 col_schan^2))`` (RGB in 0-255).
     col_sdims : float, optional
-        Adds a spatial term |dp|^2 / col_sdims^2 to the colour kernel (ConvCRF's use_bias);
+        Adds a spatial term ``|dp|^2 / col_sdims^2`` to the colour kernel (ConvCRF's use_bias);
         off by default, as in ConvCRF's default_conf.
     weight_init, unary_weight : float, default 0.2, 1
         pred = (unary_weight - weight_init) * U + weight_init * message.
