@@ -19,6 +19,10 @@
 namespace py = pybind11;
 using segkit::index_t;
 
+namespace segkit {
+void bind_convcrf_grad(py::module_& m);  // csrc/bindings/convcrf_grad.cpp
+}
+
 namespace {
 
 // Calls f(T{}) with T the C++ type of a label array's dtype.
@@ -334,6 +338,7 @@ PYBIND11_MODULE(_C, m) {
         "float32 sums into `probs` (N, C, H, W) when given. Returns True if a sum was NaN. "
         "Releases the GIL; OpenMP over tiles of pixels.");
   bind_convcrf_params(m);
+  segkit::bind_convcrf_grad(m);
   m.def("convcrf", &convcrf, py::arg("scores"), py::arg("image"), py::arg("params"),
         "convcrf(scores, image, params)\n\n"
         "ConvCRF mean-field inference in place: `scores` (N, C, H, W) C-contiguous float32 holds "

@@ -1,0 +1,634 @@
+// CPU trainable ConvCRF: forward keeping the pooled message of every iteration, and the fused
+// backward (GUIDE section 3, "The trainable ConvCRF"). OpenMP over rows; the inner loops run
+// along a row (contiguous) so that the compiler vectorises them.
+//
+// Memory. The forward keeps per iteration only the pooled message Mb_t (C*Hp*Wp floats: C*H*W
+// at blur 1, C*H*W/b^2 at blur b). The backward recomputes from the unary and Mb_{t-1} what
+// it needs: U, Q_{t-1} = softmax(a U + w M'_{t-1}) (full resolution, for the softmax Jacobian
+// and the pooled Qb_{t-1}) and M'_t; its working memory is 4 full-resolution C*H*W buffers and a
+// few pooled ones per call. No k*k tensor: the Gaussian weights are recomputed from the pooled
+// features in every pass.
+//
+// Determinism: every output element is written by one thread; sums over pixels go into
+// per-row (or per-block-of-rows) partials in double, added in a fixed order afterwards.
+
+#pragma GCC optimize("no-trapping-math")
+
+#include "cpu/convcrf_grad.h"
+
+#include <algorithm>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "common/convcrf.h"
+#include "common/convcrf_grad.h"
+#include "cpu/runtime.h"
+
+namespace segkit {
+namespace cpu {
+namespace {
+
+using crfgrad::kFeatures;
+using crfgrad::kGradSums;
+
+int thread_id() {
+#ifdef _OPENMP
+  return omp_get_thread_num();
+#else
+  return 0;
+#endif
+}
+
+constexpr int kRowBlock = 8;  // rows per partial sum of dw / dcompat (fixed: deterministic)
+
+struct Geo {
+  int C, H, W, b, s, Hp, Wp, p0, p1;
+  index_t HW, HWp;
+  std::vector<int> xi0, xi1, yi0, yi1, cellx;
+  std::vector<float> xl0, xl1, yl0, yl1;
+  // adjoint of the vertical interpolation: for pooled row r, the (full row, coefficient) pairs
+  std::vector<std::vector<std::pair<int, float>>> rows_of;
+};
+
+Geo make_geo(const ConvCrfGradArgs& a) {
+  Geo g;
+  g.C = static_cast<int>(a.c);
+  g.H = static_cast<int>(a.h);
+  g.W = static_cast<int>(a.w);
+  g.b = a.blur;
+  g.s = a.filter_size / 2;
+  crf::pool_geometry(g.H, g.b, &g.Hp, &g.p0);
+  crf::pool_geometry(g.W, g.b, &g.Wp, &g.p1);
+  g.HW = static_cast<index_t>(g.H) * g.W;
+  g.HWp = static_cast<index_t>(g.Hp) * g.Wp;
+  g.xi0.resize(g.W), g.xi1.resize(g.W), g.xl0.resize(g.W), g.xl1.resize(g.W);
+  g.cellx.resize(g.W);
+  for (int x = 0; x < g.W; ++x) {
+    crf::bilinear_taps(x, g.p1, g.b, g.Wp, &g.xi0[x], &g.xi1[x], &g.xl0[x], &g.xl1[x]);
+    g.cellx[x] = (x + g.p1) / g.b;
+  }
+  g.yi0.resize(g.H), g.yi1.resize(g.H), g.yl0.resize(g.H), g.yl1.resize(g.H);
+  g.rows_of.resize(g.Hp);
+  for (int i = 0; i < g.H; ++i) {
+    crf::bilinear_taps(i, g.p0, g.b, g.Hp, &g.yi0[i], &g.yi1[i], &g.yl0[i], &g.yl1[i]);
+    g.rows_of[g.yi0[i]].push_back({i, g.yl0[i]});
+    g.rows_of[g.yi1[i]].push_back({i, g.yl1[i]});
+  }
+  return g;
+}
+
+void check_args(const ConvCrfGradArgs& a) {
+  if (a.n < 0 || a.c < 1 || a.h < 0 || a.w < 0 || a.h > (1 << 30) || a.w > (1 << 30))
+    throw std::invalid_argument("convcrf_grad: bad shape (n, c, h, w) = (" +
+                                std::to_string(a.n) + ", " + std::to_string(a.c) + ", " +
+                                std::to_string(a.h) + ", " + std::to_string(a.w) + ")");
+  if (a.filter_size < 1 || a.filter_size % 2 == 0)
+    throw std::invalid_argument("convcrf_grad: filter_size must be a positive odd integer, got " +
+                                std::to_string(a.filter_size));
+  if (a.blur < 1 || (a.blur > 1 && a.blur % 2 == 1))
+    throw std::invalid_argument("convcrf_grad: blur must be 1 or even, got " +
+                                std::to_string(a.blur));
+  if (a.num_iter < 1)
+    throw std::invalid_argument("convcrf_grad: num_iter must be >= 1, got " +
+                                std::to_string(a.num_iter));
+  if (a.unary_kind != crf::UNARY_LOGITS && a.unary_kind != crf::UNARY_PROBS)
+    throw std::invalid_argument("convcrf_grad: bad unary_kind code " +
+                                std::to_string(a.unary_kind));
+  if (a.init != crf::INIT_CONVCRF && a.init != crf::INIT_SOFTMAX)
+    throw std::invalid_argument("convcrf_grad: bad init code " + std::to_string(a.init));
+}
+
+// Per-image pooled features (unscaled), validity and inverse counts, full-resolution mask.
+struct Image {
+  std::vector<float> feat, valid, inv_count, fmask;
+};
+
+void prepare_image(const Geo& g, const float* img, const std::uint8_t* mask, Image& im) {
+  im.feat.assign(kFeatures * g.HWp, 0.0f);
+  im.valid.assign(g.HWp, 0.0f);
+  im.inv_count.assign(g.HWp, 0.0f);
+  im.fmask.resize(g.HW);
+  for (index_t p = 0; p < g.HW; ++p) im.fmask[p] = mask == nullptr || mask[p] ? 1.0f : 0.0f;
+#pragma omp parallel for schedule(dynamic, 4)
+  for (int R = 0; R < g.Hp; ++R) {
+    int y0, y1;
+    crf::pool_span(R, g.p0, g.b, g.H, &y0, &y1);
+    for (int X = 0; X < g.Wp; ++X) {
+      int x0, x1;
+      crf::pool_span(X, g.p1, g.b, g.W, &x0, &x1);
+      double sum[kFeatures] = {0, 0, 0, 0, 0}, n = 0;
+      for (int i = y0; i < y1; ++i)
+        for (int j = x0; j < x1; ++j) {
+          const index_t p = static_cast<index_t>(i) * g.W + j;
+          if (im.fmask[p] == 0.0f) continue;
+          n += 1;
+          sum[0] += i;
+          sum[1] += j;
+          for (int ch = 0; ch < 3; ++ch) sum[2 + ch] += img[ch * g.HW + p];
+        }
+      const index_t q = static_cast<index_t>(R) * g.Wp + X;
+      if (n == 0) continue;
+      for (int f = 0; f < kFeatures; ++f) im.feat[f * g.HWp + q] = static_cast<float>(sum[f] / n);
+      im.valid[q] = 1.0f;
+      im.inv_count[q] = static_cast<float>(1.0 / n);
+    }
+  }
+}
+
+// U of full-resolution row i (C rows `HW` apart) from the unary.
+void unary_row(const Geo& g, int kind, const float* x, float* u, float* mx, float* sum) {
+  const int W = g.W;
+  if (kind == crf::UNARY_PROBS) {
+    for (int c = 0; c < g.C; ++c)
+      for (int j = 0; j < W; ++j) u[c * g.HW + j] = crf::log_f32(x[c * g.HW + j]);
+    return;
+  }
+  for (int j = 0; j < W; ++j) mx[j] = x[j];
+  for (int c = 1; c < g.C; ++c)
+    for (int j = 0; j < W; ++j) mx[j] = std::max(mx[j], x[c * g.HW + j]);
+  for (int j = 0; j < W; ++j) sum[j] = 0.0f;
+  for (int c = 0; c < g.C; ++c)
+    for (int j = 0; j < W; ++j) sum[j] += crf::exp_f32(x[c * g.HW + j] - mx[j]);
+  for (int j = 0; j < W; ++j) sum[j] = crf::log_f32(sum[j]);
+  for (int c = 0; c < g.C; ++c)
+    for (int j = 0; j < W; ++j) u[c * g.HW + j] = (x[c * g.HW + j] - mx[j]) - sum[j];
+}
+
+// In-place softmax over C rows of W values, `cs` apart.
+void softmax_row(float* p, int C, index_t cs, int W, float* mx, float* sum) {
+  for (int j = 0; j < W; ++j) mx[j] = p[j];
+  for (int c = 1; c < C; ++c)
+    for (int j = 0; j < W; ++j) mx[j] = std::max(mx[j], p[c * cs + j]);
+  for (int j = 0; j < W; ++j) sum[j] = 0.0f;
+  for (int c = 0; c < C; ++c)
+    for (int j = 0; j < W; ++j) {
+      const float e = crf::exp_f32(p[c * cs + j] - mx[j]);
+      p[c * cs + j] = e;
+      sum[j] += e;
+    }
+  for (int j = 0; j < W; ++j) sum[j] = 1.0f / sum[j];
+  for (int c = 0; c < C; ++c)
+    for (int j = 0; j < W; ++j) p[c * cs + j] *= sum[j];
+}
+
+// The masked, upsampled message of full-resolution row i from the pooled Mb (C, Hp, Wp) into
+// m (C rows of W), then M' = M + compat M into mp (mp = m without compat).
+void message_row(const Geo& g, const Image& im, const float* Mb, const float* compat, int i,
+                 float* m, float* mp) {
+  const int W = g.W;
+  const float h0 = g.yl0[i], h1 = g.yl1[i];
+  const float* fm = im.fmask.data() + static_cast<index_t>(i) * W;
+  for (int c = 0; c < g.C; ++c) {
+    const float* r0 = Mb + c * g.HWp + static_cast<index_t>(g.yi0[i]) * g.Wp;
+    const float* r1 = Mb + c * g.HWp + static_cast<index_t>(g.yi1[i]) * g.Wp;
+    float* o = m + static_cast<index_t>(c) * W;
+    for (int j = 0; j < W; ++j) {
+      const float e0 = g.xl0[j] * r0[g.xi0[j]] + g.xl1[j] * r0[g.xi1[j]];
+      const float e1 = g.xl0[j] * r1[g.xi0[j]] + g.xl1[j] * r1[g.xi1[j]];
+      o[j] = (h0 * e0 + h1 * e1) * fm[j];
+    }
+  }
+  if (compat == nullptr) return;
+  for (int c = 0; c < g.C; ++c) {
+    float* o = mp + static_cast<index_t>(c) * W;
+    std::memcpy(o, m + static_cast<index_t>(c) * W, sizeof(float) * W);
+    for (int d = 0; d < g.C; ++d) {
+      const float k = compat[c * g.C + d];
+      const float* md = m + static_cast<index_t>(d) * W;
+      for (int j = 0; j < W; ++j) o[j] += k * md[j];
+    }
+  }
+}
+
+// The masked b x b means of the full-resolution rows y0..y1 of q (C planes HW apart) into
+// pooled row R of qb (C planes HWp apart).
+void pool_rows(const Geo& g, const Image& im, const float* q, int R, float* qb) {
+  int y0, y1;
+  crf::pool_span(R, g.p0, g.b, g.H, &y0, &y1);
+  for (int c = 0; c < g.C; ++c) {
+    float* o = qb + c * g.HWp + static_cast<index_t>(R) * g.Wp;
+    for (int X = 0; X < g.Wp; ++X) o[X] = 0.0f;
+    for (int i = y0; i < y1; ++i) {
+      const float* qi = q + c * g.HW + static_cast<index_t>(i) * g.W;
+      const float* fm = im.fmask.data() + static_cast<index_t>(i) * g.W;
+      for (int j = 0; j < g.W; ++j) o[g.cellx[j]] += qi[j] * fm[j];
+    }
+    const float* ic = im.inv_count.data() + static_cast<index_t>(R) * g.Wp;
+    for (int X = 0; X < g.Wp; ++X) o[X] *= ic[X];
+  }
+}
+
+// Weights of pooled row r at offset (dy, dx) for columns [xs, xe): gp, gc (validity included)
+// and, when `dist`, the squared distances.
+void weight_row(const Geo& g, const Image& im, const crfgrad::Scales& sc, int r, int dy, int dx,
+                int xs, int xe, float* gp, float* gc, float* dp, float* dc) {
+  const index_t fs = g.HWp;
+  const float* fp = im.feat.data() + static_cast<index_t>(r) * g.Wp;
+  const float* fq = im.feat.data() + static_cast<index_t>(r + dy) * g.Wp + dx;
+  const float* vp = im.valid.data() + static_cast<index_t>(r) * g.Wp;
+  const float* vq = vp + static_cast<index_t>(dy) * g.Wp + dx;
+  for (int x = xs; x < xe; ++x) {
+    float dpos, dcol, a, b;
+    crfgrad::pair_distances(fp + x, fq + x, fs, &dpos, &dcol);
+    crfgrad::pair_gaussians(dpos, dcol, sc, &a, &b);
+    const float v = vp[x] * vq[x];
+    gp[x] = a * v;
+    gc[x] = b * v;
+    if (dp != nullptr) {
+      dp[x] = dpos;
+      dc[x] = dcol;
+    }
+  }
+}
+
+// out(p) = sum_d A(p, p+d) in(p+d) for pooled row r, every class (C planes HWp apart); with
+// `sums`, also the five parameter sums of common/convcrf_grad.h against `rin` (R) and `qin`
+// (Qb): S(p, d) = sum_c R_c(p) Qb_c(p+d) (out then is A R, in = R).
+struct PassScratch {
+  std::vector<float> acc, gp, gc, A, dp, dc, S;
+};
+
+void pass_row(const Geo& g, const Image& im, const ConvCrfGradArgs& a, const crfgrad::Scales& sc,
+              const float* in, const float* qb, float* out, int r, PassScratch& ps,
+              double* sums) {
+  const int Wp = g.Wp, C = g.C;
+  float* acc = ps.acc.data();
+  std::fill(acc, acc + static_cast<index_t>(C) * Wp, 0.0f);
+  const bool grad = sums != nullptr;
+  double t[kGradSums] = {0, 0, 0, 0, 0};
+  for (int dy = -g.s; dy <= g.s; ++dy) {
+    if (r + dy < 0 || r + dy >= g.Hp) continue;
+    for (int dx = -g.s; dx <= g.s; ++dx) {
+      const int xs = std::max(0, -dx), xe = std::min(Wp, Wp - dx);
+      if (xe <= xs) continue;
+      float *gp = ps.gp.data(), *gc = ps.gc.data(), *A = ps.A.data();
+      weight_row(g, im, sc, r, dy, dx, xs, xe, gp, gc, grad ? ps.dp.data() : nullptr,
+                 ps.dc.data());
+      for (int x = xs; x < xe; ++x) A[x] = a.pos_compat * gp[x] + a.col_compat * gc[x];
+      const index_t off = static_cast<index_t>(r + dy) * Wp + dx;
+      for (int c = 0; c < C; ++c) {
+        const float* src = in + c * g.HWp + off;
+        float* o = acc + static_cast<index_t>(c) * Wp;
+        for (int x = xs; x < xe; ++x) o[x] += A[x] * src[x];
+      }
+      if (!grad) continue;
+      float* S = ps.S.data();
+      for (int x = xs; x < xe; ++x) S[x] = 0.0f;
+      const index_t here = static_cast<index_t>(r) * Wp;
+      for (int c = 0; c < C; ++c) {
+        const float* rp = in + c * g.HWp + here;
+        const float* qq = qb + c * g.HWp + off;
+        for (int x = xs; x < xe; ++x) S[x] += rp[x] * qq[x];
+      }
+      const float *dp = ps.dp.data(), *dc = ps.dc.data();
+      float t0 = 0, t1 = 0, t2 = 0, t3 = 0, t4 = 0;
+      for (int x = xs; x < xe; ++x) {
+        const float ps_ = gp[x] * S[x], cs_ = gc[x] * S[x];
+        t0 += ps_;
+        t1 += cs_;
+        t2 += dp[x] * ps_;
+        t3 += dc[x] * cs_;
+        t4 += dp[x] * cs_;
+      }
+      t[0] += t0, t[1] += t1, t[2] += t2, t[3] += t3, t[4] += t4;
+    }
+  }
+  for (int c = 0; c < C; ++c)
+    std::memcpy(out + c * g.HWp + static_cast<index_t>(r) * Wp,
+                acc + static_cast<index_t>(c) * Wp, sizeof(float) * Wp);
+  if (grad)
+    for (int k = 0; k < kGradSums; ++k) sums[k] = t[k];
+}
+
+crfgrad::Scales scales_of(const ConvCrfGradArgs& a) {
+  crfgrad::Scales sc;
+  sc.pos2 = a.pos_inv * a.pos_inv;
+  sc.col2 = a.col_inv * a.col_inv;
+  sc.colpos2 = a.col_pos ? a.colpos_inv * a.colpos_inv : 0.0f;
+  return sc;
+}
+
+PassScratch pass_scratch(const Geo& g) {
+  PassScratch ps;
+  ps.acc.resize(static_cast<size_t>(g.C) * g.Wp);
+  for (auto* v : {&ps.gp, &ps.gc, &ps.A, &ps.dp, &ps.dc}) v->resize(g.Wp);
+  ps.S.resize(g.Wp);
+  return ps;
+}
+
+// Per-thread full-resolution row buffers (C rows of W) and two single rows.
+struct RowScratch {
+  std::vector<float> m, mp, z, h, mx, sum;
+  explicit RowScratch(const Geo& g)
+      : m(static_cast<size_t>(g.C) * g.W), mp(m.size()), z(m.size()), h(m.size()), mx(g.W),
+        sum(g.W) {}
+};
+
+bool start_softmax(const ConvCrfGradArgs& a) {
+  return a.unary_kind == crf::UNARY_PROBS || a.init == crf::INIT_SOFTMAX;
+}
+
+// z (C rows of W) = (unary_weight - w_c) U + w_c M' for row i.
+void pred_row(const Geo& g, const ConvCrfGradArgs& a, const float* weight, const float* U,
+              int i, const float* mp, float* z) {
+  for (int c = 0; c < g.C; ++c) {
+    const float w = weight[c], au = a.unary_weight - w;
+    const float* u = U + c * g.HW + static_cast<index_t>(i) * g.W;
+    const float* m = mp + static_cast<index_t>(c) * g.W;
+    float* o = z + static_cast<index_t>(c) * g.W;
+    for (int j = 0; j < g.W; ++j) o[j] = au * u[j] + w * m[j];
+  }
+}
+
+}  // namespace
+
+void convcrf_grad_pooled(const ConvCrfGradArgs& a, index_t* hp, index_t* wp) {
+  int h, w, p;
+  crf::pool_geometry(static_cast<int>(a.h), a.blur, &h, &p);
+  crf::pool_geometry(static_cast<int>(a.w), a.blur, &w, &p);
+  *hp = h;
+  *wp = w;
+}
+
+void convcrf_grad_forward(const float* unary, const float* image, const std::uint8_t* mask,
+                          const float* weight, const float* compat, float* out, float* saved,
+                          const ConvCrfGradArgs& a) {
+  check_args(a);
+  if (a.n == 0 || a.h == 0 || a.w == 0) return;
+  const Geo g = make_geo(a);
+  const crfgrad::Scales sc = scales_of(a);
+  const int T = a.num_iter, threads = max_threads();
+  std::vector<float> U(static_cast<size_t>(g.C) * g.HW), Qb(static_cast<size_t>(g.C) * g.HWp);
+  std::vector<RowScratch> rs(threads, RowScratch(g));
+  std::vector<PassScratch> pss(threads, pass_scratch(g));
+  Image im;
+  for (index_t n = 0; n < a.n; ++n) {
+    const float* x = unary + n * g.C * g.HW;
+    float* o = out + n * g.C * g.HW;
+    prepare_image(g, image + n * 3 * g.HW, mask == nullptr ? nullptr : mask + n * g.HW, im);
+    // U, and Q_0 (in z) pooled into Qb
+#pragma omp parallel for schedule(dynamic, 2)
+    for (int R = 0; R < g.Hp; ++R) {
+      RowScratch& s = rs[thread_id()];
+      int y0, y1;
+      crf::pool_span(R, g.p0, g.b, g.H, &y0, &y1);
+      for (int i = y0; i < y1; ++i) {
+        const index_t row = static_cast<index_t>(i) * g.W;
+        unary_row(g, a.unary_kind, x + row, U.data() + row, s.mx.data(), s.sum.data());
+        if (start_softmax(a)) {
+          for (int c = 0; c < g.C; ++c)
+            std::memcpy(o + c * g.HW + row, U.data() + c * g.HW + row, sizeof(float) * g.W);
+          softmax_row(o + row, g.C, g.HW, g.W, s.mx.data(), s.sum.data());
+        }
+      }
+      pool_rows(g, im, start_softmax(a) ? o : U.data(), R, Qb.data());
+    }
+    for (int t = 0; t < T; ++t) {
+      const bool last = t == T - 1;
+      float* Mb = saved + (n * T + t) * g.C * g.HWp;
+#pragma omp parallel for schedule(dynamic, 2)
+      for (int r = 0; r < g.Hp; ++r) pass_row(g, im, a, sc, Qb.data(), nullptr, Mb, r,
+                                              pss[thread_id()], nullptr);
+      // full resolution: z, softmax, pooled into Qb (or the output); `o` is scratch until last
+#pragma omp parallel for schedule(dynamic, 2)
+      for (int R = 0; R < g.Hp; ++R) {
+        RowScratch& s = rs[thread_id()];
+        int y0, y1;
+        crf::pool_span(R, g.p0, g.b, g.H, &y0, &y1);
+        for (int i = y0; i < y1; ++i) {
+          message_row(g, im, Mb, compat, i, s.m.data(), s.mp.data());
+          pred_row(g, a, weight, U.data(), i, compat ? s.mp.data() : s.m.data(), s.z.data());
+          if (!last || a.final_softmax) softmax_row(s.z.data(), g.C, g.W, g.W, s.mx.data(),
+                                                    s.sum.data());
+          for (int c = 0; c < g.C; ++c)
+            std::memcpy(o + c * g.HW + static_cast<index_t>(i) * g.W,
+                        s.z.data() + static_cast<index_t>(c) * g.W, sizeof(float) * g.W);
+        }
+        if (!last) pool_rows(g, im, o, R, Qb.data());
+      }
+    }
+  }
+}
+
+void convcrf_grad_backward(const float* grad, const float* unary, const float* image,
+                           const std::uint8_t* mask, const float* weight, const float* compat,
+                           const float* saved, float* d_unary, double* d_weight, double* d_sums,
+                           double* d_compat, const ConvCrfGradArgs& a) {
+  check_args(a);
+  const int C = static_cast<int>(a.c);
+  std::fill(d_weight, d_weight + C, 0.0);
+  std::fill(d_sums, d_sums + kGradSums, 0.0);
+  if (compat != nullptr) std::fill(d_compat, d_compat + static_cast<index_t>(C) * C, 0.0);
+  if (a.n == 0 || a.h == 0 || a.w == 0) return;
+  const Geo g = make_geo(a);
+  const crfgrad::Scales sc = scales_of(a);
+  const int T = a.num_iter, threads = max_threads();
+  const size_t full = static_cast<size_t>(C) * g.HW, pooled = static_cast<size_t>(C) * g.HWp;
+  std::vector<float> U(full), G(full), Qp(full), Tcol(static_cast<size_t>(C) * g.H * g.Wp),
+      Rb(pooled), Qb(pooled), dQb(pooled);
+  std::vector<RowScratch> rs(threads, RowScratch(g));
+  std::vector<PassScratch> pss(threads, pass_scratch(g));
+  const int nblocks = (g.H + kRowBlock - 1) / kRowBlock;
+  const size_t cc = compat ? static_cast<size_t>(C) * C : 0;
+  std::vector<double> dw_part(static_cast<size_t>(nblocks) * C), dmu_part(nblocks * cc),
+      sum_part(static_cast<size_t>(g.Hp) * kGradSums);
+  Image im;
+  for (index_t n = 0; n < a.n; ++n) {
+    const float* x = unary + n * full;
+    const float* gout = grad + n * full;
+    float* dU = d_unary + n * full;
+    const float* Ms = saved + n * T * pooled;
+    prepare_image(g, image + n * 3 * g.HW, mask == nullptr ? nullptr : mask + n * g.HW, im);
+#pragma omp parallel for schedule(dynamic, 4)
+    for (int i = 0; i < g.H; ++i) {
+      RowScratch& s = rs[thread_id()];
+      const index_t row = static_cast<index_t>(i) * g.W;
+      unary_row(g, a.unary_kind, x + row, U.data() + row, s.mx.data(), s.sum.data());
+    }
+    for (int t = T; t >= 1; --t) {
+      const float* Mb = Ms + (t - 1) * pooled;
+      const float* Mprev = t >= 2 ? Ms + (t - 2) * pooled : nullptr;
+      // A: per block of full-resolution rows: G_t, dw, dU, dcompat, the column adjoint of the
+      // upsampling (into Tcol), and Q_{t-1} (into Qp)
+#pragma omp parallel for schedule(dynamic, 1)
+      for (int blk = 0; blk < nblocks; ++blk) {
+        RowScratch& s = rs[thread_id()];
+        double* dw = dw_part.data() + static_cast<size_t>(blk) * C;
+        double* dmu = dmu_part.data() + blk * cc;
+        std::fill(dw, dw + C, 0.0);
+        std::fill(dmu, dmu + cc, 0.0);
+        for (int i = blk * kRowBlock; i < std::min(g.H, (blk + 1) * kRowBlock); ++i) {
+          const index_t row = static_cast<index_t>(i) * g.W;
+          message_row(g, im, Mb, compat, i, s.m.data(), s.mp.data());
+          const float* mp = compat ? s.mp.data() : s.m.data();
+          float* Gi = G.data() + row;  // C rows HW apart
+          if (t == T) {
+            for (int c = 0; c < C; ++c)
+              std::memcpy(Gi + c * g.HW, gout + c * g.HW + row, sizeof(float) * g.W);
+            if (a.final_softmax) {  // G = Q (g - sum_c Q g), Q = softmax(z_T)
+              pred_row(g, a, weight, U.data(), i, mp, s.z.data());
+              softmax_row(s.z.data(), C, g.W, g.W, s.mx.data(), s.sum.data());
+              float* dot = s.sum.data();
+              for (int j = 0; j < g.W; ++j) dot[j] = 0.0f;
+              for (int c = 0; c < C; ++c)
+                for (int j = 0; j < g.W; ++j) dot[j] += s.z[c * g.W + j] * Gi[c * g.HW + j];
+              for (int c = 0; c < C; ++c)
+                for (int j = 0; j < g.W; ++j)
+                  Gi[c * g.HW + j] = s.z[c * g.W + j] * (Gi[c * g.HW + j] - dot[j]);
+            }
+          }
+          for (int c = 0; c < C; ++c) {
+            const float w = weight[c], au = a.unary_weight - w;
+            const float* gc = Gi + c * g.HW;
+            const float* uc = U.data() + c * g.HW + row;
+            const float* mc = mp + static_cast<index_t>(c) * g.W;
+            float* du = dU + c * g.HW + row;
+            float* hc = s.h.data() + static_cast<index_t>(c) * g.W;
+            float acc = 0.0f;
+            for (int j = 0; j < g.W; ++j) {
+              acc += gc[j] * (mc[j] - uc[j]);
+              du[j] = (t == T ? 0.0f : du[j]) + au * gc[j];
+              hc[j] = w * gc[j];
+            }
+            dw[c] += acc;
+          }
+          // dM = (H + compat^T H) * mask, into s.mp (the message itself stays in s.m)
+          float* dm = s.mp.data();
+          if (compat != nullptr) {
+            for (int c = 0; c < C; ++c)
+              for (int d = 0; d < C; ++d) {
+                const float* hc = s.h.data() + static_cast<index_t>(c) * g.W;
+                const float* md = s.m.data() + static_cast<index_t>(d) * g.W;
+                float acc = 0.0f;
+                for (int j = 0; j < g.W; ++j) acc += hc[j] * md[j];
+                dmu[static_cast<size_t>(c) * C + d] += acc;
+              }
+            for (int d = 0; d < C; ++d) {
+              float* o = dm + static_cast<index_t>(d) * g.W;
+              std::memcpy(o, s.h.data() + static_cast<index_t>(d) * g.W, sizeof(float) * g.W);
+              for (int c = 0; c < C; ++c) {
+                const float k = compat[c * C + d];
+                const float* hc = s.h.data() + static_cast<index_t>(c) * g.W;
+                for (int j = 0; j < g.W; ++j) o[j] += k * hc[j];
+              }
+            }
+          } else {
+            std::memcpy(dm, s.h.data(), sizeof(float) * C * g.W);
+          }
+          const float* fm = im.fmask.data() + row;
+          for (int c = 0; c < C; ++c) {
+            const float* d = dm + static_cast<index_t>(c) * g.W;
+            float* tc = Tcol.data() + (static_cast<index_t>(c) * g.H + i) * g.Wp;
+            for (int X = 0; X < g.Wp; ++X) tc[X] = 0.0f;
+            for (int j = 0; j < g.W; ++j) {
+              const float v = d[j] * fm[j];
+              tc[g.xi0[j]] += g.xl0[j] * v;
+              tc[g.xi1[j]] += g.xl1[j] * v;
+            }
+          }
+          // Q_{t-1}
+          float* q = Qp.data() + row;
+          if (Mprev != nullptr) {
+            message_row(g, im, Mprev, compat, i, s.m.data(), s.mp.data());
+            pred_row(g, a, weight, U.data(), i, compat ? s.mp.data() : s.m.data(), s.z.data());
+            for (int c = 0; c < C; ++c)
+              std::memcpy(q + c * g.HW, s.z.data() + static_cast<index_t>(c) * g.W,
+                          sizeof(float) * g.W);
+          } else {
+            for (int c = 0; c < C; ++c)
+              std::memcpy(q + c * g.HW, U.data() + c * g.HW + row, sizeof(float) * g.W);
+          }
+          if (Mprev != nullptr || start_softmax(a))
+            softmax_row(q, C, g.HW, g.W, s.mx.data(), s.sum.data());
+        }
+      }
+      for (int blk = 0; blk < nblocks; ++blk) {
+        for (int c = 0; c < C; ++c) d_weight[c] += dw_part[static_cast<size_t>(blk) * C + c];
+        for (size_t k = 0; k < cc; ++k) d_compat[k] += dmu_part[blk * cc + k];
+      }
+      // B: the row adjoint of the upsampling (R) and Qb_{t-1}, per pooled row
+#pragma omp parallel for schedule(dynamic, 4)
+      for (int r = 0; r < g.Hp; ++r) {
+        for (int c = 0; c < C; ++c) {
+          float* o = Rb.data() + c * g.HWp + static_cast<index_t>(r) * g.Wp;
+          for (int X = 0; X < g.Wp; ++X) o[X] = 0.0f;
+          for (const auto& e : g.rows_of[r]) {
+            const float* tc = Tcol.data() + (static_cast<index_t>(c) * g.H + e.first) * g.Wp;
+            for (int X = 0; X < g.Wp; ++X) o[X] += e.second * tc[X];
+          }
+        }
+        pool_rows(g, im, Qp.data(), r, Qb.data());
+      }
+      // C: dQb = A R and the parameter sums
+#pragma omp parallel for schedule(dynamic, 2)
+      for (int r = 0; r < g.Hp; ++r)
+        pass_row(g, im, a, sc, Rb.data(), Qb.data(), dQb.data(), r, pss[thread_id()],
+                 sum_part.data() + static_cast<size_t>(r) * kGradSums);
+      for (int r = 0; r < g.Hp; ++r)
+        for (int k = 0; k < kGradSums; ++k) d_sums[k] += sum_part[r * kGradSums + k];
+      // D: dQ = pool^T dQb, then G_{t-1} (softmax Jacobian) or the start's term into dU
+      const bool start_is_u = !start_softmax(a);
+#pragma omp parallel for schedule(dynamic, 4)
+      for (int i = 0; i < g.H; ++i) {
+        RowScratch& s = rs[thread_id()];
+        const index_t row = static_cast<index_t>(i) * g.W;
+        const int R = (i + g.p0) / g.b;
+        const float* fm = im.fmask.data() + row;
+        const float* ic = im.inv_count.data() + static_cast<index_t>(R) * g.Wp;
+        float* dq = s.h.data();
+        for (int c = 0; c < C; ++c) {
+          const float* src = dQb.data() + c * g.HWp + static_cast<index_t>(R) * g.Wp;
+          float* o = dq + static_cast<index_t>(c) * g.W;
+          for (int j = 0; j < g.W; ++j) o[j] = src[g.cellx[j]] * ic[g.cellx[j]] * fm[j];
+        }
+        if (t == 1 && start_is_u) {
+          for (int c = 0; c < C; ++c) {
+            float* du = dU + c * g.HW + row;
+            const float* o = dq + static_cast<index_t>(c) * g.W;
+            for (int j = 0; j < g.W; ++j) du[j] += o[j];
+          }
+          continue;
+        }
+        const float* q = Qp.data() + row;
+        float* dot = s.sum.data();
+        for (int j = 0; j < g.W; ++j) dot[j] = 0.0f;
+        for (int c = 0; c < C; ++c)
+          for (int j = 0; j < g.W; ++j) dot[j] += q[c * g.HW + j] * dq[c * g.W + j];
+        float* dst = t == 1 ? dU + row : G.data() + row;
+        for (int c = 0; c < C; ++c)
+          for (int j = 0; j < g.W; ++j) {
+            const float v = q[c * g.HW + j] * (dq[c * g.W + j] - dot[j]);
+            dst[c * g.HW + j] = t == 1 ? dst[c * g.HW + j] + v : v;
+          }
+      }
+    }
+    // through U = log_softmax(x) (dx = dU - softmax(x) sum_c dU) or log(x) (dx = dU / x)
+#pragma omp parallel for schedule(dynamic, 4)
+    for (int i = 0; i < g.H; ++i) {
+      RowScratch& s = rs[thread_id()];
+      const index_t row = static_cast<index_t>(i) * g.W;
+      float* du = dU + row;
+      if (a.unary_kind == crf::UNARY_PROBS) {
+        for (int c = 0; c < C; ++c)
+          for (int j = 0; j < g.W; ++j) du[c * g.HW + j] /= x[c * g.HW + row + j];
+        continue;
+      }
+      float* tot = s.sum.data();
+      for (int j = 0; j < g.W; ++j) tot[j] = 0.0f;
+      for (int c = 0; c < C; ++c)
+        for (int j = 0; j < g.W; ++j) tot[j] += du[c * g.HW + j];
+      for (int c = 0; c < C; ++c)
+        for (int j = 0; j < g.W; ++j)
+          du[c * g.HW + j] -= crf::exp_f32(U[c * g.HW + row + j]) * tot[j];
+    }
+  }
+}
+
+}  // namespace cpu
+}  // namespace segkit
