@@ -29,6 +29,7 @@
 #include "common/convcrf.h"
 #include "common/convcrf_grad.h"
 #include "cpu/runtime.h"
+#include "cpu/simd.h"
 
 namespace segkit {
 namespace cpu {
@@ -224,10 +225,9 @@ void pool_rows(const Geo& g, const Image& im, const float* q, int R, float* qb) 
   }
 }
 
-// Weights of pooled row r at offset (dy, dx) for columns [xs, xe): gp, gc (validity included)
-// and, when `dist`, the squared distances.
-void weight_row(const Geo& g, const Image& im, const crfgrad::Scales& sc, int r, int dy, int dx,
-                int xs, int xe, float* gp, float* gc, float* dp, float* dc) {
+// The Gaussians of pooled row r at offset (dy, dx) for columns [xs, xe), validity included.
+SEGKIT_ALWAYS void weight_row(const Geo& g, const Image& im, const crfgrad::Scales& sc, int r,
+                              int dy, int dx, int xs, int xe, float* gp, float* gc) {
   const index_t fs = g.HWp;
   const float* fp = im.feat.data() + static_cast<index_t>(r) * g.Wp;
   const float* fq = im.feat.data() + static_cast<index_t>(r + dy) * g.Wp + dx;
@@ -240,70 +240,93 @@ void weight_row(const Geo& g, const Image& im, const crfgrad::Scales& sc, int r,
     const float v = vp[x] * vq[x];
     gp[x] = a * v;
     gc[x] = b * v;
-    if (dp != nullptr) {
-      dp[x] = dpos;
-      dc[x] = dcol;
-    }
   }
 }
 
+// The k*k Gaussian planes of one image (Gp and Gc, each k*k planes of Hp*Wp; zero where p+d
+// leaves the grid), computed once per image and shared by every class and iteration.
+void weights_image(const Geo& g, const Image& im, const crfgrad::Scales& sc, float* Gp,
+                   float* Gc) {
+  const int k = 2 * g.s + 1;
+#pragma omp parallel for schedule(dynamic, 4)
+  for (int r = 0; r < g.Hp; ++r)
+    dispatch_isa([&](auto) SEGKIT_BODY {
+      for (int o = 0; o < k * k; ++o) {
+        const int dy = o / k - g.s, dx = o % k - g.s;
+        float* gp = Gp + o * g.HWp + static_cast<index_t>(r) * g.Wp;
+        float* gc = Gc + o * g.HWp + static_cast<index_t>(r) * g.Wp;
+        std::fill(gp, gp + g.Wp, 0.0f);
+        std::fill(gc, gc + g.Wp, 0.0f);
+        const int xs = std::max(0, -dx), xe = std::min(g.Wp, g.Wp - dx);
+        if (r + dy < 0 || r + dy >= g.Hp || xe <= xs) continue;
+        weight_row(g, im, sc, r, dy, dx, xs, xe, gp, gc);
+      }
+    });
+}
+
 // out(p) = sum_d A(p, p+d) in(p+d) for pooled row r, every class (C planes HWp apart); with
-// `sums`, also the five parameter sums of common/convcrf_grad.h against `rin` (R) and `qin`
-// (Qb): S(p, d) = sum_c R_c(p) Qb_c(p+d) (out then is A R, in = R).
+// `sums`, also the five parameter sums of common/convcrf_grad.h against `in` (R) and `qb`
+// (Qb): S(p, d) = sum_c R_c(p) Qb_c(p+d).
 struct PassScratch {
-  std::vector<float> acc, gp, gc, A, dp, dc, S;
+  std::vector<float> acc, A, S;
 };
 
-void pass_row(const Geo& g, const Image& im, const ConvCrfGradArgs& a, const crfgrad::Scales& sc,
-              const float* in, const float* qb, float* out, int r, PassScratch& ps,
-              double* sums) {
-  const int Wp = g.Wp, C = g.C;
-  float* acc = ps.acc.data();
-  std::fill(acc, acc + static_cast<index_t>(C) * Wp, 0.0f);
-  const bool grad = sums != nullptr;
-  double t[kGradSums] = {0, 0, 0, 0, 0};
-  for (int dy = -g.s; dy <= g.s; ++dy) {
-    if (r + dy < 0 || r + dy >= g.Hp) continue;
-    for (int dx = -g.s; dx <= g.s; ++dx) {
-      const int xs = std::max(0, -dx), xe = std::min(Wp, Wp - dx);
-      if (xe <= xs) continue;
-      float *gp = ps.gp.data(), *gc = ps.gc.data(), *A = ps.A.data();
-      weight_row(g, im, sc, r, dy, dx, xs, xe, gp, gc, grad ? ps.dp.data() : nullptr,
-                 ps.dc.data());
-      for (int x = xs; x < xe; ++x) A[x] = a.pos_compat * gp[x] + a.col_compat * gc[x];
-      const index_t off = static_cast<index_t>(r + dy) * Wp + dx;
-      for (int c = 0; c < C; ++c) {
-        const float* src = in + c * g.HWp + off;
-        float* o = acc + static_cast<index_t>(c) * Wp;
-        for (int x = xs; x < xe; ++x) o[x] += A[x] * src[x];
+void pass_row(const Geo& g, const Image& im, const ConvCrfGradArgs& a, const float* Gp,
+              const float* Gc, const float* in, const float* qb, float* out, int r,
+              PassScratch& ps, double* sums) {
+  dispatch_isa([&](auto) SEGKIT_BODY {
+    const int Wp = g.Wp, C = g.C, k = 2 * g.s + 1;
+    const index_t fs = g.HWp;
+    float* __restrict acc = ps.acc.data();
+    std::fill(acc, acc + static_cast<index_t>(C) * Wp, 0.0f);
+    const bool grad = sums != nullptr;
+    double t[kGradSums] = {0, 0, 0, 0, 0};
+    const index_t here = static_cast<index_t>(r) * Wp;
+    for (int dy = -g.s; dy <= g.s; ++dy) {
+      if (r + dy < 0 || r + dy >= g.Hp) continue;
+      for (int dx = -g.s; dx <= g.s; ++dx) {
+        const int xs = std::max(0, -dx), xe = std::min(Wp, Wp - dx);
+        if (xe <= xs) continue;
+        const int o = (dy + g.s) * k + dx + g.s;
+        const float* __restrict gp = Gp + o * fs + here;
+        const float* __restrict gc = Gc + o * fs + here;
+        float* __restrict A = ps.A.data();
+        for (int x = xs; x < xe; ++x) A[x] = a.pos_compat * gp[x] + a.col_compat * gc[x];
+        const index_t off = static_cast<index_t>(r + dy) * Wp + dx;
+        for (int c = 0; c < C; ++c) {
+          const float* __restrict src = in + c * fs + off;
+          float* __restrict oc = acc + static_cast<index_t>(c) * Wp;
+          for (int x = xs; x < xe; ++x) oc[x] += A[x] * src[x];
+        }
+        if (!grad) continue;
+        float* __restrict S = ps.S.data();
+        for (int x = xs; x < xe; ++x) S[x] = 0.0f;
+        for (int c = 0; c < C; ++c) {
+          const float* __restrict rp = in + c * fs + here;
+          const float* __restrict qq = qb + c * fs + off;
+          for (int x = xs; x < xe; ++x) S[x] += rp[x] * qq[x];
+        }
+        const float* fp = im.feat.data() + here;
+        const float* fq = im.feat.data() + off;
+        float t0 = 0, t1 = 0, t2 = 0, t3 = 0, t4 = 0;
+        for (int x = xs; x < xe; ++x) {
+          float dpos, dcol;
+          crfgrad::pair_distances(fp + x, fq + x, fs, &dpos, &dcol);
+          const float ps_ = gp[x] * S[x], cs_ = gc[x] * S[x];
+          t0 += ps_;
+          t1 += cs_;
+          t2 += dpos * ps_;
+          t3 += dcol * cs_;
+          t4 += dpos * cs_;
+        }
+        t[0] += t0, t[1] += t1, t[2] += t2, t[3] += t3, t[4] += t4;
       }
-      if (!grad) continue;
-      float* S = ps.S.data();
-      for (int x = xs; x < xe; ++x) S[x] = 0.0f;
-      const index_t here = static_cast<index_t>(r) * Wp;
-      for (int c = 0; c < C; ++c) {
-        const float* rp = in + c * g.HWp + here;
-        const float* qq = qb + c * g.HWp + off;
-        for (int x = xs; x < xe; ++x) S[x] += rp[x] * qq[x];
-      }
-      const float *dp = ps.dp.data(), *dc = ps.dc.data();
-      float t0 = 0, t1 = 0, t2 = 0, t3 = 0, t4 = 0;
-      for (int x = xs; x < xe; ++x) {
-        const float ps_ = gp[x] * S[x], cs_ = gc[x] * S[x];
-        t0 += ps_;
-        t1 += cs_;
-        t2 += dp[x] * ps_;
-        t3 += dc[x] * cs_;
-        t4 += dp[x] * cs_;
-      }
-      t[0] += t0, t[1] += t1, t[2] += t2, t[3] += t3, t[4] += t4;
     }
-  }
-  for (int c = 0; c < C; ++c)
-    std::memcpy(out + c * g.HWp + static_cast<index_t>(r) * Wp,
-                acc + static_cast<index_t>(c) * Wp, sizeof(float) * Wp);
-  if (grad)
-    for (int k = 0; k < kGradSums; ++k) sums[k] = t[k];
+    for (int c = 0; c < C; ++c)
+      std::memcpy(out + c * fs + here, acc + static_cast<index_t>(c) * Wp, sizeof(float) * Wp);
+    if (grad)
+      for (int j = 0; j < kGradSums; ++j) sums[j] = t[j];
+  });
 }
 
 crfgrad::Scales scales_of(const ConvCrfGradArgs& a) {
@@ -317,7 +340,7 @@ crfgrad::Scales scales_of(const ConvCrfGradArgs& a) {
 PassScratch pass_scratch(const Geo& g) {
   PassScratch ps;
   ps.acc.resize(static_cast<size_t>(g.C) * g.Wp);
-  for (auto* v : {&ps.gp, &ps.gc, &ps.A, &ps.dp, &ps.dc}) v->resize(g.Wp);
+  ps.A.resize(g.Wp);
   ps.S.resize(g.Wp);
   return ps;
 }
@@ -367,50 +390,58 @@ void convcrf_grad_forward(const float* unary, const float* image, const std::uin
   std::vector<float> U(static_cast<size_t>(g.C) * g.HW), Qb(static_cast<size_t>(g.C) * g.HWp);
   std::vector<RowScratch> rs(threads, RowScratch(g));
   std::vector<PassScratch> pss(threads, pass_scratch(g));
+  const size_t kk = static_cast<size_t>(a.filter_size) * a.filter_size * g.HWp;
+  std::vector<float> Gp(kk), Gc(kk);
   Image im;
   for (index_t n = 0; n < a.n; ++n) {
     const float* x = unary + n * g.C * g.HW;
     float* o = out + n * g.C * g.HW;
     prepare_image(g, image + n * 3 * g.HW, mask == nullptr ? nullptr : mask + n * g.HW, im);
+    weights_image(g, im, sc, Gp.data(), Gc.data());
     // U, and Q_0 (in z) pooled into Qb
 #pragma omp parallel for schedule(dynamic, 2)
     for (int R = 0; R < g.Hp; ++R) {
-      RowScratch& s = rs[thread_id()];
-      int y0, y1;
-      crf::pool_span(R, g.p0, g.b, g.H, &y0, &y1);
-      for (int i = y0; i < y1; ++i) {
-        const index_t row = static_cast<index_t>(i) * g.W;
-        unary_row(g, a.unary_kind, x + row, U.data() + row, s.mx.data(), s.sum.data());
-        if (start_softmax(a)) {
-          for (int c = 0; c < g.C; ++c)
-            std::memcpy(o + c * g.HW + row, U.data() + c * g.HW + row, sizeof(float) * g.W);
-          softmax_row(o + row, g.C, g.HW, g.W, s.mx.data(), s.sum.data());
+      dispatch_isa([&](auto) SEGKIT_BODY {
+        RowScratch& s = rs[thread_id()];
+        int y0, y1;
+        crf::pool_span(R, g.p0, g.b, g.H, &y0, &y1);
+        for (int i = y0; i < y1; ++i) {
+          const index_t row = static_cast<index_t>(i) * g.W;
+          unary_row(g, a.unary_kind, x + row, U.data() + row, s.mx.data(), s.sum.data());
+          if (start_softmax(a)) {
+            for (int c = 0; c < g.C; ++c)
+              std::memcpy(o + c * g.HW + row, U.data() + c * g.HW + row, sizeof(float) * g.W);
+            softmax_row(o + row, g.C, g.HW, g.W, s.mx.data(), s.sum.data());
+          }
         }
-      }
-      pool_rows(g, im, start_softmax(a) ? o : U.data(), R, Qb.data());
+        pool_rows(g, im, start_softmax(a) ? o : U.data(), R, Qb.data());
+      });
     }
     for (int t = 0; t < T; ++t) {
       const bool last = t == T - 1;
       float* Mb = saved + (n * T + t) * g.C * g.HWp;
 #pragma omp parallel for schedule(dynamic, 2)
-      for (int r = 0; r < g.Hp; ++r) pass_row(g, im, a, sc, Qb.data(), nullptr, Mb, r,
-                                              pss[thread_id()], nullptr);
+      for (int r = 0; r < g.Hp; ++r)
+        pass_row(g, im, a, Gp.data(), Gc.data(), Qb.data(), nullptr, Mb, r, pss[thread_id()],
+                 nullptr);
       // full resolution: z, softmax, pooled into Qb (or the output); `o` is scratch until last
 #pragma omp parallel for schedule(dynamic, 2)
       for (int R = 0; R < g.Hp; ++R) {
-        RowScratch& s = rs[thread_id()];
-        int y0, y1;
-        crf::pool_span(R, g.p0, g.b, g.H, &y0, &y1);
-        for (int i = y0; i < y1; ++i) {
-          message_row(g, im, Mb, compat, i, s.m.data(), s.mp.data());
-          pred_row(g, a, weight, U.data(), i, compat ? s.mp.data() : s.m.data(), s.z.data());
-          if (!last || a.final_softmax) softmax_row(s.z.data(), g.C, g.W, g.W, s.mx.data(),
-                                                    s.sum.data());
-          for (int c = 0; c < g.C; ++c)
-            std::memcpy(o + c * g.HW + static_cast<index_t>(i) * g.W,
-                        s.z.data() + static_cast<index_t>(c) * g.W, sizeof(float) * g.W);
-        }
-        if (!last) pool_rows(g, im, o, R, Qb.data());
+        dispatch_isa([&](auto) SEGKIT_BODY {
+          RowScratch& s = rs[thread_id()];
+          int y0, y1;
+          crf::pool_span(R, g.p0, g.b, g.H, &y0, &y1);
+          for (int i = y0; i < y1; ++i) {
+            message_row(g, im, Mb, compat, i, s.m.data(), s.mp.data());
+            pred_row(g, a, weight, U.data(), i, compat ? s.mp.data() : s.m.data(), s.z.data());
+            if (!last || a.final_softmax) softmax_row(s.z.data(), g.C, g.W, g.W, s.mx.data(),
+                                                      s.sum.data());
+            for (int c = 0; c < g.C; ++c)
+              std::memcpy(o + c * g.HW + static_cast<index_t>(i) * g.W,
+                          s.z.data() + static_cast<index_t>(c) * g.W, sizeof(float) * g.W);
+          }
+          if (!last) pool_rows(g, im, o, R, Qb.data());
+        });
       }
     }
   }
@@ -438,6 +469,8 @@ void convcrf_grad_backward(const float* grad, const float* unary, const float* i
   const size_t cc = compat ? static_cast<size_t>(C) * C : 0;
   std::vector<double> dw_part(static_cast<size_t>(nblocks) * C), dmu_part(nblocks * cc),
       sum_part(static_cast<size_t>(g.Hp) * kGradSums);
+  const size_t kk = static_cast<size_t>(a.filter_size) * a.filter_size * g.HWp;
+  std::vector<float> Gp(kk), Gc(kk);
   Image im;
   for (index_t n = 0; n < a.n; ++n) {
     const float* x = unary + n * full;
@@ -445,11 +478,14 @@ void convcrf_grad_backward(const float* grad, const float* unary, const float* i
     float* dU = d_unary + n * full;
     const float* Ms = saved + n * T * pooled;
     prepare_image(g, image + n * 3 * g.HW, mask == nullptr ? nullptr : mask + n * g.HW, im);
+    weights_image(g, im, sc, Gp.data(), Gc.data());
 #pragma omp parallel for schedule(dynamic, 4)
     for (int i = 0; i < g.H; ++i) {
-      RowScratch& s = rs[thread_id()];
-      const index_t row = static_cast<index_t>(i) * g.W;
-      unary_row(g, a.unary_kind, x + row, U.data() + row, s.mx.data(), s.sum.data());
+      dispatch_isa([&](auto) SEGKIT_BODY {
+        RowScratch& s = rs[thread_id()];
+        const index_t row = static_cast<index_t>(i) * g.W;
+        unary_row(g, a.unary_kind, x + row, U.data() + row, s.mx.data(), s.sum.data());
+      });
     }
     for (int t = T; t >= 1; --t) {
       const float* Mb = Ms + (t - 1) * pooled;
@@ -458,95 +494,97 @@ void convcrf_grad_backward(const float* grad, const float* unary, const float* i
       // upsampling (into Tcol), and Q_{t-1} (into Qp)
 #pragma omp parallel for schedule(dynamic, 1)
       for (int blk = 0; blk < nblocks; ++blk) {
-        RowScratch& s = rs[thread_id()];
-        double* dw = dw_part.data() + static_cast<size_t>(blk) * C;
-        double* dmu = dmu_part.data() + blk * cc;
-        std::fill(dw, dw + C, 0.0);
-        std::fill(dmu, dmu + cc, 0.0);
-        for (int i = blk * kRowBlock; i < std::min(g.H, (blk + 1) * kRowBlock); ++i) {
-          const index_t row = static_cast<index_t>(i) * g.W;
-          message_row(g, im, Mb, compat, i, s.m.data(), s.mp.data());
-          const float* mp = compat ? s.mp.data() : s.m.data();
-          float* Gi = G.data() + row;  // C rows HW apart
-          if (t == T) {
-            for (int c = 0; c < C; ++c)
-              std::memcpy(Gi + c * g.HW, gout + c * g.HW + row, sizeof(float) * g.W);
-            if (a.final_softmax) {  // G = Q (g - sum_c Q g), Q = softmax(z_T)
-              pred_row(g, a, weight, U.data(), i, mp, s.z.data());
-              softmax_row(s.z.data(), C, g.W, g.W, s.mx.data(), s.sum.data());
-              float* dot = s.sum.data();
-              for (int j = 0; j < g.W; ++j) dot[j] = 0.0f;
+        dispatch_isa([&](auto) SEGKIT_BODY {
+          RowScratch& s = rs[thread_id()];
+          double* dw = dw_part.data() + static_cast<size_t>(blk) * C;
+          double* dmu = dmu_part.data() + blk * cc;
+          std::fill(dw, dw + C, 0.0);
+          std::fill(dmu, dmu + cc, 0.0);
+          for (int i = blk * kRowBlock; i < std::min(g.H, (blk + 1) * kRowBlock); ++i) {
+            const index_t row = static_cast<index_t>(i) * g.W;
+            message_row(g, im, Mb, compat, i, s.m.data(), s.mp.data());
+            const float* mp = compat ? s.mp.data() : s.m.data();
+            float* Gi = G.data() + row;  // C rows HW apart
+            if (t == T) {
               for (int c = 0; c < C; ++c)
-                for (int j = 0; j < g.W; ++j) dot[j] += s.z[c * g.W + j] * Gi[c * g.HW + j];
+                std::memcpy(Gi + c * g.HW, gout + c * g.HW + row, sizeof(float) * g.W);
+              if (a.final_softmax) {  // G = Q (g - sum_c Q g), Q = softmax(z_T)
+                pred_row(g, a, weight, U.data(), i, mp, s.z.data());
+                softmax_row(s.z.data(), C, g.W, g.W, s.mx.data(), s.sum.data());
+                float* dot = s.sum.data();
+                for (int j = 0; j < g.W; ++j) dot[j] = 0.0f;
+                for (int c = 0; c < C; ++c)
+                  for (int j = 0; j < g.W; ++j) dot[j] += s.z[c * g.W + j] * Gi[c * g.HW + j];
+                for (int c = 0; c < C; ++c)
+                  for (int j = 0; j < g.W; ++j)
+                    Gi[c * g.HW + j] = s.z[c * g.W + j] * (Gi[c * g.HW + j] - dot[j]);
+              }
+            }
+            for (int c = 0; c < C; ++c) {
+              const float w = weight[c], au = a.unary_weight - w;
+              const float* gc = Gi + c * g.HW;
+              const float* uc = U.data() + c * g.HW + row;
+              const float* mc = mp + static_cast<index_t>(c) * g.W;
+              float* du = dU + c * g.HW + row;
+              float* hc = s.h.data() + static_cast<index_t>(c) * g.W;
+              float acc = 0.0f;
+              for (int j = 0; j < g.W; ++j) {
+                acc += gc[j] * (mc[j] - uc[j]);
+                du[j] = (t == T ? 0.0f : du[j]) + au * gc[j];
+                hc[j] = w * gc[j];
+              }
+              dw[c] += acc;
+            }
+            // dM = (H + compat^T H) * mask, into s.mp (the message itself stays in s.m)
+            float* dm = s.mp.data();
+            if (compat != nullptr) {
               for (int c = 0; c < C; ++c)
-                for (int j = 0; j < g.W; ++j)
-                  Gi[c * g.HW + j] = s.z[c * g.W + j] * (Gi[c * g.HW + j] - dot[j]);
-            }
-          }
-          for (int c = 0; c < C; ++c) {
-            const float w = weight[c], au = a.unary_weight - w;
-            const float* gc = Gi + c * g.HW;
-            const float* uc = U.data() + c * g.HW + row;
-            const float* mc = mp + static_cast<index_t>(c) * g.W;
-            float* du = dU + c * g.HW + row;
-            float* hc = s.h.data() + static_cast<index_t>(c) * g.W;
-            float acc = 0.0f;
-            for (int j = 0; j < g.W; ++j) {
-              acc += gc[j] * (mc[j] - uc[j]);
-              du[j] = (t == T ? 0.0f : du[j]) + au * gc[j];
-              hc[j] = w * gc[j];
-            }
-            dw[c] += acc;
-          }
-          // dM = (H + compat^T H) * mask, into s.mp (the message itself stays in s.m)
-          float* dm = s.mp.data();
-          if (compat != nullptr) {
-            for (int c = 0; c < C; ++c)
+                for (int d = 0; d < C; ++d) {
+                  const float* hc = s.h.data() + static_cast<index_t>(c) * g.W;
+                  const float* md = s.m.data() + static_cast<index_t>(d) * g.W;
+                  float acc = 0.0f;
+                  for (int j = 0; j < g.W; ++j) acc += hc[j] * md[j];
+                  dmu[static_cast<size_t>(c) * C + d] += acc;
+                }
               for (int d = 0; d < C; ++d) {
-                const float* hc = s.h.data() + static_cast<index_t>(c) * g.W;
-                const float* md = s.m.data() + static_cast<index_t>(d) * g.W;
-                float acc = 0.0f;
-                for (int j = 0; j < g.W; ++j) acc += hc[j] * md[j];
-                dmu[static_cast<size_t>(c) * C + d] += acc;
+                float* o = dm + static_cast<index_t>(d) * g.W;
+                std::memcpy(o, s.h.data() + static_cast<index_t>(d) * g.W, sizeof(float) * g.W);
+                for (int c = 0; c < C; ++c) {
+                  const float k = compat[c * C + d];
+                  const float* hc = s.h.data() + static_cast<index_t>(c) * g.W;
+                  for (int j = 0; j < g.W; ++j) o[j] += k * hc[j];
+                }
               }
-            for (int d = 0; d < C; ++d) {
-              float* o = dm + static_cast<index_t>(d) * g.W;
-              std::memcpy(o, s.h.data() + static_cast<index_t>(d) * g.W, sizeof(float) * g.W);
-              for (int c = 0; c < C; ++c) {
-                const float k = compat[c * C + d];
-                const float* hc = s.h.data() + static_cast<index_t>(c) * g.W;
-                for (int j = 0; j < g.W; ++j) o[j] += k * hc[j];
+            } else {
+              std::memcpy(dm, s.h.data(), sizeof(float) * C * g.W);
+            }
+            const float* fm = im.fmask.data() + row;
+            for (int c = 0; c < C; ++c) {
+              const float* d = dm + static_cast<index_t>(c) * g.W;
+              float* tc = Tcol.data() + (static_cast<index_t>(c) * g.H + i) * g.Wp;
+              for (int X = 0; X < g.Wp; ++X) tc[X] = 0.0f;
+              for (int j = 0; j < g.W; ++j) {
+                const float v = d[j] * fm[j];
+                tc[g.xi0[j]] += g.xl0[j] * v;
+                tc[g.xi1[j]] += g.xl1[j] * v;
               }
             }
-          } else {
-            std::memcpy(dm, s.h.data(), sizeof(float) * C * g.W);
-          }
-          const float* fm = im.fmask.data() + row;
-          for (int c = 0; c < C; ++c) {
-            const float* d = dm + static_cast<index_t>(c) * g.W;
-            float* tc = Tcol.data() + (static_cast<index_t>(c) * g.H + i) * g.Wp;
-            for (int X = 0; X < g.Wp; ++X) tc[X] = 0.0f;
-            for (int j = 0; j < g.W; ++j) {
-              const float v = d[j] * fm[j];
-              tc[g.xi0[j]] += g.xl0[j] * v;
-              tc[g.xi1[j]] += g.xl1[j] * v;
+            // Q_{t-1}
+            float* q = Qp.data() + row;
+            if (Mprev != nullptr) {
+              message_row(g, im, Mprev, compat, i, s.m.data(), s.mp.data());
+              pred_row(g, a, weight, U.data(), i, compat ? s.mp.data() : s.m.data(), s.z.data());
+              for (int c = 0; c < C; ++c)
+                std::memcpy(q + c * g.HW, s.z.data() + static_cast<index_t>(c) * g.W,
+                            sizeof(float) * g.W);
+            } else {
+              for (int c = 0; c < C; ++c)
+                std::memcpy(q + c * g.HW, U.data() + c * g.HW + row, sizeof(float) * g.W);
             }
+            if (Mprev != nullptr || start_softmax(a))
+              softmax_row(q, C, g.HW, g.W, s.mx.data(), s.sum.data());
           }
-          // Q_{t-1}
-          float* q = Qp.data() + row;
-          if (Mprev != nullptr) {
-            message_row(g, im, Mprev, compat, i, s.m.data(), s.mp.data());
-            pred_row(g, a, weight, U.data(), i, compat ? s.mp.data() : s.m.data(), s.z.data());
-            for (int c = 0; c < C; ++c)
-              std::memcpy(q + c * g.HW, s.z.data() + static_cast<index_t>(c) * g.W,
-                          sizeof(float) * g.W);
-          } else {
-            for (int c = 0; c < C; ++c)
-              std::memcpy(q + c * g.HW, U.data() + c * g.HW + row, sizeof(float) * g.W);
-          }
-          if (Mprev != nullptr || start_softmax(a))
-            softmax_row(q, C, g.HW, g.W, s.mx.data(), s.sum.data());
-        }
+        });
       }
       for (int blk = 0; blk < nblocks; ++blk) {
         for (int c = 0; c < C; ++c) d_weight[c] += dw_part[static_cast<size_t>(blk) * C + c];
@@ -555,20 +593,23 @@ void convcrf_grad_backward(const float* grad, const float* unary, const float* i
       // B: the row adjoint of the upsampling (R) and Qb_{t-1}, per pooled row
 #pragma omp parallel for schedule(dynamic, 4)
       for (int r = 0; r < g.Hp; ++r) {
-        for (int c = 0; c < C; ++c) {
-          float* o = Rb.data() + c * g.HWp + static_cast<index_t>(r) * g.Wp;
-          for (int X = 0; X < g.Wp; ++X) o[X] = 0.0f;
-          for (const auto& e : g.rows_of[r]) {
-            const float* tc = Tcol.data() + (static_cast<index_t>(c) * g.H + e.first) * g.Wp;
-            for (int X = 0; X < g.Wp; ++X) o[X] += e.second * tc[X];
+        dispatch_isa([&](auto) SEGKIT_BODY {
+          for (int c = 0; c < C; ++c) {
+            float* o = Rb.data() + c * g.HWp + static_cast<index_t>(r) * g.Wp;
+            for (int X = 0; X < g.Wp; ++X) o[X] = 0.0f;
+            for (const auto& e : g.rows_of[r]) {
+              const float* tc = Tcol.data() + (static_cast<index_t>(c) * g.H + e.first) * g.Wp;
+              for (int X = 0; X < g.Wp; ++X) o[X] += e.second * tc[X];
+            }
           }
-        }
-        pool_rows(g, im, Qp.data(), r, Qb.data());
+          pool_rows(g, im, Qp.data(), r, Qb.data());
+        });
       }
       // C: dQb = A R and the parameter sums
 #pragma omp parallel for schedule(dynamic, 2)
       for (int r = 0; r < g.Hp; ++r)
-        pass_row(g, im, a, sc, Rb.data(), Qb.data(), dQb.data(), r, pss[thread_id()],
+        pass_row(g, im, a, Gp.data(), Gc.data(), Rb.data(), Qb.data(), dQb.data(), r,
+                 pss[thread_id()],
                  sum_part.data() + static_cast<size_t>(r) * kGradSums);
       for (int r = 0; r < g.Hp; ++r)
         for (int k = 0; k < kGradSums; ++k) d_sums[k] += sum_part[r * kGradSums + k];
@@ -576,56 +617,60 @@ void convcrf_grad_backward(const float* grad, const float* unary, const float* i
       const bool start_is_u = !start_softmax(a);
 #pragma omp parallel for schedule(dynamic, 4)
       for (int i = 0; i < g.H; ++i) {
-        RowScratch& s = rs[thread_id()];
-        const index_t row = static_cast<index_t>(i) * g.W;
-        const int R = (i + g.p0) / g.b;
-        const float* fm = im.fmask.data() + row;
-        const float* ic = im.inv_count.data() + static_cast<index_t>(R) * g.Wp;
-        float* dq = s.h.data();
-        for (int c = 0; c < C; ++c) {
-          const float* src = dQb.data() + c * g.HWp + static_cast<index_t>(R) * g.Wp;
-          float* o = dq + static_cast<index_t>(c) * g.W;
-          for (int j = 0; j < g.W; ++j) o[j] = src[g.cellx[j]] * ic[g.cellx[j]] * fm[j];
-        }
-        if (t == 1 && start_is_u) {
+        dispatch_isa([&](auto) SEGKIT_BODY {
+          RowScratch& s = rs[thread_id()];
+          const index_t row = static_cast<index_t>(i) * g.W;
+          const int R = (i + g.p0) / g.b;
+          const float* fm = im.fmask.data() + row;
+          const float* ic = im.inv_count.data() + static_cast<index_t>(R) * g.Wp;
+          float* dq = s.h.data();
           for (int c = 0; c < C; ++c) {
-            float* du = dU + c * g.HW + row;
-            const float* o = dq + static_cast<index_t>(c) * g.W;
-            for (int j = 0; j < g.W; ++j) du[j] += o[j];
+            const float* src = dQb.data() + c * g.HWp + static_cast<index_t>(R) * g.Wp;
+            float* o = dq + static_cast<index_t>(c) * g.W;
+            for (int j = 0; j < g.W; ++j) o[j] = src[g.cellx[j]] * ic[g.cellx[j]] * fm[j];
           }
-          continue;
-        }
-        const float* q = Qp.data() + row;
-        float* dot = s.sum.data();
-        for (int j = 0; j < g.W; ++j) dot[j] = 0.0f;
-        for (int c = 0; c < C; ++c)
-          for (int j = 0; j < g.W; ++j) dot[j] += q[c * g.HW + j] * dq[c * g.W + j];
-        float* dst = t == 1 ? dU + row : G.data() + row;
-        for (int c = 0; c < C; ++c)
-          for (int j = 0; j < g.W; ++j) {
-            const float v = q[c * g.HW + j] * (dq[c * g.W + j] - dot[j]);
-            dst[c * g.HW + j] = t == 1 ? dst[c * g.HW + j] + v : v;
+          if (t == 1 && start_is_u) {
+            for (int c = 0; c < C; ++c) {
+              float* du = dU + c * g.HW + row;
+              const float* o = dq + static_cast<index_t>(c) * g.W;
+              for (int j = 0; j < g.W; ++j) du[j] += o[j];
+            }
+            return;
           }
+          const float* q = Qp.data() + row;
+          float* dot = s.sum.data();
+          for (int j = 0; j < g.W; ++j) dot[j] = 0.0f;
+          for (int c = 0; c < C; ++c)
+            for (int j = 0; j < g.W; ++j) dot[j] += q[c * g.HW + j] * dq[c * g.W + j];
+          float* dst = t == 1 ? dU + row : G.data() + row;
+          for (int c = 0; c < C; ++c)
+            for (int j = 0; j < g.W; ++j) {
+              const float v = q[c * g.HW + j] * (dq[c * g.W + j] - dot[j]);
+              dst[c * g.HW + j] = t == 1 ? dst[c * g.HW + j] + v : v;
+            }
+        });
       }
     }
     // through U = log_softmax(x) (dx = dU - softmax(x) sum_c dU) or log(x) (dx = dU / x)
 #pragma omp parallel for schedule(dynamic, 4)
     for (int i = 0; i < g.H; ++i) {
-      RowScratch& s = rs[thread_id()];
-      const index_t row = static_cast<index_t>(i) * g.W;
-      float* du = dU + row;
-      if (a.unary_kind == crf::UNARY_PROBS) {
+      dispatch_isa([&](auto) SEGKIT_BODY {
+        RowScratch& s = rs[thread_id()];
+        const index_t row = static_cast<index_t>(i) * g.W;
+        float* du = dU + row;
+        if (a.unary_kind == crf::UNARY_PROBS) {
+          for (int c = 0; c < C; ++c)
+            for (int j = 0; j < g.W; ++j) du[c * g.HW + j] /= x[c * g.HW + row + j];
+          return;
+        }
+        float* tot = s.sum.data();
+        for (int j = 0; j < g.W; ++j) tot[j] = 0.0f;
         for (int c = 0; c < C; ++c)
-          for (int j = 0; j < g.W; ++j) du[c * g.HW + j] /= x[c * g.HW + row + j];
-        continue;
-      }
-      float* tot = s.sum.data();
-      for (int j = 0; j < g.W; ++j) tot[j] = 0.0f;
-      for (int c = 0; c < C; ++c)
-        for (int j = 0; j < g.W; ++j) tot[j] += du[c * g.HW + j];
-      for (int c = 0; c < C; ++c)
-        for (int j = 0; j < g.W; ++j)
-          du[c * g.HW + j] -= crf::exp_f32(U[c * g.HW + row + j]) * tot[j];
+          for (int j = 0; j < g.W; ++j) tot[j] += du[c * g.HW + j];
+        for (int c = 0; c < C; ++c)
+          for (int j = 0; j < g.W; ++j)
+            du[c * g.HW + j] -= crf::exp_f32(U[c * g.HW + row + j]) * tot[j];
+      });
     }
   }
 }
