@@ -9,7 +9,8 @@ trainable ConvCRF as a torch op. Import it explicitly (``from segkit.torch impor
   ``torch.ops.segkit.conv_crf`` (registered with ``torch.library``, with fake kernels, so that
   ``torch.compile``, autocast and DistributedDataParallel work) whose backward is the fused
   C++ kernel: gradients w.r.t. the unary and every ConvCRF parameter, no k*k tensor, the same
-  bits on a rerun. It runs in float32 (half-precision inputs are cast) on CPU tensors.
+  bits on a rerun. It runs in float32 (half-precision inputs are cast); CUDA tensors run the
+  CUDA kernels (csrc/cuda/convcrf_grad.cu through CuPy, tested in host emulation only).
 """
 from __future__ import annotations
 
@@ -38,27 +39,45 @@ def _cfg(config: Sequence[int], unary_weight: float) -> tuple[_grad.GradConfig, 
 def _host(x: Optional[Tensor], what: str):
     if x is None:
         return None
-    if x.device.type != "cpu":
-        raise UnavailableError(f"segkit.torch.conv_crf: {what} is on {x.device}; the trainable "
-                               "ConvCRF runs on CPU tensors only in this build (its CUDA "
-                               "backward is not wired to torch yet)")
-    return np.ascontiguousarray(x.detach().numpy())
+    return np.ascontiguousarray(x.detach().cpu().numpy())
+
+
+def _on_gpu(step, tensors: tuple, *rest):
+    """`step` (segkit.ops.convcrf_grad_cuda) on the CUDA tensors `tensors` (None stays None),
+    on torch's current stream, without copies; returns what it returns, device arrays as
+    tensors. Compiled and emulated on the host (tests/test_convcrf_grad_cuda.py)."""
+    try:
+        import cupy
+    except ImportError:
+        raise UnavailableError("segkit.torch.conv_crf on CUDA tensors needs CuPy "
+                               "(pip install segkit[cuda])") from None
+    from . import _cuda
+
+    with _cuda.op_stream(*[t for t in tensors if t is not None]):
+        arrays = [None if t is None else cupy.asarray(t.detach().contiguous()) for t in tensors]
+
+        def launch(name, total, args):
+            _cuda.launch(_cuda.get_kernel("convcrf_grad", name), total, args)
+
+        out = step(launch, lambda shape, dtype: cupy.empty(shape, dtype), *arrays, *rest)
+        return tuple(torch.from_dlpack(o) if isinstance(o, cupy.ndarray) else o for o in out)
 
 
 def _check_values(unary, image, weight, scalars, compat, col_pos: bool, kind: str) -> None:
-    if not np.isfinite(unary).all():
-        raise InputError(f"unary contains NaN or inf ({int((~np.isfinite(unary)).sum())} "
-                         "values)")
-    if kind == "probs" and (unary <= 0).any():
+    """Value checks of the op's inputs (torch tensors, on their device)."""
+    bad = int((~torch.isfinite(unary)).sum())
+    if bad:
+        raise InputError(f"unary contains NaN or inf ({bad} values)")
+    if kind == "probs" and bool((unary <= 0).any()):
         raise InputError("unary_kind='probs' needs probabilities > 0 for gradients; got a "
                          f"minimum of {float(unary.min()):.3g}")
-    if not np.isfinite(image).all():
+    if not bool(torch.isfinite(image).all()):
         raise InputError("image contains NaN or inf")
-    if not np.isfinite(weight).all():
+    if not bool(torch.isfinite(weight).all()):
         raise InputError(f"weight must be finite; got {weight.tolist()}")
-    if compat is not None and not np.isfinite(compat).all():
+    if compat is not None and not bool(torch.isfinite(compat).all()):
         raise InputError("compat contains NaN or inf")
-    vals = dict(zip(_grad.SCALARS, (float(v) for v in scalars)))
+    vals = dict(zip(_grad.SCALARS, scalars.tolist()))
     if not col_pos:
         vals["colpos_inv"] = None
     _grad.check_scalars(vals)
@@ -69,10 +88,17 @@ def _conv_crf_op(unary: Tensor, image: Tensor, mask: Optional[Tensor], weight: T
                  scalars: Tensor, compat: Optional[Tensor], config: list[int],
                  unary_weight: float) -> tuple[Tensor, Tensor]:
     cfg, col_pos = _cfg(config, unary_weight)
+    if unary.is_cuda:
+        from .ops.convcrf_grad_cuda import forward_steps
+
+        _check_values(unary, image, weight, scalars, compat, col_pos, cfg.unary_kind)
+        return _on_gpu(lambda launch, empty, u, img, m, w, k, s: forward_steps(
+            launch, empty, u, img, m, w, k, s, cfg, col_pos),
+            (unary, image, mask, weight, compat), _host(scalars, "scalars"))
     u, img, m, w, s, k = (_host(x, name) for x, name in (
         (unary, "unary"), (image, "image"), (mask, "mask"), (weight, "weight"),
         (scalars, "scalars"), (compat, "compat")))
-    _check_values(u, img, w, s, k, col_pos, cfg.unary_kind)
+    _check_values(unary, image, weight, scalars, compat, col_pos, cfg.unary_kind)
     out, saved = _grad.forward(u, img, m, w, s, k, cfg, col_pos)
     return torch.from_numpy(out), torch.from_numpy(saved)
 
@@ -90,6 +116,20 @@ def _conv_crf_backward_op(grad: Tensor, unary: Tensor, image: Tensor, mask: Opti
                           saved: Tensor, config: list[int], unary_weight: float
                           ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     cfg, col_pos = _cfg(config, unary_weight)
+    if unary.is_cuda:
+        import cupy
+
+        from .ops.convcrf_grad_cuda import backward_steps
+
+        s = _host(scalars, "scalars")
+        du, dw, sums, dk = _on_gpu(lambda launch, empty, g, u, img, m, w, k, sv: backward_steps(
+            launch, empty, cupy.asnumpy, g, u, img, m, w, k, s, sv, cfg, col_pos),
+            (grad, unary, image, mask, weight, compat, saved))
+        ds = _grad.scalar_gradients(sums, s, col_pos)
+        dk = np.zeros((0,), np.float32) if dk is None else dk
+        dev = unary.device
+        return (du,) + tuple(torch.from_numpy(np.asarray(v, np.float32)).to(dev)
+                             for v in (dw, ds, dk))
     g, u, img, m, w, s, k, sv = (_host(x, name) for x, name in (
         (grad, "grad"), (unary, "unary"), (image, "image"), (mask, "mask"),
         (weight, "weight"), (scalars, "scalars"), (compat, "compat"), (saved, "saved")))
@@ -169,7 +209,8 @@ def conv_crf(unary: Tensor, image: Any, *, weight: Any = 0.2, pos_compat: Any = 
     ----------
     unary : Tensor (N, C, H, W) or (C, H, W)
         Scores (logits; probabilities with ``unary_kind="probs"``), float32, float16 or
-        bfloat16 (run in float32), CPU. float64 is refused: the reference
+        bfloat16 (run in float32), CPU or CUDA (the CUDA kernels are compiled and emulated on
+        the host in the tests, not yet run on a GPU). float64 is refused: the reference
         ``segkit.reference.convcrf_grad.conv_crf_torch`` is the float64 path.
     image : Tensor or array (N, 3, H, W) or (N, H, W, 3)
         RGB 0-255, or as the network sees it with ``mean``/``std`` (undone inside: colour

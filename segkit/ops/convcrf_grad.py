@@ -124,7 +124,11 @@ def backward(grad: np.ndarray, unary: np.ndarray, image: np.ndarray, mask: np.nd
         _C.convcrf_grad_backward(grad, unary, image, mask, weight, compat, saved, d_unary,
                                  d_weight, sums, d_compat, **cfg.kernel_kwargs(),
                                  **_scalar_kwargs(scalars, col_pos))
+    return d_unary, d_weight, scalar_gradients(sums, scalars, col_pos), d_compat
+
+
+def scalar_gradients(sums: np.ndarray, scalars: np.ndarray, col_pos: bool) -> np.ndarray:
+    """The gradients w.r.t. SCALARS from the kernels' five sums (common/convcrf_grad.h)."""
     pc, cc, pi, ci, cpi = (float(v) for v in scalars)
-    d_scalars = np.array([sums[0], sums[1], -pc * pi * sums[2], -cc * ci * sums[3],
-                          -cc * cpi * sums[4] if col_pos else 0.0])
-    return d_unary, d_weight, d_scalars, d_compat
+    return np.array([sums[0], sums[1], -pc * pi * sums[2], -cc * ci * sums[3],
+                     -cc * cpi * sums[4] if col_pos else 0.0])
