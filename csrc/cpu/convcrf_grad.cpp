@@ -48,9 +48,17 @@ int thread_id() {
 
 constexpr int kRowBlock = 8;  // rows per partial sum of dw / dcompat (fixed: deterministic)
 
+constexpr index_t kPad = 16;  // rows padded to whole vectors of the widest ISA (floats)
+
+inline index_t round_up(index_t x, index_t m) { return (x + m - 1) / m * m; }
+
 struct Geo {
   int C, H, W, b, s, Hp, Wp, p0, p1;
   index_t HW, HWp;
+  // haloed pooled planes (Qb, R and the features the passes read): s zero rows and columns
+  // around the grid, rows `ld` apart, planes `plane` apart; element (r, x) at `at(r, x)`
+  index_t ld, plane, ldg;  // ldg: row stride of the Gaussian planes (Hp rows, zero tails)
+  index_t at(int r, int x) const { return (s + r) * ld + s + x; }
   std::vector<int> xi0, xi1, yi0, yi1, cellx;
   std::vector<float> xl0, xl1, yl0, yl1;
   // adjoint of the vertical interpolation: for pooled row r, the (full row, coefficient) pairs
@@ -68,6 +76,9 @@ Geo make_geo(const ConvCrfGradArgs& a) {
   crf::pool_geometry(g.W, g.b, &g.Wp, &g.p1);
   g.HW = static_cast<index_t>(g.H) * g.W;
   g.HWp = static_cast<index_t>(g.Hp) * g.Wp;
+  g.ld = round_up(round_up(g.Wp, kPad) + 2 * g.s, kPad);
+  g.plane = (g.Hp + 2 * static_cast<index_t>(g.s)) * g.ld;
+  g.ldg = round_up(g.Wp, kPad);
   g.xi0.resize(g.W), g.xi1.resize(g.W), g.xl0.resize(g.W), g.xl1.resize(g.W);
   g.cellx.resize(g.W);
   for (int x = 0; x < g.W; ++x) {
@@ -108,6 +119,7 @@ void check_args(const ConvCrfGradArgs& a) {
 // Per-image pooled features (unscaled), validity and inverse counts, full-resolution mask.
 struct Image {
   std::vector<float> feat, valid, inv_count, fmask;
+  std::vector<float> featH;  // the features in the haloed layout (kFeatures planes)
 };
 
 void prepare_image(const Geo& g, const float* img, const std::uint8_t* mask, Image& im) {
@@ -140,6 +152,12 @@ void prepare_image(const Geo& g, const float* img, const std::uint8_t* mask, Ima
       im.inv_count[q] = static_cast<float>(1.0 / n);
     }
   }
+  im.featH.assign(kFeatures * g.plane, 0.0f);
+  for (int f = 0; f < kFeatures; ++f)
+    for (int R = 0; R < g.Hp; ++R)
+      std::memcpy(im.featH.data() + f * g.plane + g.at(R, 0),
+                  im.feat.data() + f * g.HWp + static_cast<index_t>(R) * g.Wp,
+                  sizeof(float) * g.Wp);
 }
 
 // U of full-resolution row i (C rows `HW` apart) from the unary.
@@ -208,12 +226,12 @@ void message_row(const Geo& g, const Image& im, const float* Mb, const float* co
 }
 
 // The masked b x b means of the full-resolution rows y0..y1 of q (C planes HW apart) into
-// pooled row R of qb (C planes HWp apart).
+// pooled row R of qb (C haloed planes).
 void pool_rows(const Geo& g, const Image& im, const float* q, int R, float* qb) {
   int y0, y1;
   crf::pool_span(R, g.p0, g.b, g.H, &y0, &y1);
   for (int c = 0; c < g.C; ++c) {
-    float* o = qb + c * g.HWp + static_cast<index_t>(R) * g.Wp;
+    float* o = qb + c * g.plane + g.at(R, 0);
     for (int X = 0; X < g.Wp; ++X) o[X] = 0.0f;
     for (int i = y0; i < y1; ++i) {
       const float* qi = q + c * g.HW + static_cast<index_t>(i) * g.W;
@@ -253,10 +271,10 @@ void weights_image(const Geo& g, const Image& im, const crfgrad::Scales& sc, flo
     dispatch_isa([&](auto) SEGKIT_BODY {
       for (int o = 0; o < k * k; ++o) {
         const int dy = o / k - g.s, dx = o % k - g.s;
-        float* gp = Gp + o * g.HWp + static_cast<index_t>(r) * g.Wp;
-        float* gc = Gc + o * g.HWp + static_cast<index_t>(r) * g.Wp;
-        std::fill(gp, gp + g.Wp, 0.0f);
-        std::fill(gc, gc + g.Wp, 0.0f);
+        float* gp = Gp + (static_cast<index_t>(o) * g.Hp + r) * g.ldg;
+        float* gc = Gc + (static_cast<index_t>(o) * g.Hp + r) * g.ldg;
+        std::fill(gp, gp + g.ldg, 0.0f);
+        std::fill(gc, gc + g.ldg, 0.0f);
         const int xs = std::max(0, -dx), xe = std::min(g.Wp, g.Wp - dx);
         if (r + dy < 0 || r + dy >= g.Hp || xe <= xs) continue;
         weight_row(g, im, sc, r, dy, dx, xs, xe, gp, gc);
@@ -264,68 +282,99 @@ void weights_image(const Geo& g, const Image& im, const crfgrad::Scales& sc, flo
     });
 }
 
-// out(p) = sum_d A(p, p+d) in(p+d) for pooled row r, every class (C planes HWp apart); with
-// `sums`, also the five parameter sums of common/convcrf_grad.h against `in` (R) and `qb`
-// (Qb): S(p, d) = sum_c R_c(p) Qb_c(p+d).
-struct PassScratch {
-  std::vector<float> acc, A, S;
-};
-
-void pass_row(const Geo& g, const Image& im, const ConvCrfGradArgs& a, const float* Gp,
-              const float* Gc, const float* in, const float* qb, float* out, int r,
-              PassScratch& ps, double* sums) {
-  dispatch_isa([&](auto) SEGKIT_BODY {
-    const int Wp = g.Wp, C = g.C, k = 2 * g.s + 1;
-    const index_t fs = g.HWp;
-    float* __restrict acc = ps.acc.data();
-    std::fill(acc, acc + static_cast<index_t>(C) * Wp, 0.0f);
-    const bool grad = sums != nullptr;
-    double t[kGradSums] = {0, 0, 0, 0, 0};
-    const index_t here = static_cast<index_t>(r) * Wp;
+// out(p) = sum_d A(p, p+d) in(p+d) for pooled row r and CB classes from c0 (`in` haloed, `out`
+// C planes of HWp), with the CB accumulators of a vector of pixels in registers.
+template <int B, int CB>
+SEGKIT_ALWAYS void pass_block(const Geo& g, const ConvCrfGradArgs& a, const float* Gp,
+                              const float* Gc, const float* in, float* out, int r, int c0) {
+  typedef vec_t<float, B> V;
+  constexpr int L = Vec<float, B>::lanes;
+  const int k = 2 * g.s + 1;
+  const index_t gstride = static_cast<index_t>(g.Hp) * g.ldg;
+  const float* q = in + static_cast<index_t>(c0) * g.plane;
+  for (int x0 = 0; x0 < g.Wp; x0 += L) {
+    V acc[CB];
+    for (int c = 0; c < CB; ++c) acc[c] = V{};
     for (int dy = -g.s; dy <= g.s; ++dy) {
       if (r + dy < 0 || r + dy >= g.Hp) continue;
       for (int dx = -g.s; dx <= g.s; ++dx) {
-        const int xs = std::max(0, -dx), xe = std::min(Wp, Wp - dx);
-        if (xe <= xs) continue;
-        const int o = (dy + g.s) * k + dx + g.s;
-        const float* __restrict gp = Gp + o * fs + here;
-        const float* __restrict gc = Gc + o * fs + here;
-        float* __restrict A = ps.A.data();
-        for (int x = xs; x < xe; ++x) A[x] = a.pos_compat * gp[x] + a.col_compat * gc[x];
-        const index_t off = static_cast<index_t>(r + dy) * Wp + dx;
-        for (int c = 0; c < C; ++c) {
-          const float* __restrict src = in + c * fs + off;
-          float* __restrict oc = acc + static_cast<index_t>(c) * Wp;
-          for (int x = xs; x < xe; ++x) oc[x] += A[x] * src[x];
-        }
-        if (!grad) continue;
-        float* __restrict S = ps.S.data();
-        for (int x = xs; x < xe; ++x) S[x] = 0.0f;
-        for (int c = 0; c < C; ++c) {
-          const float* __restrict rp = in + c * fs + here;
-          const float* __restrict qq = qb + c * fs + off;
-          for (int x = xs; x < xe; ++x) S[x] += rp[x] * qq[x];
-        }
-        const float* fp = im.feat.data() + here;
-        const float* fq = im.feat.data() + off;
-        float t0 = 0, t1 = 0, t2 = 0, t3 = 0, t4 = 0;
-        for (int x = xs; x < xe; ++x) {
-          float dpos, dcol;
-          crfgrad::pair_distances(fp + x, fq + x, fs, &dpos, &dcol);
-          const float ps_ = gp[x] * S[x], cs_ = gc[x] * S[x];
-          t0 += ps_;
-          t1 += cs_;
-          t2 += dpos * ps_;
-          t3 += dcol * cs_;
-          t4 += dpos * cs_;
-        }
-        t[0] += t0, t[1] += t1, t[2] += t2, t[3] += t3, t[4] += t4;
+        const index_t o = (dy + g.s) * k + dx + g.s;
+        const index_t wofs = o * gstride + static_cast<index_t>(r) * g.ldg + x0;
+        const V w = a.pos_compat * loadv<V>(Gp + wofs) + a.col_compat * loadv<V>(Gc + wofs);
+        const float* src = q + g.at(r + dy, x0 + dx);
+        for (int c = 0; c < CB; ++c) acc[c] += w * loadv<V>(src + c * g.plane);
       }
     }
-    for (int c = 0; c < C; ++c)
-      std::memcpy(out + c * fs + here, acc + static_cast<index_t>(c) * Wp, sizeof(float) * Wp);
-    if (grad)
-      for (int j = 0; j < kGradSums; ++j) sums[j] = t[j];
+    const int nv = std::min(L, g.Wp - x0);
+    for (int c = 0; c < CB; ++c)
+      store_lanes(out + (c0 + c) * g.HWp + static_cast<index_t>(r) * g.Wp + x0, acc[c], nv);
+  }
+}
+
+// The five parameter sums of pooled row r: S(p, d) = sum_c R_c(p) Qb_c(p+d) (both haloed).
+template <int B>
+SEGKIT_ALWAYS void sums_row(const Geo& g, const Image& im, const float* Gp, const float* Gc,
+                            const float* R, const float* qb, int r, double* sums) {
+  typedef vec_t<float, B> V;
+  constexpr int L = Vec<float, B>::lanes;
+  const int k = 2 * g.s + 1;
+  const index_t gstride = static_cast<index_t>(g.Hp) * g.ldg;
+  const float* f = im.featH.data();
+  double t[kGradSums] = {0, 0, 0, 0, 0};
+  for (int dy = -g.s; dy <= g.s; ++dy) {
+    if (r + dy < 0 || r + dy >= g.Hp) continue;
+    for (int dx = -g.s; dx <= g.s; ++dx) {
+      const index_t o = (dy + g.s) * k + dx + g.s;
+      V v0{}, v1{}, v2{}, v3{}, v4{};
+      for (int x0 = 0; x0 < g.Wp; x0 += L) {
+        const index_t hp = g.at(r, x0), hq = g.at(r + dy, x0 + dx);
+        V S{};
+        for (int c = 0; c < g.C; ++c)
+          S += loadv<V>(R + c * g.plane + hp) * loadv<V>(qb + c * g.plane + hq);
+        V dpos{}, dcol{};
+        for (int ff = 0; ff < kFeatures; ++ff) {
+          const V d = loadv<V>(f + ff * g.plane + hq) - loadv<V>(f + ff * g.plane + hp);
+          if (ff < 2)
+            dpos += d * d;
+          else
+            dcol += d * d;
+        }
+        const index_t wofs = o * gstride + static_cast<index_t>(r) * g.ldg + x0;
+        const V ps = loadv<V>(Gp + wofs) * S, cs = loadv<V>(Gc + wofs) * S;
+        v0 += ps;
+        v1 += cs;
+        v2 += dpos * ps;
+        v3 += dcol * cs;
+        v4 += dpos * cs;
+      }
+      float l[5][L];
+      std::memcpy(l[0], &v0, sizeof v0), std::memcpy(l[1], &v1, sizeof v1);
+      std::memcpy(l[2], &v2, sizeof v2), std::memcpy(l[3], &v3, sizeof v3);
+      std::memcpy(l[4], &v4, sizeof v4);
+      for (int j = 0; j < kGradSums; ++j)
+        for (int i = 0; i < L; ++i) t[j] += l[j][i];
+    }
+  }
+  for (int j = 0; j < kGradSums; ++j) sums[j] = t[j];
+}
+
+// out = A in for pooled row r, every class (classes in blocks of up to 8); with `sums`, also
+// the row's five parameter sums against `qb`.
+void pass_row(const Geo& g, const Image& im, const ConvCrfGradArgs& a, const float* Gp,
+              const float* Gc, const float* in, const float* qb, float* out, int r,
+              double* sums) {
+  dispatch_isa([&](auto isa) SEGKIT_BODY {
+    constexpr int B = decltype(isa)::bytes;
+    const int chunks = (g.C + 7) / 8, base = g.C / chunks, extra = g.C % chunks;
+    int c0 = 0;
+    for (int ch = 0; ch < chunks; ++ch) {
+      const int cb = base + (ch < extra ? 1 : 0);
+      dispatch_exact<1, 2, 3, 4, 5, 6, 7, 8>(cb, [&](auto n) SEGKIT_BODY {
+        pass_block<B, decltype(n)::value>(g, a, Gp, Gc, in, out, r, c0);
+      });
+      c0 += cb;
+    }
+    if (sums != nullptr) sums_row<B>(g, im, Gp, Gc, in, qb, r, sums);
   });
 }
 
@@ -335,14 +384,6 @@ crfgrad::Scales scales_of(const ConvCrfGradArgs& a) {
   sc.col2 = a.col_inv * a.col_inv;
   sc.colpos2 = a.col_pos ? a.colpos_inv * a.colpos_inv : 0.0f;
   return sc;
-}
-
-PassScratch pass_scratch(const Geo& g) {
-  PassScratch ps;
-  ps.acc.resize(static_cast<size_t>(g.C) * g.Wp);
-  ps.A.resize(g.Wp);
-  ps.S.resize(g.Wp);
-  return ps;
 }
 
 // Per-thread full-resolution row buffers (C rows of W) and two single rows.
@@ -387,10 +428,9 @@ void convcrf_grad_forward(const float* unary, const float* image, const std::uin
   const Geo g = make_geo(a);
   const crfgrad::Scales sc = scales_of(a);
   const int T = a.num_iter, threads = max_threads();
-  std::vector<float> U(static_cast<size_t>(g.C) * g.HW), Qb(static_cast<size_t>(g.C) * g.HWp);
+  std::vector<float> U(static_cast<size_t>(g.C) * g.HW), Qb(static_cast<size_t>(g.C) * g.plane);
   std::vector<RowScratch> rs(threads, RowScratch(g));
-  std::vector<PassScratch> pss(threads, pass_scratch(g));
-  const size_t kk = static_cast<size_t>(a.filter_size) * a.filter_size * g.HWp;
+  const size_t kk = static_cast<size_t>(a.filter_size) * a.filter_size * g.Hp * g.ldg;
   std::vector<float> Gp(kk), Gc(kk);
   Image im;
   for (index_t n = 0; n < a.n; ++n) {
@@ -422,8 +462,7 @@ void convcrf_grad_forward(const float* unary, const float* image, const std::uin
       float* Mb = saved + (n * T + t) * g.C * g.HWp;
 #pragma omp parallel for schedule(dynamic, 2)
       for (int r = 0; r < g.Hp; ++r)
-        pass_row(g, im, a, Gp.data(), Gc.data(), Qb.data(), nullptr, Mb, r, pss[thread_id()],
-                 nullptr);
+        pass_row(g, im, a, Gp.data(), Gc.data(), Qb.data(), nullptr, Mb, r, nullptr);
       // full resolution: z, softmax, pooled into Qb (or the output); `o` is scratch until last
 #pragma omp parallel for schedule(dynamic, 2)
       for (int R = 0; R < g.Hp; ++R) {
@@ -462,14 +501,13 @@ void convcrf_grad_backward(const float* grad, const float* unary, const float* i
   const int T = a.num_iter, threads = max_threads();
   const size_t full = static_cast<size_t>(C) * g.HW, pooled = static_cast<size_t>(C) * g.HWp;
   std::vector<float> U(full), G(full), Qp(full), Tcol(static_cast<size_t>(C) * g.H * g.Wp),
-      Rb(pooled), Qb(pooled), dQb(pooled);
+      Rb(static_cast<size_t>(C) * g.plane), Qb(Rb.size()), dQb(pooled);
   std::vector<RowScratch> rs(threads, RowScratch(g));
-  std::vector<PassScratch> pss(threads, pass_scratch(g));
   const int nblocks = (g.H + kRowBlock - 1) / kRowBlock;
   const size_t cc = compat ? static_cast<size_t>(C) * C : 0;
   std::vector<double> dw_part(static_cast<size_t>(nblocks) * C), dmu_part(nblocks * cc),
       sum_part(static_cast<size_t>(g.Hp) * kGradSums);
-  const size_t kk = static_cast<size_t>(a.filter_size) * a.filter_size * g.HWp;
+  const size_t kk = static_cast<size_t>(a.filter_size) * a.filter_size * g.Hp * g.ldg;
   std::vector<float> Gp(kk), Gc(kk);
   Image im;
   for (index_t n = 0; n < a.n; ++n) {
@@ -595,7 +633,7 @@ void convcrf_grad_backward(const float* grad, const float* unary, const float* i
       for (int r = 0; r < g.Hp; ++r) {
         dispatch_isa([&](auto) SEGKIT_BODY {
           for (int c = 0; c < C; ++c) {
-            float* o = Rb.data() + c * g.HWp + static_cast<index_t>(r) * g.Wp;
+            float* o = Rb.data() + c * g.plane + g.at(r, 0);
             for (int X = 0; X < g.Wp; ++X) o[X] = 0.0f;
             for (const auto& e : g.rows_of[r]) {
               const float* tc = Tcol.data() + (static_cast<index_t>(c) * g.H + e.first) * g.Wp;
@@ -609,7 +647,6 @@ void convcrf_grad_backward(const float* grad, const float* unary, const float* i
 #pragma omp parallel for schedule(dynamic, 2)
       for (int r = 0; r < g.Hp; ++r)
         pass_row(g, im, a, Gp.data(), Gc.data(), Rb.data(), Qb.data(), dQb.data(), r,
-                 pss[thread_id()],
                  sum_part.data() + static_cast<size_t>(r) * kGradSums);
       for (int r = 0; r < g.Hp; ++r)
         for (int k = 0; k < kGradSums; ++k) d_sums[k] += sum_part[r * kGradSums + k];
