@@ -308,7 +308,8 @@ extern "C" __global__ void crfg_dot_chunks(const float* a, const float* bb, doub
   const int cj = diag ? 1 : C;
   SEGKIT_GRID_LOOP(idx, static_cast<index_t>(C) * cj * nchunks) {
     const int k = static_cast<int>(idx % nchunks);
-    const int j0 = static_cast<int>((idx / nchunks) % cj), i = static_cast<int>(idx / nchunks / cj);
+    const int j0 = static_cast<int>((idx / nchunks) % cj);
+    const int i = static_cast<int>(idx / nchunks / cj);
     const int j = diag ? i : j0;
     const index_t lo = k * chunk, hi = lo + chunk < n * hw ? lo + chunk : n * hw;
     double s = 0.0;
