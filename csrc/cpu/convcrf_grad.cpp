@@ -207,6 +207,10 @@ void message_row(const Geo& g, const Image& im, const float* Mb, const float* co
     const float* r0 = Mb + c * g.HWp + static_cast<index_t>(g.yi0[i]) * g.Wp;
     const float* r1 = Mb + c * g.HWp + static_cast<index_t>(g.yi1[i]) * g.Wp;
     float* o = m + static_cast<index_t>(c) * W;
+    if (g.b == 1) {  // the same values without the taps (identity)
+      for (int j = 0; j < W; ++j) o[j] = r0[j] * fm[j];
+      continue;
+    }
     for (int j = 0; j < W; ++j) {
       const float e0 = g.xl0[j] * r0[g.xi0[j]] + g.xl1[j] * r0[g.xi1[j]];
       const float e1 = g.xl0[j] * r1[g.xi0[j]] + g.xl1[j] * r1[g.xi1[j]];
@@ -232,6 +236,13 @@ void pool_rows(const Geo& g, const Image& im, const float* q, int R, float* qb) 
   crf::pool_span(R, g.p0, g.b, g.H, &y0, &y1);
   for (int c = 0; c < g.C; ++c) {
     float* o = qb + c * g.plane + g.at(R, 0);
+    if (g.b == 1) {
+      const float* qi = q + c * g.HW + static_cast<index_t>(R) * g.W;
+      const float* fm = im.fmask.data() + static_cast<index_t>(R) * g.W;
+      const float* ic = im.inv_count.data() + static_cast<index_t>(R) * g.Wp;
+      for (int X = 0; X < g.Wp; ++X) o[X] = (0.0f + qi[X] * fm[X]) * ic[X];
+      continue;
+    }
     for (int X = 0; X < g.Wp; ++X) o[X] = 0.0f;
     for (int i = y0; i < y1; ++i) {
       const float* qi = q + c * g.HW + static_cast<index_t>(i) * g.W;
@@ -600,6 +611,10 @@ void convcrf_grad_backward(const float* grad, const float* unary, const float* i
             for (int c = 0; c < C; ++c) {
               const float* d = dm + static_cast<index_t>(c) * g.W;
               float* tc = Tcol.data() + (static_cast<index_t>(c) * g.H + i) * g.Wp;
+              if (g.b == 1) {  // the same values without the taps
+                for (int j = 0; j < g.W; ++j) tc[j] = d[j] * fm[j];
+                continue;
+              }
               for (int X = 0; X < g.Wp; ++X) tc[X] = 0.0f;
               for (int j = 0; j < g.W; ++j) {
                 const float v = d[j] * fm[j];
@@ -664,7 +679,10 @@ void convcrf_grad_backward(const float* grad, const float* unary, const float* i
           for (int c = 0; c < C; ++c) {
             const float* src = dQb.data() + c * g.HWp + static_cast<index_t>(R) * g.Wp;
             float* o = dq + static_cast<index_t>(c) * g.W;
-            for (int j = 0; j < g.W; ++j) o[j] = src[g.cellx[j]] * ic[g.cellx[j]] * fm[j];
+            if (g.b == 1)
+              for (int j = 0; j < g.W; ++j) o[j] = src[j] * ic[j] * fm[j];
+            else
+              for (int j = 0; j < g.W; ++j) o[j] = src[g.cellx[j]] * ic[g.cellx[j]] * fm[j];
           }
           if (t == 1 && start_is_u) {
             for (int c = 0; c < C; ++c) {
