@@ -182,6 +182,24 @@ def test_gradients_are_bit_identical_on_a_rerun():
         assert torch.equal(a, b)
 
 
+def test_gradients_do_not_depend_on_the_thread_count():
+    require_backend("cpp")
+    import segkit
+
+    u, img, p = make_case(2, 4, 21, 18, seed=19, mask=True, compat=True)
+    runs = []
+    try:
+        for threads in (1, 2):
+            segkit.set_num_threads(threads)
+            out, leaf = fused(u, img, p, dict(filter_size=5, blur=2, num_iter=2))
+            out.pow(2).sum().backward()
+            runs.append([out.detach()] + [v.grad for v in leaf.values()])
+    finally:
+        segkit.set_num_threads(0)
+    for a, b in zip(*runs):
+        assert torch.equal(a, b)
+
+
 def test_forward_equals_the_inference_kernel():
     require_backend("cpp")
     import segkit

@@ -128,7 +128,7 @@ void prepare_image(const Geo& g, const float* img, const std::uint8_t* mask, Ima
   im.inv_count.assign(g.HWp, 0.0f);
   im.fmask.resize(g.HW);
   for (index_t p = 0; p < g.HW; ++p) im.fmask[p] = mask == nullptr || mask[p] ? 1.0f : 0.0f;
-#pragma omp parallel for schedule(dynamic, 4)
+#pragma omp parallel for schedule(dynamic, 4) num_threads(max_threads())
   for (int R = 0; R < g.Hp; ++R) {
     int y0, y1;
     crf::pool_span(R, g.p0, g.b, g.H, &y0, &y1);
@@ -198,24 +198,34 @@ void softmax_row(float* p, int C, index_t cs, int W, float* mx, float* sum) {
 
 // The masked, upsampled message of full-resolution row i from the pooled Mb (C, Hp, Wp) into
 // m (C rows of W), then M' = M + compat M into mp (mp = m without compat).
+// The message upsampled along the rows of pooled row R: Me[c][R][j] = l0 Mb[c][R][i0] + l1
+// Mb[c][R][i1] (blur > 1), C planes of Hp * W.
+void upsample_row(const Geo& g, const float* Mb, int R, float* Me) {
+  for (int c = 0; c < g.C; ++c) {
+    const float* m = Mb + c * g.HWp + static_cast<index_t>(R) * g.Wp;
+    float* e = Me + (static_cast<index_t>(c) * g.Hp + R) * g.W;
+    for (int j = 0; j < g.W; ++j) e[j] = g.xl0[j] * m[g.xi0[j]] + g.xl1[j] * m[g.xi1[j]];
+  }
+}
+
+// The masked, upsampled message of full-resolution row i from the pooled Mb (C, Hp, Wp) at
+// blur 1, or from its row-upsampled Me (C, Hp, W, upsample_row) otherwise, into m (C rows of
+// W), then M' = M + compat M into mp (mp = m without compat).
 void message_row(const Geo& g, const Image& im, const float* Mb, const float* compat, int i,
                  float* m, float* mp) {
   const int W = g.W;
   const float h0 = g.yl0[i], h1 = g.yl1[i];
   const float* fm = im.fmask.data() + static_cast<index_t>(i) * W;
   for (int c = 0; c < g.C; ++c) {
-    const float* r0 = Mb + c * g.HWp + static_cast<index_t>(g.yi0[i]) * g.Wp;
-    const float* r1 = Mb + c * g.HWp + static_cast<index_t>(g.yi1[i]) * g.Wp;
     float* o = m + static_cast<index_t>(c) * W;
-    if (g.b == 1) {  // the same values without the taps (identity)
+    if (g.b == 1) {
+      const float* r0 = Mb + c * g.HWp + static_cast<index_t>(i) * g.Wp;
       for (int j = 0; j < W; ++j) o[j] = r0[j] * fm[j];
       continue;
     }
-    for (int j = 0; j < W; ++j) {
-      const float e0 = g.xl0[j] * r0[g.xi0[j]] + g.xl1[j] * r0[g.xi1[j]];
-      const float e1 = g.xl0[j] * r1[g.xi0[j]] + g.xl1[j] * r1[g.xi1[j]];
-      o[j] = (h0 * e0 + h1 * e1) * fm[j];
-    }
+    const float* e0 = Mb + (static_cast<index_t>(c) * g.Hp + g.yi0[i]) * W;
+    const float* e1 = Mb + (static_cast<index_t>(c) * g.Hp + g.yi1[i]) * W;
+    for (int j = 0; j < W; ++j) o[j] = (h0 * e0[j] + h1 * e1[j]) * fm[j];
   }
   if (compat == nullptr) return;
   for (int c = 0; c < g.C; ++c) {
@@ -277,7 +287,7 @@ SEGKIT_ALWAYS void weight_row(const Geo& g, const Image& im, const crfgrad::Scal
 void weights_image(const Geo& g, const Image& im, const crfgrad::Scales& sc, float* Gp,
                    float* Gc) {
   const int k = 2 * g.s + 1;
-#pragma omp parallel for schedule(dynamic, 4)
+#pragma omp parallel for schedule(dynamic, 4) num_threads(max_threads())
   for (int r = 0; r < g.Hp; ++r)
     dispatch_isa([&](auto) SEGKIT_BODY {
       for (int o = 0; o < k * k; ++o) {
@@ -443,6 +453,7 @@ void convcrf_grad_forward(const float* unary, const float* image, const std::uin
   std::vector<RowScratch> rs(threads, RowScratch(g));
   const size_t kk = static_cast<size_t>(a.filter_size) * a.filter_size * g.Hp * g.ldg;
   std::vector<float> Gp(kk), Gc(kk);
+  std::vector<float> Me(g.b > 1 ? static_cast<size_t>(g.C) * g.Hp * g.W : 0);
   Image im;
   for (index_t n = 0; n < a.n; ++n) {
     const float* x = unary + n * g.C * g.HW;
@@ -450,7 +461,7 @@ void convcrf_grad_forward(const float* unary, const float* image, const std::uin
     prepare_image(g, image + n * 3 * g.HW, mask == nullptr ? nullptr : mask + n * g.HW, im);
     weights_image(g, im, sc, Gp.data(), Gc.data());
     // U, and Q_0 (in z) pooled into Qb
-#pragma omp parallel for schedule(dynamic, 2)
+#pragma omp parallel for schedule(dynamic, 2) num_threads(max_threads())
     for (int R = 0; R < g.Hp; ++R) {
       dispatch_isa([&](auto) SEGKIT_BODY {
         RowScratch& s = rs[thread_id()];
@@ -471,18 +482,21 @@ void convcrf_grad_forward(const float* unary, const float* image, const std::uin
     for (int t = 0; t < T; ++t) {
       const bool last = t == T - 1;
       float* Mb = saved + (n * T + t) * g.C * g.HWp;
-#pragma omp parallel for schedule(dynamic, 2)
-      for (int r = 0; r < g.Hp; ++r)
+#pragma omp parallel for schedule(dynamic, 2) num_threads(max_threads())
+      for (int r = 0; r < g.Hp; ++r) {
         pass_row(g, im, a, Gp.data(), Gc.data(), Qb.data(), nullptr, Mb, r, nullptr);
+        if (g.b > 1) dispatch_isa([&](auto) SEGKIT_BODY { upsample_row(g, Mb, r, Me.data()); });
+      }
+      const float* Mup = g.b > 1 ? Me.data() : Mb;
       // full resolution: z, softmax, pooled into Qb (or the output); `o` is scratch until last
-#pragma omp parallel for schedule(dynamic, 2)
+#pragma omp parallel for schedule(dynamic, 2) num_threads(max_threads())
       for (int R = 0; R < g.Hp; ++R) {
         dispatch_isa([&](auto) SEGKIT_BODY {
           RowScratch& s = rs[thread_id()];
           int y0, y1;
           crf::pool_span(R, g.p0, g.b, g.H, &y0, &y1);
           for (int i = y0; i < y1; ++i) {
-            message_row(g, im, Mb, compat, i, s.m.data(), s.mp.data());
+            message_row(g, im, Mup, compat, i, s.m.data(), s.mp.data());
             pred_row(g, a, weight, U.data(), i, compat ? s.mp.data() : s.m.data(), s.z.data());
             if (!last || a.final_softmax) softmax_row(s.z.data(), g.C, g.W, g.W, s.mx.data(),
                                                       s.sum.data());
@@ -520,6 +534,8 @@ void convcrf_grad_backward(const float* grad, const float* unary, const float* i
       sum_part(static_cast<size_t>(g.Hp) * kGradSums);
   const size_t kk = static_cast<size_t>(a.filter_size) * a.filter_size * g.Hp * g.ldg;
   std::vector<float> Gp(kk), Gc(kk);
+  const size_t me = g.b > 1 ? static_cast<size_t>(C) * g.Hp * g.W : 0;
+  std::vector<float> MeA(me), MeB(me);
   Image im;
   for (index_t n = 0; n < a.n; ++n) {
     const float* x = unary + n * full;
@@ -528,7 +544,7 @@ void convcrf_grad_backward(const float* grad, const float* unary, const float* i
     const float* Ms = saved + n * T * pooled;
     prepare_image(g, image + n * 3 * g.HW, mask == nullptr ? nullptr : mask + n * g.HW, im);
     weights_image(g, im, sc, Gp.data(), Gc.data());
-#pragma omp parallel for schedule(dynamic, 4)
+#pragma omp parallel for schedule(dynamic, 4) num_threads(max_threads())
     for (int i = 0; i < g.H; ++i) {
       dispatch_isa([&](auto) SEGKIT_BODY {
         RowScratch& s = rs[thread_id()];
@@ -536,12 +552,24 @@ void convcrf_grad_backward(const float* grad, const float* unary, const float* i
         unary_row(g, a.unary_kind, x + row, U.data() + row, s.mx.data(), s.sum.data());
       });
     }
+    float* me_cur = MeA.data();
+    float* me_prev = MeB.data();
     for (int t = T; t >= 1; --t) {
       const float* Mb = Ms + (t - 1) * pooled;
       const float* Mprev = t >= 2 ? Ms + (t - 2) * pooled : nullptr;
+      if (g.b > 1) {  // row-upsampled messages of t (first time only) and t - 1
+#pragma omp parallel for schedule(dynamic, 4) num_threads(max_threads())
+        for (int r = 0; r < g.Hp; ++r)
+          dispatch_isa([&](auto) SEGKIT_BODY {
+            if (t == T) upsample_row(g, Mb, r, me_cur);
+            if (Mprev != nullptr) upsample_row(g, Mprev, r, me_prev);
+          });
+        Mb = me_cur;
+        if (Mprev != nullptr) Mprev = me_prev;
+      }
       // A: per block of full-resolution rows: G_t, dw, dU, dcompat, the column adjoint of the
       // upsampling (into Tcol), and Q_{t-1} (into Qp)
-#pragma omp parallel for schedule(dynamic, 1)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(max_threads())
       for (int blk = 0; blk < nblocks; ++blk) {
         dispatch_isa([&](auto) SEGKIT_BODY {
           RowScratch& s = rs[thread_id()];
@@ -644,7 +672,7 @@ void convcrf_grad_backward(const float* grad, const float* unary, const float* i
         for (size_t k = 0; k < cc; ++k) d_compat[k] += dmu_part[blk * cc + k];
       }
       // B: the row adjoint of the upsampling (R) and Qb_{t-1}, per pooled row
-#pragma omp parallel for schedule(dynamic, 4)
+#pragma omp parallel for schedule(dynamic, 4) num_threads(max_threads())
       for (int r = 0; r < g.Hp; ++r) {
         dispatch_isa([&](auto) SEGKIT_BODY {
           for (int c = 0; c < C; ++c) {
@@ -659,7 +687,7 @@ void convcrf_grad_backward(const float* grad, const float* unary, const float* i
         });
       }
       // C: dQb = A R and the parameter sums
-#pragma omp parallel for schedule(dynamic, 2)
+#pragma omp parallel for schedule(dynamic, 2) num_threads(max_threads())
       for (int r = 0; r < g.Hp; ++r)
         pass_row(g, im, a, Gp.data(), Gc.data(), Rb.data(), Qb.data(), dQb.data(), r,
                  sum_part.data() + static_cast<size_t>(r) * kGradSums);
@@ -667,7 +695,7 @@ void convcrf_grad_backward(const float* grad, const float* unary, const float* i
         for (int k = 0; k < kGradSums; ++k) d_sums[k] += sum_part[r * kGradSums + k];
       // D: dQ = pool^T dQb, then G_{t-1} (softmax Jacobian) or the start's term into dU
       const bool start_is_u = !start_softmax(a);
-#pragma omp parallel for schedule(dynamic, 4)
+#pragma omp parallel for schedule(dynamic, 4) num_threads(max_threads())
       for (int i = 0; i < g.H; ++i) {
         dispatch_isa([&](auto) SEGKIT_BODY {
           RowScratch& s = rs[thread_id()];
@@ -705,9 +733,10 @@ void convcrf_grad_backward(const float* grad, const float* unary, const float* i
             }
         });
       }
+      std::swap(me_cur, me_prev);
     }
     // through U = log_softmax(x) (dx = dU - softmax(x) sum_c dU) or log(x) (dx = dU / x)
-#pragma omp parallel for schedule(dynamic, 4)
+#pragma omp parallel for schedule(dynamic, 4) num_threads(max_threads())
     for (int i = 0; i < g.H; ++i) {
       dispatch_isa([&](auto) SEGKIT_BODY {
         RowScratch& s = rs[thread_id()];
