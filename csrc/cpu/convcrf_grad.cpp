@@ -5,9 +5,10 @@
 // Memory. The forward keeps per iteration only the pooled message Mb_t (C*Hp*Wp floats: C*H*W
 // at blur 1, C*H*W/b^2 at blur b). The backward recomputes from the unary and Mb_{t-1} what
 // it needs: U, Q_{t-1} = softmax(a U + w M'_{t-1}) (full resolution, for the softmax Jacobian
-// and the pooled Qb_{t-1}) and M'_t; its working memory is 4 full-resolution C*H*W buffers and a
-// few pooled ones per call. No k*k tensor: the Gaussian weights are recomputed from the pooled
-// features in every pass.
+// and the pooled Qb_{t-1}) and M'_t. Working memory, for one image at a time: U, G, Q_{t-1}
+// (3 C*H*W), the column adjoint of the upsampling (C*H*W/b, blur > 1 only), a few pooled
+// C*Hp*Wp planes, and the Gaussian planes Gp, Gc of the image (2 k*k Hp*Wp floats, computed
+// once per image and shared by every class, iteration and pass). No (C, k*k, ...) tensor.
 //
 // Determinism: every output element is written by one thread; sums over pixels go into
 // per-row (or per-block-of-rows) partials in double, added in a fixed order afterwards.
@@ -525,7 +526,7 @@ void convcrf_grad_backward(const float* grad, const float* unary, const float* i
   const crfgrad::Scales sc = scales_of(a);
   const int T = a.num_iter, threads = max_threads();
   const size_t full = static_cast<size_t>(C) * g.HW, pooled = static_cast<size_t>(C) * g.HWp;
-  std::vector<float> U(full), G(full), Qp(full), Tcol(static_cast<size_t>(C) * g.H * g.Wp),
+  std::vector<float> U(full), G(full), Qp(full), Tcol(g.b > 1 ? static_cast<size_t>(C) * g.H * g.Wp : 0),
       Rb(static_cast<size_t>(C) * g.plane), Qb(Rb.size()), dQb(pooled);
   std::vector<RowScratch> rs(threads, RowScratch(g));
   const int nblocks = (g.H + kRowBlock - 1) / kRowBlock;
@@ -638,11 +639,12 @@ void convcrf_grad_backward(const float* grad, const float* unary, const float* i
             const float* fm = im.fmask.data() + row;
             for (int c = 0; c < C; ++c) {
               const float* d = dm + static_cast<index_t>(c) * g.W;
-              float* tc = Tcol.data() + (static_cast<index_t>(c) * g.H + i) * g.Wp;
-              if (g.b == 1) {  // the same values without the taps
-                for (int j = 0; j < g.W; ++j) tc[j] = d[j] * fm[j];
+              if (g.b == 1) {  // no taps: straight into R (pooled row i)
+                float* rr = Rb.data() + c * g.plane + g.at(i, 0);
+                for (int j = 0; j < g.W; ++j) rr[j] = d[j] * fm[j];
                 continue;
               }
+              float* tc = Tcol.data() + (static_cast<index_t>(c) * g.H + i) * g.Wp;
               for (int X = 0; X < g.Wp; ++X) tc[X] = 0.0f;
               for (int j = 0; j < g.W; ++j) {
                 const float v = d[j] * fm[j];
@@ -675,7 +677,7 @@ void convcrf_grad_backward(const float* grad, const float* unary, const float* i
 #pragma omp parallel for schedule(dynamic, 4) num_threads(max_threads())
       for (int r = 0; r < g.Hp; ++r) {
         dispatch_isa([&](auto) SEGKIT_BODY {
-          for (int c = 0; c < C; ++c) {
+          for (int c = 0; c < C && g.b > 1; ++c) {  // (blur 1: phase A wrote R)
             float* o = Rb.data() + c * g.plane + g.at(r, 0);
             for (int X = 0; X < g.Wp; ++X) o[X] = 0.0f;
             for (const auto& e : g.rows_of[r]) {
