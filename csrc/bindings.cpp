@@ -14,6 +14,7 @@ void bind_soft_vote(py::module_& m);
 void bind_convcrf(py::module_& m);
 void bind_label_issues(py::module_& m);
 void bind_runtime(py::module_& m);
+void bind_convcrf_grad(py::module_& m);
 }  // namespace segkit
 
 PYBIND11_MODULE(_C, m) {
@@ -24,4 +25,5 @@ PYBIND11_MODULE(_C, m) {
   segkit::bind_convcrf(m);
   segkit::bind_label_issues(m);
   segkit::bind_runtime(m);
+  segkit::bind_convcrf_grad(m);
 }

@@ -301,8 +301,74 @@ def bench_convcrf(peak: float) -> None:
                 torch.cuda.empty_cache()
 
 
+def bench_convcrf_grad(peak: float) -> None:
+    """Trainable ConvCRF forward + backward on torch CUDA tensors (segkit.torch.conv_crf, the
+    CUDA kernels of csrc/cuda/convcrf_grad.cu) against autograd through the unfold reference
+    (segkit.reference.convcrf_grad) on the same GPU: batch 2 and 8, 21 classes, 256x256 and
+    512x512, (a) k=7 blur 1, (b) k=11 blur 4, 5 iterations; gradients compared (5e-4 of the
+    largest); peak memory: torch.cuda.max_memory_allocated above the inputs (segkit's CuPy
+    pool growth added)."""
+    import cupy
+    import torch
+
+    from segkit.reference.convcrf_grad import conv_crf_torch
+    from segkit.synthetic import crf_scene
+    from segkit.torch import conv_crf
+
+    pool = cupy.get_default_memory_pool()
+    for batch, side in ((2, 256), (8, 512)):
+        image, _, logits = crf_scene(batch, side, side, 21, seed=0)
+        u0 = torch.from_numpy(logits).cuda()
+        img = torch.from_numpy(image.transpose(0, 3, 1, 2).copy()).cuda().float()
+        g = torch.randn_like(u0)
+        for name, kw in (("k7-blur1", dict(filter_size=7, blur=1, num_iter=5)),
+                         ("k11-blur4", dict(filter_size=11, blur=4, num_iter=5))):
+            section = f"convcrf_grad {batch} x 21 x {side}x{side} {name}"
+
+            def run(fused):
+                u = u0.clone().requires_grad_(True)
+                w = torch.full((21,), 0.2, device="cuda", requires_grad=True)
+                s = [torch.tensor(v, device="cuda", requires_grad=True)
+                     for v in (3.0, 10.0, 1 / 3, 1 / 13)]
+                if fused:
+                    out = conv_crf(u, img, weight=w, pos_compat=s[0], col_compat=s[1],
+                                   pos_sdims=1 / s[2], col_schan=1 / s[3], **kw)
+                else:
+                    out = conv_crf_torch(u, img, weight=w, pos_compat=s[0], col_compat=s[1],
+                                         pos_inv=s[2], col_inv=s[3], **kw)
+                (out * g).sum().backward()
+                return [u.grad, w.grad] + [x.grad for x in s]
+
+            mems, times, grads = {}, {}, {}
+            for fused in (True, False):
+                try:
+                    pool.free_all_blocks()
+                    torch.cuda.synchronize()
+                    torch.cuda.reset_peak_memory_stats()
+                    base, pbase = torch.cuda.memory_allocated(), pool.total_bytes()
+                    grads[fused] = run(fused)
+                    torch.cuda.synchronize()
+                    mems[fused] = (torch.cuda.max_memory_allocated() - base
+                                   + pool.total_bytes() - pbase) / 2 ** 20
+                    times[fused] = cuda_time(lambda: run(fused), repeat=3, warmup=1)
+                except torch.cuda.OutOfMemoryError:
+                    record(section, "unfold autograd: out of memory", float("nan"))
+            if False in grads:
+                err = max(float((a - b).abs().max() / b.abs().max())
+                          for a, b in zip(grads[True], grads[False]))
+                record(section, "segkit conv_crf (cuda)", times[True], equal=err <= 5e-4,
+                       rel_err=err, peak_MB=round(mems[True], 1),
+                       speedup=times[False] / times[True], memory_ratio=mems[False] / mems[True])
+                record(section, "unfold autograd (torch)", times[False],
+                       peak_MB=round(mems[False], 1))
+            else:
+                record(section, "segkit conv_crf (cuda)", times[True],
+                       peak_MB=round(mems[True], 1))
+            torch.cuda.empty_cache()
+
+
 SECTIONS = {"mode_filter": bench_mode_filter, "soft_vote": bench_soft_vote,
-            "convcrf": bench_convcrf, "train": bench_train}
+            "convcrf": bench_convcrf, "convcrf_grad": bench_convcrf_grad, "train": bench_train}
 
 
 def main(argv: list[str]) -> int:
