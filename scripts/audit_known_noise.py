@@ -1,6 +1,6 @@
 """The audit on known noise: a generated dataset whose annotations carry edge noise (each image
 its own level) beside the kept clean truth, and generated out-of-fold probabilities from the
-truth (segkit.synthetic.audit_dataset). Prints the rank correlation of the audit's per-image
+truth (tests/_synthetic.audit_dataset). Prints the rank correlation of the audit's per-image
 quality with the true per-image noise, and the precision and recall of the flagged pixels.
 
     python scripts/audit_known_noise.py [N_IMAGES] [WORKDIR]
@@ -17,7 +17,8 @@ import numpy as np
 def main() -> None:
     import segkit
     from segkit.io.masks import read_mask
-    from segkit.synthetic import audit_dataset
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tests' generators
+    from tests._synthetic import audit_dataset
 
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 30
     root = Path(sys.argv[2]) if len(sys.argv) > 2 else Path(tempfile.mkdtemp())

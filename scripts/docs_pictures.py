@@ -1,12 +1,15 @@
-"""Regenerate the README's pictures of single ops from generated data (the demo's own pictures,
-docs/demo_*.png, are copied from a `make demo` run). Run from the repository root:
+"""Regenerate the README's pictures of single ops from generated data, and copy the demo's
+pictures (docs/demo_*.png) from a `make demo` run. Run from the repository root:
 
-    .venv/bin/python scripts/docs_pictures.py            # all
-    .venv/bin/python scripts/docs_pictures.py convcrf    # one
+    .venv/bin/python scripts/docs_pictures.py                 # the op pictures
+    .venv/bin/python scripts/docs_pictures.py convcrf         # one
+    .venv/bin/python scripts/docs_pictures.py demo [demo_out] # the demo's, from its run
 """
 from __future__ import annotations
 
+import shutil
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -14,6 +17,11 @@ import segkit
 from segkit.io.submission import resize_labels
 from segkit.synthetic import blob_masks, crf_scene, model_probs
 from segkit.viz import colorize, panel
+
+#: docs/demo_<name>.png <- <demo_out>/<file>
+DEMO_PICTURES = {"overlays": "overlays.png", "resample": "resample_before_after.png",
+                 "curves": "curves.png", "iou": "iou.png", "crf": "crf_before_after.png",
+                 "audit": "audit_worst.png"}
 
 
 def mode_filter() -> None:
@@ -51,9 +59,24 @@ def convcrf() -> None:
           "docs/convcrf_before_after.png")
 
 
+def demo(out: str = "demo_out") -> None:
+    """docs/demo_*.png: copied from a finished `segkit demo --out OUT` run."""
+    root = Path(out)
+    if not (root / "index.md").is_file():
+        raise SystemExit(f"{root}/index.md not found: run `make demo` (or segkit demo --out "
+                         f"{root}) first")
+    for name, file in DEMO_PICTURES.items():
+        shutil.copyfile(root / file, f"docs/demo_{name}.png")
+
+
 PICTURES = {"mode_filter": mode_filter, "soft_vote": soft_vote, "convcrf": convcrf}
 
 if __name__ == "__main__":
-    for name in sys.argv[1:] or list(PICTURES):
-        PICTURES[name]()
-        print(f"wrote the {name} picture")
+    args = sys.argv[1:]
+    if args[:1] == ["demo"]:
+        demo(*args[1:2])
+        print("copied the demo's pictures into docs/")
+    else:
+        for name in args or list(PICTURES):
+            PICTURES[name]()
+            print(f"wrote the {name} picture")

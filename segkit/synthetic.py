@@ -68,11 +68,49 @@ def _sizes(size, n: int) -> list[tuple[int, int]]:
     return [pairs[i % len(pairs)] for i in range(n)]
 
 
+#: Each class's look in generated scenes: (RGB colour, texture, period in px). Colours and
+#: textures differ between classes and hold within one (as paper is pale and printed, a can is
+#: grey and shiny), so a small model can learn them from a few images at 64 px.
+APPEARANCE = (
+    None,                               # 0 Background: a smooth muted floor
+    ((196, 64, 150), "dots", 5.0),      # 1 General trash
+    ((244, 244, 240), "lines", 4.0),    # 2 Paper
+    ((40, 130, 224), "checker", 6.0),   # 3 Paper pack
+    ((120, 200, 215), "stripes", 4.0),  # 4 Metal
+    ((50, 196, 110), "plain", 0.0),     # 5 Glass
+    ((246, 140, 30), "vstripes", 5.0),  # 6 Plastic
+    ((238, 230, 90), "dots", 3.0),      # 7 Styrofoam
+    ((128, 70, 30), "wrinkles", 7.0),   # 8 Plastic bag
+    ((216, 30, 36), "bands", 6.0),      # 9 Battery
+    ((36, 40, 120), "checker", 3.0),    # 10 Clothing
+)
+
+
 def _class_texture(k: int, ys: np.ndarray, xs: np.ndarray,
                    rng: np.random.Generator) -> np.ndarray:
-    """(len(ys), 3) float32 colours of class k's texture at pixels (ys, xs): its own colour
-    and stripe pattern (period and orientation fixed per class), so a model has something to
-    learn."""
+    """(len(ys), 3) float32 colours of class k's texture at pixels (ys, xs): its own colour and
+    texture (classes 1-10: :data:`APPEARANCE`; others: a palette colour with stripes of a
+    period and orientation fixed per class), with a random phase per object."""
+    ys = ys.astype(np.float32)
+    xs = xs.astype(np.float32)
+    py, px = rng.uniform(0, 16, 2)
+    if 0 < k < len(APPEARANCE):
+        colour, kind, period = APPEARANCE[k]
+        colour = np.array(colour, np.float32)
+        w = 2 * np.pi / max(period, 1.0)
+        if kind == "plain":
+            t = np.zeros_like(xs)
+        elif kind in ("stripes", "lines", "vstripes", "bands"):
+            angle = {"stripes": 45.0, "lines": 0.0, "vstripes": 90.0, "bands": 0.0}[kind]
+            a = np.deg2rad(angle)
+            t = np.sign(np.sin(((xs + px) * np.sin(a) + (ys + py) * np.cos(a)) * w))
+        elif kind == "checker":
+            t = np.sign(np.sin((xs + px) * w) * np.sin((ys + py) * w))
+        elif kind == "dots":
+            t = 2.0 * ((np.sin((xs + px) * w) * np.sin((ys + py) * w)) > 0.5) - 1.0
+        else:  # wrinkles
+            t = np.sin((xs + px) * w + 2.0 * np.sin((ys + py) * w * 0.6))
+        return colour + 30.0 * t.astype(np.float32)[:, None]
     from .palette import palette_for
 
     colour = palette_for(256)[k].astype(np.float32) * 0.7 + 40
@@ -125,7 +163,8 @@ def make_coco_dataset(out_dir, n_images: int = 12, size=(128, 128), *, seed: int
                       rle_fraction: float = 0.25, empty_images: int = 1, test_images: int = 0,
                       folders=("batch_01_vt", "batch_02_vt"), quality: int = 90,
                       edge_noise: float = 0.0, test_truth: bool = False,
-                      object_scale=(0.08, 0.28)) -> CocoDataset:
+                      object_scale=(0.08, 0.28), vertex_step: float = 2.0,
+                      missed=(0, 0.0), balanced: bool = False) -> CocoDataset:
     """Write a small COCO segmentation dataset of textured objects and return its paths.
 
     Images: RGB JPG files ``<folder>/<NNNN>.jpg`` (folders taken in turn) of a smooth
@@ -147,7 +186,11 @@ def make_coco_dataset(out_dir, n_images: int = 12, size=(128, 128), *, seed: int
     `edge_noise` (pixels) makes the annotations noisy the way hand-drawn ones are: each
     outline is traced as a wobbly polygon (points every 2 px moved by Gaussian noise of that
     std) while the image shows the clean object; the clean annotations go to
-    ``annotations_clean.json``. Deterministic per `seed`; a few ms per 128x128 image.
+    ``annotations_clean.json``. `vertex_step`: the traced polygon's spacing of points in pixels
+    (coarser vertices cut corners). ``missed=(area, p)``: an object smaller than `area` pixels
+    is left unannotated with probability `p` (it stays in the clean annotations).
+    `balanced`: classes are dealt in shuffled rounds (every class about as often) rather than
+    drawn independently. Deterministic per `seed`; a few ms per 128x128 image.
     """
     from pycocotools import mask as mask_utils
 
@@ -173,6 +216,14 @@ def make_coco_dataset(out_dir, n_images: int = 12, size=(128, 128), *, seed: int
     sizes = _sizes(size, n_images + test_images)
     categories = [{"id": cid, "name": name, "supercategory": name}
                   for cid, name in zip(category_ids, classes[1:])]
+    deck: list[int] = []
+
+    def draw_class() -> int:
+        if not balanced:
+            return int(rng.integers(1, ncat + 1))
+        if not deck:
+            deck.extend(rng.permutation(np.arange(1, ncat + 1)).tolist())
+        return deck.pop()
 
     def render(i: int, with_objects: bool):
         h, w = sizes[i]
@@ -194,15 +245,16 @@ def make_coco_dataset(out_dir, n_images: int = 12, size=(128, 128), *, seed: int
                 area = int(mask_utils.area(rle))
                 if area < 4:
                     continue
-                k = int(rng.integers(1, ncat + 1))
+                k = draw_class()
                 obj = {"poly": poly, "rle": rle, "area": area, "label": k,
                        "centre": (float(poly[:, 1].mean()), float(poly[:, 0].mean()))}
                 if edge_noise > 0:  # the annotation traces the object with a wobbly hand
-                    noisy = _jagged(poly, rng, edge_noise, h, w)
+                    noisy = _jagged(poly, rng, edge_noise, h, w, step=vertex_step)
                     noisy_rle = mask_utils.merge(
                         mask_utils.frPyObjects([noisy.ravel().tolist()], h, w))
                     obj["clean"] = dict(obj)
                     obj.update(poly=noisy, rle=noisy_rle, area=int(mask_utils.area(noisy_rle)))
+                    obj["missed"] = area < missed[0] and rng.random() < missed[1]
                 objs.append(obj)
         for obj in sorted(objs, key=lambda o: -o.get("clean", o)["area"]):  # painting order
             ys, xs = np.nonzero(mask_utils.decode(obj.get("clean", obj)["rle"]))
@@ -241,9 +293,11 @@ def make_coco_dataset(out_dir, n_images: int = 12, size=(128, 128), *, seed: int
         for obj in objs:
             pick = rng.random()
             n_rle += pick < rle_fraction
-            anns.append(annotation(obj, len(anns) + 1, i, h, w, pick, n_rle))
+            if not obj.get("missed"):
+                anns.append(annotation(obj, len(anns) + 1, i, h, w, pick, n_rle))
             if "clean" in obj:
-                clean_anns.append(annotation(obj["clean"], len(anns), i, h, w, pick, n_rle))
+                clean_anns.append(annotation(obj["clean"], len(clean_anns) + 1, i, h, w, pick,
+                                             n_rle))
     info = {"description": f"segkit synthetic dataset (seed {seed})", "version": "1.0"}
     ann_file = root / "annotations.json"
     write_json(ann_file, {"info": info, "licenses": [], "images": images,
@@ -316,122 +370,6 @@ def crf_scene(n: int, h: int, w: int, num_classes: int = 11, *, scale: int = 24,
     return image, labels, logits
 
 
-# ----------------------------------------------------------------------------- defective COCO
-
-@dataclass
-class DefectiveCoco:
-    """What :func:`make_defective_coco` wrote.
-
-    ``invalid``: annotation id -> a fragment of the reason segkit gives for leaving it out
-    (ids of invalid annotations are unique and never shared with valid ones). ``valid_file``:
-    the same dataset without the invalid annotations and with fresh annotation ids (so that
-    pycocotools can index it), the reference for what ``on_invalid="skip"`` paints."""
-
-    root: Path
-    ann_file: Path
-    valid_file: Path
-    images: tuple[str, ...]
-    invalid: dict
-    duplicate_ids: tuple
-    clipped_ids: tuple
-    crowd_ids: tuple
-    category_ids: tuple[int, ...]
-
-
-def make_defective_coco(out_dir, n_images: int = 6, size=(48, 64), *, seed: int = 0
-                        ) -> DefectiveCoco:
-    """A COCO dataset carrying every defect public files carry, with the truth about each.
-
-    Built on :func:`make_coco_dataset` (images written, category ids starting at 0 for a real
-    class), then: image files renamed to mixed-case suffixes (``.JPG``), nested folders and
-    names with spaces; and annotations added that are invalid, each for one reason: an empty
-    segmentation, an empty segmentation with ``Infinity`` in its bbox (written as JSON's
-    non-standard token), a polygon of 2 points, a polygon wholly outside the image, a
-    compressed and an uncompressed RLE of zero area, ``NaN`` area, ``-Infinity`` in a polygon,
-    an RLE whose size disagrees with its image, an image id and a category id without a
-    record. Valid but unusual ones: a polygon reaching outside its image (clipped), an
-    annotation reusing another's id (duplicate), and crowd regions (``iscrowd=1``, RLE).
-    """
-    import json
-    import math
-
-    from pycocotools import mask as mask_utils
-
-    from .io.atomic import write_text
-
-    root = Path(out_dir)
-    categories = tuple(range(0, 5))
-    ds = make_coco_dataset(root, n_images, size, seed=seed,
-                           classes=("Background", "General trash", "Paper", "Metal", "Glass",
-                                    "Plastic"),
-                           category_ids=categories, rle_fraction=0.3, empty_images=1,
-                           folders=("batch 01/day a", "Batch_02"))
-    data = json.loads(ds.ann_file.read_text())
-    # mixed-case suffixes, names with spaces, nested folders
-    for k, img in enumerate(data["images"]):
-        old = root / img["file_name"]
-        stem = Path(img["file_name"]).with_suffix("")
-        new_name = f"{stem.parent}/img {stem.name}{'.JPG' if k % 2 else '.jpeg'}"
-        (root / new_name).parent.mkdir(parents=True, exist_ok=True)
-        old.rename(root / new_name)
-        img["file_name"] = new_name
-    anns = data["annotations"]
-    rng = np.random.default_rng(seed)
-    next_id = max((a["id"] for a in anns), default=0) + 1000
-    img0 = data["images"][0]
-    h, w = img0["height"], img0["width"]
-    tri = [2.0, 2.0, w / 2, 3.0, 4.0, h / 2]
-    invalid: dict = {}
-
-    def add(reason: str, **fields):
-        nonlocal next_id
-        ann = {"id": next_id, "image_id": img0["id"], "category_id": categories[1],
-               "iscrowd": 0, "area": 10.0, "bbox": [1.0, 1.0, 5.0, 5.0],
-               "segmentation": [tri]}
-        ann.update(fields)
-        anns.insert(int(rng.integers(0, len(anns) + 1)), ann)
-        invalid[next_id] = reason
-        next_id += 1
-
-    add("empty segmentation", segmentation=[])
-    add("non-finite number Infinity in bbox[2]", segmentation=[],
-        bbox=[3.0, 4.0, math.inf, 10.0])
-    add("at least 3 points; got 4 values", segmentation=[[1.0, 1.0, 5.0, 5.0]])
-    add("polygons cover no pixel", segmentation=[[-40.0, -40.0, -30.0, -40.0, -35.0, -30.0]])
-    empty_rle = mask_utils.encode(np.zeros((h, w, 1), np.uint8, order="F"))[0]
-    add("RLE covers no pixel", segmentation={"size": [h, w],
-                                         "counts": empty_rle["counts"].decode("ascii")})
-    add("RLE covers no pixel", segmentation={"size": [h, w], "counts": [h * w]})
-    add("non-finite number NaN in area", area=math.nan)
-    add("non-finite number -Infinity in segmentation[0][3]",
-        segmentation=[[1.0, 1.0, 9.0, -math.inf, 5.0, 9.0]])
-    add(f"RLE size [{h + 1}, {w}] disagrees with the image record",
-        segmentation={"size": [h + 1, w], "counts": [(h + 1) * w]})
-    add("image id 999999 has no record in 'images'", image_id=999999)
-    add("category_id 77 has no record in 'categories'", category_id=77)
-    # valid but unusual: clipped coordinates, a duplicate id, crowds
-    clipped_id = next_id
-    anns.append({"id": clipped_id, "image_id": img0["id"], "category_id": categories[2],
-                 "iscrowd": 0, "bbox": [w - 6.0, h - 6.0, 12.0, 12.0],
-                 "segmentation": [[w - 6.0, h - 6.0, w + 6.0, h - 6.0, w + 6.0, h + 6.0,
-                                   w - 6.0, h + 6.0]]})
-    next_id += 1
-    dup_of = next(a["id"] for a in anns if a["id"] not in invalid)
-    img1 = data["images"][1]
-    anns.append({"id": dup_of, "image_id": img1["id"], "category_id": categories[3],
-                 "iscrowd": 0, "bbox": [0.0, 0.0, 8.0, 8.0],
-                 "segmentation": [[0.0, 0.0, 8.0, 0.0, 8.0, 8.0, 0.0, 8.0]]})
-    crowd_ids = tuple(a["id"] for a in anns if a.get("iscrowd") and a["id"] not in invalid)
-    ann_file = root / "defective.json"
-    write_text(ann_file, json.dumps(data))  # allow_nan: NaN / Infinity tokens, as found
-    valid = [dict(a, id=i + 1) for i, a in enumerate(a for a in anns if a["id"] not in invalid)]
-    valid_file = root / "defective_valid.json"
-    write_text(valid_file, json.dumps({**data, "annotations": valid}))
-    return DefectiveCoco(root, ann_file, valid_file,
-                         tuple(img["file_name"] for img in data["images"]), invalid, (dup_of,),
-                         (clipped_id,), crowd_ids, categories)
-
-
 def make_huge_coco(out_dir, height: int = 5000, width: int = 6000, *, objects: int = 6,
                    seed: int = 0) -> Path:
     """A COCO file (annotations only, no image file) of one huge image: large overlapping
@@ -484,41 +422,6 @@ def oof_probs(truth: np.ndarray, num_classes: int, *, sharpness: float = 5.0,
     return (e / e.sum(0)).astype(np.float32)
 
 
-def audit_dataset(out_dir, n_images: int = 12, *, sizes=((96, 128), (128, 96), (112, 112)),
-                  edge_noise=(0.5, 4.0), seed: int = 0, progress: bool = False):
-    """A dataset to check a label audit on known noise: ``images/``, noisy annotation masks
-    ``gt/`` (each image drawn with its own edge-noise std, spread over `edge_noise`), the clean
-    truth ``clean/``, and a confidence store ``store/`` of :func:`oof_probs` from the truth.
-    Returns (gt, clean, images, store) paths. Image sizes cycle through `sizes`."""
-    import zlib
-
-    from .io.masks import read_mask
-    from .io.store import ConfidenceStore
-    from .jobs.masks import coco_to_masks
-
-    root = Path(out_dir)
-    lo, hi = edge_noise
-    levels = np.linspace(lo, hi, n_images)
-    classes = None
-    for i, level in enumerate(levels):
-        ds = make_coco_dataset(root / "parts" / f"{i:03d}", 1, size=[sizes[i % len(sizes)]],
-                               seed=seed * 1000 + i, edge_noise=float(level), empty_images=0,
-                               folders=(f"img{i:03d}",))
-        classes = ds.classes
-        for which, ann in (("gt", ds.ann_file), ("clean", ds.clean_ann_file)):
-            coco_to_masks(ann, root / which, workers=1, progress=progress, log=None)
-        for name in ds.images:
-            dst = root / "images" / name
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            dst.write_bytes((ds.root / name).read_bytes())
-    store = ConfidenceStore.create(root / "store", classes, model="synthetic oof")
-    for path in sorted((root / "clean").rglob("*.png")):
-        rel = path.relative_to(root / "clean").with_suffix("")
-        stem = "+".join(rel.parts)
-        truth = read_mask(path)
-        store.write(stem, oof_probs(truth, len(classes), seed=seed + zlib.crc32(stem.encode()) % 1000)
-                    .astype(np.float16))
-    return root / "gt", root / "clean", root / "images", root / "store"
 def oof_predictions(n: int, h: int, w: int, num_classes: int = 11, *,
                     noise: Sequence[float] = (2.0, 3.5, 3.5), rare_penalty: float = 1.5,
                     sharpness: float = 6.0, scale: int = 24, seed: int = 0):

@@ -16,7 +16,7 @@ from segkit.cli import main
 from segkit.io.masks import read_mask
 from segkit.io.store import ConfidenceStore
 from segkit.reference import label_issues as ref
-from segkit.synthetic import audit_dataset
+from ._synthetic import audit_dataset
 
 
 @pytest.fixture(scope="module")

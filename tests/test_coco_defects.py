@@ -26,7 +26,9 @@ from segkit.io.images import (ImageLookupError, find_image, image_stem, is_image
 from segkit.io.masks import read_mask, write_mask
 from segkit.jobs import DatasetError
 from segkit.reference.coco import rasterize_reference
-from segkit.synthetic import make_defective_coco, make_huge_coco
+from segkit.synthetic import make_huge_coco
+
+from ._synthetic import make_defective_coco
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,6 @@
 """The demo end to end at its smallest size: every stage of the main job runs and leaves the
-files and numbers the index promises (the `make demo` preset is the same code, larger)."""
+files, tables and numbers the index promises (the `make demo` preset is the same code, larger;
+its models learn, these do not in one epoch, so no figure is checked against a target here)."""
 from __future__ import annotations
 
 import csv
@@ -9,63 +10,104 @@ import pytest
 
 pytest.importorskip("torch", reason="the demo trains with the mmseg extra (torch)")
 
+#: table header rows and row labels the index must carry (labels, not values)
+TABLE_LABELS = (
+    "| variant | training masks | used for |",
+    "| trained on | seed 0 | seed 1 | mean | spread (max - min) | difference to original |",
+    "| original masks |", "| resampled masks |", "| audited masks |",
+    "| class | original | resampled | audited | resampled - original |",
+    "| step | test mIoU | difference to the row before | spread over seeds | bootstrap sd |",
+    "| model seed 0 |", "| model seed 1 |", "| equal soft vote |", "| vote + CRF |",
+    "| recipe |", "| tuned |",
+    "| setting | held-out OOF mIoU | test mIoU |", "| equal weights |",
+    "| recipe (equal + seed CRF) |",
+    "| masks audited | pixels flagged | precision | recall |",
+    "| stage | seconds |", "| train |", "| retrain |",
+)
+PICTURES = ("overlays.png", "resample_before_after.png", "curves.png", "iou.png",
+            "audit_worst.png", "crf_before_after.png", "tuned/tuning.png")
 
-@pytest.mark.slow
-def test_demo_tiny_end_to_end(tmp_path):
+
+@pytest.fixture(scope="module")
+def tiny_demo(tmp_path_factory):
     from segkit import demo
 
+    out = tmp_path_factory.mktemp("demo") / "out"
     lines = []
-    result = demo.run(tmp_path / "out", preset="tiny", seed=3, log=lines.append)
-    out = tmp_path / "out"
+    result = demo.run(out, preset="tiny", seed=3, log=lines.append)
+    return out, result, lines
+
+
+@pytest.mark.slow
+def test_demo_index_carries_every_table(tiny_demo):
+    from segkit import demo
+
+    out, _, _ = tiny_demo
+    index = (out / "index.md").read_text()
+    headings = [line for line in index.splitlines() if line.startswith("## ")]
+    assert [h for h in headings if h in demo.SECTIONS or h.startswith("## Step table")] \
+        == headings
+    for section in demo.SECTIONS:
+        assert any(h.startswith(section) for h in headings), section
+    for label in TABLE_LABELS:
+        assert label in index, label
+    for picture in PICTURES:
+        assert f"]({picture})" in index, picture
+        assert (out / picture).stat().st_size > 0, picture
+
+
+@pytest.mark.slow
+def test_demo_tiny_end_to_end(tiny_demo):
+    from segkit import demo
+    import segkit
+    from segkit.io.store import open_store
+
+    out, result, lines = tiny_demo
+    p = demo.PRESETS["tiny"]
     assert list(result["stages"]) == list(demo.STAGES)
-    for name in ("index.md", "demo_report.json", "overlays.png", "resample_before_after.png",
-                 "crf_before_after.png", "iou.png", "submission.csv"):
-        assert (out / name).stat().st_size > 0, name
     st = result["stages"]
     assert st["resample"]["backends_agree"]
     # resampling moved the noisy annotations towards the truth
     assert st["resample"]["wrong_after"] < st["resample"]["wrong_before"]
-    assert set(st["train"]) == {"model_a", "model_b"}
+    # every (variant, seed, fold) trained, each with its validation curve
+    runs = result["runs"]
+    assert sorted(runs) == sorted(f"{v}_s{s}_fold{f}" for v in p.variants
+                                  for s in range(p.seeds) for f in range(p.folds))
+    assert all(r["curve"] and 0.0 <= r["curve"][-1][1] <= 1.0 for r in runs.values())
     # the submission follows the sample's order, one row per test image
     with open(out / "data" / "sample_submission.csv") as f:
         sample_ids = [r["image_id"] for r in csv.DictReader(f)]
     with open(out / "submission.csv") as f:
         rows = list(csv.DictReader(f))
     assert [r["image_id"] for r in rows] == sample_ids
-    side = demo.PRESETS["tiny"].size // 2
+    side = p.size // 2
     assert all(len(r["PredictionString"].split()) == side * side for r in rows)
-    # out of fold: each model's fold stores are disjoint and cover every training image
-    import segkit
-    from segkit.io.store import open_store
-
-    masks = sorted(p.stem for p in (out / "data" / "masks").glob("*.png"))
-    for name in ("model_a", "model_b"):
-        oof = open_store(",".join(str(out / "stores" / f"{name}_fold{f}")
-                                  for f in range(demo.PRESETS["tiny"].folds)))
+    # out of fold: each seed's fold stores are disjoint and cover every training image
+    masks = sorted(q.stem for q in (out / "data" / "masks").glob("*.png"))
+    tests = sorted(q.stem for q in (out / "data" / "test_masks").glob("*.png"))
+    for s in range(p.seeds):
+        oof = open_store(",".join(str(out / "stores" / f"resampled_s{s}_fold{f}")
+                                  for f in range(p.folds)))
         assert oof.stems() == masks
-        assert segkit.ConfidenceStore(out / "stores" / name).stems() == \
-            sorted(p.stem for p in (out / "data" / "test_masks").glob("*.png"))
-    # tuned on OOF, applied to the test set; the index shows both mIoUs of the three settings
+        for v in p.variants:
+            assert segkit.ConfidenceStore(out / "stores" / f"{v}_s{s}").stems() == tests
+    # the audited models trained on the audit's fixed masks
+    assert sorted(q.stem for q in (out / "data" / "masks_audited").glob("*.png")) == masks
     tuned = json.loads((out / "tuned" / "tuned.json").read_text())
-    assert len(tuned["weights"]) == 2 and abs(sum(tuned["weights"]) - 1) < 1e-9
+    assert len(tuned["weights"]) == p.seeds and abs(sum(tuned["weights"]) - 1) < 1e-9
     assert set(st["tune"]["holdout"]) == {"equal", "recipe", "tuned"}
-    assert {"recipe", "tuned", "soft vote"} <= set(st["evaluate"])
-    index = (out / "index.md").read_text()
-    assert "## Tuning on out-of-fold predictions" in index
-    for label in ("| equal weights |", "| recipe (equal + seed CRF) |", "| tuned |"):
-        assert label in index
-    # the audit ran on the OOF stores and its page and numbers are in the index
     au = st["audit"]
     assert au["images"] == len(masks)
-    assert (out / "audit" / "index.html").stat().st_size > 0
-    assert "## Label audit" in index and "audit/index.html" in index
     assert au["flagged"] == 0 or 0.0 <= au["precision"] <= 1.0
-    # every evaluation is a real mIoU in [0, 1]
-    for name, ev in st["evaluate"].items():
-        assert 0.0 <= ev["miou"] <= 1.0, name
+    ev = st["evaluate"]
+    assert set(ev["steps"]) == {"model seed 0", "model seed 1", "equal soft vote",
+                                "vote + CRF", "recipe", "tuned"}
+    assert set(ev["ablation"]) == set(p.variants)
+    for name, r in ev["steps"].items():
+        assert 0.0 <= r["miou"] <= 1.0 and r["boot_sd"] >= 0.0, name
     report = json.loads((out / "demo_report.json").read_text())
     assert report["seconds"]["total"] > 0
-    assert any("mIoU" in line for line in lines)
+    assert any(line.startswith("[5/12] train") for line in lines)
 
 
 def test_demo_stage_failure_names_the_stage(tmp_path, monkeypatch):
@@ -81,6 +123,31 @@ def test_demo_stage_failure_names_the_stage(tmp_path, monkeypatch):
 
 def test_demo_rejects_unknown_preset(tmp_path):
     from segkit import demo
+    from segkit.errors import InputError
 
-    with pytest.raises(ValueError, match="preset must be one of"):
+    with pytest.raises(InputError, match="preset must be one of .*'gpu'.*; got 'huge'"):
         demo.run(tmp_path, preset="huge")
+
+
+def test_gpu_preset_without_a_gpu_says_so(tmp_path, monkeypatch):
+    import torch
+
+    from segkit import demo
+    from segkit.errors import UnavailableError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(UnavailableError, match="preset 'gpu' .* needs a CUDA GPU"):
+        demo.run(tmp_path / "out", preset="gpu", log=lambda _: None)
+    assert not (tmp_path / "out").exists()  # failed before writing anything
+
+
+def test_stage_estimates_scale_with_the_run(tmp_path):
+    from segkit import demo
+
+    d = demo.Demo(tmp_path, demo.PRESETS["default"], 0, lambda _: None)
+    expect = dict(demo.PRESETS["default"].expect)
+    assert d.estimate("train", {}) == f" (about {expect['train']} s)"
+    # a run going twice as slow as measured doubles the estimates of the stages left
+    done = {"train": 2 * expect["train"]}
+    assert d.estimate("tune", done) == f" (about {2 * expect['tune']} s)"
+    assert d.estimate("index", done) == ""

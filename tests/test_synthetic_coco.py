@@ -74,3 +74,43 @@ def test_objects_look_like_their_class(tmp_path):
 def test_bad_arguments(tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):
         make_coco_dataset(tmp_path, 3, 16, **kwargs)
+
+
+def _category_counts(ann_file):
+    data = read_coco(ann_file)
+    return np.bincount([a["category_id"] for a in data["annotations"]], minlength=11)[1:]
+
+
+def test_balanced_classes_are_dealt_evenly(tmp_path):
+    ds = make_coco_dataset(tmp_path / "d", 30, 64, seed=4, balanced=True, empty_images=0)
+    counts = _category_counts(ds.ann_file)
+    assert counts.max() - counts.min() <= 1, counts
+
+
+def test_missed_objects_stay_in_the_clean_truth(tmp_path):
+    kw = dict(seed=5, edge_noise=1.0, empty_images=0, rle_fraction=0.0)
+    none = make_coco_dataset(tmp_path / "a", 6, 64, missed=(0, 1.0), **kw)
+    assert _category_counts(none.ann_file).sum() == _category_counts(none.clean_ann_file).sum()
+    every = make_coco_dataset(tmp_path / "b", 6, 64, missed=(10**6, 1.0), **kw)
+    assert _category_counts(every.ann_file).sum() == 0
+    assert _category_counts(every.clean_ann_file).sum() > 0
+
+
+def test_coarse_vertices_trace_fewer_points(tmp_path):
+    kw = dict(seed=6, edge_noise=1.0, empty_images=0, rle_fraction=0.0)
+    fine = read_coco(make_coco_dataset(tmp_path / "a", 3, 96, vertex_step=2.0, **kw).ann_file)
+    coarse = read_coco(make_coco_dataset(tmp_path / "b", 3, 96, vertex_step=6.0, **kw).ann_file)
+    points = lambda d: sum(len(a["segmentation"][0]) for a in d["annotations"])  # noqa: E731
+    assert points(coarse) < 0.5 * points(fine)
+
+
+def test_classes_look_distinct():
+    """The demo's classes differ in colour (mean RGB at least 60 grey levels apart), so a
+    small model can tell them apart at 64 px."""
+    from itertools import combinations
+
+    from segkit.synthetic import APPEARANCE
+
+    colours = np.array([a[0] for a in APPEARANCE[1:]], float)
+    assert len(colours) == len(TRASH_CLASSES) - 1
+    assert min(np.linalg.norm(a - b) for a, b in combinations(colours, 2)) >= 60
