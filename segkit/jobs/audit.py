@@ -48,9 +48,9 @@ import numpy as np
 from ..io import atomic
 from ..io.masks import read_mask, write_mask
 from ..io.names import unflatten_name
-from ..io.store import (ConfidenceStore, StoreError, common_stems, open_store, open_stores,
-                        store_identity, store_spec)
+from ..io.store import ConfidenceStore, common_stems, open_stores, store_identity
 from ..ops import label_issues as li
+from ._stores import StoreReader
 
 CACHE = ".cache"
 COLUMNS = ("stem", "quality", "issue_pixels", "issue_fraction", "mode_changes",
@@ -111,21 +111,15 @@ def small_region_pixels(mask: np.ndarray, min_region: int, ignore: int | None) -
 class _Work:
     """Per-image work of each pass (picklable: it crosses process and Ray boundaries)."""
 
-    def __init__(self, roots, weights, gt, out, num_classes, ignore, min_region, temperature,
+    def __init__(self, reader, weights, gt, out, num_classes, ignore, min_region, temperature,
                  backend):
-        self.roots, self.weights, self.gt, self.out = roots, weights, gt, out
+        self.reader, self.weights, self.gt, self.out = reader, weights, gt, out
         self.num_classes, self.ignore, self.min_region = num_classes, ignore, min_region
         self.temperature, self.backend = temperature, backend
         self.thresholds: np.ndarray | None = None
-        self._stores = None
-
-    def __getstate__(self):
-        return {**self.__dict__, "_stores": None}
 
     def stores(self) -> list[ConfidenceStore]:
-        if self._stores is None:
-            self._stores = [open_store(r) for r in self.roots]
-        return self._stores
+        return self.reader.stores()
 
     def cache(self, stem: str) -> Path:
         return Path(self.out) / CACHE / f"{stem}.npz"
@@ -134,13 +128,7 @@ class _Work:
         """(argmax labels, mean probabilities float32 (C, H, W)) over the stores."""
         import segkit
 
-        stores = self.stores()
-        shapes = [s.shape(stem) for s in stores]
-        for store, shape in zip(stores[1:], shapes[1:]):
-            if shape != shapes[0]:
-                raise StoreError(f"{stem}: {store.root} holds {shape}, but {stores[0].root} "
-                                 f"holds {shapes[0]}")
-        probs = [s.read(stem) for s in stores]
+        probs = self.reader.read(stem)
         labels, mean = segkit.soft_vote(probs, self.weights, return_probs=True,
                                         backend=self.backend)
         return np.asarray(labels), np.asarray(mean, np.float32)
@@ -356,7 +344,7 @@ def _audit(stores, gt, out, images, top, fix, weights, ignore_index, min_region,
     atomic.remove_temporaries(out)
     (out / CACHE).mkdir(exist_ok=True)
     (out / "issues").mkdir(exist_ok=True)
-    work = _Work([store_spec(s) for s in opened], None if weights is None else list(weights),
+    work = _Work(StoreReader(opened), None if weights is None else list(weights),
                  str(gt), str(out), c, ignore_index, int(min_region), float(temperature),
                  backend)
     report = AuditReport(out=out, images=len(stems), missing=missing)
