@@ -200,8 +200,6 @@ class _Flag:
         self.fix, self.pictures, self.images = fix, pictures, images
 
     def __call__(self, stem: str) -> dict:
-        from ..palette import palette_for
-
         w = self.work
         sc, code, pred = w.load(stem)
         if self.cutoff.count:
@@ -217,15 +215,15 @@ class _Flag:
         mask = None
         if self.fix is not None or stem in self.pictures:
             found = find_mask(Path(w.gt), stem)
-            mask = read_mask(found)
+            mask, pal = read_mask(found, with_palette=True)
         if self.fix is not None:
             change = flags & (code == 2)
             new = np.where(change, pred.astype(mask.dtype), mask)
             fixed = int(change.sum())
-            pal = palette_for(w.num_classes) if w.num_classes <= 256 else None
             path = Path(self.fix) / found.relative_to(w.gt)  # the gt folder's layout
             path.parent.mkdir(parents=True, exist_ok=True)
-            write_mask(path, new, pal, compress_level=1)
+            # the annotation's own format: its palette (or none), its bit depth
+            write_mask(path, new, pal if mask.dtype == np.uint8 else None, compress_level=1)
         if stem in self.pictures:
             picture(out / "pictures" / f"{stem}.png", stem, mask, pred, flags, w.num_classes,
                     self.images)
@@ -309,8 +307,11 @@ def audit(stores: Sequence[ConfidenceStore | str | Path], gt: str | Path, out: s
     t0 = time.perf_counter()
     nworkers = check_engine(engine, workers)
     with single_threaded_kernels(engine == "local" and nworkers == 1):
-        return _audit(stores, gt, out, images, top, fix, weights, ignore_index, min_region,
-                      temperature, workers, engine, backend, progress, t0)
+        try:
+            return _audit(stores, gt, out, images, top, fix, weights, ignore_index, min_region,
+                          temperature, workers, engine, backend, progress, t0)
+        finally:  # the scratch cache (6 bytes per pixel) never outlives the run
+            shutil.rmtree(Path(out) / CACHE, ignore_errors=True)
 
 
 def _audit(stores, gt, out, images, top, fix, weights, ignore_index, min_region, temperature,
@@ -399,6 +400,8 @@ def _audit(stores, gt, out, images, top, fix, weights, ignore_index, min_region,
         report.fixed += r.pop("fixed")
         rows[r["stem"]].update(r)
     shutil.rmtree(out / CACHE, ignore_errors=True)
+    _remove_stale(out / "issues", set(stems))
+    _remove_stale(out / "pictures", pictures)
 
     for r in rows.values():
         valid = r["pixels"] - r["ignored"]
@@ -419,6 +422,14 @@ def _audit(stores, gt, out, images, top, fix, weights, ignore_index, min_region,
         "fix": None if fix is None else str(fix), "fixed_pixels": report.fixed,
         "missing": missing, "seconds": report.seconds})
     return report
+
+
+def _remove_stale(folder: Path, stems: set[str]) -> None:
+    """Remove the <stem>.png files of an earlier run that this run did not write."""
+    if folder.is_dir():
+        for path in folder.glob("*.png"):
+            if path.stem not in stems:
+                path.unlink()
 
 
 def _fmt(v: Any) -> str:
