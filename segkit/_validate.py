@@ -82,3 +82,20 @@ def ignore_index(value: Any, dtype: np.dtype, name: str = "ignore_index") -> int
                          f"({info.min}..{info.max})")
     return value
 
+
+def finite(name: str, values: np.ndarray, *, what: str = "probabilities") -> None:
+    """Refuse NaN and +-inf in a floating-point array, naming the first bad index (row-major).
+    Checked one slice of the first axis at a time, so the temporary stays small."""
+    from .errors import InputError
+
+    a = np.asarray(values)
+    if a.size == 0 or a.dtype.kind != "f":
+        return
+    rows = a.reshape(a.shape[0], -1) if a.ndim > 1 else a.reshape(1, -1)
+    for i in range(rows.shape[0]):
+        ok = np.isfinite(rows[i])
+        if not ok.all():
+            j = int(np.argmin(ok))
+            index = tuple(int(k) for k in np.unravel_index(i * rows.shape[1] + j, a.shape))
+            raise InputError(f"{name} contains {rows[i][j]} (first at index {index}); "
+                             f"{what} must be finite")

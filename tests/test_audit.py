@@ -173,7 +173,7 @@ def test_bad_arguments(data, tmp_path):
     shutil.copytree(gt, wrong)
     first = _gt_path(wrong, _stems(store)[0])
     segkit.io.masks.write_mask(first, np.zeros((5, 5), np.uint8))
-    with pytest.raises(Exception, match="annotation is 5x5"):
+    with pytest.raises(segkit.jobs.JobError, match="annotation is 5x5"):
         segkit.audit([store], wrong, tmp_path / "out2", workers=1, progress=False)
 
 
@@ -224,3 +224,51 @@ def test_fold_store_set_equals_one_store(data, tmp_path):
     assert [r["stem"] for r in both.rows] == [r["stem"] for r in one.rows]
     assert [r["issue_pixels"] for r in both.rows] == [r["issue_pixels"] for r in one.rows]
     assert np.allclose([r["quality"] for r in both.rows], [r["quality"] for r in one.rows])
+
+
+# ---- issue 20, defect 3: no leaks, no stale files, --fix keeps the annotation's format ----------
+def test_cache_is_removed_when_the_job_fails(data, tmp_path, monkeypatch):
+    gt, _, _, store = data
+    from segkit.jobs import audit as job
+
+    def fail(self, stem):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(job._Flag, "__call__", fail)
+    with pytest.raises(segkit.jobs.JobError, match="disk full"):
+        segkit.audit([store], gt, tmp_path / "out", workers=1, progress=False)
+    assert (tmp_path / "out" / "issues").is_dir()  # it got as far as pass 4
+    assert not (tmp_path / "out" / ".cache").exists()
+
+
+def test_rerun_leaves_no_stale_issue_or_picture_files(data, tmp_path):
+    gt, _, _, store = data
+    out = tmp_path / "out"
+    segkit.audit([store], gt, out, top=4, workers=1, progress=False)
+    assert len(list((out / "pictures").glob("*.png"))) == 4
+    fewer = ConfidenceStore.create(tmp_path / "fewer", ConfidenceStore(store).classes)
+    kept = _stems(store)[:5]
+    for s in kept:
+        fewer.write(s, ConfidenceStore(store).read(s))
+    report = segkit.audit([fewer.root], gt, out, top=2, workers=1, progress=False)
+    assert sorted(p.stem for p in (out / "issues").glob("*.png")) == kept
+    assert sorted(p.stem for p in (out / "pictures").glob("*.png")) == \
+        sorted(r["stem"] for r in report.rows[:2])
+
+
+def test_fix_keeps_the_palette_and_the_16_bit_format(data, tmp_path):
+    gt, _, _, store = data
+    mine = tmp_path / "gt"
+    shutil.copytree(gt, mine)
+    stems = _stems(store)
+    palette = np.random.default_rng(1).integers(0, 256, (256, 3)).astype(np.uint8)
+    first, second = _gt_path(mine, stems[0]), _gt_path(mine, stems[1])
+    segkit.io.masks.write_mask(first, read_mask(first), palette)
+    segkit.io.masks.write_mask(second, read_mask(second).astype(np.uint16))
+    report = segkit.audit([store], mine, tmp_path / "out", fix=tmp_path / "fixed", workers=1,
+                          progress=False)
+    assert report.fixed > 0
+    labels, pal = read_mask(_gt_path(tmp_path / "fixed", stems[0]), with_palette=True)
+    np.testing.assert_array_equal(pal[:256], palette)
+    sixteen = read_mask(_gt_path(tmp_path / "fixed", stems[1]))
+    assert sixteen.dtype == np.uint16

@@ -2,6 +2,8 @@
 the reference against cleanlab 2.9 itself (a dev dependency) on its defaults."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -236,7 +238,7 @@ def test_cpu_backends_do_not_depend_on_threads(threads):
         s, _ = ops.confident_sums(lab, p, backend="cpp")
         s_nb, _ = ops.confident_sums(lab, p, backend="numba")
     finally:
-        segkit.set_num_threads(0)
+        segkit.set_num_threads(before)
     s_ref, _, _ = ref.sums(lab, p, 11)
     np.testing.assert_allclose(s, s_ref, rtol=1e-12)
     np.testing.assert_array_equal(s, s_nb)  # same chunks, same reduction order
@@ -290,3 +292,27 @@ def test_fused_pass_rejects_labels_out_of_range(fused_backend):
         segkit.label_issues(lab, p, backend=fused_backend)
     lab[0, 39, 39] = 255
     segkit.label_issues(lab, p, ignore_index=255, backend=fused_backend)  # ignored: fine
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("batched", [False, True])
+def test_nan_and_inf_are_refused_naming_the_first_index(backend, bad, batched):
+    """As soft voting does: a non-finite probability is an input error, on every backend."""
+    from segkit.errors import InputError
+
+    lab, p = noisy(2, 4, 9, 7, seed=3)
+    p = p.copy()
+    p[1, 2, 3, 4] = bad
+    p[1, 3, 5, 6] = bad  # a later one is not the one named
+    if batched:
+        args, index = (lab, p), "(1, 2, 3, 4)"
+    else:
+        args, index = (lab[1], p[1]), "(2, 3, 4)"
+    for fn in (segkit.label_issues, segkit.label_quality):
+        with pytest.raises(InputError, match=rf"probs contains {bad} \(first at index "
+                                             rf"{re.escape(index)}\)"):
+            fn(*args, backend=backend)
+    for stage in (lambda: ops.confident_sums(*args, backend=backend),
+                  lambda: ops.score_pixels(*args, np.full(4, 0.5), backend=backend)):
+        with pytest.raises(InputError, match="must be finite"):
+            stage()

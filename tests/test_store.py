@@ -215,3 +215,46 @@ def test_open_stores_takes_store_sets(tmp_path):
     # a folder whose own name holds a comma is one store
     odd = _store_with(tmp_path, "odd,name", stems=("x",))
     assert open_stores([odd.root])[0].root == odd.root
+
+
+# ---- stores are opened once per worker process (issue 20, defect 2) ------------------------------
+def _count_store_opens(monkeypatch, tmp_path, job: str, n: int) -> int:
+    """ConfidenceStore openings of one job run on `n` images, with the job's function pickled
+    again for every item, as the engine does for every chunk it sends to a worker process."""
+    import pickle
+
+    import segkit
+    from segkit.jobs import engine
+
+    from .test_tune import write_oof
+
+    root = tmp_path / f"{job}_{n}"
+    specs, *_ = write_oof(root, n=n, size=12, noise=(1.5, 3.5))
+    real_call, real_init = engine._call, ConfidenceStore.__init__
+    opens = []
+
+    def init(self, *args, **kwargs):
+        opens.append(args)
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "_call", lambda fn, item: real_call(
+        pickle.loads(pickle.dumps(fn)), item))
+    monkeypatch.setattr(ConfidenceStore, "__init__", init)
+    gt, out = root / "gt", root / "out"
+    kw = dict(workers=1, progress=False)
+    if job == "tune":
+        segkit.tune(specs, gt, out, budget=3, log=None, **kw)
+    elif job == "ensemble":
+        segkit.ensemble(specs, None, out, save_probs=True, **kw)
+    elif job == "audit":
+        segkit.audit(specs, gt, out, top=1, **kw)
+    else:
+        segkit.evaluate(specs[0], gt, 6, **kw)
+    return len(opens)
+
+
+@pytest.mark.parametrize("job", ["tune", "ensemble", "audit", "evaluate"])
+def test_store_opens_do_not_grow_with_the_images(monkeypatch, tmp_path, job):
+    few = _count_store_opens(monkeypatch, tmp_path, job, 4)
+    many = _count_store_opens(monkeypatch, tmp_path, job, 12)
+    assert few == many, (few, many)

@@ -14,6 +14,54 @@ import click
 USER_ERROR = 1
 
 
+class StoreSpec(click.ParamType):
+    """A confidence store folder, or a store set: its fold stores joined with commas
+    (``stores/a_fold0,stores/a_fold1``). Each part must be an existing folder; the job opens
+    and checks them (meta.json, classes, disjoint images)."""
+
+    name = "store"
+
+    def __init__(self, what: str = "store"):
+        self.what = what
+
+    def convert(self, value, param, ctx):
+        from pathlib import Path
+
+        text = str(value)
+        # a folder whose own name holds a comma is one store, as segkit.io.store.open_store reads it
+        parts = [text] if Path(text).is_dir() else [p.strip() for p in text.split(",")]
+        for part in parts:
+            if not part:
+                self.fail(f"{self.what} {text!r}: empty store name between commas", param, ctx)
+            if not Path(part).is_dir():
+                self.fail(f"{self.what} {part!r} is not a folder"
+                          + (f" (in the set {text!r})" if len(parts) > 1 else ""), param, ctx)
+        return text
+
+
+def stores_argument(name: str = "stores", *, what: str = "store"):
+    """The STORE... argument of every command that takes confidence stores (one or more; each
+    a store or a comma-joined store set)."""
+    return click.argument(name, nargs=-1, required=True, type=StoreSpec(what))
+
+
+def store_argument(name: str, *, what: str = "store"):
+    """One confidence store (or store set, or, where the command says so, a plain folder)."""
+    return click.argument(name, type=StoreSpec(what))
+
+
+def parse_weights(text: str | None) -> list[float] | None:
+    """--weights: numbers separated by commas (or spaces); None stays None."""
+    if text is None:
+        return None
+    parts = [p for p in text.replace(" ", ",").split(",") if p]
+    try:
+        return [float(p) for p in parts]
+    except ValueError as exc:
+        raise click.BadParameter(f"expected numbers separated by commas, e.g. 0.4,0.3,0.3; got "
+                                 f"{text!r}", param_hint="--weights") from exc
+
+
 def workers_option(f):
     return click.option("--workers", type=click.IntRange(min=1), default=None,
                         help="Worker processes (local) or concurrent tasks (ray). "

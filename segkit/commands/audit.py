@@ -3,19 +3,19 @@ from __future__ import annotations
 
 import click
 
-from .ensemble import parse_weights
+from ._common import parse_weights, stores_argument
 
 EPILOG = """Examples:
 
 \b
   segkit audit oof/swin_a oof/swin_b --gt data/masks --out audit --images data/images
   segkit audit oof/swin_a --gt data/masks --out audit --top 50 --fix data/masks_fixed
+  segkit audit oof/a_fold0,oof/a_fold1 --gt data/masks --out audit   # a model's fold stores
 """
 
 
 @click.command("audit", epilog=EPILOG)
-@click.argument("stores", nargs=-1, required=True,
-                type=click.Path(exists=True, file_okay=False))
+@stores_argument()
 @click.option("--gt", required=True, type=click.Path(exists=True, file_okay=False),
               help="Annotation masks (dir/name.png for stem dir+name, or <stem>.png).")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
@@ -41,7 +41,8 @@ EPILOG = """Examples:
 def command(stores, gt, out, images, top, fix, weights, ignore_index, min_region, workers,
             engine, backend):
     """Audit the masks in --gt against STORE... (out-of-fold confidence stores, averaged):
-    cleanlab's confident learning per pixel, image quality, model-free checks, a report page."""
+    cleanlab's confident learning per pixel, image quality, model-free checks, a report page.
+    STORE is a store folder or a model's fold stores joined with commas (a_fold0,a_fold1)."""
     from segkit.jobs.audit import audit
 
     try:

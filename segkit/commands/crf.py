@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import click
 
+from ._common import store_argument
+
 EPILOG = """Examples:
 
 \b
@@ -19,7 +21,7 @@ EPILOG = """Examples:
 
 
 @click.command("crf", epilog=EPILOG)
-@click.argument("unaries")
+@store_argument("unaries", what="unaries")
 @click.argument("images", type=click.Path(exists=True, file_okay=False))
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Output folder for <stem>.png label maps and crf_report.json.")

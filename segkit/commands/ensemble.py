@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import click
 
+from ._common import parse_weights, stores_argument  # noqa: F401 (parse_weights: old path)
+
 EPILOG = """Examples:
 
 \b
@@ -14,19 +16,8 @@ EPILOG = """Examples:
 """
 
 
-def parse_weights(text: str | None) -> list[float] | None:
-    if text is None:
-        return None
-    parts = [p for p in text.replace(" ", ",").split(",") if p]
-    try:
-        return [float(p) for p in parts]
-    except ValueError as exc:
-        raise click.BadParameter(f"expected numbers separated by commas, e.g. 0.4,0.3,0.3; got "
-                                 f"{text!r}", param_hint="--weights") from exc
-
-
 @click.command("ensemble", epilog=EPILOG)
-@click.argument("stores", nargs=-1, required=True)
+@stores_argument()
 @click.option("--weights", default=None,
               help="One weight per store, comma-separated (normalised by their sum). "
                    "Default: equal.")

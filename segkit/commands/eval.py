@@ -5,10 +5,12 @@ import sys
 
 import click
 
+from ._common import store_argument
+
 
 @click.command("eval", epilog="\b\nExample:\n  segkit eval ens/labels data/test_masks --num-classes 11 "
                "--classes trash --out ens/eval")
-@click.argument("pred")
+@store_argument("pred", what="pred")
 @click.argument("gt", type=click.Path(exists=True, file_okay=False))
 @click.option("--num-classes", type=int, required=True, help="Number of classes C.")
 @click.option("--ignore-index", type=int, default=255, show_default=True,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from ._common import engine_option, progress_option, user_errors, workers_option
+from ._common import (engine_option, progress_option, stores_argument, user_errors,
+                      workers_option)
 
 EPILOG = """Examples:
 
@@ -19,7 +20,7 @@ EPILOG = """Examples:
 
 
 @click.command("tune", epilog=EPILOG)
-@click.argument("models", nargs=-1, required=True)
+@stores_argument("models", what="model")
 @click.option("--gt", required=True, type=click.Path(exists=True, file_okay=False),
               help="Ground-truth label PNGs of the OOF images.")
 @click.option("--out", required=True, type=click.Path(file_okay=False),

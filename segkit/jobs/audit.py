@@ -48,9 +48,9 @@ import numpy as np
 from ..io import atomic
 from ..io.masks import read_mask, write_mask
 from ..io.names import unflatten_name
-from ..io.store import (ConfidenceStore, StoreError, common_stems, open_store, open_stores,
-                        store_identity, store_spec)
+from ..io.store import ConfidenceStore, common_stems, open_stores, store_identity
 from ..ops import label_issues as li
+from ._stores import StoreReader
 
 CACHE = ".cache"
 COLUMNS = ("stem", "quality", "issue_pixels", "issue_fraction", "mode_changes",
@@ -111,21 +111,15 @@ def small_region_pixels(mask: np.ndarray, min_region: int, ignore: int | None) -
 class _Work:
     """Per-image work of each pass (picklable: it crosses process and Ray boundaries)."""
 
-    def __init__(self, roots, weights, gt, out, num_classes, ignore, min_region, temperature,
+    def __init__(self, reader, weights, gt, out, num_classes, ignore, min_region, temperature,
                  backend):
-        self.roots, self.weights, self.gt, self.out = roots, weights, gt, out
+        self.reader, self.weights, self.gt, self.out = reader, weights, gt, out
         self.num_classes, self.ignore, self.min_region = num_classes, ignore, min_region
         self.temperature, self.backend = temperature, backend
         self.thresholds: np.ndarray | None = None
-        self._stores = None
-
-    def __getstate__(self):
-        return {**self.__dict__, "_stores": None}
 
     def stores(self) -> list[ConfidenceStore]:
-        if self._stores is None:
-            self._stores = [open_store(r) for r in self.roots]
-        return self._stores
+        return self.reader.stores()
 
     def cache(self, stem: str) -> Path:
         return Path(self.out) / CACHE / f"{stem}.npz"
@@ -134,13 +128,7 @@ class _Work:
         """(argmax labels, mean probabilities float32 (C, H, W)) over the stores."""
         import segkit
 
-        stores = self.stores()
-        shapes = [s.shape(stem) for s in stores]
-        for store, shape in zip(stores[1:], shapes[1:]):
-            if shape != shapes[0]:
-                raise StoreError(f"{stem}: {store.root} holds {shape}, but {stores[0].root} "
-                                 f"holds {shapes[0]}")
-        probs = [s.read(stem) for s in stores]
+        probs = self.reader.read(stem)
         labels, mean = segkit.soft_vote(probs, self.weights, return_probs=True,
                                         backend=self.backend)
         return np.asarray(labels), np.asarray(mean, np.float32)
@@ -212,8 +200,6 @@ class _Flag:
         self.fix, self.pictures, self.images = fix, pictures, images
 
     def __call__(self, stem: str) -> dict:
-        from ..palette import palette_for
-
         w = self.work
         sc, code, pred = w.load(stem)
         if self.cutoff.count:
@@ -229,15 +215,15 @@ class _Flag:
         mask = None
         if self.fix is not None or stem in self.pictures:
             found = find_mask(Path(w.gt), stem)
-            mask = read_mask(found)
+            mask, pal = read_mask(found, with_palette=True)
         if self.fix is not None:
             change = flags & (code == 2)
             new = np.where(change, pred.astype(mask.dtype), mask)
             fixed = int(change.sum())
-            pal = palette_for(w.num_classes) if w.num_classes <= 256 else None
             path = Path(self.fix) / found.relative_to(w.gt)  # the gt folder's layout
             path.parent.mkdir(parents=True, exist_ok=True)
-            write_mask(path, new, pal, compress_level=1)
+            # the annotation's own format: its palette (or none), its bit depth
+            write_mask(path, new, pal if mask.dtype == np.uint8 else None, compress_level=1)
         if stem in self.pictures:
             picture(out / "pictures" / f"{stem}.png", stem, mask, pred, flags, w.num_classes,
                     self.images)
@@ -321,8 +307,11 @@ def audit(stores: Sequence[ConfidenceStore | str | Path], gt: str | Path, out: s
     t0 = time.perf_counter()
     nworkers = check_engine(engine, workers)
     with single_threaded_kernels(engine == "local" and nworkers == 1):
-        return _audit(stores, gt, out, images, top, fix, weights, ignore_index, min_region,
-                      temperature, workers, engine, backend, progress, t0)
+        try:
+            return _audit(stores, gt, out, images, top, fix, weights, ignore_index, min_region,
+                          temperature, workers, engine, backend, progress, t0)
+        finally:  # the scratch cache (6 bytes per pixel) never outlives the run
+            shutil.rmtree(Path(out) / CACHE, ignore_errors=True)
 
 
 def _audit(stores, gt, out, images, top, fix, weights, ignore_index, min_region, temperature,
@@ -356,7 +345,7 @@ def _audit(stores, gt, out, images, top, fix, weights, ignore_index, min_region,
     atomic.remove_temporaries(out)
     (out / CACHE).mkdir(exist_ok=True)
     (out / "issues").mkdir(exist_ok=True)
-    work = _Work([store_spec(s) for s in opened], None if weights is None else list(weights),
+    work = _Work(StoreReader(opened), None if weights is None else list(weights),
                  str(gt), str(out), c, ignore_index, int(min_region), float(temperature),
                  backend)
     report = AuditReport(out=out, images=len(stems), missing=missing)
@@ -411,6 +400,8 @@ def _audit(stores, gt, out, images, top, fix, weights, ignore_index, min_region,
         report.fixed += r.pop("fixed")
         rows[r["stem"]].update(r)
     shutil.rmtree(out / CACHE, ignore_errors=True)
+    _remove_stale(out / "issues", set(stems))
+    _remove_stale(out / "pictures", pictures)
 
     for r in rows.values():
         valid = r["pixels"] - r["ignored"]
@@ -431,6 +422,14 @@ def _audit(stores, gt, out, images, top, fix, weights, ignore_index, min_region,
         "fix": None if fix is None else str(fix), "fixed_pixels": report.fixed,
         "missing": missing, "seconds": report.seconds})
     return report
+
+
+def _remove_stale(folder: Path, stems: set[str]) -> None:
+    """Remove the <stem>.png files of an earlier run that this run did not write."""
+    if folder.is_dir():
+        for path in folder.glob("*.png"):
+            if path.stem not in stems:
+                path.unlink()
 
 
 def _fmt(v: Any) -> str:

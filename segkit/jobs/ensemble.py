@@ -33,10 +33,10 @@ from ..io import atomic
 from ..io.images import IMAGE_SUFFIXES, find_image, read_image  # noqa: F401 (re-exported)
 from ..io.masks import read_mask, write_mask
 from ..io.names import flatten_name, unflatten_name
-from ..io.store import (ConfidenceStore, StoreError, common_stems, open_store, open_stores,
-                        store_identity, store_spec)
+from ..io.store import ConfidenceStore, StoreError, common_stems, open_stores, store_identity
 from ..io.submission import DOWNSAMPLE, read_sample_ids, write_submission
 from ..ops.soft_vote import _check_weights
+from ._stores import StoreReader, per_process
 
 SETTINGS = "ensemble.json"
 #: zlib level of the label PNGs: 1 writes a 512x512 map ~4x faster than PIL's default 6.
@@ -84,11 +84,11 @@ def crf_api():
 class _VoteImage:
     """The per-image work (a picklable callable: it crosses process and Ray boundaries)."""
 
-    def __init__(self, roots: list[str], weights: list[float] | None, out: str, num_classes: int,
+    def __init__(self, stores: "StoreReader", weights: list[float] | None, out: str, num_classes: int,
                  crf: str | None, images: str | None, save_probs: bool, resume: bool,
                  backend: str, bias: list[float] | None = None,
                  crf_setting: dict | None = None):
-        self.roots = roots
+        self.reader = stores
         self.weights = weights
         self.out = out
         self.num_classes = num_classes
@@ -99,23 +99,13 @@ class _VoteImage:
         self.backend = backend
         self.bias = bias
         self.crf_setting = crf_setting
-        self._stores: list[ConfidenceStore] | None = None
-        self._probs_store: ConfidenceStore | None = None
-
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state["_stores"] = state["_probs_store"] = None  # reopened in each worker
-        return state
 
     def stores(self) -> list[ConfidenceStore]:
-        if self._stores is None:
-            self._stores = [open_store(r) for r in self.roots]
-        return self._stores
+        return self.reader.stores()
 
     def probs_store(self) -> ConfidenceStore:
-        if self._probs_store is None:
-            self._probs_store = ConfidenceStore(Path(self.out) / "probs")
-        return self._probs_store
+        root = Path(self.out) / "probs"
+        return per_process(self.reader.token, f"probs:{root}", lambda: ConfidenceStore(root))
 
     def label_path(self, stem: str) -> Path:
         return Path(self.out) / "labels" / f"{stem}.png"
@@ -144,15 +134,10 @@ class _VoteImage:
         import segkit
         from ..palette import palette_for
 
-        stores = self.stores()
-        shapes = [s.shape(stem) for s in stores]  # validates each file's header and size
-        for store, shape in zip(stores[1:], shapes[1:]):
-            if shape != shapes[0]:
-                raise StoreError(f"{stem}: {store.root} holds {shape}, but {stores[0].root} "
-                                 f"holds {shapes[0]}")
-        if self.resume and self.done(stem, shapes[0]):
+        shape = self.reader.shape(stem)  # validates each file's header and size
+        if self.resume and self.done(stem, shape):
             return stem, "skipped"
-        probs = [s.read(stem) for s in stores]  # memory-mapped float16
+        probs = self.reader.read(stem)  # memory-mapped float16
         tuned = self.bias is not None or self.crf_setting is not None
         need_mean = self.save_probs or self.crf is not None or tuned
         result = segkit.soft_vote(probs, self.weights, return_probs=need_mean,
@@ -305,7 +290,7 @@ def ensemble(stores: Sequence[ConfidenceStore | str | Path], weights: Sequence[f
                                        "bias": bias, "crf_setting": crf_setting})
 
     report = EnsembleReport(out=out, images=len(stems), missing=missing)
-    work = _VoteImage([store_spec(s) for s in opened], settings["weights"], str(out),
+    work = _VoteImage(StoreReader(opened), settings["weights"], str(out),
                       len(classes), crf, None if images is None else str(images), save_probs,
                       resume, backend, bias, crf_setting)
     for _, status in map_items(work, stems, workers=workers, engine=engine, desc="ensemble",

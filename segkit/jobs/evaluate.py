@@ -13,6 +13,7 @@ from ..io import atomic
 from ..io.masks import read_mask
 from ..io.store import META, SET_SEPARATOR, ConfidenceStore, open_store
 from ..ops.confusion import confusion_matrix, iou_scores
+from ._stores import StoreReader
 from .engine import map_items
 
 
@@ -69,14 +70,14 @@ class Evaluation:
 class _PairCounter:
     """Picklable per-image function: the confusion matrix of one (prediction, gt) pair."""
 
-    def __init__(self, num_classes, ignore_index, store_root):
-        self.num_classes, self.ignore_index, self.store_root = num_classes, ignore_index, store_root
+    def __init__(self, num_classes, ignore_index, store: "StoreReader | None"):
+        self.num_classes, self.ignore_index, self.store = num_classes, ignore_index, store
 
     def __call__(self, item):
         key, pred_path, gt_path = item
         gt = read_mask(gt_path)
-        if self.store_root is not None:
-            pred = np.asarray(open_store(self.store_root).read(key)).argmax(0)
+        if self.store is not None:
+            pred = np.asarray(self.store.read(key)[0]).argmax(0)
         else:
             pred = read_mask(pred_path)
         if pred.shape != gt.shape:
@@ -113,11 +114,11 @@ def evaluate(pred: str | Path, gt: str | Path, num_classes: int, *, ignore_index
     pred, gt = Path(pred), Path(gt)
     if not gt.is_dir():
         raise FileNotFoundError(f"gt: no such folder {gt}")
-    store_root = None
+    reader = None
     is_set = SET_SEPARATOR in str(pred) and not pred.is_dir()  # fold stores "a,b"
     if is_set or (pred / META).is_file():
         store = open_store(str(pred)) if is_set else ConfidenceStore(pred)
-        store_root = str(pred)
+        reader = StoreReader([store])
         pred_keys = {s: None for s in store.stems()}
         if class_names is None:
             class_names = store.classes
@@ -135,7 +136,7 @@ def evaluate(pred: str | Path, gt: str | Path, num_classes: int, *, ignore_index
     items = [(k, pred_keys[k], gt_keys[k]) for k in gt_keys if k in pred_keys]
     if not items:
         raise ValueError(f"no prediction in {pred} matches a mask in {gt}")
-    counter = _PairCounter(num_classes, ignore_index, store_root)
+    counter = _PairCounter(num_classes, ignore_index, reader)
     cm = np.zeros((num_classes, num_classes), np.int64)
     for part in map_items(counter, items, workers=workers, engine=engine, desc="evaluate",
                           unit="image", progress=progress):

@@ -50,12 +50,12 @@ import numpy as np
 
 from ..io import atomic
 from ..io.masks import read_mask
-from ..io.store import StoreError, common_stems, open_store, open_stores, store_identity, \
-    store_spec
+from ..io.store import common_stems, open_stores, store_identity
 from ..ops.confusion import iou_scores
 from ..ops.soft_vote import _check_weights
 from ..ops.vote_confusion import check_bias, confusion_of_pixels
 from ..reference.vote_confusion import bias_scale
+from ._stores import StoreReader
 from .engine import map_items
 
 TUNED = "tuned.json"
@@ -125,23 +125,14 @@ class _Pixels:
     """Reads one image of every model and its mask; returns the fixed pixels' confusion
     matrix and the other pixels (float16 bits, (M, C, P)) with their labels."""
 
-    def __init__(self, specs: list[str], masks: dict[str, str], num_classes: int,
+    def __init__(self, stores: "StoreReader", masks: dict[str, str], num_classes: int,
                  ignore_index: int | None, ratio: float):
-        self.specs, self.masks, self.num_classes = specs, masks, num_classes
+        self.stores = stores if isinstance(stores, StoreReader) else StoreReader(stores)
+        self.masks, self.num_classes = masks, num_classes
         self.ignore_index, self.ratio = ignore_index, ratio
-        self._stores = None
-
-    def __getstate__(self):
-        return {**self.__dict__, "_stores": None}
 
     def read(self, stem: str) -> tuple[list[np.ndarray], np.ndarray]:
-        if self._stores is None:
-            self._stores = [open_store(s) for s in self.specs]
-        probs = [s.read(stem) for s in self._stores]
-        for store, p in zip(self._stores[1:], probs[1:]):
-            if p.shape != probs[0].shape:
-                raise StoreError(f"{stem}: {store.root} holds {p.shape}, but "
-                                 f"{self._stores[0].root} holds {probs[0].shape}")
+        probs = self.stores.read(stem)
         gt = read_mask(self.masks[stem])
         if gt.shape != probs[0].shape[1:]:
             raise ValueError(f"{stem}: mask {self.masks[stem]} is {gt.shape[1]}x{gt.shape[0]}, "
@@ -517,7 +508,7 @@ def tune(models: Sequence[Any], gt: str | Path, out: str | Path, *,
         f"search, {n_hold} held out (seed {seed}); search {', '.join(search)}")
 
     ratio = math.exp(2 * bias_bound) * (1 + 1e-3)
-    reader = _Pixels([store_spec(s) for s in opened], masks, c, ignore_index, ratio)
+    reader = _Pixels(StoreReader(opened), masks, c, ignore_index, ratio)
     t_read = time.perf_counter()
     parts = list(map_items(reader, stems, workers=workers, engine=engine, desc="tune: read",
                            unit="image", progress=progress))

@@ -71,6 +71,7 @@ def _prepare(labels: Any, probs: Any, ignore_index, name_l="labels", name_p="pro
         if p.dtype.kind != "f":
             raise TypeError(f"{name_p} must be float16 or float32 probabilities; got {p.dtype}")
         p = p.astype(np.float32)
+    _validate.finite(name_p, p[0] if squeeze else p)  # every backend: checked before dispatch
     ignore_index = _validate.ignore_index(ignore_index, dtype)
     lab = np.ascontiguousarray(lab, dtype)
     p = np.ascontiguousarray(p)

@@ -1,0 +1,78 @@
+"""Reading the confidence stores of a job, image by image: the one helper the jobs share
+(tune, ensemble, audit, evaluate).
+
+A :class:`StoreReader` is small and picklable (store specs and a token); the stores it names
+are opened once per process and job run, not once per work item: the engine pickles a job's
+function again for every chunk of items it sends to a worker, and opening a store set lists
+every fold folder. The opened stores live in a small per-process table keyed by the reader's
+token, which a new reader (a new job run) never shares, so a rerun sees files written since.
+"""
+from __future__ import annotations
+
+import uuid
+from collections import OrderedDict
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ..io.store import ConfidenceStore, StoreError, StoreSet, open_store, store_spec
+
+#: Opened objects per (token, key), most recent last; a worker process serves one job at a
+#: time, so a few entries are enough (older runs' stores are dropped).
+_OPENED: "OrderedDict[tuple[str, str], Any]" = OrderedDict()
+_KEEP = 16
+
+
+def per_process(token: str, key: str, factory: Callable[[], Any]) -> Any:
+    """`factory()` the first time this process asks for (token, key), the same object after."""
+    k = (token, key)
+    if k in _OPENED:
+        _OPENED.move_to_end(k)
+        return _OPENED[k]
+    value = factory()
+    _OPENED[k] = value
+    while len(_OPENED) > _KEEP:
+        _OPENED.popitem(last=False)
+    return value
+
+
+class StoreReader:
+    """The stores of one job run (store folders or store sets), read one stem at a time.
+
+    Parameters
+    ----------
+    stores : sequence of ConfidenceStore, StoreSet or their specs
+        Opened objects are kept for this process (no second open in the parent); a worker
+        process opens each spec once.
+    """
+
+    def __init__(self, stores: Sequence[ConfidenceStore | StoreSet | str]):
+        self.specs = [s if isinstance(s, str) else store_spec(s) for s in stores]
+        self.token = uuid.uuid4().hex
+        for spec, store in zip(self.specs, stores):
+            if not isinstance(store, str):
+                per_process(self.token, spec, lambda store=store: store)
+
+    def __len__(self) -> int:
+        return len(self.specs)
+
+    def stores(self) -> list[ConfidenceStore | StoreSet]:
+        return [per_process(self.token, spec, lambda spec=spec: open_store(spec))
+                for spec in self.specs]
+
+    def shape(self, stem: str) -> tuple[int, int, int]:
+        """(C, H, W) of `stem`, the same in every store (from the file headers alone);
+        StoreError naming both stores otherwise."""
+        stores = self.stores()
+        shapes = [s.shape(stem) for s in stores]
+        for store, shape in zip(stores[1:], shapes[1:]):
+            if shape != shapes[0]:
+                raise StoreError(f"{stem}: {store.root} holds {shape}, but {stores[0].root} "
+                                 f"holds {shapes[0]}")
+        return shapes[0]
+
+    def read(self, stem: str) -> list[np.ndarray]:
+        """Every store's (C, H, W) float16 probabilities of `stem` (memory-mapped), after
+        checking that their shapes agree."""
+        self.shape(stem)
+        return [s.read(stem) for s in self.stores()]
