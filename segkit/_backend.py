@@ -15,12 +15,13 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .errors import InputError, UnavailableError
 from . import _config
 
 BACKENDS = ("numpy", "numba", "cpp", "cuda")
 
 
-class BackendUnavailableError(RuntimeError):
+class BackendUnavailableError(UnavailableError):
     """A backend was asked for by name but cannot run here (the message says why)."""
 
 
@@ -133,7 +134,7 @@ def resolve(backend: str, *arrays: Any) -> str:
     (copied to the GPU and back).
     """
     if not isinstance(backend, str) or backend not in ("auto",) + BACKENDS:
-        raise ValueError(f"backend must be one of 'auto', {', '.join(map(repr, BACKENDS))}; "
+        raise InputError(f"backend must be one of 'auto', {', '.join(map(repr, BACKENDS))}; "
                          f"got {backend!r}")
     on_device = any(is_device_array(a) for a in arrays)
     if backend == "auto":
@@ -145,7 +146,7 @@ def resolve(backend: str, *arrays: Any) -> str:
     if not info.available:
         raise BackendUnavailableError(f"backend={backend!r} is not available: {info.reason}")
     if on_device and backend != "cuda":
-        raise ValueError(f"backend={backend!r} runs on the CPU but the input is on a GPU; use "
+        raise InputError(f"backend={backend!r} runs on the CPU but the input is on a GPU; use "
                          "backend='cuda' or 'auto', or copy the input to the host first")
     return backend
 
@@ -154,7 +155,7 @@ def set_num_threads(n: int) -> None:
     """Threads for the CPU kernels (the C++ extension's OpenMP and Numba). ``0`` restores the
     default (all cores). Dataset jobs set 1 per worker process."""
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
-        raise ValueError(f"n must be a non-negative integer, got {n!r}")
+        raise InputError(f"n must be a non-negative integer, got {n!r}")
     if backend_info("cpp").available:
         from . import _C
         _C.set_num_threads(int(n))

@@ -6,8 +6,8 @@ import os
 from typing import Any, Sequence
 
 import numpy as np
+from .errors import InputError, InputTypeError
 
-from .errors import InputError
 
 #: Label dtypes every backend handles natively.
 LABEL_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.int32), np.dtype(np.int64))
@@ -18,18 +18,18 @@ LABEL_WIDEN = {np.dtype(np.int8): np.dtype(np.int32), np.dtype(np.int16): np.dty
 
 def choice(name: str, value: Any, options: Sequence[str]) -> str:
     if not isinstance(value, str) or value not in options:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, options))}; got {value!r}")
+        raise InputError(f"{name} must be one of {', '.join(map(repr, options))}; got {value!r}")
     return value
 
 
 def integer(name: str, value: Any, *, minimum: int | None = None, odd: bool = False) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer; got {value!r} ({type(value).__name__})")
+        raise InputTypeError(f"{name} must be an integer; got {value!r} ({type(value).__name__})")
     value = int(value)
     if minimum is not None and value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}; got {value}")
+        raise InputError(f"{name} must be >= {minimum}; got {value}")
     if odd and value % 2 == 0:
-        raise ValueError(f"{name} must be odd; got {value}")
+        raise InputError(f"{name} must be odd; got {value}")
     return value
 
 
@@ -41,13 +41,13 @@ def label_dtype(name: str, dtype: Any) -> np.dtype:
     if dtype in LABEL_WIDEN:
         return LABEL_WIDEN[dtype]
     kind = "bool" if dtype == np.bool_ else str(dtype)
-    raise TypeError(f"{name} must be an integer label array (uint8, uint16, int32 or int64; "
+    raise InputTypeError(f"{name} must be an integer label array (uint8, uint16, int32 or int64; "
                     f"int8, int16 and uint32 are widened); got dtype {kind}")
 
 
 def label_ndim(name: str, shape: tuple) -> None:
     if len(shape) not in (2, 3):
-        raise ValueError(f"{name} must be 2-D (H, W) or 3-D (N, H, W); got shape {tuple(shape)}")
+        raise InputError(f"{name} must be 2-D (H, W) or 3-D (N, H, W); got shape {tuple(shape)}")
     fits_memory(name, shape)
 
 
@@ -78,7 +78,7 @@ def ignore_index(value: Any, dtype: np.dtype, name: str = "ignore_index") -> int
     value = integer(name, value)
     info = np.iinfo(dtype)
     if not info.min <= value <= info.max:
-        raise ValueError(f"{name}={value} is out of range for {dtype} labels "
+        raise InputError(f"{name}={value} is out of range for {dtype} labels "
                          f"({info.min}..{info.max})")
     return value
 

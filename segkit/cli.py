@@ -2,12 +2,20 @@
 
 Every command lives in its own module under segkit/commands/ and is imported only when it
 runs, so `segkit --help` stays fast.
+
+Errors: one that segkit raises on purpose about its input or environment (a
+:class:`segkit.errors.SegkitError`) prints as one line, ``error: <message>``, and exits with
+status 1; anything else is a bug and shows its traceback (a job's failed item shows the
+worker's traceback too). ``segkit --debug <command>`` shows the full traceback always.
 """
 from __future__ import annotations
 
 import importlib
 
 import click
+
+#: Exit status of an error segkit raised on purpose (click's own usage errors exit with 2).
+USER_ERROR = 1
 
 #: command name -> (module under segkit.commands, one-line help)
 COMMANDS = {
@@ -36,6 +44,19 @@ class LazyGroup(click.Group):
         module = importlib.import_module(f"segkit.commands.{COMMANDS[name][0]}")
         return module.command
 
+    def invoke(self, ctx):
+        from .errors import is_user_error
+
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as exc:
+            if ctx.params.get("debug") or not is_user_error(exc):
+                raise  # a bug (or --debug): Python prints the traceback, exit status 1
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(USER_ERROR)
+
     def format_commands(self, ctx, formatter):
         rows = [(name, help_) for name, (_, help_) in COMMANDS.items()]
         with formatter.section("Commands"):
@@ -44,7 +65,10 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="segkit")
-def main():
+@click.option("--debug", is_flag=True,
+              help="Show the full traceback of any error (by default an input error is one "
+                   "line, and only bugs show a traceback).")
+def main(debug):
     """segkit: fast, tested kernels and dataset jobs for semantic segmentation.
 
     Mode resampling of label masks, ConvCRF post-processing, soft-voting ensembles and an

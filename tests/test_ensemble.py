@@ -185,23 +185,12 @@ def test_argument_errors(stores, tmp_path):
 
 
 # ---- ConvCRF (issue 4): the path is wired exactly to the agreed API ---------------------------
-def _crf_available() -> bool:
-    return hasattr(segkit, "convcrf_labels") and hasattr(segkit, "CRF_PRESETS")
-
-
 def _write_images(root: Path):
     rng = np.random.default_rng(0)
     for stem in STEMS:
         path = root / unflatten_name(stem, suffix=".png")
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(rng.integers(0, 256, (H, W, 3), dtype=np.uint8)).save(path)
-
-
-@pytest.mark.skipif(_crf_available(), reason="ConvCRF is available in this build")
-def test_crf_unavailable_is_a_clear_error(stores, tmp_path):
-    with pytest.raises(ens.CRFUnavailableError, match="ConvCRF is not available in this build"):
-        segkit.ensemble(stores, None, tmp_path / "o", crf="convcrf", images=tmp_path,
-                        progress=False)
 
 
 def test_crf_call_uses_the_agreed_api(stores, tmp_path, monkeypatch):
@@ -216,8 +205,7 @@ def test_crf_call_uses_the_agreed_api(stores, tmp_path, monkeypatch):
         calls.append((preset, unary_kind, probs.dtype, probs.shape, image.shape))
         return (probs.argmax(0) + 1) % len(CLASSES)  # recognisably not the plain vote
 
-    monkeypatch.setattr(segkit, "convcrf_labels", fake_convcrf_labels, raising=False)
-    monkeypatch.setattr(segkit, "CRF_PRESETS", {"convcrf": {}, "seed": {}}, raising=False)
+    monkeypatch.setattr(ens, "convcrf_labels", fake_convcrf_labels)
     for preset, kind in (("convcrf", "probs"), ("seed", "logits")):
         calls.clear()
         segkit.ensemble(stores, None, tmp_path / preset, crf=preset, images=images, workers=1,
@@ -233,8 +221,6 @@ def test_crf_call_uses_the_agreed_api(stores, tmp_path, monkeypatch):
                         workers=1, progress=False)
 
 
-@pytest.mark.skipif(not _crf_available(),
-                    reason="ConvCRF is not available in this build (issue 4 not merged)")
 @pytest.mark.parametrize("preset", ["convcrf", "seed"])
 def test_crf_refines_the_averaged_probabilities(stores, tmp_path, preset):
     images = tmp_path / "images"

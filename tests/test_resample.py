@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 import segkit
+from segkit.jobs.engine import JobError
 from segkit.cli import main
 from segkit.io import masks as masks_io
 from segkit.io.coco import CocoIndex, load_coco
@@ -140,8 +141,10 @@ def test_resume_after_crash_mid_write(folder, tmp_path, monkeypatch):
         return real_write(path, mask, palette)
 
     monkeypatch.setattr(masks_io, "write_mask", dying_write)
-    with pytest.raises(DatasetError, match="Crash: killed mid-write"):
+    # not an input error: the crash comes back as the failed item's JobError, its type kept
+    with pytest.raises(JobError, match="Crash: killed mid-write") as info:
         segkit.resample(src, dst, workers=1, progress=False, log=None)
+    assert isinstance(info.value.exception, Crash)
     monkeypatch.setattr(masks_io, "write_mask", real_write)
     leftover = [p for p in dst.rglob(".*") if p.is_file()]
     assert len(leftover) == 1  # the half-written temporary file

@@ -207,9 +207,43 @@ def test_tune_favours_the_better_model_and_beats_equal(oof, tmp_path):
     assert len(doc["holdout_stems"]) == 6
     assert {h["stage"] for h in doc["history"]} == {"search", "refit"}
     assert (tmp_path / "t" / "tuning.png").stat().st_size > 0
-    # the held-out images never enter the search: the search's best is reached on the others
-    search_best = max(h["miou"] for h in doc["history"] if h["stage"] == "search")
-    assert search_best >= doc["history"][0]["miou"]
+    search = [h["miou"] for h in doc["history"] if h["stage"] == "search"]
+    assert max(search) > search[0]  # the search improved on its start (equal weights)
+
+
+def test_held_out_images_never_influence_the_search(oof, tmp_path):
+    """Scrambling the held-out images' masks changes the held-out metrics, but not one
+    candidate of the search, nor the weights and bias fitted without the hold-out."""
+    root, specs, labels, probs, stems = oof
+    kw = dict(holdout=0.25, budget=40, seed=2, workers=1, progress=False, log=None)
+    first = segkit.tune(specs, root / "gt", tmp_path / "a", **kw)
+    doc = json.loads((tmp_path / "a" / "tuned.json").read_text())
+    gt = tmp_path / "gt"
+    rng = np.random.default_rng(0)
+    for i, stem in enumerate(stems):
+        mask = labels[i]
+        if stem in doc["holdout_stems"]:
+            mask = rng.integers(0, len(CLASSES), mask.shape).astype(mask.dtype)
+        write_mask(gt / f"{stem}.png", mask)
+    second = segkit.tune(specs, gt, tmp_path / "b", **kw)
+    doc2 = json.loads((tmp_path / "b" / "tuned.json").read_text())
+    assert doc2["holdout_stems"] == doc["holdout_stems"]
+    searched = [[h for h in d["history"] if h["stage"] == "search"] for d in (doc, doc2)]
+    assert searched[0] == searched[1] and len(searched[0]) > 1
+    assert doc2["fit_without_holdout"] == doc["fit_without_holdout"]
+    assert second.metrics["holdout"]["tuned"] != first.metrics["holdout"]["tuned"]
+
+
+@pytest.mark.parametrize("budget", [1, 2, 5, 13])
+def test_the_search_stays_within_its_budget(oof, tmp_path, budget):
+    root, specs, *_ = oof
+    res = segkit.tune(specs, root / "gt", tmp_path / "t", budget=budget, workers=1,
+                      progress=False, log=None)
+    stages = [h["stage"] for h in res.history]
+    assert 1 <= stages.count("search") <= budget
+    assert 1 <= stages.count("refit") <= budget
+    if budget <= 5:  # this data always improves early: the search uses all it may
+        assert stages.count("search") == budget
 
 
 def test_tune_is_reproducible_and_seeded(oof, tmp_path):

@@ -1,18 +1,13 @@
 """Options and error handling shared by the dataset-job commands.
 
 Option names are the same in every command: --workers, --engine, --backend,
---resume/--no-resume, --out. User errors (bad input files, bad values) print
-``error: <message>`` on stderr and exit with status 1, without a traceback.
+--resume/--no-resume, --out, and STORE arguments (a store or a comma-joined store set).
+Errors are handled once, in segkit.cli: segkit's own errors (bad input files, bad values) print
+``error: <message>`` on stderr and exit with status 1; anything else shows its traceback.
 """
 from __future__ import annotations
 
-import functools
-
 import click
-
-#: Exit status for user errors (click's own usage errors exit with 2).
-USER_ERROR = 1
-
 
 class StoreSpec(click.ParamType):
     """A confidence store folder, or a store set: its fold stores joined with commas
@@ -91,21 +86,3 @@ def resume_option(f):
 def progress_option(f):
     return click.option("--progress/--no-progress", default=True, show_default=True,
                         help="Show a progress bar.")(f)
-
-
-def user_errors(fn):
-    """Run a command body; known user errors become ``error: ...`` and exit status 1."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        from segkit._backend import BackendUnavailableError
-        from segkit.jobs.engine import JobError
-
-        try:
-            return fn(*args, **kwargs)
-        except (ValueError, TypeError, OSError, ImportError, JobError,
-                BackendUnavailableError) as exc:
-            click.echo(f"error: {exc}", err=True)
-            raise SystemExit(USER_ERROR) from None
-
-    return wrapper

@@ -45,10 +45,7 @@ def command(stores, gt, out, images, top, fix, weights, ignore_index, min_region
     STORE is a store folder or a model's fold stores joined with commas (a_fold0,a_fold1)."""
     from segkit.jobs.audit import audit
 
-    try:
-        report = audit(list(stores), gt, out, images=images, top=top, fix=fix,
-                       weights=parse_weights(weights), ignore_index=ignore_index,
-                       min_region=min_region, workers=workers, engine=engine, backend=backend)
-    except (ValueError, TypeError, RuntimeError, FileNotFoundError) as exc:
-        raise click.ClickException(str(exc)) from exc
+    report = audit(list(stores), gt, out, images=images, top=top, fix=fix,
+                   weights=parse_weights(weights), ignore_index=ignore_index,
+                   min_region=min_region, workers=workers, engine=engine, backend=backend)
     click.echo(str(report))

@@ -47,15 +47,11 @@ def command(unaries, images, out, preset, unary_kind, filter_size, blur, num_ite
     """Refine per-image unaries (a confidence store or a folder of <stem>.npy (C, H, W)
     arrays) with ConvCRF, using the images in IMAGES (found by stem; nested files map to
     flattened stems, batch_01_vt/0002.jpg -> batch_01_vt+0002), and write label PNGs."""
-    from segkit.jobs.crf import CrfJobError, crf_job
-    from segkit.jobs.engine import JobError
+    from segkit.jobs.crf import crf_job
 
-    try:
-        report = crf_job(unaries, images, out, preset=preset, unary_kind=unary_kind,
-                         store_out=store_out, workers=workers, engine=engine, backend=backend,
-                         resume=resume, filter_size=filter_size, blur=blur, num_iter=num_iter)
-    except (CrfJobError, JobError, ValueError, TypeError) as exc:
-        raise click.ClickException(str(exc)) from exc
+    report = crf_job(unaries, images, out, preset=preset, unary_kind=unary_kind,
+                     store_out=store_out, workers=workers, engine=engine, backend=backend,
+                     resume=resume, filter_size=filter_size, blur=blur, num_iter=num_iter)
     click.echo(f"refined {report['refined']} images, skipped {report['skipped']} already done; "
                f"{100 * report['changed_fraction']:.2f}% of pixels changed label; "
                f"{report['seconds_per_image'] * 1e3:.0f} ms per image; report: "

@@ -59,14 +59,11 @@ def command(stores, weights, out, crf, images, submission, sample, size, downsam
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        try:
-            report = ensemble(list(stores), parse_weights(weights), out, crf=crf, images=images,
-                              submission=submission, sample=sample, size=size,
-                              downsample=downsample, save_probs=save_probs, strict=strict,
-                              workers=workers, engine=engine, resume=resume, backend=backend,
-                              tuned=tuned)
-        except (ValueError, TypeError, RuntimeError, FileNotFoundError) as exc:
-            raise click.ClickException(str(exc)) from exc
+        report = ensemble(list(stores), parse_weights(weights), out, crf=crf, images=images,
+                          submission=submission, sample=sample, size=size,
+                          downsample=downsample, save_probs=save_probs, strict=strict,
+                          workers=workers, engine=engine, resume=resume, backend=backend,
+                          tuned=tuned)
     for w in caught:
         click.echo(f"warning: {w.message}", err=True)
     click.echo(str(report))

@@ -1,8 +1,6 @@
 """`segkit eval`: per-class IoU and mIoU of predictions against ground-truth masks."""
 from __future__ import annotations
 
-import sys
-
 import click
 
 from ._common import store_argument
@@ -25,7 +23,6 @@ from ._common import store_argument
 def command(pred, gt, num_classes, ignore_index, classes, out, strict, workers, engine):
     """Per-class IoU, mIoU and pixel accuracy of PRED (label PNGs or a confidence store)
     against the ground-truth masks in GT."""
-    from segkit.jobs.engine import JobError
     from segkit.jobs.evaluate import evaluate
     from segkit.palette import TRASH_CLASSES
 
@@ -34,12 +31,8 @@ def command(pred, gt, num_classes, ignore_index, classes, out, strict, workers, 
         names = list(TRASH_CLASSES)
     elif classes:
         names = [c.strip() for c in classes.split(",")]
-    try:
-        result = evaluate(pred, gt, num_classes, ignore_index=ignore_index, class_names=names,
-                          out=out, strict=strict, workers=workers, engine=engine)
-    except (ValueError, FileNotFoundError, JobError) as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+    result = evaluate(pred, gt, num_classes, ignore_index=ignore_index, class_names=names,
+                      out=out, strict=strict, workers=workers, engine=engine)
     click.echo(result.table())
     if result.missing:
         click.echo(f"{len(result.missing)} ground-truth masks had no prediction "

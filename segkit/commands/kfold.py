@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import click
 
-from ._common import user_errors
 from .masks import on_invalid_option
 
 EPILOG = """\b
@@ -29,7 +28,6 @@ names the masks), ..., folds/fold4/, and folds/folds.json."""
               help="Folder for the split files (nothing is written without it).")
 @click.option("--flatten", is_flag=True, help="Write split stems as dir+name.")
 @on_invalid_option
-@user_errors
 def command(ann_file, k, method, seed, out, flatten, on_invalid):
     """Split a COCO dataset into K folds balanced by instances per class.
 

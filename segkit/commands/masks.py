@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from ._common import engine_option, progress_option, resume_option, user_errors, workers_option
+from ._common import engine_option, progress_option, resume_option, workers_option
 
 ON_INVALID_HELP = ("error: stop at the first invalid annotation (empty or degenerate "
                    "segmentation, NaN/Infinity, RLE size or image/category id without a record), "
@@ -58,7 +58,6 @@ masks/masks_report.json."""
 @engine_option
 @resume_option
 @progress_option
-@user_errors
 def command(ann_file, out_dir, flatten, palette, check_images, on_invalid, crowd, workers,
             engine, resume, progress):
     """Write one single-channel label PNG per image of a COCO annotation file.

@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from ._common import (backend_option, engine_option, progress_option, resume_option,
-                      user_errors, workers_option)
+                      workers_option)
 from .masks import crowd_option, on_invalid_option
 
 EPILOG = """\b
@@ -41,7 +41,6 @@ and skipped. The report is printed and written to DST/resample_report.json."""
 @backend_option
 @resume_option
 @progress_option
-@user_errors
 def command(src, dst, size, anchor, ties, ignore_index, flatten, palette, on_invalid, crowd,
             workers, engine, backend, resume, progress):
     """Mode-filter every label mask of SRC into DST.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ._common import (engine_option, progress_option, stores_argument, user_errors,
+from ._common import (engine_option, progress_option, stores_argument,
                       workers_option)
 
 EPILOG = """Examples:
@@ -47,7 +47,6 @@ EPILOG = """Examples:
 @workers_option
 @engine_option
 @progress_option
-@user_errors
 def command(models, gt, out, images, search, holdout, budget, seed, bias_bound, crf_images,
             crf_budget, ignore_index, workers, engine, progress):
     """Tune soft-vote weights (one per MODEL, summing to 1), a per-class bias on the log of

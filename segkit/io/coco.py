@@ -33,11 +33,12 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
+from ..errors import DataError, InputError
 
 BACKGROUND_NAMES = ("background", "backgroud", "_background_", "bg")
 
 
-class CocoError(ValueError):
+class CocoError(DataError):
     """A COCO file (or an image it names) that cannot be used; the message names the file and
     the record."""
 
@@ -281,7 +282,7 @@ def check_annotations(data: dict, source: str | Path = "<coco>", on_invalid: str
     annotation (naming the file, the annotation id, its image and the reason);
     ``"skip"`` leaves it out and records it in ``findings.skipped``."""
     if on_invalid not in ON_INVALID:
-        raise ValueError(f"on_invalid must be one of {', '.join(map(repr, ON_INVALID))}; "
+        raise InputError(f"on_invalid must be one of {', '.join(map(repr, ON_INVALID))}; "
                          f"got {on_invalid!r}")
     images = {img["id"]: img for img in data["images"]}
     cats = {c["id"] for c in data["categories"]}
@@ -334,7 +335,7 @@ def inspect_coco(data: Any, source: str | Path = "<coco>", *,
     file's structure (images, categories) are always errors; defects of single annotations
     follow `on_invalid`."""
     if on_invalid not in ON_INVALID:
-        raise ValueError(f"on_invalid must be one of {', '.join(map(repr, ON_INVALID))}; "
+        raise InputError(f"on_invalid must be one of {', '.join(map(repr, ON_INVALID))}; "
                          f"got {on_invalid!r}")
     if not isinstance(data, dict):
         _fail(source, f"a COCO file holds a JSON object; got {type(data).__name__}")
@@ -478,10 +479,10 @@ def painting_order(anns: Sequence[dict], rles: Sequence[dict]) -> list[int]:
 def check_crowd(crowd: str, table: LabelTable | None = None) -> str:
     """Validate a `crowd` mode; ``"ignore"`` needs 8-bit labels (255 must not be a class)."""
     if crowd not in CROWD_MODES:
-        raise ValueError(f"crowd must be one of {', '.join(map(repr, CROWD_MODES))}; "
+        raise InputError(f"crowd must be one of {', '.join(map(repr, CROWD_MODES))}; "
                          f"got {crowd!r}")
     if crowd == "ignore" and table is not None and table.dtype != np.uint8:
-        raise ValueError(f"crowd='ignore' paints crowd regions with {IGNORE_LABEL}, but these "
+        raise InputError(f"crowd='ignore' paints crowd regions with {IGNORE_LABEL}, but these "
                          f"annotations have {table.num_labels} labels, so {IGNORE_LABEL} is a "
                          "class; use crowd='skip' or 'paint'")
     return crowd

@@ -24,6 +24,7 @@ from typing import Iterable
 
 import numpy as np
 
+from ..errors import DataError, InputError, PathNotFoundError
 from .atomic import is_temporary
 from .names import SEP, flatten_name, unflatten_name
 
@@ -31,7 +32,7 @@ from .names import SEP, flatten_name, unflatten_name
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
-class ImageLookupError(ValueError):
+class ImageLookupError(DataError):
     """An images folder that cannot be indexed (ambiguous or unflattenable names, no image)."""
 
 
@@ -42,7 +43,7 @@ def _suffixes(suffixes: Iterable[str] | None) -> tuple[str, ...]:
         suffixes = (suffixes,)
     out = tuple(s.lower() if s.startswith(".") else "." + s.lower() for s in suffixes)
     if not out:
-        raise ValueError("suffixes must name at least one suffix; got an empty list")
+        raise InputError("suffixes must name at least one suffix; got an empty list")
     return out
 
 
@@ -91,7 +92,7 @@ def list_images(root: str | os.PathLike, suffixes: Iterable[str] | None = None, 
     """
     root_s = os.fspath(root)
     if not os.path.isdir(root_s):
-        raise FileNotFoundError(f"images folder {root_s!r} does not exist")
+        raise PathNotFoundError(f"images folder {root_s!r} does not exist")
     sfx = _suffixes(suffixes)
     found: dict[str, Path] = {}
     for dirpath, dirnames, files in os.walk(root_s):
@@ -151,7 +152,7 @@ def find_image(root: str | os.PathLike, stem: str, suffixes: Iterable[str] | Non
         hit = _case_insensitive(p.parent, p.name, sfx)
         if hit is not None:
             return hit
-    raise FileNotFoundError(f"no image for {stem!r} under {root} (looked for {bases[0]}"
+    raise PathNotFoundError(f"no image for {stem!r} under {root} (looked for {bases[0]}"
                             f"{sfx[0]}, {', '.join(sfx[1:])}, in any case"
                             + (f"; and {bases[1]}.*" if len(bases) > 1 else "") + ")")
 

@@ -6,13 +6,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..errors import DataError, InputError
 from .atomic import atomic_path
 
 LABEL_MODES = {"L": np.uint8, "P": np.uint8, "I;16": np.uint16, "I;16B": np.uint16,
                "I": np.int32}
 
 
-class MaskError(ValueError):
+class MaskError(DataError):
     """A file that is not a usable label mask; the message names the file."""
 
 
@@ -46,7 +47,7 @@ def mask_image(mask: np.ndarray, palette: np.ndarray | None = None) -> Image.Ima
     for uint16 and larger (values must fit)."""
     mask = np.asarray(mask)
     if mask.ndim != 2:
-        raise ValueError(f"mask must be 2-D; got shape {mask.shape}")
+        raise InputError(f"mask must be 2-D; got shape {mask.shape}")
     lo, hi = (int(mask.min()), int(mask.max())) if mask.size else (0, 0)
     if mask.dtype == np.uint8 or (palette is not None and lo >= 0 and hi < 256):
         img = Image.fromarray(mask.astype(np.uint8))  # mode L
@@ -54,7 +55,7 @@ def mask_image(mask: np.ndarray, palette: np.ndarray | None = None) -> Image.Ima
             img.putpalette(np.asarray(palette, np.uint8).reshape(-1).tolist())  # L -> P
         return img
     if lo < 0 or hi > 65535:
-        raise ValueError(f"mask values {lo}..{hi} do not fit a 16-bit PNG")
+        raise InputError(f"mask values {lo}..{hi} do not fit a 16-bit PNG")
     return Image.fromarray(mask.astype(np.uint16))  # mode I;16
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import PurePosixPath
+from ..errors import InputError
 
 SEP = "+"
 
@@ -13,7 +14,7 @@ def flatten_name(file_name: str) -> str:
     parts = [*p.parent.parts, p.stem] if str(p.parent) != "." else [p.stem]
     for part in parts:
         if SEP in part:
-            raise ValueError(f"file_name {file_name!r} already contains {SEP!r}; cannot flatten "
+            raise InputError(f"file_name {file_name!r} already contains {SEP!r}; cannot flatten "
                              "it reversibly")
     return SEP.join(parts)
 

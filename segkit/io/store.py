@@ -16,6 +16,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from ..errors import DataError, InputError, InputTypeError
 from . import atomic
 
 META = "meta.json"
@@ -24,7 +25,7 @@ FORMAT = "segkit-confidence-store"
 SUM_TOLERANCE = 2e-2
 
 
-class StoreError(ValueError):
+class StoreError(DataError):
     """A store, or a file in it, that does not hold what the store promises."""
 
 
@@ -67,7 +68,7 @@ class ConfidenceStore:
         root = Path(root)
         classes = [str(c) for c in classes]
         if len(classes) < 2:
-            raise ValueError(f"classes must name at least 2 classes; got {classes!r}")
+            raise InputError(f"classes must name at least 2 classes; got {classes!r}")
         if (root / META).exists():
             if not exist_ok:
                 raise StoreError(f"{root}: a store already exists")
@@ -94,7 +95,7 @@ class ConfidenceStore:
 
     def path(self, stem: str) -> Path:
         if not stem or "/" in stem or stem.startswith("."):
-            raise ValueError(f"stem must be a plain file stem; got {stem!r}")
+            raise InputError(f"stem must be a plain file stem; got {stem!r}")
         return self.root / f"{stem}.npy"
 
     def stems(self) -> list[str]:
@@ -255,7 +256,7 @@ class StoreSet:
     def __init__(self, parts: Sequence["ConfidenceStore | str | Path"]):
         opened = [p if isinstance(p, ConfidenceStore) else ConfidenceStore(p) for p in parts]
         if len(opened) < 2:
-            raise ValueError(f"a store set needs at least 2 stores; got {len(opened)}")
+            raise InputError(f"a store set needs at least 2 stores; got {len(opened)}")
         roots = [str(p.root) for p in opened]
         if len(set(roots)) != len(roots):
             raise StoreError(f"store set {SET_SEPARATOR.join(roots)}: a store is named twice")
@@ -356,7 +357,7 @@ def open_store(store: "ConfidenceStore | StoreSet | str | Path") -> "ConfidenceS
     if SET_SEPARATOR in text and not (Path(text) / META).is_file():
         parts = [p.strip() for p in text.split(SET_SEPARATOR)]
         if not all(parts):
-            raise ValueError(f"store set {text!r}: empty store name between commas")
+            raise InputError(f"store set {text!r}: empty store name between commas")
         return StoreSet(parts)
     return ConfidenceStore(store)
 
@@ -379,10 +380,10 @@ def open_stores(stores: Sequence["ConfidenceStore | StoreSet | str | Path"]
     list the same classes in the same order, else StoreError naming the first store that
     differs."""
     if isinstance(stores, (str, Path, ConfidenceStore, StoreSet)):
-        raise TypeError(f"stores must be a sequence of stores; got one: {stores!r}")
+        raise InputTypeError(f"stores must be a sequence of stores; got one: {stores!r}")
     opened = [open_store(s) for s in stores]
     if not opened:
-        raise ValueError("stores must name at least one confidence store")
+        raise InputError("stores must name at least one confidence store")
     first = opened[0]
     for other in opened[1:]:
         if other.classes != first.classes:

@@ -32,6 +32,7 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
+from ..errors import DataError, InputError, InputTypeError
 from . import atomic
 
 HEADER = ("image_id", "PredictionString")
@@ -42,7 +43,7 @@ DOWNSAMPLE = ("nearest", "mode", "max")
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
 
 
-class SubmissionError(ValueError):
+class SubmissionError(DataError):
     """A submission (or sample submission) file that does not hold what it must."""
 
 
@@ -52,25 +53,25 @@ def resize_labels(labels: np.ndarray, size: int | tuple[int, int] = 256,
     """(H, W) labels -> (size, size) labels by `method` (see the module docstring)."""
     labels = np.asarray(labels)
     if labels.ndim != 2:
-        raise ValueError(f"labels must be 2-D (H, W); got shape {labels.shape}")
+        raise InputError(f"labels must be 2-D (H, W); got shape {labels.shape}")
     if not np.issubdtype(labels.dtype, np.integer):
-        raise TypeError(f"labels must be integers; got dtype {labels.dtype}")
+        raise InputTypeError(f"labels must be integers; got dtype {labels.dtype}")
     out_h, out_w = (size, size) if isinstance(size, (int, np.integer)) else size
     if isinstance(out_h, bool) or int(out_h) < 1 or int(out_w) < 1:
-        raise ValueError(f"size must be a positive integer; got {size!r}")
+        raise InputError(f"size must be a positive integer; got {size!r}")
     out_h, out_w = int(out_h), int(out_w)
     if method not in DOWNSAMPLE:
-        raise ValueError(f"downsample must be one of {', '.join(map(repr, DOWNSAMPLE))}; got "
+        raise InputError(f"downsample must be one of {', '.join(map(repr, DOWNSAMPLE))}; got "
                          f"{method!r}")
     h, w = labels.shape
     if h == 0 or w == 0:
-        raise ValueError(f"labels must not be empty; got shape {labels.shape}")
+        raise InputError(f"labels must not be empty; got shape {labels.shape}")
     if method == "nearest":
         rows = np.arange(out_h) * h // out_h
         cols = np.arange(out_w) * w // out_w
         return labels[rows[:, None], cols[None, :]]
     if h % out_h or w % out_w or h // out_h != w // out_w:
-        raise ValueError(f"downsample={method!r} needs an integer block: {h}x{w} -> "
+        raise InputError(f"downsample={method!r} needs an integer block: {h}x{w} -> "
                          f"{out_h}x{out_w} is not a reduction by one integer factor; use "
                          "'nearest'")
     f = h // out_h
@@ -105,7 +106,7 @@ def encode_labels(labels: np.ndarray) -> str:
     """'0 0 3 ...': labels flattened row-major, single spaces."""
     flat = np.asarray(labels).ravel()
     if flat.size and (flat.min() < 0 or flat.max() > 65535):
-        raise ValueError(f"labels {flat.min()}..{flat.max()} are outside 0..65535")
+        raise InputError(f"labels {flat.min()}..{flat.max()} are outside 0..65535")
     return " ".join(_tokens()[flat.astype(np.intp)])
 
 
@@ -159,7 +160,7 @@ def write_submission(path: str | Path, image_ids: Iterable[str],
         dup = next(i for i in ids if ids.count(i) > 1)
         raise SubmissionError(f"image id {dup!r} appears twice")
     if downsample not in DOWNSAMPLE:
-        raise ValueError(f"downsample must be one of {', '.join(map(repr, DOWNSAMPLE))}; got "
+        raise InputError(f"downsample must be one of {', '.join(map(repr, DOWNSAMPLE))}; got "
                          f"{downsample!r}")
     from tqdm import tqdm
 

@@ -9,10 +9,11 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from ..errors import DataError, InputError
 from .engine import ENGINES, JobError, default_workers, describe_item
 
 
-class DatasetError(ValueError):
+class DatasetError(DataError):
     """Bad input to a dataset job (missing source, destination inside the source, a file that
     is not a usable mask, ...); the message names the path."""
 
@@ -25,10 +26,10 @@ def job_error_message(exc: JobError) -> str:
 
 def check_engine(engine: str, workers: int | None) -> int:
     if engine not in ENGINES:
-        raise ValueError(f"engine must be one of {', '.join(map(repr, ENGINES))}; got {engine!r}")
+        raise InputError(f"engine must be one of {', '.join(map(repr, ENGINES))}; got {engine!r}")
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
                                 or workers < 1):
-        raise ValueError(f"workers must be a positive integer or None; got {workers!r}")
+        raise InputError(f"workers must be a positive integer or None; got {workers!r}")
     return workers or default_workers()
 
 

@@ -45,6 +45,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..errors import InputError, PathNotFoundError
 from ..io import atomic
 from ..io.masks import read_mask, write_mask
 from ..io.names import unflatten_name
@@ -85,7 +86,7 @@ def find_mask(gt: Path, stem: str) -> Path:
     for candidate in (gt / unflatten_name(stem, suffix=".png"), gt / f"{stem}.png"):
         if candidate.is_file():
             return candidate
-    raise FileNotFoundError(f"no annotation for {stem!r} under {gt} (looked for "
+    raise PathNotFoundError(f"no annotation for {stem!r} under {gt} (looked for "
                             f"{unflatten_name(stem, suffix='.png')} and {stem}.png)")
 
 
@@ -137,7 +138,7 @@ class _Work:
         """(the mask as read, the labels the audit scores: outside-class labels -> ignore)."""
         mask = read_mask(find_mask(Path(self.gt), stem))
         if mask.shape != tuple(shape):
-            raise ValueError(f"{stem}: the annotation is {mask.shape[1]}x{mask.shape[0]}, the "
+            raise InputError(f"{stem}: the annotation is {mask.shape[1]}x{mask.shape[0]}, the "
                              f"probabilities {shape[1]}x{shape[0]}")
         lab = mask.astype(np.int32)
         outside = (lab >= self.num_classes) & (lab != self.ignore)
@@ -323,21 +324,21 @@ def _audit(stores, gt, out, images, top, fix, weights, ignore_index, min_region,
     _check_weights(weights, len(opened))
     gt = Path(gt)
     if not gt.is_dir():
-        raise FileNotFoundError(f"gt folder {gt} does not exist")
+        raise PathNotFoundError(f"gt folder {gt} does not exist")
     if images is not None and not Path(images).is_dir():
-        raise FileNotFoundError(f"images folder {images} does not exist")
+        raise PathNotFoundError(f"images folder {images} does not exist")
     if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 0:
-        raise ValueError(f"top must be a non-negative integer; got {top!r}")
+        raise InputError(f"top must be a non-negative integer; got {top!r}")
     if isinstance(min_region, bool) or not isinstance(min_region, (int, np.integer)) \
             or min_region < 0:
-        raise ValueError(f"min_region must be a non-negative integer; got {min_region!r}")
+        raise InputError(f"min_region must be a non-negative integer; got {min_region!r}")
     if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
-        raise ValueError(f"ignore_index must be an integer label; got {ignore_index!r}")
+        raise InputError(f"ignore_index must be an integer label; got {ignore_index!r}")
     if not isinstance(temperature, (int, float)) or not temperature > 0:
-        raise ValueError(f"temperature must be a positive number; got {temperature!r}")
+        raise InputError(f"temperature must be a positive number; got {temperature!r}")
     out = Path(out)
     if fix is not None and Path(fix).resolve() in (gt.resolve(), out.resolve()):
-        raise ValueError(f"fix must be a new folder, not the gt or out folder; got {fix}")
+        raise InputError(f"fix must be a new folder, not the gt or out folder; got {fix}")
     classes = opened[0].classes
     c = len(classes)
     stems, missing = common_stems(opened)

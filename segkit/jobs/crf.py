@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import DataError
 from ..io import atomic
 from ..io.images import IMAGE_SUFFIXES, ImageLookupError, list_images  # noqa: F401
 from .engine import map_items
@@ -22,7 +23,7 @@ from .engine import map_items
 REPORT = "crf_report.json"
 
 
-class CrfJobError(ValueError):
+class CrfJobError(DataError):
     """Inputs the job cannot use (the message names the file or folder)."""
 
 

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import pickle
+import traceback
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, Iterable, Iterator
 
 from tqdm import tqdm
+from ..errors import InputError, MissingPackageError, SegkitError
 
 ENGINES = ("local", "ray")
 
@@ -36,17 +39,58 @@ def describe_item(item: Any, limit: int = 120) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-class JobError(RuntimeError):
-    """An item failed; the message names it and the cause. Picklable (it crosses processes),
-    so the cause is kept as text."""
+class JobError(SegkitError, RuntimeError):
+    """An item failed; the message names it and the cause.
 
-    def __init__(self, item: Any, cause: str):
+    It crosses processes (pickled), and keeps what the worker raised:
+
+    - ``item``: the work item; ``cause``: ``"<type>: <message>"`` of the worker's exception;
+    - ``exception``: that exception itself, its type intact (None when it could not be pickled,
+      or when no exception was raised: the worker process died);
+    - ``traceback``: the worker's traceback as text (also chained as ``__cause__``, so an
+      uncaught JobError prints it).
+
+    The command line prints it as one line when ``exception`` is one of segkit's own errors
+    (bad input named by the worker) or None, and with the tracebacks otherwise (a bug).
+    """
+
+    #: see segkit.errors.is_user_error
+    wraps_worker_exception = True
+
+    def __init__(self, item: Any, cause: str, exception: BaseException | None = None,
+                 traceback: str | None = None):
         super().__init__(f"{describe_item(item)}: {cause}")
         self.item = item
         self.cause = cause
+        self.exception = exception
+        self.traceback = traceback
 
     def __reduce__(self):
-        return (JobError, (self.item, self.cause))
+        exception = self.exception
+        if exception is not None:
+            try:  # the worker's exception travels only if it pickles
+                pickle.loads(pickle.dumps(exception))
+            except Exception:  # noqa: BLE001 - any pickling failure: keep the text only
+                exception = None
+        return (_rebuild_job_error, (self.item, self.cause, exception, self.traceback))
+
+
+class RemoteTraceback(Exception):
+    """The traceback of an exception raised in a worker process, as text."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+def _rebuild_job_error(item, cause, exception, tb) -> JobError:
+    err = JobError(item, cause, exception, tb)
+    if exception is not None:
+        if tb:
+            exception.__cause__ = RemoteTraceback(f"\n(in the worker)\n{tb}")
+        err.__cause__ = exception
+    elif tb:
+        err.__cause__ = RemoteTraceback(f"\n(in the worker)\n{tb}")
+    return err
 
 
 def default_workers() -> int:
@@ -65,8 +109,11 @@ def _init_worker() -> None:
 def _call(fn: Callable, item: Any):
     try:
         return fn(item)
+    except JobError:
+        raise
     except Exception as exc:  # noqa: BLE001 - re-raised in the parent with the item named
-        raise JobError(item, f"{type(exc).__name__}: {exc}") from exc
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        raise JobError(item, f"{type(exc).__name__}: {exc}", exc, tb) from exc
 
 
 def map_items(fn: Callable[[Any], Any], items: Iterable[Any], *, workers: int | None = None,
@@ -83,10 +130,10 @@ def map_items(fn: Callable[[Any], Any], items: Iterable[Any], *, workers: int | 
     the last tasks still balance).
     """
     if engine not in ENGINES:
-        raise ValueError(f"engine must be one of {', '.join(map(repr, ENGINES))}; got {engine!r}")
+        raise InputError(f"engine must be one of {', '.join(map(repr, ENGINES))}; got {engine!r}")
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
                                 or workers < 1):
-        raise ValueError(f"workers must be a positive integer or None; got {workers!r}")
+        raise InputError(f"workers must be a positive integer or None; got {workers!r}")
     workers = workers or default_workers()
     if total is None and hasattr(items, "__len__"):
         total = len(items)  # type: ignore[arg-type]
@@ -181,7 +228,7 @@ def ray_init(workers: int | None = None):
     try:
         import ray
     except ImportError as exc:
-        raise ImportError("engine='ray' needs Ray: pip install 'segkit[ray]' "
+        raise MissingPackageError("engine='ray' needs Ray: pip install 'segkit[ray]' "
                           f"({type(exc).__name__}: {exc})") from exc
 
     if not ray.is_initialized():
@@ -233,5 +280,6 @@ def _ray_get(ray, ref):
         # RayTaskError subclass whose own `cause` attribute is that exception again).
         cause = exc.cause
         if isinstance(cause, JobError):
-            raise JobError(cause.item, cause.cause) from None
+            raise _rebuild_job_error(cause.item, cause.cause, cause.exception,
+                                     cause.traceback) from None
         raise

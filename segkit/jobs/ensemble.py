@@ -29,22 +29,20 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..errors import InputError, PathNotFoundError
 from ..io import atomic
 from ..io.images import IMAGE_SUFFIXES, find_image, read_image  # noqa: F401 (re-exported)
 from ..io.masks import read_mask, write_mask
 from ..io.names import flatten_name, unflatten_name
 from ..io.store import ConfidenceStore, StoreError, common_stems, open_stores, store_identity
 from ..io.submission import DOWNSAMPLE, read_sample_ids, write_submission
+from ..ops.convcrf import CRF_PRESETS, convcrf_labels
 from ..ops.soft_vote import _check_weights
 from ._stores import StoreReader, per_process
 
 SETTINGS = "ensemble.json"
 #: zlib level of the label PNGs: 1 writes a 512x512 map ~4x faster than PIL's default 6.
 PNG_COMPRESS_LEVEL = 1
-
-
-class CRFUnavailableError(RuntimeError):
-    """ConvCRF was asked for but this build of segkit does not include it."""
 
 
 @dataclass
@@ -67,18 +65,6 @@ class EnsembleReport:
         if self.submission:
             lines.append(f"  submission: {self.submission}")
         return "\n".join(lines)
-
-
-def crf_api():
-    """(convcrf_labels, CRF_PRESETS) of this build, or CRFUnavailableError."""
-    import segkit
-
-    fn = getattr(segkit, "convcrf_labels", None)
-    presets = getattr(segkit, "CRF_PRESETS", None)
-    if fn is None or presets is None:
-        raise CRFUnavailableError("ConvCRF is not available in this build (segkit.convcrf_labels "
-                                  "is missing); run the ensemble without crf")
-    return fn, presets
 
 
 class _VoteImage:
@@ -152,16 +138,15 @@ class _VoteImage:
             if self.crf_setting is not None:
                 image = read_image(find_image(Path(self.images), stem))
                 if image.shape[:2] != labels.shape:
-                    raise ValueError(f"{stem}: image is {image.shape[1]}x{image.shape[0]}, "
+                    raise InputError(f"{stem}: image is {image.shape[1]}x{image.shape[0]}, "
                                      f"the probabilities {labels.shape[1]}x{labels.shape[0]}")
             labels = setting_labels(mean, None if bias is None else
                                     bias_scale(bias, self.num_classes), self.crf_setting,
                                     image, bias).astype(labels.dtype)
         elif self.crf is not None:
-            convcrf_labels, _ = crf_api()
             image = read_image(find_image(Path(self.images), stem))
             if image.shape[:2] != labels.shape:
-                raise ValueError(f"{stem}: image is {image.shape[1]}x{image.shape[0]}, the "
+                raise InputError(f"{stem}: image is {image.shape[1]}x{image.shape[0]}, the "
                                  f"probabilities {labels.shape[1]}x{labels.shape[0]}")
             labels = np.asarray(convcrf_labels(
                 mean, image, preset=self.crf,
@@ -234,36 +219,36 @@ def ensemble(stores: Sequence[ConfidenceStore | str | Path], weights: Sequence[f
         from .tune import load_tuned
 
         if weights is not None or crf is not None:
-            raise ValueError("give either tuned or weights/crf: the tuned setting holds the "
+            raise InputError("give either tuned or weights/crf: the tuned setting holds the "
                              "weights, bias and CRF")
         doc = tuned if isinstance(tuned, dict) else load_tuned(tuned)
         if len(doc["weights"]) != len(opened):
-            raise ValueError(f"tuned has {len(doc['weights'])} weights for {len(opened)} stores: "
+            raise InputError(f"tuned has {len(doc['weights'])} weights for {len(opened)} stores: "
                              "pass the test stores of the tuned models, in the same order")
         if list(doc["classes"]) != opened[0].classes:
             raise StoreError(f"tuned was made for classes {doc['classes']}, but the stores list "
                              f"{opened[0].classes}")
         weights, bias, crf_setting = doc["weights"], doc.get("bias"), doc.get("crf")
         if crf_setting is not None and images is None:
-            raise ValueError("the tuned setting has a ConvCRF: pass images=<folder> (--images)")
+            raise InputError("the tuned setting has a ConvCRF: pass images=<folder> (--images)")
         if crf_setting is not None and not Path(images).is_dir():
-            raise FileNotFoundError(f"images folder {images} does not exist")
+            raise PathNotFoundError(f"images folder {images} does not exist")
     factors = _check_weights(weights, len(opened))
     if downsample not in DOWNSAMPLE:
-        raise ValueError(f"downsample must be one of {', '.join(map(repr, DOWNSAMPLE))}; got "
+        raise InputError(f"downsample must be one of {', '.join(map(repr, DOWNSAMPLE))}; got "
                          f"{downsample!r}")
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
-        raise ValueError(f"size must be a positive integer; got {size!r}")
+        raise InputError(f"size must be a positive integer; got {size!r}")
     if crf is not None and tuned is None:
-        _, presets = crf_api()
-        if crf not in presets:
-            raise ValueError(f"crf must be one of {', '.join(map(repr, presets))}; got {crf!r}")
+        if crf not in CRF_PRESETS:
+            raise InputError(f"crf must be one of {', '.join(map(repr, CRF_PRESETS))}; got "
+                             f"{crf!r}")
         if images is None:
-            raise ValueError("crf needs the images: pass images=<folder>")
+            raise InputError("crf needs the images: pass images=<folder>")
         if not Path(images).is_dir():
-            raise FileNotFoundError(f"images folder {images} does not exist")
+            raise PathNotFoundError(f"images folder {images} does not exist")
     if sample is not None and submission is None:
-        raise ValueError("sample is only used with submission=<csv path>")
+        raise InputError("sample is only used with submission=<csv path>")
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -346,7 +331,7 @@ def _check_settings(out: Path, settings: dict[str, Any], resume: bool) -> None:
             raise StoreError(f"{path}: unreadable ({exc}); remove it or use resume=False") from exc
         for key in ("stores", "factors", "crf", "classes", "bias", "crf_setting"):
             if old.get(key) != settings[key]:
-                raise ValueError(f"{out} holds an ensemble made with other settings ({key}: "
+                raise InputError(f"{out} holds an ensemble made with other settings ({key}: "
                                  f"{old.get(key)!r}, now {settings[key]!r}); use another out "
                                  "folder or resume=False to recompute it")
     atomic.write_json(path, {**settings, "updated": _now()})

@@ -9,6 +9,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..errors import InputError, PathNotFoundError
 from ..io import atomic
 from ..io.masks import read_mask
 from ..io.store import META, SET_SEPARATOR, ConfidenceStore, open_store
@@ -81,7 +82,7 @@ class _PairCounter:
         else:
             pred = read_mask(pred_path)
         if pred.shape != gt.shape:
-            raise ValueError(f"prediction is {pred.shape[1]}x{pred.shape[0]} but the ground "
+            raise InputError(f"prediction is {pred.shape[1]}x{pred.shape[0]} but the ground "
                              f"truth {gt_path} is {gt.shape[1]}x{gt.shape[0]}")
         dtype = np.promote_types(pred.dtype, gt.dtype)
         dtype = np.int32 if dtype not in (np.uint8, np.uint16, np.int64) else dtype
@@ -113,7 +114,7 @@ def evaluate(pred: str | Path, gt: str | Path, num_classes: int, *, ignore_index
     """
     pred, gt = Path(pred), Path(gt)
     if not gt.is_dir():
-        raise FileNotFoundError(f"gt: no such folder {gt}")
+        raise PathNotFoundError(f"gt: no such folder {gt}")
     reader = None
     is_set = SET_SEPARATOR in str(pred) and not pred.is_dir()  # fold stores "a,b"
     if is_set or (pred / META).is_file():
@@ -125,17 +126,17 @@ def evaluate(pred: str | Path, gt: str | Path, num_classes: int, *, ignore_index
     elif pred.is_dir():
         pred_keys = mask_index(pred)
     else:
-        raise FileNotFoundError(f"pred: no such folder or confidence store {pred}")
+        raise PathNotFoundError(f"pred: no such folder or confidence store {pred}")
     gt_keys = mask_index(gt)
     if not gt_keys:
-        raise ValueError(f"gt: no PNG masks in {gt}")
+        raise InputError(f"gt: no PNG masks in {gt}")
     missing = [k for k in gt_keys if k not in pred_keys]
     if missing and strict:
-        raise ValueError(f"{len(missing)} ground-truth masks have no prediction, e.g. "
+        raise InputError(f"{len(missing)} ground-truth masks have no prediction, e.g. "
                          f"{missing[0]!r}")
     items = [(k, pred_keys[k], gt_keys[k]) for k in gt_keys if k in pred_keys]
     if not items:
-        raise ValueError(f"no prediction in {pred} matches a mask in {gt}")
+        raise InputError(f"no prediction in {pred} matches a mask in {gt}")
     counter = _PairCounter(num_classes, ignore_index, reader)
     cm = np.zeros((num_classes, num_classes), np.int64)
     for part in map_items(counter, items, workers=workers, engine=engine, desc="evaluate",
@@ -143,7 +144,7 @@ def evaluate(pred: str | Path, gt: str | Path, num_classes: int, *, ignore_index
         cm += part
     names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
     if len(names) != num_classes:
-        raise ValueError(f"class_names has {len(names)} names for {num_classes} classes")
+        raise InputError(f"class_names has {len(names)} names for {num_classes} classes")
     result = Evaluation(cm, names, len(items), missing)
     if out is not None:
         out = Path(out)

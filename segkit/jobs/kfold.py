@@ -30,6 +30,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..errors import InputError, MissingPackageError
 from .. import _validate
 from ..io.atomic import write_json, write_text
 from ..io.coco import ON_INVALID, CocoFindings, CocoIndex
@@ -151,11 +152,11 @@ def multilabel_folds(counts: np.ndarray, k: int, seed: int) -> np.ndarray:
     try:
         from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
     except ImportError as exc:  # pragma: no cover - a base dependency
-        raise ImportError("method='multilabel' needs iterative-stratification: "
+        raise MissingPackageError("method='multilabel' needs iterative-stratification: "
                           "pip install iterative-stratification") from exc
     y = (counts[:, counts.sum(0) > 0] > 0).astype(np.int64)
     if y.shape[1] == 0:
-        raise ValueError("method='multilabel' needs annotations to stratify on; this dataset "
+        raise InputError("method='multilabel' needs annotations to stratify on; this dataset "
                          "has none (use method='greedy')")
     fold = np.full(len(counts), -1, np.int64)
     splitter = MultilabelStratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
@@ -217,7 +218,7 @@ def kfold(ann_file, k: int = 5, method: str = "greedy", seed: int = 0, out=None,
     index = CocoIndex.open(ann_file, on_invalid=on_invalid)
     n = len(index.images)
     if k > n:
-        raise ValueError(f"k={k} is larger than the number of images ({n}) in {ann_file}")
+        raise InputError(f"k={k} is larger than the number of images ({n}) in {ann_file}")
     t0 = time.perf_counter()
     counts = instance_counts(index)
     fold_of = (greedy_folds if method == "greedy" else multilabel_folds)(counts, k, seed)

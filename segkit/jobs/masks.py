@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..errors import InputError, is_user_error
 from ..io.atomic import remove_temporaries, write_json
 from ..io.coco import (IGNORE_LABEL, ON_INVALID, CocoIndex,
                        LabelTable, check_crowd, check_image_size, count_labels, rasterize)
@@ -38,17 +39,17 @@ def resolve_palette(palette: Any, table: LabelTable) -> np.ndarray | None:
         return None
     if isinstance(palette, str):
         if palette != "trash":
-            raise ValueError(f"palette must be None, False, one of "
+            raise InputError(f"palette must be None, False, one of "
                              f"{', '.join(map(repr, PALETTE_NAMES))} or a (K, 3) array; "
                              f"got {palette!r}")
         if table.num_labels > len(TRASH_PALETTE):
-            raise ValueError(f"palette='trash' has {len(TRASH_PALETTE)} colours but the "
+            raise InputError(f"palette='trash' has {len(TRASH_PALETTE)} colours but the "
                              f"annotations have {table.num_labels} labels; use 'auto'")
         return TRASH_PALETTE.copy()
     arr = np.asarray(palette)
     if arr.ndim != 2 or arr.shape[1] != 3 or not 1 <= len(arr) <= 256 or \
             arr.min(initial=0) < 0 or arr.max(initial=0) > 255:
-        raise ValueError(f"palette array must be (K, 3) with 1 <= K <= 256 and values 0..255; "
+        raise InputError(f"palette array must be (K, 3) with 1 <= K <= 256 and values 0..255; "
                          f"got shape {arr.shape}")
     return arr.astype(np.uint8)
 
@@ -111,6 +112,8 @@ def _run(fn, items, nworkers, engine, desc, progress, tally, peaks):
             tally.add(r)
             peaks.add(r.get("memory"), r.get("mask_bytes", 0))
     except JobError as exc:
+        if not is_user_error(exc):
+            raise  # a bug in a worker: its traceback stays chained
         raise DatasetError(job_error_message(exc)) from None
 
 
@@ -118,7 +121,7 @@ def open_index(ann_file, on_invalid: str, crowd: str) -> CocoIndex:
     """The checked :class:`CocoIndex` of a job's COCO input; bad options raise ValueError,
     defects of the file CocoError (a ValueError naming the file and the record)."""
     if on_invalid not in ON_INVALID:
-        raise ValueError(f"on_invalid must be one of {', '.join(map(repr, ON_INVALID))}; "
+        raise InputError(f"on_invalid must be one of {', '.join(map(repr, ON_INVALID))}; "
                          f"got {on_invalid!r}")
     check_crowd(crowd)
     index = CocoIndex.open(ann_file, on_invalid=on_invalid)

@@ -23,6 +23,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .. import _backend
+from ..errors import is_user_error
 from ..io.atomic import is_temporary, remove_temporaries, write_json
 from ..io.coco import CocoError, check_image_size, rasterize
 from ..io.images import IMAGE_SUFFIXES as _IMAGE_SUFFIXES
@@ -262,6 +263,8 @@ def resample(src, dst, *, size: int = 3, anchor: str = "center", ties: str = "ke
                 tally.add(r)
                 peaks.add(r.get("memory"), r.get("mask_bytes", 0))
     except JobError as exc:
+        if not is_user_error(exc):
+            raise  # a bug in a worker: its traceback stays chained
         raise DatasetError(job_error_message(exc)) from None
     seconds = time.perf_counter() - t0
     if labels_json is not None:

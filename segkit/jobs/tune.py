@@ -48,6 +48,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from ..errors import InputError, InputTypeError, PathNotFoundError
 from ..io import atomic
 from ..io.masks import read_mask
 from ..io.store import common_stems, open_stores, store_identity
@@ -93,10 +94,10 @@ def check_crf(crf: Any) -> dict[str, Any] | None:
     if crf is None:
         return None
     if not isinstance(crf, dict):
-        raise ValueError(f"crf must be a dict of ConvCRF settings or null; got {crf!r}")
+        raise InputError(f"crf must be a dict of ConvCRF settings or null; got {crf!r}")
     unknown = sorted(set(crf) - set(CRF_KEYS))
     if unknown:
-        raise ValueError(f"crf has unknown keys {unknown}; known: {', '.join(CRF_KEYS)}")
+        raise InputError(f"crf has unknown keys {unknown}; known: {', '.join(CRF_KEYS)}")
     from ..ops.convcrf import crf_params
 
     crf_params(None, **crf)  # raises on a bad value, naming it
@@ -135,7 +136,7 @@ class _Pixels:
         probs = self.stores.read(stem)
         gt = read_mask(self.masks[stem])
         if gt.shape != probs[0].shape[1:]:
-            raise ValueError(f"{stem}: mask {self.masks[stem]} is {gt.shape[1]}x{gt.shape[0]}, "
+            raise InputError(f"{stem}: mask {self.masks[stem]} is {gt.shape[1]}x{gt.shape[0]}, "
                              f"the probabilities {probs[0].shape[2]}x{probs[0].shape[1]}")
         return probs, gt
 
@@ -146,7 +147,7 @@ class _Pixels:
         valid = np.ones(g.shape, bool) if self.ignore_index is None else g != self.ignore_index
         if ((g[valid] < 0) | (g[valid] >= c)).any():
             bad = g[valid][(g[valid] < 0) | (g[valid] >= c)][0]
-            raise ValueError(f"{stem}: mask {self.masks[stem]} has label {int(bad)} outside "
+            raise InputError(f"{stem}: mask {self.masks[stem]} has label {int(bad)} outside "
                              f"0..{c - 1} (and not ignore_index {self.ignore_index})")
         from .._numba.vote_confusion import settled_pixels
 
@@ -194,7 +195,7 @@ class _CrfCounts:
             if crf is not None and image is None:
                 image = read_image(find_image(Path(self.images), stem))
                 if image.shape[:2] != gt.shape:
-                    raise ValueError(f"{stem}: image is {image.shape[1]}x{image.shape[0]}, "
+                    raise InputError(f"{stem}: image is {image.shape[1]}x{image.shape[0]}, "
                                      f"the probabilities {gt.shape[1]}x{gt.shape[0]}")
             b = None if bias is None else np.asarray(bias, np.float64)
             labels = setting_labels(means[key], None if b is None else bias_scale(b, c), crf,
@@ -406,7 +407,7 @@ def parse_search(search: Any) -> tuple[str, ...]:
     search = tuple(search)
     bad = [s for s in search if s not in SEARCHES]
     if bad or not search:
-        raise ValueError(f"search must name some of {', '.join(SEARCHES)}; got {search!r}")
+        raise InputError(f"search must name some of {', '.join(SEARCHES)}; got {search!r}")
     return search
 
 
@@ -462,24 +463,24 @@ def tune(models: Sequence[Any], gt: str | Path, out: str | Path, *,
     search = parse_search(search)
     if isinstance(holdout, bool) or not isinstance(holdout, (int, float)) or \
             not 0 < holdout < 1:
-        raise ValueError(f"holdout must be a fraction in (0, 1); got {holdout!r}")
+        raise InputError(f"holdout must be a fraction in (0, 1); got {holdout!r}")
     for name, value, low in (("budget", budget, 1), ("crf_images", crf_images, 1),
                              ("crf_budget", crf_budget, 1)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-            raise ValueError(f"{name} must be an integer >= {low}; got {value!r}")
+            raise InputError(f"{name} must be an integer >= {low}; got {value!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise ValueError(f"seed must be an integer; got {seed!r}")
+        raise InputError(f"seed must be an integer; got {seed!r}")
     if not isinstance(bias_bound, (int, float)) or not 0 < bias_bound <= 20:
-        raise ValueError(f"bias_bound must be in (0, 20]; got {bias_bound!r}")
+        raise InputError(f"bias_bound must be in (0, 20]; got {bias_bound!r}")
     workers = check_engine(engine, workers)
     if "crf" in search and images is None:
-        raise ValueError("search 'crf' needs the images: pass images=<folder> (--images)")
+        raise InputError("search 'crf' needs the images: pass images=<folder> (--images)")
     if images is not None and not Path(images).is_dir():
-        raise FileNotFoundError(f"images folder {images} does not exist")
+        raise PathNotFoundError(f"images folder {images} does not exist")
     if not Path(gt).is_dir():
-        raise FileNotFoundError(f"gt: no such folder {gt}")
+        raise PathNotFoundError(f"gt: no such folder {gt}")
     if isinstance(models, (str, Path)):
-        raise TypeError(f"models must be a sequence of stores; got one: {models!r}")
+        raise InputTypeError(f"models must be a sequence of stores; got one: {models!r}")
     opened = open_stores(models)
     classes = opened[0].classes
     m, c = len(opened), len(classes)
@@ -496,7 +497,7 @@ def tune(models: Sequence[Any], gt: str | Path, out: str | Path, *,
         warnings.warn(f"{len(no_mask)} images have no mask in {gt} (e.g. {no_mask[0]}); "
                       "they are left out", stacklevel=2)
     if len(stems) < 2:
-        raise ValueError(f"need at least 2 OOF images with a mask in {gt}; found {len(stems)}")
+        raise InputError(f"need at least 2 OOF images with a mask in {gt}; found {len(stems)}")
 
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(stems))
@@ -686,13 +687,13 @@ def load_tuned(path: str | Path) -> dict:
     if path.is_dir():
         path = path / TUNED
     if not path.is_file():
-        raise FileNotFoundError(f"tuned: no such file {path} (write one with `segkit tune`)")
+        raise PathNotFoundError(f"tuned: no such file {path} (write one with `segkit tune`)")
     try:
         doc = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: unreadable ({exc})") from exc
+        raise InputError(f"{path}: unreadable ({exc})") from exc
     if not isinstance(doc, dict) or "weights" not in doc or "classes" not in doc:
-        raise ValueError(f"{path}: not a segkit tuned.json (no weights/classes)")
+        raise InputError(f"{path}: not a segkit tuned.json (no weights/classes)")
     _check_weights(doc["weights"], len(doc["weights"]))
     check_bias(doc.get("bias"), len(doc["classes"]))
     doc["crf"] = check_crf(doc.get("crf"))

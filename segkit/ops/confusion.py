@@ -5,6 +5,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import InputError, InputTypeError
 from .. import _backend, _validate
 
 MAX_CLASSES = 4096
@@ -54,7 +55,7 @@ def confusion_matrix(pred: Any, gt: Any, num_classes: int, *, ignore_index: int 
 def _confusion(name, pred, gt, num_classes, ignore_index):
     num_classes = _validate.integer("num_classes", num_classes, minimum=1)
     if num_classes > MAX_CLASSES:
-        raise ValueError(f"num_classes must be <= {MAX_CLASSES}; got {num_classes}")
+        raise InputError(f"num_classes must be <= {MAX_CLASSES}; got {num_classes}")
     if name == "cuda":
         from .._cuda import as_cupy
 
@@ -63,11 +64,11 @@ def _confusion(name, pred, gt, num_classes, ignore_index):
     else:
         p, g = np.asarray(pred), np.asarray(gt)
     if p.shape != g.shape:
-        raise ValueError(f"pred and gt must have the same shape; got {p.shape} and {g.shape}")
+        raise InputError(f"pred and gt must have the same shape; got {p.shape} and {g.shape}")
     _validate.fits_memory("pred", p.shape)
     dtype = _validate.label_dtype("pred", p.dtype)
     if _validate.label_dtype("gt", g.dtype) != dtype or np.dtype(p.dtype) != np.dtype(g.dtype):
-        raise TypeError(f"pred and gt must have the same dtype; got {p.dtype} and {g.dtype}")
+        raise InputTypeError(f"pred and gt must have the same dtype; got {p.dtype} and {g.dtype}")
     # ignore_index may lie outside the label dtype (e.g. 255 with int8): then nothing matches.
     if ignore_index is not None:
         ignore_index = _validate.integer("ignore_index", ignore_index)
@@ -81,7 +82,7 @@ def _confusion(name, pred, gt, num_classes, ignore_index):
         if ignore_index is not None and bad[0]:
             vals = vals[vals != ignore_index]
         example = vals[(vals < 0) | (vals >= num_classes)][:1]
-        raise ValueError(f"{which} has {bad[0] or bad[1]} labels outside 0..{num_classes - 1} "
+        raise InputError(f"{which} has {bad[0] or bad[1]} labels outside 0..{num_classes - 1} "
                          f"(e.g. {int(example[0]) if example.size else '?'}); set num_classes or "
                          "ignore_index")
     return counts

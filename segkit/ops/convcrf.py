@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import InputError, InputTypeError
 from .. import _backend, _validate
 from ..reference.convcrf import DEFAULTS, coefficients
 
@@ -79,12 +80,12 @@ def _kernel_record(params: CrfParams):
 
 def _real(name: str, value: Any, *, positive: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a real number; got {value!r} ({type(value).__name__})")
+        raise InputTypeError(f"{name} must be a real number; got {value!r} ({type(value).__name__})")
     value = float(value)
     if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite; got {value}")
+        raise InputError(f"{name} must be finite; got {value}")
     if positive and value <= 0:
-        raise ValueError(f"{name} must be > 0; got {value}")
+        raise InputError(f"{name} must be > 0; got {value}")
     return value
 
 
@@ -95,7 +96,7 @@ def crf_params(preset: str | None = None, **overrides: Any) -> CrfParams:
         _validate.choice("preset", preset, tuple(CRF_PRESETS))
     unknown = set(overrides) - set(DEFAULTS)
     if unknown:
-        raise TypeError(f"unknown ConvCRF parameter(s): {', '.join(sorted(unknown))}")
+        raise InputTypeError(f"unknown ConvCRF parameter(s): {', '.join(sorted(unknown))}")
     p = dict(DEFAULTS)
     if preset is not None:
         p.update(CRF_PRESETS[preset])
@@ -103,14 +104,14 @@ def crf_params(preset: str | None = None, **overrides: Any) -> CrfParams:
 
     filter_size = _validate.integer("filter_size", p["filter_size"], minimum=1)
     if filter_size % 2 == 0:
-        raise ValueError(f"filter_size must be odd; got {filter_size}")
+        raise InputError(f"filter_size must be odd; got {filter_size}")
     blur = _validate.integer("blur", p["blur"], minimum=1)
     if blur > 1 and blur % 2:
-        raise ValueError(f"blur must be 1 or even (ConvCRF's pooling); got {blur}")
+        raise InputError(f"blur must be 1 or even (ConvCRF's pooling); got {blur}")
     num_iter = _validate.integer("num_iter", p["num_iter"], minimum=1)
     final_softmax = p["final_softmax"]
     if not isinstance(final_softmax, (bool, np.bool_)):
-        raise TypeError(f"final_softmax must be True or False; got {final_softmax!r}")
+        raise InputTypeError(f"final_softmax must be True or False; got {final_softmax!r}")
     return CrfParams(
         filter_size=filter_size, blur=blur, num_iter=num_iter,
         pos_sdims=_real("pos_sdims", p["pos_sdims"], positive=True),
@@ -268,7 +269,7 @@ def _run_on(name: str, unary: Any, image: Any, params: CrfParams, finish=None):
         u, img, back = np.asarray(_detached(unary)), np.asarray(_detached(image)), None
     u4, img4, squeeze = canonical_shapes(u, img)
     if np.dtype(u4.dtype).kind != "f":
-        raise TypeError(f"unary must be float32 or float16 scores; got dtype {u4.dtype}")
+        raise InputTypeError(f"unary must be float32 or float16 scores; got dtype {u4.dtype}")
     scores = xp.array(u4, dtype=np.float32, order="C", copy=True)
     check_unary_values(scores, params.unary_kind, xp)
     img4 = image_dtype(img4, xp)
@@ -289,11 +290,11 @@ def _detached(x):
 def canonical_shapes(u, img):
     """(unary (N, C, H, W), image view (N, 3, H, W), squeeze) or a ValueError."""
     if u.ndim not in (3, 4):
-        raise ValueError(f"unary must be (C, H, W) or (N, C, H, W); got shape {tuple(u.shape)}")
+        raise InputError(f"unary must be (C, H, W) or (N, C, H, W); got shape {tuple(u.shape)}")
     _validate.fits_memory("unary", u.shape, 4)
     c, h, w = u.shape[-3:]
     if c < 2:
-        raise ValueError(f"unary must have at least 2 classes; got C={c} "
+        raise InputError(f"unary must have at least 2 classes; got C={c} "
                          f"(shape {tuple(u.shape)})")
     ish = tuple(img.shape)
     if u.ndim == 3:
@@ -301,14 +302,14 @@ def canonical_shapes(u, img):
             return u[None], img.transpose(2, 0, 1)[None], True
         if ish == (3, h, w):
             return u[None], img[None], True
-        raise ValueError(f"image must be (H, W, 3) or (3, H, W) = ({h}, {w}, 3) or (3, {h}, {w}) "
+        raise InputError(f"image must be (H, W, 3) or (3, H, W) = ({h}, {w}, 3) or (3, {h}, {w}) "
                          f"for a unary of shape {tuple(u.shape)}; got shape {ish}")
     n = u.shape[0]
     if ish == (n, 3, h, w):
         return u, img, False
     if ish == (n, h, w, 3):
         return u, img.transpose(0, 3, 1, 2), False
-    raise ValueError(f"image must be (N, 3, H, W) = ({n}, 3, {h}, {w}) or (N, H, W, 3) = "
+    raise InputError(f"image must be (N, 3, H, W) = ({n}, 3, {h}, {w}) or (N, H, W, 3) = "
                      f"({n}, {h}, {w}, 3) for a unary of shape {tuple(u.shape)}; got shape {ish}")
 
 
@@ -317,14 +318,14 @@ def check_unary_values(scores, unary_kind: str, xp) -> None:
         return
     if not bool(xp.isfinite(scores).all()):
         bad = int((~xp.isfinite(scores)).sum())
-        raise ValueError(f"unary contains NaN or inf ({bad} values)")
+        raise InputError(f"unary contains NaN or inf ({bad} values)")
     if unary_kind == "probs":
         low = float(scores.min())
         if low < 0:
-            raise ValueError(f"unary: unary_kind='probs' needs probabilities >= 0; got a minimum "
+            raise InputError(f"unary: unary_kind='probs' needs probabilities >= 0; got a minimum "
                              f"of {low:.3g} (pass logits with unary_kind='logits')")
         if not bool((scores.max(axis=1) > 0).all()):
-            raise ValueError("unary: unary_kind='probs', but some pixels have probability 0 for "
+            raise InputError("unary: unary_kind='probs', but some pixels have probability 0 for "
                              "every class")
 
 
@@ -334,11 +335,11 @@ def image_dtype(img, xp):
     if dt == np.uint8:
         return img
     if dt.kind != "f":
-        raise TypeError(f"image must be uint8 or floating point (values 0-255); got dtype {dt}")
+        raise InputTypeError(f"image must be uint8 or floating point (values 0-255); got dtype {dt}")
     if dt != np.float32:
         img = img.astype(np.float32)
     if img.size and not bool(xp.isfinite(img).all()):
-        raise ValueError("image contains NaN or inf")
+        raise InputError("image contains NaN or inf")
     return img
 
 

@@ -39,6 +39,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..errors import InputError, InputTypeError
 from .. import _backend, _validate
 
 HIST_BINS = 1 << 16
@@ -58,18 +59,18 @@ def _prepare(labels: Any, probs: Any, ignore_index, name_l="labels", name_p="pro
     _validate.label_ndim(name_l, lab.shape)
     squeeze = lab.ndim == 2
     if p.ndim != lab.ndim + 1:
-        raise ValueError(f"{name_p} must be {'(C, H, W)' if squeeze else '(N, C, H, W)'} for "
+        raise InputError(f"{name_p} must be {'(C, H, W)' if squeeze else '(N, C, H, W)'} for "
                          f"{name_l} of shape {lab.shape}; got shape {p.shape}")
     if squeeze:
         lab, p = lab[None], p[None]
     if p.shape[0] != lab.shape[0] or p.shape[2:] != lab.shape[1:]:
-        raise ValueError(f"{name_p} {p.shape} and {name_l} {lab.shape} differ in N, H or W")
+        raise InputError(f"{name_p} {p.shape} and {name_l} {lab.shape} differ in N, H or W")
     if p.shape[1] < 1:
-        raise ValueError(f"{name_p} needs at least one class; got shape {p.shape}")
+        raise InputError(f"{name_p} needs at least one class; got shape {p.shape}")
     dtype = _validate.label_dtype(name_l, lab.dtype)
     if p.dtype not in (np.float16, np.float32):
         if p.dtype.kind != "f":
-            raise TypeError(f"{name_p} must be float16 or float32 probabilities; got {p.dtype}")
+            raise InputTypeError(f"{name_p} must be float16 or float32 probabilities; got {p.dtype}")
         p = p.astype(np.float32)
     _validate.finite(name_p, p[0] if squeeze else p)  # every backend: checked before dispatch
     ignore_index = _validate.ignore_index(ignore_index, dtype)
@@ -110,7 +111,7 @@ def score_pixels(labels, probs, thresholds, *, ignore_index=None, histogram: boo
     name = _backend.resolve(backend, labels, probs)
     thr = np.asarray(thresholds, np.float64)
     if thr.shape != (p.shape[1],):
-        raise ValueError(f"thresholds must have one entry per class ({p.shape[1]}); got shape "
+        raise InputError(f"thresholds must have one entry per class ({p.shape[1]}); got shape "
                          f"{thr.shape}")
     sc, cand, hist, counted = _STAGES[name].scores(lab, p, p.shape[1], ign,
                                                   thr - FLOATING_POINT_COMPARISON, histogram)
@@ -134,7 +135,7 @@ def flag_pixels(pixel_scores, candidates, cutoff_key: int, *, backend: str = "au
     s = np.ascontiguousarray(pixel_scores, np.float32)
     c = np.ascontiguousarray(candidates).astype(np.uint8, copy=False)
     if s.shape != c.shape:
-        raise ValueError(f"pixel_scores {s.shape} and candidates {c.shape} differ")
+        raise InputError(f"pixel_scores {s.shape} and candidates {c.shape} differ")
     name = _backend.resolve(backend, pixel_scores)
     return _STAGES[name].flags(s, c, int(cutoff_key)).reshape(s.shape)
 
@@ -178,7 +179,7 @@ def find_cutoff(hist: np.ndarray, count: int, gather: Callable[[int], np.ndarray
     hist = np.asarray(hist, np.int64)
     cum = np.cumsum(hist)
     if count > cum[-1]:
-        raise ValueError(f"count {count} exceeds the {int(cum[-1])} scored pixels")
+        raise InputError(f"count {count} exceeds the {int(cum[-1])} scored pixels")
     b = int(np.searchsorted(cum, count))
     before = int(cum[b] - hist[b])
     keys = order_keys(gather(b))
@@ -322,11 +323,11 @@ def label_quality(labels: Any, probs: Any, method: str = "softmin", temperature:
     (0.4033, [[0.8999999761581421, 0.4000000059604645]])
     """
     if method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))}; got "
+        raise InputError(f"method must be one of {', '.join(map(repr, METHODS))}; got "
                          f"{method!r}")
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float, np.floating)) \
             or not temperature > 0:
-        raise ValueError(f"temperature must be a positive number; got {temperature!r}")
+        raise InputError(f"temperature must be a positive number; got {temperature!r}")
     lab, p, ign, squeeze = _prepare(labels, probs, ignore_index)
     c = p.shape[1]
     _check_range(lab, c, ign)
@@ -345,7 +346,7 @@ def _check_range(lab: np.ndarray, c: int, ign) -> None:
     if ign is not None:
         bad &= v != ign
     if bad.any():
-        raise ValueError(f"labels has {int(bad.sum())} pixels outside 0..{c - 1} (e.g. "
+        raise InputError(f"labels has {int(bad.sum())} pixels outside 0..{c - 1} (e.g. "
                          f"{int(v[bad][0])}); set ignore_index or fix them")
 
 

@@ -5,6 +5,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..errors import InputError, InputTypeError
 from .. import _backend, _validate
 from ..reference.soft_vote import label_dtype, weight_factors
 
@@ -90,14 +91,14 @@ def _soft_vote(name, models, weights, return_probs):
         back = converted[0][1]
         devices = {a.device.id for a in arrays}
         if len(devices) > 1:
-            raise ValueError(f"probs are on several GPUs ({sorted(devices)}); put every model "
+            raise InputError(f"probs are on several GPUs ({sorted(devices)}); put every model "
                              "on one device")
     else:
         arrays = [np.asarray(p) for p in models]
     shape, dtype = _check_models(arrays)
     factors = _check_weights(weights, len(arrays))
     if not isinstance(return_probs, (bool, np.bool_)):
-        raise TypeError(f"return_probs must be True or False; got {return_probs!r}")
+        raise InputTypeError(f"return_probs must be True or False; got {return_probs!r}")
     num_classes = shape[-3]
     lab_dtype = label_dtype(num_classes)
 
@@ -119,11 +120,11 @@ def _soft_vote(name, models, weights, return_probs):
 def _as_models(probs: Any) -> list:
     if isinstance(probs, (str, bytes)) or not hasattr(probs, "__len__") or \
             not hasattr(probs, "__getitem__"):
-        raise TypeError("probs must be a sequence of arrays, one per model (or a stacked "
+        raise InputTypeError("probs must be a sequence of arrays, one per model (or a stacked "
                         f"(M, C, H, W) array); got {type(probs).__name__}")
     models = [probs[i] for i in range(len(probs))]
     if not models:
-        raise ValueError("probs must hold at least one model's probabilities; got an empty "
+        raise InputError("probs must hold at least one model's probabilities; got an empty "
                          "sequence")
     return models
 
@@ -132,29 +133,29 @@ def _check_models(arrays: list) -> tuple[tuple, np.dtype]:
     first = arrays[0]
     for m, a in enumerate(arrays):
         if a.ndim not in (3, 4):
-            raise ValueError(f"probs[{m}] must be (C, H, W) or (N, C, H, W); got shape "
+            raise InputError(f"probs[{m}] must be (C, H, W) or (N, C, H, W); got shape "
                              f"{tuple(a.shape)}")
         dt = np.dtype(a.dtype)
         _validate.fits_memory(f"probs[{m}]", a.shape, dt.itemsize)
         if dt not in PROB_DTYPES:
-            raise TypeError(f"probs[{m}] has dtype {dt}; expected float16 or float32 "
+            raise InputTypeError(f"probs[{m}] has dtype {dt}; expected float16 or float32 "
                             "(cast with .astype(np.float32))")
         if m == 0:
             continue
         if dt != np.dtype(first.dtype):
-            raise TypeError(f"probs[{m}] is {dt} but probs[0] is {np.dtype(first.dtype)}: all "
+            raise InputTypeError(f"probs[{m}] is {dt} but probs[0] is {np.dtype(first.dtype)}: all "
                             "models must share one dtype (cast with .astype)")
         if a.ndim != first.ndim:
-            raise ValueError(f"probs[{m}] has shape {tuple(a.shape)} but probs[0] has "
+            raise InputError(f"probs[{m}] has shape {tuple(a.shape)} but probs[0] has "
                              f"{tuple(first.shape)}: mix no batched and unbatched models")
         if a.shape[-3] != first.shape[-3]:
-            raise ValueError(f"probs[{m}] has {a.shape[-3]} classes but probs[0] has "
+            raise InputError(f"probs[{m}] has {a.shape[-3]} classes but probs[0] has "
                              f"{first.shape[-3]}")
         if tuple(a.shape) != tuple(first.shape):
-            raise ValueError(f"probs[{m}] has shape {tuple(a.shape)} but probs[0] has "
+            raise InputError(f"probs[{m}] has shape {tuple(a.shape)} but probs[0] has "
                              f"{tuple(first.shape)}")
     if first.shape[-3] < 1:
-        raise ValueError(f"probs need at least one class; got shape {tuple(first.shape)}")
+        raise InputError(f"probs need at least one class; got shape {tuple(first.shape)}")
     label_dtype(first.shape[-3])  # raises above 65536 classes
     return tuple(first.shape), np.dtype(first.dtype)
 
@@ -163,25 +164,25 @@ def _check_weights(weights: Any, m: int) -> np.ndarray:
     if weights is None:
         return weight_factors(None, m)
     if isinstance(weights, (str, bytes)):
-        raise TypeError(f"weights must be a sequence of numbers; got {weights!r}")
+        raise InputTypeError(f"weights must be a sequence of numbers; got {weights!r}")
     try:
         w = np.asarray(weights, dtype=np.float64)
     except (TypeError, ValueError) as exc:
-        raise TypeError(f"weights must be a sequence of numbers; got {weights!r}") from exc
+        raise InputTypeError(f"weights must be a sequence of numbers; got {weights!r}") from exc
     if w.ndim != 1:
-        raise ValueError(f"weights must be a 1-D sequence of {m} numbers; got shape {w.shape}")
+        raise InputError(f"weights must be a 1-D sequence of {m} numbers; got shape {w.shape}")
     if len(w) != m:
-        raise ValueError(f"weights has {len(w)} values for {m} models; give one per model")
+        raise InputError(f"weights has {len(w)} values for {m} models; give one per model")
     for i, v in enumerate(w):
         if not np.isfinite(v):
-            raise ValueError(f"weights[{i}] is {v}; weights must be finite")
+            raise InputError(f"weights[{i}] is {v}; weights must be finite")
         if v < 0:
-            raise ValueError(f"weights[{i}] is {v}; weights must be >= 0")
+            raise InputError(f"weights[{i}] is {v}; weights must be >= 0")
     if not (w > 0).any():
-        raise ValueError("weights are all zero; at least one model needs a positive weight")
+        raise InputError("weights are all zero; at least one model needs a positive weight")
     factors = weight_factors(w, m)
     if not (factors > 0).any():  # pragma: no cover - impossible after the checks above
-        raise ValueError(f"weights {w.tolist()} leave no model with a positive float32 factor")
+        raise InputError(f"weights {w.tolist()} leave no model with a positive float32 factor")
     return factors
 
 
@@ -191,10 +192,10 @@ def _raise_nan(arrays: list, keep: list[int], backend: str) -> None:
         isnan = a != a  # NumPy and CuPy alike
         if bool(isnan.any()):
             index = np.unravel_index(int(isnan.ravel().argmax()), a.shape)
-            raise ValueError(f"probs[{m}] contains NaN (first at index "
+            raise InputError(f"probs[{m}] contains NaN (first at index "
                              f"{tuple(int(i) for i in index)}); soft voting needs finite "
                              "probabilities")
-    raise ValueError("the weighted sum is NaN although no model holds a NaN: the "
+    raise InputError("the weighted sum is NaN although no model holds a NaN: the "
                      "probabilities contain +inf and -inf")
 
 

@@ -6,6 +6,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..errors import InputError, InputTypeError
 from .. import _backend, _validate
 from ..reference.vote_confusion import bias_scale
 from .soft_vote import _as_models, _check_models, _check_weights
@@ -19,17 +20,17 @@ def check_bias(bias: Any, num_classes: int) -> np.ndarray | None:
     if bias is None:
         return None
     if isinstance(bias, (str, bytes)):
-        raise TypeError(f"bias must be a sequence of numbers; got {bias!r}")
+        raise InputTypeError(f"bias must be a sequence of numbers; got {bias!r}")
     try:
         b = np.asarray(bias, np.float64)
     except (TypeError, ValueError) as exc:
-        raise TypeError(f"bias must be a sequence of numbers; got {bias!r}") from exc
+        raise InputTypeError(f"bias must be a sequence of numbers; got {bias!r}") from exc
     if b.ndim != 1 or len(b) != num_classes:
-        raise ValueError(f"bias must hold one number per class ({num_classes}); got shape "
+        raise InputError(f"bias must hold one number per class ({num_classes}); got shape "
                          f"{b.shape}")
     for c, v in enumerate(b):
         if not np.isfinite(v) or abs(v) > 80:
-            raise ValueError(f"bias[{c}] is {v}; biases must be finite and within +-80 "
+            raise InputError(f"bias[{c}] is {v}; biases must be finite and within +-80 "
                              "(exp(b) must stay a finite float32)")
     return b
 
@@ -71,7 +72,7 @@ def vote_confusion(probs: Sequence[Any], gt: Any, weights: Sequence[float] | Non
     """
     models = _as_models(probs)
     if not isinstance(backend, str) or backend not in ("auto",) + BACKENDS:
-        raise ValueError(f"backend must be one of 'auto', {', '.join(map(repr, BACKENDS))}; "
+        raise InputError(f"backend must be one of 'auto', {', '.join(map(repr, BACKENDS))}; "
                          f"got {backend!r}")
     name = _backend.resolve("numba" if backend == "auto" and
                             _backend.backend_info("numba").available else
@@ -83,10 +84,10 @@ def vote_confusion(probs: Sequence[Any], gt: Any, weights: Sequence[float] | Non
     scale = bias_scale(check_bias(bias, num_classes), num_classes)
     g = np.asarray(gt)
     if g.shape != shape[:-3] + shape[-2:]:
-        raise ValueError(f"gt must have shape {shape[:-3] + shape[-2:]} (the probabilities' "
+        raise InputError(f"gt must have shape {shape[:-3] + shape[-2:]} (the probabilities' "
                          f"without C); got {g.shape}")
     if not np.issubdtype(g.dtype, np.integer):
-        raise TypeError(f"gt must hold integer labels; got {g.dtype}")
+        raise InputTypeError(f"gt must hold integer labels; got {g.dtype}")
     if ignore_index is not None:
         ignore_index = _validate.integer("ignore_index", ignore_index)
     if name == "numpy":
@@ -122,7 +123,7 @@ def confusion_of_pixels(data: np.ndarray, gt: np.ndarray, factors: np.ndarray,
                          np.ascontiguousarray(gt), c, ignore_index is not None,
                          0 if ignore_index is None else int(ignore_index))
     if bad[0]:
-        raise ValueError(f"gt has {int(bad[0])} labels outside 0..{c - 1}; set ignore_index")
+        raise InputError(f"gt has {int(bad[0])} labels outside 0..{c - 1}; set ignore_index")
     if bad[1]:
-        raise ValueError(f"{int(bad[1])} pixels have a NaN score: probs hold NaN")
+        raise InputError(f"{int(bad[1])} pixels have a NaN score: probs hold NaN")
     return counts.reshape(c, c)
