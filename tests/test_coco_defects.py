@@ -447,15 +447,6 @@ def test_folder_readers_skip_temporaries(tmp_path):
     assert store.stems() == ["x"]
 
 
-@pytest.mark.parametrize("name", ["segkit.io.images", "segkit.io.atomic", "segkit.io.coco"])
-def test_docstring_examples(name):
-    import doctest
-    import importlib
-
-    result = doctest.testmod(importlib.import_module(name),
-                             optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
-    assert result.attempted > 0 and result.failed == 0
-
 
 def test_odd_ids_are_invalid_not_a_crash():
     data = {"images": [{"id": 1, "file_name": "a.jpg", "height": 4, "width": 4}],

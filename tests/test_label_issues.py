@@ -244,12 +244,6 @@ def test_cpu_backends_do_not_depend_on_threads(threads):
     np.testing.assert_array_equal(s, s_nb)  # same chunks, same reduction order
 
 
-def test_docstring_examples():
-    import doctest
-
-    result = doctest.testmod(ops, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
-    assert result.attempted > 0 and result.failed == 0
-
 
 FUSED_CASES = [((2, 5, 31, 40), np.uint8, np.float32), ((1, 11, 300, 257), np.uint16, np.float16),
                ((3, 2, 1, 5), np.int32, np.float32), ((2, 3, 181, 200), np.int64, np.float16),

@@ -40,7 +40,7 @@ def mode_params(size: int = 3, *, anchor: str = "center", ties: str = "keep",
     >>> mode_params(4)
     Traceback (most recent call last):
     ...
-    ValueError: size must be odd; got 4
+    segkit.errors.InputError: size must be odd; got 4
     """
     size = _validate.integer("size", size, minimum=1, odd=True)
     _validate.choice("anchor", anchor, ANCHORS)
