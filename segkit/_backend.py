@@ -125,23 +125,28 @@ def is_device_array(x: Any) -> bool:
     return type(x).__module__.startswith("torch") and bool(getattr(x, "is_cuda", False))
 
 
-def resolve(backend: str, *arrays: Any) -> str:
+def resolve(backend: str, *arrays: Any, among: tuple[str, ...] = BACKENDS) -> str:
     """The backend a call with these arrays runs on, or a clear error.
 
     ``"auto"`` gives ``"cuda"`` when any array is on a GPU and the first available of
     ``_config.CPU_PREFERENCE`` otherwise. A named backend must be available; CPU backends
     refuse GPU arrays (copy them to the host first), the CUDA backend accepts host arrays
-    (copied to the GPU and back).
+    (copied to the GPU and back). ``among``: the backends an op has (an op without a C++ or
+    CUDA kernel names the ones it has; "auto" picks among them, a name outside them is refused).
     """
-    if not isinstance(backend, str) or backend not in ("auto",) + BACKENDS:
-        raise InputError(f"backend must be one of 'auto', {', '.join(map(repr, BACKENDS))}; "
+    if not isinstance(backend, str) or backend not in ("auto",) + tuple(among):
+        raise InputError(f"backend must be one of 'auto', {', '.join(map(repr, among))}; "
                          f"got {backend!r}")
     on_device = any(is_device_array(a) for a in arrays)
     if backend == "auto":
-        if on_device:
+        if on_device and "cuda" in among:
             backend = "cuda"
+        elif on_device:
+            raise InputError(f"this op runs on the host only ({', '.join(among)}) but the input "
+                             "is on a GPU; copy it to the host first")
         else:
-            return next(n for n in _config.CPU_PREFERENCE if backend_info(n).available)
+            return next(n for n in _config.CPU_PREFERENCE + ("numpy",)
+                        if n in among and backend_info(n).available)
     info = backend_info(backend)
     if not info.available:
         raise BackendUnavailableError(f"backend={backend!r} is not available: {info.reason}")

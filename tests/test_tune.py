@@ -60,27 +60,40 @@ def test_half_conversion_is_exact_for_every_bit_pattern():
     np.testing.assert_array_equal(out[~nan].view(np.uint32), ref[~nan].view(np.uint32))
 
 
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
 @pytest.mark.parametrize("dtype", [np.float16, np.float32])
-def test_settled_pixels_equal_numpy(dtype):
-    from segkit._numba.vote_confusion import settled_pixels
+def test_settled_pixels_equal_the_definition(dtype, backend):
+    from segkit.ops.vote_confusion import settled_pixels
 
     rng = np.random.default_rng(2)
-    for c, n in ((2, 1), (3, 7), (11, 5000)):
+    for c, n in ((1, 4), (2, 1), (3, 7), (11, 5000)):
         q = model_probs(1, c, 1, n, seed=c)[0, :, 0].astype(dtype)
         q[:, :3] = q[:, :1]  # equal pixels; and a tie between two classes:
-        q[0, -1] = q[1, -1] = 0.5
-        if c > 2:
+        if c > 1:
+            q[0, -1] = q[1, -1] = 0.5
             q[2:, -1] = 0
-        plane = q.view(np.uint16) if dtype == np.float16 else q
-        top = np.empty(n, np.int32)
-        settled = np.empty(n, np.bool_)
-        ratio = np.float32(rng.uniform(1, 4))
-        settled_pixels(plane, ratio, top, settled)
+        ratio = float(rng.uniform(1, 4))
+        top, settled = settled_pixels(q, ratio, backend=backend)
         f = q.astype(np.float32)
         srt = np.sort(f, axis=0)
+        second = srt[-2] if c > 1 else np.full(n, -1, np.float32)
         np.testing.assert_array_equal(top, f.argmax(0))
-        np.testing.assert_array_equal(settled, srt[-1] > ratio * srt[-2])
-        assert not settled[-1]
+        np.testing.assert_array_equal(settled, srt[-1] > np.float32(ratio) * second)
+        assert settled[-1] == (c == 1)
+
+
+def test_settled_pixels_refuses_bad_input():
+    from segkit.errors import InputError, InputTypeError
+    from segkit.ops.vote_confusion import settled_pixels
+
+    with pytest.raises(InputError, match="ratio"):
+        settled_pixels(np.ones((2, 3), np.float32), 0.0)
+    with pytest.raises(InputError, match=r"\(C, P\)"):
+        settled_pixels(np.ones(3, np.float32), 2.0)
+    with pytest.raises(InputTypeError, match="float64"):
+        settled_pixels(np.ones((2, 3)), 2.0)
+    with pytest.raises(InputError, match="backend"):
+        settled_pixels(np.ones((2, 3), np.float32), 2.0, backend="cpp")
 
 
 def test_labels_follow_the_definition_by_hand():

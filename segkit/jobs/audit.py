@@ -235,7 +235,7 @@ def picture(path: Path, stem: str, mask, pred, flags, num_classes: int, images: 
     """Photo (if any), annotation, prediction, issues over the photo (red): one panel PNG."""
     from ..palette import palette_for
     from ..viz import colorize, overlay, panel
-    from .ensemble import find_image, read_image
+    from ..io.images import find_image, read_image
 
     pal = palette_for(max(num_classes, 1)) if num_classes <= 256 else None
     ann = colorize(mask, pal)
@@ -317,11 +317,11 @@ def audit(stores: Sequence[ConfidenceStore | str | Path], gt: str | Path, out: s
 
 def _audit(stores, gt, out, images, top, fix, weights, ignore_index, min_region, temperature,
            workers, engine, backend, progress, t0) -> AuditReport:
-    from ..ops.soft_vote import _check_weights
+    from ..ops.soft_vote import check_weights
     from .engine import map_items
 
     opened = open_stores(stores)
-    _check_weights(weights, len(opened))
+    check_weights(weights, len(opened))
     gt = Path(gt)
     if not gt.is_dir():
         raise PathNotFoundError(f"gt folder {gt} does not exist")

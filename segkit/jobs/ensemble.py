@@ -37,7 +37,7 @@ from ..io.names import flatten_name, unflatten_name
 from ..io.store import ConfidenceStore, StoreError, common_stems, open_stores, store_identity
 from ..io.submission import DOWNSAMPLE, read_sample_ids, write_submission
 from ..ops.convcrf import CRF_PRESETS, convcrf_labels
-from ..ops.soft_vote import _check_weights
+from ..ops.soft_vote import check_weights
 from ._stores import StoreReader, per_process
 
 SETTINGS = "ensemble.json"
@@ -131,7 +131,7 @@ class _VoteImage:
         labels, mean = result if need_mean else (result, None)
         if tuned:
             from .tune import setting_labels
-            from ..reference.vote_confusion import bias_scale
+            from ..ops.vote_confusion import bias_scale
 
             bias = None if self.bias is None else np.asarray(self.bias, np.float64)
             image = None
@@ -233,7 +233,7 @@ def ensemble(stores: Sequence[ConfidenceStore | str | Path], weights: Sequence[f
             raise InputError("the tuned setting has a ConvCRF: pass images=<folder> (--images)")
         if crf_setting is not None and not Path(images).is_dir():
             raise PathNotFoundError(f"images folder {images} does not exist")
-    factors = _check_weights(weights, len(opened))
+    factors = check_weights(weights, len(opened))
     if downsample not in DOWNSAMPLE:
         raise InputError(f"downsample must be one of {', '.join(map(repr, DOWNSAMPLE))}; got "
                          f"{downsample!r}")

@@ -53,9 +53,8 @@ from ..io import atomic
 from ..io.masks import read_mask
 from ..io.store import common_stems, open_stores, store_identity
 from ..ops.confusion import iou_scores
-from ..ops.soft_vote import _check_weights
-from ..ops.vote_confusion import check_bias, confusion_of_pixels
-from ..reference.vote_confusion import bias_scale
+from ..ops.soft_vote import check_weights
+from ..ops.vote_confusion import bias_scale, check_bias, confusion_of_pixels, settled_pixels
 from ._stores import StoreReader
 from .engine import map_items
 
@@ -149,18 +148,18 @@ class _Pixels:
             bad = g[valid][(g[valid] < 0) | (g[valid] >= c)][0]
             raise InputError(f"{stem}: mask {self.masks[stem]} has label {int(bad)} outside "
                              f"0..{c - 1} (and not ignore_index {self.ignore_index})")
-        from .._numba.vote_confusion import settled_pixels
-
-        planes = [np.ascontiguousarray(p).reshape(c, -1).view(np.uint16) for p in probs]
+        planes = [np.ascontiguousarray(p).reshape(c, -1) for p in probs]
         fixed = valid.copy()
-        first = np.empty(g.size, np.int32)
-        top = np.empty(g.size, np.int32)
-        settled = np.empty(g.size, np.bool_)
-        for m, plane in enumerate(planes):  # every model: the same top class, far ahead
-            settled_pixels(plane, np.float32(self.ratio), first if m == 0 else top, settled)
+        first = None
+        for plane in planes:  # every model: the same top class, far ahead
+            top, settled = settled_pixels(plane, self.ratio)
             fixed &= settled
-            if m:
+            if first is None:
+                first = top
+            else:
                 fixed &= top == first
+        planes = [plane.view(np.uint16) if plane.dtype == np.float16 else plane
+                  for plane in planes]
         cm = np.bincount(g[fixed] * c + first[fixed], minlength=c * c).reshape(c, c)
         keep = valid & ~fixed
         data = np.stack([np.compress(keep, plane, axis=1) for plane in planes])
@@ -178,7 +177,7 @@ class _CrfCounts:
 
     def __call__(self, item) -> list[tuple[int, np.ndarray]]:
         import segkit
-        from .ensemble import find_image, read_image
+        from ..io.images import find_image, read_image
 
         stem, which = item
         probs, gt = self.reader.read(stem)
@@ -259,7 +258,7 @@ class PixelSet:
 
     def confusion(self, weights, bias) -> np.ndarray:
         m, c = self.data.shape[:2]
-        factors = _check_weights(weights, m)
+        factors = check_weights(weights, m)
         scale = bias_scale(None if bias is None else np.asarray(bias, np.float64), c)
         return self.fixed + confusion_of_pixels(self.data, self.gt, factors, scale, None)
 
@@ -694,7 +693,7 @@ def load_tuned(path: str | Path) -> dict:
         raise InputError(f"{path}: unreadable ({exc})") from exc
     if not isinstance(doc, dict) or "weights" not in doc or "classes" not in doc:
         raise InputError(f"{path}: not a segkit tuned.json (no weights/classes)")
-    _check_weights(doc["weights"], len(doc["weights"]))
+    check_weights(doc["weights"], len(doc["weights"]))
     check_bias(doc.get("bias"), len(doc["classes"]))
     doc["crf"] = check_crf(doc.get("crf"))
     return doc

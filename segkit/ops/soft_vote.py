@@ -96,7 +96,7 @@ def _soft_vote(name, models, weights, return_probs):
     else:
         arrays = [np.asarray(p) for p in models]
     shape, dtype = _check_models(arrays)
-    factors = _check_weights(weights, len(arrays))
+    factors = check_weights(weights, len(arrays))
     if not isinstance(return_probs, (bool, np.bool_)):
         raise InputTypeError(f"return_probs must be True or False; got {return_probs!r}")
     num_classes = shape[-3]
@@ -160,7 +160,25 @@ def _check_models(arrays: list) -> tuple[tuple, np.dtype]:
     return tuple(first.shape), np.dtype(first.dtype)
 
 
-def _check_weights(weights: Any, m: int) -> np.ndarray:
+def check_weights(weights: Any, m: int) -> np.ndarray:
+    """The float32 factors (summing to 1) of `m` models' `weights`, or a clear error.
+
+    Parameters
+    ----------
+    weights : sequence of m numbers >= 0 (at least one > 0), or None for equal weights
+    m : int
+        The number of models.
+
+    Returns
+    -------
+    numpy.ndarray of float32, shape (m,)
+
+    Examples
+    --------
+    >>> from segkit.ops.soft_vote import check_weights
+    >>> check_weights([1, 3], 2)
+    array([0.25, 0.75], dtype=float32)
+    """
     if weights is None:
         return weight_factors(None, m)
     if isinstance(weights, (str, bytes)):

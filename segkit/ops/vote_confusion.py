@@ -8,8 +8,8 @@ import numpy as np
 
 from ..errors import InputError, InputTypeError
 from .. import _backend, _validate
-from ..reference.vote_confusion import bias_scale
-from .soft_vote import _as_models, _check_models, _check_weights
+from ..reference.vote_confusion import bias_scale as _bias_scale
+from .soft_vote import _as_models, _check_models, check_weights
 
 #: The backends this op has (it runs on the host: the search keeps its pixels in memory).
 BACKENDS = ("numpy", "numba")
@@ -71,15 +71,10 @@ def vote_confusion(probs: Sequence[Any], gt: Any, weights: Sequence[float] | Non
            [0, 0]])
     """
     models = _as_models(probs)
-    if not isinstance(backend, str) or backend not in ("auto",) + BACKENDS:
-        raise InputError(f"backend must be one of 'auto', {', '.join(map(repr, BACKENDS))}; "
-                         f"got {backend!r}")
-    name = _backend.resolve("numba" if backend == "auto" and
-                            _backend.backend_info("numba").available else
-                            ("numpy" if backend == "auto" else backend), *models)
+    name = _backend.resolve(backend, *models, among=BACKENDS)
     arrays = [np.asarray(p) for p in models]
     shape, dtype = _check_models(arrays)
-    factors = _check_weights(weights, len(arrays))
+    factors = check_weights(weights, len(arrays))
     num_classes = shape[-3]
     scale = bias_scale(check_bias(bias, num_classes), num_classes)
     g = np.asarray(gt)
@@ -96,6 +91,70 @@ def vote_confusion(probs: Sequence[Any], gt: Any, weights: Sequence[float] | Non
         return ref(arrays, g, num_classes, factors, scale, ignore_index)
     data = stack_pixels(arrays)
     return confusion_of_pixels(data, g.reshape(-1), factors, scale, ignore_index)
+
+
+def bias_scale(bias: Sequence[float] | np.ndarray | None, num_classes: int) -> np.ndarray:
+    """The float32 factors ``exp(bias_c)`` (computed in float64) by which a biased vote
+    multiplies the mean; ones for ``bias=None``.
+
+    >>> from segkit.ops.vote_confusion import bias_scale
+    >>> bias_scale([0.0, 1.0], 2)
+    array([1.       , 2.7182817], dtype=float32)
+    """
+    return _bias_scale(bias, num_classes)
+
+
+def settled_pixels(probs: Any, ratio: float, *,
+                   backend: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+    """Each pixel's top class, and whether it leads every other class by more than `ratio`.
+
+    A pixel whose top class leads by more than ``exp(2 * bias_bound)`` in every model keeps
+    that label under every weighting and every bias within ``+-bias_bound`` (the pixels
+    ``segkit tune`` counts once instead of keeping).
+
+    Parameters
+    ----------
+    probs : array (C, P), float16 or float32
+        One model's probabilities of P pixels.
+    ratio : float > 0
+    backend : {"auto", "numpy", "numba"}
+
+    Returns
+    -------
+    top : numpy.ndarray of int32, shape (P,)
+        The top class (the first of equal maxima).
+    settled : numpy.ndarray of bool, shape (P,)
+        ``p_top > ratio * p_second`` in float32 (a tie counts as the second: never settled;
+        with one class every pixel is settled).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from segkit.ops.vote_confusion import settled_pixels
+    >>> p = np.array([[0.9, 0.5], [0.1, 0.5]], np.float32)
+    >>> settled_pixels(p, 2.0, backend="numpy")
+    (array([0, 0], dtype=int32), array([ True, False]))
+    """
+    name = _backend.resolve(backend, probs, among=BACKENDS)
+    a = np.asarray(probs)
+    if a.ndim != 2 or a.shape[0] < 1:
+        raise InputError(f"probs must have shape (C, P) with C >= 1; got {a.shape}")
+    if a.dtype not in (np.float16, np.float32):
+        raise InputTypeError(f"probs must be float16 or float32; got {a.dtype}")
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float, np.floating)) or \
+            not ratio > 0 or not np.isfinite(ratio):
+        raise InputError(f"ratio must be a finite number > 0; got {ratio!r}")
+    if name == "numpy":
+        from ..reference.vote_confusion import settled_pixels as ref
+
+        return ref(a, float(ratio))
+    from .._numba.vote_confusion import settled_pixels as kernel
+
+    a = np.ascontiguousarray(a)
+    top = np.empty(a.shape[1], np.int32)
+    settled = np.empty(a.shape[1], np.bool_)
+    kernel(a.view(np.uint16) if a.dtype == np.float16 else a, np.float32(ratio), top, settled)
+    return top, settled
 
 
 def stack_pixels(arrays: Sequence[np.ndarray]) -> np.ndarray:

@@ -29,6 +29,20 @@ def bias_scale(bias: Sequence[float] | np.ndarray | None, num_classes: int) -> n
     return np.exp(np.asarray(bias, np.float64)).astype(np.float32)
 
 
+def settled_pixels(probs: np.ndarray, ratio: float) -> tuple[np.ndarray, np.ndarray]:
+    """For one model's (C, P) probabilities: the top class of every pixel (int32, the first of
+    equal maxima) and whether its probability is more than `ratio` (float32) times the second
+    largest (bool; the second largest counts a tie, and is -1 with one class)."""
+    vals = np.asarray(probs, np.float32)
+    top = np.argmax(vals, axis=0).astype(np.int32)
+    if vals.shape[0] < 2:
+        second = np.full(vals.shape[1:], -1, np.float32)
+    else:
+        second = np.partition(vals, vals.shape[0] - 2, axis=0)[vals.shape[0] - 2]
+    best = vals.max(axis=0)
+    return top, best > np.float32(ratio) * second
+
+
 def biased_labels(arrays: Sequence[np.ndarray], factors: np.ndarray,
                   scale: np.ndarray) -> np.ndarray:
     """int64 labels of (C, H, W) or (N, C, H, W) arrays: argmax of mean * scale over C."""
