@@ -15,6 +15,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from ..errors import InputError
 from ..io.store import ConfidenceStore, StoreError, StoreSet, open_store, store_spec
 
 #: Opened objects per (token, key), most recent last; a worker process serves one job at a
@@ -76,3 +77,31 @@ class StoreReader:
         checking that their shapes agree."""
         self.shape(stem)
         return [s.read(stem) for s in self.stores()]
+
+
+def mask_of(stem: str, path: str, shape: tuple[int, ...]) -> np.ndarray:
+    """The label mask at `path` of image `stem`, checked against the probabilities' (H, W)
+    (the last two numbers of `shape`): InputError naming both sizes otherwise."""
+    from ..io.masks import read_mask
+
+    mask = read_mask(path)
+    h, w = shape[-2:]
+    if mask.shape != (h, w):
+        raise InputError(f"{stem}: mask {path} is {mask.shape[1]}x{mask.shape[0]}, the "
+                         f"probabilities {w}x{h}")
+    return mask
+
+
+def image_of(stem: str, folder: str, shape: tuple[int, ...]) -> np.ndarray:
+    """The RGB image (H, W, 3) uint8 of `stem` in `folder` (any of the image suffixes),
+    checked against the probabilities' (H, W): InputError naming both sizes otherwise."""
+    from pathlib import Path
+
+    from ..io.images import find_image, read_image
+
+    image = read_image(find_image(Path(folder), stem))
+    h, w = shape[-2:]
+    if image.shape[:2] != (h, w):
+        raise InputError(f"{stem}: image is {image.shape[1]}x{image.shape[0]}, the "
+                         f"probabilities {w}x{h}")
+    return image
