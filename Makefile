@@ -63,7 +63,7 @@ export NO_ALBUMENTATIONS_UPDATE := 1
 DOCS_OUT ?= docs/_build/html
 
 .PHONY: all install demo docs test test-mmseg install-py312 test-py312 install-onedl test-onedl \
-	check-install check-wheel bench gpu-check clean distclean
+	check-install check-wheel system-deps bench gpu-check clean distclean
 
 all: install
 
@@ -140,6 +140,14 @@ install-onedl:
 
 test-onedl: install-onedl
 	$(MAKE) test-mmseg $(ONEDL_ARGS)
+
+# Debian packages the tests use: chromium renders the audit page (tests/test_audit.py). Installed
+# with apt-get where this runs as root; elsewhere it says what to install.
+system-deps:
+	@if command -v chromium >/dev/null 2>&1; then echo "system-deps: chromium is installed"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+	else echo "system-deps: install chromium (apt-get install chromium) for the audit page test"; fi
 
 # The full install resolves from PyPI alone for every Python 3.11-3.13 found here.
 check-install:

@@ -3,6 +3,7 @@ stores of mixed image sizes, ranks known noise, writes its report; the page in C
 from __future__ import annotations
 
 import csv
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -190,7 +191,9 @@ def test_page_renders_in_headless_chromium(data, tmp_path):
     does the same for a look by eye)."""
     browser = _chromium()
     if browser is None:
-        pytest.skip("chromium is not installed (apt-get install chromium)")
+        if os.environ.get("CI"):  # CI installs it (make system-deps): its absence is a failure
+            pytest.fail("chromium is not installed; .ci/run installs it with make system-deps")
+        pytest.skip("chromium is not installed (apt-get install chromium, or make system-deps)")
     gt, _, images, store = data
     out = tmp_path / "out"
     segkit.audit([store], gt, out, images=images, top=4, workers=1, progress=False)

@@ -185,8 +185,8 @@ def test_info_names_python_torch_line_and_build():
 
 # --- CI (.ci/run) and the Makefile targets it calls ------------------------------------------
 
-CI_STEPS = ["check-install", "test", "docs", "check-wheel", "install-py312", "test-py312",
-            "install-onedl", "test-onedl"]
+CI_STEPS = ["system-deps", "check-install", "test", "docs", "check-wheel", "install-py312",
+            "test-py312", "install-onedl", "test-onedl"]
 
 
 def _fake_make(tmp_path, fail=None):
@@ -221,6 +221,9 @@ def test_ci_runs_every_step_in_lanes_and_prints_each_time(tmp_path):
     started = [target for kind, target, _ in events if kind == "start"]
     assert sorted(started) == sorted(CI_STEPS)  # each once; `make test` is one of them
     t = {(kind, target): when for kind, target, when in events}
+    # chromium (system-deps) before every lane, since both suites need it
+    for step in CI_STEPS[1:]:
+        assert t["end", "system-deps"] <= t["start", step], step
     # the lanes: test -> docs -> check-wheel; each venv's suite after its install
     assert t["end", "test"] <= t["start", "docs"] and t["end", "docs"] <= t["start", "check-wheel"]
     assert t["end", "install-py312"] <= t["start", "test-py312"]
