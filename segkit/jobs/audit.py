@@ -49,6 +49,7 @@ from ..io.masks import read_mask, write_mask
 from ..io.names import unflatten_name
 from ..io.store import ConfidenceStore, common_stems, open_stores, store_identity
 from ..ops import label_issues as li
+from ..ops import label_issues_cutoff as cutoffs
 from ._audit_page import picture, write_csv, write_html
 from ._stores import StoreReader, mask_of
 
@@ -162,7 +163,7 @@ class _Work:
                                                   ignore_index=self.ignore, backend=self.backend)
         quality = float(li.image_softmin(sc, self.temperature, backend=self.backend)[0])
         best = mean.max(0).astype(np.float64)
-        confident = best >= self.thresholds[pred] - li.FLOATING_POINT_COMPARISON
+        confident = best >= self.thresholds[pred] - cutoffs.FLOATING_POINT_COMPARISON
         code = cand.astype(np.uint8) * np.where(confident, 2, 1).astype(np.uint8)
         dtype = np.uint8 if self.num_classes <= 256 else np.uint16
         buf = io.BytesIO()
@@ -182,13 +183,13 @@ class _Work:
     def gather(self, item: tuple[str, int]) -> tuple[str, np.ndarray]:
         stem, b = item
         sc, _, _ = self.load(stem)
-        return stem, sc[li.in_bin(sc, b)]
+        return stem, sc[cutoffs.in_bin(sc, b)]
 
 
 class _Flag:
     """Pass 4: flags, issue mask, fixed mask and picture of one image."""
 
-    def __init__(self, work: _Work, cutoff: li.Cutoff, tie_starts: dict[str, int],
+    def __init__(self, work: _Work, cutoff: cutoffs.Cutoff, tie_starts: dict[str, int],
                  fix: str | None, pictures: set[str], images: str | None):
         self.work, self.cutoff, self.tie_starts = work, cutoff, tie_starts
         self.fix, self.pictures, self.images = fix, pictures, images
@@ -199,7 +200,7 @@ class _Flag:
         if self.cutoff.count:
             flags = li.flag_pixels(sc, code, self.cutoff.key, backend=w.backend)
             if stem in self.tie_starts:
-                li.apply_ties(flags, sc, code, self.cutoff, self.tie_starts[stem])
+                cutoffs.apply_ties(flags, sc, code, self.cutoff, self.tie_starts[stem])
         else:
             flags = np.zeros(sc.shape, bool)
         out = Path(w.out)
@@ -323,11 +324,11 @@ def _audit(stores, gt, out, images, top, fix, weights, ignore_index, min_region,
         sums += r.pop("sums")
         counts += r.pop("counts")
         rows[r["stem"]] = r
-    thresholds = li.thresholds_from_sums(sums, counts)
+    thresholds = cutoffs.thresholds_from_sums(sums, counts)
     work.thresholds = thresholds
 
     # pass 2: scores, quality, estimated issues, histogram
-    hist = np.zeros(li.HIST_BINS, np.int64)
+    hist = np.zeros(cutoffs.HIST_BINS, np.int64)
     count = 0
     for r in map_items(work.scores, stems, desc="audit 2/4 scores", **kw):
         hist[r.pop("bins")] += r.pop("bin_counts")
@@ -343,12 +344,12 @@ def _audit(stores, gt, out, images, top, fix, weights, ignore_index, min_region,
             in_bin[stem] = vals
         return np.concatenate([in_bin[s] for s in stems]) if stems else np.zeros(0, np.float32)
 
-    cutoff = li.find_cutoff(hist, count, gather) if count else li.Cutoff(0, 0, 0, 0)
+    cutoff = cutoffs.find_cutoff(hist, count, gather) if count else cutoffs.Cutoff(0, 0, 0, 0)
     tie_starts: dict[str, int] = {}
     if cutoff.ties:
         seen = 0
         for s in stems:  # flat order: images in stem order, pixels row-major
-            n_tied = int((li.order_keys(in_bin[s]) == cutoff.tie_key).sum())
+            n_tied = int((cutoffs.order_keys(in_bin[s]) == cutoff.tie_key).sum())
             if n_tied and seen < cutoff.ties:
                 tie_starts[s] = seen
             seen += n_tied
