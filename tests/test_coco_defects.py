@@ -369,12 +369,16 @@ def test_crf_and_infer_share_the_lookup(tmp_path):
 
 
 def test_ensemble_accepts_webp_and_upper_case(tmp_path):
-    from segkit.jobs import ensemble as ens
+    """The jobs (ensemble, audit, tune, crf) read a stem's image through _stores.image_of."""
+    from segkit.jobs._stores import image_of
 
     _img(tmp_path / "batch_00" / "0000.webp", 7)
     _img(tmp_path / "batch_00" / "0001.JPG", 9)
-    assert ens.find_image(tmp_path, "batch_00+0000").suffix == ".webp"
-    assert ens.read_image(ens.find_image(tmp_path, "batch_00+0001")).shape == (4, 5, 3)
+    assert find_image(tmp_path, "batch_00+0000").suffix == ".webp"
+    assert image_of("batch_00+0000", tmp_path, (11, 4, 5)).shape == (4, 5, 3)
+    assert image_of("batch_00+0001", str(tmp_path), (4, 5)).shape == (4, 5, 3)
+    with pytest.raises(segkit.errors.InputError, match="image is 5x4, the probabilities 4x5"):
+        image_of("batch_00+0001", tmp_path, (5, 4))
 
 
 def test_mmseg_dataset_finds_mixed_case_nested_images(tmp_path):

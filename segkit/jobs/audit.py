@@ -116,9 +116,6 @@ class _Work:
         self.temperature, self.backend = temperature, backend
         self.thresholds: np.ndarray | None = None
 
-    def stores(self) -> list[ConfidenceStore]:
-        return self.reader.stores()
-
     def cache(self, stem: str) -> Path:
         return Path(self.out) / CACHE / f"{stem}.npz"
 

@@ -31,14 +31,13 @@ import numpy as np
 
 from ..errors import InputError, PathNotFoundError
 from ..io import atomic
-from ..io.images import IMAGE_SUFFIXES, find_image, read_image  # noqa: F401 (re-exported)
 from ..io.masks import read_mask, write_mask
 from ..io.names import flatten_name, unflatten_name
 from ..io.store import ConfidenceStore, StoreError, common_stems, open_stores, store_identity
 from ..io.submission import DOWNSAMPLE, read_sample_ids, write_submission
 from ..ops.convcrf import CRF_PRESETS, convcrf_labels
 from ..ops.soft_vote import check_weights
-from ._stores import StoreReader, per_process
+from ._stores import StoreReader, image_of, per_process
 
 SETTINGS = "ensemble.json"
 #: zlib level of the label PNGs: 1 writes a 512x512 map ~4x faster than PIL's default 6.
@@ -86,9 +85,6 @@ class _VoteImage:
         self.bias = bias
         self.crf_setting = crf_setting
 
-    def stores(self) -> list[ConfidenceStore]:
-        return self.reader.stores()
-
     def probs_store(self) -> ConfidenceStore:
         root = Path(self.out) / "probs"
         return per_process(self.reader.token, f"probs:{root}", lambda: ConfidenceStore(root))
@@ -134,20 +130,13 @@ class _VoteImage:
             from ..ops.vote_confusion import bias_scale
 
             bias = None if self.bias is None else np.asarray(self.bias, np.float64)
-            image = None
-            if self.crf_setting is not None:
-                image = read_image(find_image(Path(self.images), stem))
-                if image.shape[:2] != labels.shape:
-                    raise InputError(f"{stem}: image is {image.shape[1]}x{image.shape[0]}, "
-                                     f"the probabilities {labels.shape[1]}x{labels.shape[0]}")
+            image = (None if self.crf_setting is None
+                     else image_of(stem, self.images, labels.shape))
             labels = setting_labels(mean, None if bias is None else
                                     bias_scale(bias, self.num_classes), self.crf_setting,
                                     image, bias).astype(labels.dtype)
         elif self.crf is not None:
-            image = read_image(find_image(Path(self.images), stem))
-            if image.shape[:2] != labels.shape:
-                raise InputError(f"{stem}: image is {image.shape[1]}x{image.shape[0]}, the "
-                                 f"probabilities {labels.shape[1]}x{labels.shape[0]}")
+            image = image_of(stem, self.images, labels.shape)
             labels = np.asarray(convcrf_labels(
                 mean, image, preset=self.crf,
                 unary_kind=("logits" if self.crf == "seed" else "probs")))
