@@ -226,7 +226,7 @@ def conv_crf(unary: Tensor, image: Any, *, weight: Any = 0.2, pos_compat: Any = 
     mask : Tensor (N, H, W) bool or uint8, optional
         Valid pixels; the others neither send nor receive messages (padded crops).
     filter_size, blur, num_iter, unary_weight, unary_kind, init, final_softmax
-        As :func:`segkit.convcrf` (fixed, not learnable).
+        As :func:`segkit.convcrf` (constants, not learnable).
 
     Returns
     -------

@@ -231,10 +231,12 @@ def audit(stores: Sequence[ConfidenceStore | str | Path], gt: str | Path, out: s
 
     Parameters
     ----------
-    stores : sequence of ConfidenceStore or paths
-        Out-of-fold confidence stores of one class list; several are averaged (weights as in
-        :func:`segkit.soft_vote`). Images are the stems in every store (others are reported in
-        ``report.missing``). Image sizes may differ from image to image.
+    stores : sequence of ConfidenceStore, StoreSet or paths
+        Out-of-fold predictions, one entry per model: a confidence store, or a store set (one
+        model's fold stores, their paths joined with commas: ``"oof/a_f0,oof/a_f1"``), all of
+        one class list; several models are averaged (weights as in :func:`segkit.soft_vote`).
+        Images are the stems in every entry (others are reported in ``report.missing``).
+        Image sizes may differ from image to image.
     gt : path
         Folder of annotation PNGs (``dir/name.png`` for stem ``dir+name``, or ``<stem>.png``).
     out : path

@@ -1,6 +1,7 @@
 """`segkit.ensemble`: soft voting over confidence stores, image by image.
 
-For every image present in all stores: read each model's float16 probabilities (memory-mapped),
+For every image present in all stores: read each model's float16 probabilities (memory-mapped;
+a model is one confidence store, or a store set of its fold stores),
 fuse them with :func:`segkit.soft_vote`, optionally refine with ConvCRF on the averaged
 probabilities and the image, and write the label map as a palette PNG (and, on request, the
 averaged probabilities as a new confidence store, so ensembles compose). Images run in parallel
@@ -69,8 +70,8 @@ class EnsembleReport:
 class _VoteImage:
     """The per-image work (a picklable callable: it crosses process and Ray boundaries)."""
 
-    def __init__(self, stores: "StoreReader", weights: list[float] | None, out: str, num_classes: int,
-                 crf: str | None, images: str | None, save_probs: bool, resume: bool,
+    def __init__(self, stores: StoreReader, weights: list[float] | None, out: str,
+                 num_classes: int, crf: str | None, images: str | None, save_probs: bool, resume: bool,
                  backend: str, bias: list[float] | None = None,
                  crf_setting: dict | None = None):
         self.reader = stores
@@ -158,12 +159,14 @@ def ensemble(stores: Sequence[ConfidenceStore | str | Path], weights: Sequence[f
 
     Parameters
     ----------
-    stores : sequence of ConfidenceStore or paths
-        Two or more stores (one is allowed: it just takes the argmax) with the same classes in
-        the same order. Images are the stems present in every store; stems missing from some
-        store are reported (a warning and ``report.missing``), or refused with `strict`.
+    stores : sequence of ConfidenceStore, StoreSet or paths
+        One entry per model: a confidence store, or a store set (one model's fold stores,
+        their paths joined with commas: ``"stores/a_f0,stores/a_f1"``). Two or more (one is
+        allowed: it just takes the argmax), with the same classes in the same order. Images
+        are the stems present in every entry; stems missing from some are reported (a warning
+        and ``report.missing``), or refused with `strict`.
     weights : sequence of floats or None
-        One non-negative weight per store (normalised by their sum, see
+        One non-negative weight per entry of `stores` (normalised by their sum, see
         :func:`segkit.soft_vote`); None for equal weights.
     out : path
         Output folder: ``labels/<stem>.png``, ``probs/`` (with `save_probs`), ``ensemble.json``.
