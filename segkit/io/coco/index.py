@@ -1,4 +1,5 @@
-"""Opening a COCO annotation file: :meth:`CocoIndex.open`, the one way segkit reads one.
+"""Opening a COCO annotation file: :meth:`~segkit.io.coco.index.CocoIndex.open`, the one way
+segkit reads one.
 
 The file is read (JSON's non-standard ``NaN``, ``Infinity`` and ``-Infinity`` included: they
 make their annotation invalid), checked (:func:`~segkit.io.coco.checks.check_coco`) and indexed:
@@ -19,7 +20,7 @@ from .labels import LabelTable, label_table
 class CocoIndex:
     """A checked COCO file: images in file order with their (valid) annotations, the label
     table, and what the annotation check found
-    (:class:`~segkit.io.coco.checks.CocoFindings`). Open one with :meth:`CocoIndex.open`."""
+    (:class:`~segkit.io.coco.checks.CocoFindings`). Open one with :meth:`~segkit.io.coco.index.CocoIndex.open`."""
 
     path: Path
     data: dict
