@@ -43,8 +43,8 @@ ALLOWED = {
     # (d) ensemble takes load_tuned / setting_labels from tune until both take them from the
     # new jobs/settings.py (the lead switches ensemble's two imports when merging T's branch)
     "job: segkit.jobs.ensemble imports segkit.jobs.tune",
-    # (d) tune pairs masks with evaluate.mask_index: the pairing of gt masks wants a shared
-    # home (jobs/_stores.py or _common.py) that evaluate and tune both import
+    # (d) tune takes mask_index through evaluate; its home is segkit.io.masks now: the lead
+    # switches tune's import to `from ..io.masks import mask_index`
     "job: segkit.jobs.tune imports segkit.jobs.evaluate",
 }
 

@@ -45,8 +45,7 @@ import numpy as np
 
 from ..errors import InputError, PathNotFoundError
 from ..io import atomic
-from ..io.masks import read_mask, write_mask
-from ..io.names import unflatten_name
+from ..io.masks import find_mask, read_mask, write_mask
 from ..io.store import ConfidenceStore, common_stems, open_stores, store_identity
 from ..ops import label_issues as li
 from ..ops import label_issues_cutoff as cutoffs
@@ -76,15 +75,6 @@ class AuditReport:
                 f"({self.estimated} estimated issues); worst: {worst}; in "
                 f"{self.seconds:.1f} s -> {self.out / 'index.html'}"
                 + (f"\n  fixed masks: {self.fixed} pixels changed" if self.fixed else ""))
-
-
-def find_mask(gt: Path, stem: str) -> Path:
-    """The annotation of `stem`: ``gt/<dir>/<name>.png`` for ``dir+name``, or ``gt/<stem>.png``."""
-    for candidate in (gt / unflatten_name(stem, suffix=".png"), gt / f"{stem}.png"):
-        if candidate.is_file():
-            return candidate
-    raise PathNotFoundError(f"no annotation for {stem!r} under {gt} (looked for "
-                            f"{unflatten_name(stem, suffix='.png')} and {stem}.png)")
 
 
 def small_region_pixels(mask: np.ndarray, min_region: int, ignore: int | None) -> int:
