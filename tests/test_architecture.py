@@ -7,7 +7,10 @@ commands imports ``segkit.commands`` or ``segkit.cli``; (d) the import graph of 
 ``segkit/jobs`` has no cycle, and a job module imports no other job module at all: what
 several jobs share has its home in a shared module below them (``_common``, ``_stores``,
 ``_coco``, ``engine``, ``settings``...), so that jobs stand side by side; (e) no Python file
-under ``segkit/`` is over 450 lines.
+under ``segkit/`` is over 450 lines; (f) what is private to the ops and to io stays inside:
+no module outside ``segkit.ops`` (``segkit.io``) imports a private module or name of it, and
+only the ops reach the references and the Numba kernels (``segkit.reference``,
+``segkit._numba``): the jobs, commands and the rest call the public ops.
 
 A job module is a public module of ``segkit/jobs`` other than ``engine`` and ``settings``;
 private modules (a leading underscore) are shared helpers or the helpers of one job.
@@ -142,6 +145,22 @@ def is_job_module(module: str) -> bool:
     return not last.startswith("_") and last not in SHARED_JOB_MODULES
 
 
+#: Packages whose private modules and names no module outside them may import (rule f).
+SEALED_PACKAGES = ("segkit.ops", "segkit.io")
+#: What only the ops (and these packages themselves) may import (rule f).
+KERNEL_PACKAGES = ("segkit.reference", "segkit._numba")
+
+
+def is_private_of(target: str, name: str | None, package: str) -> bool:
+    """Whether importing `name` from `target` (or `target` itself) reaches a private module or
+    name of `package`."""
+    if not within(target, package):
+        return False
+    parts = target[len(package):].split(".")[1:]
+    return any(p.startswith("_") for p in parts) or bool(
+        name and name.startswith("_") and not name.startswith("__"))
+
+
 def is_lower(module: str) -> bool:
     return module in LOWER_MODULES or any(within(module, p) for p in LOWER_PACKAGES)
 
@@ -150,7 +169,7 @@ def check(sources: dict[str, tuple[str, bool]], lines: dict[str, int] | None = N
           paths: dict[str, str] | None = None) -> list[str]:
     """Every offence against rules (a) to (e) in `sources` ({module: (source, is_package)}),
     as sorted strings: 'private: A imports B._x', 'down: A imports B', 'cycle: A -> B -> A',
-    'job: A imports B', 'size: path'. `lines` and `paths` give the line count and display
+    'job: A imports B', 'kernel: A imports B', 'size: path'. `lines` and `paths` give the line count and display
     path of each module (rule e)."""
     known = set(sources)
     offences: set[str] = set()
@@ -183,6 +202,14 @@ def check(sources: dict[str, tuple[str, bool]], lines: dict[str, int] | None = N
             # (d) edges of the jobs' import graph
             if jobs_side and within(target, "segkit.jobs") and target in graph and target != mod:
                 graph[mod].add(target)
+            # (f) private to the ops and io; the kernels only through the ops
+            for package in SEALED_PACKAGES:
+                if not within(mod, package) and is_private_of(target, imp.name, package):
+                    what = target if imp.name is None else f"{target}.{imp.name}"
+                    offences.add(f"private: {mod} imports {what}")
+            if any(within(target, k) for k in KERNEL_PACKAGES) and not any(
+                    within(mod, p) for p in ("segkit.ops",) + KERNEL_PACKAGES):
+                offences.add(f"kernel: {mod} imports {target}")
         if jobs_side:
             for target, attr, _ in private_attributes(source, aliases):
                 if is_job_module(target) and target != mod:
@@ -401,3 +428,33 @@ def test_long_file_is_caught():
     assert check(src, {"segkit.jobs.tune": 451}, {"segkit.jobs.tune": "segkit/jobs/tune.py"}) \
         == ["size: segkit/jobs/tune.py"]
     assert check(src, {"segkit.jobs.tune": 450}) == []
+
+
+@pytest.mark.parametrize("statement, offence", [
+    ("from segkit.ops.soft_vote import _check_weights\n",
+     "private: segkit.jobs.ensemble imports segkit.ops.soft_vote._check_weights"),
+    ("from ..ops import _label_issues_backends\n",
+     "private: segkit.jobs.ensemble imports segkit.ops._label_issues_backends"),
+    ("def f():\n    from ..io.coco.checks import _read_json\n",
+     "private: segkit.jobs.ensemble imports segkit.io.coco.checks._read_json"),
+    ("from ..reference.vote_confusion import bias_scale\n",
+     "kernel: segkit.jobs.ensemble imports segkit.reference.vote_confusion"),
+    ("def f():\n    from .._numba import soft_vote\n",
+     "kernel: segkit.jobs.ensemble imports segkit._numba.soft_vote"),
+])
+def test_reaching_past_the_public_ops_is_caught(statement, offence):
+    src = fake(segkit__jobs__ensemble=statement, segkit__ops__soft_vote="",
+               segkit__ops___label_issues_backends="", segkit__io__coco__checks="",
+               segkit__reference__vote_confusion="", segkit___numba__soft_vote="")
+    assert check(src) == [offence]
+
+
+def test_the_ops_may_use_their_private_modules_and_the_kernels():
+    src = fake(segkit__ops__label_issues=("from ._label_issues_backends import STAGES\n"
+                                          "from ..reference.label_issues import sums\n"
+                                          "def f():\n    from .._numba import label_issues\n"),
+               segkit__ops___label_issues_backends="from .._numba import label_issues\n",
+               segkit__reference__label_issues="", segkit___numba__label_issues="",
+               segkit__io__coco="from .checks import _read_json\n",
+               segkit__io__coco__checks="")
+    assert check(src) == []
