@@ -46,8 +46,8 @@ ALLOWED = {
     # (d) ensemble takes load_tuned / setting_labels from tune until both take them from the
     # new jobs/settings.py (the lead switches ensemble's two imports when merging T's branch)
     "job: segkit.jobs.ensemble imports segkit.jobs.tune",
-    # (d) tune takes mask_index through evaluate; its home is segkit.io.masks now: the lead
-    # switches tune's import to `from ..io.masks import mask_index`
+    # (d) tune takes mask_index through evaluate; its home is jobs/_stores.py now (as on T's
+    # branch, where tune imports it from there)
     "job: segkit.jobs.tune imports segkit.jobs.evaluate",
 }
 

@@ -89,10 +89,10 @@ def test_cli(folders, tmp_path):
 
 
 def test_masks_of_a_folder_by_stem(folders, tmp_path):
-    """segkit.io.masks.mask_index (evaluate, tune) and find_mask (audit): nested and flattened
+    """jobs/_stores.mask_index (evaluate, tune) and find_mask (audit): nested and flattened
     files name the same stem; hidden files (temporaries) are not masks."""
     from segkit.errors import PathNotFoundError
-    from segkit.io.masks import find_mask, mask_index
+    from segkit.jobs._stores import find_mask, mask_index
 
     gt_dir, pred_dir, _, _ = folders
     (gt_dir / ".d.png.tmp-1").write_bytes(b"half")

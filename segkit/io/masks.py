@@ -1,6 +1,4 @@
-"""Label masks as single-channel PNG files (palette PNG when a palette is known), and the
-masks of a folder by image stem (``dir/name.png`` and the flattened ``dir+name.png`` both
-belong to stem ``dir+name``)."""
+"""Label masks as single-channel PNG files (palette PNG when a palette is known)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,9 +6,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..errors import DataError, InputError, PathNotFoundError
+from ..errors import DataError, InputError
 from .atomic import atomic_path
-from .names import unflatten_name
 
 LABEL_MODES = {"L": np.uint8, "P": np.uint8, "I;16": np.uint16, "I;16B": np.uint16,
                "I": np.int32}
@@ -70,40 +67,3 @@ def write_mask(path: str | Path, mask: np.ndarray, palette: np.ndarray | None = 
     options = {} if compress_level is None else {"compress_level": int(compress_level)}
     with atomic_path(path) as tmp:
         img.save(tmp, format="PNG", **options)
-
-
-def mask_index(folder: str | Path) -> dict[str, Path]:
-    """The label PNGs below `folder` by image stem.
-
-    Parameters
-    ----------
-    folder : str or Path
-        A folder of masks, nested (``dir/name.png``) or flattened (``dir+name.png``).
-
-    Returns
-    -------
-    dict of str to Path
-        Stem (the relative path without suffix, folders joined by ``+``) -> file, in sorted
-        order; hidden files (names starting with ``.``, temporaries among them) are left out.
-    """
-    folder = Path(folder)
-    return {"+".join(p.relative_to(folder).with_suffix("").parts): p
-            for p in sorted(folder.rglob("*.png")) if not p.name.startswith(".")}
-
-
-def find_mask(folder: str | Path, stem: str) -> Path:
-    """The mask of image `stem` in `folder`: ``dir/name.png`` for stem ``dir+name``, else
-    ``<stem>.png`` (one lookup, no listing of the folder).
-
-    Raises
-    ------
-    PathNotFoundError
-        Neither file exists (the message names both).
-    """
-    folder = Path(folder)
-    nested = unflatten_name(stem, suffix=".png")
-    for candidate in (folder / nested, folder / f"{stem}.png"):
-        if candidate.is_file():
-            return candidate
-    raise PathNotFoundError(f"no annotation for {stem!r} under {folder} (looked for {nested} "
-                            f"and {stem}.png)")

@@ -45,12 +45,12 @@ import numpy as np
 
 from ..errors import InputError, PathNotFoundError
 from ..io import atomic
-from ..io.masks import find_mask, read_mask, write_mask
+from ..io.masks import read_mask, write_mask
 from ..io.store import ConfidenceStore, common_stems, open_stores, store_identity
 from ..ops import label_issues as li
 from ..ops import label_issues_cutoff as cutoffs
 from ._audit_page import picture, write_csv, write_html
-from ._stores import StoreReader, mask_of
+from ._stores import StoreReader, find_mask, mask_of
 
 CACHE = ".cache"
 

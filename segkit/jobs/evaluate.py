@@ -11,10 +11,10 @@ import numpy as np
 
 from ..errors import InputError, PathNotFoundError
 from ..io import atomic
-from ..io.masks import mask_index, read_mask
+from ..io.masks import read_mask
 from ..io.store import META, SET_SEPARATOR, ConfidenceStore, open_store
 from ..ops.confusion import confusion_matrix, iou_scores
-from ._stores import StoreReader
+from ._stores import StoreReader, mask_index
 from .engine import map_items
 
 
