@@ -29,6 +29,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent / "segkit"
 MAX_LINES = 450
+MAX_NATIVE_LINES = 400
 
 #: Modules of segkit/jobs that several jobs share (not jobs themselves).
 SHARED_JOB_MODULES = {"engine", "settings"}
@@ -305,6 +306,16 @@ def test_the_tree_keeps_its_layers():
     assert "segkit.jobs.ensemble" in sources and "segkit.ops.soft_vote" in sources
     offences = set(check(sources, lines, paths))
     assert sorted(offences - ALLOWED) == []
+
+
+def test_no_native_source_is_over_400_lines():
+    """csrc/README.md's rule for the C++ and CUDA sources, as rule (e) is for Python."""
+    csrc = ROOT.parent / "csrc"
+    sources = [p for p in csrc.rglob("*") if p.suffix in (".cpp", ".h", ".cu", ".cuh")]
+    assert len(sources) > 10
+    long = {str(p.relative_to(csrc)): n for p in sources
+            if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_NATIVE_LINES}
+    assert long == {}
 
 
 def test_the_allowlist_names_only_current_offences():
