@@ -1,4 +1,7 @@
-"""Generated data for tests, benchmarks and the demo: no downloads."""
+"""Generated data for the demo, the benchmarks and the scripts (and the tests): no downloads.
+
+Generators that only the tests use live in ``tests/_synthetic.py``; nothing here runs a job.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -194,21 +197,22 @@ def make_coco_dataset(out_dir, n_images: int = 12, size=(128, 128), *, seed: int
     """
     from pycocotools import mask as mask_utils
 
+    from .errors import InputError
     from .io.atomic import write_json, write_text
     from .palette import TRASH_CLASSES
 
     classes = tuple(TRASH_CLASSES if classes is None else classes)
     if len(classes) < 2:
-        raise ValueError(f"classes must name the background and at least one class; got "
+        raise InputError(f"classes must name the background and at least one class; got "
                          f"{classes!r}")
     ncat = len(classes) - 1
     category_ids = tuple(range(1, ncat + 1) if category_ids is None else
                          (int(c) for c in category_ids))
     if len(category_ids) != ncat or len(set(category_ids)) != ncat:
-        raise ValueError(f"category_ids must be {ncat} distinct ids (one per class after the "
+        raise InputError(f"category_ids must be {ncat} distinct ids (one per class after the "
                          f"background); got {category_ids!r}")
     if n_images < 0 or test_images < 0 or not 0 <= empty_images <= n_images:
-        raise ValueError(f"need n_images >= 0, test_images >= 0, 0 <= empty_images <= "
+        raise InputError(f"need n_images >= 0, test_images >= 0, 0 <= empty_images <= "
                          f"n_images; got {n_images}, {test_images}, {empty_images}")
     root = Path(out_dir)
     root.mkdir(parents=True, exist_ok=True)
@@ -398,30 +402,6 @@ def make_huge_coco(out_dir, height: int = 5000, width: int = 6000, *, objects: i
                       "categories": [{"id": c, "name": f"class {c}"} for c in (1, 2, 3)],
                       "annotations": anns}, indent=None)
     return path
-# ----------------------------------------------------------------------------- label audits
-
-def oof_probs(truth: np.ndarray, num_classes: int, *, sharpness: float = 5.0,
-              noise: float = 1.2, blur: int = 5, scale: int = 16,
-              seed: int = 0) -> np.ndarray:
-    """(C, H, W) float32 out-of-fold-like probabilities of a model that learned the clean
-    `truth` (H, W): softmax of `sharpness` times the one-hot truth box-blurred over `blur`
-    pixels (uncertain at edges), plus smooth noise of std `noise`."""
-    rng = np.random.default_rng(seed)
-    h, w = truth.shape
-    onehot = (np.arange(num_classes)[:, None, None] == truth[None]).astype(np.float32)
-    if blur > 1:
-        k = np.ones(blur, np.float32) / blur
-        pad = blur // 2
-        for axis in (1, 2):
-            padded = np.pad(onehot, [(0, 0)] + [(pad, blur - 1 - pad) if a == axis else (0, 0)
-                                                for a in (1, 2)], mode="edge")
-            onehot = np.apply_along_axis(lambda v: np.convolve(v, k, "valid"), axis, padded)
-    logits = sharpness * onehot + noise * smooth_field(rng, num_classes, h, w, scale)
-    logits -= logits.max(0)
-    e = np.exp(logits)
-    return (e / e.sum(0)).astype(np.float32)
-
-
 def oof_predictions(n: int, h: int, w: int, num_classes: int = 11, *,
                     noise: Sequence[float] = (2.0, 3.5, 3.5), rare_penalty: float = 1.5,
                     sharpness: float = 6.0, scale: int = 24, seed: int = 0):

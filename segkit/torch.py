@@ -22,7 +22,7 @@ import torch
 
 from .errors import InputError, InputTypeError, UnavailableError
 from .ops import convcrf_grad as _grad
-from .ops.convcrf import CrfParams, convcrf, crf_params
+from .ops.convcrf import ConvCrfParams, convcrf, convcrf_params
 
 Tensor = torch.Tensor
 
@@ -226,7 +226,7 @@ def conv_crf(unary: Tensor, image: Any, *, weight: Any = 0.2, pos_compat: Any = 
     mask : Tensor (N, H, W) bool or uint8, optional
         Valid pixels; the others neither send nor receive messages (padded crops).
     filter_size, blur, num_iter, unary_weight, unary_kind, init, final_softmax
-        As :func:`segkit.convcrf` (fixed, not learnable).
+        As :func:`segkit.convcrf` (constants, not learnable).
 
     Returns
     -------
@@ -318,7 +318,7 @@ class ConvCRF(torch.nn.Module):
                  convcomp: bool = False, mean: Sequence[float] | None = None,
                  std: Sequence[float] | None = None, **params: Any):
         super().__init__()
-        self.setting: CrfParams = crf_params(preset, **params)
+        self.setting: ConvCrfParams = convcrf_params(preset, **params)
         self.backend = backend
         self.trainable = bool(trainable)
         self.mean, self.std = mean, std

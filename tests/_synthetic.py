@@ -1,4 +1,4 @@
-"""Generated datasets that only the tests use (segkit.synthetic keeps the generators that the
+"""Generated data that only the tests use (segkit.synthetic keeps the generators that the
 demo, benchmarks and scripts share). `audit_dataset` runs segkit's masks job, which a generator
 in the package must not do."""
 from __future__ import annotations
@@ -8,7 +8,31 @@ from pathlib import Path
 
 import numpy as np
 
-from segkit.synthetic import make_coco_dataset, oof_probs
+from segkit.synthetic import make_coco_dataset, smooth_field
+
+
+# ----------------------------------------------------------------------------- label audits
+
+def oof_probs(truth: np.ndarray, num_classes: int, *, sharpness: float = 5.0,
+              noise: float = 1.2, blur: int = 5, scale: int = 16,
+              seed: int = 0) -> np.ndarray:
+    """(C, H, W) float32 out-of-fold-like probabilities of a model that learned the clean
+    `truth` (H, W): softmax of `sharpness` times the one-hot truth box-blurred over `blur`
+    pixels (uncertain at edges), plus smooth noise of std `noise`."""
+    rng = np.random.default_rng(seed)
+    h, w = truth.shape
+    onehot = (np.arange(num_classes)[:, None, None] == truth[None]).astype(np.float32)
+    if blur > 1:
+        k = np.ones(blur, np.float32) / blur
+        pad = blur // 2
+        for axis in (1, 2):
+            padded = np.pad(onehot, [(0, 0)] + [(pad, blur - 1 - pad) if a == axis else (0, 0)
+                                                for a in (1, 2)], mode="edge")
+            onehot = np.apply_along_axis(lambda v: np.convolve(v, k, "valid"), axis, padded)
+    logits = sharpness * onehot + noise * smooth_field(rng, num_classes, h, w, scale)
+    logits -= logits.max(0)
+    e = np.exp(logits)
+    return (e / e.sum(0)).astype(np.float32)
 
 
 # ----------------------------------------------------------------------------- defective COCO

@@ -174,7 +174,7 @@ def test_bad_arguments(data, tmp_path):
     shutil.copytree(gt, wrong)
     first = _gt_path(wrong, _stems(store)[0])
     segkit.io.masks.write_mask(first, np.zeros((5, 5), np.uint8))
-    with pytest.raises(segkit.jobs.JobError, match="annotation is 5x5"):
+    with pytest.raises(segkit.jobs.JobError, match=r"is 5x5, the probabilities"):
         segkit.audit([store], wrong, tmp_path / "out2", workers=1, progress=False)
 
 

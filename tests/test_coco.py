@@ -11,13 +11,12 @@ from PIL import Image
 
 import segkit
 from segkit.cli import main
-from segkit.io.coco import (CocoError, CocoIndex, label_table, load_coco, rasterize,
-                            read_coco, validate_coco)
+from segkit.io.coco import CocoError, CocoIndex, check_coco, label_table, rasterize
 from segkit.io.masks import read_mask
 from segkit.io.names import flatten_name
 from segkit.jobs import DatasetError
 from segkit.palette import TRASH_PALETTE, palette_for
-from segkit.reference.coco import rasterize_reference
+from segkit.reference.coco import pycocotools_coco, rasterize_reference
 
 from ._jobs_data import check_coco_features, coco_dataset
 
@@ -111,7 +110,7 @@ def test_rasterize_hand_made():
 
 def test_rasterize_equals_reference_on_generated_data(dataset):
     index = CocoIndex.open(dataset.ann_file)
-    coco = load_coco(dataset.ann_file)
+    coco = pycocotools_coco(dataset.ann_file)
     table = index.table
     assert not table.identity and table.category_to_label[42] == 10
     painted_overlap = 0
@@ -163,20 +162,20 @@ BAD_COCO = [
 
 
 @pytest.mark.parametrize("mutate, message", BAD_COCO)
-def test_validate_coco_names_the_problem(mutate, message):
+def test_check_coco_names_the_problem(mutate, message):
     with pytest.raises(CocoError, match="ann.json: .*" + message):
-        validate_coco(_mutate(mutate), "ann.json")
+        check_coco(_mutate(mutate), "ann.json")
 
 
-def test_read_coco_errors(tmp_path):
+def test_open_errors(tmp_path):
     with pytest.raises(CocoError, match="nope.json: no such file"):
-        read_coco(tmp_path / "nope.json")
+        CocoIndex.open(tmp_path / "nope.json")
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(CocoError, match="bad.json: not valid JSON"):
-        read_coco(tmp_path / "bad.json")
+        CocoIndex.open(tmp_path / "bad.json")
     with pytest.raises(CocoError, match="is a folder"):
-        read_coco(tmp_path)
-    assert read_coco(_write(tmp_path / "ok.json", _base()))["images"][0]["id"] == 1
+        CocoIndex.open(tmp_path)
+    assert CocoIndex.open(_write(tmp_path / "ok.json", _base())).data["images"][0]["id"] == 1
 
 
 def _write(path, data):
@@ -189,7 +188,7 @@ def _write(path, data):
 def test_coco_to_masks_equals_reference(dataset, tmp_path):
     out = tmp_path / "masks"
     report = segkit.coco_to_masks(dataset.ann_file, out, workers=2, progress=False, log=None)
-    coco = load_coco(dataset.ann_file)
+    coco = pycocotools_coco(dataset.ann_file)
     table = CocoIndex.open(dataset.ann_file).table
     for img in coco.dataset["images"]:
         path = out / (img["file_name"][:-4] + ".png")

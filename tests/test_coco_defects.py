@@ -3,8 +3,6 @@
 no folder reader takes for output."""
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import math
 from pathlib import Path
@@ -14,18 +12,17 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 from pycocotools import mask as mask_utils
-from pycocotools.coco import COCO
 
 import segkit
 from segkit.cli import main
 from segkit.io import atomic
-from segkit.io.coco import (CocoError, CocoIndex, check_annotations, count_labels,
-                            inspect_coco, label_table, rasterize, read_coco)
+from segkit.io.coco import (CocoError, CocoIndex, check_annotations, check_coco, count_labels,
+                            label_table, rasterize)
 from segkit.io.images import (ImageLookupError, find_image, image_stem, is_image,
                               list_images, read_image)
 from segkit.io.masks import read_mask, write_mask
 from segkit.jobs import DatasetError
-from segkit.reference.coco import rasterize_reference
+from segkit.reference.coco import pycocotools_coco, rasterize_reference
 from segkit.synthetic import make_huge_coco
 
 from ._synthetic import make_defective_coco
@@ -36,14 +33,6 @@ def defective(tmp_path_factory):
     return make_defective_coco(tmp_path_factory.mktemp("defects"))
 
 
-def _pycoco(path) -> COCO:
-    coco = COCO()
-    coco.dataset = json.loads(Path(path).read_text())
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco.createIndex()
-    return coco
-
-
 def _mask_name(file_name: str) -> str:
     return str(Path(file_name).with_suffix(".png"))
 
@@ -51,7 +40,7 @@ def _mask_name(file_name: str) -> str:
 def _expected(ann_file, crowd: str) -> dict[str, np.ndarray]:
     """Naive expectation from pycocotools' annToMask: decreasing area (stable), crowd regions
     painted 255 ("ignore") or dropped ("skip")."""
-    coco = _pycoco(ann_file)
+    coco = pycocotools_coco(ann_file)
     table = label_table(coco.dataset["categories"]).category_to_label
     out = {}
     for img in coco.dataset["images"]:
@@ -89,8 +78,8 @@ def test_nan_and_infinity_are_read_not_a_parse_error(tmp_path):
                  '"segmentation": [[0, 0, 4, 0, 4, 3]]}]}')
     with pytest.raises(CocoError, match=r"nan.json: annotation id 7 \(image id 1, 'a.jpg'\): "
                                         r"non-finite number Infinity in bbox\[2\]"):
-        read_coco(p)
-    data = read_coco(p, on_invalid="skip")
+        CocoIndex.open(p)
+    data = CocoIndex.open(p, on_invalid="skip").data
     assert data["annotations"] == []
 
 
@@ -103,7 +92,7 @@ def test_default_names_the_file_the_annotation_and_the_reason(defective):
     for ann_id, reason in defective.invalid.items():
         one = {**valid, "annotations": [*valid["annotations"], by_id[ann_id]]}
         with pytest.raises(CocoError) as err:
-            inspect_coco(one, "defective.json")
+            check_coco(one, "defective.json")
         msg = str(err.value)
         assert msg.startswith(f"defective.json: annotation id {ann_id}"), msg
         assert reason in msg and "on_invalid='skip'" in msg, msg
@@ -133,7 +122,7 @@ def test_structural_defects_stay_fatal_in_skip_mode(tmp_path):
     data = {"images": [{"id": 1, "file_name": "a.jpg", "height": math.inf, "width": 4}],
             "categories": [], "annotations": []}
     with pytest.raises(CocoError, match="height must be a positive integer; got inf"):
-        inspect_coco(data, "x.json", on_invalid="skip")
+        check_coco(data, "x.json", on_invalid="skip")
 
 
 # ----------------------------------------------------------------------------- masks job
@@ -155,7 +144,7 @@ def test_masks_skip_converts_and_reports(defective, tmp_path):
     assert f"invalid annotations skipped: {len(defective.invalid)}" in text
     assert "duplicate annotation ids (all kept): 1" in text and "Mpix/s" in text
     # what was painted: exactly the valid annotations (pycocotools' reference)
-    coco = _pycoco(defective.valid_file)
+    coco = pycocotools_coco(defective.valid_file)
     table = label_table(coco.dataset["categories"]).category_to_label
     for img in coco.dataset["images"]:
         got = read_mask(tmp_path / "m" / _mask_name(img["file_name"]))
@@ -184,7 +173,7 @@ def test_crowd_modes(defective, tmp_path, crowd):
         assert ignored > 0 and c["pixels"] == ignored == report["ignore_pixels"]
         assert c["label"] == 255
     elif crowd == "skip":
-        coco = _pycoco(defective.valid_file)
+        coco = pycocotools_coco(defective.valid_file)
         union = 0
         for img in coco.dataset["images"]:
             regions = [coco.annToMask(a) for a in coco.loadAnns(coco.getAnnIds(
@@ -380,12 +369,16 @@ def test_crf_and_infer_share_the_lookup(tmp_path):
 
 
 def test_ensemble_accepts_webp_and_upper_case(tmp_path):
-    from segkit.jobs import ensemble as ens
+    """The jobs (ensemble, audit, tune, crf) read a stem's image through _stores.image_of."""
+    from segkit.jobs._stores import image_of
 
     _img(tmp_path / "batch_00" / "0000.webp", 7)
     _img(tmp_path / "batch_00" / "0001.JPG", 9)
-    assert ens.find_image(tmp_path, "batch_00+0000").suffix == ".webp"
-    assert ens.read_image(ens.find_image(tmp_path, "batch_00+0001")).shape == (4, 5, 3)
+    assert find_image(tmp_path, "batch_00+0000").suffix == ".webp"
+    assert image_of("batch_00+0000", tmp_path, (11, 4, 5)).shape == (4, 5, 3)
+    assert image_of("batch_00+0001", str(tmp_path), (4, 5)).shape == (4, 5, 3)
+    with pytest.raises(segkit.errors.InputError, match="image is 5x4, the probabilities 4x5"):
+        image_of("batch_00+0001", tmp_path, (5, 4))
 
 
 def test_mmseg_dataset_finds_mixed_case_nested_images(tmp_path):
@@ -459,7 +452,7 @@ def test_odd_ids_are_invalid_not_a_crash():
                             {"id": 4, "image_id": 1, "category_id": 1,
                              "segmentation": [[0, 0, "3", 0, 3, 3]]},
                             "not an annotation"]}
-    _, findings = inspect_coco(data, "odd.json", on_invalid="skip")
+    _, findings = check_coco(data, "odd.json", on_invalid="skip")
     reasons = [s["reason"] for s in findings.skipped]
     assert reasons[0].startswith("image id [1] has no record")
     assert reasons[1].startswith("category_id {'a': 1} has no record")

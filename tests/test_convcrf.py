@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import segkit
-from segkit.ops.convcrf import crf_params
+from segkit.ops.convcrf import convcrf_params
 from segkit.reference.convcrf import convcrf_torch, pool_geometry
 from segkit.synthetic import crf_scene
 
@@ -35,7 +35,7 @@ def scene(n, c, h, w, *, seed=0, kind="logits", layout="nhwc", dtype=np.float32)
 
 def torch_reference(unary, image, **kw):
     """The torch reference on canonical layouts (NCHW image, float32 unary)."""
-    params = crf_params(kw.pop("preset", None), **kw).reference_kwargs()
+    params = convcrf_params(kw.pop("preset", None), **kw).reference_kwargs()
     u = np.asarray(unary, np.float32)
     img = np.asarray(image, np.float32)
     if img.shape[1] != 3:
@@ -156,7 +156,7 @@ def test_preset_contents():
     assert (seed["filter_size"], seed["blur"], seed["num_iter"], seed["unary_kind"]) == \
         (5, 1, 200, "logits")
     # explicit arguments win over the preset; None means "the preset's value"
-    p = crf_params("seed", num_iter=3, blur=None)
+    p = convcrf_params("seed", num_iter=3, blur=None)
     assert (p.num_iter, p.blur, p.filter_size) == (3, 1, 5)
 
 
@@ -188,7 +188,7 @@ def test_every_isa_and_class_block(simd_isa, c, blur):
     image = rng.integers(0, 256, (1, 3, 13, 37)).astype(np.uint8)
     for kw in ({}, dict(filter_size=5, unary_kind="probs", final_softmax=True),
                dict(filter_size=7, init="softmax", col_sdims=40.0)):
-        params = crf_params(blur=blur, num_iter=3, **kw)
+        params = convcrf_params(blur=blur, num_iter=3, **kw)
         u = unary
         if params.unary_kind == "probs":
             e = np.exp(unary - unary.max(1, keepdims=True))
@@ -205,7 +205,7 @@ def test_parameter_record():
     require_backend("cpp")
     from segkit import _C
 
-    p = crf_params("seed", unary_kind="probs", col_sdims=50.0)
+    p = convcrf_params("seed", unary_kind="probs", col_sdims=50.0)
     record = p.kernel_params
     assert isinstance(record, _C.ConvCrfParams) and p.kernel_params is record
     for name, value in p.kernel_constants().items():
@@ -328,12 +328,12 @@ def test_fused_memory_is_far_below_unfold():
     image = np.zeros((1, 3, h, w), np.uint8)
     unfold = c * k * k * h * w * 4
     ws = _C.convcrf_workspace_bytes(scores, image,
-                                    crf_params(filter_size=k, blur=1).kernel_params)
+                                    convcrf_params(filter_size=k, blur=1).kernel_params)
     bound = 4 * ((k * k // 2) * (h + k) * (w + 2 * k + 16) + 2 * c * (h + k) * (w + 2 * k + 16)
                  + 7 * h * w + 64 * c * (w + 16))
     assert ws <= bound and ws < unfold / 9
     ws4 = _C.convcrf_workspace_bytes(scores, image,  # blur 4: 16x fewer cells
-                                     crf_params(filter_size=k, blur=4).kernel_params)
+                                     convcrf_params(filter_size=k, blur=4).kernel_params)
     assert ws4 < ws / 3
 
 

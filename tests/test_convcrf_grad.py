@@ -308,6 +308,22 @@ def test_binding_checks_every_array():
     with pytest.raises(ValueError, match=r"mask must have shape \(1, 4, 4\)"):
         _C.convcrf_grad_forward(u, img, np.ones((1, 4, 3), np.uint8), w, None,
                                 np.zeros_like(u), saved, **kw)
+    # the backward checks its own arrays too (bindings/checks.h, named by the function)
+    out = np.zeros_like(u)
+    _C.convcrf_grad_forward(u, img, None, w, None, out, saved, **kw)
+    args = [np.ones_like(u), u, img, None, w, None, saved, np.zeros_like(u), np.zeros(2),
+            np.zeros(5)]
+    _C.convcrf_grad_backward(*args, None, **kw)
+    with pytest.raises(ValueError, match=r"_C.convcrf_grad_backward: d_sums must have shape "
+                                         r"\(5,\), got \(4,\)"):
+        _C.convcrf_grad_backward(*args[:-1], np.zeros(4), None, **kw)
+    with pytest.raises(TypeError, match="d_weight must be float64, got float32"):
+        _C.convcrf_grad_backward(*args[:-2], np.zeros(2, np.float32), args[-1], None, **kw)
+    compat = np.zeros((2, 2), np.float32)
+    with pytest.raises(ValueError, match="d_compat is required when compat is given"):
+        _C.convcrf_grad_backward(*args[:5], compat, *args[6:], None, **kw)
+    with pytest.raises(ValueError, match=r"d_compat must have shape \(2, 2\)"):
+        _C.convcrf_grad_backward(*args[:5], compat, *args[6:], np.zeros((2, 3)), **kw)
 
 
 # ---- a torch citizen: opcheck, compile, autocast, DDP -----------------------------------------

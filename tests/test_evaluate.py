@@ -86,3 +86,21 @@ def test_cli(folders, tmp_path):
     bad = CliRunner().invoke(main, ["eval", str(pred_dir), str(gt_dir), "--num-classes", "2",
                                     "--workers", "1"])
     assert bad.exit_code != 0 and "labels outside 0..1" in bad.output
+
+
+def test_masks_of_a_folder_by_stem(folders, tmp_path):
+    """jobs/_stores.mask_index (evaluate, tune) and find_mask (audit): nested and flattened
+    files name the same stem; hidden files (temporaries) are not masks."""
+    from segkit.errors import PathNotFoundError
+    from segkit.jobs._stores import find_mask, mask_index
+
+    gt_dir, pred_dir, _, _ = folders
+    (gt_dir / ".d.png.tmp-1").write_bytes(b"half")
+    assert list(mask_index(gt_dir)) == ["a", "c", "sub+b"]
+    assert mask_index(gt_dir)["sub+b"] == gt_dir / "sub" / "b.png"
+    assert mask_index(pred_dir)["sub+b"] == pred_dir / "sub+b.png"
+    assert find_mask(gt_dir, "sub+b") == gt_dir / "sub" / "b.png"
+    assert find_mask(pred_dir, "sub+b") == pred_dir / "sub+b.png"
+    with pytest.raises(PathNotFoundError, match=r"no annotation for 'sub\+x' under .*sub/x.png "
+                                                r"and sub\+x.png"):
+        find_mask(gt_dir, "sub+x")

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 import segkit
 from segkit.cli import main
-from segkit.io.coco import read_coco
+from segkit.io.coco import CocoIndex
 from segkit.io.names import stem_of
 from segkit.jobs.kfold import greedy_folds, multilabel_folds
 
@@ -110,13 +110,13 @@ def test_kfold_files(dataset, tmp_path, method, flatten):
     out = tmp_path / "folds"
     result = segkit.kfold(dataset.ann_file, k=k, method=method, seed=5, out=out,
                           flatten=flatten, log=None)
-    data = read_coco(dataset.ann_file)
+    data = CocoIndex.open(dataset.ann_file).data
     all_ids = [img["id"] for img in data["images"]]
     stems = {img["id"]: stem_of(img["file_name"], flatten=flatten) for img in data["images"]}
     seen_val = []
     for f in range(k):
-        train, val = read_coco(out / f"fold{f}" / "train.json"), \
-            read_coco(out / f"fold{f}" / "val.json")
+        train, val = CocoIndex.open(out / f"fold{f}" / "train.json").data, \
+            CocoIndex.open(out / f"fold{f}" / "val.json").data
         t_ids = [i["id"] for i in train["images"]]
         v_ids = [i["id"] for i in val["images"]]
         assert not set(t_ids) & set(v_ids) and sorted(t_ids + v_ids) == sorted(all_ids)

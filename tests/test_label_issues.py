@@ -9,6 +9,7 @@ import pytest
 
 import segkit
 from segkit.ops import label_issues as ops
+from segkit.ops import label_issues_cutoff as cutoffs
 from segkit.reference import label_issues as ref
 
 from .conftest import require_backend
@@ -99,7 +100,7 @@ def test_ties_bounded_against_cleanlab(backend):
     out = segkit.label_issues(lab, p, backend=backend)
     scores = np.take_along_axis(p, lab[:, None].astype(np.int64), 1)[:, 0]
     s, k = ops.confident_sums(lab, p, backend="numpy")
-    thr = ops.thresholds_from_sums(s, k)
+    thr = cutoffs.thresholds_from_sums(s, k)
     _, _, _, count = ops.score_pixels(lab, p, thr, backend="numpy")
     cut = np.sort(scores.ravel())[count - 1]
     differ = out != expected
@@ -166,7 +167,7 @@ def test_stages_equal_reference(backend, shape):
     s2, k2 = ops.confident_sums(lab, p, ignore_index=200, backend=backend)
     np.testing.assert_allclose(s2, s, rtol=1e-12)
     np.testing.assert_array_equal(k2, k)
-    thr = ops.thresholds_from_sums(s, k)
+    thr = cutoffs.thresholds_from_sums(s, k)
     sc, cand, hist, counted = ref.scores(lab, p, shape[1], thr - 1e-6, 200)
     sc2, cand2, hist2, counted2 = ops.score_pixels(lab, p, thr, ignore_index=200,
                                                    backend=backend)
@@ -187,9 +188,9 @@ def test_order_keys_and_bins():
     keys = ref.order_keys(v)
     assert (np.diff(keys.astype(np.int64)) > 0).all()
     for b in np.unique(keys >> 16):
-        np.testing.assert_array_equal(ops.in_bin(v, int(b)), (keys >> 16) == b)
+        np.testing.assert_array_equal(cutoffs.in_bin(v, int(b)), (keys >> 16) == b)
     for k in keys:
-        cut = ops.Cutoff(int(k), int(k), 1, 1)
+        cut = cutoffs.Cutoff(int(k), int(k), 1, 1)
         assert ref.order_keys(np.array([cut.tie_value]))[0] == k
 
 
@@ -199,13 +200,13 @@ def test_find_cutoff_counts_exactly():
     keys = ref.order_keys(s)
     hist = np.bincount(keys >> 16, minlength=1 << 16)
     for count in (1, 10, 200, 999, 1000):
-        cut = ops.find_cutoff(hist, count, lambda b: s[ops.in_bin(s, b)])
+        cut = cutoffs.find_cutoff(hist, count, lambda b: s[cutoffs.in_bin(s, b)])
         taken = (keys < cut.key).sum() + cut.ties
         assert taken == count
         kth = np.sort(s)[count - 1]
         assert (keys < cut.key).sum() == (s < kth).sum() or cut.ties == 0
     with pytest.raises(ValueError, match="exceeds"):
-        ops.find_cutoff(hist, 1001, lambda b: s[ops.in_bin(s, b)])
+        cutoffs.find_cutoff(hist, 1001, lambda b: s[cutoffs.in_bin(s, b)])
 
 
 def test_bad_input():
@@ -265,7 +266,7 @@ def test_fused_pass_equals_the_stages(fused_backend, shape, dtype, pdtype, ignor
         p[:, :, 0, :2] = p[:, :1, 0, :2]  # argmax ties: the first class wins
     lab, p, ign, _ = ops._prepare(lab, p, ignore)
     s, k, bad = ref.sums(lab, p, shape[1], ign)
-    thr = ops.thresholds_from_sums(s, k)
+    thr = cutoffs.thresholds_from_sums(s, k)
     sc, cand, hist, counted = ref.scores(lab, p, shape[1], thr - 1e-6, ign)
     sc2, cand2, hist2, counted2 = ops.fused_scores(lab, p, ign, fused_backend)
     np.testing.assert_array_equal(sc2, sc)

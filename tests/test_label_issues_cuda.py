@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from segkit import _cuda
-from segkit.ops import label_issues as ops
+from segkit.ops import _label_issues_backends as backends
+from segkit.ops import label_issues_cutoff as cutoffs
 from segkit.reference import label_issues as ref
 
 from . import cuda_emu
@@ -61,22 +62,22 @@ def test_sums_and_scores_kernels(kernels, dtype, pdtype):
     s, k, bad = ref.sums(lab, p, c, 9)
     gs, gk, gb = np.zeros(c), np.zeros(c, np.int64), np.zeros(1, np.int64)
     pv = p  # the host sees raw half bits through the pointer
-    name, _, args = ops.cuda_sums_launch(lab, pv, c, 9, gs, gk, gb)
-    assert name.endswith(f"{ops.PROB_SUFFIX[np.dtype(pdtype)]}_{_cuda.DTYPE_SUFFIX[np.dtype(dtype)]}")
+    name, _, args = backends.cuda_sums_launch(lab, pv, c, 9, gs, gk, gb)
+    assert name.endswith(f"{backends.PROB_SUFFIX[np.dtype(pdtype)]}_{_cuda.DTYPE_SUFFIX[np.dtype(dtype)]}")
     kernels.launch(name, args, grid=3, block=1)  # shared memory: one thread per block
     np.testing.assert_allclose(gs, s, rtol=1e-12)
     np.testing.assert_array_equal(gk, k)
     assert gb[0] == bad == 1
-    thr = ops.thresholds_from_sums(s, k) - 1e-6
+    thr = cutoffs.thresholds_from_sums(s, k) - 1e-6
     sc, cand, hist, counted = ref.scores(lab, p, c, thr, 9)
     gsc = np.empty(lab.shape, np.float32)
     gcand = np.empty(lab.shape, np.uint8)
     ghist = np.zeros(1 << 16, np.int64)
     gcount = np.zeros(1, np.int64)
-    name, _, args = ops.cuda_scores_launch(lab, pv, c, 9, thr, gsc, gcand, ghist, gcount)
+    name, _, args = backends.cuda_scores_launch(lab, pv, c, 9, thr, gsc, gcand, ghist, gcount)
     kernels.launch(name, args, grid=3, block=4)
     dummy = np.zeros(1, np.int64)  # without the histogram: a 1-element buffer, untouched
-    _, _, args2 = ops.cuda_scores_launch(lab, pv, c, 9, thr, gsc, gcand, dummy,
+    _, _, args2 = backends.cuda_scores_launch(lab, pv, c, 9, thr, gsc, gcand, dummy,
                                          np.zeros(1, np.int64), want_hist=False)
     kernels.launch(name, args2, grid=2, block=3)
     assert dummy[0] == 0

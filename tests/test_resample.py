@@ -19,12 +19,12 @@ import segkit
 from segkit.jobs.engine import JobError
 from segkit.cli import main
 from segkit.io import masks as masks_io
-from segkit.io.coco import CocoIndex, load_coco
+from segkit.io.coco import CocoIndex
 from segkit.io.masks import read_mask
 from segkit.jobs import DatasetError
 from segkit.jobs.resample import list_masks
 from segkit.palette import palette_for
-from segkit.reference.coco import rasterize_reference
+from segkit.reference.coco import pycocotools_coco, rasterize_reference
 from segkit.synthetic import blob_masks
 
 from ._jobs_data import coco_dataset, noisy_mask_folder
@@ -88,7 +88,7 @@ def test_folder_equals_mode_filter_per_file(folder, tmp_path, kwargs):
 def test_coco_source_equals_mode_filter_of_reference_masks(dataset, tmp_path):
     report = segkit.resample(dataset.ann_file, tmp_path / "o", flatten=True, workers=2,
                              progress=False, log=None)
-    coco = load_coco(dataset.ann_file)
+    coco = pycocotools_coco(dataset.ann_file)
     table = CocoIndex.open(dataset.ann_file).table
     for img in coco.dataset["images"]:
         ref = rasterize_reference(coco, img["id"], dict(table.category_to_label))

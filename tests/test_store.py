@@ -210,8 +210,12 @@ def test_open_stores_takes_store_sets(tmp_path):
     c = _store_with(tmp_path, "c", classes=("bg", "b"), stems=("x",))
     with pytest.raises(StoreError, match="same classes"):
         open_stores([f"{a0.root},{a1.root}", c.root])
-    with pytest.raises(TypeError, match="sequence of stores"):
+    with pytest.raises(TypeError, match="^stores must be a sequence of stores"):
         open_stores(f"{a0.root},{a1.root}")
+    with pytest.raises(TypeError, match="^models must be a sequence of stores"):
+        open_stores(a0, name="models")  # the caller's argument name in the message
+    with pytest.raises(ValueError, match="^models must name at least one confidence store"):
+        open_stores([], name="models")
     # a folder whose own name holds a comma is one store
     odd = _store_with(tmp_path, "odd,name", stems=("x",))
     assert open_stores([odd.root])[0].root == odd.root

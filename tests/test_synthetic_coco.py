@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segkit.io.coco import read_coco
+from segkit.io.coco import CocoIndex
 from segkit.palette import TRASH_CLASSES
 from segkit.synthetic import make_coco_dataset
 
@@ -25,13 +25,13 @@ def test_dataset_contents(tmp_path):
                            category_ids=[1, 2, 3, 4, 5, 6, 7, 8, 9, 42], rle_fraction=0.5,
                            test_images=3)
     check_coco_features(ds.ann_file)
-    data = read_coco(ds.ann_file)
+    data = CocoIndex.open(ds.ann_file).data
     assert [i["file_name"] for i in data["images"]] == list(ds.images)
     assert [c["name"] for c in data["categories"]] == list(TRASH_CLASSES[1:])
     for img in data["images"]:
         with Image.open(ds.root / img["file_name"]) as im:
             assert im.mode == "RGB" and im.size == (img["width"], img["height"])
-    test = read_coco(ds.test_file)
+    test = CocoIndex.open(ds.test_file).data
     assert test["annotations"] == [] and [i["file_name"] for i in test["images"]] == \
         list(ds.test_images)
     assert not set(ds.test_images) & set(ds.images)
@@ -77,7 +77,7 @@ def test_bad_arguments(tmp_path, kwargs, message):
 
 
 def _category_counts(ann_file):
-    data = read_coco(ann_file)
+    data = CocoIndex.open(ann_file).data
     return np.bincount([a["category_id"] for a in data["annotations"]], minlength=11)[1:]
 
 
@@ -98,8 +98,10 @@ def test_missed_objects_stay_in_the_clean_truth(tmp_path):
 
 def test_coarse_vertices_trace_fewer_points(tmp_path):
     kw = dict(seed=6, edge_noise=1.0, empty_images=0, rle_fraction=0.0)
-    fine = read_coco(make_coco_dataset(tmp_path / "a", 3, 96, vertex_step=2.0, **kw).ann_file)
-    coarse = read_coco(make_coco_dataset(tmp_path / "b", 3, 96, vertex_step=6.0, **kw).ann_file)
+    fine = CocoIndex.open(make_coco_dataset(tmp_path / "a", 3, 96, vertex_step=2.0,
+                                            **kw).ann_file).data
+    coarse = CocoIndex.open(make_coco_dataset(tmp_path / "b", 3, 96, vertex_step=6.0,
+                                              **kw).ann_file).data
     points = lambda d: sum(len(a["segmentation"][0]) for a in d["annotations"])  # noqa: E731
     assert points(coarse) < 0.5 * points(fine)
 

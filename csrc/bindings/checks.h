@@ -7,6 +7,7 @@
 //   Arr(out, "_C.mode_filter", "output").ndim(3).same_shape(in, "input").same_dtype(in, "input")
 //       .c_contiguous().writeable();
 //   Arr(sums, fn, "sums").dtype<double>().size(c).c_contiguous().writeable();
+//   Arr(saved, fn, "saved").dtype<float>().shape({n, t, c, hp, wp}).c_contiguous();
 // Take every array argument as py::array (never py::array_t<T>, which converts silently into
 // a temporary: writes to it are lost, and without c_style it is not even contiguous).
 #pragma once
@@ -14,6 +15,7 @@
 #include <pybind11/pybind11.h>
 
 #include <cstdint>
+#include <initializer_list>
 #include <string>
 
 #include "common/macros.h"
@@ -91,6 +93,20 @@ class Arr {
     if (axis >= a_.ndim() || a_.shape(axis) != n)
       value_error("shape " + shape_str(a_) + " needs " + std::to_string(n) + " along axis " +
                   std::to_string(axis) + (what ? std::string(" (") + what + ")" : ""));
+    return *this;
+  }
+  // Exactly the shape `want` (the message prints the whole wanted shape).
+  Arr& shape(std::initializer_list<index_t> want) {
+    bool same = a_.ndim() == static_cast<py::ssize_t>(want.size());
+    py::ssize_t d = 0;
+    for (auto it = want.begin(); same && it != want.end(); ++it, ++d) same = a_.shape(d) == *it;
+    if (!same) {
+      std::string w = "(";
+      d = 0;
+      for (auto n : want) w += (d++ ? ", " : "") + std::to_string(n);
+      value_error("must have shape " + w + (want.size() == 1 ? ",)" : ")") + ", got " +
+                  shape_str(a_));
+    }
     return *this;
   }
   Arr& same_shape(const py::array& b, const char* b_name) {

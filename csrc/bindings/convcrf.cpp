@@ -79,7 +79,7 @@ void bind_params(py::module_& m) {
   using P = cpu::ConvCrfParams;
   py::class_<P>(m, "ConvCrfParams",
                 "The parameter record of _C.convcrf: the float32 constants of one ConvCRF "
-                "setting (segkit.ops.convcrf.CrfParams.kernel_params builds it). colpos_inv "
+                "setting (segkit.ops.convcrf.ConvCrfParams.kernel_params builds it). colpos_inv "
                 "None turns the colour kernel's position term off; unary_kind 'logits' or "
                 "'probs'; init 'convcrf' or 'softmax'.")
       .def(py::init<>())

@@ -1,54 +1,44 @@
 // segkit._C bindings of the trainable ConvCRF (csrc/cpu/convcrf_grad.h): convcrf_grad_forward
-// and convcrf_grad_backward. Every array is checked here (shape, dtype, C-contiguity,
-// writeable) because the kernels read raw pointers; segkit/ops/convcrf_grad.py checks values.
-#include <pybind11/numpy.h>
-#include <pybind11/pybind11.h>
-
+// and convcrf_grad_backward. Every array is checked here with bindings/checks.h (dtype, shape,
+// C-contiguity, writeable) because the kernels read raw pointers; segkit/ops/convcrf_grad.py
+// checks values.
 #include <cstdint>
+#include <initializer_list>
 #include <string>
-#include <vector>
 
+#include "bindings/checks.h"
 #include "cpu/convcrf_grad.h"
 
+namespace segkit {
 namespace py = pybind11;
-using segkit::index_t;
-using segkit::cpu::ConvCrfGradArgs;
+using bind::Arr;
+using cpu::ConvCrfGradArgs;
 
 namespace {
 
-std::string shape_str(const py::array& a) {
-  std::string s = "(";
-  for (py::ssize_t i = 0; i < a.ndim(); ++i) s += (i ? ", " : "") + std::to_string(a.shape(i));
-  return s + (a.ndim() == 1 ? ",)" : ")");
-}
+constexpr const char* kForward = "_C.convcrf_grad_forward";
+constexpr const char* kBackward = "_C.convcrf_grad_backward";
 
-// Raises unless `a` is a C-contiguous array of dtype T and shape `shape` (writeable if asked).
+// A C-contiguous array of dtype T and shape `shape` (writeable if asked): its data pointer.
 template <typename T>
-void check(const py::array& a, const char* name, const std::vector<index_t>& shape,
-           bool writeable = false) {
-  const std::string what = std::string("_C.convcrf_grad: ") + name;
-  if (!a.dtype().is(py::dtype::of<T>()))
-    throw py::type_error(what + " must be " + py::str(py::dtype::of<T>()).cast<std::string>() +
-                         ", got " + py::str(a.dtype()).cast<std::string>());
-  bool ok = a.ndim() == static_cast<py::ssize_t>(shape.size());
-  for (size_t i = 0; ok && i < shape.size(); ++i) ok = a.shape(i) == shape[i];
-  if (!ok) {
-    std::string want = "(";
-    for (size_t i = 0; i < shape.size(); ++i) want += (i ? ", " : "") + std::to_string(shape[i]);
-    throw py::value_error(what + " must have shape " + want + (shape.size() == 1 ? ",)" : ")") +
-                          ", got " + shape_str(a));
-  }
-  if (!(a.flags() & py::array::c_style))
-    throw py::value_error(what + " must be C-contiguous");
-  if (writeable && !a.writeable()) throw py::value_error(what + " must be writeable");
+const T* checked(const py::array& a, const char* fn, const char* name,
+                 std::initializer_list<index_t> shape) {
+  Arr(a, fn, name).dtype<T>().shape(shape).c_contiguous();
+  return static_cast<const T*>(a.data());
 }
 
-ConvCrfGradArgs make_args(const py::array& unary, int filter_size, int blur, int num_iter,
-                          int unary_kind, int init, bool final_softmax, float unary_weight,
-                          float pos_compat, float col_compat, float pos_inv, float col_inv,
-                          const py::object& colpos_inv) {
-  if (unary.ndim() != 4)
-    throw py::value_error("_C.convcrf_grad: unary must be (N, C, H, W), got " + shape_str(unary));
+template <typename T>
+T* checked_out(py::array& a, const char* fn, const char* name,
+               std::initializer_list<index_t> shape) {
+  Arr(a, fn, name).dtype<T>().shape(shape).c_contiguous().writeable();
+  return static_cast<T*>(a.mutable_data());
+}
+
+ConvCrfGradArgs make_args(const py::array& unary, const char* fn, int filter_size, int blur,
+                          int num_iter, int unary_kind, int init, bool final_softmax,
+                          float unary_weight, float pos_compat, float col_compat, float pos_inv,
+                          float col_inv, const py::object& colpos_inv) {
+  Arr(unary, fn, "unary").ndim(4);
   ConvCrfGradArgs a;
   a.n = unary.shape(0), a.c = unary.shape(1), a.h = unary.shape(2), a.w = unary.shape(3);
   a.filter_size = filter_size, a.blur = blur, a.num_iter = num_iter;
@@ -65,25 +55,17 @@ struct Inputs {
   const std::uint8_t* mask = nullptr;
 };
 
-Inputs check_inputs(const ConvCrfGradArgs& a, const py::array& unary, const py::array& image,
-                    const py::object& mask, const py::array& weight, const py::object& compat) {
-  check<float>(unary, "unary", {a.n, a.c, a.h, a.w});
-  check<float>(image, "image", {a.n, 3, a.h, a.w});
-  check<float>(weight, "weight", {a.c});
+Inputs check_inputs(const ConvCrfGradArgs& a, const char* fn, const py::array& unary,
+                    const py::array& image, const py::object& mask, const py::array& weight,
+                    const py::object& compat) {
   Inputs in;
-  in.unary = static_cast<const float*>(unary.data());
-  in.image = static_cast<const float*>(image.data());
-  in.weight = static_cast<const float*>(weight.data());
-  if (!mask.is_none()) {
-    py::array m = mask.cast<py::array>();
-    check<std::uint8_t>(m, "mask", {a.n, a.h, a.w});
-    in.mask = static_cast<const std::uint8_t*>(m.data());
-  }
-  if (!compat.is_none()) {
-    py::array k = compat.cast<py::array>();
-    check<float>(k, "compat", {a.c, a.c});
-    in.compat = static_cast<const float*>(k.data());
-  }
+  in.unary = checked<float>(unary, fn, "unary", {a.n, a.c, a.h, a.w});
+  in.image = checked<float>(image, fn, "image", {a.n, 3, a.h, a.w});
+  in.weight = checked<float>(weight, fn, "weight", {a.c});
+  if (!mask.is_none())
+    in.mask = checked<std::uint8_t>(mask.cast<py::array>(), fn, "mask", {a.n, a.h, a.w});
+  if (!compat.is_none())
+    in.compat = checked<float>(compat.cast<py::array>(), fn, "compat", {a.c, a.c});
   return in;
 }
 
@@ -92,17 +74,16 @@ void forward(const py::array& unary, const py::array& image, const py::object& m
              int filter_size, int blur, int num_iter, int unary_kind, int init,
              bool final_softmax, float unary_weight, float pos_compat, float col_compat,
              float pos_inv, float col_inv, const py::object& colpos_inv) {
-  const auto a = make_args(unary, filter_size, blur, num_iter, unary_kind, init, final_softmax,
-                           unary_weight, pos_compat, col_compat, pos_inv, col_inv, colpos_inv);
-  const Inputs in = check_inputs(a, unary, image, mask, weight, compat);
+  const auto a = make_args(unary, kForward, filter_size, blur, num_iter, unary_kind, init,
+                           final_softmax, unary_weight, pos_compat, col_compat, pos_inv,
+                           col_inv, colpos_inv);
+  const Inputs in = check_inputs(a, kForward, unary, image, mask, weight, compat);
   index_t hp, wp;
-  segkit::cpu::convcrf_grad_pooled(a, &hp, &wp);
-  check<float>(out, "out", {a.n, a.c, a.h, a.w}, true);
-  check<float>(saved, "saved", {a.n, a.num_iter, a.c, hp, wp}, true);
-  float* o = static_cast<float*>(out.mutable_data());
-  float* s = static_cast<float*>(saved.mutable_data());
+  cpu::convcrf_grad_pooled(a, &hp, &wp);
+  float* o = checked_out<float>(out, kForward, "out", {a.n, a.c, a.h, a.w});
+  float* s = checked_out<float>(saved, kForward, "saved", {a.n, a.num_iter, a.c, hp, wp});
   py::gil_scoped_release release;
-  segkit::cpu::convcrf_grad_forward(in.unary, in.image, in.mask, in.weight, in.compat, o, s, a);
+  cpu::convcrf_grad_forward(in.unary, in.image, in.mask, in.weight, in.compat, o, s, a);
 }
 
 void backward(const py::array& grad, const py::array& unary, const py::array& image,
@@ -112,37 +93,31 @@ void backward(const py::array& grad, const py::array& unary, const py::array& im
               int num_iter, int unary_kind, int init, bool final_softmax, float unary_weight,
               float pos_compat, float col_compat, float pos_inv, float col_inv,
               const py::object& colpos_inv) {
-  const auto a = make_args(unary, filter_size, blur, num_iter, unary_kind, init, final_softmax,
-                           unary_weight, pos_compat, col_compat, pos_inv, col_inv, colpos_inv);
-  const Inputs in = check_inputs(a, unary, image, mask, weight, compat);
+  const auto a = make_args(unary, kBackward, filter_size, blur, num_iter, unary_kind, init,
+                           final_softmax, unary_weight, pos_compat, col_compat, pos_inv,
+                           col_inv, colpos_inv);
+  const Inputs in = check_inputs(a, kBackward, unary, image, mask, weight, compat);
   index_t hp, wp;
-  segkit::cpu::convcrf_grad_pooled(a, &hp, &wp);
-  check<float>(grad, "grad", {a.n, a.c, a.h, a.w});
-  check<float>(saved, "saved", {a.n, a.num_iter, a.c, hp, wp});
-  check<float>(d_unary, "d_unary", {a.n, a.c, a.h, a.w}, true);
-  check<double>(d_weight, "d_weight", {a.c}, true);
-  check<double>(d_sums, "d_sums", {5}, true);
+  cpu::convcrf_grad_pooled(a, &hp, &wp);
+  const float* g = checked<float>(grad, kBackward, "grad", {a.n, a.c, a.h, a.w});
+  const float* s = checked<float>(saved, kBackward, "saved", {a.n, a.num_iter, a.c, hp, wp});
+  float* du = checked_out<float>(d_unary, kBackward, "d_unary", {a.n, a.c, a.h, a.w});
+  double* dw = checked_out<double>(d_weight, kBackward, "d_weight", {a.c});
+  double* ds = checked_out<double>(d_sums, kBackward, "d_sums", {5});
   double* dmu = nullptr;
   if (in.compat != nullptr) {
     if (d_compat.is_none())
-      throw py::value_error("_C.convcrf_grad: d_compat is required when compat is given");
+      throw py::value_error(std::string(kBackward) + ": d_compat is required when compat is "
+                            "given");
     py::array k = d_compat.cast<py::array>();
-    check<double>(k, "d_compat", {a.c, a.c}, true);
-    dmu = static_cast<double*>(k.mutable_data());
+    dmu = checked_out<double>(k, kBackward, "d_compat", {a.c, a.c});
   }
-  const float* g = static_cast<const float*>(grad.data());
-  const float* s = static_cast<const float*>(saved.data());
-  float* du = static_cast<float*>(d_unary.mutable_data());
-  double* dw = static_cast<double*>(d_weight.mutable_data());
-  double* ds = static_cast<double*>(d_sums.mutable_data());
   py::gil_scoped_release release;
-  segkit::cpu::convcrf_grad_backward(g, in.unary, in.image, in.mask, in.weight, in.compat, s,
-                                     du, dw, ds, dmu, a);
+  cpu::convcrf_grad_backward(g, in.unary, in.image, in.mask, in.weight, in.compat, s, du, dw,
+                             ds, dmu, a);
 }
 
 }  // namespace
-
-namespace segkit {
 
 void bind_convcrf_grad(py::module_& m) {
   m.def("convcrf_grad_forward", &forward, py::arg("unary"), py::arg("image"), py::arg("mask"),

@@ -10,7 +10,7 @@ namespace cpu {
 
 // The parameter record of one ConvCRF setting: the float32 constants ConvCRF uses. Defined
 // here once; bindings.cpp binds it as segkit._C.ConvCrfParams, which segkit/ops/convcrf.py
-// builds once per setting (CrfParams.kernel_params).
+// builds once per setting (ConvCrfParams.kernel_params).
 struct ConvCrfParams {
   int filter_size = 11;
   int blur = 4;

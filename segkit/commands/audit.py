@@ -27,7 +27,7 @@ EPILOG = """Examples:
 @click.option("--fix", default=None, type=click.Path(file_okay=False),
               help="Write corrected masks here (flagged pixels the model confidently "
                    "disagrees with take its prediction).")
-@click.option("--weights", default=None, help="One weight per store, comma-separated.")
+@click.option("--weights", default=None, help="One weight per STORE (per model), comma-separated.")
 @click.option("--ignore-index", default=255, show_default=True, type=int,
               help="Annotation label that is not audited.")
 @click.option("--min-region", default=16, show_default=True, type=click.IntRange(min=0),

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from ._common import parse_weights, stores_argument  # noqa: F401 (parse_weights: old path)
+from ._common import parse_weights, stores_argument
 
 EPILOG = """Examples:
 
@@ -19,8 +19,8 @@ EPILOG = """Examples:
 @click.command("ensemble", epilog=EPILOG)
 @stores_argument()
 @click.option("--weights", default=None,
-              help="One weight per store, comma-separated (normalised by their sum). "
-                   "Default: equal.")
+              help="One weight per STORE (per model), comma-separated (normalised by their "
+                   "sum). Default: equal.")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Output folder (labels/, probs/, ensemble.json).")
 @click.option("--crf", default=None, help="ConvCRF preset run on the averaged probabilities "

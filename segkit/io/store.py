@@ -374,16 +374,18 @@ def store_identity(store: "ConfidenceStore | StoreSet") -> str:
     return str(store.root.resolve())
 
 
-def open_stores(stores: Sequence["ConfidenceStore | StoreSet | str | Path"]
-                ) -> list["ConfidenceStore | StoreSet"]:
-    """Stores (or store sets, see :func:`open_store`) for paths, specs or objects; all must
-    list the same classes in the same order, else StoreError naming the first store that
-    differs."""
+def open_stores(stores: Sequence["ConfidenceStore | StoreSet | str | Path"], *,
+                name: str = "stores") -> list["ConfidenceStore | StoreSet"]:
+    """Stores (or store sets, see :func:`open_store`) for paths, specs or objects, one per
+    model; all must list the same classes in the same order, else StoreError naming the first
+    store that differs. `name`: the caller's argument, for the messages (``segkit.tune``
+    calls it ``models``)."""
     if isinstance(stores, (str, Path, ConfidenceStore, StoreSet)):
-        raise InputTypeError(f"stores must be a sequence of stores; got one: {stores!r}")
+        raise InputTypeError(f"{name} must be a sequence of stores (one per model); got one: "
+                             f"{stores!r}")
     opened = [open_store(s) for s in stores]
     if not opened:
-        raise InputError("stores must name at least one confidence store")
+        raise InputError(f"{name} must name at least one confidence store")
     first = opened[0]
     for other in opened[1:]:
         if other.classes != first.classes:

@@ -34,29 +34,25 @@ Output folder::
 """
 from __future__ import annotations
 
-import csv
-import html
 import io
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from ..errors import InputError, PathNotFoundError
 from ..io import atomic
 from ..io.masks import read_mask, write_mask
-from ..io.names import unflatten_name
 from ..io.store import ConfidenceStore, common_stems, open_stores, store_identity
 from ..ops import label_issues as li
-from ._stores import StoreReader
+from ..ops import label_issues_cutoff as cutoffs
+from ._audit_page import picture, write_csv, write_html
+from ._stores import StoreReader, find_mask, mask_of
 
 CACHE = ".cache"
-COLUMNS = ("stem", "quality", "issue_pixels", "issue_fraction", "mode_changes",
-           "small_region_pixels", "outside_classes", "ignored", "pixels", "height", "width",
-           "model_agreement")
 
 
 @dataclass
@@ -79,15 +75,6 @@ class AuditReport:
                 f"({self.estimated} estimated issues); worst: {worst}; in "
                 f"{self.seconds:.1f} s -> {self.out / 'index.html'}"
                 + (f"\n  fixed masks: {self.fixed} pixels changed" if self.fixed else ""))
-
-
-def find_mask(gt: Path, stem: str) -> Path:
-    """The annotation of `stem`: ``gt/<dir>/<name>.png`` for ``dir+name``, or ``gt/<stem>.png``."""
-    for candidate in (gt / unflatten_name(stem, suffix=".png"), gt / f"{stem}.png"):
-        if candidate.is_file():
-            return candidate
-    raise PathNotFoundError(f"no annotation for {stem!r} under {gt} (looked for "
-                            f"{unflatten_name(stem, suffix='.png')} and {stem}.png)")
 
 
 def small_region_pixels(mask: np.ndarray, min_region: int, ignore: int | None) -> int:
@@ -119,9 +106,6 @@ class _Work:
         self.temperature, self.backend = temperature, backend
         self.thresholds: np.ndarray | None = None
 
-    def stores(self) -> list[ConfidenceStore]:
-        return self.reader.stores()
-
     def cache(self, stem: str) -> Path:
         return Path(self.out) / CACHE / f"{stem}.npz"
 
@@ -136,10 +120,7 @@ class _Work:
 
     def annotation(self, stem: str, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         """(the mask as read, the labels the audit scores: outside-class labels -> ignore)."""
-        mask = read_mask(find_mask(Path(self.gt), stem))
-        if mask.shape != tuple(shape):
-            raise InputError(f"{stem}: the annotation is {mask.shape[1]}x{mask.shape[0]}, the "
-                             f"probabilities {shape[1]}x{shape[0]}")
+        mask = mask_of(stem, find_mask(Path(self.gt), stem), shape)
         lab = mask.astype(np.int32)
         outside = (lab >= self.num_classes) & (lab != self.ignore)
         lab[outside] = self.ignore
@@ -169,7 +150,7 @@ class _Work:
                                                   ignore_index=self.ignore, backend=self.backend)
         quality = float(li.image_softmin(sc, self.temperature, backend=self.backend)[0])
         best = mean.max(0).astype(np.float64)
-        confident = best >= self.thresholds[pred] - li.FLOATING_POINT_COMPARISON
+        confident = best >= self.thresholds[pred] - cutoffs.FLOATING_POINT_COMPARISON
         code = cand.astype(np.uint8) * np.where(confident, 2, 1).astype(np.uint8)
         dtype = np.uint8 if self.num_classes <= 256 else np.uint16
         buf = io.BytesIO()
@@ -189,13 +170,13 @@ class _Work:
     def gather(self, item: tuple[str, int]) -> tuple[str, np.ndarray]:
         stem, b = item
         sc, _, _ = self.load(stem)
-        return stem, sc[li.in_bin(sc, b)]
+        return stem, sc[cutoffs.in_bin(sc, b)]
 
 
 class _Flag:
     """Pass 4: flags, issue mask, fixed mask and picture of one image."""
 
-    def __init__(self, work: _Work, cutoff: li.Cutoff, tie_starts: dict[str, int],
+    def __init__(self, work: _Work, cutoff: cutoffs.Cutoff, tie_starts: dict[str, int],
                  fix: str | None, pictures: set[str], images: str | None):
         self.work, self.cutoff, self.tie_starts = work, cutoff, tie_starts
         self.fix, self.pictures, self.images = fix, pictures, images
@@ -206,7 +187,7 @@ class _Flag:
         if self.cutoff.count:
             flags = li.flag_pixels(sc, code, self.cutoff.key, backend=w.backend)
             if stem in self.tie_starts:
-                li.apply_ties(flags, sc, code, self.cutoff, self.tie_starts[stem])
+                cutoffs.apply_ties(flags, sc, code, self.cutoff, self.tie_starts[stem])
         else:
             flags = np.zeros(sc.shape, bool)
         out = Path(w.out)
@@ -231,35 +212,6 @@ class _Flag:
         return {"stem": stem, "issue_pixels": int(flags.sum()), "fixed": fixed}
 
 
-def picture(path: Path, stem: str, mask, pred, flags, num_classes: int, images: str | None):
-    """Photo (if any), annotation, prediction, issues over the photo (red): one panel PNG."""
-    from ..palette import palette_for
-    from ..viz import colorize, overlay, panel
-    from ..io.images import find_image, read_image
-
-    pal = palette_for(max(num_classes, 1)) if num_classes <= 256 else None
-    ann = colorize(mask, pal)
-    prd = colorize(pred, pal)
-    photo = None
-    if images is not None:
-        try:
-            photo = read_image(find_image(Path(images), stem))
-            if photo.shape[:2] != mask.shape:
-                photo = None
-        except FileNotFoundError:
-            photo = None
-    base = photo if photo is not None else ann
-    red = np.zeros((256, 3), np.uint8)
-    red[1] = (255, 0, 0)
-    issues = overlay(base, flags.astype(np.uint8), alpha=0.7, palette=red)
-    tiles = ([photo] if photo is not None else []) + [ann, prd, issues]
-    titles = (["photo"] if photo is not None else []) + ["annotation", "prediction", "issues"]
-    scale = max(1, 160 // max(mask.shape))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic.atomic_path(path) as tmp:
-        panel(tiles, titles, scale=scale).save(tmp, format="PNG")
-
-
 def audit(stores: Sequence[ConfidenceStore | str | Path], gt: str | Path, out: str | Path, *,
           images: str | Path | None = None, top: int = 20, fix: str | Path | None = None,
           weights: Sequence[float] | None = None, ignore_index: int = 255,
@@ -269,10 +221,12 @@ def audit(stores: Sequence[ConfidenceStore | str | Path], gt: str | Path, out: s
 
     Parameters
     ----------
-    stores : sequence of ConfidenceStore or paths
-        Out-of-fold confidence stores of one class list; several are averaged (weights as in
-        :func:`segkit.soft_vote`). Images are the stems in every store (others are reported in
-        ``report.missing``). Image sizes may differ from image to image.
+    stores : sequence of ConfidenceStore, StoreSet or paths
+        Out-of-fold predictions, one entry per model: a confidence store, or a store set (one
+        model's fold stores, their paths joined with commas: ``"oof/a_f0,oof/a_f1"``), all of
+        one class list; several models are averaged (weights as in :func:`segkit.soft_vote`).
+        Images are the stems in every entry (others are reported in ``report.missing``).
+        Image sizes may differ from image to image.
     gt : path
         Folder of annotation PNGs (``dir/name.png`` for stem ``dir+name``, or ``<stem>.png``).
     out : path
@@ -359,11 +313,11 @@ def _audit(stores, gt, out, images, top, fix, weights, ignore_index, min_region,
         sums += r.pop("sums")
         counts += r.pop("counts")
         rows[r["stem"]] = r
-    thresholds = li.thresholds_from_sums(sums, counts)
+    thresholds = cutoffs.thresholds_from_sums(sums, counts)
     work.thresholds = thresholds
 
     # pass 2: scores, quality, estimated issues, histogram
-    hist = np.zeros(li.HIST_BINS, np.int64)
+    hist = np.zeros(cutoffs.HIST_BINS, np.int64)
     count = 0
     for r in map_items(work.scores, stems, desc="audit 2/4 scores", **kw):
         hist[r.pop("bins")] += r.pop("bin_counts")
@@ -379,12 +333,12 @@ def _audit(stores, gt, out, images, top, fix, weights, ignore_index, min_region,
             in_bin[stem] = vals
         return np.concatenate([in_bin[s] for s in stems]) if stems else np.zeros(0, np.float32)
 
-    cutoff = li.find_cutoff(hist, count, gather) if count else li.Cutoff(0, 0, 0, 0)
+    cutoff = cutoffs.find_cutoff(hist, count, gather) if count else cutoffs.Cutoff(0, 0, 0, 0)
     tie_starts: dict[str, int] = {}
     if cutoff.ties:
         seen = 0
         for s in stems:  # flat order: images in stem order, pixels row-major
-            n_tied = int((li.order_keys(in_bin[s]) == cutoff.tie_key).sum())
+            n_tied = int((cutoffs.order_keys(in_bin[s]) == cutoff.tie_key).sum())
             if n_tied and seen < cutoff.ties:
                 tie_starts[s] = seen
             seen += n_tied
@@ -431,84 +385,3 @@ def _remove_stale(folder: Path, stems: set[str]) -> None:
         for path in folder.glob("*.png"):
             if path.stem not in stems:
                 path.unlink()
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.6g}"
-    return str(v)
-
-
-def write_csv(path: Path, rows: list[dict]) -> None:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(COLUMNS)
-    for r in rows:
-        writer.writerow([_fmt(r[k]) for k in COLUMNS])
-    atomic.write_text(path, buf.getvalue())
-
-
-_SCRIPT = """
-document.querySelectorAll('table.sortable th').forEach(function (th, col) {
-  th.addEventListener('click', function () {
-    var table = th.closest('table'), body = table.tBodies[0];
-    var asc = th.dataset.order !== 'asc';
-    table.querySelectorAll('th').forEach(function (h) { delete h.dataset.order; });
-    th.dataset.order = asc ? 'asc' : 'desc';
-    var rows = Array.prototype.slice.call(body.rows);
-    rows.sort(function (a, b) {
-      var x = a.cells[col].dataset.v, y = b.cells[col].dataset.v;
-      var nx = parseFloat(x), ny = parseFloat(y);
-      var c = (!isNaN(nx) && !isNaN(ny)) ? nx - ny : x.localeCompare(y);
-      return asc ? c : -c;
-    });
-    rows.forEach(function (r) { body.appendChild(r); });
-  });
-});
-"""
-
-_STYLE = """
-body { font-family: sans-serif; margin: 1.5em; color: #222; }
-h1 { font-size: 1.4em; } h2 { font-size: 1.15em; margin-top: 1.5em; }
-.card { display: inline-block; margin: 0 1em 1em 0; vertical-align: top; }
-.card img { border: 1px solid #ccc; image-rendering: pixelated; }
-.card p { margin: 0.2em 0; font-size: 0.85em; }
-table { border-collapse: collapse; font-size: 0.85em; }
-th, td { border: 1px solid #ccc; padding: 0.2em 0.5em; text-align: right; }
-th { background: #eee; cursor: pointer; user-select: none; }
-th[data-order=asc]::after { content: ' \\25B2'; } th[data-order=desc]::after { content: ' \\25BC'; }
-td:first-child { text-align: left; }
-"""
-
-
-def write_html(path: Path, report: AuditReport, classes: Sequence[str],
-               worst: Sequence[str]) -> None:
-    """A self-contained page: relative image links, inline style and script."""
-    e = html.escape
-    by_stem = {r["stem"]: r for r in report.rows}
-    parts = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>segkit audit</title>",
-             f"<style>{_STYLE}</style></head><body>",
-             "<h1>segkit audit: label issues</h1>",
-             f"<p>{report.images} images, {report.pixels} pixels; {report.issues} flagged "
-             f"({report.issues / max(report.pixels, 1):.2%}); estimated issues "
-             f"{report.estimated}. Thresholds: "
-             + ", ".join(f"{e(str(n))} {t:.3f}" for n, t in zip(classes, report.thresholds))
-             + "</p>", f"<h2>The {len(worst)} worst images</h2><div>"]
-    for stem in worst:
-        r = by_stem[stem]
-        parts.append(f"<div class='card'><img src='pictures/{e(stem)}.png' alt='{e(stem)}'>"
-                     f"<p><b>{e(stem)}</b> quality {r['quality']:.4f}, {r['issue_pixels']} "
-                     f"issue pixels ({r['issue_fraction']:.2%}), {r['mode_changes']} mode "
-                     f"changes</p><p><a href='issues/{e(stem)}.png'>issue mask</a></p></div>")
-    parts.append("</div><h2>All images (click a column to sort)</h2>"
-                 "<table class='sortable'><thead><tr>")
-    parts += [f"<th>{e(c)}</th>" for c in COLUMNS]
-    parts.append("</tr></thead><tbody>")
-    for r in report.rows:
-        cells = []
-        for k in COLUMNS:
-            v = r[k]
-            cells.append(f"<td data-v='{e(_fmt(v))}'>{e(_fmt(v))}</td>")
-        parts.append("<tr>" + "".join(cells) + "</tr>")
-    parts.append(f"</tbody></table><script>{_SCRIPT}</script></body></html>")
-    atomic.write_text(path, "\n".join(parts))

@@ -1,6 +1,7 @@
 """`segkit.ensemble`: soft voting over confidence stores, image by image.
 
-For every image present in all stores: read each model's float16 probabilities (memory-mapped),
+For every image present in all stores: read each model's float16 probabilities (memory-mapped;
+a model is one confidence store, or a store set of its fold stores),
 fuse them with :func:`segkit.soft_vote`, optionally refine with ConvCRF on the averaged
 probabilities and the image, and write the label map as a palette PNG (and, on request, the
 averaged probabilities as a new confidence store, so ensembles compose). Images run in parallel
@@ -31,14 +32,13 @@ import numpy as np
 
 from ..errors import InputError, PathNotFoundError
 from ..io import atomic
-from ..io.images import IMAGE_SUFFIXES, find_image, read_image  # noqa: F401 (re-exported)
 from ..io.masks import read_mask, write_mask
 from ..io.names import flatten_name, unflatten_name
 from ..io.store import ConfidenceStore, StoreError, common_stems, open_stores, store_identity
 from ..io.submission import DOWNSAMPLE, read_sample_ids, write_submission
 from ..ops.convcrf import CRF_PRESETS, convcrf_labels
 from ..ops.soft_vote import check_weights
-from ._stores import StoreReader, per_process
+from ._stores import StoreReader, image_of, per_process
 
 SETTINGS = "ensemble.json"
 #: zlib level of the label PNGs: 1 writes a 512x512 map ~4x faster than PIL's default 6.
@@ -70,8 +70,8 @@ class EnsembleReport:
 class _VoteImage:
     """The per-image work (a picklable callable: it crosses process and Ray boundaries)."""
 
-    def __init__(self, stores: "StoreReader", weights: list[float] | None, out: str, num_classes: int,
-                 crf: str | None, images: str | None, save_probs: bool, resume: bool,
+    def __init__(self, stores: StoreReader, weights: list[float] | None, out: str,
+                 num_classes: int, crf: str | None, images: str | None, save_probs: bool, resume: bool,
                  backend: str, bias: list[float] | None = None,
                  crf_setting: dict | None = None):
         self.reader = stores
@@ -85,9 +85,6 @@ class _VoteImage:
         self.backend = backend
         self.bias = bias
         self.crf_setting = crf_setting
-
-    def stores(self) -> list[ConfidenceStore]:
-        return self.reader.stores()
 
     def probs_store(self) -> ConfidenceStore:
         root = Path(self.out) / "probs"
@@ -134,20 +131,13 @@ class _VoteImage:
             from ..ops.vote_confusion import bias_scale
 
             bias = None if self.bias is None else np.asarray(self.bias, np.float64)
-            image = None
-            if self.crf_setting is not None:
-                image = read_image(find_image(Path(self.images), stem))
-                if image.shape[:2] != labels.shape:
-                    raise InputError(f"{stem}: image is {image.shape[1]}x{image.shape[0]}, "
-                                     f"the probabilities {labels.shape[1]}x{labels.shape[0]}")
+            image = (None if self.crf_setting is None
+                     else image_of(stem, self.images, labels.shape))
             labels = setting_labels(mean, None if bias is None else
                                     bias_scale(bias, self.num_classes), self.crf_setting,
                                     image, bias).astype(labels.dtype)
         elif self.crf is not None:
-            image = read_image(find_image(Path(self.images), stem))
-            if image.shape[:2] != labels.shape:
-                raise InputError(f"{stem}: image is {image.shape[1]}x{image.shape[0]}, the "
-                                 f"probabilities {labels.shape[1]}x{labels.shape[0]}")
+            image = image_of(stem, self.images, labels.shape)
             labels = np.asarray(convcrf_labels(
                 mean, image, preset=self.crf,
                 unary_kind=("logits" if self.crf == "seed" else "probs")))
@@ -169,12 +159,14 @@ def ensemble(stores: Sequence[ConfidenceStore | str | Path], weights: Sequence[f
 
     Parameters
     ----------
-    stores : sequence of ConfidenceStore or paths
-        Two or more stores (one is allowed: it just takes the argmax) with the same classes in
-        the same order. Images are the stems present in every store; stems missing from some
-        store are reported (a warning and ``report.missing``), or refused with `strict`.
+    stores : sequence of ConfidenceStore, StoreSet or paths
+        One entry per model: a confidence store, or a store set (one model's fold stores,
+        their paths joined with commas: ``"stores/a_f0,stores/a_f1"``). Two or more (one is
+        allowed: it just takes the argmax), with the same classes in the same order. Images
+        are the stems present in every entry; stems missing from some are reported (a warning
+        and ``report.missing``), or refused with `strict`.
     weights : sequence of floats or None
-        One non-negative weight per store (normalised by their sum, see
+        One non-negative weight per entry of `stores` (normalised by their sum, see
         :func:`segkit.soft_vote`); None for equal weights.
     out : path
         Output folder: ``labels/<stem>.png``, ``probs/`` (with `save_probs`), ``ensemble.json``.

@@ -231,7 +231,7 @@ def kfold(ann_file, k: int = 5, method: str = "greedy", seed: int = 0, out=None,
         _write(index, result, Path(out), flatten, on_invalid)
     if log:
         log(result.table())
-        from .masks import coco_summary
+        from ._coco import coco_summary
 
         f = index.findings
         coco_summary({**f.to_json(), "crowd": {"annotations": 0}}, log)

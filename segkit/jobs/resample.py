@@ -29,12 +29,12 @@ from ..io.coco import CocoError, check_image_size, rasterize
 from ..io.images import IMAGE_SUFFIXES as _IMAGE_SUFFIXES
 from ..io.masks import read_mask
 from ..ops.mode_filter import mode_filter, mode_params
+from ._coco import coco_report, coco_summary, open_index, output_names, resolve_palette
 from ._common import (DatasetError, Tally, check_destination, check_engine, class_table,
                       job_error_message, single_threaded_kernels, summary_lines,
                       write_unless_finished)
 from ._memory import PeakTally, describe_memory, item_peak
 from .engine import JobError, map_items
-from .masks import coco_report, coco_summary, open_index, output_names, resolve_palette
 
 REPORT_NAME = "resample_report.json"
 #: Files in SRC with these suffixes are images but not PNG masks: an error, not ignored.

@@ -28,8 +28,11 @@ CRF_PRESETS: dict[str, dict[str, Any]] = {
 
 
 @dataclass(frozen=True)
-class CrfParams:
-    """A complete, validated ConvCRF setting."""
+class ConvCrfParams:
+    """A complete, validated ConvCRF setting (build one with :func:`convcrf_params`).
+
+    The compiled kernels take its float32 constants as the C++ record of the same name,
+    ``segkit._C.ConvCrfParams`` (:attr:`kernel_params`)."""
     filter_size: int
     blur: int
     num_iter: int
@@ -45,6 +48,7 @@ class CrfParams:
     final_softmax: bool
 
     def reference_kwargs(self) -> dict[str, Any]:
+        """The setting as keyword arguments of the NumPy reference (every field)."""
         return asdict(self)
 
     def kernel_constants(self) -> dict[str, Any]:
@@ -69,7 +73,7 @@ class CrfParams:
 
 
 @functools.lru_cache(maxsize=64)
-def _kernel_record(params: CrfParams):
+def _kernel_record(params: ConvCrfParams):
     from .. import _C
 
     record = _C.ConvCrfParams()
@@ -89,7 +93,7 @@ def _real(name: str, value: Any, *, positive: bool = False) -> float:
     return value
 
 
-def crf_params(preset: str | None = None, **overrides: Any) -> CrfParams:
+def convcrf_params(preset: str | None = None, **overrides: Any) -> ConvCrfParams:
     """The setting of a call: ConvCRF's defaults, then the preset's values, then every
     override that is not None; validated (errors name the argument and the bad value)."""
     if preset is not None:
@@ -112,7 +116,7 @@ def crf_params(preset: str | None = None, **overrides: Any) -> CrfParams:
     final_softmax = p["final_softmax"]
     if not isinstance(final_softmax, (bool, np.bool_)):
         raise InputTypeError(f"final_softmax must be True or False; got {final_softmax!r}")
-    return CrfParams(
+    return ConvCrfParams(
         filter_size=filter_size, blur=blur, num_iter=num_iter,
         pos_sdims=_real("pos_sdims", p["pos_sdims"], positive=True),
         pos_compat=_real("pos_compat", p["pos_compat"]),
@@ -125,6 +129,13 @@ def crf_params(preset: str | None = None, **overrides: Any) -> CrfParams:
         unary_kind=_validate.choice("unary_kind", p["unary_kind"], UNARY_KINDS),
         init=_validate.choice("init", p["init"], INITS),
         final_softmax=bool(final_softmax))
+
+
+#: Former names of ConvCrfParams and convcrf_params, kept only while jobs/tune.py and
+#: jobs/crf.py (reworked on another branch, issue 21) still call them: removed when that
+#: branch is merged.
+CrfParams = ConvCrfParams
+crf_params = convcrf_params
 
 
 def convcrf(unary: Any, image: Any, *, preset: str | None = None, filter_size: int | None = None,
@@ -212,7 +223,7 @@ def _scores(settings: dict, finish=None):
     s = dict(settings)
     unary, image, preset, backend = s.pop("unary"), s.pop("image"), s.pop("preset"), \
         s.pop("backend")
-    return _run(unary, image, crf_params(preset, **s), backend, finish)
+    return _run(unary, image, convcrf_params(preset, **s), backend, finish)
 
 
 def convcrf_labels(unary: Any, image: Any, *, preset: str | None = None,
@@ -244,7 +255,7 @@ def convcrf_labels(unary: Any, image: Any, *, preset: str | None = None,
 
 # ---------------------------------------------------------------------------------------
 
-def _run(unary: Any, image: Any, params: CrfParams, backend: str, finish=None):
+def _run(unary: Any, image: Any, params: ConvCrfParams, backend: str, finish=None):
     """Validate, convert and run; returns the scores (or `finish` of them) in the caller's
     kind."""
     name = _backend.resolve(backend, unary, image)
@@ -256,7 +267,7 @@ def _run(unary: Any, image: Any, params: CrfParams, backend: str, finish=None):
     return _run_on(name, unary, image, params, finish)
 
 
-def _run_on(name: str, unary: Any, image: Any, params: CrfParams, finish=None):
+def _run_on(name: str, unary: Any, image: Any, params: ConvCrfParams, finish=None):
     if name == "cuda":
         import cupy as xp
 
@@ -343,7 +354,7 @@ def image_dtype(img, xp):
     return img
 
 
-def _run_numpy(scores, img, params: CrfParams):
+def _run_numpy(scores, img, params: ConvCrfParams):
     from ..reference.convcrf import convcrf_numpy
 
     return convcrf_numpy(scores, img.astype(np.float32), **params.reference_kwargs())
@@ -356,7 +367,7 @@ def _host_image(img):
     return img
 
 
-def _run_numba(scores, img, params: CrfParams):
+def _run_numba(scores, img, params: ConvCrfParams):
     from .._numba.convcrf import convcrf as kernel
 
     k = params.kernel_constants()
@@ -365,14 +376,14 @@ def _run_numba(scores, img, params: CrfParams):
     return scores
 
 
-def _run_cpp(scores, img, params: CrfParams):
+def _run_cpp(scores, img, params: ConvCrfParams):
     from .. import _C
 
     _C.convcrf(scores, _host_image(img), params.kernel_params)
     return scores
 
 
-def _run_cuda(scores, img, params: CrfParams):
+def _run_cuda(scores, img, params: ConvCrfParams):
     import cupy
 
     from .. import _cuda
@@ -390,7 +401,7 @@ def _run_cuda(scores, img, params: CrfParams):
 
 def cuda_steps(scores, img, k: dict, launch, empty) -> None:
     """The CUDA backend's launch sequence (csrc/cuda/convcrf.cu), in place on `scores`; `k` is
-    :meth:`CrfParams.kernel_constants`.
+    :meth:`ConvCrfParams.kernel_constants`.
 
     `launch(kernel_name, work_items, args)` runs one kernel, `empty(shape)` allocates a float32
     device array; tests drive the same sequence with the kernels compiled for the host. Each

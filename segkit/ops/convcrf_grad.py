@@ -25,7 +25,7 @@ SCALARS = ("pos_compat", "col_compat", "pos_inv", "col_inv", "colpos_inv")
 
 @dataclass(frozen=True)
 class GradConfig:
-    """The fixed (non-learnable) part of a trainable ConvCRF setting."""
+    """The non-learnable part of a trainable ConvCRF setting."""
     filter_size: int = 11
     blur: int = 4
     num_iter: int = 5

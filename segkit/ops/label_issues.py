@@ -16,7 +16,9 @@ T-th lowest score, found from the histogram and the one bin it falls in) and ``f
 The stages stream: the dataset job (:func:`segkit.audit`) runs them image by image.
 On arrays, :func:`label_issues` with the cpp or numba backend runs stages 1 and 2 in one read
 of the probabilities (:func:`fused_scores`: the first pass keeps argmax and top probability per
-pixel, the count after the thresholds reads those).
+pixel, the count after the thresholds reads those). The cutoff arithmetic (thresholds, order
+keys, histogram bins, ties) is in ``segkit/ops/label_issues_cutoff.py``, the four backends'
+stages in ``segkit/ops/_label_issues_backends.py``.
 
 Where equality with cleanlab is not exact (and by how much):
 
@@ -34,20 +36,17 @@ Where equality with cleanlab is not exact (and by how much):
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from ..errors import InputError, InputTypeError
 from .. import _backend, _validate
+from ._label_issues_backends import STAGES as _STAGES
+from .label_issues_cutoff import (FLOATING_POINT_COMPARISON, apply_ties, find_cutoff, in_bin,
+                                  thresholds_from_sums)
 
-HIST_BINS = 1 << 16
-#: cleanlab's constants (cleanlab.internal.constants)
-FLOATING_POINT_COMPARISON = 1e-6
-CONFIDENT_THRESHOLDS_LOWER_BOUND = 2e-6
 METHODS = ("softmin",)
-
 
 # ----------------------------------------------------------------------------- validation
 
@@ -77,14 +76,6 @@ def _prepare(labels: Any, probs: Any, ignore_index, name_l="labels", name_p="pro
     lab = np.ascontiguousarray(lab, dtype)
     p = np.ascontiguousarray(p)
     return lab, p, ignore_index, squeeze
-
-
-def thresholds_from_sums(sums: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Per-class thresholds t_c = mean self-confidence (0 for unseen classes), clipped below at
-    cleanlab's 2e-6."""
-    sums, counts = np.asarray(sums, np.float64), np.asarray(counts, np.int64)
-    t = np.where(counts > 0, sums / np.maximum(counts, 1), 0.0)
-    return np.clip(t, CONFIDENT_THRESHOLDS_LOWER_BOUND, None)
 
 
 # ----------------------------------------------------------------------------- stages
@@ -138,78 +129,6 @@ def flag_pixels(pixel_scores, candidates, cutoff_key: int, *, backend: str = "au
         raise InputError(f"pixel_scores {s.shape} and candidates {c.shape} differ")
     name = _backend.resolve(backend, pixel_scores)
     return _STAGES[name].flags(s, c, int(cutoff_key)).reshape(s.shape)
-
-
-def order_keys(scores) -> np.ndarray:
-    """uint32 keys ordered as the float32 `scores` (the kernels' ``order_key``)."""
-    from ..reference.label_issues import order_keys as keys
-
-    return keys(scores)
-
-
-def in_bin(scores: np.ndarray, bin_: int) -> np.ndarray:
-    """Boolean mask of the float32 `scores` whose order key falls in histogram bin `bin_`."""
-    u = np.ascontiguousarray(scores, np.float32).view(np.uint32) >> np.uint32(16)
-    target = bin_ - 0x8000 if bin_ >= 0x8000 else 0xFFFF - bin_
-    return u == np.uint32(target)
-
-
-@dataclass(frozen=True)
-class Cutoff:
-    """Where the T lowest scores end: every score with a key below `key` is in, and of the
-    scores whose key equals `tie_key` the first `ties` in index order (0: none, `tie_key` is
-    then unused)."""
-    key: int
-    tie_key: int
-    ties: int
-    count: int            # T, the estimated number of issues
-
-    @property
-    def tie_value(self) -> np.float32:
-        k = np.uint32(self.tie_key)
-        u = ~k if not (k & np.uint32(0x80000000)) else k & np.uint32(0x7FFFFFFF)
-        return np.array([u], np.uint32).view(np.float32)[0]
-
-
-def find_cutoff(hist: np.ndarray, count: int, gather: Callable[[int], np.ndarray]) -> Cutoff:
-    """The cutoff of the `count` lowest scores, from their histogram and `gather(bin)`: the
-    scores (float32, any order) that fall in one bin."""
-    if count <= 0:
-        return Cutoff(0, 0, 0, 0)
-    hist = np.asarray(hist, np.int64)
-    cum = np.cumsum(hist)
-    if count > cum[-1]:
-        raise InputError(f"count {count} exceeds the {int(cum[-1])} scored pixels")
-    b = int(np.searchsorted(cum, count))
-    before = int(cum[b] - hist[b])
-    keys = order_keys(gather(b))
-    if keys.size != hist[b]:
-        raise RuntimeError(f"bin {b} holds {keys.size} scores, its histogram says {hist[b]}")
-    r = count - before  # 1..hist[b]
-    kth = int(np.partition(keys, r - 1)[r - 1])
-    less = before + int((keys < kth).sum())
-    equal = int((keys == kth).sum())
-    ties = count - less
-    if ties == equal:  # every tied score is in: no tie to break
-        return Cutoff(kth + 1, 0, 0, count)
-    return Cutoff(kth, kth, ties, count)
-
-
-def apply_ties(flags: np.ndarray, pixel_scores: np.ndarray, candidates: np.ndarray,
-               cutoff: Cutoff, start: int = 0) -> int:
-    """Adds, in place, the tied pixels at the cutoff to `flags` (the first `cutoff.ties - start`
-    pixels, in flat order, whose score has the tie key; flagged if candidates). Returns how many
-    tied pixels this array held (to carry `start` on to the next image)."""
-    if cutoff.ties <= start:
-        return 0
-    u = np.ascontiguousarray(pixel_scores, np.float32).view(np.uint32).ravel()
-    want = np.uint32(cutoff.tie_key)
-    bits = ~want if not (want & np.uint32(0x80000000)) else want & np.uint32(0x7FFFFFFF)
-    idx = np.flatnonzero(u == bits)
-    take = idx[:cutoff.ties - start]
-    f = flags.reshape(-1)
-    f[take] = np.asarray(candidates).reshape(-1)[take].astype(bool)
-    return int(idx.size)
 
 
 # ----------------------------------------------------------------------------- public ops
@@ -348,241 +267,3 @@ def _check_range(lab: np.ndarray, c: int, ign) -> None:
     if bad.any():
         raise InputError(f"labels has {int(bad.sum())} pixels outside 0..{c - 1} (e.g. "
                          f"{int(v[bad][0])}); set ignore_index or fix them")
-
-
-# ----------------------------------------------------------------------------- backends
-
-class _Numpy:
-    @staticmethod
-    def sums(lab, p, c, ign):
-        from ..reference.label_issues import sums
-
-        return sums(lab, p, c, ign)
-
-    @staticmethod
-    def scores(lab, p, c, ign, thr_adj, hist):
-        from ..reference.label_issues import scores
-
-        return scores(lab, p, c, thr_adj, ign)
-
-    @staticmethod
-    def softmin(s, t):
-        from ..reference.label_issues import softmin
-
-        return softmin(s, t)
-
-    @staticmethod
-    def flags(s, c, key):
-        from ..reference.label_issues import flags
-
-        return flags(s, c, key)
-
-
-def _numba_probs(p):
-    return p.view(np.uint16) if p.dtype == np.float16 else p
-
-
-class _Numba:
-    @staticmethod
-    def sums(lab, p, c, ign):
-        from .._numba import label_issues as nb
-
-        n, hw = lab.shape[0], int(np.prod(lab.shape[1:]))
-        s, k, bad = nb.sums(lab.reshape(n, hw), _numba_probs(p).reshape(n, c, hw), c,
-                            ign is not None,
-                            ign if ign is not None else 0)
-        return s, k, int(bad)
-
-    @staticmethod
-    def scores(lab, p, c, ign, thr_adj, hist):
-        from .._numba import label_issues as nb
-
-        n, hw = lab.shape[0], int(np.prod(lab.shape[1:]))
-        sc, cand, h, counted = nb.scores(lab.reshape(n, hw), _numba_probs(p).reshape(n, c, hw), c,
-                                         ign is not None, ign if ign is not None else 0,
-                                         np.ascontiguousarray(thr_adj, np.float64), bool(hist))
-        return sc.reshape(lab.shape), cand.reshape(lab.shape).astype(bool), h, int(counted)
-
-    @staticmethod
-    def fused(lab, p, c, ign):
-        from .._numba import label_issues as nb
-
-        n, hw = lab.shape[0], int(np.prod(lab.shape[1:]))
-        s, k, bad, sc, cand, am, top, h = nb.fused(
-            lab.reshape(n, hw), _numba_probs(p).reshape(n, c, hw), c, ign is not None,
-            ign if ign is not None else 0, True)
-        return (s, k, int(bad), sc.reshape(lab.shape), cand.reshape(lab.shape), am, top, h)
-
-    @staticmethod
-    def count(cand, am, top, thr_adj):
-        from .._numba import label_issues as nb
-
-        return nb.count(cand.reshape(-1), am.reshape(-1), top.reshape(-1), thr_adj)
-
-    @staticmethod
-    def softmin(s, t):
-        from .._numba import label_issues as nb
-
-        return nb.softmin(s, t)
-
-    @staticmethod
-    def flags(s, c, key):
-        from .._numba import label_issues as nb
-
-        return nb.flags(s.ravel(), c.ravel(), np.uint32(key)).astype(bool)
-
-
-class _Cpp:
-    @staticmethod
-    def sums(lab, p, c, ign):
-        from .. import _C
-
-        s = np.zeros(c, np.float64)
-        k = np.zeros(c, np.int64)
-        bad = np.zeros(1, np.int64)
-        _C.label_issues_sums(lab, p, c, ign, s, k, bad)
-        return s, k, int(bad[0])
-
-    @staticmethod
-    def scores(lab, p, c, ign, thr_adj, hist):
-        from .. import _C
-
-        sc = np.empty(lab.shape, np.float32)
-        cand = np.empty(lab.shape, np.uint8)
-        h = np.zeros(HIST_BINS, np.int64) if hist else None
-        counted = _C.label_issues_scores(lab, p, c, ign, np.ascontiguousarray(thr_adj, np.float64),
-                                         sc, cand, h)
-        return sc, cand.view(bool), h, counted
-
-    @staticmethod
-    def fused(lab, p, c, ign):
-        from .. import _C
-
-        s = np.zeros(c, np.float64)
-        k = np.zeros(c, np.int64)
-        bad = np.zeros(1, np.int64)
-        sc = np.empty(lab.shape, np.float32)
-        cand = np.empty(lab.shape, np.uint8)
-        am = np.empty(lab.shape, np.int32)
-        top = np.empty(lab.shape, np.float32)
-        h = np.zeros(HIST_BINS, np.int64)
-        _C.label_issues_fused(lab, p, c, ign, s, k, bad, sc, cand, am, top, h)
-        return s, k, int(bad[0]), sc, cand, am, top, h
-
-    @staticmethod
-    def count(cand, am, top, thr_adj):
-        from .. import _C
-
-        return _C.label_issues_count(cand, am, top, thr_adj)
-
-    @staticmethod
-    def softmin(s, t):
-        from .. import _C
-
-        out = np.empty(len(s), np.float64)
-        _C.label_issues_softmin(s, t, out)
-        return out
-
-    @staticmethod
-    def flags(s, c, key):
-        from .. import _C
-
-        out = np.empty(s.shape, np.uint8)
-        _C.label_issues_flags(s, c, key, out)
-        return out.view(bool)
-
-
-PROB_SUFFIX = {np.dtype(np.float16): "f16", np.dtype(np.float32): "f32"}
-
-
-def cuda_sums_launch(lab, p, c, ign, sums, counts, bad):
-    """(kernel name, work items, arguments) of the CUDA threshold sums."""
-    from .._cuda import DTYPE_SUFFIX
-
-    n = lab.shape[0]
-    hw = int(np.prod(lab.shape[1:]))
-    name = f"label_issues_sums_{PROB_SUFFIX[np.dtype(p.dtype)]}_{DTYPE_SUFFIX[np.dtype(lab.dtype)]}"
-    args = (lab, p, np.int64(n), np.int64(hw), np.int32(c), np.int32(ign is not None),
-            np.int64(ign if ign is not None else 0), sums, counts, bad)
-    return name, n * hw, args
-
-
-def cuda_scores_launch(lab, p, c, ign, thr_adj, scores, cand, hist, counted,
-                       want_hist: bool = True):
-    """(kernel name, work items, arguments) of the CUDA scoring pass (with `want_hist`
-    False, `hist` is not written and may be any 1-element array)."""
-    from .._cuda import DTYPE_SUFFIX
-
-    n = lab.shape[0]
-    hw = int(np.prod(lab.shape[1:]))
-    name = (f"label_issues_scores_{PROB_SUFFIX[np.dtype(p.dtype)]}_"
-            f"{DTYPE_SUFFIX[np.dtype(lab.dtype)]}")
-    args = (lab, p, np.int64(n), np.int64(hw), np.int32(c), np.int32(ign is not None),
-            np.int64(ign if ign is not None else 0), thr_adj, scores, cand, hist,
-            np.int32(bool(want_hist)), counted)
-    return name, n * hw, args
-
-
-class _Cuda:
-    @staticmethod
-    def _up(a):
-        import cupy
-
-        return cupy.ascontiguousarray(cupy.asarray(a))
-
-    @classmethod
-    def sums(cls, lab, p, c, ign):
-        import cupy
-
-        from .. import _cuda
-
-        lg, pg = cls._up(lab), cls._up(p)
-        s = cupy.zeros(c, cupy.float64)
-        k = cupy.zeros(c, cupy.int64)
-        bad = cupy.zeros(1, cupy.int64)
-        name, total, args = cuda_sums_launch(lg, pg, c, ign, s, k, bad)
-        _cuda.launch(_cuda.get_kernel("label_issues", name), total, args)
-        return s.get(), k.get(), int(bad.get()[0])
-
-    @classmethod
-    def scores(cls, lab, p, c, ign, thr_adj, hist):
-        import cupy
-
-        from .. import _cuda
-
-        lg, pg = cls._up(lab), cls._up(p)
-        sc = cupy.empty(lab.shape, cupy.float32)
-        cand = cupy.empty(lab.shape, cupy.uint8)
-        h = cupy.zeros(HIST_BINS if hist else 1, cupy.int64)  # CuPy takes no null pointer
-        counted = cupy.zeros(1, cupy.int64)
-        name, total, args = cuda_scores_launch(lg, pg, c, ign, cupy.asarray(thr_adj, cupy.float64),
-                                               sc, cand, h, counted, want_hist=hist)
-        _cuda.launch(_cuda.get_kernel("label_issues", name), total, args)
-        return sc.get(), cand.get().view(bool), h.get() if hist else None, int(counted.get()[0])
-
-    @classmethod
-    def softmin(cls, s, t):
-        import cupy
-
-        from .. import _cuda
-
-        sg = cls._up(s)
-        out = cupy.empty(len(s), cupy.float64)
-        _cuda.launch(_cuda.get_kernel("label_issues", "label_issues_softmin_f32"), len(s),
-                     (sg, np.int64(s.shape[0]), np.int64(s.shape[1]), np.float64(t), out))
-        return out.get()
-
-    @classmethod
-    def flags(cls, s, c, key):
-        import cupy
-
-        from .. import _cuda
-
-        sg, cg = cls._up(s), cls._up(c)
-        out = cupy.empty(s.shape, cupy.uint8)
-        _cuda.launch(_cuda.get_kernel("label_issues", "label_issues_flags_f32"), s.size,
-                     (sg, cg, np.int64(s.size), np.uint32(key), out))
-        return out.get().view(bool)
-
-
-_STAGES = {"numpy": _Numpy, "numba": _Numba, "cpp": _Cpp, "cuda": _Cuda}

@@ -3,7 +3,24 @@ order of decreasing area, exactly as GUIDE section 4 states it. The jobs' raster
 (`segkit.io.coco.rasterize`) is tested against this."""
 from __future__ import annotations
 
+import contextlib
+import io
+import json
+from pathlib import Path
+
 import numpy as np
+
+
+def pycocotools_coco(ann_file):
+    """A pycocotools ``COCO`` object of the annotation file `ann_file`, as pycocotools reads it
+    (no segkit checks; its progress prints silenced)."""
+    from pycocotools.coco import COCO
+
+    coco = COCO()
+    coco.dataset = json.loads(Path(ann_file).read_text(encoding="utf-8"))
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
 
 
 def rasterize_reference(coco, image_id: int, category_to_label: dict[int, int],

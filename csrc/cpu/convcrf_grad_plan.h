@@ -1,0 +1,153 @@
+// CPU trainable ConvCRF, shared by the forward (convcrf_grad.cpp) and the backward
+// (convcrf_grad_backward.cpp): the geometry of a call (pooled grid, haloed planes, bilinear
+// taps), the argument checks, and the per-image pooled features. Include it after the
+// translation unit's `#pragma GCC optimize("no-trapping-math")`, as the row kernels.
+#pragma once
+#include <algorithm>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "common/convcrf.h"
+#include "common/convcrf_grad.h"
+#include "cpu/convcrf_grad.h"
+#include "cpu/runtime.h"
+#include "cpu/simd.h"
+
+namespace segkit {
+namespace cpu {
+namespace gradrows {
+
+using crfgrad::kFeatures;
+using crfgrad::kGradSums;
+
+inline int thread_id() {
+#ifdef _OPENMP
+  return omp_get_thread_num();
+#else
+  return 0;
+#endif
+}
+
+constexpr int kRowBlock = 8;  // rows per partial sum of dw / dcompat (fixed: deterministic)
+
+constexpr index_t kPad = 16;  // rows padded to whole vectors of the widest ISA (floats)
+
+inline index_t round_up(index_t x, index_t m) { return (x + m - 1) / m * m; }
+
+struct Geo {
+  int C, H, W, b, s, Hp, Wp, p0, p1;
+  index_t HW, HWp;
+  // haloed pooled planes (Qb, R and the features the passes read): s zero rows and columns
+  // around the grid, rows `ld` apart, planes `plane` apart; element (r, x) at `at(r, x)`
+  index_t ld, plane, ldg;  // ldg: row stride of the Gaussian planes (Hp rows, zero tails)
+  index_t at(int r, int x) const { return (s + r) * ld + s + x; }
+  std::vector<int> xi0, xi1, yi0, yi1, cellx;
+  std::vector<float> xl0, xl1, yl0, yl1;
+  // adjoint of the vertical interpolation: for pooled row r, the (full row, coefficient) pairs
+  std::vector<std::vector<std::pair<int, float>>> rows_of;
+};
+
+inline Geo make_geo(const ConvCrfGradArgs& a) {
+  Geo g;
+  g.C = static_cast<int>(a.c);
+  g.H = static_cast<int>(a.h);
+  g.W = static_cast<int>(a.w);
+  g.b = a.blur;
+  g.s = a.filter_size / 2;
+  crf::pool_geometry(g.H, g.b, &g.Hp, &g.p0);
+  crf::pool_geometry(g.W, g.b, &g.Wp, &g.p1);
+  g.HW = static_cast<index_t>(g.H) * g.W;
+  g.HWp = static_cast<index_t>(g.Hp) * g.Wp;
+  g.ld = round_up(round_up(g.Wp, kPad) + 2 * g.s, kPad);
+  g.plane = (g.Hp + 2 * static_cast<index_t>(g.s)) * g.ld;
+  g.ldg = round_up(g.Wp, kPad);
+  g.xi0.resize(g.W), g.xi1.resize(g.W), g.xl0.resize(g.W), g.xl1.resize(g.W);
+  g.cellx.resize(g.W);
+  for (int x = 0; x < g.W; ++x) {
+    crf::bilinear_taps(x, g.p1, g.b, g.Wp, &g.xi0[x], &g.xi1[x], &g.xl0[x], &g.xl1[x]);
+    g.cellx[x] = (x + g.p1) / g.b;
+  }
+  g.yi0.resize(g.H), g.yi1.resize(g.H), g.yl0.resize(g.H), g.yl1.resize(g.H);
+  g.rows_of.resize(g.Hp);
+  for (int i = 0; i < g.H; ++i) {
+    crf::bilinear_taps(i, g.p0, g.b, g.Hp, &g.yi0[i], &g.yi1[i], &g.yl0[i], &g.yl1[i]);
+    g.rows_of[g.yi0[i]].push_back({i, g.yl0[i]});
+    g.rows_of[g.yi1[i]].push_back({i, g.yl1[i]});
+  }
+  return g;
+}
+
+inline void check_args(const ConvCrfGradArgs& a) {
+  if (a.n < 0 || a.c < 1 || a.h < 0 || a.w < 0 || a.h > (1 << 30) || a.w > (1 << 30))
+    throw std::invalid_argument("convcrf_grad: bad shape (n, c, h, w) = (" +
+                                std::to_string(a.n) + ", " + std::to_string(a.c) + ", " +
+                                std::to_string(a.h) + ", " + std::to_string(a.w) + ")");
+  if (a.filter_size < 1 || a.filter_size % 2 == 0)
+    throw std::invalid_argument("convcrf_grad: filter_size must be a positive odd integer, got " +
+                                std::to_string(a.filter_size));
+  if (a.blur < 1 || (a.blur > 1 && a.blur % 2 == 1))
+    throw std::invalid_argument("convcrf_grad: blur must be 1 or even, got " +
+                                std::to_string(a.blur));
+  if (a.num_iter < 1)
+    throw std::invalid_argument("convcrf_grad: num_iter must be >= 1, got " +
+                                std::to_string(a.num_iter));
+  if (a.unary_kind != crf::UNARY_LOGITS && a.unary_kind != crf::UNARY_PROBS)
+    throw std::invalid_argument("convcrf_grad: bad unary_kind code " +
+                                std::to_string(a.unary_kind));
+  if (a.init != crf::INIT_CONVCRF && a.init != crf::INIT_SOFTMAX)
+    throw std::invalid_argument("convcrf_grad: bad init code " + std::to_string(a.init));
+}
+
+// Per-image pooled features (unscaled), validity and inverse counts, full-resolution mask.
+struct Image {
+  std::vector<float> feat, valid, inv_count, fmask;
+  std::vector<float> featH;  // the features in the haloed layout (kFeatures planes)
+};
+
+inline void prepare_image(const Geo& g, const float* img, const std::uint8_t* mask, Image& im) {
+  im.feat.assign(kFeatures * g.HWp, 0.0f);
+  im.valid.assign(g.HWp, 0.0f);
+  im.inv_count.assign(g.HWp, 0.0f);
+  im.fmask.resize(g.HW);
+  for (index_t p = 0; p < g.HW; ++p) im.fmask[p] = mask == nullptr || mask[p] ? 1.0f : 0.0f;
+#pragma omp parallel for schedule(dynamic, 4) num_threads(max_threads())
+  for (int R = 0; R < g.Hp; ++R) {
+    int y0, y1;
+    crf::pool_span(R, g.p0, g.b, g.H, &y0, &y1);
+    for (int X = 0; X < g.Wp; ++X) {
+      int x0, x1;
+      crf::pool_span(X, g.p1, g.b, g.W, &x0, &x1);
+      double sum[kFeatures] = {0, 0, 0, 0, 0}, n = 0;
+      for (int i = y0; i < y1; ++i)
+        for (int j = x0; j < x1; ++j) {
+          const index_t p = static_cast<index_t>(i) * g.W + j;
+          if (im.fmask[p] == 0.0f) continue;
+          n += 1;
+          sum[0] += i;
+          sum[1] += j;
+          for (int ch = 0; ch < 3; ++ch) sum[2 + ch] += img[ch * g.HW + p];
+        }
+      const index_t q = static_cast<index_t>(R) * g.Wp + X;
+      if (n == 0) continue;
+      for (int f = 0; f < kFeatures; ++f) im.feat[f * g.HWp + q] = static_cast<float>(sum[f] / n);
+      im.valid[q] = 1.0f;
+      im.inv_count[q] = static_cast<float>(1.0 / n);
+    }
+  }
+  im.featH.assign(kFeatures * g.plane, 0.0f);
+  for (int f = 0; f < kFeatures; ++f)
+    for (int R = 0; R < g.Hp; ++R)
+      std::memcpy(im.featH.data() + f * g.plane + g.at(R, 0),
+                  im.feat.data() + f * g.HWp + static_cast<index_t>(R) * g.Wp,
+                  sizeof(float) * g.Wp);
+}
+
+}  // namespace gradrows
+}  // namespace cpu
+}  // namespace segkit

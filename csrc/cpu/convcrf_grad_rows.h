@@ -1,0 +1,286 @@
+// CPU trainable ConvCRF, shared by the forward (convcrf_grad.cpp) and the backward
+// (convcrf_grad_backward.cpp): the row kernels (unary, softmax, upsampled message, pooling,
+// the Gaussian planes, the message passes and the parameter sums), each compiled once per
+// instruction set through cpu/simd.h's dispatch. Include it after the translation unit's
+// `#pragma GCC optimize("no-trapping-math")`.
+#pragma once
+#include "cpu/convcrf_grad_plan.h"
+
+namespace segkit {
+namespace cpu {
+namespace gradrows {
+
+// U of full-resolution row i (C rows `HW` apart) from the unary.
+inline void unary_row(const Geo& g, int kind, const float* x, float* u, float* mx, float* sum) {
+  const int W = g.W;
+  if (kind == crf::UNARY_PROBS) {
+    for (int c = 0; c < g.C; ++c)
+      for (int j = 0; j < W; ++j) u[c * g.HW + j] = crf::log_f32(x[c * g.HW + j]);
+    return;
+  }
+  for (int j = 0; j < W; ++j) mx[j] = x[j];
+  for (int c = 1; c < g.C; ++c)
+    for (int j = 0; j < W; ++j) mx[j] = std::max(mx[j], x[c * g.HW + j]);
+  for (int j = 0; j < W; ++j) sum[j] = 0.0f;
+  for (int c = 0; c < g.C; ++c)
+    for (int j = 0; j < W; ++j) sum[j] += crf::exp_f32(x[c * g.HW + j] - mx[j]);
+  for (int j = 0; j < W; ++j) sum[j] = crf::log_f32(sum[j]);
+  for (int c = 0; c < g.C; ++c)
+    for (int j = 0; j < W; ++j) u[c * g.HW + j] = (x[c * g.HW + j] - mx[j]) - sum[j];
+}
+
+// In-place softmax over C rows of W values, `cs` apart.
+inline void softmax_row(float* p, int C, index_t cs, int W, float* mx, float* sum) {
+  for (int j = 0; j < W; ++j) mx[j] = p[j];
+  for (int c = 1; c < C; ++c)
+    for (int j = 0; j < W; ++j) mx[j] = std::max(mx[j], p[c * cs + j]);
+  for (int j = 0; j < W; ++j) sum[j] = 0.0f;
+  for (int c = 0; c < C; ++c)
+    for (int j = 0; j < W; ++j) {
+      const float e = crf::exp_f32(p[c * cs + j] - mx[j]);
+      p[c * cs + j] = e;
+      sum[j] += e;
+    }
+  for (int j = 0; j < W; ++j) sum[j] = 1.0f / sum[j];
+  for (int c = 0; c < C; ++c)
+    for (int j = 0; j < W; ++j) p[c * cs + j] *= sum[j];
+}
+
+// The masked, upsampled message of full-resolution row i from the pooled Mb (C, Hp, Wp) into
+// m (C rows of W), then M' = M + compat M into mp (mp = m without compat).
+// The message upsampled along the rows of pooled row R: Me[c][R][j] = l0 Mb[c][R][i0] + l1
+// Mb[c][R][i1] (blur > 1), C planes of Hp * W.
+inline void upsample_row(const Geo& g, const float* Mb, int R, float* Me) {
+  for (int c = 0; c < g.C; ++c) {
+    const float* m = Mb + c * g.HWp + static_cast<index_t>(R) * g.Wp;
+    float* e = Me + (static_cast<index_t>(c) * g.Hp + R) * g.W;
+    for (int j = 0; j < g.W; ++j) e[j] = g.xl0[j] * m[g.xi0[j]] + g.xl1[j] * m[g.xi1[j]];
+  }
+}
+
+// The masked, upsampled message of full-resolution row i from the pooled Mb (C, Hp, Wp) at
+// blur 1, or from its row-upsampled Me (C, Hp, W, upsample_row) otherwise, into m (C rows of
+// W), then M' = M + compat M into mp (mp = m without compat).
+inline void message_row(const Geo& g, const Image& im, const float* Mb, const float* compat, int i,
+                        float* m, float* mp) {
+  const int W = g.W;
+  const float h0 = g.yl0[i], h1 = g.yl1[i];
+  const float* fm = im.fmask.data() + static_cast<index_t>(i) * W;
+  for (int c = 0; c < g.C; ++c) {
+    float* o = m + static_cast<index_t>(c) * W;
+    if (g.b == 1) {
+      const float* r0 = Mb + c * g.HWp + static_cast<index_t>(i) * g.Wp;
+      for (int j = 0; j < W; ++j) o[j] = r0[j] * fm[j];
+      continue;
+    }
+    const float* e0 = Mb + (static_cast<index_t>(c) * g.Hp + g.yi0[i]) * W;
+    const float* e1 = Mb + (static_cast<index_t>(c) * g.Hp + g.yi1[i]) * W;
+    for (int j = 0; j < W; ++j) o[j] = (h0 * e0[j] + h1 * e1[j]) * fm[j];
+  }
+  if (compat == nullptr) return;
+  for (int c = 0; c < g.C; ++c) {
+    float* o = mp + static_cast<index_t>(c) * W;
+    std::memcpy(o, m + static_cast<index_t>(c) * W, sizeof(float) * W);
+    for (int d = 0; d < g.C; ++d) {
+      const float k = compat[c * g.C + d];
+      const float* md = m + static_cast<index_t>(d) * W;
+      for (int j = 0; j < W; ++j) o[j] += k * md[j];
+    }
+  }
+}
+
+// The masked b x b means of the full-resolution rows y0..y1 of q (C planes HW apart) into
+// pooled row R of qb (C haloed planes).
+inline void pool_rows(const Geo& g, const Image& im, const float* q, int R, float* qb) {
+  int y0, y1;
+  crf::pool_span(R, g.p0, g.b, g.H, &y0, &y1);
+  for (int c = 0; c < g.C; ++c) {
+    float* o = qb + c * g.plane + g.at(R, 0);
+    if (g.b == 1) {
+      const float* qi = q + c * g.HW + static_cast<index_t>(R) * g.W;
+      const float* fm = im.fmask.data() + static_cast<index_t>(R) * g.W;
+      const float* ic = im.inv_count.data() + static_cast<index_t>(R) * g.Wp;
+      for (int X = 0; X < g.Wp; ++X) o[X] = (0.0f + qi[X] * fm[X]) * ic[X];
+      continue;
+    }
+    for (int X = 0; X < g.Wp; ++X) o[X] = 0.0f;
+    for (int i = y0; i < y1; ++i) {
+      const float* qi = q + c * g.HW + static_cast<index_t>(i) * g.W;
+      const float* fm = im.fmask.data() + static_cast<index_t>(i) * g.W;
+      for (int j = 0; j < g.W; ++j) o[g.cellx[j]] += qi[j] * fm[j];
+    }
+    const float* ic = im.inv_count.data() + static_cast<index_t>(R) * g.Wp;
+    for (int X = 0; X < g.Wp; ++X) o[X] *= ic[X];
+  }
+}
+
+// The Gaussians of pooled row r at offset (dy, dx) for columns [xs, xe), validity included.
+SEGKIT_ALWAYS void weight_row(const Geo& g, const Image& im, const crfgrad::Scales& sc, int r,
+                              int dy, int dx, int xs, int xe, float* gp, float* gc) {
+  const index_t fs = g.HWp;
+  const float* fp = im.feat.data() + static_cast<index_t>(r) * g.Wp;
+  const float* fq = im.feat.data() + static_cast<index_t>(r + dy) * g.Wp + dx;
+  const float* vp = im.valid.data() + static_cast<index_t>(r) * g.Wp;
+  const float* vq = vp + static_cast<index_t>(dy) * g.Wp + dx;
+  for (int x = xs; x < xe; ++x) {
+    float dpos, dcol, a, b;
+    crfgrad::pair_distances(fp + x, fq + x, fs, &dpos, &dcol);
+    crfgrad::pair_gaussians(dpos, dcol, sc, &a, &b);
+    const float v = vp[x] * vq[x];
+    gp[x] = a * v;
+    gc[x] = b * v;
+  }
+}
+
+// The k*k Gaussian planes of one image (Gp and Gc, each k*k planes of Hp*Wp; zero where p+d
+// leaves the grid), computed once per image and shared by every class and iteration.
+inline void weights_image(const Geo& g, const Image& im, const crfgrad::Scales& sc, float* Gp,
+                          float* Gc) {
+  const int k = 2 * g.s + 1;
+#pragma omp parallel for schedule(dynamic, 4) num_threads(max_threads())
+  for (int r = 0; r < g.Hp; ++r)
+    dispatch_isa([&](auto) SEGKIT_BODY {
+      for (int o = 0; o < k * k; ++o) {
+        const int dy = o / k - g.s, dx = o % k - g.s;
+        float* gp = Gp + (static_cast<index_t>(o) * g.Hp + r) * g.ldg;
+        float* gc = Gc + (static_cast<index_t>(o) * g.Hp + r) * g.ldg;
+        std::fill(gp, gp + g.ldg, 0.0f);
+        std::fill(gc, gc + g.ldg, 0.0f);
+        const int xs = std::max(0, -dx), xe = std::min(g.Wp, g.Wp - dx);
+        if (r + dy < 0 || r + dy >= g.Hp || xe <= xs) continue;
+        weight_row(g, im, sc, r, dy, dx, xs, xe, gp, gc);
+      }
+    });
+}
+
+// out(p) = sum_d A(p, p+d) in(p+d) for pooled row r and CB classes from c0 (`in` haloed, `out`
+// C planes of HWp), with the CB accumulators of a vector of pixels in registers.
+template <int B, int CB>
+SEGKIT_ALWAYS void pass_block(const Geo& g, const ConvCrfGradArgs& a, const float* Gp,
+                              const float* Gc, const float* in, float* out, int r, int c0) {
+  typedef vec_t<float, B> V;
+  constexpr int L = Vec<float, B>::lanes;
+  const int k = 2 * g.s + 1;
+  const index_t gstride = static_cast<index_t>(g.Hp) * g.ldg;
+  const float* q = in + static_cast<index_t>(c0) * g.plane;
+  for (int x0 = 0; x0 < g.Wp; x0 += L) {
+    V acc[CB];
+    for (int c = 0; c < CB; ++c) acc[c] = V{};
+    for (int dy = -g.s; dy <= g.s; ++dy) {
+      if (r + dy < 0 || r + dy >= g.Hp) continue;
+      for (int dx = -g.s; dx <= g.s; ++dx) {
+        const index_t o = (dy + g.s) * k + dx + g.s;
+        const index_t wofs = o * gstride + static_cast<index_t>(r) * g.ldg + x0;
+        const V w = a.pos_compat * loadv<V>(Gp + wofs) + a.col_compat * loadv<V>(Gc + wofs);
+        const float* src = q + g.at(r + dy, x0 + dx);
+        for (int c = 0; c < CB; ++c) acc[c] += w * loadv<V>(src + c * g.plane);
+      }
+    }
+    const int nv = std::min(L, g.Wp - x0);
+    for (int c = 0; c < CB; ++c)
+      store_lanes(out + (c0 + c) * g.HWp + static_cast<index_t>(r) * g.Wp + x0, acc[c], nv);
+  }
+}
+
+// The five parameter sums of pooled row r: S(p, d) = sum_c R_c(p) Qb_c(p+d) (both haloed).
+template <int B>
+SEGKIT_ALWAYS void sums_row(const Geo& g, const Image& im, const float* Gp, const float* Gc,
+                            const float* R, const float* qb, int r, double* sums) {
+  typedef vec_t<float, B> V;
+  constexpr int L = Vec<float, B>::lanes;
+  const int k = 2 * g.s + 1;
+  const index_t gstride = static_cast<index_t>(g.Hp) * g.ldg;
+  const float* f = im.featH.data();
+  double t[kGradSums] = {0, 0, 0, 0, 0};
+  for (int dy = -g.s; dy <= g.s; ++dy) {
+    if (r + dy < 0 || r + dy >= g.Hp) continue;
+    for (int dx = -g.s; dx <= g.s; ++dx) {
+      const index_t o = (dy + g.s) * k + dx + g.s;
+      V v0{}, v1{}, v2{}, v3{}, v4{};
+      for (int x0 = 0; x0 < g.Wp; x0 += L) {
+        const index_t hp = g.at(r, x0), hq = g.at(r + dy, x0 + dx);
+        V S{};
+        for (int c = 0; c < g.C; ++c)
+          S += loadv<V>(R + c * g.plane + hp) * loadv<V>(qb + c * g.plane + hq);
+        V dpos{}, dcol{};
+        for (int ff = 0; ff < kFeatures; ++ff) {
+          const V d = loadv<V>(f + ff * g.plane + hq) - loadv<V>(f + ff * g.plane + hp);
+          if (ff < 2)
+            dpos += d * d;
+          else
+            dcol += d * d;
+        }
+        const index_t wofs = o * gstride + static_cast<index_t>(r) * g.ldg + x0;
+        const V ps = loadv<V>(Gp + wofs) * S, cs = loadv<V>(Gc + wofs) * S;
+        v0 += ps;
+        v1 += cs;
+        v2 += dpos * ps;
+        v3 += dcol * cs;
+        v4 += dpos * cs;
+      }
+      float l[5][L];
+      std::memcpy(l[0], &v0, sizeof v0), std::memcpy(l[1], &v1, sizeof v1);
+      std::memcpy(l[2], &v2, sizeof v2), std::memcpy(l[3], &v3, sizeof v3);
+      std::memcpy(l[4], &v4, sizeof v4);
+      for (int j = 0; j < kGradSums; ++j)
+        for (int i = 0; i < L; ++i) t[j] += l[j][i];
+    }
+  }
+  for (int j = 0; j < kGradSums; ++j) sums[j] = t[j];
+}
+
+// out = A in for pooled row r, every class (classes in blocks of up to 8); with `sums`, also
+// the row's five parameter sums against `qb`.
+inline void pass_row(const Geo& g, const Image& im, const ConvCrfGradArgs& a, const float* Gp,
+                     const float* Gc, const float* in, const float* qb, float* out, int r,
+                     double* sums) {
+  dispatch_isa([&](auto isa) SEGKIT_BODY {
+    constexpr int B = decltype(isa)::bytes;
+    const int chunks = (g.C + 7) / 8, base = g.C / chunks, extra = g.C % chunks;
+    int c0 = 0;
+    for (int ch = 0; ch < chunks; ++ch) {
+      const int cb = base + (ch < extra ? 1 : 0);
+      dispatch_exact<1, 2, 3, 4, 5, 6, 7, 8>(cb, [&](auto n) SEGKIT_BODY {
+        pass_block<B, decltype(n)::value>(g, a, Gp, Gc, in, out, r, c0);
+      });
+      c0 += cb;
+    }
+    if (sums != nullptr) sums_row<B>(g, im, Gp, Gc, in, qb, r, sums);
+  });
+}
+
+inline crfgrad::Scales scales_of(const ConvCrfGradArgs& a) {
+  crfgrad::Scales sc;
+  sc.pos2 = a.pos_inv * a.pos_inv;
+  sc.col2 = a.col_inv * a.col_inv;
+  sc.colpos2 = a.col_pos ? a.colpos_inv * a.colpos_inv : 0.0f;
+  return sc;
+}
+
+// Per-thread full-resolution row buffers (C rows of W) and two single rows.
+struct RowScratch {
+  std::vector<float> m, mp, z, h, mx, sum;
+  explicit RowScratch(const Geo& g)
+      : m(static_cast<size_t>(g.C) * g.W), mp(m.size()), z(m.size()), h(m.size()), mx(g.W),
+        sum(g.W) {}
+};
+
+inline bool start_softmax(const ConvCrfGradArgs& a) {
+  return a.unary_kind == crf::UNARY_PROBS || a.init == crf::INIT_SOFTMAX;
+}
+
+// z (C rows of W) = (unary_weight - w_c) U + w_c M' for row i.
+inline void pred_row(const Geo& g, const ConvCrfGradArgs& a, const float* weight, const float* U,
+                     int i, const float* mp, float* z) {
+  for (int c = 0; c < g.C; ++c) {
+    const float w = weight[c], au = a.unary_weight - w;
+    const float* u = U + c * g.HW + static_cast<index_t>(i) * g.W;
+    const float* m = mp + static_cast<index_t>(c) * g.W;
+    float* o = z + static_cast<index_t>(c) * g.W;
+    for (int j = 0; j < g.W; ++j) o[j] = au * u[j] + w * m[j];
+  }
+}
+
+}  // namespace gradrows
+}  // namespace cpu
+}  // namespace segkit
