@@ -20,6 +20,10 @@ model = dict(
     crf_loss_weight=1.0,          # loss on the CRF's output
     unary_loss_weight=0.5,        # auxiliary loss on the decode head's logits (0: none)
     crf_test=True)                # predict with the CRF (False: the unary alone)
-# the CRF's few parameters (log-bandwidths, compatibilities, class weights) learn 10x faster than
-# the network and without weight decay (it would pull the log-parameters towards 0)
-optim_wrapper = dict(paramwise_cfg=dict(custom_keys={'crf.': dict(lr_mult=10., decay_mult=0.)}))
+# the CRF's few parameters learn without weight decay (it would pull the log-parameters towards
+# 0): the log-bandwidths and log-compatibilities 10x faster than the network, the class weights
+# 100x slower (the messages are unnormalised, ~1000 at ConvCRF's 11x11 window: a step of the
+# weight moves the scores 1000x as much; at 10x, Adam's first steps made the CRF's loss climb)
+optim_wrapper = dict(paramwise_cfg=dict(custom_keys={
+    'crf.': dict(lr_mult=10., decay_mult=0.),
+    'crf.weight': dict(lr_mult=0.01, decay_mult=0.)}))

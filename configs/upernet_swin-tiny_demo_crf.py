@@ -9,4 +9,6 @@ model = dict(
     crf_loss_weight=1.0,
     unary_loss_weight=0.5,
     crf_test=True)
-optim_wrapper = dict(paramwise_cfg=dict(custom_keys={'crf.': dict(lr_mult=10., decay_mult=0.)}))
+optim_wrapper = dict(paramwise_cfg=dict(custom_keys={
+    'crf.': dict(lr_mult=10., decay_mult=0.),
+    'crf.weight': dict(lr_mult=0.01, decay_mult=0.)}))

@@ -39,7 +39,12 @@ TINY_CRF = ROOT / "configs" / "upernet_swin-tiny_cpu_crf.py"
 SWIN_B_CRF = ROOT / "configs" / "upernet_swin-b_trash_crf.py"
 CRF_PARAMS = ("crf.weight", "crf.log_pos_compat", "crf.log_col_compat", "crf.log_pos_sdims",
               "crf.log_col_schan")
-#: the training runs: 16 iterations (4 images at batch 2, 8 epochs), one validation at the end
+#: the training runs: 16 iterations (4 images at batch 2, 8 epochs), one validation at the end,
+#: on the tiny CRF config without its random augmentations (so that the loss can only go down
+#: by learning)
+NO_AUGMENTATION = f"""_base_ = [{str(TINY_CRF)!r}]
+train_dataloader = dict(dataset=dict(pipeline={{{{_base_.test_pipeline}}}}))
+"""
 TRAIN_OPTS = {"train_cfg.max_epochs": 8, "train_cfg.val_interval": 8,
               "param_scheduler.1.end": 8, "param_scheduler.1.T_max": 8,
               "optim_wrapper.optimizer.lr": 1e-3, "default_hooks.logger.interval": 1,
@@ -131,11 +136,13 @@ def test_swin_b_crf_config_is_the_recipe_plus_the_crf():
     assert crf.train_pipeline == plain.train_pipeline
     keys = crf.optim_wrapper.paramwise_cfg.custom_keys
     assert keys["crf."] == dict(lr_mult=10.0, decay_mult=0.0)
+    assert keys["crf.weight"] == dict(lr_mult=0.01, decay_mult=0.0)
     assert set(plain.optim_wrapper.paramwise_cfg.custom_keys) < set(keys)
     for name in ("upernet_swin-tiny_cpu_crf.py", "upernet_swin-tiny_demo_crf.py"):
         tiny = Config.fromfile(str(ROOT / "configs" / name))
         for key in ("crf", "crf_loss_weight", "unary_loss_weight", "crf_test"):
             assert tiny.model[key] == crf.model[key], (name, key)
+        assert tiny.optim_wrapper.paramwise_cfg.custom_keys == keys
 
 
 @pytest.mark.parametrize("overrides, error, match", [
@@ -234,6 +241,19 @@ def test_gradients_reach_the_crf_and_the_network():
     assert model.backbone.patch_embed.projection.weight.grad.abs().sum() > 0
 
 
+def test_unary_kind_probs_feeds_the_softmax():
+    """unary_kind='probs': the CRF gets the decode head's softmax (its log inside), so the same
+    CRF on logits (log_softmax inside) gives the same scores."""
+    model = build(crf=dict(preset="convcrf", unary_kind="probs", init="softmax")).eval()
+    logits = torch.randn(1, 11, 32, 32, generator=torch.Generator().manual_seed(3))
+    inputs = torch.rand((1, 3, 128, 128), generator=torch.Generator().manual_seed(4))
+    got = model.refine(logits, inputs)
+    on_logits = build(crf=dict(preset="convcrf", init="softmax")).eval()
+    torch.testing.assert_close(got, on_logits.refine(logits, inputs), rtol=1e-4, atol=1e-4)
+    inputs, samples = batch(model)
+    assert torch.isfinite(model.parse_losses(model.loss(inputs, samples))[0])
+
+
 # ---- inference -----------------------------------------------------------------------------
 def _plain_copy(model):
     """The plain EncoderDecoder of the tiny config with `model`'s weights."""
@@ -318,7 +338,7 @@ def test_plain_checkpoint_loads_into_the_crf_model(tmp_path, mm_log):
     got = model.state_dict()
     for key, value in plain.state_dict().items():
         torch.testing.assert_close(got[key], value)
-    assert float(model.crf.weight[0]) == pytest.approx(0.7)
+    assert float(model.crf.weight.detach()[0]) == pytest.approx(0.7)
     text = "\n".join(mm_log)
     assert "the checkpoint has no CRF layer" in text
     assert "crf.weight" not in text  # not listed as missing keys
@@ -389,11 +409,18 @@ def check_training(work: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def trained(data_root, tmp_path_factory):
+def train_config(tmp_path_factory):
+    path = tmp_path_factory.mktemp("crf_config") / "tiny_crf_fixed_data.py"
+    path.write_text(NO_AUGMENTATION)
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(data_root, train_config, tmp_path_factory):
     work = tmp_path_factory.mktemp("crf_work")
     opts = [f"{k}={v}" for k, v in TRAIN_OPTS.items()]
     result = CliRunner().invoke(main, [
-        "train", str(TINY_CRF), "--data-root", str(data_root), "--work-dir", str(work),
+        "train", str(train_config), "--data-root", str(data_root), "--work-dir", str(work),
         "--fold", "0", "--cfg-options", *opts])
     assert result.exit_code == 0, (result.output, result.exception)
     return work
@@ -403,7 +430,7 @@ def test_segkit_train_learns_the_crf(trained):
     check_training(trained)
 
 
-def test_mmseg_tools_train_learns_the_crf(data_root, tmp_path):
+def test_mmseg_tools_train_learns_the_crf(data_root, train_config, tmp_path):
     import mmseg
 
     script = Path(mmseg.__file__).parent / ".mim" / "tools" / "train.py"
@@ -415,7 +442,7 @@ def test_mmseg_tools_train_learns_the_crf(data_root, tmp_path):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]),
         OMP_NUM_THREADS="1")
-    out = subprocess.run([sys.executable, str(script), str(TINY_CRF), "--work-dir",
+    out = subprocess.run([sys.executable, str(script), str(train_config), "--work-dir",
                           str(tmp_path / "work"), "--cfg-options", *opts], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
