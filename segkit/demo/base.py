@@ -21,7 +21,7 @@ from ..synthetic import blob_masks, make_coco_dataset
 from ..viz import colorize, overlay, panel
 from .presets import Preset
 
-STAGES = ("data", "masks", "folds", "resample", "train", "crf_train", "infer", "tune", "audit", "retrain",
+STAGES = ("data", "masks", "folds", "resample", "train", "infer", "tune", "audit", "retrain",
           "ensemble", "evaluate", "index")
 
 

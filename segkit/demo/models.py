@@ -74,10 +74,12 @@ class ModelStages:
                 if k.split("_s")[0] in variants}
 
     def stage_train(self) -> dict:
-        return self._train_variants([v for v in self.p.variants if v != "audited"])
+        res = self._train_variants([v for v in self.p.variants if v != "audited"])
+        self.results["crf_layer"] = self._train_crf_layer()
+        return res
 
     # ---- the CRF layer trained end to end --------------------------------------------------
-    def stage_crf_train(self) -> dict:
+    def _train_crf_layer(self) -> dict:
         """One fold model (fold 0, seed 0, resampled masks) of the CRF variant of the demo's
         config, against the plain model of the same fold, seed and schedule that the ablation
         trained (reused, not trained again)."""

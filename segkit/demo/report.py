@@ -207,9 +207,9 @@ def write_index(demo) -> Path:
 
 
 def crf_layer_section(demo) -> list[str]:
-    """The crf_train stage's table: one fold model with and without the trainable ConvCRF
-    layer (segkit.mmseg.CRFEncoderDecoder), same fold, seed, masks and schedule."""
-    c = demo.results["stages"]["crf_train"]
+    """The train stage's CRF-layer table: one fold model with and without the trainable
+    ConvCRF layer (segkit.mmseg.CRFEncoderDecoder), same fold, seed, masks and schedule."""
+    c = demo.results["crf_layer"]
     plain, crf = c["plain"], c["crf"]
     learned = c.get("learned", {})
     weights = learned.get("weight") or []
