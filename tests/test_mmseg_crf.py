@@ -423,11 +423,17 @@ def trained(data_root, train_config, tmp_path_factory):
         "train", str(train_config), "--data-root", str(data_root), "--work-dir", str(work),
         "--fold", "0", "--cfg-options", *opts])
     assert result.exit_code == 0, (result.output, result.exception)
-    return work
+    return work, result.output
 
 
 def test_segkit_train_learns_the_crf(trained):
-    check_training(trained)
+    work, output = trained
+    check_training(work)
+    state = sm.checkpoint.load(work / "epoch_8.pth")["state_dict"]
+    w = state["crf.weight"]
+    line = next(x for x in output.splitlines() if x.startswith("learned CRF: "))
+    assert f"class weights {float(w.min()):.4f}-{float(w.max()):.4f}, " in line
+    assert f"pos_compat {float(state['crf.log_pos_compat'].exp()):.3f}" in line
 
 
 def test_mmseg_tools_train_learns_the_crf(data_root, train_config, tmp_path):
@@ -452,7 +458,7 @@ def test_mmseg_tools_train_learns_the_crf(data_root, train_config, tmp_path):
 def test_segkit_infer_writes_crf_probabilities(trained, data_root, tmp_path):
     from mmseg.apis import inference_model, init_model
 
-    ckpt = trained / "epoch_8.pth"
+    ckpt = trained[0] / "epoch_8.pth"
     result = CliRunner().invoke(main, [
         "infer", str(TINY_CRF), str(ckpt), "--images", str(data_root / "images"), "--out",
         str(tmp_path / "store"), "--workers", "0", "--device", "cpu"])
