@@ -473,3 +473,28 @@ def test_segkit_infer_writes_crf_probabilities(trained, data_root, tmp_path):
     img = data_root / "images" / "0000.jpg"
     expected = inference_model(model, str(img)).seg_logits.data.softmax(0).numpy()
     np.testing.assert_allclose(store.read("0000").astype(np.float32), expected, atol=2e-3)
+
+
+def test_probability_hook_stores_the_crf_probabilities(trained, data_root, tmp_path):
+    """tools/test.py-style (Runner.test with SaveProbabilitiesHook): what `segkit infer` writes
+    for the CRF model, one softmax of the CRF's scores."""
+    from mmengine.runner import Runner
+
+    from segkit.mmseg.runner import load_config
+
+    ckpt = trained[0] / "epoch_8.pth"
+    cfg = load_config(TINY_CRF, data_root=data_root, fold=0, work_dir=tmp_path / "test_run",
+                      cfg_options={"load_from": str(ckpt)})
+    cfg.custom_hooks = [dict(type="SaveProbabilitiesHook", out_dir=str(tmp_path / "hook"))]
+    assert "mIoU" in Runner.from_cfg(cfg).test()
+    hook = ConfidenceStore(tmp_path / "hook")
+    ref = sm.infer(TINY_CRF, ckpt, data_root / "images", tmp_path / "infer",
+                   stems=hook.stems(), workers=0, device="cpu", progress=False)
+    unary = sm.infer(TINY_CRF, ckpt, data_root / "images", tmp_path / "unary",
+                     stems=hook.stems(), workers=0, device="cpu", progress=False,
+                     cfg_options={"model.crf_test": False})
+    assert len(hook) == 2
+    for stem in hook.stems():
+        got = hook.read(stem).astype(np.float32)
+        np.testing.assert_allclose(got, ref.read(stem).astype(np.float32), atol=2e-3)
+        assert np.abs(got - unary.read(stem).astype(np.float32)).max() > 1e-2

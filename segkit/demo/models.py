@@ -92,17 +92,39 @@ class ModelStages:
         state = load(crf["checkpoint"])["state_dict"]
         learned = {k[len("crf."):]: v.tolist() for k, v in state.items()
                    if k.startswith("crf.")}
+        crf["unary_val_mIoU"] = self._validate_unary(crf["checkpoint"], 0, work)
         self.log(f"    {work}: {self.p.epochs} epochs on data/{VARIANT_MASKS[variant]} with "
                  f"configs/{self.p.crf_config}, validation mIoU (clean truth) "
-                 f"{crf['val_mIoU']:.3f} in {crf['seconds']:.0f} s; the same model without the "
+                 f"{crf['val_mIoU']:.3f} (its decode head alone {crf['unary_val_mIoU']:.3f}) in "
+                 f"{crf['seconds']:.0f} s; the same model without the "
                  f"CRF layer ({run_name(variant, 0, 0)}): {plain['val_mIoU']:.3f} in "
                  f"{plain['seconds']:.0f} s")
         return {"variant": variant, "fold": 0, "seed": 0, "config": self.p.crf_config,
                 "plain": {"run": run_name(variant, 0, 0), "val_mIoU": plain["val_mIoU"],
                           "seconds": plain["seconds"], "curve": plain["curve"]},
                 "crf": {"run": work, "val_mIoU": crf["val_mIoU"], "seconds": crf["seconds"],
-                        "curve": crf["curve"], "checkpoint": crf["checkpoint"]},
+                        "curve": crf["curve"], "checkpoint": crf["checkpoint"],
+                        "unary_val_mIoU": crf["unary_val_mIoU"]},
                 "learned": learned}
+
+    def _validate_unary(self, checkpoint: str, fold: int, work: str) -> float:
+        """Validation mIoU (clean truth) of a CRF model's decode head alone (crf_test=False):
+        what end-to-end training did to the unary."""
+        from mmengine.runner import Runner
+
+        from ..mmseg.runner import load_config
+        from .base import quiet_mmseg
+
+        with quiet_mmseg(self.path("work", f"{work}.out")):
+            cfg = load_config(str(self.p.crf_config_path), fold=fold, data_root=str(self.data),
+                              work_dir=str(self.path("work", work + "_unary")), cfg_options={
+                                  "load_from": checkpoint, "model.crf_test": False,
+                                  "val_dataloader.dataset.data_prefix.seg_map_path":
+                                      "masks_clean",
+                                  "default_hooks.checkpoint.save_best": None,
+                                  "log_level": "ERROR"})
+            metrics = Runner.from_cfg(cfg).val()
+        return float(metrics.get("mIoU", float("nan"))) / 100
 
     # ---- inference -----------------------------------------------------------------------
     def _infer_variant(self, variant: str, oof: bool) -> None:

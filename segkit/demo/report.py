@@ -228,7 +228,9 @@ def crf_layer_section(demo) -> list[str]:
             f"| with the CRF layer (`configs/{c['config']}`) | {_f(crf['val_mIoU'])} | "
             f"{crf['seconds']:.0f} |",
             f"| difference | {_f(crf['val_mIoU'] - plain['val_mIoU'], sign=True)} | "
-            f"{crf['seconds'] - plain['seconds']:+.0f} |", "",
+            f"{crf['seconds'] - plain['seconds']:+.0f} |",
+            f"| with the CRF layer, its decode head alone (`crf_test=False`) | "
+            f"{_f(crf.get('unary_val_mIoU'))} | |", "",
             f"Its logs and checkpoint: `work/{crf['run']}`. Learned CRF parameters: class "
             "weights "
             + (f"{min(weights):.3f}-{max(weights):.3f}" if weights else "n/a")
