@@ -498,3 +498,21 @@ def test_probability_hook_stores_the_crf_probabilities(trained, data_root, tmp_p
         got = hook.read(stem).astype(np.float32)
         np.testing.assert_allclose(got, ref.read(stem).astype(np.float32), atol=2e-3)
         assert np.abs(got - unary.read(stem).astype(np.float32)).max() > 1e-2
+
+
+def test_swin_b_crf_model_builds_and_predicts():
+    """The recipe's CRF model, random weights: the CRF refines Swin-B's logits at the input
+    size."""
+    from mmengine.config import Config
+    from mmengine.model.utils import revert_sync_batchnorm
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import MODELS
+
+    init_default_scope("mmseg")
+    cfg = Config.fromfile(str(SWIN_B_CRF))
+    cfg.model.backbone.init_cfg = None  # no pretrained file here
+    model = revert_sync_batchnorm(MODELS.build(cfg.model)).eval()
+    assert model.crf.weight.shape == (11,) and model.crf.setting.filter_size == 11
+    with torch.no_grad():
+        out = model.predict(torch.zeros(1, 3, 96, 96))
+    assert out[0].seg_logits.data.shape == (11, 96, 96)
