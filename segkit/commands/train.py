@@ -60,3 +60,8 @@ def command(config, work_dir, fold, data_root, pretrained, amp, resume, launcher
         click.echo(f"best checkpoint: {result.best_checkpoint}")
     if result.last_checkpoint:
         click.echo(f"last checkpoint: {result.last_checkpoint}")
+    if result.crf:
+        w = result.crf["weight"]
+        rest = ", ".join(f"{k} {v:.3f}" for k, v in result.crf.items()
+                         if k not in ("weight", "compat"))
+        click.echo(f"learned CRF: class weights {min(w):.4f}-{max(w):.4f}, {rest}")

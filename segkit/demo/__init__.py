@@ -8,7 +8,9 @@ generates itself (no downloads), with models that learn, and the recipe's claims
 3. folds     `segkit kfold` (greedy)
 4. resample  `segkit resample`; every mode-filter backend agrees
 5. train     the ablation: fold models on the original and on the resampled masks, same seeds,
-             folds and schedule, validated against the clean truth along training
+             folds and schedule, validated against the clean truth along training; and one
+             fold model with a trainable ConvCRF layer (segkit.mmseg.CRFEncoderDecoder)
+             against the ablation's plain model of the same fold, seed and schedule
 6. infer     OOF stores of the resampled-mask models, test stores of every fold model
 7. tune      `segkit tune` on the OOF stores (weights, per-class bias, ConvCRF; a held-out part)
 8. audit     `segkit audit` on the same OOF stores, precision/recall against the clean truth,

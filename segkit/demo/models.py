@@ -21,13 +21,15 @@ class ModelStages:
     """Mixin of the Demo: every fold model of every (variant, seed), trained with mmengine's
     Runner on the variant's masks, validated against the clean truth along training."""
 
-    def _train_one(self, variant: str, s: int, fold: int) -> dict:
+    def _train_one(self, variant: str, s: int, fold: int, config: Path | None = None,
+                   work: str | None = None) -> dict:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             from .. import mmseg as smm
         from .base import DemoError, quiet_mmseg
 
         p = self.p
+        work = work or run_name(variant, s, fold)
         interval = max(1, p.epochs // max(1, p.val_points))
         opts = {"train_cfg.max_epochs": p.epochs,
                 "param_scheduler.1.end": p.epochs,
@@ -42,14 +44,12 @@ class ModelStages:
                 "default_hooks.checkpoint.interval": p.epochs,
                 "default_hooks.checkpoint.save_best": None,
                 "log_level": "ERROR",
-                "custom_hooks": [dict(type="ProgressBarHook",
-                                      desc=f"    {run_name(variant, s, fold)}")]}
+                "custom_hooks": [dict(type="ProgressBarHook", desc=f"    {work}")]}
         if p.gpu:
             opts["train_dataloader.num_workers"] = 4
-        work = run_name(variant, s, fold)
         t0 = time.perf_counter()
         with quiet_mmseg(self.path("work", f"{work}.out")):
-            res = smm.train(str(p.config_path), work_dir=str(self.path("work", work)),
+            res = smm.train(str(config or p.config_path), work_dir=str(self.path("work", work)),
                             fold=fold, data_root=str(self.data), cfg_options=opts,
                             pretrained="none")
         if res.last_checkpoint is None:
@@ -74,7 +74,57 @@ class ModelStages:
                 if k.split("_s")[0] in variants}
 
     def stage_train(self) -> dict:
-        return self._train_variants([v for v in self.p.variants if v != "audited"])
+        res = self._train_variants([v for v in self.p.variants if v != "audited"])
+        self.results["crf_layer"] = self._train_crf_layer()
+        return res
+
+    # ---- the CRF layer trained end to end --------------------------------------------------
+    def _train_crf_layer(self) -> dict:
+        """One fold model (fold 0, seed 0, resampled masks) of the CRF variant of the demo's
+        config, against the plain model of the same fold, seed and schedule that the ablation
+        trained (reused, not trained again)."""
+        variant = "resampled" if "resampled" in self.p.variants else self.p.variants[0]
+        plain = self.results["runs"][run_name(variant, 0, 0)]
+        work = run_name("crf_layer", 0, 0)
+        crf = self._train_one(variant, 0, 0, config=self.p.crf_config_path, work=work)
+        from ..mmseg.checkpoint import load
+
+        state = load(crf["checkpoint"])["state_dict"]
+        learned = {k[len("crf."):]: v.tolist() for k, v in state.items()
+                   if k.startswith("crf.")}
+        crf["unary_val_mIoU"] = self._validate_unary(crf["checkpoint"], 0, work)
+        self.log(f"    {work}: {self.p.epochs} epochs on data/{VARIANT_MASKS[variant]} with "
+                 f"configs/{self.p.crf_config}, validation mIoU (clean truth) "
+                 f"{crf['val_mIoU']:.3f} (its decode head alone {crf['unary_val_mIoU']:.3f}) in "
+                 f"{crf['seconds']:.0f} s; the same model without the "
+                 f"CRF layer ({run_name(variant, 0, 0)}): {plain['val_mIoU']:.3f} in "
+                 f"{plain['seconds']:.0f} s")
+        return {"variant": variant, "fold": 0, "seed": 0, "config": self.p.crf_config,
+                "plain": {"run": run_name(variant, 0, 0), "val_mIoU": plain["val_mIoU"],
+                          "seconds": plain["seconds"], "curve": plain["curve"]},
+                "crf": {"run": work, "val_mIoU": crf["val_mIoU"], "seconds": crf["seconds"],
+                        "curve": crf["curve"], "checkpoint": crf["checkpoint"],
+                        "unary_val_mIoU": crf["unary_val_mIoU"]},
+                "learned": learned}
+
+    def _validate_unary(self, checkpoint: str, fold: int, work: str) -> float:
+        """Validation mIoU (clean truth) of a CRF model's decode head alone (crf_test=False):
+        what end-to-end training did to the unary."""
+        from mmengine.runner import Runner
+
+        from ..mmseg.runner import load_config
+        from .base import quiet_mmseg
+
+        with quiet_mmseg(self.path("work", f"{work}.out")):
+            cfg = load_config(str(self.p.crf_config_path), fold=fold, data_root=str(self.data),
+                              work_dir=str(self.path("work", work + "_unary")), cfg_options={
+                                  "load_from": checkpoint, "model.crf_test": False,
+                                  "val_dataloader.dataset.data_prefix.seg_map_path":
+                                      "masks_clean",
+                                  "default_hooks.checkpoint.save_best": None,
+                                  "log_level": "ERROR"})
+            metrics = Runner.from_cfg(cfg).val()
+        return float(metrics.get("mIoU", float("nan"))) / 100
 
     # ---- inference -----------------------------------------------------------------------
     def _infer_variant(self, variant: str, oof: bool) -> None:

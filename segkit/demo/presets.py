@@ -24,6 +24,8 @@ class Preset:
     kernel_masks: int      # 512x512 masks for the mode-filter backend check
     tune_budget: int
     config: str = "upernet_swin-tiny_demo.py"
+    #: the same model with the trainable ConvCRF layer (one more fold model in the train stage)
+    crf_config: str = "upernet_swin-tiny_demo_crf.py"
     gpu: bool = False      # needs a CUDA GPU
     #: measured seconds per stage on 2 idle cores, for the time estimates (scaled as it runs)
     expect: tuple = ()
@@ -32,22 +34,27 @@ class Preset:
     def config_path(self) -> Path:
         return CONFIGS / self.config
 
+    @property
+    def crf_config_path(self) -> Path:
+        return CONFIGS / self.crf_config
+
 
 ALL = ("original", "resampled", "audited")
 
 PRESETS = {
     # `make demo`: 128 training images, 2 folds x 2 seeds x 3 mask variants = 12 fold models
-    # of 30 epochs (240 iterations of batch 8 each), 48 held-out test images
+    # of 30 epochs (240 iterations of batch 8 each) + 1 with the CRF layer, 48 held-out test
+    # images
     "default": Preset(train_images=128, test_images=48, size=64, folds=2, epochs=30,
                       val_points=6, seeds=2, variants=ALL, tta=True, kernel_masks=8,
                       tune_budget=120,
-                      expect=(("train", 240), ("infer", 20), ("tune", 25), ("audit", 8),
+                      expect=(("train", 270), ("infer", 20), ("tune", 25), ("audit", 8),
                               ("retrain", 120), ("ensemble", 10), ("evaluate", 10))),
     # a faster look: fewer images and epochs, no audited-mask models
     "quick": Preset(train_images=64, test_images=40, size=64, folds=2, epochs=30,
                     val_points=6, seeds=2, variants=("original", "resampled"), tta=True,
                     kernel_masks=4, tune_budget=60,
-                    expect=(("train", 100), ("infer", 12), ("tune", 15), ("audit", 5),
+                    expect=(("train", 130), ("infer", 12), ("tune", 15), ("audit", 5),
                             ("ensemble", 8), ("evaluate", 8))),
     # the end-to-end test in `make test`: every stage and table, tiny sizes (models learn
     # nothing in one epoch)
@@ -57,5 +64,6 @@ PRESETS = {
     # initial weights: segkit downloads nothing)
     "gpu": Preset(train_images=600, test_images=100, size=512, folds=5, epochs=30,
                   val_points=10, seeds=2, variants=ALL, tta=True, kernel_masks=8,
-                  tune_budget=200, config="upernet_swin-b_trash.py", gpu=True),
+                  tune_budget=200, config="upernet_swin-b_trash.py",
+                  crf_config="upernet_swin-b_trash_crf.py", gpu=True),
 }

@@ -15,7 +15,8 @@ COLOURS = {"original": (214, 39, 40), "resampled": (31, 119, 180), "audited": (4
 #: The index's section headings, in order (tests/test_demo.py checks that each is there).
 SECTIONS = ("## Data and masks", "## Mode resampling", "## What was trained on what",
             "## The recipe's ablation: original vs resampled masks", "## Step table",
-            "## Tuning on out-of-fold predictions", "## Label audit", "## Time", "## Files")
+            "## Tuning on out-of-fold predictions", "## Label audit", "## Time", "## Files",
+            "## The CRF layer, trained end to end")
 
 
 def curve_picture(curves: dict[str, list[list[tuple[int, float]]]], path: Path,
@@ -177,6 +178,7 @@ def write_index(demo) -> Path:
           "", "The worst masks (photo, annotation, flagged pixels, truth); all of them with "
           "overlays in [audit/index.html](audit/index.html):", "",
           "![audit: worst masks](audit_worst.png)", ""]
+    L += crf_layer_section(demo)
     secs = demo.results["seconds"]
     try:
         load = "load average {:.2f}, {:.2f}, {:.2f}".format(*os.getloadavg())
@@ -202,3 +204,34 @@ def write_index(demo) -> Path:
     path = demo.path("index.md")
     write_text(path, "\n".join(L))
     return path
+
+
+def crf_layer_section(demo) -> list[str]:
+    """The train stage's CRF-layer table: one fold model with and without the trainable
+    ConvCRF layer (segkit.mmseg.CRFEncoderDecoder), same fold, seed, masks and schedule."""
+    c = demo.results["crf_layer"]
+    plain, crf = c["plain"], c["crf"]
+    learned = c.get("learned", {})
+    weights = learned.get("weight") or []
+    scalars = ", ".join(f"{k[4:]} {float(np.exp(v)):.2f}" for k, v in learned.items()
+                        if k.startswith("log_"))
+    return [SECTIONS[9], "",
+            f"The same tiny model (fold {c['fold']}, seed {c['seed']}, trained on the "
+            f"{c['variant']} masks, {demo.p.epochs} epochs) without and with a ConvCRF layer "
+            "after the decode head, learned end to end (`CRFEncoderDecoder`: loss on the CRF's "
+            "output plus half the loss on the unary; the CRF also runs at validation). "
+            "Validation mIoU against the clean truth on the held-out fold. One fold and one "
+            "seed: compare the difference with the seed-to-seed spread of the ablation above.",
+            "", "| model | validation mIoU | seconds |", "|---|---:|---:|",
+            f"| without the CRF layer (`configs/{demo.p.config}`) | {_f(plain['val_mIoU'])} | "
+            f"{plain['seconds']:.0f} |",
+            f"| with the CRF layer (`configs/{c['config']}`) | {_f(crf['val_mIoU'])} | "
+            f"{crf['seconds']:.0f} |",
+            f"| difference | {_f(crf['val_mIoU'] - plain['val_mIoU'], sign=True)} | "
+            f"{crf['seconds'] - plain['seconds']:+.0f} |",
+            f"| with the CRF layer, its decode head alone (`crf_test=False`) | "
+            f"{_f(crf.get('unary_val_mIoU'))} | |", "",
+            f"Its logs and checkpoint: `work/{crf['run']}`. Learned CRF parameters: class "
+            "weights "
+            + (f"{min(weights):.3f}-{max(weights):.3f}" if weights else "n/a")
+            + (f"; {scalars}" if scalars else "") + ".", ""]

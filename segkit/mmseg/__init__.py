@@ -8,7 +8,8 @@ allow_failed_imports=False)`` (or imported by ``segkit train`` / ``segkit infer`
 2. makes mmengine read local checkpoints with ``torch.load(weights_only=True)`` and an allowlist
    of exactly the globals its checkpoints hold (:mod:`segkit.mmseg.checkpoint`);
 3. registers in mmseg's registries: datasets ``TrashDataset`` and ``CocoMaskDataset``, the
-   transform ``ModeResample``, the TTA model ``SegkitTTAModel`` and the hooks
+   transform ``ModeResample``, the TTA model ``SegkitTTAModel``, the segmentor
+   ``CRFEncoderDecoder`` (a trainable ConvCRF after the decode head) and the hooks
    ``SaveProbabilitiesHook`` and ``ProgressBarHook``.
 
 Python API: :func:`train` and :func:`infer` (also ``segkit train`` / ``segkit infer``).
@@ -28,6 +29,7 @@ EXT_STUB_INSTALLED = _ext_stub.install()
 import mmseg  # noqa: E402  (after the stand-in, on purpose)
 
 from . import checkpoint  # noqa: E402
+from .crf_segmentor import CRFEncoderDecoder  # noqa: E402
 from .datasets import CocoMaskDataset, DatasetError, TrashDataset, read_class_table  # noqa: E402
 from .probabilities import SaveProbabilitiesHook, SegkitTTAModel  # noqa: E402
 from .progress import ProgressBarHook  # noqa: E402
@@ -52,7 +54,7 @@ def infer(config, checkpoint_path, images, out, **kwargs):
 
 
 __all__ = [
-    "ALBU_KEYMAP", "ALBU_RECIPE", "CocoMaskDataset", "DatasetError", "EXT_STUB_INSTALLED",
+    "ALBU_KEYMAP", "ALBU_RECIPE", "CRFEncoderDecoder", "CocoMaskDataset", "DatasetError", "EXT_STUB_INSTALLED",
     "ModeResample", "ProgressBarHook",
     "SaveProbabilitiesHook", "SegkitTTAModel", "TrashDataset", "albu_pipeline_step",
     "albu_transforms", "infer", "read_class_table", "train",

@@ -21,11 +21,15 @@ Importing `segkit.mmseg` registers :func:`load_local` as mmengine's loader for l
 ``Runner`` resume/load_from, the Swin backbone's ``init_cfg`` pretrained weights and
 ``mmseg.apis.init_model`` all go through it (also under ``tools/train.py`` with
 ``custom_imports``). A file that needs anything else fails with an error naming the global.
+
+A checkpoint of a ``CRFEncoderDecoder`` holds its ConvCRF under ``crf.``; loading one logs
+which tensors those are and that a plain model (no CRF layer) ignores them, so that mmengine's
+"unexpected key" lines for them are explained (the loader does not know the model it fills).
 """
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -91,9 +95,38 @@ def load(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
             f"\n(torch said: {exc})") from exc
 
 
+#: where a CRFEncoderDecoder keeps its ConvCRF in the state dict
+CRF_PREFIX = "crf."
+
+
+def crf_keys(state: Any) -> list[str]:
+    """The ConvCRF tensors (``crf.*``, also as ``module.crf.*``) of a checkpoint or state dict."""
+    if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
+        state = state["state_dict"]
+    if not isinstance(state, Mapping):
+        return []
+    return sorted(k for k in state if isinstance(k, str) and
+                  (k.startswith(CRF_PREFIX) or k.startswith("module." + CRF_PREFIX)))
+
+
+def crf_note(path: str, keys: list[str]) -> str:
+    """The message logged when a checkpoint with a ConvCRF layer is loaded."""
+    return (f"checkpoint {path!r} has a ConvCRF layer ({len(keys)} tensors: "
+            f"{', '.join(keys)}). A CRFEncoderDecoder loads them; a model without a CRF layer "
+            "(a plain EncoderDecoder config) ignores them and predicts with the unary alone "
+            "(mmengine lists them as unexpected keys)")
+
+
 def load_local(filename: str, map_location: Any = None) -> Any:
     """mmengine's local-file loader, weights-only (registered on import of `segkit.mmseg`)."""
-    return load(os.path.expanduser(filename), map_location=map_location)
+    path = os.path.expanduser(filename)
+    state = load(path, map_location=map_location)
+    keys = crf_keys(state)
+    if keys:
+        from mmengine.logging import print_log
+
+        print_log(crf_note(path, keys), logger="current")
+    return state
 
 
 def register() -> None:

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from ..io import images as _images
 from ..io.images import IMAGE_SUFFIXES  # noqa: F401 (re-exported)
+from ..io.names import flatten_name
 from ..io.store import ConfidenceStore
 from .datasets import dataset_classes
 from .probabilities import SegkitTTAModel, plain, write_predictions

@@ -11,6 +11,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import torch
 from mmengine.config import Config, DictAction
 from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
 
 from ..errors import InputError, UnavailableError
 from . import checkpoint as ckpt
@@ -172,6 +173,8 @@ class TrainResult:
     history: list[dict[str, float]]    #: every validation's metrics, in order
     best_checkpoint: Path | None       #: the checkpoint with the best mIoU, when kept
     last_checkpoint: Path | None       #: the latest checkpoint (what --resume continues)
+    #: a CRFEncoderDecoder's learned ConvCRF parameters at the end (ConvCRF.parameters_now())
+    crf: dict | None = None
 
 
 def default_launcher() -> str:
@@ -308,8 +311,12 @@ def train(config: str | os.PathLike | Config, *, work_dir: str | os.PathLike | N
 
             dist.destroy_process_group()
     work = Path(runner.work_dir)
+    model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+    crf = model.crf.parameters_now() if getattr(getattr(model, "crf", None), "trainable",
+                                                False) else None
     best = runner.message_hub.get_info("best_ckpt")
     last_file = work / "last_checkpoint"
     last = Path(last_file.read_text().strip()) if last_file.is_file() else None
     return TrainResult(work_dir=work, metrics=recorder.metrics, history=recorder.history,
-                       best_checkpoint=Path(best) if best else None, last_checkpoint=last)
+                       best_checkpoint=Path(best) if best else None, last_checkpoint=last,
+                       crf=crf)
