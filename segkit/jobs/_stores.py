@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections import OrderedDict
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -79,6 +80,14 @@ class StoreReader:
         return [s.read(stem) for s in self.stores()]
 
 
+def mask_index(folder: str | Path) -> dict[str, Path]:
+    """Label PNGs below `folder`, keyed by their relative path without suffix, with folders
+    joined by '+' (so nested 'dir/name' and flattened 'dir+name' files match)."""
+    folder = Path(folder)
+    return {"+".join(p.relative_to(folder).with_suffix("").parts): p
+            for p in sorted(folder.rglob("*.png")) if not p.name.startswith(".")}
+
+
 def mask_of(stem: str, path: str, shape: tuple[int, ...]) -> np.ndarray:
     """The label mask at `path` of image `stem`, checked against the probabilities' (H, W)
     (the last two numbers of `shape`): InputError naming both sizes otherwise."""
@@ -95,8 +104,6 @@ def mask_of(stem: str, path: str, shape: tuple[int, ...]) -> np.ndarray:
 def image_of(stem: str, folder: str, shape: tuple[int, ...]) -> np.ndarray:
     """The RGB image (H, W, 3) uint8 of `stem` in `folder` (any of the image suffixes),
     checked against the probabilities' (H, W): InputError naming both sizes otherwise."""
-    from pathlib import Path
-
     from ..io.images import find_image, read_image
 
     image = read_image(find_image(Path(folder), stem))

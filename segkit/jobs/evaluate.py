@@ -14,16 +14,8 @@ from ..io import atomic
 from ..io.masks import read_mask
 from ..io.store import META, SET_SEPARATOR, ConfidenceStore, open_store
 from ..ops.confusion import confusion_matrix, iou_scores
-from ._stores import StoreReader
+from ._stores import StoreReader, mask_index
 from .engine import map_items
-
-
-def mask_index(folder: str | Path) -> dict[str, Path]:
-    """Label PNGs below `folder`, keyed by their relative path without suffix, with folders
-    joined by '+' (so nested 'dir/name' and flattened 'dir+name' files match)."""
-    folder = Path(folder)
-    return {"+".join(p.relative_to(folder).with_suffix("").parts): p
-            for p in sorted(folder.rglob("*.png")) if not p.name.startswith(".")}
 
 
 @dataclass
