@@ -38,7 +38,7 @@ class FitOptions:
     images: int = 32
     crop: int = 128
     batch: int = 4
-    steps: int = 60
+    steps: int = 100
     lr: float = 0.05
 
 
@@ -65,8 +65,8 @@ def crf_candidates(fitted: dict | None) -> dict[str, dict | None]:
 
 
 class _FitImage:
-    """One fit image: (averaged probabilities (C, H, W) float32 floored, image (3, H, W)
-    float32, targets (H, W) int64 with IGNORED where not counted)."""
+    """One fit image: (stem, averaged probabilities (C, H, W) float32 floored, image
+    (3, H, W) float32, targets (H, W) int64 with IGNORED where not counted)."""
 
     def __init__(self, reader: PixelReader, images: str, weights: list[float]):
         self.reader, self.images, self.weights = reader, images, weights
@@ -79,7 +79,7 @@ class _FitImage:
         mean = segkit.soft_vote(probs, self.weights, return_probs=True)[1]
         image = image_of(stem, self.images, gt.shape)
         target = np.where(valid, g, IGNORED).reshape(gt.shape)
-        return (np.maximum(mean, np.float32(PROB_FLOOR)),
+        return (stem, np.maximum(mean, np.float32(PROB_FLOOR)),
                 np.ascontiguousarray(image.transpose(2, 0, 1), np.float32), target)
 
 
@@ -102,9 +102,10 @@ def fit_crf(reader: PixelReader, images: str, stems: Sequence[str], weights, bia
     c = reader.num_classes
     rng = np.random.default_rng([int(seed), 19])  # its own stream: the search is unchanged
     subset = sorted(stems[i] for i in rng.permutation(len(stems))[:options.images])
-    data = list(map_items(_FitImage(reader, images, [float(v) for v in weights]), subset,
-                          workers=min(workers, len(subset)), engine=engine, desc="tune: crf fit",
-                          unit="image", progress=False))
+    data = [r[1:] for r in sorted(  # the engine yields in completion order: sort by stem
+        map_items(_FitImage(reader, images, [float(v) for v in weights]), subset,
+                  workers=min(workers, len(subset)), engine=engine, desc="tune: crf fit",
+                  unit="image", progress=False), key=lambda r: r[0])]
     crop = min([options.crop] + [d[2].shape[0] for d in data] + [d[2].shape[1] for d in data])
     torch.manual_seed(int(seed))
     base = crf_setting("convcrf")
