@@ -182,7 +182,7 @@ def crf_job(unaries: str | Path, images: str | Path, out: str | Path, *,
         A ``tuned.json`` of :func:`segkit.tune` (or its folder, or the loaded dict): its CRF
         setting (a preset or a fitted CRF) and its per-class bias (added to the CRF scores)
         are applied, exactly as ``segkit ensemble --tuned`` does after the soft vote
-        (:func:`segkit.jobs.settings.setting_labels`). The unaries must be the averaged
+        (``segkit.jobs.settings.setting_labels``). The unaries must be the averaged
         probabilities under the tuned weights (``segkit ensemble --tuned ... --save-probs``
         writes them); `preset`, `unary_kind` and the overrides must then be left out. The
         tuned setting runs on the host (C++), whatever `backend` says.
