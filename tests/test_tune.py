@@ -305,7 +305,7 @@ def tuned_crf(oof, tmp_path_factory):
 def fitted_of(doc: dict) -> dict:
     """The fitted candidate's CRF setting, from tuned.json's crf_fit record."""
     fit = doc["crf_fit"]
-    return st.check_crf({**fit["fixed"], **fit["learned"]}, len(doc["classes"]))
+    return st.check_crf({**fit["config"], **fit["learned"]}, len(doc["classes"]))
 
 
 def test_tune_crf_candidates_are_measured_and_the_best_is_written(tuned_crf):

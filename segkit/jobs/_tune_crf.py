@@ -5,7 +5,7 @@ The fit runs on `images` seeded search images: their soft vote under the tuned w
 images and the masks. Each step takes a seeded mini-batch of random crops and minimises the
 cross-entropy of the CRF's scores plus the tuned bias against the masks (ignore_index left
 out) with Adam; the CRF is :class:`segkit.torch.ConvCRF` (``trainable=True``) with the
-"convcrf" preset's fixed part (filter 11 on a 4x blurred grid, 5 iterations: the cheapest of
+"convcrf" preset's configuration (filter 11 on a 4x blurred grid, 5 iterations: the cheapest of
 the presets, 16x fewer cells than blur 1, and the fit then starts exactly at the "convcrf"
 candidate, so the two differ only by what was learned) on probabilities. It learns the
 per-class message weight, both compatibilities and both bandwidths.
@@ -142,7 +142,7 @@ def fit_crf(reader: PixelReader, images: str, stems: Sequence[str], weights, bia
         + ", ".join(f"{k} {fitted[k]:.3g}" for k in LEARNED_KEYS if k != "weight")
         + "; weight " + ", ".join(f"{v:.3f}" for v in fitted["weight"]))
     record = {"options": {**asdict(options), "crop_used": crop}, "images": subset,
-              "fixed": {k: base[k] for k in CRF_KEYS if k not in LEARNED_KEYS},
+              "config": {k: base[k] for k in CRF_KEYS if k not in LEARNED_KEYS},
               "start": {**{k: base[k] for k in LEARNED_KEYS if k != "weight"},
                         "weight": [crf_params("convcrf").weight_init] * c},
               "learned": {k: fitted[k] for k in LEARNED_KEYS},

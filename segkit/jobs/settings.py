@@ -9,7 +9,7 @@ An **ensemble setting** is three parts:
 * ``crf``: a **CRF setting** (a dict, see below), or None ("off").
 
 A **CRF setting** is a dict of the keys in :data:`CRF_KEYS` (keyword arguments of
-:func:`segkit.convcrf`): the fixed part ``filter_size``, ``blur``, ``num_iter``,
+:func:`segkit.convcrf`): the configuration ``filter_size``, ``blur``, ``num_iter``,
 ``unary_kind`` and the parameters ``pos_compat``, ``col_compat``, ``pos_sdims``,
 ``col_schan``. A **fitted CRF setting** (``segkit tune`` fits it by gradient) also holds
 ``weight``: one message weight per class (ConvCRF's trainable ``weight``; a preset has 0.2
@@ -45,7 +45,7 @@ FORMAT, VERSION = "segkit-tuned", 2
 #: The keys of a CRF setting (keyword arguments of :func:`segkit.convcrf`).
 CRF_KEYS = ("filter_size", "blur", "num_iter", "pos_compat", "col_compat", "pos_sdims",
             "col_schan", "unary_kind")
-#: What a fitted CRF setting learned (besides the fixed part).
+#: What a fitted CRF setting learned (besides its configuration).
 LEARNED_KEYS = ("weight", "pos_compat", "col_compat", "pos_sdims", "col_schan")
 #: Probabilities are floored to this before a fitted CRF takes their log (float16 stores
 #: round tiny probabilities to 0; the trainable op needs them > 0).
