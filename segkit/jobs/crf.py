@@ -133,6 +133,9 @@ def run_one(task: CrfTask) -> dict[str, Any]:
     if task.setting is not None:
         scores = crf_scores(unary, image, task.setting)
         if task.bias is not None:
+            if len(task.bias) != unary.shape[0]:
+                raise CrfJobError(f"{task.unary}: {unary.shape[0]} classes, but the tuned bias "
+                                  f"has {len(task.bias)} values")
             scores = scores + np.asarray(task.bias, np.float32)[:, None, None]
     else:
         scores = convcrf(unary, image, backend=task.backend, **task.params)
@@ -272,8 +275,12 @@ def _tuned_crf(tuned: Any, classes: list[str] | None, preset, unary_kind,
         raise InputError(f"give either tuned or {', '.join(given)}: the tuned setting holds "
                          "the whole CRF")
     doc = dict(tuned) if isinstance(tuned, dict) else load_tuned(tuned)
-    if isinstance(tuned, dict):
+    if isinstance(tuned, dict):  # checked as load_tuned checks a file
+        from ..ops.vote_confusion import check_bias
+
         doc["crf"] = check_crf(doc.get("crf"), len(doc.get("classes") or []) or None)
+        if doc.get("bias") is not None:
+            check_bias(doc["bias"], len(doc.get("classes") or doc["bias"]))
     if doc.get("crf") is None:
         raise InputError(f"tuned {'(dict)' if isinstance(tuned, dict) else tuned} has no CRF "
                          f"(crf_name {doc.get('crf_name', 'off')!r}): nothing for segkit crf "
