@@ -14,7 +14,7 @@ EPILOG = """Examples:
   segkit tune stores/a_fold0,stores/a_fold1 stores/b_fold0,stores/b_fold1 \\
       --gt data/masks --out tuned
   segkit tune stores/a_oof stores/b_oof --gt data/masks --out tuned_crf \\
-      --images data/images --search weights,bias,crf --crf-steps 200 --seed 1
+      --images data/images --search weights,bias,crf --crf-steps 600 --seed 1
   segkit ensemble stores/a_test stores/b_test --tuned tuned_crf --images data/test --out ens
   # or the CRF alone on the averaged probabilities (ensemble --tuned ... --save-probs)
   segkit crf ens/probs data/test --tuned tuned_crf --out crf_labels
@@ -46,9 +46,9 @@ EPILOG = """Examples:
               help="Side of the CRF fit's random crops (at most the smallest image).")
 @click.option("--crf-batch", type=click.IntRange(min=1), default=4, show_default=True,
               help="Crops per CRF fit step.")
-@click.option("--crf-steps", type=click.IntRange(min=1), default=100, show_default=True,
+@click.option("--crf-steps", type=click.IntRange(min=1), default=400, show_default=True,
               help="Adam steps of the CRF fit.")
-@click.option("--crf-lr", type=click.FloatRange(0, min_open=True), default=0.05,
+@click.option("--crf-lr", type=click.FloatRange(0, min_open=True), default=0.02,
               show_default=True, help="Learning rate of the CRF fit.")
 @click.option("--refit/--no-refit", default=False, show_default=True,
               help="Also search weights and bias again on all OOF images (reported in "

@@ -99,8 +99,8 @@ def tune(models: Sequence[Any], gt: str | Path, out: str | Path, *,
          images: str | Path | None = None, search: Sequence[str] | str = ("weights", "bias"),
          holdout: float = 0.2, budget: int = 200, seed: int = 0, workers: int | None = None,
          engine: str = "local", ignore_index: int | None = 255, bias_bound: float = 2.0,
-         crf_images: int = 32, crf_crop: int = 128, crf_batch: int = 4, crf_steps: int = 100,
-         crf_lr: float = 0.05, refit: bool = False, progress: bool = True,
+         crf_images: int = 32, crf_crop: int = 128, crf_batch: int = 4, crf_steps: int = 400,
+         crf_lr: float = 0.02, refit: bool = False, progress: bool = True,
          log: Callable[[str], Any] | None = print) -> TuneResult:
     """Tune ensemble weights, a per-class bias and the CRF on out-of-fold predictions.
 
@@ -131,7 +131,7 @@ def tune(models: Sequence[Any], gt: str | Path, out: str | Path, *,
         Biases stay in [-bias_bound, bias_bound] (this bounds which pixels can change label).
     crf_images : int, default 32
         Search images (seeded) the CRF fit draws its crops from (held in memory).
-    crf_crop, crf_batch, crf_steps, crf_lr : default 128, 4, 100, 0.05
+    crf_crop, crf_batch, crf_steps, crf_lr : default 128, 4, 400, 0.02
         Crop side (at most the smallest fit image), crops per step, Adam steps, learning rate.
     refit : bool, default False
         Also search weights and bias again on all OOF images; reported in ``refit``, not
