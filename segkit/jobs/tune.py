@@ -48,7 +48,7 @@ from ._tune_pixels import PixelReader, PixelSet, miou_of, scores_dict, setting_c
 from ._tune_report import TuneResult, fmt_miou, plot
 from ._tune_search import CoordinateSearch
 from .engine import map_items
-from .settings import (TUNED, check_crf, load_tuned, recipe_crf,  # noqa: F401 (re-exported)
+from .settings import (TUNED, load_tuned, recipe_crf,  # noqa: F401 (re-exported)
                        setting_labels, write_tuned)
 
 SEARCHES = ("weights", "bias", "crf")
