@@ -190,3 +190,32 @@ def test_store_set_unaries(dataset):
     with pytest.raises(CrfJobError, match="disjoint"):
         crf_job(f"{parts[0].root},{root / 'store'}", root / "images", root / "o2",
                 progress=False)
+
+
+def test_tuned_setting_and_bias_are_applied(dataset):
+    """crf_job(tuned=...) applies the tuned.json's CRF setting and bias: the labels are
+    settings.setting_labels of the store's probabilities."""
+    from segkit.jobs import settings as st
+
+    root, images, _ = dataset
+    crf = dict(st.crf_setting("convcrf", blur=2, num_iter=3), weight=[0.1, 0.3, 0.2, 0.4, 0.25])
+    bias = [0.5, 0, -0.5, 0, 0.2]
+    classes = [f"c{i}" for i in range(C)]
+    st.write_tuned(root / "t", {"weights": [1.0], "bias": bias, "crf": crf, "classes": classes})
+    report = crf_job(root / "store", root / "images", root / "out", tuned=root / "t", workers=1,
+                     progress=False)
+    assert report["refined"] == N and report["setting"] == st.check_crf(crf)
+    store = ConfidenceStore(root / "store")
+    for stem in store.stems():
+        want = st.setting_labels(np.asarray(store.read(stem)), None, crf,
+                                 images[int(stem[-4:])], np.asarray(bias))
+        np.testing.assert_array_equal(read_mask(root / "out" / f"{stem}.png"), want)
+        plain = segkit.convcrf_labels(np.asarray(store.read(stem)), images[int(stem[-4:])],
+                                      unary_kind="probs", blur=2, num_iter=3)
+        assert (want != plain).any()  # weights and bias change labels: the test sees them
+    with pytest.raises(CrfJobError, match="tuned was made for classes"):
+        crf_job(root / "store", root / "images", root / "x", progress=False,
+                tuned={"weights": [1.0], "crf": crf, "classes": list("abcde")})
+    res = CliRunner().invoke(main, ["crf", str(root / "store"), str(root / "images"), "--out",
+                                    str(root / "y"), "--tuned", str(root / "t"), "--blur", "2"])
+    assert res.exit_code != 0 and "either tuned or blur" in res.output

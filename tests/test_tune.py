@@ -13,7 +13,9 @@ from click.testing import CliRunner
 import segkit
 from segkit.cli import main
 from segkit.io.masks import read_mask, write_mask
+from segkit.jobs import settings as st
 from segkit.jobs import tune as tn
+from segkit.jobs._tune_pixels import PixelReader, PixelSet
 from segkit.ops.confusion import iou_scores
 from segkit.reference.soft_vote import weight_factors
 from segkit.reference.vote_confusion import bias_scale, biased_labels
@@ -185,13 +187,13 @@ def oof(tmp_path_factory):
 
 
 def test_compaction_is_exact(oof):
-    """The fixed-pixel confusion plus the kernel over kept pixels equals the plain vote on
+    """The settled pixels' confusion plus the kernel over kept pixels equals the plain vote on
     whole images, for weights and biases within the bound."""
     root, specs, labels, probs, stems = oof
     masks = {s: str(root / "gt" / f"{s}.png") for s in stems}
-    reader = tn._Pixels(specs, masks, len(CLASSES), 255, float(np.exp(2 * 1.0) * 1.001))
+    reader = PixelReader(specs, masks, len(CLASSES), 255, float(np.exp(2 * 1.0) * 1.001))
     parts = [reader(s) for s in stems]
-    pix = tn.PixelSet.join(parts, 3, len(CLASSES))
+    pix = PixelSet.join(parts, 3, len(CLASSES))
     assert 0 < pix.kept < pix.pixels == labels.size
     stores = [segkit.io.store.open_store(s) for s in specs]
     rng = np.random.default_rng(5)
@@ -212,13 +214,15 @@ def test_tune_favours_the_better_model_and_beats_equal(oof, tmp_path):
     hold = res.metrics["holdout"]
     assert hold["tuned"]["miou"] > hold["equal"]["miou"]
     assert hold["recipe"] is None and "images" in res.metrics["recipe_note"]
+    assert res.metrics["crf_candidates"] is None and res.crf_name == "off"
     doc = json.loads((tmp_path / "t" / "tuned.json").read_text())
-    for key in ("weights", "bias", "crf", "metrics", "history"):
+    for key in ("weights", "bias", "crf", "crf_name", "metrics", "history"):
         assert key in doc
     assert doc["bias"] is None or len(doc["bias"]) == len(CLASSES)
-    assert doc["crf"] is None
+    assert doc["crf"] is None and doc["crf_name"] == "off" and doc["refit"] is None
+    assert (doc["weights"], doc["bias"]) == (res.weights, res.bias)
     assert len(doc["holdout_stems"]) == 6
-    assert {h["stage"] for h in doc["history"]} == {"search", "refit"}
+    assert {h["stage"] for h in doc["history"]} == {"search"}
     assert (tmp_path / "t" / "tuning.png").stat().st_size > 0
     search = [h["miou"] for h in doc["history"] if h["stage"] == "search"]
     assert max(search) > search[0]  # the search improved on its start (equal weights)
@@ -243,7 +247,7 @@ def test_held_out_images_never_influence_the_search(oof, tmp_path):
     assert doc2["holdout_stems"] == doc["holdout_stems"]
     searched = [[h for h in d["history"] if h["stage"] == "search"] for d in (doc, doc2)]
     assert searched[0] == searched[1] and len(searched[0]) > 1
-    assert doc2["fit_without_holdout"] == doc["fit_without_holdout"]
+    assert (doc2["weights"], doc2["bias"]) == (doc["weights"], doc["bias"])
     assert second.metrics["holdout"]["tuned"] != first.metrics["holdout"]["tuned"]
 
 
@@ -251,7 +255,7 @@ def test_held_out_images_never_influence_the_search(oof, tmp_path):
 def test_the_search_stays_within_its_budget(oof, tmp_path, budget):
     root, specs, *_ = oof
     res = segkit.tune(specs, root / "gt", tmp_path / "t", budget=budget, workers=1,
-                      progress=False, log=None)
+                      refit=True, progress=False, log=None)
     stages = [h["stage"] for h in res.history]
     assert 1 <= stages.count("search") <= budget
     assert 1 <= stages.count("refit") <= budget
@@ -284,19 +288,167 @@ def test_tune_weights_only_and_holdout_metrics_are_the_plain_vote(oof, tmp_path)
     assert abs(iou_scores(cm)["miou"] - res.metrics["holdout"]["equal"]["miou"]) < 1e-3
 
 
-def test_tune_crf_search_and_recipe(oof, tmp_path):
+FIT = dict(crf_images=4, crf_crop=16, crf_batch=2, crf_steps=8)
+
+
+@pytest.fixture(scope="module")
+def tuned_crf(oof, tmp_path_factory):
+    """`segkit tune` with the CRF search (a short fit) on the OOF fixture."""
     root, specs, *_ = oof
-    res = segkit.tune(specs, root / "gt", tmp_path / "crf", images=root / "images",
-                      search="weights,bias,crf", budget=20, crf_images=2, crf_budget=3,
+    out = tmp_path_factory.mktemp("tuned_crf")
+    res = segkit.tune(specs, root / "gt", out, images=root / "images",
+                      search="weights,bias,crf", holdout=0.25, budget=20, seed=1, workers=1,
+                      progress=False, log=None, **FIT)
+    return res, out
+
+
+def fitted_of(doc: dict) -> dict:
+    """The fitted candidate's CRF setting, from tuned.json's crf_fit record."""
+    fit = doc["crf_fit"]
+    return st.check_crf({**fit["config"], **fit["learned"]}, len(doc["classes"]))
+
+
+def test_tune_crf_candidates_are_measured_and_the_best_is_written(tuned_crf):
+    res, out = tuned_crf
+    doc = st.load_tuned(out)
+    cands = doc["metrics"]["crf_candidates"]
+    assert list(cands) == ["off", "convcrf", "seed", "fitted"]
+    order = list(cands)
+    best = max(cands, key=lambda k: (cands[k]["miou"], -order.index(k)))
+    assert doc["crf_name"] == res.crf_name == best
+    assert doc["metrics"]["holdout"]["tuned"] == cands[best]
+    expected = {"off": None, "convcrf": st.crf_setting("convcrf"),
+                "seed": st.crf_setting("seed"), "fitted": fitted_of(doc)}[best]
+    assert doc["crf"] == expected and res.crf == expected
+    fit = doc["crf_fit"]
+    assert len(fit["loss"]) == FIT["crf_steps"] and np.isfinite(fit["loss"]).all()
+    assert fit["options"]["crop_used"] == 16 and len(fit["images"]) == 4
+    assert not set(fit["images"]) & set(doc["holdout_stems"])
+    learned = fitted_of(doc)
+    assert len(learned["weight"]) == len(CLASSES) and learned["weight"] != fit["start"]["weight"]
+    assert doc["metrics"]["holdout"]["recipe"] is not None
+    assert doc["refit"] is None
+    assert "held-out mIoU of the CRF candidates" in str(res)
+
+
+def _fresh_confusion(specs, root, stems, weights, bias, crf):
+    """The confusion of a setting over `stems`, computed afresh per image."""
+    from PIL import Image
+
+    stores = [segkit.io.store.open_store(s) for s in specs]
+    cm = np.zeros((len(CLASSES), len(CLASSES)), np.int64)
+    for s in stems:
+        _, mean = segkit.soft_vote([x.read(s) for x in stores], weights, return_probs=True)
+        image = np.asarray(Image.open(root / "images" / f"{s}.png").convert("RGB"))
+        labels = st.setting_labels(mean, st.setting_scale(bias, len(CLASSES)), crf, image,
+                                   None if bias is None else np.asarray(bias))
+        gt = read_mask(root / "gt" / f"{s}.png")
+        cm += segkit.confusion_matrix(labels.astype(np.uint8), gt, len(CLASSES))
+    return cm
+
+
+def test_the_written_setting_is_the_one_measured(oof, tuned_crf):
+    """Every CRF candidate, and the written setting, evaluated afresh on the held-out images
+    give exactly the held-out figures tuned.json reports."""
+    root, specs, *_ = oof
+    _, out = tuned_crf
+    doc = st.load_tuned(out)
+    hold = doc["holdout_stems"]
+    w, b = doc["weights"], doc["bias"]
+    cm = _fresh_confusion(specs, root, hold, w, b, doc["crf"])
+    assert iou_scores(cm)["miou"] == doc["metrics"]["holdout"]["tuned"]["miou"]
+    for name, crf in (("convcrf", st.crf_setting("convcrf")), ("fitted", fitted_of(doc))):
+        cm = _fresh_confusion(specs, root, hold, w, b, crf)
+        assert iou_scores(cm)["miou"] == doc["metrics"]["crf_candidates"][name]["miou"]
+    # and through `segkit ensemble --tuned` on the OOF stores
+    ens = out / "ens"
+    segkit.ensemble(specs, None, ens, tuned=out, images=root / "images", workers=1,
+                    progress=False)
+    cm = sum(segkit.confusion_matrix(read_mask(ens / "labels" / f"{s}.png"),
+                                     read_mask(root / "gt" / f"{s}.png"), len(CLASSES))
+             for s in hold)
+    assert iou_scores(cm)["miou"] == doc["metrics"]["holdout"]["tuned"]["miou"]
+
+
+def test_a_fitted_crf_round_trips_into_ensemble_and_crf(oof, tuned_crf, tmp_path):
+    """tuned.json with the fitted CRF -> `ensemble --tuned` and `crf --tuned`: the labels are
+    settings.setting_labels of the same input."""
+    from PIL import Image
+
+    from segkit.io.store import ConfidenceStore, open_store
+
+    root, specs, labels, probs, stems = oof
+    doc = st.load_tuned(tuned_crf[1])
+    doc["crf"], doc["crf_name"] = fitted_of(doc), "fitted"
+    st.write_tuned(tmp_path / "t", doc)
+    assert st.load_tuned(tmp_path / "t")["crf"] == doc["crf"]
+    res = CliRunner().invoke(main, ["ensemble", *specs, "--tuned", str(tmp_path / "t"),
+                                    "--images", str(root / "images"), "--out",
+                                    str(tmp_path / "ens"), "--save-probs", "--workers", "1"])
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(main, ["crf", str(tmp_path / "ens" / "probs"), str(root / "images"),
+                                    "--tuned", str(tmp_path / "t" / "tuned.json"), "--out",
+                                    str(tmp_path / "crf"), "--workers", "1"])
+    assert res.exit_code == 0, res.output
+    stores = [open_store(s) for s in specs]
+    saved = ConfidenceStore(tmp_path / "ens" / "probs")
+    bias = np.asarray(doc["bias"]) if doc["bias"] is not None else None
+    scale = st.setting_scale(doc["bias"], len(CLASSES))
+    changed = 0
+    for s in stems[:6]:
+        image = np.asarray(Image.open(root / "images" / f"{s}.png").convert("RGB"))
+        _, mean = segkit.soft_vote([x.read(s) for x in stores], doc["weights"],
+                                   return_probs=True)
+        want = st.setting_labels(mean, scale, doc["crf"], image, bias)
+        np.testing.assert_array_equal(read_mask(tmp_path / "ens" / "labels" / f"{s}.png"), want)
+        unary = np.asarray(saved.read(s))
+        want = st.setting_labels(unary, scale, doc["crf"], image, bias)
+        np.testing.assert_array_equal(read_mask(tmp_path / "crf" / f"{s}.png"), want)
+        changed += int((want != st.setting_labels(unary, scale, None, None)).sum())
+    assert changed > 0  # the CRF changed labels: the test sees whether it was applied
+    with pytest.raises(ValueError, match="either tuned or preset"):
+        segkit.crf_job(tmp_path / "ens" / "probs", root / "images", tmp_path / "x",
+                       tuned=tmp_path / "t", preset="seed", progress=False)
+    off = dict(doc, crf=None)
+    with pytest.raises(ValueError, match="has no CRF"):
+        segkit.crf_job(tmp_path / "ens" / "probs", root / "images", tmp_path / "x",
+                       tuned=off, progress=False)
+
+
+def test_the_crf_fit_is_seeded(oof, tmp_path):
+    """The same seed gives the same fit, with one worker or two (the engine yields the fit
+    images in completion order)."""
+    root, specs, *_ = oof
+    kw = dict(images=root / "images", search="weights,crf", budget=5, progress=False,
+              log=None, **FIT)
+    a = segkit.tune(specs, root / "gt", tmp_path / "a", seed=5, workers=2, **kw)
+    b = segkit.tune(specs, root / "gt", tmp_path / "b", seed=5, workers=1, **kw)
+    c = segkit.tune(specs, root / "gt", tmp_path / "c", seed=6, workers=1, **kw)
+    assert a.crf_fit["learned"] == b.crf_fit["learned"] and a.crf_fit["loss"] == b.crf_fit["loss"]
+    assert a.crf_fit["learned"] != c.crf_fit["learned"]
+
+
+def test_the_crf_fit_needs_torch(oof, tmp_path, monkeypatch):
+    import sys
+
+    root, specs, *_ = oof
+    monkeypatch.setitem(sys.modules, "torch", None)
+    monkeypatch.setitem(sys.modules, "segkit.torch", None)
+    with pytest.raises(segkit.errors.UnavailableError, match=r"pip install 'segkit\[mmseg\]'"):
+        segkit.tune(specs, root / "gt", tmp_path / "x", images=root / "images",
+                    search="weights,crf", budget=2, workers=1, progress=False, log=None, **FIT)
+
+
+def test_refit_is_reported_apart_from_the_written_setting(oof, tmp_path):
+    root, specs, *_ = oof
+    res = segkit.tune(specs, root / "gt", tmp_path / "r", budget=30, seed=2, refit=True,
                       workers=1, progress=False, log=None)
-    doc = json.loads((tmp_path / "crf" / "tuned.json").read_text())
-    crf_rows = [h for h in doc["history"] if h["stage"] == "crf"]
-    assert len(crf_rows) == 4 and crf_rows[0]["crf"] is None      # "off" first, 3 candidates
-    assert crf_rows[2]["crf"] == tn.recipe_crf()
-    best = max(crf_rows, key=lambda h: h["miou"])
-    assert res.crf == (best["crf"] if best["miou"] > crf_rows[0]["miou"] else None)
-    for name in ("equal", "recipe", "tuned"):
-        assert 0 <= res.metrics["holdout"][name]["miou"] <= 1
+    doc = json.loads((tmp_path / "r" / "tuned.json").read_text())
+    fit = [h for h in doc["history"] if h["stage"] == "search"]
+    best = max(fit, key=lambda h: h["miou"])
+    assert doc["weights"] == res.weights == best["weights"]  # the search's, not the refit's
+    assert set(doc["refit"]) >= {"weights", "bias", "oof_miou", "oof_equal_miou", "note"}
+    assert "refit" in str(res)
 
 
 def test_tune_errors_are_clear(oof, tmp_path):
@@ -343,7 +495,7 @@ def test_ensemble_applies_tuned_weights_and_bias(oof, tmp_path):
 
 def test_ensemble_applies_a_tuned_crf(oof, tmp_path):
     root, specs, labels, probs, stems = oof
-    crf = tn.preset_crf("convcrf", unary_kind="probs", num_iter=2, blur=1, filter_size=3)
+    crf = st.crf_setting("convcrf", num_iter=2, blur=1, filter_size=3)
     tuned = {"weights": [0.5, 0.25, 0.25], "bias": [0.2, 0, 0, 0, 0, 0], "crf": crf,
              "classes": CLASSES}
     with pytest.raises(ValueError, match="pass images"):

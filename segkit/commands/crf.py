@@ -17,6 +17,11 @@ EPILOG = """Examples:
 \b
   # .npy logits on a Ray cluster (RAY_ADDRESS) with a smaller window
   segkit crf logits/ images/ --out labels/ --unary-kind logits --filter-size 7 --engine ray
+\b
+  # the CRF (preset or fitted) and bias that `segkit tune` chose, on the tuned soft vote
+  segkit ensemble stores/a_test stores/b_test --tuned tuned --images data/test \\
+      --out ens --save-probs
+  segkit crf ens/probs data/test --tuned tuned --out crf_tuned
 """
 
 
@@ -25,8 +30,14 @@ EPILOG = """Examples:
 @click.argument("images", type=click.Path(exists=True, file_okay=False))
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Output folder for <stem>.png label maps and crf_report.json.")
-@click.option("--preset", type=click.Choice(["convcrf", "seed"]), default="convcrf",
-              show_default=True, help="CRF setting (segkit.CRF_PRESETS).")
+@click.option("--preset", type=click.Choice(["convcrf", "seed"]), default=None,
+              help="CRF setting (segkit.CRF_PRESETS) [default: convcrf].")
+@click.option("--tuned", type=click.Path(exists=True), default=None,
+              help="A tuned.json of `segkit tune` (or its folder): apply its CRF setting (a "
+                   "preset or the fitted CRF) and its bias, as `segkit ensemble --tuned` does; "
+                   "UNARIES are then the averaged probabilities under its weights "
+                   "(`segkit ensemble --tuned ... --save-probs`). Not with --preset, "
+                   "--unary-kind or the overrides.")
 @click.option("--unary-kind", type=click.Choice(["logits", "probs"]), default=None,
               help="What the unaries hold [default: probs for a confidence store, except with "
                    "--preset seed; the preset's value for .npy files].")
@@ -42,8 +53,8 @@ EPILOG = """Examples:
               default="auto", show_default=True, help="ConvCRF backend in each worker.")
 @click.option("--resume/--no-resume", default=True, show_default=True,
               help="Skip images whose outputs exist and check out.")
-def command(unaries, images, out, preset, unary_kind, filter_size, blur, num_iter, store_out,
-            workers, engine, backend, resume):
+def command(unaries, images, out, preset, tuned, unary_kind, filter_size, blur, num_iter,
+            store_out, workers, engine, backend, resume):
     """Refine per-image unaries (a confidence store or a folder of <stem>.npy (C, H, W)
     arrays) with ConvCRF, using the images in IMAGES (found by stem; nested files map to
     flattened stems, batch_01_vt/0002.jpg -> batch_01_vt+0002), and write label PNGs."""
@@ -51,7 +62,8 @@ def command(unaries, images, out, preset, unary_kind, filter_size, blur, num_ite
 
     report = crf_job(unaries, images, out, preset=preset, unary_kind=unary_kind,
                      store_out=store_out, workers=workers, engine=engine, backend=backend,
-                     resume=resume, filter_size=filter_size, blur=blur, num_iter=num_iter)
+                     resume=resume, tuned=tuned, filter_size=filter_size, blur=blur,
+                     num_iter=num_iter)
     click.echo(f"refined {report['refined']} images, skipped {report['skipped']} already done; "
                f"{100 * report['changed_fraction']:.2f}% of pixels changed label; "
                f"{report['seconds_per_image'] * 1e3:.0f} ms per image; report: "

@@ -38,6 +38,8 @@ class CrfTask:
     params: dict = field(default_factory=dict)
     backend: str = "auto"
     resume: bool = True
+    setting: dict | None = None     # a tuned CRF setting (segkit.jobs.settings), replaces params
+    bias: tuple | None = None       # the tuned per-class bias, added to its scores
 
 
 def index_images(root: str | Path) -> dict[str, Path]:
@@ -111,6 +113,7 @@ def run_one(task: CrfTask) -> dict[str, Any]:
     from ..io.store import ConfidenceStore
     from ..ops.convcrf import convcrf
     from ..palette import palette_for
+    from .settings import crf_scores
 
     t0 = time.perf_counter()
     try:
@@ -127,7 +130,15 @@ def run_one(task: CrfTask) -> dict[str, Any]:
         raise CrfJobError(f"{task.image}: image is {image.shape[1]}x{image.shape[0]} but its "
                           f"unary {Path(task.unary).name} is {unary.shape[2]}x{unary.shape[1]}")
     unary = np.asarray(unary)
-    scores = convcrf(unary, image, backend=task.backend, **task.params)
+    if task.setting is not None:
+        scores = crf_scores(unary, image, task.setting)
+        if task.bias is not None:
+            if len(task.bias) != unary.shape[0]:
+                raise CrfJobError(f"{task.unary}: {unary.shape[0]} classes, but the tuned bias "
+                                  f"has {len(task.bias)} values")
+            scores = scores + np.asarray(task.bias, np.float32)[:, None, None]
+    else:
+        scores = convcrf(unary, image, backend=task.backend, **task.params)
     labels = scores.argmax(0).astype(_label_dtype(unary.shape[0]))
     before = unary.argmax(0)
     if task.store is not None:
@@ -140,10 +151,11 @@ def run_one(task: CrfTask) -> dict[str, Any]:
 
 
 def crf_job(unaries: str | Path, images: str | Path, out: str | Path, *,
-            preset: str = "convcrf", unary_kind: str | None = None,
+            preset: str | None = None, unary_kind: str | None = None,
             store_out: str | Path | None = None, workers: int | None = None,
             engine: str = "local", backend: str = "auto", resume: bool = True,
-            progress: bool = True, **crf_params: Any) -> dict[str, Any]:
+            progress: bool = True, tuned: str | Path | dict | None = None,
+            **crf_params: Any) -> dict[str, Any]:
     """Refine every image's unary with ConvCRF and write label PNGs.
 
     Parameters
@@ -158,7 +170,7 @@ def crf_job(unaries: str | Path, images: str | Path, out: str | Path, *,
     out : folder
         ``<stem>.png`` label maps (palette PNG; 16-bit for more than 256 classes) and
         ``crf_report.json``.
-    preset : {"convcrf", "seed"}
+    preset : {"convcrf", "seed"}, default "convcrf"
         The CRF setting (:data:`segkit.CRF_PRESETS`); further keyword arguments
         (``filter_size=7``, ``num_iter=10``, ...) override single values.
     unary_kind : {"logits", "probs"}, optional
@@ -169,6 +181,14 @@ def crf_job(unaries: str | Path, images: str | Path, out: str | Path, *,
     workers, engine : see :func:`segkit.jobs.engine.map_items` ("local" or "ray").
     backend : the ConvCRF backend in each worker ("auto": the fastest CPU backend).
     resume : skip images whose outputs exist and check out (default); False recomputes all.
+    tuned : path or dict, optional
+        A ``tuned.json`` of :func:`segkit.tune` (or its folder, or the loaded dict): its CRF
+        setting (a preset or a fitted CRF) and its per-class bias (added to the CRF scores)
+        are applied, exactly as ``segkit ensemble --tuned`` does after the soft vote
+        (``segkit.jobs.settings.setting_labels``). The unaries must be the averaged
+        probabilities under the tuned weights (``segkit ensemble --tuned ... --save-probs``
+        writes them); `preset`, `unary_kind` and the overrides must then be left out. The
+        tuned setting runs on the host (C++), whatever `backend` says.
 
     Returns
     -------
@@ -186,15 +206,19 @@ def crf_job(unaries: str | Path, images: str | Path, out: str | Path, *,
     files, classes, is_store = unary_files(unaries)
     if not files:
         raise CrfJobError(f"{unaries}: no .npy unaries found")
+    setting = bias = None
+    if tuned is not None:
+        setting, bias = _tuned_crf(tuned, classes, preset, unary_kind, crf_params)
     by_stem = index_images(images)
     missing = [s for s in files if s not in by_stem]
     if missing:
         more = f" (and {len(missing) - 3} more)" if len(missing) > 3 else ""
         raise CrfJobError(f"{images}: no image for {', '.join(missing[:3])}{more}")
+    preset = preset or "convcrf"
     if unary_kind is None and is_store and preset != "seed":
         unary_kind = "probs"
     params = {"preset": preset, "unary_kind": unary_kind, **crf_params}
-    setting = make_params(**params)  # validate once, before any worker starts
+    checked = make_params(**params)  # validate once, before any worker starts
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     atomic.remove_temporaries(out)
@@ -205,13 +229,14 @@ def crf_job(unaries: str | Path, images: str | Path, out: str | Path, *,
         num_classes = len(classes) if classes else int(
             np.load(next(iter(files.values())), mmap_mode="r").shape[0])
         names = classes or [str(c) for c in range(num_classes)]
-        ConfidenceStore.create(store_out, names, model="convcrf", config=setting.__dict__)
+        ConfidenceStore.create(store_out, names, model="convcrf",
+                               config=setting if setting is not None else checked.__dict__)
         atomic.remove_temporaries(store_out)
         store_root = str(store_out)
     tasks = [CrfTask(stem=s, unary=str(p), image=str(by_stem[s]),
                      label_png=str(out / f"{s}.png"), store=store_root,
                      params={k: v for k, v in params.items() if v is not None}, backend=backend,
-                     resume=resume)
+                     resume=resume, setting=setting, bias=bias)
              for s, p in files.items()]
     t0 = time.perf_counter()
     done = skipped = pixels = changed = 0
@@ -229,7 +254,40 @@ def crf_job(unaries: str | Path, images: str | Path, out: str | Path, *,
               "pixels": pixels, "changed": changed,
               "changed_fraction": changed / pixels if pixels else 0.0,
               "seconds": time.perf_counter() - t0, "seconds_per_image": compute / done if done
-              else 0.0, "setting": setting.__dict__, "unaries": str(unaries),
+              else 0.0, "setting": setting if setting is not None else checked.__dict__,
+              "tuned": None if tuned is None else
+              ("(dict)" if isinstance(tuned, dict) else str(tuned)),
+              "bias": None if bias is None else list(bias), "unaries": str(unaries),
               "images_dir": str(images), "store_out": store_root}
     atomic.write_json(out / REPORT, report)
     return report
+
+
+def _tuned_crf(tuned: Any, classes: list[str] | None, preset, unary_kind,
+               overrides: dict) -> tuple[dict, tuple | None]:
+    """(CRF setting, bias) of a tuned.json, checked against the unaries' classes."""
+    from ..errors import InputError
+    from .settings import check_crf, load_tuned
+
+    given = [k for k, v in (("preset", preset), ("unary_kind", unary_kind), *overrides.items())
+             if v is not None]
+    if given:
+        raise InputError(f"give either tuned or {', '.join(given)}: the tuned setting holds "
+                         "the whole CRF")
+    doc = dict(tuned) if isinstance(tuned, dict) else load_tuned(tuned)
+    if isinstance(tuned, dict):  # checked as load_tuned checks a file
+        from ..ops.vote_confusion import check_bias
+
+        doc["crf"] = check_crf(doc.get("crf"), len(doc.get("classes") or []) or None)
+        if doc.get("bias") is not None:
+            check_bias(doc["bias"], len(doc.get("classes") or doc["bias"]))
+    if doc.get("crf") is None:
+        raise InputError(f"tuned {'(dict)' if isinstance(tuned, dict) else tuned} has no CRF "
+                         f"(crf_name {doc.get('crf_name', 'off')!r}): nothing for segkit crf "
+                         "to apply; segkit ensemble --tuned applies its weights and bias")
+    if classes is not None and doc.get("classes") is not None and \
+            list(doc["classes"]) != list(classes):
+        raise CrfJobError(f"tuned was made for classes {doc['classes']}, but the unaries hold "
+                          f"{classes}")
+    bias = doc.get("bias")
+    return doc["crf"], None if bias is None else tuple(float(b) for b in bias)

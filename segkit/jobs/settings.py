@@ -1,0 +1,315 @@
+"""The ensemble setting: the one home of what `segkit tune` writes and `segkit ensemble
+--tuned` / `segkit crf --tuned` apply.
+
+An **ensemble setting** is three parts:
+
+* ``weights``: one soft-vote weight per model (>= 0, checked by
+  :func:`segkit.ops.soft_vote.check_weights`);
+* ``bias``: one additive offset per class on the log of the averaged probabilities, or None;
+* ``crf``: a **CRF setting** (a dict, see below), or None ("off").
+
+A **CRF setting** is a dict of the keys in :data:`CRF_KEYS` (keyword arguments of
+:func:`segkit.convcrf`): the configuration ``filter_size``, ``blur``, ``num_iter``,
+``unary_kind`` and the parameters ``pos_compat``, ``col_compat``, ``pos_sdims``,
+``col_schan``. A **fitted CRF setting** (``segkit tune`` fits it by gradient) also holds
+``weight``: one message weight per class (ConvCRF's trainable ``weight``; a preset has 0.2
+for every class). Presets are named by string and become settings here
+(:func:`crf_setting`): "convcrf" on averaged probabilities (``unary_kind="probs"``), and
+"seed", the original recipe's CRF, which passed the probabilities as logits
+(``unary_kind="logits"``, 200 iterations). The **recipe** is the whole setting the original
+recipe used: equal weights, no bias, the "seed" CRF (:func:`recipe_crf`).
+
+A setting is applied to one image by :func:`setting_labels` (NumPy only, no torch): a
+fitted CRF setting runs the fused C++ forward that takes per-class weights
+(:func:`segkit.ops.convcrf_grad.forward`), or :func:`segkit.convcrf` when its weights are
+all equal.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError, PathNotFoundError
+from ..io import atomic
+from ..ops.soft_vote import check_weights
+from ..ops.vote_confusion import bias_scale, check_bias
+
+#: The file `segkit tune` writes into its output folder.
+TUNED = "tuned.json"
+#: The format tag and version of tuned.json.
+FORMAT, VERSION = "segkit-tuned", 2
+#: The keys of a CRF setting (keyword arguments of :func:`segkit.convcrf`).
+CRF_KEYS = ("filter_size", "blur", "num_iter", "pos_compat", "col_compat", "pos_sdims",
+            "col_schan", "unary_kind")
+#: What a fitted CRF setting learned (besides its configuration).
+LEARNED_KEYS = ("weight", "pos_compat", "col_compat", "pos_sdims", "col_schan")
+#: Probabilities are floored to this before a fitted CRF takes their log (float16 stores
+#: round tiny probabilities to 0; the trainable op needs them > 0).
+PROB_FLOOR = 1e-7
+
+
+def crf_setting(preset: str, **overrides: Any) -> dict[str, Any]:
+    """The CRF setting of a preset, as applied to averaged probabilities.
+
+    Parameters
+    ----------
+    preset : {"convcrf", "seed"}
+        "convcrf": ConvCRF's default configuration with ``unary_kind="probs"``; "seed": the
+        original recipe's CRF as it ran (probabilities passed as logits).
+    **overrides
+        Keys of :data:`CRF_KEYS` replacing the preset's values.
+
+    Returns
+    -------
+    dict
+        A CRF setting (keys :data:`CRF_KEYS`).
+
+    Examples
+    --------
+    >>> from segkit.jobs.settings import crf_setting
+    >>> crf_setting("convcrf")["unary_kind"], crf_setting("seed")["num_iter"]
+    ('probs', 200)
+    """
+    from ..ops.convcrf import CRF_PRESETS
+
+    if preset not in CRF_PRESETS:
+        raise InputError(f"crf preset must be one of {', '.join(map(repr, CRF_PRESETS))}; "
+                         f"got {preset!r}")
+    kind = "logits" if preset == "seed" else "probs"
+    return check_crf({**{k: CRF_PRESETS[preset][k] for k in CRF_KEYS}, "unary_kind": kind,
+                      **overrides})
+
+
+def recipe_crf() -> dict[str, Any]:
+    """The original recipe's CRF setting: ``crf_setting("seed")`` (filter 5, blur 1, 200
+    iterations, the averaged probabilities passed as logits).
+
+    Returns
+    -------
+    dict
+        A CRF setting.
+    """
+    return crf_setting("seed")
+
+
+def is_fitted(crf: dict | None) -> bool:
+    """Whether `crf` is a fitted CRF setting (it has per-class ``weight``).
+
+    Parameters
+    ----------
+    crf : dict or None
+
+    Returns
+    -------
+    bool
+    """
+    return isinstance(crf, dict) and crf.get("weight") is not None
+
+
+def check_crf(crf: Any, num_classes: int | None = None) -> dict[str, Any] | None:
+    """A CRF setting validated (a preset name becomes its setting), or None for None.
+
+    Parameters
+    ----------
+    crf : dict, str or None
+        A CRF setting (keys :data:`CRF_KEYS`, plus ``weight`` for a fitted one) or a preset
+        name ("convcrf", "seed").
+    num_classes : int, optional
+        Checks that a fitted setting has one ``weight`` per class.
+
+    Returns
+    -------
+    dict or None
+
+    Raises
+    ------
+    InputError
+        Naming the bad key or value.
+    """
+    if crf is None:
+        return None
+    if isinstance(crf, str):
+        return crf_setting(crf)
+    if not isinstance(crf, dict):
+        raise InputError(f"crf must be a CRF setting (a dict), a preset name or null; got "
+                         f"{crf!r}")
+    unknown = sorted(set(crf) - set(CRF_KEYS) - {"weight"})
+    if unknown:
+        raise InputError(f"crf has unknown keys {unknown}; known: {', '.join(CRF_KEYS)}, "
+                         "weight")
+    from ..ops.convcrf import crf_params
+
+    crf_params(None, **{k: v for k, v in crf.items() if k != "weight"})  # names a bad value
+    out = dict(crf)
+    weight = crf.get("weight")
+    if weight is not None:
+        if not isinstance(weight, (list, tuple)) or len(weight) < 2 or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                for v in weight):
+            raise InputError(f"crf weight must be a list of finite numbers, one per class; "
+                             f"got {weight!r}")
+        if num_classes is not None and len(weight) != num_classes:
+            raise InputError(f"crf weight has {len(weight)} values for {num_classes} classes")
+        for key in ("pos_compat", "col_compat"):
+            if key in crf and crf[key] < 0:
+                raise InputError(f"crf {key} must be >= 0; got {crf[key]}")
+        out["weight"] = [float(v) for v in weight]
+    return out
+
+
+def crf_scores(mean: np.ndarray, image: np.ndarray, crf: dict) -> np.ndarray:
+    """The CRF scores (C, H, W) float32 of one image's averaged probabilities.
+
+    Parameters
+    ----------
+    mean : array (C, H, W)
+        Averaged probabilities (float32 or float16).
+    image : array (H, W, 3)
+        The RGB image, uint8 (0-255).
+    crf : dict
+        A CRF setting (a fitted one runs :func:`segkit.ops.convcrf_grad.forward` on the
+        probabilities floored at :data:`PROB_FLOOR`, unless its weights are all equal).
+
+    Returns
+    -------
+    array (C, H, W) float32
+    """
+    import segkit
+
+    weight = crf.get("weight")
+    params = {k: v for k, v in crf.items() if k != "weight"}
+    if weight is None:
+        return np.asarray(segkit.convcrf(mean, image, **params))
+    if len(weight) != mean.shape[0]:
+        raise InputError(f"crf weight has {len(weight)} values for {mean.shape[0]} classes "
+                         f"(probabilities of shape {tuple(mean.shape)})")
+    unary = np.maximum(np.asarray(mean, np.float32), np.float32(PROB_FLOOR))
+    if all(w == weight[0] for w in weight):
+        return np.asarray(segkit.convcrf(unary, image, weight_init=weight[0], **params))
+    from ..ops import convcrf_grad
+    from ..ops.convcrf import crf_params
+
+    p = crf_params(None, **params)
+    cfg = convcrf_grad.grad_config(filter_size=p.filter_size, blur=p.blur,
+                                   num_iter=p.num_iter, unary_kind=p.unary_kind)
+    f32 = np.float32
+    scalars = np.array([f32(p.pos_compat), f32(p.col_compat), f32(1) / f32(p.pos_sdims),
+                        f32(1) / f32(p.col_schan), 0], np.float32)
+    img = np.ascontiguousarray(np.asarray(image).transpose(2, 0, 1)[None], np.float32)
+    out, _ = convcrf_grad.forward(np.ascontiguousarray(unary[None]), img, None,
+                                  np.asarray(weight, np.float32), scalars, None, cfg, False)
+    return out[0]
+
+
+def setting_labels(mean: np.ndarray, scale: np.ndarray | None, crf: dict | None,
+                   image: np.ndarray | None, bias: np.ndarray | None = None) -> np.ndarray:
+    """Labels of one image under an ensemble setting, from its averaged probabilities.
+
+    Without a CRF: ``argmax_c mean_c * scale_c`` in float32 (``scale = exp(bias)``, ties to
+    the smallest class: the arithmetic of :func:`segkit.vote_confusion`); with one:
+    ``argmax_c crf_scores_c + bias_c`` (:func:`crf_scores`).
+
+    Parameters
+    ----------
+    mean : array (C, H, W) float32
+        The soft vote's averaged probabilities under the setting's weights.
+    scale : array (C,) or None
+        ``exp(bias)`` (:func:`segkit.ops.vote_confusion.bias_scale`), for the path without a
+        CRF.
+    crf : dict or None
+        A CRF setting (:func:`check_crf`).
+    image : array (H, W, 3) uint8 or None
+        Needed with a CRF.
+    bias : array (C,) or None
+        Added to the CRF scores.
+
+    Returns
+    -------
+    array (H, W) int64
+    """
+    if crf is None:
+        score = mean if scale is None else mean * scale.astype(np.float32)[:, None, None]
+        return np.argmax(score, axis=0)
+    scores = crf_scores(mean, image, crf)
+    if bias is not None:
+        scores = scores + np.asarray(bias, np.float32)[:, None, None]
+    return np.argmax(scores, axis=0)
+
+
+def setting_scale(bias: Any, num_classes: int) -> np.ndarray | None:
+    """``exp(bias)`` as :func:`setting_labels` takes it (None for no bias).
+
+    Parameters
+    ----------
+    bias : sequence of float or None
+    num_classes : int
+
+    Returns
+    -------
+    array (C,) or None
+    """
+    return None if bias is None else bias_scale(np.asarray(bias, np.float64), num_classes)
+
+
+def load_tuned(path: str | Path) -> dict:
+    """Read and check a tuned.json (or the folder holding one).
+
+    Parameters
+    ----------
+    path : path
+        ``tuned.json`` or its folder.
+
+    Returns
+    -------
+    dict
+        The document, with ``weights`` (one per model), ``bias`` (one per class or None) and
+        ``crf`` (a CRF setting or None) checked.
+
+    Raises
+    ------
+    PathNotFoundError, InputError
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / TUNED
+    if not path.is_file():
+        raise PathNotFoundError(f"tuned: no such file {path} (write one with `segkit tune`)")
+    try:
+        doc = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}: unreadable ({exc})") from exc
+    if not isinstance(doc, dict) or "weights" not in doc or "classes" not in doc:
+        raise InputError(f"{path}: not a segkit tuned.json (no weights/classes)")
+    check_weights(doc["weights"], len(doc["weights"]))
+    check_bias(doc.get("bias"), len(doc["classes"]))
+    doc["crf"] = check_crf(doc.get("crf"), len(doc["classes"]))
+    return doc
+
+
+def write_tuned(out: str | Path, doc: dict) -> Path:
+    """Write `doc` (weights, bias, crf, classes, ...) atomically as ``out/tuned.json``.
+
+    Parameters
+    ----------
+    out : path
+        The folder (created).
+    doc : dict
+        Must hold ``weights`` and ``classes``; ``format`` and ``version`` are set here.
+
+    Returns
+    -------
+    Path
+        The file written.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    doc = {"format": FORMAT, "version": VERSION, **doc}
+    check_weights(doc["weights"], len(doc["weights"]))
+    check_bias(doc.get("bias"), len(doc["classes"]))
+    check_crf(doc.get("crf"), len(doc["classes"]))
+    atomic.write_json(out / TUNED, doc)
+    return out / TUNED
