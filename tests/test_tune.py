@@ -539,15 +539,15 @@ def test_load_tuned_checks_its_values(tmp_path):
     path = tmp_path / "tuned.json"
     path.write_text(json.dumps({"weights": [1, -1], "classes": ["a", "b"]}))
     with pytest.raises(ValueError, match=r"weights\[1\] is -1"):
-        tn.load_tuned(path)
+        st.load_tuned(path)
     path.write_text(json.dumps({"weights": [1], "classes": ["a", "b"], "bias": [0]}))
     with pytest.raises(ValueError, match="one number per class"):
-        tn.load_tuned(path)
+        st.load_tuned(path)
     path.write_text(json.dumps({"weights": [1], "classes": ["a", "b"], "crf": {"size": 3}}))
     with pytest.raises(ValueError, match="unknown keys"):
-        tn.load_tuned(path)
+        st.load_tuned(path)
     with pytest.raises(FileNotFoundError, match="segkit tune"):
-        tn.load_tuned(tmp_path / "nope.json")
+        st.load_tuned(tmp_path / "nope.json")
 
 
 def test_evaluate_takes_a_store_set(oof):

@@ -24,7 +24,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..errors import InputError, MissingPackageError
-from ..ops.convcrf import crf_params
+from ..ops.convcrf import convcrf_params
 from ._stores import image_of
 from ._tune_pixels import PixelReader
 from .engine import map_items
@@ -154,7 +154,7 @@ def fit_crf(reader: PixelReader, images: str, stems: Sequence[str], weights, bia
     record = {"options": {**asdict(options), "crop_used": crop}, "images": subset,
               "config": {k: base[k] for k in CRF_KEYS if k not in LEARNED_KEYS},
               "start": {**{k: base[k] for k in LEARNED_KEYS if k != "weight"},
-                        "weight": [crf_params("convcrf").weight_init] * c},
+                        "weight": [convcrf_params("convcrf").weight_init] * c},
               "learned": {k: fitted[k] for k in LEARNED_KEYS},
               "loss": losses, "seconds": seconds}
     return fitted, record

@@ -155,7 +155,7 @@ def crf_job(unaries: str | Path, images: str | Path, out: str | Path, *,
             store_out: str | Path | None = None, workers: int | None = None,
             engine: str = "local", backend: str = "auto", resume: bool = True,
             progress: bool = True, tuned: str | Path | dict | None = None,
-            **crf_params: Any) -> dict[str, Any]:
+            **overrides: Any) -> dict[str, Any]:
     """Refine every image's unary with ConvCRF and write label PNGs.
 
     Parameters
@@ -195,7 +195,7 @@ def crf_job(unaries: str | Path, images: str | Path, out: str | Path, *,
     dict
         The report also written to ``out/crf_report.json``: counts, pixels changed, timings.
     """
-    from ..ops.convcrf import crf_params as make_params
+    from ..ops.convcrf import convcrf_params as make_params
 
     if engine == "ray":
         try:
@@ -208,7 +208,7 @@ def crf_job(unaries: str | Path, images: str | Path, out: str | Path, *,
         raise CrfJobError(f"{unaries}: no .npy unaries found")
     setting = bias = None
     if tuned is not None:
-        setting, bias = _tuned_crf(tuned, classes, preset, unary_kind, crf_params)
+        setting, bias = _tuned_crf(tuned, classes, preset, unary_kind, overrides)
     by_stem = index_images(images)
     missing = [s for s in files if s not in by_stem]
     if missing:
@@ -217,7 +217,7 @@ def crf_job(unaries: str | Path, images: str | Path, out: str | Path, *,
     preset = preset or "convcrf"
     if unary_kind is None and is_store and preset != "seed":
         unary_kind = "probs"
-    params = {"preset": preset, "unary_kind": unary_kind, **crf_params}
+    params = {"preset": preset, "unary_kind": unary_kind, **overrides}
     checked = make_params(**params)  # validate once, before any worker starts
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

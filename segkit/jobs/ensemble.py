@@ -127,7 +127,7 @@ class _VoteImage:
                                   backend=self.backend)
         labels, mean = result if need_mean else (result, None)
         if tuned:
-            from .tune import setting_labels
+            from .settings import setting_labels
             from ..ops.vote_confusion import bias_scale
 
             bias = None if self.bias is None else np.asarray(self.bias, np.float64)
@@ -208,7 +208,7 @@ def ensemble(stores: Sequence[ConfidenceStore | str | Path], weights: Sequence[f
     opened = open_stores(stores)
     bias = crf_setting = None
     if tuned is not None:
-        from .tune import load_tuned
+        from .settings import load_tuned
 
         if weights is not None or crf is not None:
             raise InputError("give either tuned or weights/crf: the tuned setting holds the "

@@ -141,9 +141,9 @@ def check_crf(crf: Any, num_classes: int | None = None) -> dict[str, Any] | None
     if unknown:
         raise InputError(f"crf has unknown keys {unknown}; known: {', '.join(CRF_KEYS)}, "
                          "weight")
-    from ..ops.convcrf import crf_params
+    from ..ops.convcrf import convcrf_params
 
-    crf_params(None, **{k: v for k, v in crf.items() if k != "weight"})  # names a bad value
+    convcrf_params(None, **{k: v for k, v in crf.items() if k != "weight"})  # names a bad value
     out = dict(crf)
     weight = crf.get("weight")
     if weight is not None:
@@ -191,9 +191,9 @@ def crf_scores(mean: np.ndarray, image: np.ndarray, crf: dict) -> np.ndarray:
     if all(w == weight[0] for w in weight):
         return np.asarray(segkit.convcrf(unary, image, weight_init=weight[0], **params))
     from ..ops import convcrf_grad
-    from ..ops.convcrf import crf_params
+    from ..ops.convcrf import convcrf_params
 
-    p = crf_params(None, **params)
+    p = convcrf_params(None, **params)
     cfg = convcrf_grad.grad_config(filter_size=p.filter_size, blur=p.blur,
                                    num_iter=p.num_iter, unary_kind=p.unary_kind)
     f32 = np.float32

@@ -40,7 +40,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..errors import InputError, InputTypeError, PathNotFoundError
+from ..errors import InputError, PathNotFoundError
 from ..io.store import common_stems, open_stores, store_identity
 from ._stores import StoreReader, mask_index
 from ._tune_crf import CANDIDATES, crf_candidates, fit_crf, fit_options
@@ -48,8 +48,7 @@ from ._tune_pixels import PixelReader, PixelSet, miou_of, scores_dict, setting_c
 from ._tune_report import TuneResult, fmt_miou, plot
 from ._tune_search import CoordinateSearch
 from .engine import map_items
-from .settings import (TUNED, load_tuned, recipe_crf,  # noqa: F401 (re-exported)
-                       setting_labels, write_tuned)
+from .settings import recipe_crf, write_tuned
 
 SEARCHES = ("weights", "bias", "crf")
 
@@ -170,9 +169,7 @@ def tune(models: Sequence[Any], gt: str | Path, out: str | Path, *,
         raise PathNotFoundError(f"images folder {images} does not exist")
     if not Path(gt).is_dir():
         raise PathNotFoundError(f"gt: no such folder {gt}")
-    if isinstance(models, (str, Path)):
-        raise InputTypeError(f"models must be a sequence of stores; got one: {models!r}")
-    opened = open_stores(models)
+    opened = open_stores(models, name="models")
     classes = opened[0].classes
     m, c = len(opened), len(classes)
     stems, masks = _oof_stems(opened, gt)

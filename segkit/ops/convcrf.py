@@ -131,13 +131,6 @@ def convcrf_params(preset: str | None = None, **overrides: Any) -> ConvCrfParams
         final_softmax=bool(final_softmax))
 
 
-#: Former names of ConvCrfParams and convcrf_params, kept only while jobs/tune.py and
-#: jobs/crf.py (reworked on another branch, issue 21) still call them: removed when that
-#: branch is merged.
-CrfParams = ConvCrfParams
-crf_params = convcrf_params
-
-
 def convcrf(unary: Any, image: Any, *, preset: str | None = None, filter_size: int | None = None,
             blur: int | None = None, num_iter: int | None = None, pos_sdims: float | None = None,
             pos_compat: float | None = None, col_schan: float | None = None,
