@@ -65,6 +65,15 @@ def is_package(path: Path) -> bool:
     return path.name == "__init__.py"
 
 
+def from_module(node: ast.ImportFrom, here: str) -> str:
+    """The absolute module of ``from X import ...`` written in package `here`."""
+    if not node.level:
+        return node.module or ""
+    base = here.split(".")
+    base = base[:len(base) - (node.level - 1)]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
 def imports_of(name: str, source: str, package: bool, known: set[str]) -> list[Import]:
     """Every import in `source` (module `name`), function-level ones included, with relative
     imports resolved; ``from pkg import sub`` where ``pkg.sub`` is a module in `known` counts as
@@ -76,12 +85,7 @@ def imports_of(name: str, source: str, package: bool, known: set[str]) -> list[I
         if isinstance(node, ast.Import):
             found += [Import(a.name, None, node.lineno) for a in node.names]
         elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = here.split(".")
-                base = base[:len(base) - (node.level - 1)]
-                mod = ".".join(base + ([node.module] if node.module else []))
-            else:
-                mod = node.module or ""
+            mod = from_module(node, here)
             for a in node.names:
                 sub = f"{mod}.{a.name}"
                 if sub in known:
@@ -113,12 +117,7 @@ def module_aliases(source: str, name: str, package: bool, known: set[str]) -> di
                 if a.asname and a.name in known:
                     aliases[a.asname] = a.name
         elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = here.split(".")
-                base = base[:len(base) - (node.level - 1)]
-                mod = ".".join(base + ([node.module] if node.module else []))
-            else:
-                mod = node.module or ""
+            mod = from_module(node, here)
             for a in node.names:
                 if f"{mod}.{a.name}" in known:
                     aliases[a.asname or a.name] = f"{mod}.{a.name}"
