@@ -52,7 +52,7 @@ STAMP := $(VENV)/.segkit-installed
 CSRC := $(shell find csrc -type f 2>/dev/null | sort)
 PYTEST_ARGS ?=
 # segkit.mmseg's tests (datasets, transforms, hook, TTA, training, checkpoints, tools/train.py)
-MMSEG_TESTS ?= tests/test_mmseg.py tests/test_mmseg_train.py
+MMSEG_TESTS ?= tests/test_mmseg.py tests/test_mmseg_train.py tests/test_mmseg_crf.py
 BENCH_ARGS ?= --benchmark-min-rounds=5 --benchmark-max-time=1
 SUITES ?=
 # The interpreters CI uses beside $(PYTHON) (found under pyenv or on PATH)
