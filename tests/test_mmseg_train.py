@@ -63,6 +63,21 @@ def test_tiny_config_trains_two_iterations_and_validates(trained):
     assert list(meta["dataset_meta"]["classes"]) == list(sm.TrashDataset.METAINFO["classes"])
 
 
+def test_each_training_in_a_process_logs_into_its_own_folder(trained, data_root, tmp_path):
+    """mmengine hands back an existing visualizer of the same name, and mmseg's configs all
+    call it 'visualizer': without a name per run, this second training's loss log would go
+    into the first run's folder (the fixture's, trained earlier in this process)."""
+    work, _ = trained
+    before = sorted(work.glob("*/vis_data/scalars.json"))
+    second = tmp_path / "second"
+    sm.train(TINY, work_dir=second, data_root=data_root, fold=0,
+             cfg_options={"train_cfg.max_epochs": 1, "default_hooks.logger.interval": 1})
+    assert len(list(second.glob("*/vis_data/scalars.json"))) == 1
+    assert sorted(work.glob("*/vis_data/scalars.json")) == before
+    for path in before:
+        assert str(second) not in path.read_text()
+
+
 def test_checkpoint_reloads_weights_only(trained):
     from mmengine.config import Config
     from mmengine.runner import load_checkpoint

@@ -5,6 +5,7 @@ import copy
 import dataclasses
 import os
 import os.path as osp
+import uuid
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -108,6 +109,18 @@ def load_config(config: str | os.PathLike | Config, *, cfg_options: Mapping | Se
             else dict(cfg_options)
         cfg.merge_from_dict(opts)
     return cfg
+
+
+def unique_visualizer(cfg: Config) -> None:
+    """Give this run's visualizer a name of its own.
+
+    mmengine keeps one visualizer per name in the process and hands an existing one back, and
+    mmseg's configs name it ``'visualizer'``: a second training in the same process (the demo,
+    a notebook, a sweep) would get the first one's, whose folder is the first run's, and write
+    its loss curves (``vis_data/scalars.json``) there."""
+    vis = cfg.get("visualizer")
+    if isinstance(vis, dict):
+        vis["name"] = f"segkit_{uuid.uuid4().hex}"
 
 
 def check_pretrained(cfg: Config) -> str | None:
@@ -298,6 +311,7 @@ def train(config: str | os.PathLike | Config, *, work_dir: str | os.PathLike | N
     cfg.launcher = launcher
     if resume:
         cfg.resume = True
+    unique_visualizer(cfg)
     check_pretrained(cfg)
     own_group = setup_cpu_distributed(cfg) if launcher == "pytorch" else False
     try:
