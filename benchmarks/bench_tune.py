@@ -21,7 +21,7 @@ import pytest
 
 import segkit
 from segkit.io.masks import write_mask
-from segkit.jobs import tune as tn
+from segkit.jobs._tune_pixels import PixelReader, PixelSet, miou_of
 from segkit.ops.vote_confusion import confusion_of_pixels, stack_pixels
 from segkit.synthetic import oof_predictions
 
@@ -62,11 +62,11 @@ def data(tmp_path_factory):
 def pixels(data):
     specs, gt, stems = data
     masks = {s: str(gt / f"{s}.png") for s in stems}
-    reader = tn._Pixels(specs, masks, CLASSES, 255, float(np.exp(4.0) * 1.001))
+    reader = PixelReader(specs, masks, CLASSES, 255, float(np.exp(4.0) * 1.001))
     t = time.perf_counter()
     parts = [reader(s) for s in stems]
     read = time.perf_counter() - t
-    pix = tn.PixelSet.join(parts, MODELS, CLASSES)
+    pix = PixelSet.join(parts, MODELS, CLASSES)
     return pix, read
 
 
@@ -94,7 +94,7 @@ def test_candidate_kept_pixels(benchmark, pixels):
     _info(benchmark, "segkit tune candidate (kept pixels)", pix.kept)
     benchmark.extra_info["kept_fraction"] = pix.kept / pix.pixels
     benchmark.extra_info["read_and_compact_seconds_1_worker"] = read
-    benchmark(lambda: tn.miou_of(pix.confusion(W, B)))
+    benchmark(lambda: miou_of(pix.confusion(W, B)))
     print(f"\nkept {pix.kept:,} of {pix.pixels:,} pixels ({100 * pix.kept / pix.pixels:.1f}%); "
           f"reading + compaction {read:.1f} s on 1 worker")
 

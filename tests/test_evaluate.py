@@ -104,3 +104,18 @@ def test_masks_of_a_folder_by_stem(folders, tmp_path):
     with pytest.raises(PathNotFoundError, match=r"no annotation for 'sub\+x' under .*sub/x.png "
                                                 r"and sub\+x.png"):
         find_mask(gt_dir, "sub+x")
+
+
+def test_both_spellings_of_a_mask_are_refused_by_every_lookup(tmp_path):
+    """'dir/name.png' and 'dir+name.png' name one image: tune and evaluate (mask_index) and
+    the audit (find_mask) refuse the pair alike instead of each picking its own."""
+    from segkit.errors import InputError
+    from segkit.jobs._stores import find_mask, mask_index
+
+    write_mask(tmp_path / "batch_01" / "0002.png", np.zeros((2, 2), np.uint8))
+    assert mask_index(tmp_path) == {"batch_01+0002": tmp_path / "batch_01" / "0002.png"}
+    assert find_mask(tmp_path, "batch_01+0002") == tmp_path / "batch_01" / "0002.png"
+    write_mask(tmp_path / "batch_01+0002.png", np.ones((2, 2), np.uint8))
+    for lookup in (lambda: mask_index(tmp_path), lambda: find_mask(tmp_path, "batch_01+0002")):
+        with pytest.raises(InputError, match="two masks for image 'batch_01\\+0002'"):
+            lookup()

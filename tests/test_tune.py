@@ -432,11 +432,41 @@ def test_the_crf_fit_needs_torch(oof, tmp_path, monkeypatch):
     import sys
 
     root, specs, *_ = oof
+    from segkit.jobs import tune as tune_job
+
     monkeypatch.setitem(sys.modules, "torch", None)
     monkeypatch.setitem(sys.modules, "segkit.torch", None)
+
+    def no_reading(*args, **kwargs):  # the refusal comes before any image is read
+        raise AssertionError("tune read images before finding that torch is missing")
+
+    monkeypatch.setattr(tune_job, "map_items", no_reading)
     with pytest.raises(segkit.errors.UnavailableError, match=r"pip install 'segkit\[mmseg\]'"):
         segkit.tune(specs, root / "gt", tmp_path / "x", images=root / "images",
                     search="weights,crf", budget=2, workers=1, progress=False, log=None, **FIT)
+
+
+def test_the_crf_fit_leaves_the_callers_torch_random_state_alone(oof, tmp_path):
+    import torch
+
+    root, specs, *_ = oof
+    torch.manual_seed(1234)
+    expected = torch.rand(3)
+    torch.manual_seed(1234)
+    segkit.tune(specs, root / "gt", tmp_path / "t", images=root / "images",
+                search="weights,crf", budget=2, seed=3, workers=1, progress=False, log=None,
+                **FIT)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_masks_with_nothing_to_count_are_refused(oof, tmp_path):
+    root, specs, labels, probs, stems = oof
+    gt = tmp_path / "ignored"
+    for stem, lab in zip(stems, labels):
+        write_mask(gt / f"{stem}.png", np.full(lab.shape, 255, np.uint8))
+    with pytest.raises(segkit.errors.InputError, match="no pixel to count"):
+        segkit.tune(specs, gt, tmp_path / "t", budget=2, workers=1, progress=False, log=None)
+    assert not (tmp_path / "t" / "tuned.json").exists()
 
 
 def test_refit_is_reported_apart_from_the_written_setting(oof, tmp_path):
@@ -461,6 +491,8 @@ def test_tune_errors_are_clear(oof, tmp_path):
         segkit.tune(specs, root / "gt", tmp_path / "x", search="weights,magic", log=None)
     with pytest.raises(ValueError, match="budget must be an integer >= 1"):
         segkit.tune(specs, root / "gt", tmp_path / "x", budget=0, log=None)
+    with pytest.raises(ValueError, match="seed must be an integer >= 0; got -1"):
+        segkit.tune(specs, root / "gt", tmp_path / "x", seed=-1, log=None)
     other = segkit.ConfidenceStore.create(tmp_path / "other", ["a", "b"])
     with pytest.raises(segkit.StoreError, match="same classes"):
         segkit.tune([specs[0], other.root], root / "gt", tmp_path / "x", log=None)

@@ -36,7 +36,7 @@ EPILOG = """Examples:
               help="Fraction of the OOF images held out (seeded), never seen by the search.")
 @click.option("--budget", type=click.IntRange(min=1), default=200, show_default=True,
               help="Weight/bias candidates per search (a --refit gets as many again).")
-@click.option("--seed", type=int, default=0, show_default=True,
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seeds the hold-out, the search order and the CRF fit.")
 @click.option("--bias-bound", type=click.FloatRange(0, 20, min_open=True), default=2.0,
               show_default=True, help="Biases stay within +-this.")

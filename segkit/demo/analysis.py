@@ -44,7 +44,7 @@ class AnalysisStages:
     # ---- tune ----------------------------------------------------------------------------
     def stage_tune(self) -> dict:
         """`segkit tune` with the CRF fitted by gradient: demo-sized fit (crops of the whole
-        64x64 image, 400 steps of 4, about 6 s on 2 cores)."""
+        64x64 image, 400 steps of 4: 4.4 s on 2 idle cores)."""
         small = self.p.train_images < 40
         res = segkit.tune(self.oof_specs(), self.data / "masks", self.path("tuned"),
                           images=self.data / "images", search="weights,bias,crf",

@@ -82,10 +82,23 @@ class StoreReader:
 
 def mask_index(folder: str | Path) -> dict[str, Path]:
     """Label PNGs below `folder`, keyed by their relative path without suffix, with folders
-    joined by '+' (so nested 'dir/name' and flattened 'dir+name' files match)."""
+    joined by '+' (so nested 'dir/name' and flattened 'dir+name' files match); InputError when
+    both spellings of one stem are there."""
     folder = Path(folder)
-    return {"+".join(p.relative_to(folder).with_suffix("").parts): p
-            for p in sorted(folder.rglob("*.png")) if not p.name.startswith(".")}
+    index: dict[str, Path] = {}
+    for p in sorted(folder.rglob("*.png")):
+        if p.name.startswith("."):
+            continue
+        stem = "+".join(p.relative_to(folder).with_suffix("").parts)
+        if stem in index:
+            raise _both(stem, index[stem], p)
+        index[stem] = p
+    return index
+
+
+def _both(stem: str, a: Path, b: Path) -> InputError:
+    return InputError(f"two masks for image {stem!r}: {a} and {b} (a nested 'dir/name.png' and "
+                      "a flattened 'dir+name.png' name the same image); keep one")
 
 
 def mask_of(stem: str, path: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -117,14 +130,16 @@ def image_of(stem: str, folder: str, shape: tuple[int, ...]) -> np.ndarray:
 def find_mask(folder: str | Path, stem: str) -> Path:
     """The annotation of image `stem` in `folder`: ``dir/name.png`` for stem ``dir+name``, else
     ``<stem>.png`` (one lookup, no listing of the folder, as :func:`mask_index` pairs them);
-    PathNotFoundError naming both otherwise."""
+    PathNotFoundError naming both when neither is there, InputError when both are."""
     from ..errors import PathNotFoundError
     from ..io.names import unflatten_name
 
     folder = Path(folder)
     nested = unflatten_name(stem, suffix=".png")
-    for candidate in (folder / nested, folder / f"{stem}.png"):
-        if candidate.is_file():
-            return candidate
+    found = [c for c in (folder / nested, folder / f"{stem}.png") if c.is_file()]
+    if len(found) == 2 and found[0] != found[1]:
+        raise _both(stem, *found)
+    if found:
+        return found[0]
     raise PathNotFoundError(f"no annotation for {stem!r} under {folder} (looked for {nested} "
                             f"and {stem}.png)")

@@ -6,8 +6,8 @@ images and the masks. Each step takes a seeded mini-batch of random crops and mi
 cross-entropy of the CRF's scores plus the tuned bias against the masks (ignore_index left
 out) with Adam; the CRF is :class:`segkit.torch.ConvCRF` (``trainable=True``) with the
 "convcrf" preset's configuration (filter 11 on a 4x blurred grid, 5 iterations: the cheapest of
-the presets, 16x fewer cells than blur 1, and the fit then starts exactly at the "convcrf"
-candidate, so the two differ only by what was learned) on probabilities. It learns the
+the presets, 16x fewer cells than blur 1, and the fit then starts at the "convcrf"
+candidate's parameters, so the two differ only by what was learned) on probabilities. It learns the
 per-class message weight (kept >= 0), both compatibilities and both bandwidths. The loss
 divides the scores by a learnt temperature (argmax, which is what is applied, does not change
 with it): ConvCRF's messages are unnormalised and its scores overconfident, and without it
@@ -87,6 +87,15 @@ class _FitImage:
                 np.ascontiguousarray(image.transpose(2, 0, 1), np.float32), target)
 
 
+def require_torch() -> None:
+    """MissingPackageError unless torch imports (checked before tune reads anything)."""
+    try:
+        import torch  # noqa: F401
+    except ImportError as exc:
+        raise MissingPackageError("search 'crf' fits the CRF with torch: pip install "
+                                  f"'segkit[mmseg]' (or torch >= 2.1); {exc}") from exc
+
+
 def fit_crf(reader: PixelReader, images: str, stems: Sequence[str], weights, bias, *,
             seed: int, options: FitOptions, workers: int, engine: str,
             say: Callable[[str], Any]) -> tuple[dict, dict]:
@@ -94,14 +103,12 @@ def fit_crf(reader: PixelReader, images: str, stems: Sequence[str], weights, bia
 
     Returns (the fitted CRF setting, a record: its settings, images, loss history, seconds).
     """
-    try:
-        import torch
-        import torch.nn.functional as F
+    require_torch()
+    import torch
+    import torch.nn.functional as F
 
-        from ..torch import ConvCRF
-    except ImportError as exc:
-        raise MissingPackageError("search 'crf' fits the CRF with torch: pip install "
-                                  f"'segkit[mmseg]' (or torch >= 2.1); {exc}") from exc
+    from ..torch import ConvCRF
+
     t0 = time.perf_counter()
     c = reader.num_classes
     rng = np.random.default_rng([int(seed), 19])  # its own stream: the search is unchanged
@@ -111,7 +118,6 @@ def fit_crf(reader: PixelReader, images: str, stems: Sequence[str], weights, bia
                   workers=min(workers, len(subset)), engine=engine, desc="tune: crf fit",
                   unit="image", progress=False), key=lambda r: r[0])]
     crop = min([options.crop] + [d[2].shape[0] for d in data] + [d[2].shape[1] for d in data])
-    torch.manual_seed(int(seed))
     base = crf_setting("convcrf")
     crf = ConvCRF(trainable=True, num_classes=c, **base)
     # the loss sees the scores divided by a learnt temperature: argmax (what is applied) does

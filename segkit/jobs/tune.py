@@ -43,7 +43,7 @@ import numpy as np
 from ..errors import InputError, PathNotFoundError
 from ..io.store import common_stems, open_stores, store_identity
 from ._stores import StoreReader, mask_index
-from ._tune_crf import CANDIDATES, crf_candidates, fit_crf, fit_options
+from ._tune_crf import CANDIDATES, crf_candidates, fit_crf, fit_options, require_torch
 from ._tune_pixels import PixelReader, PixelSet, miou_of, scores_dict, setting_confusions
 from ._tune_report import TuneResult, fmt_miou, plot
 from ._tune_search import CoordinateSearch
@@ -70,8 +70,8 @@ def _check_numbers(holdout, budget, seed, bias_bound) -> None:
         raise InputError(f"holdout must be a fraction in (0, 1); got {holdout!r}")
     if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or budget < 1:
         raise InputError(f"budget must be an integer >= 1; got {budget!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise InputError(f"seed must be an integer; got {seed!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise InputError(f"seed must be an integer >= 0; got {seed!r}")
     if not isinstance(bias_bound, (int, float)) or not 0 < bias_bound <= 20:
         raise InputError(f"bias_bound must be in (0, 20]; got {bias_bound!r}")
 
@@ -165,6 +165,8 @@ def tune(models: Sequence[Any], gt: str | Path, out: str | Path, *,
     workers = check_engine(engine, workers)
     if "crf" in search and images is None:
         raise InputError("search 'crf' needs the images: pass images=<folder> (--images)")
+    if "crf" in search:
+        require_torch()
     if images is not None and not Path(images).is_dir():
         raise PathNotFoundError(f"images folder {images} does not exist")
     if not Path(gt).is_dir():
@@ -193,6 +195,9 @@ def tune(models: Sequence[Any], gt: str | Path, out: str | Path, *,
     pix_search = PixelSet.join([r for r in parts if r[0] not in hold_set], m, c)
     pix_hold = PixelSet.join([r for r in parts if r[0] in hold_set], m, c) if refit else None
     del parts
+    if pix_search.pixels == 0:
+        raise InputError(f"the {len(search_stems)} search images have no pixel to count: every "
+                         f"mask pixel is ignore_index ({ignore_index}) or outside the images")
     say(f"    read in {t_read:.1f} s: {pix_search.kept:,} of {pix_search.pixels:,} search "
         f"pixels can change label ({100 * pix_search.kept / max(pix_search.pixels, 1):.1f}%; "
         f"kept in memory, {pix_search.kept * m * c * 2 / 2**20:,.0f} MiB)")
@@ -237,6 +242,9 @@ def tune(models: Sequence[Any], gt: str | Path, out: str | Path, *,
             reader, None if images is None else str(images), hold_stems,
             list(measured.values()), workers=workers, engine=engine, progress=progress,
             desc="tune: hold-out")))
+        if not cms["equal"].any():
+            raise InputError(f"the {n_hold} held-out images have no pixel to count: every mask "
+                             f"pixel is ignore_index ({ignore_index}); nothing is written")
         scored = {k[4:]: scores_dict(cms[k], classes) for k in measured if k.startswith("crf:")}
         crf_name = max(scored, key=lambda k: (scored[k]["miou"], -CANDIDATES.index(k)))
         crf = candidates[crf_name]
