@@ -219,3 +219,134 @@ def test_tuned_setting_and_bias_are_applied(dataset):
     res = CliRunner().invoke(main, ["crf", str(root / "store"), str(root / "images"), "--out",
                                     str(root / "y"), "--tuned", str(root / "t"), "--blur", "2"])
     assert res.exit_code != 0 and "either tuned or blur" in res.output
+
+
+# ---- the setting that made the labels (crf_settings.json) ---------------------------------------
+def _tuned_labels(store, stem, image, crf, bias=None):
+    from segkit.jobs import settings as st
+
+    return st.setting_labels(np.asarray(store.read(stem)), None, st.check_crf(crf), image,
+                             None if bias is None else np.asarray(bias))
+
+
+def test_resume_refuses_labels_of_another_setting(dataset):
+    """A rerun into an out folder made with another preset, override, bias or tuned setting is
+    refused (it would skip every image and report a setting that made none of them); the same
+    setting resumes; resume=False recomputes every image, equal to a fresh run."""
+    from segkit.errors import InputError
+
+    root, images, _ = dataset
+    out, store = root / "out", ConfidenceStore(root / "store")
+    first = crf_job(root / "store", root / "images", out, num_iter=2, workers=1, progress=False)
+    saved = json.loads((out / "crf_settings.json").read_text())
+    assert saved["setting"] == first["setting"] and saved["setting"]["num_iter"] == 2
+    assert (saved["bias"], saved["unary_kind"], saved["tuned"]) == (None, "probs", None)
+    pngs = {p.name: p.read_bytes() for p in out.glob("*.png")}
+    report = (out / "crf_report.json").read_text()
+    with pytest.raises(InputError, match=r"another CRF setting \(setting num_iter: 2, now 3\); "
+                                         r".*another out folder \(--out\).*resume=False"):
+        crf_job(root / "store", root / "images", out, num_iter=3, workers=1, progress=False)
+    with pytest.raises(InputError, match=r"setting blur: 4, now 1; setting filter_size: 11, now "
+                                         r"5; setting num_iter: 2, now 200; unary_kind: 'probs',"
+                                         r" now 'logits'"):
+        crf_job(root / "store", root / "images", out, preset="seed", workers=1, progress=False)
+    # refused before anything was written
+    assert {p.name: p.read_bytes() for p in out.glob("*.png")} == pngs
+    assert (out / "crf_report.json").read_text() == report
+    same = crf_job(root / "store", root / "images", out, num_iter=2, workers=1, progress=False)
+    assert (same["refined"], same["skipped"]) == (0, N)
+    with pytest.raises(InputError, match=r"\(setting num_iter: 2, now 5; tuned: none, now "
+                                         r"\(dict\) \(sha256 \w+\)\)"):
+        crf_job(root / "store", root / "images", out, workers=1, progress=False,
+                tuned={"weights": [1.0], "classes": store.classes, "crf": "convcrf"})
+    # a folder of an earlier version (no crf_settings.json): its report names the setting
+    (out / "crf_settings.json").unlink()
+    with pytest.raises(InputError, match="setting num_iter: 2, now 5"):
+        crf_job(root / "store", root / "images", out, workers=1, progress=False)
+
+    # tuned settings: a preset name in the dict, then the same with a bias
+    classes = store.classes
+    plain = {"weights": [1.0], "classes": classes, "crf": "convcrf"}
+    biased = dict(plain, bias=[2.5, 0, 0, 0, -1])
+    tuned_out = root / "tuned_out"
+    rep = crf_job(root / "store", root / "images", tuned_out, tuned=plain, workers=1,
+                  progress=False)
+    assert rep["refined"] == N and plain["crf"] == "convcrf"  # the caller's dict is untouched
+    for stem in store.stems():
+        np.testing.assert_array_equal(read_mask(tuned_out / f"{stem}.png"), _tuned_labels(
+            store, stem, images[int(stem[-4:])], "convcrf"))
+    assert json.loads((tuned_out / "crf_settings.json").read_text())["tuned"]["path"] == "(dict)"
+    with pytest.raises(InputError, match=r"bias: None, now \[2.5, 0.0, 0.0, 0.0, -1.0\]; tuned: "
+                                         r"\(dict\) \(sha256 \w+\), now \(dict\)"):
+        crf_job(root / "store", root / "images", tuned_out, tuned=biased, workers=1,
+                progress=False)
+    again = crf_job(root / "store", root / "images", tuned_out, tuned=plain, workers=1,
+                    progress=False)
+    assert (again["refined"], again["skipped"]) == (0, N)
+    # resume=False: every image recomputed with the new setting, as a fresh run makes them
+    redo = crf_job(root / "store", root / "images", tuned_out, tuned=biased, resume=False,
+                   workers=1, progress=False)
+    assert (redo["refined"], redo["skipped"]) == (N, 0) and redo["bias"] == biased["bias"]
+    crf_job(root / "store", root / "images", root / "fresh", tuned=biased, workers=1,
+            progress=False)
+    changed = 0
+    for stem in store.stems():
+        got = read_mask(tuned_out / f"{stem}.png")
+        np.testing.assert_array_equal(got, read_mask(root / "fresh" / f"{stem}.png"))
+        np.testing.assert_array_equal(got, _tuned_labels(
+            store, stem, images[int(stem[-4:])], "convcrf", biased["bias"]))
+        changed += int((got != _tuned_labels(store, stem, images[int(stem[-4:])],
+                                             "convcrf")).sum())
+    assert changed > 0  # the bias changes labels: the test sees a recompute
+    assert json.loads((tuned_out / "crf_settings.json").read_text())["bias"] == biased["bias"]
+    resumed = crf_job(root / "store", root / "images", tuned_out, tuned=biased, workers=1,
+                      progress=False)
+    assert (resumed["refined"], resumed["skipped"]) == (0, N)
+
+
+def test_resume_false_drops_the_other_settings_labels_first(dataset, monkeypatch):
+    """An interrupted resume=False run over another setting's labels leaves none of them for
+    a resumed run to trust."""
+    import segkit.jobs.crf as crf_mod
+
+    root, images, _ = dataset
+    out = root / "out"
+    crf_job(root / "store", root / "images", out, num_iter=2, workers=1, progress=False)
+    stems = ConfidenceStore(root / "store").stems()
+    real = crf_mod.run_one
+
+    def crash_after_first(task):
+        if task.stem != stems[0]:
+            raise RuntimeError("interrupted")
+        return real(task)
+
+    monkeypatch.setattr(crf_mod, "run_one", crash_after_first)
+    with pytest.raises(Exception, match="interrupted"):
+        crf_job(root / "store", root / "images", out, num_iter=3, resume=False, workers=1,
+                progress=False)
+    monkeypatch.setattr(crf_mod, "run_one", real)
+    assert sorted(p.stem for p in out.glob("*.png")) == stems[:1]
+    resumed = crf_job(root / "store", root / "images", out, num_iter=3, workers=1,
+                      progress=False)
+    assert (resumed["refined"], resumed["skipped"]) == (N - 1, 1)
+
+
+def test_a_bad_tuned_dict_is_refused_before_any_image(dataset):
+    from segkit.errors import InputError
+    from segkit.jobs import settings as st
+
+    root, _, _ = dataset
+    good = {"weights": [1.0], "classes": [f"c{i}" for i in range(C)], "crf": "seed"}
+    cases = [(dict(good, crf="dense"), r"tuned \(dict\): crf preset must be one of .*'dense'"),
+             (dict(good, bias=[0.1, 0.2]), r"tuned \(dict\): bias must hold one number per "
+                                           r"class \(5\)"),
+             (dict(good, crf=dict(st.crf_setting("convcrf"), weight=[0.2, 0.3])),
+              r"tuned \(dict\): crf weight has 2 values for 5 classes"),
+             (dict(good, crf={"size": 3}), r"tuned \(dict\): crf has unknown keys \['size'\]"),
+             (dict(good, weights=[-1.0]), r"tuned \(dict\): weights\[0\] is -1"),
+             ({"crf": "seed"}, r"tuned \(dict\): not a segkit tuned setting")]
+    for doc, message in cases:
+        with pytest.raises(InputError, match=message):
+            crf_job(root / "store", root / "images", root / "bad", tuned=doc, workers=1,
+                    progress=False)
+        assert not (root / "bad").exists()

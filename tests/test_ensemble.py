@@ -317,3 +317,49 @@ def test_fold_store_sets_vote_like_whole_stores(stores, tmp_path):
                                        f"{tmp_path / 'm1_fold0'},{tmp_path / 'm0_fold0'}",
                                        "--out", str(tmp_path / "bad")])
     assert result.exit_code != 0 and "disjoint" in result.output
+
+
+# ---- a tuned setting given as a dict is checked as a tuned.json is ----------------------------
+def test_a_bad_tuned_dict_is_refused_before_any_image(stores, tmp_path):
+    from segkit.errors import InputError
+    from segkit.jobs import settings as st
+
+    images = tmp_path / "images"
+    _write_images(images)
+    good = {"weights": [1, 1, 1], "classes": CLASSES, "bias": None, "crf": None}
+    cases = [(dict(good, crf="dense"), r"tuned \(dict\): crf preset must be one of .*'dense'"),
+             (dict(good, bias=[0.1, 0.2]), r"tuned \(dict\): bias must hold one number per "
+                                           r"class \(5\)"),
+             (dict(good, crf=dict(st.crf_setting("convcrf"), weight=[0.2] * 3)),
+              r"tuned \(dict\): crf weight has 3 values for 5 classes"),
+             (dict(good, crf={"size": 3}), r"tuned \(dict\): crf has unknown keys \['size'\]"),
+             (dict(good, weights=[1, -1, 1]), r"tuned \(dict\): weights\[1\] is -1"),
+             (dict(good, classes="bg"), r"tuned \(dict\): classes must be a list"),
+             ({"weights": [1, 1, 1]}, r"tuned \(dict\): not a segkit tuned setting")]
+    for i, (doc, message) in enumerate(cases):
+        out = tmp_path / f"o{i}"
+        with pytest.raises(InputError, match=message):
+            segkit.ensemble(stores, None, out, tuned=doc, images=images, workers=1,
+                            progress=False)
+        assert not out.exists()
+
+
+def test_a_tuned_dict_may_name_a_crf_preset(stores, tmp_path):
+    from segkit.jobs import settings as st
+
+    images = tmp_path / "images"
+    _write_images(images)
+    bias = [0.3, 0, -0.2, 0, 0.1]
+    tuned = {"weights": [1, 2, 1], "classes": CLASSES, "bias": bias, "crf": "convcrf"}
+    out = tmp_path / "out"
+    segkit.ensemble(stores, None, out, tuned=tuned, images=images, workers=1, progress=False)
+    assert tuned["crf"] == "convcrf"  # the caller's dict is untouched
+    crf = st.crf_setting("convcrf")
+    assert json.loads((out / "ensemble.json").read_text())["crf_setting"] == crf
+    for stem in STEMS[:3]:
+        _, mean = segkit.soft_vote([segkit.ConfidenceStore(r).read(stem) for r in stores],
+                                   [1, 2, 1], return_probs=True)
+        image = np.asarray(Image.open(images / unflatten_name(stem, ".png")).convert("RGB"))
+        np.testing.assert_array_equal(read_mask(out / "labels" / f"{stem}.png"),
+                                      st.setting_labels(mean, None, crf, image,
+                                                        np.asarray(bias)))

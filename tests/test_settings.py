@@ -118,3 +118,37 @@ def test_tuned_json_round_trip_and_checks(tmp_path):
     path.write_text("{")
     with pytest.raises(ValueError, match="unreadable"):
         st.load_tuned(path)
+
+
+def test_check_tuned_is_the_one_check_of_a_tuned_setting(tmp_path):
+    """check_tuned: what load_tuned does to a file's contents, for a dict a caller gives."""
+    from segkit.errors import InputError
+
+    doc = {"weights": [1, 3], "classes": ["a", "b", "c"], "bias": np.array([0.1, 0, -0.2]),
+           "crf": "convcrf", "note": "kept"}
+    out = st.check_tuned(doc)
+    assert out["crf"] == st.crf_setting("convcrf") and doc["crf"] == "convcrf"  # a copy
+    assert out["weights"] == [1.0, 3.0] and out["bias"] == [0.1, 0.0, -0.2]
+    assert out["note"] == "kept" and st.check_tuned(dict(doc, bias=None))["bias"] is None
+    conv = st.crf_setting("convcrf")
+    for bad, message in [
+            (dict(doc, weights=[1, -1]), r"where: weights\[1\] is -1"),
+            (dict(doc, weights=3), "where: weights must be a list of numbers"),
+            (dict(doc, bias=[0.1, 0]), r"where: bias must hold one number per class \(3\)"),
+            (dict(doc, crf="dense"), "where: crf preset must be one of"),
+            (dict(doc, crf=dict(conv, weight=[0.2, 0.3])),
+             "where: crf weight has 2 values for 3 classes"),
+            (dict(doc, crf=dict(conv, blur=3)), "where: .*blur must be 1 or even"),
+            (dict(doc, classes=["a"]), "where: classes must be a list of at least 2"),
+            ({"weights": [1]}, "where: not a segkit tuned setting"),
+            ([1, 2], "where: not a segkit tuned setting")]:
+        with pytest.raises(InputError, match=message):
+            st.check_tuned(bad, "where")
+    # load_tuned runs it on the file: the message names the file
+    path = tmp_path / "tuned.json"
+    path.write_text(json.dumps({"weights": [1], "classes": ["a", "b"], "crf": "seed",
+                                "bias": [0, 1, 2]}))
+    with pytest.raises(InputError, match=rf"{path}: bias must hold one number per class \(2\)"):
+        st.load_tuned(tmp_path)
+    path.write_text(json.dumps({"weights": [1], "classes": ["a", "b"], "crf": "seed"}))
+    assert st.load_tuned(tmp_path)["crf"] == st.recipe_crf()

@@ -5,9 +5,16 @@ store of the refined probabilities.
 One item per image through :func:`segkit.jobs.engine.map_items` (local process pool or Ray),
 with a progress bar. Every output is written atomically; a resumed run checks the outputs it
 finds (readable, the unary's shape) and recomputes only what is missing or broken.
+
+The out folder keeps the setting that made its labels in ``crf_settings.json`` (the CRF
+setting, the bias, the unary kind and the tuned setting's identity), written before any
+image: a resumed run with another setting is refused rather than mixed, and ``resume=False``
+removes the other setting's labels, rewrites the file and recomputes every image.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,12 +22,16 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataError, InputError
 from ..io import atomic
 from ..io.images import IMAGE_SUFFIXES, ImageLookupError, list_images  # noqa: F401
 from .engine import map_items
 
 REPORT = "crf_report.json"
+#: The setting that made the labels of an out folder (checked by a resumed run).
+SETTINGS = "crf_settings.json"
+#: The keys of SETTINGS that must match for a run to resume.
+SETTING_KEYS = ("setting", "bias", "unary_kind", "tuned")
 
 
 class CrfJobError(DataError):
@@ -169,7 +180,8 @@ def crf_job(unaries: str | Path, images: str | Path, out: str | Path, *,
         ('batch_01_vt/0002.jpg' -> 'batch_01_vt+0002').
     out : folder
         ``<stem>.png`` label maps (palette PNG; 16-bit for more than 256 classes) and
-        ``crf_report.json``.
+        ``crf_report.json``, and ``crf_settings.json``: the setting that made the labels
+        (written before any image; a resumed run with another setting is refused).
     preset : {"convcrf", "seed"}, default "convcrf"
         The CRF setting (:data:`segkit.CRF_PRESETS`); further keyword arguments
         (``filter_size=7``, ``num_iter=10``, ...) override single values.
@@ -180,9 +192,15 @@ def crf_job(unaries: str | Path, images: str | Path, out: str | Path, *,
         Also write the refined probabilities (softmax of the CRF scores) as a confidence store.
     workers, engine : see :func:`segkit.jobs.engine.map_items` ("local" or "ray").
     backend : the ConvCRF backend in each worker ("auto": the fastest CPU backend).
-    resume : skip images whose outputs exist and check out (default); False recomputes all.
+    resume : bool
+        Skip images whose outputs exist and check out (default), if `out` holds labels of the
+        same setting (CRF setting, bias, unary kind, tuned setting; ``crf_settings.json``);
+        another setting is refused with an :class:`~segkit.errors.InputError` naming what
+        differs. False recomputes every image (the labels of another setting are removed
+        first, so an interrupted run resumes safely).
     tuned : path or dict, optional
-        A ``tuned.json`` of :func:`segkit.tune` (or its folder, or the loaded dict): its CRF
+        A ``tuned.json`` of :func:`segkit.tune` (or its folder, or the loaded dict, checked as
+        a file is by :func:`segkit.jobs.settings.check_tuned`): its CRF
         setting (a preset or a fitted CRF) and its per-class bias (added to the CRF scores)
         are applied, exactly as ``segkit ensemble --tuned`` does after the soft vote
         (``segkit.jobs.settings.setting_labels``). The unaries must be the averaged
@@ -206,9 +224,9 @@ def crf_job(unaries: str | Path, images: str | Path, out: str | Path, *,
     files, classes, is_store = unary_files(unaries)
     if not files:
         raise CrfJobError(f"{unaries}: no .npy unaries found")
-    setting = bias = None
+    setting = bias = identity = None
     if tuned is not None:
-        setting, bias = _tuned_crf(tuned, classes, preset, unary_kind, overrides)
+        setting, bias, identity = _tuned_crf(tuned, classes, preset, unary_kind, overrides)
     by_stem = index_images(images)
     missing = [s for s in files if s not in by_stem]
     if missing:
@@ -222,6 +240,10 @@ def crf_job(unaries: str | Path, images: str | Path, out: str | Path, *,
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     atomic.remove_temporaries(out)
+    applied = setting if setting is not None else checked.__dict__
+    _check_settings(out, {"setting": applied, "bias": None if bias is None else list(bias),
+                          "unary_kind": applied.get("unary_kind"), "tuned": identity},
+                    resume, list(files))
     store_root = None
     if store_out is not None:
         from ..io.store import ConfidenceStore
@@ -264,30 +286,99 @@ def crf_job(unaries: str | Path, images: str | Path, out: str | Path, *,
 
 
 def _tuned_crf(tuned: Any, classes: list[str] | None, preset, unary_kind,
-               overrides: dict) -> tuple[dict, tuple | None]:
-    """(CRF setting, bias) of a tuned.json, checked against the unaries' classes."""
-    from ..errors import InputError
-    from .settings import check_crf, load_tuned
+               overrides: dict) -> tuple[dict, tuple | None, dict]:
+    """(CRF setting, bias, identity) of a tuned.json or dict, checked against the unaries'
+    classes; the identity (the file and a digest of its setting) goes into SETTINGS."""
+    from .settings import TUNED, check_tuned, load_tuned
 
     given = [k for k, v in (("preset", preset), ("unary_kind", unary_kind), *overrides.items())
              if v is not None]
     if given:
         raise InputError(f"give either tuned or {', '.join(given)}: the tuned setting holds "
                          "the whole CRF")
-    doc = dict(tuned) if isinstance(tuned, dict) else load_tuned(tuned)
-    if isinstance(tuned, dict):  # checked as load_tuned checks a file
-        from ..ops.vote_confusion import check_bias
-
-        doc["crf"] = check_crf(doc.get("crf"), len(doc.get("classes") or []) or None)
-        if doc.get("bias") is not None:
-            check_bias(doc["bias"], len(doc.get("classes") or doc["bias"]))
+    if isinstance(tuned, dict):
+        doc, where = check_tuned(tuned, "tuned (dict)"), "(dict)"
+    else:
+        doc = load_tuned(tuned)
+        where = str((Path(tuned) / TUNED if Path(tuned).is_dir() else Path(tuned)).resolve())
     if doc.get("crf") is None:
         raise InputError(f"tuned {'(dict)' if isinstance(tuned, dict) else tuned} has no CRF "
                          f"(crf_name {doc.get('crf_name', 'off')!r}): nothing for segkit crf "
                          "to apply; segkit ensemble --tuned applies its weights and bias")
-    if classes is not None and doc.get("classes") is not None and \
-            list(doc["classes"]) != list(classes):
+    if classes is not None and list(doc["classes"]) != list(classes):
         raise CrfJobError(f"tuned was made for classes {doc['classes']}, but the unaries hold "
                           f"{classes}")
+    core = {k: doc.get(k) for k in ("weights", "bias", "crf", "classes")}
+    digest = hashlib.sha256(json.dumps(core, sort_keys=True).encode()).hexdigest()
     bias = doc.get("bias")
-    return doc["crf"], None if bias is None else tuple(float(b) for b in bias)
+    return (doc["crf"], None if bias is None else tuple(float(b) for b in bias),
+            {"path": where, "sha256": digest})
+
+
+def _recorded(out: Path, resume: bool) -> dict | None:
+    """The setting `out`'s labels were made with: SETTINGS, or for a folder of an earlier
+    version the setting and bias in its report; None if unknown."""
+    path = out / SETTINGS
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text())
+            if not isinstance(old, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as exc:
+            if not resume:
+                return None
+            raise CrfJobError(f"{path}: unreadable ({exc}); remove it, or use resume=False "
+                              "(--no-resume) to recompute every image") from exc
+        return old
+    report = out / REPORT
+    if report.is_file():
+        try:
+            old = json.loads(report.read_text())
+        except ValueError:
+            return None
+        if isinstance(old, dict) and isinstance(old.get("setting"), dict):
+            return {"setting": old["setting"], "bias": old.get("bias")}
+    return None
+
+
+def _differences(old: dict, new: dict) -> list[str]:
+    """What differs between a recorded setting and this run's, for the message."""
+    diffs = []
+    for key in SETTING_KEYS:
+        if key not in old:
+            continue
+        was, now = old[key], new[key]
+        if key == "setting" and isinstance(was, dict) and isinstance(now, dict):
+            common = [k for k in sorted(was) if k in now and k != "unary_kind"]
+            found = [f"setting {k}: {was[k]!r}, now {now[k]!r}" for k in common
+                     if was[k] != now[k]]
+            if not found and set(was) != set(now):  # a tuned setting and a preset's
+                found = [f"setting keys {sorted(set(was) ^ set(now))} (only in one of them)"]
+            diffs += found
+        elif key == "tuned":
+            if (was or {}).get("sha256") != (now or {}).get("sha256"):
+                def name(t):
+                    return "none" if not t else f"{t.get('path')} (sha256 " \
+                        f"{str(t.get('sha256'))[:12]})"
+                diffs.append(f"tuned: {name(was)}, now {name(now)}")
+        elif was != now:
+            diffs.append(f"{key}: {was!r}, now {now!r}")
+    return diffs
+
+
+def _check_settings(out: Path, record: dict, resume: bool, stems: list[str]) -> None:
+    """Refuse to resume into labels of another setting; with resume=False remove those labels
+    (they would be recomputed anyway, and a resumed run must not trust them); then write
+    SETTINGS, before any image."""
+    record = json.loads(json.dumps(record))  # as it reads back
+    old = _recorded(out, resume)
+    diffs = None if old is None else _differences(old, record)
+    if resume and diffs:
+        raise InputError(f"out {out} holds labels made with another CRF setting "
+                         f"({'; '.join(diffs)}); to keep them use another out folder (--out), "
+                         "or pass resume=False (--no-resume) to recompute every image with "
+                         "this setting")
+    if not resume and (old is None or diffs):
+        for stem in stems:
+            (out / f"{stem}.png").unlink(missing_ok=True)
+    atomic.write_json(out / SETTINGS, record)

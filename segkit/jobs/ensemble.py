@@ -196,7 +196,9 @@ def ensemble(stores: Sequence[ConfidenceStore | str | Path], weights: Sequence[f
         A ``tuned.json`` of :func:`segkit.tune` (or its folder, or the loaded dict): its
         weights (one per store, the stores in the order they were tuned), per-class bias
         (labels = argmax_c log mean_c + b_c) and ConvCRF setting (then `images` is required)
-        replace `weights` and `crf`, which must then be None.
+        replace `weights` and `crf`, which must then be None. A dict is checked as a file is
+        (:func:`segkit.jobs.settings.check_tuned`, before any image; its ``crf`` may name a
+        preset).
 
     Returns
     -------
@@ -208,12 +210,13 @@ def ensemble(stores: Sequence[ConfidenceStore | str | Path], weights: Sequence[f
     opened = open_stores(stores)
     bias = crf_setting = None
     if tuned is not None:
-        from .settings import load_tuned
+        from .settings import check_tuned, load_tuned
 
         if weights is not None or crf is not None:
             raise InputError("give either tuned or weights/crf: the tuned setting holds the "
                              "weights, bias and CRF")
-        doc = tuned if isinstance(tuned, dict) else load_tuned(tuned)
+        doc = (check_tuned(tuned, "tuned (dict)") if isinstance(tuned, dict)
+               else load_tuned(tuned))
         if len(doc["weights"]) != len(opened):
             raise InputError(f"tuned has {len(doc['weights'])} weights for {len(opened)} stores: "
                              "pass the test stores of the tuned models, in the same order")

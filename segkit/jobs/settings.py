@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError, PathNotFoundError
+from ..errors import InputError, PathNotFoundError, SegkitError
 from ..io import atomic
 from ..ops.soft_vote import check_weights
 from ..ops.vote_confusion import bias_scale, check_bias
@@ -255,6 +255,64 @@ def setting_scale(bias: Any, num_classes: int) -> np.ndarray | None:
     return None if bias is None else bias_scale(np.asarray(bias, np.float64), num_classes)
 
 
+def check_tuned(doc: Any, where: str = "tuned") -> dict:
+    """A tuned setting (the contents of a tuned.json, or the dict a caller passes as
+    ``tuned=``) checked, with its CRF preset name, if any, turned into its CRF setting.
+
+    The one check of a tuned setting: :func:`load_tuned` runs it on a file's contents, and
+    ``segkit.ensemble`` / ``segkit.crf_job`` on a dict they are given, so a bad value is
+    refused before any image is processed.
+
+    Parameters
+    ----------
+    doc : dict
+        Holds ``weights`` (one >= 0 per model), ``classes`` (the class names), and optionally
+        ``bias`` (one finite number per class, or None) and ``crf`` (a CRF setting, a preset
+        name, or None; a fitted setting's ``weight`` has one value per class).
+    where : str
+        What `doc` is (a path, "tuned (dict)"), named in the messages.
+
+    Returns
+    -------
+    dict
+        A copy of `doc` with ``weights`` and ``bias`` as lists of floats, ``classes`` as a
+        list and ``crf`` checked (:func:`check_crf`).
+
+    Raises
+    ------
+    InputError, InputTypeError
+        Naming `where`, the field and the bad value.
+
+    Examples
+    --------
+    >>> from segkit.jobs.settings import check_tuned
+    >>> doc = check_tuned({"weights": [1, 1], "classes": ["a", "b"], "crf": "seed"})
+    >>> doc["crf"]["num_iter"], doc["weights"], doc["bias"]
+    (200, [1.0, 1.0], None)
+    """
+    if not isinstance(doc, dict) or "weights" not in doc or "classes" not in doc:
+        got = sorted(doc) if isinstance(doc, dict) else type(doc).__name__
+        raise InputError(f"{where}: not a segkit tuned setting (a dict with weights and "
+                         f"classes, as `segkit tune` writes); got {got}")
+    classes = doc["classes"]
+    if isinstance(classes, (str, bytes)) or not isinstance(classes, (list, tuple)) or \
+            len(classes) < 2 or not all(isinstance(c, str) for c in classes):
+        raise InputError(f"{where}: classes must be a list of at least 2 class names; got "
+                         f"{classes!r}")
+    weights = doc["weights"]
+    if isinstance(weights, (str, bytes)) or not isinstance(weights, (list, tuple, np.ndarray)):
+        raise InputError(f"{where}: weights must be a list of numbers, one per model; got "
+                         f"{weights!r}")
+    try:
+        check_weights(weights, len(weights))
+        bias = check_bias(doc.get("bias"), len(classes))
+        crf = check_crf(doc.get("crf"), len(classes))
+    except SegkitError as exc:
+        raise type(exc)(f"{where}: {exc}") from None
+    return {**doc, "weights": [float(w) for w in weights], "classes": list(classes),
+            "bias": None if bias is None else [float(b) for b in bias], "crf": crf}
+
+
 def load_tuned(path: str | Path) -> dict:
     """Read and check a tuned.json (or the folder holding one).
 
@@ -266,8 +324,8 @@ def load_tuned(path: str | Path) -> dict:
     Returns
     -------
     dict
-        The document, with ``weights`` (one per model), ``bias`` (one per class or None) and
-        ``crf`` (a CRF setting or None) checked.
+        The document, checked by :func:`check_tuned`: ``weights`` (one per model), ``bias``
+        (one per class or None) and ``crf`` (a CRF setting or None).
 
     Raises
     ------
@@ -282,12 +340,7 @@ def load_tuned(path: str | Path) -> dict:
         doc = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise InputError(f"{path}: unreadable ({exc})") from exc
-    if not isinstance(doc, dict) or "weights" not in doc or "classes" not in doc:
-        raise InputError(f"{path}: not a segkit tuned.json (no weights/classes)")
-    check_weights(doc["weights"], len(doc["weights"]))
-    check_bias(doc.get("bias"), len(doc["classes"]))
-    doc["crf"] = check_crf(doc.get("crf"), len(doc["classes"]))
-    return doc
+    return check_tuned(doc, str(path))
 
 
 def write_tuned(out: str | Path, doc: dict) -> Path:
