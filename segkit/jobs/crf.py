@@ -195,7 +195,7 @@ def crf_job(unaries: str | Path, images: str | Path, out: str | Path, *,
     resume : bool
         Skip images whose outputs exist and check out (default), if `out` holds labels of the
         same setting (CRF setting, bias, unary kind, tuned setting; ``crf_settings.json``);
-        another setting is refused with an :class:`~segkit.errors.InputError` naming what
+        another setting is refused with an ``InputError`` naming what
         differs. False recomputes every image (the labels of another setting are removed
         first, so an interrupted run resumes safely).
     tuned : path or dict, optional
@@ -321,15 +321,17 @@ def _recorded(out: Path, resume: bool) -> dict | None:
     path = out / SETTINGS
     if path.is_file():
         try:
-            old = json.loads(path.read_text())
-            if not isinstance(old, dict):
-                raise ValueError("not a JSON object")
+            old, why = json.loads(path.read_text()), None
         except ValueError as exc:
-            if not resume:
-                return None
-            raise CrfJobError(f"{path}: unreadable ({exc}); remove it, or use resume=False "
-                              "(--no-resume) to recompute every image") from exc
-        return old
+            old, why = None, str(exc)
+        if why is None and not isinstance(old, dict):
+            why = "not a JSON object"
+        if why is None:
+            return old
+        if not resume:
+            return None
+        raise CrfJobError(f"{path}: unreadable ({why}); remove it, or use resume=False "
+                          "(--no-resume) to recompute every image")
     report = out / REPORT
     if report.is_file():
         try:

@@ -21,7 +21,7 @@ recipe used: equal weights, no bias, the "seed" CRF (:func:`recipe_crf`).
 
 A setting is applied to one image by :func:`setting_labels` (NumPy only, no torch): a
 fitted CRF setting runs the fused C++ forward that takes per-class weights
-(:func:`segkit.ops.convcrf_grad.forward`), or :func:`segkit.convcrf` when its weights are
+(``segkit.ops.convcrf_grad.forward``), or :func:`segkit.convcrf` when its weights are
 all equal.
 """
 from __future__ import annotations
@@ -171,7 +171,7 @@ def crf_scores(mean: np.ndarray, image: np.ndarray, crf: dict) -> np.ndarray:
     image : array (H, W, 3)
         The RGB image, uint8 (0-255).
     crf : dict
-        A CRF setting (a fitted one runs :func:`segkit.ops.convcrf_grad.forward` on the
+        A CRF setting (a fitted one runs ``segkit.ops.convcrf_grad.forward`` on the
         probabilities floored at :data:`PROB_FLOOR`, unless its weights are all equal).
 
     Returns
@@ -218,7 +218,7 @@ def setting_labels(mean: np.ndarray, scale: np.ndarray | None, crf: dict | None,
     mean : array (C, H, W) float32
         The soft vote's averaged probabilities under the setting's weights.
     scale : array (C,) or None
-        ``exp(bias)`` (:func:`segkit.ops.vote_confusion.bias_scale`), for the path without a
+        ``exp(bias)`` (``segkit.ops.vote_confusion.bias_scale``), for the path without a
         CRF.
     crf : dict or None
         A CRF setting (:func:`check_crf`).
