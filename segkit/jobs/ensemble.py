@@ -127,15 +127,13 @@ class _VoteImage:
                                   backend=self.backend)
         labels, mean = result if need_mean else (result, None)
         if tuned:
-            from .settings import setting_labels
-            from ..ops.vote_confusion import bias_scale
+            from .settings import setting_labels, setting_scale
 
             bias = None if self.bias is None else np.asarray(self.bias, np.float64)
             image = (None if self.crf_setting is None
                      else image_of(stem, self.images, labels.shape))
-            labels = setting_labels(mean, None if bias is None else
-                                    bias_scale(bias, self.num_classes), self.crf_setting,
-                                    image, bias).astype(labels.dtype)
+            labels = setting_labels(mean, setting_scale(bias, self.num_classes),
+                                    self.crf_setting, image, bias).astype(labels.dtype)
         elif self.crf is not None:
             image = image_of(stem, self.images, labels.shape)
             labels = np.asarray(convcrf_labels(

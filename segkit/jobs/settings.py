@@ -361,8 +361,6 @@ def write_tuned(out: str | Path, doc: dict) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     doc = {"format": FORMAT, "version": VERSION, **doc}
-    check_weights(doc["weights"], len(doc["weights"]))
-    check_bias(doc.get("bias"), len(doc["classes"]))
-    check_crf(doc.get("crf"), len(doc["classes"]))
+    check_tuned(doc, str(out / TUNED))  # what load_tuned will check, before writing
     atomic.write_json(out / TUNED, doc)
     return out / TUNED
