@@ -31,6 +31,7 @@ COMMANDS = {
     "crf": ("crf", "ConvCRF post-processing: unaries + images -> label PNGs."),
     "audit": ("audit", "Find wrong annotation pixels from out-of-fold stores (confident learning)."),
     "tune": ("tune", "Ensemble weights, per-class bias and ConvCRF tuned on OOF predictions."),
+    "recipe": ("recipe", "The whole recipe on your dataset: init, run, status (resumable)."),
 }
 
 

@@ -1,0 +1,206 @@
+"""`segkit recipe run` and `segkit recipe status`: the stages in order, each skipped when its
+record matches (see :mod:`segkit.recipe.state`), then report.json and the report page."""
+from __future__ import annotations
+
+import datetime
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import SegkitError
+from ..io.atomic import write_json
+from ..jobs._memory import item_peak
+from .dataset import inspect_dataset, read_classes
+from .settings import RECIPE_FILE, Recipe, load_recipe
+from .stage import Context, Stage
+from .stages_analysis import (Audit, Ensembles, Evaluate, Submission, Tune,
+                              tune_table_with_test)
+from .stages_data import Folds, Masks, Resample
+from .stages_models import OOF, Retrain, Test, Train
+from .state import Ledger, digest, made_identities, why_stale
+
+STAGES: tuple[Stage, ...] = (Masks(), Resample(), Folds(), Train(), OOF(), Test(), Tune(),
+                             Audit(), Retrain(), Ensembles(), Submission(), Evaluate())
+STAGE_NAMES = tuple(s.name for s in STAGES) + ("report",)
+
+
+class StageError(SegkitError, RuntimeError):
+    """A stage failed; the message names it (what it made before is kept)."""
+
+
+def write_report(folder, report, *, log=None):
+    try:
+        from .report import write_report as write
+    except ImportError:  # TEMPORARY: until segkit/recipe/report.py lands
+        from ._standin import write_report as write
+    return write(folder, report, log=log)
+
+
+def check_dataset(folder: Path, recipe: Recipe):
+    """The checks of init, again at the start of a run (before any training)."""
+    ds = recipe.dataset
+    ctx_path = lambda v: None if not v else (Path(v) if Path(v).is_absolute()  # noqa: E731
+                                             else folder / v)
+    classes = read_classes(ctx_path(ds.classes_file))
+    return inspect_dataset(ctx_path(ds.images), masks=ctx_path(ds.masks),
+                           coco=ctx_path(ds.coco), ignore_index=ds.ignore_index,
+                           classes=classes, test_images=ctx_path(ds.test_images),
+                           test_masks=ctx_path(ds.test_masks))
+
+
+def plan(ctx: Context, ledger: Ledger) -> list[dict]:
+    """Each stage with what it reads now, its key, its last record and why it is stale."""
+    keys: dict[str, str] = {}
+    out = []
+    for stage in STAGES:
+        note = stage.active(ctx)
+        now = {"settings": stage.reads(ctx), "inputs": stage.inputs(ctx),
+               "upstream": {u: keys[u] for u in stage.after}}
+        keys[stage.name] = digest(now) if note is None else digest({"inactive": note})
+        record = ledger.read(stage.name)
+        reasons = [] if note is not None else why_stale(record, now, ctx.folder)
+        out.append({"stage": stage, "now": now, "key": keys[stage.name], "record": record,
+                    "note": note, "reasons": reasons})
+    return out
+
+
+def run_recipe(folder: str | Path, *, engine: str | None = None, progress: bool = True,
+               log: Callable[[str], Any] | None = print, hooks: dict | None = None) -> dict:
+    """Run every stage of the recipe in `folder` that is not done; returns report.json's dict.
+
+    Parameters
+    ----------
+    folder : path
+        A recipe folder (``segkit recipe init`` wrote its recipe.toml).
+    engine : {"local", "ray"}, optional
+        Where the trainings run (default: the recipe's ``train.engine``).
+    progress : bool
+        The jobs' progress bars.
+    log : callable or None
+        Where the stage lines go.
+    hooks : dict, optional
+        Test seams: ``"after_training": f(run_name)`` is called after each training.
+
+    Returns
+    -------
+    dict
+        The report (also in ``folder/report.json``, rendered into ``folder/report/``).
+    """
+    folder = Path(folder)
+    log = log or (lambda line: None)
+    recipe = load_recipe(folder)
+    summary = check_dataset(folder, recipe)
+    ctx = Context(folder, recipe, log=log, progress=progress, engine=engine, hooks=hooks)
+    ledger = Ledger(folder)
+    states: dict[str, dict] = {}
+    steps = plan(ctx, ledger)
+    t_all = time.perf_counter()
+    for i, item in enumerate(steps, 1):
+        stage, record = item["stage"], item["record"]
+        head = f"[{i}/{len(steps) + 1}] {stage.name}"
+        if item["note"] is not None:
+            states[stage.name] = {"state": "skipped", "seconds": 0.0, "peak_rss_mb": None,
+                                  "note": item["note"]}
+            ledger.write(stage.name, {"key": item["key"], "state": "skipped",
+                                      "note": item["note"]})
+            log(f"{head}: skipped ({item['note']})")
+            continue
+        if not item["reasons"]:
+            ctx.results[stage.name] = record.get("result", {})
+            states[stage.name] = {"state": "reused", "seconds": record.get("seconds", 0.0),
+                                  "peak_rss_mb": record.get("peak_rss_mb"),
+                                  "note": "done before; inputs and settings unchanged"}
+            log(f"{head}: done before (unchanged)")
+            continue
+        last = f"; last run {record['seconds']:.0f} s" if record and "seconds" in record else ""
+        est = stage.estimate(ctx)
+        log(f"{head} ({'; '.join(item['reasons'][:3])}{'; ' + est if est else ''}{last})")
+        ledger.forget(stage.name)
+        t0 = time.perf_counter()
+        try:
+            with item_peak() as mem:
+                result = stage.run(ctx)
+        except SegkitError as exc:
+            raise StageError(f"stage '{stage.name}' failed: {exc}") from exc
+        seconds = round(time.perf_counter() - t0, 2)
+        peak = round(mem["peak_rss"] / 2 ** 20, 1) if mem.get("peak_rss") else None
+        ctx.results[stage.name] = result
+        ledger.write(stage.name, {
+            "key": item["key"], "state": "ran", **item["now"],
+            "made": made_identities(folder, stage.made(ctx)), "result": result,
+            "seconds": seconds, "peak_rss_mb": peak,
+            "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                timespec="seconds")})
+        states[stage.name] = {"state": "ran", "seconds": seconds, "peak_rss_mb": peak,
+                              "note": "; ".join(item["reasons"][:3])}
+        log(f"    ({seconds:.1f} s; {time.perf_counter() - t_all:.0f} s so far)")
+    t0 = time.perf_counter()
+    report = build_report(ctx, summary, states)
+    report["stages"]["report"] = {"state": "ran", "seconds": 0.0, "peak_rss_mb": None,
+                                  "note": "report.json and report/"}
+    write_json(folder / "report.json", report, indent=1, default=str)
+    paths = write_report(folder / "report", report, log=None)
+    report["stages"]["report"]["seconds"] = round(time.perf_counter() - t0, 2)
+    write_json(folder / "report.json", report, indent=1, default=str)
+    log(f"[{len(steps) + 1}/{len(steps) + 1}] report: {folder / 'report.json'}, "
+        f"{paths.get('html', folder / 'report' / 'index.html')}")
+    return report
+
+
+def build_report(ctx: Context, summary, states: dict) -> dict:
+    """report.json's dict from the stages' results (docs/formats.md has the schema)."""
+    r = ctx.results
+    dataset = summary.to_report(ctx.classes, ctx.recipe.dataset.ignore_index,
+                                ctx.has_test_masks)
+    if "masks" in r:
+        dataset["class_pixels"] = r["masks"]["class_pixels"]
+        dataset["ignored_pixels"] = r["masks"]["ignored_pixels"]
+    report: dict = {
+        "recipe": {"dir": str(ctx.folder), "file": RECIPE_FILE, "preset": ctx.recipe.preset,
+                   "settings": ctx.recipe.to_dict()},
+        "dataset": dataset, "stages": states}
+    if "resample" in r:
+        report["resample"] = r["resample"]
+    if "folds" in r:
+        report["folds"] = r["folds"]
+    runs = {**r.get("train", {}).get("runs", {}), **r.get("retrain", {}).get("runs", {})}
+    if runs:
+        report["models"] = {k: {f: v[f] for f in ("model", "variant", "fold", "seed",
+                                                  "val_mIoU", "curve", "seconds")}
+                            for k, v in runs.items()}
+    if r.get("oof", {}).get("score"):
+        report["oof"] = r["oof"]["score"]
+    test = r.get("evaluate")
+    if "tune" in r:
+        report["tune"] = {**r["tune"], "table": tune_table_with_test(
+            r["tune"], (test or {}).get("steps", {}))}
+    if "audit" in r:
+        report["audit"] = {k: v for k, v in r["audit"].items() if k != "fixed_pixels"}
+    if test:
+        report["test"] = test
+    if "submission" in r:
+        report["submission"] = r["submission"]
+    report["pictures"] = {}
+    return report
+
+
+def recipe_status(folder: str | Path) -> list[dict]:
+    """Per stage: ``{"stage", "state": "done" | "stale" | "missing" | "skipped", "why"}``."""
+    folder = Path(folder)
+    recipe = load_recipe(folder)
+    ctx = Context(folder, recipe, log=lambda line: None, progress=False)
+    rows = []
+    for item in plan(ctx, Ledger(folder)):
+        name, record = item["stage"].name, item["record"]
+        if item["note"] is not None:
+            rows.append({"stage": name, "state": "skipped", "why": [item["note"]]})
+        elif record is None:
+            rows.append({"stage": name, "state": "missing", "why": ["never ran"]})
+        elif item["reasons"]:
+            rows.append({"stage": name, "state": "stale", "why": item["reasons"]})
+        else:
+            rows.append({"stage": name, "state": "done", "why": []})
+    report = folder / "report.json"
+    rows.append({"stage": "report", "state": "done" if report.is_file() else "missing",
+                 "why": [] if report.is_file() else ["never written"]})
+    return rows

@@ -1,0 +1,184 @@
+"""The data stages: masks (from COCO, or the user's PNGs normalised), resample, folds."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+import segkit
+
+from ..io.atomic import remove_temporaries
+from ..io.masks import read_mask, write_mask
+from ..palette import palette_for
+from .dataset import mask_files
+from .stage import INTERNAL_IGNORE, Context, Stage, file_inputs, settings_of
+
+
+def link(target: Path, at: Path) -> None:
+    """`at` becomes a symbolic link to `target` (replacing an older link, atomically)."""
+    at.parent.mkdir(parents=True, exist_ok=True)
+    if at.is_symlink() and Path(os.readlink(at)) == target:
+        return
+    tmp = at.with_name(f".{at.name}.link-{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(target, target_is_directory=True)
+    os.replace(tmp, at)
+
+
+def normalise_masks(src: Path, dst: Path, ignore: int, num_classes: int) -> dict:
+    """Copy the user's masks into `dst` under their image stems, the ignore value mapped to
+    255; files already holding exactly that are left as they are. Returns pixel counts."""
+    dst.mkdir(parents=True, exist_ok=True)
+    remove_temporaries(dst)
+    palette = palette_for(num_classes)
+    counts = np.zeros(256, np.int64)
+    files = mask_files(src)
+    for stem, path in files.items():
+        labels = read_mask(path)
+        if ignore != INTERNAL_IGNORE:
+            labels = np.where(labels == ignore, INTERNAL_IGNORE, labels).astype(labels.dtype)
+        counts += np.bincount(labels.ravel().astype(np.int64), minlength=256)[:256]
+        out = dst / f"{stem}.png"
+        if out.is_file() and np.array_equal(read_mask(out), labels):
+            continue
+        write_mask(out, labels.astype(np.uint8), palette)
+    for old in dst.glob("*.png"):
+        if old.stem not in files:
+            old.unlink()
+    return {"masks": len(files), "class_pixels": counts[:num_classes].tolist(),
+            "ignored_pixels": int(counts[INTERNAL_IGNORE])}
+
+
+def count_pixels(folder: Path, num_classes: int) -> dict:
+    counts = np.zeros(256, np.int64)
+    files = mask_files(folder)
+    for path in files.values():
+        counts += np.bincount(read_mask(path).ravel().astype(np.int64), minlength=256)[:256]
+    return {"masks": len(files), "class_pixels": counts[:num_classes].tolist(),
+            "ignored_pixels": int(counts[INTERNAL_IGNORE])}
+
+
+class Masks(Stage):
+    name = "masks"
+
+    def reads(self, ctx: Context) -> dict:
+        return settings_of(ctx.recipe, "dataset.images", "dataset.masks", "dataset.coco",
+                           "dataset.test_images", "dataset.test_masks", "dataset.ignore_index",
+                           "dataset.classes_file")
+
+    def inputs(self, ctx: Context) -> dict:
+        ds = ctx.recipe.dataset
+        return file_inputs(ctx, masks=ds.masks, coco=ds.coco, test_masks=ds.test_masks,
+                           classes_file=ds.classes_file)
+
+    def made(self, ctx: Context) -> list[str]:
+        return ["data/masks"] + (["data/test_masks"] if ctx.has_test_masks else [])
+
+    def run(self, ctx: Context) -> dict:
+        ds, data = ctx.recipe.dataset, ctx.data
+        link(ctx.user(ds.images).resolve(), data / "images")
+        if ctx.has_test:
+            link(ctx.user(ds.test_images).resolve(), data / "test_images")
+        if ds.coco:
+            segkit.coco_to_masks(ctx.user(ds.coco), data / "masks", flatten=True,
+                                 palette="auto", progress=ctx.progress, log=None)
+            res = count_pixels(data / "masks", ctx.num_classes)
+            res["source"] = "coco"
+        else:
+            res = normalise_masks(ctx.user(ds.masks), data / "masks", ds.ignore_index,
+                                  ctx.num_classes)
+            res["source"] = "masks"
+        if ctx.has_test_masks:
+            normalise_masks(ctx.user(ds.test_masks), data / "test_masks", ds.ignore_index,
+                            ctx.num_classes)
+        mapped = f", void value {ds.ignore_index} stored as 255" \
+            if ds.ignore_index != INTERNAL_IGNORE else ""
+        ctx.log(f"    {res['masks']} masks in data/masks{mapped}")
+        return res
+
+
+class Resample(Stage):
+    name = "resample"
+    after = ("masks",)
+
+    def active(self, ctx: Context) -> str | None:
+        return None if ctx.recipe.prepare.resample else "prepare.resample = false"
+
+    def reads(self, ctx: Context) -> dict:
+        return settings_of(ctx.recipe, "prepare.resample", "prepare.size", "prepare.ties")
+
+    def made(self, ctx: Context) -> list[str]:
+        return ["data/masks_resampled"]
+
+    def run(self, ctx: Context) -> dict:
+        p = ctx.recipe.prepare
+        rep = segkit.resample(ctx.data / "masks", ctx.data / "masks_resampled", size=p.size,
+                              ties=p.ties, ignore_index=INTERNAL_IGNORE, progress=ctx.progress,
+                              log=None)
+        ctx.log(f"    {rep['changed']} pixels changed ({100 * rep['changed_fraction']:.2f}%), "
+                f"void pixels kept")
+        return {"changed_pixels": int(rep["changed"]),
+                "changed_share": float(rep["changed_fraction"]),
+                "ignore_index": ctx.recipe.dataset.ignore_index}
+
+
+class Folds(Stage):
+    name = "folds"
+    after = ("masks",)
+
+    def reads(self, ctx: Context) -> dict:
+        return settings_of(ctx.recipe, "folds.k", "folds.seed")
+
+    def made(self, ctx: Context) -> list[str]:
+        return ["data/splits"]
+
+    def run(self, ctx: Context) -> dict:
+        f, ds = ctx.recipe.folds, ctx.recipe.dataset
+        out = ctx.data / "splits"
+        if ds.coco:
+            res = segkit.kfold(ctx.user(ds.coco), k=f.k, seed=f.seed, out=out, flatten=True,
+                               log=None)
+            sizes = [len(v) for v in res.folds]
+        else:
+            sizes = mask_folds(ctx.data / "masks", f.k, f.seed, out, ctx.num_classes)
+        ctx.log(f"    {f.k} folds of {', '.join(map(str, sizes))} validation images")
+        return {"k": f.k, "val_sizes": sizes}
+
+
+def mask_folds(masks: Path, k: int, seed: int, out: Path, num_classes: int) -> list[int]:
+    """k folds over a mask folder balanced by per-image class presence.
+
+    TEMPORARY: RECIPE-SUPPORT's kfold over masks (segkit.jobs.kfold) replaces this once it
+    lands. Greedy: images with the rarest classes first, each to the fold that lacks their
+    classes most (ties: the smallest fold, then seeded order)."""
+    from ..io.atomic import write_text
+
+    files = mask_files(masks)
+    stems = sorted(files)
+    if k > len(stems):
+        raise segkit.errors.InputError(f"folds.k = {k}: more folds than the {len(stems)} images")
+    present = np.zeros((len(stems), num_classes), bool)
+    for i, s in enumerate(stems):
+        v = np.unique(read_mask(files[s]))
+        present[i, v[v < num_classes]] = True
+    rng = np.random.default_rng(seed)
+    freq = present.sum(0)
+    rarity = np.where(present, 1.0 / np.maximum(freq, 1), 0).max(1)
+    order = np.lexsort((rng.random(len(stems)), -rarity))
+    have = np.zeros((k, num_classes))
+    size = np.zeros(k, int)
+    fold_of = np.zeros(len(stems), int)
+    target = freq / k
+    for i in order:
+        need = ((target - have) * present[i]).sum(1)
+        best = np.lexsort((rng.random(k), size, -need))[0]
+        fold_of[i] = best
+        have[best] += present[i]
+        size[best] += 1
+    for j in range(k):
+        val = [s for s, f in zip(stems, fold_of) if f == j]
+        train = [s for s, f in zip(stems, fold_of) if f != j]
+        write_text(out / f"fold{j}" / "val.txt", "\n".join(val) + "\n")
+        write_text(out / f"fold{j}" / "train.txt", "\n".join(train) + "\n")
+    return size.tolist()

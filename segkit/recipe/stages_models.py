@@ -1,0 +1,278 @@
+"""The model stages: train (models x folds x variants x seeds), out-of-fold inference, test
+inference (a run's k fold models averaged into one test store), and the retraining on the
+audit's fixed masks."""
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+import segkit
+
+from ..io.atomic import write_json
+from .stage import Context, Stage, config_inputs, settings_of
+
+
+def trainings_api():
+    """(TrainTask, run_trainings) of recipe.trainings (RECIPE-SUPPORT), or the stand-in."""
+    try:
+        from .trainings import TrainTask, run_trainings
+    except ImportError:  # TEMPORARY: until segkit/recipe/trainings.py lands
+        from ._standin import TrainTask, run_trainings
+    return TrainTask, run_trainings
+
+
+def train_variants(ctx: Context, fixed: bool) -> list[str]:
+    return [v for v in ctx.recipe.train.variants if (v == "fixed") == fixed]
+
+
+def tasks_for(ctx: Context, variants: list[str]) -> list:
+    TrainTask, _ = trainings_api()
+    tasks = []
+    for m in ctx.recipe.models:
+        for v in variants:
+            for s in ctx.recipe.train.seeds:
+                for f in range(ctx.recipe.folds.k):
+                    name = ctx.run_name(m.name, v, s, f)
+                    pretrained = "none" if m.pretrained in ("", "none") else \
+                        str(ctx.user(m.pretrained))
+                    tasks.append(TrainTask(
+                        name=name, config=str(ctx.user(m.config)),
+                        work_dir=str(ctx.path("work", name)), data_root=str(ctx.data),
+                        fold=f, train_masks=ctx.variant_masks(v), val_masks="masks",
+                        classes_file=str(ctx.classes_file), seed=s, epochs=m.epochs,
+                        ignore_index=255,
+                        cfg_options=(("train_dataloader.batch_size", m.batch_size),),
+                        pretrained=pretrained))
+    return tasks
+
+
+def train(ctx: Context, variants: list[str]) -> dict:
+    _, run_trainings = trainings_api()
+    tasks = tasks_for(ctx, variants)
+    hook = ctx.hooks.get("after_training")
+    results = {}
+    for task in tasks:  # one call per task: the test seam can stop a run between trainings
+        results.update(run_trainings([task], engine=ctx.engine,
+                                     gpus_per_task=ctx.recipe.train.gpus_per_task or None,
+                                     progress=ctx.progress, log=ctx.log))
+        if hook:
+            hook(task.name)
+    out = {}
+    for t in tasks:
+        r = results[t.name]
+        model, rest = t.name.split(f"_{_variant_of(t.name)}_", 1)
+        out[t.name] = {"model": model, "variant": _variant_of(t.name), "fold": t.fold,
+                       "seed": t.seed, "val_mIoU": r["val_mIoU"], "curve": r["curve"],
+                       "seconds": r["seconds"], "checkpoint": r["checkpoint"],
+                       "reused": bool(r.get("reused"))}
+    reused = sum(r["reused"] for r in out.values())
+    ctx.log(f"    {len(out)} trainings ({reused} reused from an earlier run)")
+    return {"runs": out}
+
+
+def _variant_of(name: str) -> str:
+    for v in ("original", "resampled", "fixed"):
+        if f"_{v}_s" in name:
+            return v
+    raise ValueError(name)
+
+
+class Train(Stage):
+    name = "train"
+    after = ("masks", "resample", "folds")
+
+    def active(self, ctx: Context) -> str | None:
+        if not ctx.recipe.models:
+            return "no [[models]]"
+        return None if train_variants(ctx, False) else "only the fixed variant is trained"
+
+    def reads(self, ctx: Context) -> dict:
+        return settings_of(ctx.recipe, "models", "train.variants", "train.seeds")
+
+    def inputs(self, ctx: Context) -> dict:
+        return config_inputs(ctx)
+
+    def made(self, ctx: Context) -> list[str]:
+        return [f"work/{t.name}/result.json" for t in tasks_for(ctx, train_variants(ctx, False))]
+
+    def estimate(self, ctx: Context) -> str:
+        n = len(tasks_for(ctx, train_variants(ctx, False)))
+        return f"{n} trainings"
+
+    def run(self, ctx: Context) -> dict:
+        return train(ctx, train_variants(ctx, False))
+
+
+def infer_store(ctx: Context, run: dict, config: str, images: Path, out: Path,
+                split: Path | None = None) -> None:
+    """A store of `run`'s checkpoint; a store made by another checkpoint is removed first
+    (item-level resume never mixes two models)."""
+    from .. import mmseg as smm
+
+    source = out.with_name(out.name + ".source.json")
+    ident = {"checkpoint": run["checkpoint"], "split": str(split) if split else None,
+             "tta": ctx.recipe.infer.tta}
+    if source.is_file() and json.loads(source.read_text()) != ident:
+        shutil.rmtree(out, ignore_errors=True)
+    elif not source.is_file():
+        shutil.rmtree(out, ignore_errors=True)
+    write_json(source, ident)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        smm.infer(config, run["checkpoint"], images, out, tta=ctx.recipe.infer.tta, workers=0,
+                  progress=False, model_name=out.name, batch_size=ctx.recipe.infer.batch_size,
+                  split=split)
+
+
+def mean_store(name: Path, roots: list[Path]) -> None:
+    """The mean of fold models' test stores (one store per run)."""
+    parts = [segkit.ConfidenceStore(r) for r in roots]
+    shutil.rmtree(name, ignore_errors=True)
+    out = segkit.ConfidenceStore.create(name, parts[0].classes,
+                                        model=f"{name.name} (mean of its fold models)")
+    for stem in parts[0].stems():
+        mean = sum(p.read(stem).astype(np.float32) for p in parts) / len(parts)
+        out.write(stem, mean)
+
+
+def _runs(ctx: Context) -> dict:
+    runs = dict(ctx.results.get("train", {}).get("runs", {}))
+    runs.update(ctx.results.get("retrain", {}).get("runs", {}))
+    return runs
+
+
+def _config(ctx: Context, model: str) -> str:
+    return str(ctx.user(next(m.config for m in ctx.recipe.models if m.name == model)))
+
+
+class OOF(Stage):
+    name = "oof"
+    after = ("train",)
+
+    def active(self, ctx: Context) -> str | None:
+        return None if ctx.recipe.models else "no [[models]]"
+
+    def reads(self, ctx: Context) -> dict:
+        return settings_of(ctx.recipe, "infer.tta", "infer.batch_size",
+                           "train.ensemble_variant")
+
+    def made(self, ctx: Context) -> list[str]:
+        return [f"stores/{ctx.run_name(m, v, s, f)}" for m, v, s in ctx.members()
+                for f in range(ctx.recipe.folds.k)]
+
+    def run(self, ctx: Context) -> dict:
+        runs = _runs(ctx)
+        for m, v, s in ctx.members():
+            for f in range(ctx.recipe.folds.k):
+                name = ctx.run_name(m, v, s, f)
+                infer_store(ctx, runs[name], _config(ctx, m), ctx.data / "images",
+                            ctx.path("stores", name),
+                            split=ctx.data / "splits" / f"fold{f}" / "val.txt")
+        ctx.log(f"    {len(ctx.members())} ensemble member(s): each fold model on its own "
+                "validation fold")
+        score = oof_score(ctx)
+        ctx.log(f"    out-of-fold mIoU of the members' equal vote: {score['miou']:.3f}")
+        return {"stores": len(ctx.members()) * ctx.recipe.folds.k, "score": score}
+
+
+def oof_score(ctx: Context) -> dict:
+    """Out-of-fold mIoU and per-class IoU of the ensemble members' equal vote (every image
+    predicted by the fold model that did not train on it)."""
+    from ..io.masks import read_mask
+    from ..ops.confusion import iou_scores
+
+    c = ctx.num_classes
+    members = [[segkit.ConfidenceStore(p) for p in spec.split(",")]
+               for spec in ctx.oof_specs()]
+    cm = np.zeros((c, c), np.int64)
+    for stores in members[:1]:
+        for fold_store in stores:
+            for stem in fold_store.stems():
+                mean = sum(next(s for s in m if stem in s).read(stem)
+                           .astype(np.float32) for m in members)
+                truth = read_mask(ctx.data / "masks" / f"{stem}.png").astype(np.int64)
+                keep = truth < c
+                pred = mean.argmax(0)
+                cm += np.bincount(truth[keep] * c + pred[keep],
+                                  minlength=c * c).reshape(c, c)
+    sc = iou_scores(cm)
+    return {"miou": float(sc["miou"]),
+            "iou": [None if not np.isfinite(v) else float(v) for v in sc["iou"]]}
+
+
+def test_runs(ctx: Context, fixed: bool) -> list[tuple[str, str, int]]:
+    """(model, variant, seed) whose test stores are made: every trained variant when test
+    masks exist (the ablation), else only the ensemble's."""
+    variants = train_variants(ctx, fixed)
+    if not ctx.has_test_masks:
+        variants = [v for v in variants if v == ctx.recipe.train.ensemble_variant]
+    return [(m.name, v, s) for m in ctx.recipe.models for v in variants
+            for s in ctx.recipe.train.seeds]
+
+
+def infer_test(ctx: Context, fixed: bool) -> dict:
+    runs = _runs(ctx)
+    made = []
+    for m, v, s in test_runs(ctx, fixed):
+        folds = []
+        for f in range(ctx.recipe.folds.k):
+            name = ctx.run_name(m, v, s, f)
+            infer_store(ctx, runs[name], _config(ctx, m), ctx.data / "test_images",
+                        ctx.path("stores", name + "_test"))
+            folds.append(ctx.path("stores", name + "_test"))
+        mean_store(ctx.path("stores", ctx.run_name(m, v, s) + "_test"), folds)
+        made.append(ctx.run_name(m, v, s))
+    return {"stores": made}
+
+
+class Test(Stage):
+    name = "test"
+    after = ("train",)
+
+    def active(self, ctx: Context) -> str | None:
+        if not ctx.has_test:
+            return "no dataset.test_images"
+        return None if ctx.recipe.models else "no [[models]]"
+
+    def reads(self, ctx: Context) -> dict:
+        return settings_of(ctx.recipe, "infer.tta", "infer.batch_size",
+                           "train.ensemble_variant", "dataset.test_images")
+
+    def inputs(self, ctx: Context) -> dict:
+        from .state import identity
+
+        return {"test_images": identity(ctx.user(ctx.recipe.dataset.test_images))}
+
+    def made(self, ctx: Context) -> list[str]:
+        return [f"stores/{ctx.run_name(m, v, s)}_test" for m, v, s in test_runs(ctx, False)]
+
+    def run(self, ctx: Context) -> dict:
+        res = infer_test(ctx, False)
+        ctx.log(f"    {len(res['stores'])} test store(s): the mean of each run's fold models")
+        return res
+
+
+class Retrain(Stage):
+    name = "retrain"
+    after = ("audit", "folds", "test")
+
+    def active(self, ctx: Context) -> str | None:
+        return None if "fixed" in ctx.recipe.train.variants and ctx.recipe.models else \
+            "'fixed' is not in train.variants"
+
+    def reads(self, ctx: Context) -> dict:
+        return settings_of(ctx.recipe, "models", "train.seeds", "infer.tta", "infer.batch_size")
+
+    def inputs(self, ctx: Context) -> dict:
+        return config_inputs(ctx)
+
+    def run(self, ctx: Context) -> dict:
+        res = train(ctx, ["fixed"])
+        ctx.results["retrain"] = res
+        if ctx.has_test:
+            res["test"] = infer_test(ctx, True)
+        return res
