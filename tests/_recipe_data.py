@@ -28,7 +28,8 @@ def mask_folder_dataset(root: Path, void: int = 11, n: int = 8, tests: int = 2,
     out = {}
     for name, ds in (("", train), ("test_", test)):
         masks = root / f"{name}masks"
-        segkit.coco_to_masks(ds.ann_file, masks, flatten=True, progress=False, log=None)
+        segkit.coco_to_masks(ds.ann_file, masks, flatten=True, workers=1, progress=False,
+                             log=None)
         (masks / "labels.json").unlink()
         (masks / "masks_report.json").unlink()
         for p in masks.glob("*.png"):

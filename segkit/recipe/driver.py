@@ -3,6 +3,7 @@ record matches (see :mod:`segkit.recipe.state`), then report.json and the report
 from __future__ import annotations
 
 import datetime
+import json
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -54,8 +55,8 @@ def plan(ctx: Context, ledger: Ledger) -> list[dict]:
     out = []
     for stage in STAGES:
         note = stage.active(ctx)
-        now = {"settings": stage.reads(ctx), "inputs": stage.inputs(ctx),
-               "upstream": {u: keys[u] for u in stage.after}}
+        now = json.loads(json.dumps({"settings": stage.reads(ctx), "inputs": stage.inputs(ctx),
+                                     "upstream": {u: keys[u] for u in stage.after}}))
         keys[stage.name] = digest(now) if note is None else digest({"inactive": note})
         record = ledger.read(stage.name)
         reasons = [] if note is not None else why_stale(record, now, ctx.folder)

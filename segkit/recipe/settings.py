@@ -185,6 +185,8 @@ class Recipe:
         node: Any = self
         for part in key.split("."):
             node = getattr(node, part)
+        if isinstance(node, tuple) and node and dataclasses.is_dataclass(node[0]):
+            return [_plain(dataclasses.asdict(n)) for n in node]
         return _plain(dataclasses.asdict(node)) if dataclasses.is_dataclass(node) else \
             _plain(node)
 

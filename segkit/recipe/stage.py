@@ -2,6 +2,7 @@
 :class:`Stage` base (what it reads, after which stages, what it makes)."""
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any, Callable
@@ -117,8 +118,37 @@ class Stage:
 
 
 def settings_of(recipe: Recipe, *keys: str) -> dict[str, Any]:
-    """{dotted key: value} of the recipe's settings `keys`."""
-    return {k: recipe.get(k) for k in keys}
+    """{dotted key: value} of the recipe's settings `keys`; a whole section (``"tune"``)
+    gives one entry per setting in it, so that a change names its key."""
+    out = {}
+    for k in keys:
+        value = recipe.get(k)
+        if isinstance(value, dict):
+            out.update({f"{k}.{kk}": vv for kk, vv in value.items()})
+        else:
+            out[k] = value
+    return out
+
+
+@contextlib.contextmanager
+def quiet(log_file: Path):
+    """mmseg/mmengine's chatter (prints, warnings, INFO logs) goes to `log_file` rather than
+    the terminal; progress bars (stderr) and errors still show."""
+    import io
+    import logging
+    import warnings
+
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.StringIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with contextlib.redirect_stdout(buffer):
+            try:
+                yield
+            finally:
+                with open(log_file, "a") as sink:
+                    sink.write(buffer.getvalue())
+        logging.getLogger("mmengine").setLevel(logging.ERROR)
 
 
 def file_inputs(ctx: Context, **paths: str) -> dict[str, str]:

@@ -34,6 +34,9 @@ class Tune(Stage):
     def reads(self, ctx: Context) -> dict:
         return settings_of(ctx.recipe, "tune", "stores")
 
+    def made(self, ctx: Context) -> list[str]:
+        return ["tuned/tuned.json"]
+
     def run(self, ctx: Context) -> dict:
         t = ctx.recipe.tune
         n = len(ctx.oof_specs())

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,7 @@ import numpy as np
 import segkit
 
 from ..io.atomic import write_json
-from .stage import Context, Stage, config_inputs, settings_of
+from .stage import Context, Stage, config_inputs, quiet, settings_of
 
 
 def trainings_api():
@@ -56,9 +55,13 @@ def train(ctx: Context, variants: list[str]) -> dict:
     hook = ctx.hooks.get("after_training")
     results = {}
     for task in tasks:  # one call per task: the test seam can stop a run between trainings
-        results.update(run_trainings([task], engine=ctx.engine,
-                                     gpus_per_task=ctx.recipe.train.gpus_per_task or None,
-                                     progress=ctx.progress, log=ctx.log))
+        lines: list[str] = []
+        with quiet(ctx.path("logs", "train.log")):
+            results.update(run_trainings([task], engine=ctx.engine,
+                                         gpus_per_task=ctx.recipe.train.gpus_per_task or None,
+                                         progress=ctx.progress, log=lines.append))
+        for line in lines:
+            ctx.log(line)
         if hook:
             hook(task.name)
     out = {}
@@ -121,8 +124,7 @@ def infer_store(ctx: Context, run: dict, config: str, images: Path, out: Path,
     elif not source.is_file():
         shutil.rmtree(out, ignore_errors=True)
     write_json(source, ident)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with quiet(ctx.path("logs", "infer.log")):
         smm.infer(config, run["checkpoint"], images, out, tta=ctx.recipe.infer.tta, workers=0,
                   progress=False, model_name=out.name, batch_size=ctx.recipe.infer.batch_size,
                   split=split)
