@@ -120,6 +120,42 @@ def test_a_setting_change_reruns_only_what_reads_it(masks_run):
     assert ran == {"tune", "ensembles", "submission", "evaluate", "report"}, ran
 
 
+def write_store(root: Path, classes: list[str], probs_of: dict[str, np.ndarray]) -> None:
+    """What docs/guide/recipe.md shows: a store from any model's (C, H, W) probabilities."""
+    import segkit
+
+    store = segkit.ConfidenceStore.create(root, classes, model="my torch model")
+    for stem, probs in probs_of.items():
+        store.write(stem, probs)
+
+
+def test_stores_from_elsewhere_join_tune_audit_and_the_ensembles(masks_run):
+    import segkit
+
+    folder = masks_run[0]
+    classes = json.loads((folder / "classes.json").read_text())["classes"]
+    ext = folder.parent / "elsewhere"
+    rng = np.random.default_rng(0)
+    sources = {f"oof{f}": f"swin_cpu_resampled_s0_fold{f}" for f in (0, 1)}
+    sources["test"] = "swin_cpu_resampled_s0_test"
+    for name, run in sources.items():
+        src = segkit.ConfidenceStore(folder / "stores" / run)
+        probs = {}
+        for stem in src.stems():
+            p = src.read(stem).astype(np.float32) + rng.random((len(classes), 64, 64)) * 0.1
+            probs[stem] = p / p.sum(0)
+        write_store(ext / name, classes, probs)
+    with open(folder / "recipe.toml", "a") as f:
+        f.write(f'\n[[stores]]\nname = "other"\noof = ["{ext / "oof0"}", "{ext / "oof1"}"]\n'
+                f'test = "{ext / "test"}"\n')
+    report = run_recipe(folder, progress=False, log=None)
+    ran = {k for k, v in states(report).items() if v == "ran"}
+    assert ran == {"oof", "tune", "audit", "ensembles", "submission", "evaluate", "report"}, ran
+    assert len(report["tune"]["weights"]) == 2
+    assert "other" in report["test"]["steps"]
+    assert report["stages"]["train"]["state"] == "reused"
+
+
 def test_coco_dataset_runs_end_to_end(tmp_path):
     train, test = coco_dataset(tmp_path / "data", n=6)
     folder = tmp_path / "r"

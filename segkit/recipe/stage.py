@@ -165,3 +165,13 @@ def config_inputs(ctx: Context) -> dict[str, str]:
         if m.pretrained not in ("", "none"):
             out[f"pretrained {m.name}"] = identity(ctx.user(m.pretrained))
     return out
+
+
+def store_inputs(ctx: Context, test: bool = False) -> dict[str, str]:
+    """Identities of the external [[stores]] (their OOF stores, or their test store)."""
+    out = {}
+    for st in ctx.recipe.stores:
+        paths = [st.test] if test else list(st.oof)
+        for i, p in enumerate(x for x in paths if x):
+            out[f"store {st.name} {'test' if test else f'oof{i}'}"] = identity(ctx.user(p))
+    return out

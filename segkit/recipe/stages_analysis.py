@@ -12,7 +12,7 @@ from ..io.masks import read_mask, write_mask
 from ..ops.confusion import iou_scores
 from ..palette import palette_for
 from .dataset import mask_files
-from .stage import INTERNAL_IGNORE, Context, Stage, settings_of
+from .stage import INTERNAL_IGNORE, Context, Stage, settings_of, store_inputs
 
 
 def _unlearned(iou, classes):
@@ -33,6 +33,9 @@ class Tune(Stage):
 
     def reads(self, ctx: Context) -> dict:
         return settings_of(ctx.recipe, "tune", "stores")
+
+    def inputs(self, ctx: Context) -> dict:
+        return store_inputs(ctx)
 
     def made(self, ctx: Context) -> list[str]:
         return ["tuned/tuned.json"]
@@ -64,6 +67,9 @@ class Audit(Stage):
 
     def reads(self, ctx: Context) -> dict:
         return settings_of(ctx.recipe, "audit", "stores")
+
+    def inputs(self, ctx: Context) -> dict:
+        return store_inputs(ctx)
 
     def made(self, ctx: Context) -> list[str]:
         return ["audit", "data/masks_fixed"]
@@ -123,6 +129,9 @@ class Ensembles(Stage):
     def reads(self, ctx: Context) -> dict:
         return settings_of(ctx.recipe, "crf", "stores")
 
+    def inputs(self, ctx: Context) -> dict:
+        return store_inputs(ctx, test=True)
+
     def made(self, ctx: Context) -> list[str]:
         return [f"ensembles/{k}/labels" for k in STEPS]
 
@@ -130,7 +139,7 @@ class Ensembles(Stage):
         stores = [str(s) for s in ctx.test_stores()]
         equal = [1.0] * len(stores)
         imgs = ctx.data / "test_images"
-        kw = dict(progress=ctx.progress, workers=1)
+        kw = dict(progress=ctx.progress, workers=1, resume=False)  # the stage reruns: recompute
         segkit.ensemble(stores, equal, ctx.path("ensembles", "vote"), **kw)
         crf = {**{k: getattr(ctx.recipe.crf, k) for k in
                   ("filter_size", "blur", "num_iter", "pos_sdims", "col_schan", "pos_compat",
@@ -206,6 +215,9 @@ class Evaluate(Stage):
 
     def active(self, ctx: Context) -> str | None:
         return None if ctx.has_test_masks else "no dataset.test_masks"
+
+    def reads(self, ctx: Context) -> dict:
+        return settings_of(ctx.recipe, "stores")
 
     def run(self, ctx: Context) -> dict:
         from .stages_models import test_runs

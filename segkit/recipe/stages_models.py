@@ -12,7 +12,7 @@ import numpy as np
 import segkit
 
 from ..io.atomic import write_json
-from .stage import Context, Stage, config_inputs, quiet, settings_of
+from .stage import Context, Stage, config_inputs, quiet, settings_of, store_inputs
 
 
 def trainings_api():
@@ -155,12 +155,12 @@ class OOF(Stage):
     name = "oof"
     after = ("train",)
 
-    def active(self, ctx: Context) -> str | None:
-        return None if ctx.recipe.models else "no [[models]]"
-
     def reads(self, ctx: Context) -> dict:
         return settings_of(ctx.recipe, "infer.tta", "infer.batch_size",
-                           "train.ensemble_variant")
+                           "train.ensemble_variant", "stores")
+
+    def inputs(self, ctx: Context) -> dict:
+        return store_inputs(ctx)
 
     def made(self, ctx: Context) -> list[str]:
         return [f"stores/{ctx.run_name(m, v, s, f)}" for m, v, s in ctx.members()
