@@ -40,12 +40,15 @@ def masks_run(tmp_path_factory):
     make_tiny(folder, train=dict(variants=("original", "resampled")))
     trained = []
 
-    def stop_after_first(name):
-        trained.append(name)
-        raise Stop(name)
+    def stop_after_first(tasks, **kw):  # run_trainings, killed after its first training
+        from segkit.recipe.stages_models import trainings_api
+
+        trained.append(tasks[0].name)
+        trainings_api()[1](tasks[:1], **kw)
+        raise Stop(tasks[0].name)
 
     with pytest.raises(Stop):
-        run_recipe(folder, progress=False, log=None, hooks={"after_training": stop_after_first})
+        run_recipe(folder, progress=False, log=None, hooks={"run_trainings": stop_after_first})
     left = {"trained": list(trained), "status": recipe_status(folder)}
     lines: list[str] = []
     report = run_recipe(folder, progress=False, log=lines.append)

@@ -80,7 +80,8 @@ def run_recipe(folder: str | Path, *, engine: str | None = None, progress: bool 
     log : callable or None
         Where the stage lines go.
     hooks : dict, optional
-        Test seams: ``"after_training": f(run_name)`` is called after each training.
+        Test seams: ``"run_trainings"``: called instead of
+        :func:`segkit.recipe.trainings.run_trainings` (same arguments).
 
     Returns
     -------

@@ -93,7 +93,9 @@ class TrainSettings:
     seeds: tuple[int, ...] = _f((0,), "Seeds: each variant trains once per seed (the spread).",
                                 minimum=0)
     ensemble_variant: str = _f("resampled", "The variant whose models make the ensembles, "
-                                            "tune and the audit.", choices=VARIANTS)
+                                            "tune and the audit (the audit needs them before "
+                                            "any fixed mask exists).",
+                               choices=("original", "resampled"))
     engine: str = _f("local", "local: one training after another (one per GPU when several "
                               "are visible); ray: Ray tasks on RAY_ADDRESS's cluster or a "
                               "local one (the folder must be shared).", choices=ENGINES)
@@ -230,8 +232,8 @@ def _check_scalar(where: str, key: str, value: Any, kind: type, meta: Any, shown
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value, ok = float(value), True
     if not ok:
-        raise RecipeError(f"{where}: {shown}: expected {'true or false' if kind is bool else kind.__name__}"
-                          f", got {type(value).__name__}")
+        expected = "true or false" if kind is bool else kind.__name__
+        raise RecipeError(f"{where}: {shown}: expected {expected}, got {type(value).__name__}")
     if "choices" in meta and value not in meta["choices"]:
         raise RecipeError(f"{where}: {shown}: must be one of "
                           f"{', '.join(map(repr, meta['choices']))}")
@@ -313,13 +315,8 @@ def _check_whole(r: Recipe, where: str) -> None:
     if "resampled" in (*t.variants, t.ensemble_variant) and not r.prepare.resample:
         raise RecipeError(f"{where}: train.variants / train.ensemble_variant use 'resampled' "
                           "but prepare.resample = false")
-    if t.ensemble_variant == "fixed" and not r.audit.enabled:
-        raise RecipeError(f"{where}: train.ensemble_variant = 'fixed' needs audit.enabled")
     if "fixed" in t.variants and not r.audit.enabled:
         raise RecipeError(f"{where}: train.variants has 'fixed' but audit.enabled = false")
-    if t.ensemble_variant == "fixed":
-        raise RecipeError(f"{where}: train.ensemble_variant = 'fixed': the audit needs the "
-                          "ensemble's OOF predictions first; choose original or resampled")
     if r.models and t.ensemble_variant not in t.variants:
         raise RecipeError(f"{where}: train.ensemble_variant = {t.ensemble_variant!r} is not "
                           f"among train.variants {list(t.variants)}")

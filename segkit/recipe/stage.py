@@ -23,7 +23,7 @@ class Context:
         self.folder, self.recipe, self.log, self.progress = Path(folder), recipe, log, progress
         self.engine = engine or recipe.train.engine
         self.results: dict[str, dict] = {}
-        self.hooks = hooks or {}   # test seams: "after_training" -> callable(name)
+        self.hooks = hooks or {}   # test seams: "run_trainings" -> a wrapper of it
         table = json.loads(self.path(recipe.dataset.classes_file).read_text())
         self.classes: list[str] = table["classes"] if isinstance(table, dict) else table
 
