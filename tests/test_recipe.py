@@ -59,7 +59,9 @@ def test_stopped_run_resumes_from_the_finished_training(masks_run):
     folder, report, left, _ = masks_run
     by_stage = {r["stage"]: r["state"] for r in left["status"]}
     assert by_stage["masks"] == by_stage["folds"] == by_stage["resample"] == "done"
-    assert by_stage["train"] == "missing"
+    assert by_stage["train"] == "stale" and by_stage["oof"] == "missing"
+    why = {r["stage"]: r["why"] for r in left["status"]}["train"]
+    assert why[0].startswith("did not finish (started "), why
     first = left["trained"][0]
     record = json.loads((folder / "state" / "train.json").read_text())
     runs = record["result"]["runs"]

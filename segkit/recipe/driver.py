@@ -117,7 +117,7 @@ def run_recipe(folder: str | Path, *, engine: str | None = None, progress: bool 
         last = f"; last run {record['seconds']:.0f} s" if record and "seconds" in record else ""
         est = stage.estimate(ctx)
         log(f"{head} ({'; '.join(item['reasons'][:3])}{'; ' + est if est else ''}{last})")
-        ledger.forget(stage.name)
+        ledger.write(stage.name, {"key": item["key"], "state": "running", "started": _now()})
         t0 = time.perf_counter()
         try:
             with item_peak() as mem:
@@ -130,9 +130,7 @@ def run_recipe(folder: str | Path, *, engine: str | None = None, progress: bool 
         ledger.write(stage.name, {
             "key": item["key"], "state": "ran", **item["now"],
             "made": made_identities(folder, stage.made(ctx)), "result": result,
-            "seconds": seconds, "peak_rss_mb": peak,
-            "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(
-                timespec="seconds")})
+            "seconds": seconds, "peak_rss_mb": peak, "finished": _now()})
         states[stage.name] = {"state": "ran", "seconds": seconds, "peak_rss_mb": peak,
                               "note": "; ".join(item["reasons"][:3])}
         log(f"    ({seconds:.1f} s; {time.perf_counter() - t_all:.0f} s so far)")
@@ -147,6 +145,10 @@ def run_recipe(folder: str | Path, *, engine: str | None = None, progress: bool 
     log(f"[{len(steps) + 1}/{len(steps) + 1}] report: {folder / 'report.json'}, "
         f"{paths.get('html', folder / 'report' / 'index.html')}")
     return report
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
 def build_report(ctx: Context, summary, states: dict) -> dict:

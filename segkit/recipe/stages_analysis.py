@@ -211,7 +211,7 @@ def score(ctx: Context, pred: Path, stems: list[str], draws: int = 200) -> dict:
 
 class Evaluate(Stage):
     name = "evaluate"
-    after = ("ensembles", "test", "retrain")
+    after = ("masks", "ensembles", "test", "retrain")
 
     def active(self, ctx: Context) -> str | None:
         return None if ctx.has_test_masks else "no dataset.test_masks"

@@ -69,8 +69,8 @@ class Masks(Stage):
 
     def inputs(self, ctx: Context) -> dict:
         ds = ctx.recipe.dataset
-        return file_inputs(ctx, masks=ds.masks, coco=ds.coco, test_masks=ds.test_masks,
-                           classes_file=ds.classes_file)
+        return file_inputs(ctx, images=ds.images, masks=ds.masks, coco=ds.coco,
+                           test_masks=ds.test_masks, classes_file=ds.classes_file)
 
     def made(self, ctx: Context) -> list[str]:
         return ["data/masks"] + (["data/test_masks"] if ctx.has_test_masks else [])

@@ -106,8 +106,9 @@ class Train(Stage):
         return [f"work/{t.name}/result.json" for t in tasks_for(ctx, train_variants(ctx, False))]
 
     def estimate(self, ctx: Context) -> str:
-        n = len(tasks_for(ctx, train_variants(ctx, False)))
-        return f"{n} trainings"
+        tasks = tasks_for(ctx, train_variants(ctx, False))
+        epochs = sum(t.epochs or 0 for t in tasks)
+        return f"{len(tasks)} trainings, {epochs} epochs in all"
 
     def run(self, ctx: Context) -> dict:
         return train(ctx, train_variants(ctx, False))

@@ -92,6 +92,9 @@ def why_stale(record: dict | None, now: dict, folder: Path) -> list[str]:
     upstream keys computed now); empty when it matches and its outputs are intact."""
     if record is None:
         return ["never ran"]
+    if record.get("state") == "running":
+        return [f"did not finish (started {record.get('started', '?')}): it continues from "
+                "what it made"]
     reasons = []
     old_settings = record.get("settings", {})
     for key, value in now["settings"].items():
