@@ -1,0 +1,1 @@
+"""The whole recipe on a user's dataset (`segkit recipe init|run|status`)."""
