@@ -1,0 +1,1 @@
+"""`segkit recipe`: the whole recipe on a user's dataset, from images and masks to a report."""
