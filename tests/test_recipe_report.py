@@ -131,6 +131,37 @@ class _Page(html.parser.HTMLParser):
             self.h2.append(data)
 
 
+class _Tables(html.parser.HTMLParser):
+    """The text of every table cell of a page: tables -> rows -> cells."""
+
+    def __init__(self):
+        super().__init__()
+        self.tables, self._cell = [], None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table":
+            self.tables.append([])
+        elif tag == "tr":
+            self.tables[-1].append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th"):
+            self.tables[-1][-1].append("".join(self._cell).strip())
+            self._cell = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def _tables(page: str) -> list:
+    parser = _Tables()
+    parser.feed(page)
+    return parser.tables
+
+
 def _parse(path: Path) -> _Page:
     page = _Page()
     page.feed(path.read_bytes().decode("utf-8"))  # valid UTF-8, or this raises
@@ -163,6 +194,21 @@ def test_full_report_has_every_section_and_table(tmp_path):
     assert set(paths) == {"html", "md", "class_shares", "curves", "oof_iou", "test_iou",
                           "stage_times"}
     assert not [p for p in (tmp_path / "report").rglob("*") if is_temporary(p)]
+
+
+def test_markdown_carries_the_same_tables(tmp_path):
+    """index.md rendered by a CommonMark parser gives the page's tables cell for cell, the
+    escaped characters of the data included."""
+    markdown_it = pytest.importorskip("markdown_it", reason="markdown-it-py (segkit[docs]) "
+                                      "renders index.md for the comparison")
+    report = full_report(tmp_path)
+    report["dataset"]["classes"] = ["a|b", "<c> & d", "*e*", "_f_", "g_h"] + CLASSES[5:]
+    _, page, md = _render(tmp_path, report)
+    rendered = markdown_it.MarkdownIt("commonmark").enable("table").render(md)
+    tables = _tables(page)
+    assert len(tables) >= 14
+    assert _tables(rendered) == tables
+    assert ["0", "a|b", "9,500,000", "16.4%"] in tables[0]
 
 
 def test_audit_names_the_unlearned_classes_and_their_share_of_flags(tmp_path):
@@ -213,6 +259,34 @@ def test_without_test_masks_the_test_split_is_not_scored(tmp_path):
     _, page, _ = _render(tmp_path, report)
     assert "No test masks: the test split is not scored." in page
     assert "Ablation: mask variants" not in page
+
+
+def test_ablation_per_class_and_without_original(tmp_path):
+    report = full_report(tmp_path)
+    _, page, _ = _render(tmp_path, report)
+    ablation = _tables(page[page.index("id='ablation-mask-variants'"):])[1]
+    assert ablation[0] == ["class", "original (mean IoU)", "resampled (mean IoU)",
+                           "resampled - original"]
+    assert ablation[1] == ["Sky", "0.701", "0.736", "+0.035"]  # 0.86 * (.82+.81)/2 -> .85/.86
+    assert ablation[7] == ["SignSymbol", "n/a", "n/a", "n/a"]
+    abl = report["test"]["ablation"]
+    report["test"]["ablation"] = {"resampled": abl["resampled"], "audited": abl["original"]}
+    _, page, _ = _render(tmp_path / "b", report)
+    assert "No 'original' variant was trained" in html.unescape(page)
+    rows = _tables(page[page.index("id='ablation-mask-variants'"):])[0]
+    assert [r[-1] for r in rows[1:]] == ["n/a", "n/a"]
+    # one variant: the spread over seeds, no ablation
+    report["test"]["ablation"] = {"resampled": abl["resampled"]}
+    _, page, _ = _render(tmp_path / "c", report)
+    assert "Ablation: mask variants" not in page and "<h3>Spread over seeds</h3>" in page
+
+
+def test_without_class_names_classes_are_numbered(tmp_path):
+    report = {"oof": {"miou": 0.4, "iou": [0.9, 0.01]},
+              "audit": {"images": 4, "flagged": 10, "flagged_share": 0.01,
+                        "flagged_by_class": [2, 8]}}
+    _, page, _ = _render(tmp_path, report)
+    assert "The models did not learn class 1 " in page and "80.0% of the flags" in page
 
 
 @pytest.mark.parametrize("iou, expected", [

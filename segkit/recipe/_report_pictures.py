@@ -125,7 +125,7 @@ def curves(runs: dict[str, tuple[str, Sequence[Sequence[float]]]], path: Path, *
     for e in ticks[::step]:
         draw.text((x(e) - 6, height - bottom + 6), f"{e:g}", fill=(0, 0, 0))
     draw.text((left, 8), "validation mIoU along training (one line per run)", fill=(0, 0, 0))
-    draw.text((width - right - 40, height - bottom + 6), "epoch", fill=(90, 90, 90))
+    draw.text((8, height - bottom + 6), "epoch", fill=(90, 90, 90))
     for _, (group, curve) in runs.items():
         colour = series_colour(groups.index(group))
         pts = [(x(float(e)), y(float(v))) for e, v in curve if _finite(e) and _finite(v)]

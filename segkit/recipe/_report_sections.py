@@ -208,8 +208,8 @@ def _folds(r: dict) -> Section:
     if fo is None:
         return _not_run(r, "Folds", "folds")
     sizes = fo.get("val_sizes") or []
-    return Section("Folds", [("p", f"{fo.get('k', len(sizes))} folds, balanced by the classes "
-                                   "present in each image; each fold's validation images:"),
+    return Section("Folds", [("p", f"{fo.get('k', len(sizes))} folds; the validation images of "
+                                   "each fold (its model trains on the others):"),
                              ("table", ["fold", "validation images"],
                               [[f"fold{i}", _int(n)] for i, n in enumerate(sizes)])])
 
@@ -325,7 +325,7 @@ def _audit(r: dict, cls: _Classes, rel: Callable[[str], str | None]) -> Section:
         share = f"{_pct(share_in)} of the flags" if share_in is not None else "Their flags"
         sec.blocks.append(("note", (
             f"The models did not learn {', '.join(unlearned)} (out-of-fold IoU below "
-            f"{UNLEARNED_IOU} or never predicted). {share} fall in "
+            f"{UNLEARNED_IOU}, or none at all). {share} fall in "
             f"{'this class' if len(unlearned) == 1 else 'these classes'}: there the flags "
             "measure the models, not the annotations. Read them as classes to learn better "
             "(more data, more epochs, a larger model), not as label errors.")))
@@ -400,7 +400,7 @@ def _ablation(ablation: dict, means: dict, rows: list, cls: _Classes) -> Section
               "difference is the variant's mean minus the mean on the original masks."
               + ("" if base is not None else " No 'original' variant was trained: no "
                                                  "difference to show.")),
-        ("table", ["variant", "runs", "mean test mIoU", "sd", "range", "difference to original"],
+        ("table", ["variant", "seeds", "mean test mIoU", "sd", "range", "difference to original"],
          [[row[0], row[1], row[3], row[4], row[5], d] for row, d in zip(rows, diff)])])
     per_class = {}
     for variant, seeds in ablation.items():
@@ -408,12 +408,17 @@ def _ablation(ablation: dict, means: dict, rows: list, cls: _Classes) -> Section
                  for k, s in seeds.items() if s.get("iou")]
         if lists:
             per_class[variant] = [_mean_sd([float(x[i]) for x in lists if finite(x[i])])[0]
-                                  for i in range(len(lists[0]))]
+                                  for i in range(min(len(x) for x in lists))]
     if per_class:
-        n = max(len(v) for v in per_class.values())
-        sec.blocks.append(("table", ["class"] + [f"{v} (mean IoU)" for v in per_class],
-                           [[c] + [_f(v[i]) for v in per_class.values()]
-                            for i, c in enumerate(cls.of(n))]))
+        n = min(len(v) for v in per_class.values())
+        orig = per_class.get("original")
+        others = [v for v in per_class if v != "original"] if orig else []
+        rows = [[c] + [_f(v[i]) for v in per_class.values()]
+                + [_f(per_class[v][i] - orig[i], 3, sign=True)
+                   if finite(per_class[v][i]) and finite(orig[i]) else "n/a" for v in others]
+                for i, c in enumerate(cls.of(n)[:n])]
+        sec.blocks.append(("table", ["class"] + [f"{v} (mean IoU)" for v in per_class]
+                           + [f"{v} - original" for v in others], rows))
     return sec
 
 

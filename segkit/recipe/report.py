@@ -53,6 +53,12 @@ def _numeric(text: str) -> bool:
         return t == "n/a"
 
 
+def _numeric_columns(headers: list, rows: list) -> list[bool]:
+    """Per column: whether every cell is a number (or n/a); those are right-aligned."""
+    return [bool(rows) and all(_numeric(str(row[i])) for row in rows)
+            for i in range(len(headers))]
+
+
 def _e(v: Any) -> str:
     return html.escape(str(v), quote=True)
 
@@ -71,9 +77,10 @@ def _html_block(b: tuple) -> str:
         return f"<p><a href='{_e(b[1])}'>{_e(b[2])}</a></p>"
     if kind == "table":
         head = "".join(f"<th>{_e(h)}</th>" for h in b[1])
+        numeric = _numeric_columns(b[1], b[2])
         body = "".join("<tr>" + "".join(
-            f"<td class='n'>{_e(c)}</td>" if _numeric(str(c)) else f"<td>{_e(c)}</td>"
-            for c in row) + "</tr>\n" for row in b[2])
+            f"<td class='n'>{_e(c)}</td>" if n else f"<td>{_e(c)}</td>"
+            for c, n in zip(row, numeric)) + "</tr>\n" for row in b[2])
         return (f"<div class='scroll'><table><thead><tr>{head}</tr></thead>"
                 f"<tbody>\n{body}</tbody></table></div>")
     raise ValueError(f"unknown block kind {kind!r}")  # a bug in _report_sections, not input
@@ -119,7 +126,7 @@ def _md_block(b: tuple) -> str:
     if kind == "link":
         return f"[{_m(b[2])}]({b[1]})"
     if kind == "table":
-        numeric = [all(_numeric(str(row[i])) for row in b[2]) and b[2] for i in range(len(b[1]))]
+        numeric = _numeric_columns(b[1], b[2])
         lines = ["| " + " | ".join(_m(h) for h in b[1]) + " |",
                  "|" + "".join(" ---: |" if n else " --- |" for n in numeric)]
         lines += ["| " + " | ".join(_m(c) for c in row) + " |" for row in b[2]]
