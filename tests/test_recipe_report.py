@@ -181,7 +181,8 @@ def test_full_report_has_every_section_and_table(tmp_path):
     n_tables = page.count("<table>")
     assert n_tables == len(re.findall(r"^\|( ---:? \|)+$", md, flags=re.M)) >= 14
     for text in ("camvid: segkit recipe report (cpu preset)", "swin_cpu_original_s1_fold2",
-                 "Out-of-fold mIoU 0.394", "fold2", "1,213,000", "recipe (equal + convcrf)", "fitted",
+                 "Out-of-fold mIoU 0.394", "fold2", "1,213,000", "recipe (equal + convcrf)",
+                 "fitted",
                  "0.352", "submission/submission.csv", "233 rows", "Seq05VD_f02370"):
         assert text in page, text
         assert text in md, text
@@ -227,6 +228,14 @@ def test_audit_names_the_unlearned_classes_and_their_share_of_flags(tmp_path):
     report["oof"]["iou"] = [0.5] * 11
     _, page3, _ = _render(tmp_path / "c", report)
     assert "class='note'" not in page3 and "None: every class reached" in page3
+    # no out-of-fold IoU: the runner's list, and an empty one tells nothing
+    del report["oof"]
+    report["audit"]["unlearned_classes"] = ["Pole"]
+    _, page4, _ = _render(tmp_path / "d", report)
+    assert "The models did not learn Pole (" in page4 and "30.0% of the flags" in page4
+    report["audit"]["unlearned_classes"] = []
+    _, page5, _ = _render(tmp_path / "e", report)
+    assert "Unknown: no out-of-fold IoU" in page5 and "class='note'" not in page5
 
 
 def test_minimal_report_after_folds_renders(tmp_path):
@@ -360,6 +369,10 @@ def test_bad_report_is_refused_naming_the_key(tmp_path):
     report = full_report(tmp_path)
     report["tune"] = [0.5, 0.5]
     with pytest.raises(InputError, match="'tune' must be an object"):
+        write_report(tmp_path / "r", report)
+    report = full_report(tmp_path)
+    report["models"]["swin_cpu_original_s0_fold0"] = 0.43
+    with pytest.raises(InputError, match="models.swin_cpu_original_s0_fold0 must be an object"):
         write_report(tmp_path / "r", report)
     report = copy.deepcopy(full_report(tmp_path))
     report["test"]["steps"]["equal"]["iou"] = [0.5] * 12

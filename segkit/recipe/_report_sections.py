@@ -1,7 +1,8 @@
 """The sections of the recipe's report page (report.py renders them): each builder reads one
 part of report.json's dict, checks what it uses (a per-class list must have one value per
 class), draws its pictures (_report_pictures) and returns a :class:`Section` of blocks, or a
-one-line "Not run yet." section, or None where the part is optional and absent."""
+one-line "Not run yet." section, or None where the part is optional and absent. report.py
+puts them in order with the sections that draw no class data."""
 from __future__ import annotations
 
 import math
@@ -15,6 +16,9 @@ from . import _report_pictures as pics
 
 #: Out-of-fold IoU below which a class counts as not learned.
 UNLEARNED_IOU = 0.05
+
+#: The most steps the test IoU picture shows (those of highest mIoU; the table has them all).
+MAX_SERIES = 6
 
 #: The section headings, in page order (a section without data is left out or says so).
 SECTIONS = ("Dataset", "Stages", "Mask resampling", "Folds", "Models trained",
@@ -77,17 +81,17 @@ def finite(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _f(v: Any, digits: int = 3, sign: bool = False) -> str:
+def fmt(v: Any, digits: int = 3, sign: bool = False) -> str:
     if not finite(v):
         return "n/a"
     return f"{v:+.{digits}f}" if sign else f"{v:.{digits}f}"
 
 
-def _pct(v: Any) -> str:
+def pct(v: Any) -> str:
     return f"{100 * v:.1f}%" if finite(v) else "n/a"
 
 
-def _int(v: Any) -> str:
+def fmt_int(v: Any) -> str:
     return f"{int(v):,}" if finite(v) else "n/a"
 
 
@@ -99,7 +103,7 @@ def duration(s: float) -> str:
         f"{int(s // 60)} min {int(s % 60):02d} s"
 
 
-def _mean_sd(vals: list[float]) -> tuple[float | None, float | None]:
+def mean_sd(vals: list[float]) -> tuple[float | None, float | None]:
     if not vals:
         return None, None
     m = sum(vals) / len(vals)
@@ -108,19 +112,29 @@ def _mean_sd(vals: list[float]) -> tuple[float | None, float | None]:
 
 
 # ---- reading the dict ---------------------------------------------------------------------
-def _part(report: dict, key: str) -> dict | None:
-    part = report.get(key)
-    if part is not None and not isinstance(part, dict):
-        raise InputError(f"report.json: '{key}' must be an object, got {type(part).__name__} "
-                         f"{part!r:.60}")
-    return part or None
+def part(report: dict, key: str) -> dict | None:
+    """report[key] if it is a non-empty object, None if absent or empty; else InputError."""
+    value = report.get(key)
+    if value is not None and not isinstance(value, dict):
+        raise InputError(f"report.json: '{key}' must be an object, got {type(value).__name__} "
+                         f"{value!r:.60}")
+    return value or None
 
 
-class _Classes:
+def entries(objects: dict, where: str) -> dict[str, dict]:
+    """`objects` (name -> object, e.g. the runs of ``models``), each checked to be an object."""
+    for name, value in objects.items():
+        if not isinstance(value, dict):
+            raise InputError(f"report.json: {where}.{name} must be an object, got "
+                             f"{value!r:.60}")
+    return objects
+
+
+class Classes:
     """Class names and the per-class list checks (lengths must match the class list)."""
 
     def __init__(self, report: dict):
-        ds = _part(report, "dataset") or {}
+        ds = part(report, "dataset") or {}
         self.names = [str(c) for c in ds.get("classes") or []]
 
     def check(self, values: Any, where: str) -> list:
@@ -137,23 +151,23 @@ class _Classes:
         return self.names if self.names else [f"class {i}" for i in range(n)]
 
 
-def _not_run(report: dict, title: str, stage: str, note: str = "Not run yet.") -> Section:
-    st = (_part(report, "stages") or {}).get(stage)
+def not_run(report: dict, title: str, stage: str, note: str = "Not run yet.") -> Section:
+    st = (part(report, "stages") or {}).get(stage)
     if isinstance(st, dict) and st.get("state") == "skipped":
         note = "Skipped" + (f": {st['note']}" if st.get("note") else ".")
     return Section(title, [("p", note)])
 
 
 # ---- the sections -------------------------------------------------------------------------
-def _dataset(r: dict, cls: _Classes, out: Path, made: dict) -> Section | None:
-    ds = _part(r, "dataset")
+def dataset_section(r: dict, cls: Classes, out: Path, made: dict) -> Section | None:
+    ds = part(r, "dataset")
     if ds is None:
         return None
     source = {"masks": "a folder of PNG masks", "coco": "a COCO file"}.get(ds.get("source"),
                                                                         ds.get("source"))
     size = ds.get("image_size")
-    facts = [f"{_int(ds.get('images'))} training images" + (f" ({source})" if source else ""),
-             f"{_int(ds.get('test_images'))} test images "
+    facts = [f"{fmt_int(ds.get('images'))} training images" + (f" ({source})" if source else ""),
+             f"{fmt_int(ds.get('test_images'))} test images "
              + ("with masks" if ds.get("test_masks") else "without masks"),
              f"{len(cls.names)} classes",
              "ignore value " + (str(ds["ignore_index"]) if ds.get("ignore_index") is not None
@@ -161,7 +175,7 @@ def _dataset(r: dict, cls: _Classes, out: Path, made: dict) -> Section | None:
     if isinstance(size, list) and len(size) == 2:
         facts.append(f"typical image size {size[0]} x {size[1]} (height x width)")
     if ds.get("ignored_pixels") is not None:
-        facts.append(f"{_int(ds['ignored_pixels'])} ignored pixels")
+        facts.append(f"{fmt_int(ds['ignored_pixels'])} ignored pixels")
     sec = Section("Dataset", [("p", "; ".join(facts) + ".")])
     counts = ds.get("class_pixels")
     if counts is not None:
@@ -169,7 +183,7 @@ def _dataset(r: dict, cls: _Classes, out: Path, made: dict) -> Section | None:
         total = sum(int(c) for c in counts if finite(c))
         shares = [int(c) / total if total and finite(c) else None for c in counts]
         names = cls.of(len(counts))
-        rows = [[str(i), n, _int(c), _pct(s)] for i, (n, c, s) in enumerate(zip(names, counts,
+        rows = [[str(i), n, fmt_int(c), pct(s)] for i, (n, c, s) in enumerate(zip(names, counts,
                                                                                  shares))]
         sec.blocks.append(("table", ["value", "class", "pixels", "share of labelled"], rows))
         made["class_shares"] = pics.class_shares(names, shares, out / "class_shares.png")
@@ -178,52 +192,16 @@ def _dataset(r: dict, cls: _Classes, out: Path, made: dict) -> Section | None:
     return sec
 
 
-def _stages(r: dict) -> Section | None:
-    stages = _part(r, "stages")
-    if stages is None:
-        return None
-    rows = [[name, str(s.get("state", "")), _f(s.get("seconds"), 1),
-             _f(s.get("peak_rss_mb"), 0), str(s.get("note") or "")]
-            for name, s in stages.items()]
-    return Section("Stages", [("p", "The stages in run order: ran this time, reused (their "
-                                    "inputs and settings had not changed) or skipped."),
-                              ("table", ["stage", "state", "seconds", "peak memory (MB)",
-                                         "note"], rows)])
-
-
-def _resample(r: dict) -> Section | None:
-    rs = _part(r, "resample")
-    if rs is None:
-        return None
-    ii = rs.get("ignore_index")
-    return Section("Mask resampling", [("p", (
-        f"The mode filter changed {_int(rs.get('changed_pixels'))} pixels "
-        f"({_pct(rs.get('changed_share'))} of the pixels); "
-        + (f"pixels of the ignore value {ii} neither voted nor changed." if ii is not None
-           else "no ignore value: every pixel voted.")))])
-
-
-def _folds(r: dict) -> Section:
-    fo = _part(r, "folds")
-    if fo is None:
-        return _not_run(r, "Folds", "folds")
-    sizes = fo.get("val_sizes") or []
-    return Section("Folds", [("p", f"{fo.get('k', len(sizes))} folds; the validation images of "
-                                   "each fold (its model trains on the others):"),
-                             ("table", ["fold", "validation images"],
-                              [[f"fold{i}", _int(n)] for i, n in enumerate(sizes)])])
-
-
-def _models(r: dict, out: Path, made: dict) -> Section:
-    models = _part(r, "models")
+def models_section(r: dict, out: Path, made: dict) -> Section:
+    models = part(r, "models")
     if models is None:
-        return _not_run(r, "Models trained", "train")
+        return not_run(r, "Models trained", "train")
     rows, groups, runs = [], {}, {}
-    for name, m in models.items():
+    for name, m in entries(models, "models").items():
         group = f"{m.get('model', '?')} / {m.get('variant', '?')}"
         rows.append([name, str(m.get("model", "")), str(m.get("variant", "")),
-                     str(m.get("fold", "")), str(m.get("seed", "")), _f(m.get("val_mIoU")),
-                     _f(m.get("seconds"), 1)])
+                     str(m.get("fold", "")), str(m.get("seed", "")), fmt(m.get("val_mIoU")),
+                     fmt(m.get("seconds"), 1)])
         if finite(m.get("val_mIoU")):
             groups.setdefault(group, []).append(float(m["val_mIoU"]))
         if m.get("curve"):
@@ -233,8 +211,8 @@ def _models(r: dict, out: Path, made: dict) -> Section:
     if groups:
         summary = []
         for g, vals in groups.items():
-            mean, sd = _mean_sd(vals)
-            summary.append([g, str(len(vals)), _f(mean), _f(sd), _f(min(vals)), _f(max(vals))])
+            mean, sd = mean_sd(vals)
+            summary.append([g, str(len(vals)), fmt(mean), fmt(sd), fmt(min(vals)), fmt(max(vals))])
         sec.blocks += [("p", "Per model and mask variant, over folds and seeds:"),
                        ("table", ["model / variant", "runs", "mean validation mIoU", "sd",
                                   "min", "max"], summary)]
@@ -245,17 +223,17 @@ def _models(r: dict, out: Path, made: dict) -> Section:
     return sec
 
 
-def _oof(r: dict, cls: _Classes, out: Path, made: dict) -> Section:
-    oof = _part(r, "oof")
+def oof_section(r: dict, cls: Classes, out: Path, made: dict) -> Section:
+    oof = part(r, "oof")
     if oof is None:
-        return _not_run(r, "Out-of-fold IoU", "oof")
+        return not_run(r, "Out-of-fold IoU", "oof")
     iou = cls.check(oof.get("iou") or [], "oof.iou")
     names = cls.of(len(iou))
-    sec = Section("Out-of-fold IoU", [("p", f"Out-of-fold mIoU {_f(oof.get('miou'))}: each "
+    sec = Section("Out-of-fold IoU", [("p", f"Out-of-fold mIoU {fmt(oof.get('miou'))}: each "
                                             "image predicted by the models that did not train "
                                             "on it (the ensemble members).")])
     if iou:
-        rows = [[n, _f(v), "yes" if finite(v) and v >= UNLEARNED_IOU else "no"]
+        rows = [[n, fmt(v), "yes" if finite(v) and v >= UNLEARNED_IOU else "no"]
                 for n, v in zip(names, iou)]
         sec.blocks.append(("table", ["class", "IoU", "learned (IoU >= 0.05)"], rows))
         made["oof_iou"] = pics.iou_bars({"out-of-fold": iou}, names, "out-of-fold IoU per class",
@@ -264,12 +242,12 @@ def _oof(r: dict, cls: _Classes, out: Path, made: dict) -> Section:
     return sec
 
 
-def _tune(r: dict, cls: _Classes) -> Section:
-    tu = _part(r, "tune")
+def tune_section(r: dict, cls: Classes) -> Section:
+    tu = part(r, "tune")
     if tu is None:
-        return _not_run(r, "Tuning", "tune")
-    table = tu.get("table") or []
-    rows = [[str(t.get("setting", "")), _f(t.get("holdout_miou")), _f(t.get("test_miou"))]
+        return not_run(r, "Tuning", "tune")
+    table = list(entries(dict(enumerate(tu.get("table") or [])), "tune.table").values())
+    rows = [[str(t.get("setting", "")), fmt(t.get("holdout_miou")), fmt(t.get("test_miou"))]
             for t in table]
     sec = Section("Tuning", [("p", "Ensemble settings scored on held-out out-of-fold images "
                                    "(the test column only where test masks exist):"),
@@ -277,7 +255,7 @@ def _tune(r: dict, cls: _Classes) -> Section:
     weights = tu.get("weights") or []
     members = tu.get("models") or [f"model {i + 1}" for i in range(len(weights))]
     chosen = [f"CRF {tu.get('crf_name', 'n/a')}",
-              "weights " + ", ".join(f"{m} {_f(w)}" for m, w in zip(members, weights))]
+              "weights " + ", ".join(f"{m} {fmt(w)}" for m, w in zip(members, weights))]
     if finite(tu.get("seconds")):
         chosen.append(f"searched in {duration(tu['seconds'])}")
     sec.blocks.append(("p", "Chosen setting: " + "; ".join(chosen) + "."))
@@ -285,30 +263,31 @@ def _tune(r: dict, cls: _Classes) -> Section:
     if bias:
         bias = cls.check(bias, "tune.bias")
         sec.blocks.append(("table", ["class", "bias (added to log-probability)"],
-                           [[n, _f(b, 3, sign=True)] for n, b in zip(cls.of(len(bias)), bias)]))
+                           [[n, fmt(b, 3, sign=True)] for n, b in zip(cls.of(len(bias)), bias)]))
     return sec
 
 
-def _audit(r: dict, cls: _Classes, rel: Callable[[str], str | None]) -> Section:
-    au = _part(r, "audit")
+def audit_section(r: dict, cls: Classes, rel: Callable[[str], str | None]) -> Section:
+    au = part(r, "audit")
     if au is None:
-        return _not_run(r, "Label audit", "audit")
-    sec = Section("Label audit", [("p", f"{_int(au.get('images'))} images audited; "
-                                        f"{_int(au.get('flagged'))} pixels flagged as possible "
-                                        f"label issues ({_pct(au.get('flagged_share'))} of the "
+        return not_run(r, "Label audit", "audit")
+    sec = Section("Label audit", [("p", f"{fmt_int(au.get('images'))} images audited; "
+                                        f"{fmt_int(au.get('flagged'))} pixels flagged as possible "
+                                        f"label issues ({pct(au.get('flagged_share'))} of the "
                                         "labelled pixels).")])
-    oof = (_part(r, "oof") or {}).get("iou")
-    unlearned = au.get("unlearned_classes")
-    if unlearned is None and oof:
-        unlearned = unlearned_classes(oof, cls.of(len(oof)))
+    oof = (part(r, "oof") or {}).get("iou")
+    # from the out-of-fold IoU where the report has it (the runner's list says the same), else
+    # the runner's list; an empty list without IoU to back it says nothing
+    unlearned = (unlearned_classes(cls.check(oof, "oof.iou"), cls.of(len(oof))) if oof else
+                 au.get("unlearned_classes") or None)
     by_class = au.get("flagged_by_class")
     share_in = None
     if by_class is not None:
         by_class = cls.check(by_class, "audit.flagged_by_class")
         names = cls.of(len(by_class))
         total = sum(int(v) for v in by_class if finite(v))
-        rows = [[n, _int(v), _pct(int(v) / total if total and finite(v) else None),
-                 _f(oof[i]) if oof and i < len(oof) else "n/a",
+        rows = [[n, fmt_int(v), pct(int(v) / total if total and finite(v) else None),
+                 fmt(oof[i]) if oof and i < len(oof) else "n/a",
                  "no" if unlearned is not None and n in unlearned else
                  ("yes" if unlearned is not None else "n/a")]
                 for i, (n, v) in enumerate(zip(names, by_class))]
@@ -322,7 +301,7 @@ def _audit(r: dict, cls: _Classes, rel: Callable[[str], str | None]) -> Section:
         sec.blocks.append(("p", "Unknown: no out-of-fold IoU to tell which classes the models "
                                 "learned."))
     elif unlearned:
-        share = f"{_pct(share_in)} of the flags" if share_in is not None else "Their flags"
+        share = f"{pct(share_in)} of the flags" if share_in is not None else "Their flags"
         sec.blocks.append(("note", (
             f"The models did not learn {', '.join(unlearned)} (out-of-fold IoU below "
             f"{UNLEARNED_IOU}, or none at all). {share} fall in "
@@ -343,44 +322,48 @@ def _audit(r: dict, cls: _Classes, rel: Callable[[str], str | None]) -> Section:
     return sec
 
 
-def _test(r: dict, cls: _Classes, out: Path, made: dict) -> list[Section]:
-    te = _part(r, "test")
+def test_sections(r: dict, cls: Classes, out: Path, made: dict) -> list[Section]:
+    te = part(r, "test")
     if te is None:
-        ds = _part(r, "dataset") or {}
+        ds = part(r, "dataset") or {}
         if ds and not ds.get("test_masks"):
             return [Section("Test set", [("p", "No test masks: the test split is not scored.")])]
-        return [_not_run(r, "Test set", "evaluate")]
+        return [not_run(r, "Test set", "evaluate")]
     sec = Section("Test set", [])
-    steps = te.get("steps") or {}
+    steps = entries(te.get("steps") or {}, "test.steps")
     if steps:
         sec.blocks += [("p", "Test mIoU of each single model and each ensemble step; the "
                              "bootstrap sd resamples the test images."),
                        ("table", ["step", "mIoU", "bootstrap sd", "pixel accuracy"],
-                        [[n, _f(s.get("miou")), _f(s.get("boot_sd")), _f(s.get("pixel_acc"))]
+                        [[n, fmt(s.get("miou")), fmt(s.get("boot_sd")), fmt(s.get("pixel_acc"))]
                          for n, s in steps.items()])]
         ious = {n: cls.check(s.get("iou") or [], f"test.steps.{n}.iou") for n, s in steps.items()}
         n_cls = max(len(v) for v in ious.values())
         if n_cls:
             names = cls.of(n_cls)
-            rows = [[c] + [_f(v[i]) if i < len(v) else "n/a" for v in ious.values()]
+            rows = [[c] + [fmt(v[i]) if i < len(v) else "n/a" for v in ious.values()]
                     for i, c in enumerate(names)]
             sec.blocks += [("h3", "Per-class IoU"), ("table", ["class"] + list(steps), rows)]
-            made["test_iou"] = pics.iou_bars(ious, names, "test IoU per class and step",
-                                             out / "test_iou.png")
-            sec.blocks.append(("img", "pictures/test_iou.png",
-                               "bar chart: test IoU per class for each step"))
+            best = sorted(steps, key=lambda n: -steps[n]["miou"] if finite(steps[n].get("miou"))
+                          else 0.0)[:MAX_SERIES]  # a picture of 14 bars a class reads badly
+            made["test_iou"] = pics.iou_bars({n: ious[n] for n in steps if n in best}, names,
+                                             "test IoU per class and step", out / "test_iou.png")
+            sec.blocks.append(("img", "pictures/test_iou.png", "bar chart: test IoU per class "
+                               + ("for each step" if len(best) == len(steps) else
+                                  f"for the {len(best)} steps of highest mIoU")))
     ablation = te.get("ablation") or {}
     sections = [sec]
     if ablation:
         rows, means = [], {}
         for variant, seeds in ablation.items():
+            seeds = entries(seeds, f"test.ablation.{variant}")
             vals = [float(s["miou"]) for s in seeds.values() if finite(s.get("miou"))]
-            mean, sd = _mean_sd(vals)
+            mean, sd = mean_sd(vals)
             means[variant] = mean
             rows.append([variant, str(len(seeds)),
-                         ", ".join(f"seed {k}: {_f(s.get('miou'))}" for k, s in seeds.items()),
-                         _f(mean), _f(sd),
-                         f"{_f(min(vals))} to {_f(max(vals))}" if vals else "n/a"])
+                         ", ".join(f"seed {k}: {fmt(s.get('miou'))}" for k, s in seeds.items()),
+                         fmt(mean), fmt(sd),
+                         f"{fmt(min(vals))} to {fmt(max(vals))}" if vals else "n/a"])
         sec.blocks += [("h3", "Spread over seeds"),
                        ("table", ["variant", "seeds", "test mIoU per seed", "mean", "sd",
                                   "range"], rows)]
@@ -391,9 +374,9 @@ def _test(r: dict, cls: _Classes, out: Path, made: dict) -> list[Section]:
     return sections
 
 
-def _ablation(ablation: dict, means: dict, rows: list, cls: _Classes) -> Section:
+def _ablation(ablation: dict, means: dict, rows: list, cls: Classes) -> Section:
     base = means.get("original")
-    diff = [_f(m - base, 3, sign=True) if finite(m) and finite(base) else "n/a"
+    diff = [fmt(m - base, 3, sign=True) if finite(m) and finite(base) else "n/a"
             for m in means.values()]
     sec = Section("Ablation: mask variants", [
         ("p", "The same models trained on each mask variant, scored on the test masks; the "
@@ -407,39 +390,16 @@ def _ablation(ablation: dict, means: dict, rows: list, cls: _Classes) -> Section
         lists = [cls.check(s["iou"], f"test.ablation.{variant}.{k}.iou")
                  for k, s in seeds.items() if s.get("iou")]
         if lists:
-            per_class[variant] = [_mean_sd([float(x[i]) for x in lists if finite(x[i])])[0]
+            per_class[variant] = [mean_sd([float(x[i]) for x in lists if finite(x[i])])[0]
                                   for i in range(min(len(x) for x in lists))]
     if per_class:
         n = min(len(v) for v in per_class.values())
         orig = per_class.get("original")
         others = [v for v in per_class if v != "original"] if orig else []
-        rows = [[c] + [_f(v[i]) for v in per_class.values()]
-                + [_f(per_class[v][i] - orig[i], 3, sign=True)
+        rows = [[c] + [fmt(v[i]) for v in per_class.values()]
+                + [fmt(per_class[v][i] - orig[i], 3, sign=True)
                    if finite(per_class[v][i]) and finite(orig[i]) else "n/a" for v in others]
                 for i, c in enumerate(cls.of(n)[:n])]
         sec.blocks.append(("table", ["class"] + [f"{v} (mean IoU)" for v in per_class]
                            + [f"{v} - original" for v in others], rows))
     return sec
-
-
-def _submission(r: dict) -> Section:
-    sub = _part(r, "submission")
-    if sub is None:
-        return _not_run(r, "Submission", "submission")
-    return Section("Submission", [("p", f"{sub.get('path', 'n/a')}: {_int(sub.get('rows'))} rows"
-                                        f", {_int(sub.get('size'))} bytes.")])
-
-
-def build_sections(report: dict, pictures: Path,
-                   rel: Callable[[str], str | None]) -> tuple[list[Section], dict[str, Path]]:
-    """Every section with data (or a "Not run yet." line) from `report`, in page order up to
-    Submission, and the pictures drawn into the folder `pictures` (name -> path). `rel` turns a path
-    relative to the recipe folder into a link from the page, or None if the file is missing."""
-    pictures.mkdir(parents=True, exist_ok=True)
-    cls, made = _Classes(report), {}
-    sections = [_dataset(report, cls, pictures, made), _stages(report), _resample(report),
-                _folds(report), _models(report, pictures, made),
-                _oof(report, cls, pictures, made), _tune(report, cls), _audit(report, cls, rel)]
-    sections += _test(report, cls, pictures, made)
-    sections.append(_submission(report))
-    return [s for s in sections if s is not None], made

@@ -22,8 +22,10 @@ from urllib.parse import quote
 from ..errors import InputTypeError
 from ..io import atomic
 from . import _report_pictures as pics
-from ._report_sections import (SECTIONS, UNLEARNED_IOU, Section, build_sections,
-                               duration, finite, unlearned_classes)
+from ._report_sections import (SECTIONS, UNLEARNED_IOU, Classes, Section, audit_section,
+                               dataset_section, duration, entries, finite, fmt, fmt_int, models_section,
+                               not_run, oof_section, part, pct, test_sections, tune_section,
+                               unlearned_classes)
 
 __all__ = ["write_report", "unlearned_classes", "SECTIONS", "UNLEARNED_IOU"]
 
@@ -154,8 +156,53 @@ def _href(folder: Path) -> Callable[[str], str | None]:
     return rel
 
 
+def _stages(r: dict) -> Section | None:
+    stages = part(r, "stages")
+    if stages is None:
+        return None
+    rows = [[name, str(s.get("state", "")), fmt(s.get("seconds"), 1),
+             fmt(s.get("peak_rss_mb"), 0), str(s.get("note") or "")]
+            for name, s in entries(stages, "stages").items()]
+    return Section("Stages", [("p", "The stages in run order: ran this time, reused (their "
+                                    "inputs and settings had not changed) or skipped."),
+                              ("table", ["stage", "state", "seconds", "peak memory (MB)",
+                                         "note"], rows)])
+
+
+def _resample(r: dict) -> Section | None:
+    rs = part(r, "resample")
+    if rs is None:
+        return None
+    ii = rs.get("ignore_index")
+    return Section("Mask resampling", [("p", (
+        f"The mode filter changed {fmt_int(rs.get('changed_pixels'))} pixels "
+        f"({pct(rs.get('changed_share'))} of the pixels); "
+        + (f"pixels of the ignore value {ii} neither voted nor changed." if ii is not None
+           else "no ignore value: every pixel voted.")))])
+
+
+def _folds(r: dict) -> Section:
+    fo = part(r, "folds")
+    if fo is None:
+        return not_run(r, "Folds", "folds")
+    sizes = fo.get("val_sizes") or []
+    return Section("Folds", [("p", f"{fo.get('k', len(sizes))} folds; the validation images of "
+                                   "each fold (its model trains on the others):"),
+                             ("table", ["fold", "validation images"],
+                              [[f"fold{i}", fmt_int(n)] for i, n in enumerate(sizes)])])
+
+
+def _submission(r: dict) -> Section:
+    sub = part(r, "submission")
+    if sub is None:
+        return not_run(r, "Submission", "submission")
+    return Section("Submission", [("p", f"{sub.get('path', 'n/a')}: "
+                                        f"{fmt_int(sub.get('rows'))} rows, "
+                                        f"{fmt_int(sub.get('size'))} bytes.")])
+
+
 def _time(r: dict, out: Path, made: dict) -> Section | None:
-    stages = r.get("stages")
+    stages = part(r, "stages")
     if not stages:
         return None
     secs = [s.get("seconds") for s in stages.values()]
@@ -172,8 +219,8 @@ def _time(r: dict, out: Path, made: dict) -> Section | None:
 
 
 def _pictures(report: dict, rel: Callable[[str], str | None]) -> Section | None:
-    extra = report.get("pictures")
-    if not isinstance(extra, dict) or not extra:
+    extra = part(report, "pictures")
+    if extra is None:
         return None
     sec = Section("Stage pictures")
     for name, path in extra.items():
@@ -184,7 +231,7 @@ def _pictures(report: dict, rel: Callable[[str], str | None]) -> Section | None:
 
 
 def _settings(report: dict) -> Section | None:
-    rec = report.get("recipe") if isinstance(report.get("recipe"), dict) else {}
+    rec = part(report, "recipe") or {}
     settings = rec.get("settings")
     if not isinstance(settings, dict) or not settings:
         return None
@@ -204,13 +251,13 @@ def _settings(report: dict) -> Section | None:
 
 
 def _title(report: dict) -> tuple[str, str]:
-    rec = report.get("recipe") if isinstance(report.get("recipe"), dict) else {}
+    rec = part(report, "recipe") or {}
     settings = rec.get("settings") if isinstance(rec.get("settings"), dict) else {}
     name = settings.get("name") or Path(str(rec.get("dir") or "")).name or "dataset"
     preset = rec.get("preset") or "unknown"
     sub = f"segkit recipe, {preset} preset"
     if rec.get("dir"):
-        sub += f"; recipe file {os.path.join(str(rec['dir']), str(rec.get('file', 'recipe.toml')))}"
+        sub += "; recipe file " + os.path.join(str(rec["dir"]), str(rec.get("file", "recipe.toml")))
     return f"{name}: segkit recipe report ({preset} preset)", sub + "."
 
 
@@ -254,9 +301,15 @@ def write_report(folder: str | os.PathLike, report: dict, *,
                              f"got {type(report).__name__}")
     folder = Path(folder)
     rel = _href(folder)
-    sections, made = build_sections(report, folder / "pictures", rel)
-    tail = (_time(report, folder / "pictures", made), _pictures(report, rel), _settings(report))
-    sections += [s for s in tail if s is not None]
+    pictures, cls, made = folder / "pictures", Classes(report), {}
+    pictures.mkdir(parents=True, exist_ok=True)
+    sections = [dataset_section(report, cls, pictures, made), _stages(report),
+                _resample(report), _folds(report), models_section(report, pictures, made),
+                oof_section(report, cls, pictures, made), tune_section(report, cls),
+                audit_section(report, cls, rel), *test_sections(report, cls, pictures, made),
+                _submission(report), _time(report, pictures, made), _pictures(report, rel),
+                _settings(report)]
+    sections = [s for s in sections if s is not None]
     title, subtitle = _title(report)
     paths = {"html": folder / "index.html", "md": folder / "index.md"}
     # bytes, so the files are UTF-8 whatever the locale's encoding
