@@ -187,6 +187,8 @@ def test_full_report_has_every_section_and_table(tmp_path):
         assert text in page, text
         assert text in md, text
     assert "not run yet" not in page.lower()
+    assert ("Chosen setting: CRF fitted; soft-vote weights 0.520, 0.480 (one per ensemble "
+            "member); searched in 64.0 s.") in page
     # the ablation: one row per variant, difference to original of the means (0.333 - 0.320)
     ablation = page[page.index("id='ablation-mask-variants'"):]
     assert re.search(r"<td>resampled</td><td class='n'>2</td><td class='n'>0\.333</td>"
@@ -215,7 +217,7 @@ def test_markdown_carries_the_same_tables(tmp_path):
 def test_audit_names_the_unlearned_classes_and_their_share_of_flags(tmp_path):
     _, page, md = _render(tmp_path, full_report(tmp_path))
     note = re.search(r"<p class='note'>(.*?)</p>", page).group(1)
-    assert "Pole, SignSymbol, Pedestrian, Bicyclist" in note
+    assert "did not learn 4 classes: Pole, SignSymbol, Pedestrian, Bicyclist (" in note
     assert "73.0% of the flags" in note  # (300 + 200 + 150 + 80) / 1000
     assert "measure the models, not the annotations" in note
     assert "73.0% of the flags" in md
@@ -232,7 +234,7 @@ def test_audit_names_the_unlearned_classes_and_their_share_of_flags(tmp_path):
     del report["oof"]
     report["audit"]["unlearned_classes"] = ["Pole"]
     _, page4, _ = _render(tmp_path / "d", report)
-    assert "The models did not learn Pole (" in page4 and "30.0% of the flags" in page4
+    assert "The models did not learn 1 class: Pole (" in page4 and "30.0% of the flags" in page4
     report["audit"]["unlearned_classes"] = []
     _, page5, _ = _render(tmp_path / "e", report)
     assert "Unknown: no out-of-fold IoU" in page5 and "class='note'" not in page5
@@ -295,7 +297,7 @@ def test_without_class_names_classes_are_numbered(tmp_path):
               "audit": {"images": 4, "flagged": 10, "flagged_share": 0.01,
                         "flagged_by_class": [2, 8]}}
     _, page, _ = _render(tmp_path, report)
-    assert "The models did not learn class 1 " in page and "80.0% of the flags" in page
+    assert "The models did not learn 1 class: class 1 (" in page and "80.0% of the flags" in page
 
 
 @pytest.mark.parametrize("iou, expected", [

@@ -252,10 +252,10 @@ def tune_section(r: dict, cls: Classes) -> Section:
     sec = Section("Tuning", [("p", "Ensemble settings scored on held-out out-of-fold images "
                                    "(the test column only where test masks exist):"),
                              ("table", ["setting", "held-out mIoU", "test mIoU"], rows)])
-    weights = tu.get("weights") or []
-    members = tu.get("models") or [f"model {i + 1}" for i in range(len(weights))]
-    chosen = [f"CRF {tu.get('crf_name', 'n/a')}",
-              "weights " + ", ".join(f"{m} {fmt(w)}" for m, w in zip(members, weights))]
+    weights, members = tu.get("weights") or [], tu.get("models")
+    chosen = [f"CRF {tu.get('crf_name', 'n/a')}", "soft-vote weights " + (
+        ", ".join(f"{m} {fmt(w)}" for m, w in zip(members, weights)) if members else
+        ", ".join(fmt(w) for w in weights) + " (one per ensemble member)")]
     if finite(tu.get("seconds")):
         chosen.append(f"searched in {duration(tu['seconds'])}")
     sec.blocks.append(("p", "Chosen setting: " + "; ".join(chosen) + "."))
@@ -274,7 +274,7 @@ def audit_section(r: dict, cls: Classes, rel: Callable[[str], str | None]) -> Se
     sec = Section("Label audit", [("p", f"{fmt_int(au.get('images'))} images audited; "
                                         f"{fmt_int(au.get('flagged'))} pixels flagged as possible "
                                         f"label issues ({pct(au.get('flagged_share'))} of the "
-                                        "labelled pixels).")])
+                                        "audited pixels).")])
     oof = (part(r, "oof") or {}).get("iou")
     # from the out-of-fold IoU where the report has it (the runner's list says the same), else
     # the runner's list; an empty list without IoU to back it says nothing
@@ -303,8 +303,9 @@ def audit_section(r: dict, cls: Classes, rel: Callable[[str], str | None]) -> Se
     elif unlearned:
         share = f"{pct(share_in)} of the flags" if share_in is not None else "Their flags"
         sec.blocks.append(("note", (
-            f"The models did not learn {', '.join(unlearned)} (out-of-fold IoU below "
-            f"{UNLEARNED_IOU}, or none at all). {share} fall in "
+            f"The models did not learn {len(unlearned)} "
+            f"{'class' if len(unlearned) == 1 else 'classes'}: {', '.join(unlearned)} "
+            f"(out-of-fold IoU below {UNLEARNED_IOU}, or none at all). {share} fall in "
             f"{'this class' if len(unlearned) == 1 else 'these classes'}: there the flags "
             "measure the models, not the annotations. Read them as classes to learn better "
             "(more data, more epochs, a larger model), not as label errors.")))

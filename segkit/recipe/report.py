@@ -88,7 +88,7 @@ def _html_block(b: tuple) -> str:
     raise ValueError(f"unknown block kind {kind!r}")  # a bug in _report_sections, not input
 
 
-def render_html(title: str, subtitle: str, sections: Iterable[Section]) -> str:
+def _render_html(title: str, subtitle: str, sections: Iterable[Section]) -> str:
     """The page: plain HTML, an inline style, no script; every string escaped."""
     sections = list(sections)
     nav = " ".join(f"<a href='#{s.anchor}'>{_e(s.title)}</a>" for s in sections)
@@ -136,7 +136,7 @@ def _md_block(b: tuple) -> str:
     raise ValueError(f"unknown block kind {kind!r}")
 
 
-def render_markdown(title: str, subtitle: str, sections: Iterable[Section]) -> str:
+def _render_markdown(title: str, subtitle: str, sections: Iterable[Section]) -> str:
     """index.md: the same sections and tables as the page, picture links included."""
     parts = [f"# {_m(title)}", _m(subtitle)]
     for s in sections:
@@ -313,8 +313,8 @@ def write_report(folder: str | os.PathLike, report: dict, *,
     title, subtitle = _title(report)
     paths = {"html": folder / "index.html", "md": folder / "index.md"}
     # bytes, so the files are UTF-8 whatever the locale's encoding
-    atomic.write_bytes(paths["md"], render_markdown(title, subtitle, sections).encode("utf-8"))
-    atomic.write_bytes(paths["html"], render_html(title, subtitle, sections).encode("utf-8"))
+    atomic.write_bytes(paths["md"], _render_markdown(title, subtitle, sections).encode("utf-8"))
+    atomic.write_bytes(paths["html"], _render_html(title, subtitle, sections).encode("utf-8"))
     if log is not None:
         log(f"report: {paths['html']}")
     return {**paths, **made}
