@@ -376,6 +376,10 @@ def test_bad_report_is_refused_naming_the_key(tmp_path):
     report["models"]["swin_cpu_original_s0_fold0"] = 0.43
     with pytest.raises(InputError, match="models.swin_cpu_original_s0_fold0 must be an object"):
         write_report(tmp_path / "r", report)
+    report = full_report(tmp_path)
+    report["models"]["swin_cpu_original_s0_fold0"]["curve"] = [1, 0.2, 2, 0.3]
+    with pytest.raises(InputError, match="models.swin_cpu_original_s0_fold0.curve must be"):
+        write_report(tmp_path / "r", report)
     report = copy.deepcopy(full_report(tmp_path))
     report["test"]["steps"]["equal"]["iou"] = [0.5] * 12
     with pytest.raises(InputError, match="test.steps.equal.iou has 12 values"):

@@ -204,8 +204,13 @@ def models_section(r: dict, out: Path, made: dict) -> Section:
                      fmt(m.get("seconds"), 1)])
         if finite(m.get("val_mIoU")):
             groups.setdefault(group, []).append(float(m["val_mIoU"]))
-        if m.get("curve"):
-            runs[name] = (group, m["curve"])
+        curve = m.get("curve") or []
+        if not isinstance(curve, list) or not all(isinstance(p, (list, tuple)) and len(p) == 2
+                                                  for p in curve):
+            raise InputError(f"report.json: models.{name}.curve must be a list of [epoch, "
+                             f"mIoU] pairs, got {curve!r:.60}")
+        if curve:
+            runs[name] = (group, curve)
     sec = Section("Models trained", [("table", ["run", "model", "variant", "fold", "seed",
                                                 "validation mIoU", "seconds"], rows)])
     if groups:
@@ -366,6 +371,8 @@ def test_sections(r: dict, cls: Classes, out: Path, made: dict) -> list[Section]
                          fmt(mean), fmt(sd),
                          f"{fmt(min(vals))} to {fmt(max(vals))}" if vals else "n/a"])
         sec.blocks += [("h3", "Spread over seeds"),
+                       ("p", "Test mIoU of each mask variant's models per training seed; sd is "
+                             "the sample standard deviation over the seeds."),
                        ("table", ["variant", "seeds", "test mIoU per seed", "mean", "sd",
                                   "range"], rows)]
         if len(ablation) > 1:
