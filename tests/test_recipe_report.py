@@ -19,6 +19,7 @@ from PIL import Image
 
 from segkit.errors import InputError, InputTypeError
 from segkit.io.atomic import is_temporary
+from segkit.palette import palette_for
 from segkit.recipe.report import SECTIONS, unlearned_classes, write_report
 
 CLASSES = ["Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car",
@@ -323,7 +324,7 @@ def test_unlearned_classes_threshold_and_bad_input():
 
 def test_strings_from_the_data_are_escaped(tmp_path):
     report = full_report(tmp_path)
-    evil = ["<script>alert('x')</script>", "A & B", 'say "hi"', "x|y*z_"] + CLASSES[4:]
+    evil = ["<script>alert('x')</script>", "A & B", 'say "hi"', "x|y*z_", "Ñandú 雨"] + CLASSES[5:]
     report["dataset"]["classes"] = evil
     report["audit"]["unlearned_classes"] = ["<script>alert('x')</script>"]
     report["models"] = {"<b>run</b>": dict(next(iter(report["models"].values())),
@@ -336,6 +337,7 @@ def test_strings_from_the_data_are_escaped(tmp_path):
     assert parsed.tags.count("h1") == 1 and parsed.tags.count("title") == 1
     assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in page
     assert "A &amp; B" in page and "say &quot;hi&quot;" in page
+    assert "Ñandú 雨" in page and "Ñandú 雨" in md  # UTF-8 whatever the locale
     assert any(img["alt"].startswith("a 'quoted' <name>") for img in parsed.imgs)
     # Markdown: no raw tag, and a pipe cannot split a table cell
     assert "<script>" not in md and "<b>" not in md
@@ -395,7 +397,7 @@ def _chromium():
 
 
 def test_page_renders_in_headless_chromium(tmp_path):
-    """The page in a real browser: a screenshot that is not blank (pictures loaded)."""
+    """The page in a real browser: a screenshot that is not blank, its pictures loaded."""
     browser = _chromium()
     if browser is None:
         if os.environ.get("CI"):  # CI installs it (make system-deps): its absence is a failure
@@ -411,5 +413,9 @@ def test_page_renders_in_headless_chromium(tmp_path):
     assert shot.is_file(), "chromium wrote no screenshot"
     img = np.asarray(Image.open(shot).convert("RGB"))
     assert img.shape[:2] == (2400, 1200)
-    # pictures loaded: many colours (a blank or broken page has a handful)
-    assert len(np.unique(img.reshape(-1, 3), axis=0)) > 200
+    assert len(np.unique(img.reshape(-1, 3), axis=0)) > 200  # not blank
+    # the class-share picture loaded: its bars in the exact class colours (a page whose
+    # pictures are missing has many colours too, from anti-aliased text, but none of these)
+    pal, pixels = palette_for(11), img.reshape(-1, 3)
+    for c in (1, 3, 5):  # Building, Road, Tree
+        assert (pixels == pal[c]).all(axis=1).sum() > 500, CLASSES[c]
