@@ -12,6 +12,7 @@ from ..errors import SegkitError
 from ..io.atomic import write_json
 from ..jobs._memory import item_peak
 from .dataset import inspect_dataset, read_classes
+from .report import write_report
 from .settings import RECIPE_FILE, Recipe, load_recipe
 from .stage import Context, Stage
 from .stages_analysis import (Audit, Ensembles, Evaluate, Submission, Tune,
@@ -27,14 +28,6 @@ STAGE_NAMES = tuple(s.name for s in STAGES) + ("report",)
 
 class StageError(SegkitError, RuntimeError):
     """A stage failed; the message names it (what it made before is kept)."""
-
-
-def write_report(folder, report, *, log=None):
-    try:
-        from .report import write_report as write
-    except ImportError:  # TEMPORARY: until segkit/recipe/report.py lands
-        from ._standin import write_report as write
-    return write(folder, report, log=log)
 
 
 def check_dataset(folder: Path, recipe: Recipe):

@@ -9,6 +9,7 @@ from typing import Callable
 from ..errors import InputError
 from ..io.atomic import write_json
 from ..palette import palette_for
+from .configs import write_model_config
 from .dataset import DatasetSummary, inspect_dataset, read_classes
 from .settings import (PRESETS, RECIPE_FILE, AuditSettings, CrfSettings, DatasetSettings,
                        FoldSettings, InferSettings, ModelSettings, PrepareSettings, Recipe,
@@ -18,15 +19,6 @@ from .toml_file import write_recipe
 CLASSES_FILE = "classes.json"
 #: the side ConvCRF's presets assume (their 11x11 window on a 4x pooled grid, bandwidth 3 px)
 CRF_REFERENCE_SIDE = 512
-
-
-def write_model_config(*args, **kwargs):
-    """recipe.configs.write_model_config (RECIPE-SUPPORT), or the temporary stand-in."""
-    try:
-        from .configs import write_model_config as write
-    except ImportError:  # TEMPORARY: until segkit/recipe/configs.py lands
-        from ._standin import write_model_config as write
-    return write(*args, **kwargs)
 
 
 def scaled_crf(side: int) -> CrfSettings:

@@ -12,15 +12,8 @@ from ..io.masks import read_mask, write_mask
 from ..ops.confusion import iou_scores
 from ..palette import palette_for
 from .dataset import mask_files
+from .report import unlearned_classes
 from .stage import INTERNAL_IGNORE, Context, Stage, settings_of, store_inputs
-
-
-def _unlearned(iou, classes):
-    try:
-        from .report import unlearned_classes
-    except ImportError:  # TEMPORARY: until segkit/recipe/report.py lands
-        from ._standin import unlearned_classes
-    return unlearned_classes(iou, classes)
 
 
 def _listed(values) -> list:
@@ -89,7 +82,7 @@ class Audit(Stage):
             by_class += np.bincount(gt[flags].astype(np.int64),
                                     minlength=256)[:ctx.num_classes]
         oof_iou = ctx.results.get("oof", {}).get("score", {}).get("iou")
-        unlearned = _unlearned(oof_iou, ctx.classes) if oof_iou else []
+        unlearned = unlearned_classes(oof_iou, ctx.classes) if oof_iou else []
         ctx.log(f"    {rep.issues} pixels flagged in {rep.images} masks"
                 + (f"; classes the models did not learn (their flags measure the models): "
                    f"{', '.join(unlearned)}" if unlearned else ""))

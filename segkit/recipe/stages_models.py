@@ -15,15 +15,7 @@ import segkit
 
 from ..io.atomic import write_json
 from .stage import Context, Stage, config_inputs, quiet, settings_of, store_inputs
-
-
-def trainings_api():
-    """(TrainTask, run_trainings) of recipe.trainings (RECIPE-SUPPORT), or the stand-in."""
-    try:
-        from .trainings import TrainTask, run_trainings
-    except ImportError:  # TEMPORARY: until segkit/recipe/trainings.py lands
-        from ._standin import TrainTask, run_trainings
-    return TrainTask, run_trainings
+from .trainings import TrainTask, run_trainings
 
 
 def train_variants(ctx: Context, fixed: bool) -> list[str]:
@@ -31,7 +23,6 @@ def train_variants(ctx: Context, fixed: bool) -> list[str]:
 
 
 def tasks_for(ctx: Context, variants: list[str]) -> list:
-    TrainTask, _ = trainings_api()
     tasks = []
     for m in ctx.recipe.models:
         for v in variants:
@@ -54,7 +45,6 @@ def tasks_for(ctx: Context, variants: list[str]) -> list:
 def train(ctx: Context, variants: list[str]) -> dict:
     """Every training of `variants` in one run_trainings call (so that the engine can run
     them side by side); finished ones are reused by run_trainings itself."""
-    _, run_trainings = trainings_api()
     run = ctx.hooks.get("run_trainings", run_trainings)  # a test seam: wraps the real one
     tasks = tasks_for(ctx, variants)
     real_stdout = sys.stdout
