@@ -157,7 +157,7 @@ def build_report(ctx: Context, summary, states: dict) -> dict:
                    "settings": ctx.recipe.to_dict()},
         "dataset": dataset, "stages": states}
     if "resample" in r:
-        report["resample"] = r["resample"]
+        report["resample"] = {k: v for k, v in r["resample"].items() if k != "picture"}
     if "folds" in r:
         report["folds"] = r["folds"]
     runs = {**r.get("train", {}).get("runs", {}), **r.get("retrain", {}).get("runs", {})}
@@ -177,7 +177,11 @@ def build_report(ctx: Context, summary, states: dict) -> dict:
         report["test"] = test
     if "submission" in r:
         report["submission"] = r["submission"]
-    report["pictures"] = {}
+    pictures = {"resampling": r.get("resample", {}).get("picture"),
+                "vote and vote + CRF": r.get("ensembles", {}).get("picture"),
+                "tuning": "tuned/tuning.png" if (ctx.folder / "tuned" / "tuning.png").is_file()
+                and "tune" in r else None}
+    report["pictures"] = {k: v for k, v in pictures.items() if v}
     return report
 
 

@@ -71,6 +71,9 @@ class FoldSettings:
     """[folds]: the k-fold split (every image is validated by exactly one fold model)."""
     k: int = _f(5, "Number of folds.", minimum=2)
     seed: int = _f(0, "Seed of the split (same seed, same folds).", minimum=0)
+    method: str = _f("greedy", "greedy: the original recipe's rounds (each fold takes the "
+                               "image richest in the class it lacks most); multilabel: "
+                               "iterative stratification.", choices=("greedy", "multilabel"))
 
 
 @dataclass(frozen=True)

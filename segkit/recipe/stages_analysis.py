@@ -47,7 +47,10 @@ class Tune(Stage):
         table = [{"setting": k, "holdout_miou": float(v) if not isinstance(v, dict) else
                   float(v.get("miou", float("nan"))), "test_miou": None}
                  for k, v in hold.items() if isinstance(v, (int, float, dict))]
-        return {"weights": list(res.weights), "bias": res.bias, "crf_name": res.crf_name,
+        members = [f"{m} {v} seed {s}" for m, v, s in ctx.members()]
+        members += [st.name for st in ctx.recipe.stores]
+        return {"models": members, "weights": list(res.weights), "bias": res.bias,
+                "crf_name": res.crf_name,
                 "table": table, "seconds": res.seconds}
 
 
@@ -143,7 +146,11 @@ class Ensembles(Stage):
                         tuned=ctx.path("tuned", "tuned.json"), **kw)
         ctx.log(f"    {len(stores)} test store(s): " + ", ".join(
             f"{v} -> ensembles/{k}/" for k, v in STEPS.items()))
-        return {"steps": dict(STEPS)}
+        from .pictures import crf_picture
+
+        picture = "pictures/crf.png"
+        made = crf_picture(ctx.folder, ctx.path(picture), ctx.num_classes, ctx.has_test_masks)
+        return {"steps": dict(STEPS), "picture": picture if made else None}
 
 
 class Submission(Stage):

@@ -118,7 +118,11 @@ class Resample(Stage):
                               log=None)
         ctx.log(f"    {rep['changed']} pixels changed ({100 * rep['changed_fraction']:.2f}%), "
                 f"void pixels kept")
-        return {"changed_pixels": int(rep["changed"]),
+        from .pictures import resample_picture
+
+        picture = "pictures/resample.png"
+        made = resample_picture(ctx.data, ctx.path(picture), ctx.num_classes)
+        return {"picture": picture if made else None,"changed_pixels": int(rep["changed"]),
                 "changed_share": float(rep["changed_fraction"]),
                 "ignore_index": ctx.recipe.dataset.ignore_index}
 
@@ -128,7 +132,7 @@ class Folds(Stage):
     after = ("masks",)
 
     def reads(self, ctx: Context) -> dict:
-        return settings_of(ctx.recipe, "folds.k", "folds.seed")
+        return settings_of(ctx.recipe, "folds")
 
     def made(self, ctx: Context) -> list[str]:
         return ["data/splits"]
@@ -137,8 +141,8 @@ class Folds(Stage):
         f, ds = ctx.recipe.folds, ctx.recipe.dataset
         out = ctx.data / "splits"
         if ds.coco:
-            res = segkit.kfold(ctx.user(ds.coco), k=f.k, seed=f.seed, out=out, flatten=True,
-                               log=None)
+            res = segkit.kfold(ctx.user(ds.coco), k=f.k, method=f.method, seed=f.seed, out=out,
+                               flatten=True, log=None)
             sizes = [len(v) for v in res.folds]
         else:
             sizes = mask_folds(ctx.data / "masks", f.k, f.seed, out, ctx.num_classes)
