@@ -186,3 +186,38 @@ def test_cli_prints_one_line_errors_and_status(data, tmp_path):
     res = runner.invoke(main, ["recipe", "init", str(tmp_path / "q"), "--images",
                                str(tmp_path / "nowhere"), "--masks", str(data["masks"])])
     assert res.exit_code == 1 and res.output.startswith("error: images: no such folder")
+
+
+def test_crf_is_scaled_to_the_image_size():
+    from segkit.ops.convcrf import CRF_PRESETS
+    from segkit.recipe.init import scaled_crf
+
+    full = scaled_crf(512)
+    preset = CRF_PRESETS["convcrf"]
+    assert (full.filter_size, full.blur, full.pos_sdims) == (
+        preset["filter_size"], preset["blur"], preset["pos_sdims"])
+    small = scaled_crf(160)  # the 160x120 photos: no pooling, a smaller bandwidth
+    assert small.blur == 1 and small.pos_sdims < 1.0
+    assert scaled_crf(1024).blur == 8
+    assert scaled_crf(64).filter_size % 2 == 1 and scaled_crf(64).filter_size < 11
+
+
+def test_why_stale_names_the_setting_the_input_and_the_stage_before(tmp_path):
+    from segkit.recipe.state import identity, why_stale
+
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "a.png").write_bytes(b"x")
+    now = {"settings": {"folds.k": 3}, "inputs": {"masks": "h1"}, "upstream": {"masks": "k1"}}
+    record = {"settings": {"folds.k": 3}, "inputs": {"masks": "h1"},
+              "upstream": {"masks": "k1"}, "made": {"out": identity(tmp_path / "out")}}
+    assert why_stale(record, now, tmp_path) == []
+    assert why_stale(None, now, tmp_path) == ["never ran"]
+    changed = {"settings": {"folds.k": 5}, "inputs": {"masks": "h2"},
+               "upstream": {"masks": "k2"}}
+    assert why_stale(record, changed, tmp_path) == [
+        "setting folds.k changed (3 -> 5)", "input masks changed",
+        "stage masks before it changed"]
+    (tmp_path / "out" / "a.png").write_bytes(b"xy")  # an output edited by hand
+    assert why_stale(record, now, tmp_path) == ["its output out changed or is missing"]
+    assert why_stale({"state": "running", "started": "T"}, now, tmp_path)[0].startswith(
+        "did not finish (started T)")

@@ -13,6 +13,8 @@ from .state import content_hash, identity
 #: Inside the recipe folder the ignore value is always 255 (segkit's convention); masks with
 #: another void value are mapped on the way in, and back on the way out.
 INTERNAL_IGNORE = 255
+#: datasets with fewer images run the CPU jobs in this process (see Context.workers)
+SMALL = 64
 
 
 class Context:
@@ -49,6 +51,13 @@ class Context:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    @property
+    def workers(self) -> int | None:
+        """Processes of the CPU jobs: all cores (None), or 1 for a small dataset, where
+        starting a pool costs more than it saves."""
+        images = self.data / "masks"
+        return 1 if images.is_dir() and len(list(images.glob("*.png"))) < SMALL else None
 
     @property
     def has_test(self) -> bool:

@@ -41,7 +41,7 @@ class Tune(Stage):
                           images=ctx.data / "images", search=search or ["bias"],
                           budget=t.budget, holdout=t.holdout, seed=ctx.recipe.folds.seed,
                           ignore_index=INTERNAL_IGNORE, crf_images=t.crf_images,
-                          crf_crop=t.crf_crop, crf_steps=t.crf_steps, workers=1,
+                          crf_crop=t.crf_crop, crf_steps=t.crf_steps, workers=ctx.workers,
                           progress=ctx.progress, log=lambda line: ctx.log("    " + line))
         hold = res.metrics.get("holdout", {})
         table = [{"setting": k, "holdout_miou": float(v) if not isinstance(v, dict) else
@@ -74,7 +74,7 @@ class Audit(Stage):
         a = ctx.recipe.audit
         rep = segkit.audit(ctx.oof_specs(), ctx.data / "masks", ctx.path("audit"),
                            images=ctx.data / "images", top=a.top, fix=ctx.data / "masks_fixed",
-                           min_region=a.min_region, ignore_index=INTERNAL_IGNORE, workers=1,
+                           min_region=a.min_region, ignore_index=INTERNAL_IGNORE, workers=ctx.workers,
                            progress=ctx.progress)
         by_class = np.zeros(ctx.num_classes, np.int64)
         issues = ctx.path("audit", "issues")
@@ -117,7 +117,7 @@ STEPS = {"vote": "equal soft vote", "vote_crf": "vote + CRF", "tuned": "tuned"}
 
 class Ensembles(Stage):
     name = "ensembles"
-    after = ("test", "tune", "retrain")
+    after = ("test", "tune")
 
     def active(self, ctx: Context) -> str | None:
         return None if ctx.has_test else "no dataset.test_images"
@@ -135,7 +135,7 @@ class Ensembles(Stage):
         stores = [str(s) for s in ctx.test_stores()]
         equal = [1.0] * len(stores)
         imgs = ctx.data / "test_images"
-        kw = dict(progress=ctx.progress, workers=1, resume=False)  # the stage reruns: recompute
+        kw = dict(progress=ctx.progress, workers=ctx.workers, resume=False)  # the stage reruns: recompute
         segkit.ensemble(stores, equal, ctx.path("ensembles", "vote"), **kw)
         crf = {**{k: getattr(ctx.recipe.crf, k) for k in
                   ("filter_size", "blur", "num_iter", "pos_sdims", "col_schan", "pos_compat",
