@@ -108,6 +108,15 @@ def test_rerun_of_a_finished_folder_does_nothing(masks_run):
     assert {k for k, v in states(report).items() if v == "ran"} == {"report"}
     assert (folder / "state" / "train.json").stat().st_mtime_ns == before
     assert all(r["state"] in ("done", "skipped") for r in recipe_status(folder))
+    # the command line: the same, one line per stage
+    from click.testing import CliRunner
+
+    from segkit.cli import main
+
+    res = CliRunner().invoke(main, ["recipe", "run", str(folder), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert "[4/13] train: done before (unchanged)" in res.output
+    assert "[13/13] report:" in res.output
 
 
 def test_a_setting_change_reruns_only_what_reads_it(masks_run):
