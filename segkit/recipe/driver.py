@@ -137,7 +137,23 @@ def run_recipe(folder: str | Path, *, engine: str | None = None, progress: bool 
     write_json(folder / "report.json", report, indent=1, default=str)
     log(f"[{len(steps) + 1}/{len(steps) + 1}] report: {folder / 'report.json'}, "
         f"{paths.get('html', folder / 'report' / 'index.html')}")
+    for line in summary_lines(report):
+        log("    " + line)
     return report
+
+
+def summary_lines(report: dict) -> list[str]:
+    """The headline figures of a report, as the run's last lines."""
+    out = []
+    if "oof" in report:
+        out.append(f"out-of-fold mIoU {report['oof']['miou']:.3f}")
+    steps = report.get("test", {}).get("steps", {})
+    if steps:
+        out.append("test mIoU: " + ", ".join(f"{k} {v['miou']:.3f}" for k, v in steps.items()))
+    if "submission" in report:
+        sub = report["submission"]
+        out.append(f"{sub['path']}: {sub['rows']} rows of {sub['size']}x{sub['size']}")
+    return out
 
 
 def _now() -> str:
