@@ -221,3 +221,15 @@ def test_why_stale_names_the_setting_the_input_and_the_stage_before(tmp_path):
     assert why_stale(record, now, tmp_path) == ["its output out changed or is missing"]
     assert why_stale({"state": "running", "started": "T"}, now, tmp_path)[0].startswith(
         "did not finish (started T)")
+
+
+def test_gpu_preset_writes_the_swin_b_recipe(data, tmp_path):
+    weights = tmp_path / "swin_base_22k_384.pth"
+    weights.write_bytes(b"weights")
+    r = _init(data, tmp_path / "r", preset="gpu", pretrained=str(weights))
+    (model,) = r.models
+    assert (model.name, model.epochs, model.batch_size) == ("swin_b", 60, 8)
+    assert model.pretrained == str(weights) and r.infer.tta
+    config = (tmp_path / "r" / model.config).read_text()
+    assert "_base_ =" not in config and "embed_dims=128" in config.replace(" ", "")
+    assert str(weights) in config
