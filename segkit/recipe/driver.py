@@ -36,10 +36,24 @@ def check_dataset(folder: Path, recipe: Recipe):
     ctx_path = lambda v: None if not v else (Path(v) if Path(v).is_absolute()  # noqa: E731
                                              else folder / v)
     classes = read_classes(ctx_path(ds.classes_file))
+    check_stores(recipe, classes, ctx_path)
     return inspect_dataset(ctx_path(ds.images), masks=ctx_path(ds.masks),
                            coco=ctx_path(ds.coco), ignore_index=ds.ignore_index,
                            classes=classes, test_images=ctx_path(ds.test_images),
                            test_masks=ctx_path(ds.test_masks))
+
+
+def check_stores(recipe: Recipe, classes: list[str], where: Callable) -> None:
+    """Each [[stores]] path is a confidence store of the recipe's classes."""
+    from ..io.store import ConfidenceStore, StoreError
+
+    for i, st in enumerate(recipe.stores):
+        for path in [*st.oof, *([st.test] if st.test else [])]:
+            store = ConfidenceStore(where(path))
+            if store.classes != classes:
+                raise StoreError(f"stores[{i}] ({st.name}): {store.root} has classes "
+                                 f"{store.classes}; the recipe's are {classes} (same names, "
+                                 "same order)")
 
 
 def plan(ctx: Context, ledger: Ledger) -> list[dict]:
