@@ -170,6 +170,22 @@ def test_stores_from_elsewhere_join_tune_audit_and_the_ensembles(masks_run):
     assert report["stages"]["train"]["state"] == "reused"
 
 
+def test_a_removed_training_is_redone_and_what_follows_it_reruns(masks_run):
+    import shutil
+
+    folder = masks_run[0]
+    shutil.rmtree(folder / "work" / "swin_cpu_resampled_s0_fold1")
+    why = {r["stage"]: r["why"] for r in recipe_status(folder)}
+    assert why["train"] == ["its output work/swin_cpu_resampled_s0_fold1/result.json changed "
+                            "or is missing"]
+    report = run_recipe(folder, progress=False, log=None)
+    runs = json.loads((folder / "state" / "train.json").read_text())["result"]["runs"]
+    assert [k for k, r in runs.items() if not r["reused"]] == ["swin_cpu_resampled_s0_fold1"]
+    ran = {k for k, v in states(report).items() if v == "ran"}
+    assert {"train", "oof", "test", "tune", "audit", "ensembles", "evaluate"} <= ran, ran
+    assert report["stages"]["masks"]["state"] == "reused"
+
+
 def test_coco_dataset_runs_end_to_end(tmp_path):
     train, test = coco_dataset(tmp_path / "data", n=6)
     folder = tmp_path / "r"

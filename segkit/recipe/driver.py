@@ -104,9 +104,15 @@ def run_recipe(folder: str | Path, *, engine: str | None = None, progress: bool 
     states: dict[str, dict] = {}
     steps = plan(ctx, ledger)
     t_all = time.perf_counter()
+    ran: set[str] = set()
     for i, item in enumerate(steps, 1):
         stage, record = item["stage"], item["record"]
         head = f"[{i}/{len(steps) + 1}] {stage.name}"
+        again = [u for u in stage.after if u in ran]
+        if again and item["note"] is None and not item["reasons"]:
+            # its key is the same, but what it reads was made again (a training redone
+            # after its work dir was removed, ...): cheap where the jobs reuse items
+            item["reasons"] = [f"stage {u} before it ran again" for u in again]
         if item["note"] is not None:
             states[stage.name] = {"state": "skipped", "seconds": 0.0, "peak_rss_mb": None,
                                   "note": item["note"]}
@@ -134,6 +140,7 @@ def run_recipe(folder: str | Path, *, engine: str | None = None, progress: bool 
         seconds = round(time.perf_counter() - t0, 2)
         peak = round(mem["peak_rss"] / 2 ** 20, 1) if mem.get("peak_rss") else None
         ctx.results[stage.name] = result
+        ran.add(stage.name)
         ledger.write(stage.name, {
             "key": item["key"], "state": "ran", **item["now"],
             "made": made_identities(folder, stage.made(ctx)), "result": result,
