@@ -318,8 +318,8 @@ def kfold_masks(masks, k: int = 5, method: str = "greedy", seed: int = 0, out=No
 
     Examples
     --------
-    >>> folds = segkit.jobs.kfold.kfold_masks("data/masks", k=5, ignore_index=11,
-    ...                                       out="data/splits")  # doctest: +SKIP
+    >>> folds = segkit.kfold_masks("data/masks", k=5, ignore_index=11,
+    ...                            out="data/splits")  # doctest: +SKIP
     """
     from ._kfold_masks import folder_classes, list_mask_files, presence_matrix
 
