@@ -88,7 +88,7 @@ def run_recipe(folder: str | Path, *, engine: str | None = None, progress: bool 
         Where the stage lines go.
     hooks : dict, optional
         Test seams: ``"run_trainings"``: called instead of
-        :func:`segkit.recipe.trainings.run_trainings` (same arguments).
+        ``segkit.recipe.trainings.run_trainings`` (same arguments).
 
     Returns
     -------
