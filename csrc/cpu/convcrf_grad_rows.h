@@ -103,14 +103,18 @@ inline void pool_rows(const Geo& g, const Image& im, const float* q, int R, floa
       for (int X = 0; X < g.Wp; ++X) o[X] = (0.0f + qi[X] * fm[X]) * ic[X];
       continue;
     }
-    for (int X = 0; X < g.Wp; ++X) o[X] = 0.0f;
-    for (int i = y0; i < y1; ++i) {
-      const float* qi = q + c * g.HW + static_cast<index_t>(i) * g.W;
-      const float* fm = im.fmask.data() + static_cast<index_t>(i) * g.W;
-      for (int j = 0; j < g.W; ++j) o[g.cellx[j]] += qi[j] * fm[j];
-    }
+    // gathered per cell (one accumulator in a register, rows then columns: the order of the
+    // row-major scatter `o[cell(j)] += q(i, j)` it replaces, so the same bits)
+    const float* qc = q + c * g.HW;
     const float* ic = im.inv_count.data() + static_cast<index_t>(R) * g.Wp;
-    for (int X = 0; X < g.Wp; ++X) o[X] *= ic[X];
+    for (int X = 0; X < g.Wp; ++X) {
+      float acc = 0.0f;
+      for (int i = y0; i < y1; ++i) {
+        const index_t row = static_cast<index_t>(i) * g.W;
+        for (int j = g.cx0[X]; j < g.cx1[X]; ++j) acc += qc[row + j] * im.fmask[row + j];
+      }
+      o[X] = acc * ic[X];
+    }
   }
 }
 
@@ -199,9 +203,21 @@ SEGKIT_ALWAYS void sums_row(const Geo& g, const Image& im, const float* Gp, cons
       V v0{}, v1{}, v2{}, v3{}, v4{};
       for (int x0 = 0; x0 < g.Wp; x0 += L) {
         const index_t hp = g.at(r, x0), hq = g.at(r + dy, x0 + dx);
-        V S{};
-        for (int c = 0; c < g.C; ++c)
-          S += loadv<V>(R + c * g.plane + hp) * loadv<V>(qb + c * g.plane + hq);
+        // four partial sums over the classes: a single accumulator would chain C dependent
+        // FMAs per vector (latency-bound: the hot loop of the backward before)
+        V S0{}, S1{}, S2{}, S3{};
+        int c = 0;
+        for (; c + 4 <= g.C; c += 4) {
+          const float* rc = R + c * g.plane + hp;
+          const float* qc = qb + c * g.plane + hq;
+          S0 += loadv<V>(rc) * loadv<V>(qc);
+          S1 += loadv<V>(rc + g.plane) * loadv<V>(qc + g.plane);
+          S2 += loadv<V>(rc + 2 * g.plane) * loadv<V>(qc + 2 * g.plane);
+          S3 += loadv<V>(rc + 3 * g.plane) * loadv<V>(qc + 3 * g.plane);
+        }
+        for (; c < g.C; ++c)
+          S0 += loadv<V>(R + c * g.plane + hp) * loadv<V>(qb + c * g.plane + hq);
+        const V S = (S0 + S1) + (S2 + S3);
         V dpos{}, dcol{};
         for (int ff = 0; ff < kFeatures; ++ff) {
           const V d = loadv<V>(f + ff * g.plane + hq) - loadv<V>(f + ff * g.plane + hp);
