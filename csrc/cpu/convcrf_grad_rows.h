@@ -187,6 +187,9 @@ SEGKIT_ALWAYS void pass_block(const Geo& g, const ConvCrfGradArgs& a, const floa
 }
 
 // The five parameter sums of pooled row r: S(p, d) = sum_c R_c(p) Qb_c(p+d) (both haloed).
+// One vector of pixels at a time over every offset, so that R_c(p) and the rows of Qb around
+// it stay in L1 (offsets outside would stream every class plane once per offset); the row's
+// partials go to double once per vector of pixels.
 template <int B>
 SEGKIT_ALWAYS void sums_row(const Geo& g, const Image& im, const float* Gp, const float* Gc,
                             const float* R, const float* qb, int r, double* sums) {
@@ -195,16 +198,18 @@ SEGKIT_ALWAYS void sums_row(const Geo& g, const Image& im, const float* Gp, cons
   const int k = 2 * g.s + 1;
   const index_t gstride = static_cast<index_t>(g.Hp) * g.ldg;
   const float* f = im.featH.data();
+  const int dy0 = std::max(-g.s, -r), dy1 = std::min(g.s, g.Hp - 1 - r);
   double t[kGradSums] = {0, 0, 0, 0, 0};
-  for (int dy = -g.s; dy <= g.s; ++dy) {
-    if (r + dy < 0 || r + dy >= g.Hp) continue;
-    for (int dx = -g.s; dx <= g.s; ++dx) {
-      const index_t o = (dy + g.s) * k + dx + g.s;
-      V v0{}, v1{}, v2{}, v3{}, v4{};
-      for (int x0 = 0; x0 < g.Wp; x0 += L) {
-        const index_t hp = g.at(r, x0), hq = g.at(r + dy, x0 + dx);
-        // four partial sums over the classes: a single accumulator would chain C dependent
-        // FMAs per vector (latency-bound: the hot loop of the backward before)
+  for (int x0 = 0; x0 < g.Wp; x0 += L) {
+    const index_t hp = g.at(r, x0);
+    V fp[kFeatures];
+    for (int ff = 0; ff < kFeatures; ++ff) fp[ff] = loadv<V>(f + ff * g.plane + hp);
+    V v0{}, v1{}, v2{}, v3{}, v4{};
+    for (int dy = dy0; dy <= dy1; ++dy) {
+      for (int dx = -g.s; dx <= g.s; ++dx) {
+        const index_t o = (dy + g.s) * k + dx + g.s;
+        const index_t hq = g.at(r + dy, x0 + dx);
+        // four partial sums over the classes (one accumulator would chain C dependent FMAs)
         V S0{}, S1{}, S2{}, S3{};
         int c = 0;
         for (; c + 4 <= g.C; c += 4) {
@@ -220,7 +225,7 @@ SEGKIT_ALWAYS void sums_row(const Geo& g, const Image& im, const float* Gp, cons
         const V S = (S0 + S1) + (S2 + S3);
         V dpos{}, dcol{};
         for (int ff = 0; ff < kFeatures; ++ff) {
-          const V d = loadv<V>(f + ff * g.plane + hq) - loadv<V>(f + ff * g.plane + hp);
+          const V d = loadv<V>(f + ff * g.plane + hq) - fp[ff];
           if (ff < 2)
             dpos += d * d;
           else
@@ -234,13 +239,13 @@ SEGKIT_ALWAYS void sums_row(const Geo& g, const Image& im, const float* Gp, cons
         v3 += dcol * cs;
         v4 += dpos * cs;
       }
-      float l[5][L];
-      std::memcpy(l[0], &v0, sizeof v0), std::memcpy(l[1], &v1, sizeof v1);
-      std::memcpy(l[2], &v2, sizeof v2), std::memcpy(l[3], &v3, sizeof v3);
-      std::memcpy(l[4], &v4, sizeof v4);
-      for (int j = 0; j < kGradSums; ++j)
-        for (int i = 0; i < L; ++i) t[j] += l[j][i];
     }
+    float l[5][L];
+    std::memcpy(l[0], &v0, sizeof v0), std::memcpy(l[1], &v1, sizeof v1);
+    std::memcpy(l[2], &v2, sizeof v2), std::memcpy(l[3], &v3, sizeof v3);
+    std::memcpy(l[4], &v4, sizeof v4);
+    for (int j = 0; j < kGradSums; ++j)
+      for (int i = 0; i < L; ++i) t[j] += l[j][i];
   }
   for (int j = 0; j < kGradSums; ++j) sums[j] = t[j];
 }
