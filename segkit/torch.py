@@ -30,10 +30,11 @@ Tensor = torch.Tensor
 _UNARY_KINDS, _INITS = ("logits", "probs"), ("convcrf", "softmax")
 
 
-def _cfg(config: Sequence[int], unary_weight: float) -> tuple[_grad.GradConfig, bool]:
+def _cfg(config: Sequence[int], unary_weight: float) -> tuple[ConvCrfParams, bool]:
     k, b, t, kind, init, fs, cp = (int(v) for v in config)
-    return _grad.GradConfig(k, b, t, float(unary_weight), _UNARY_KINDS[kind], _INITS[init],
-                            bool(fs)), bool(cp)
+    return convcrf_params(None, filter_size=k, blur=b, num_iter=t, unary_weight=unary_weight,
+                          unary_kind=_UNARY_KINDS[kind], init=_INITS[init],
+                          final_softmax=bool(fs)), bool(cp)
 
 
 def _host(x: Optional[Tensor], what: str):
@@ -247,9 +248,9 @@ def conv_crf(unary: Tensor, image: Any, *, weight: Any = 0.2, pos_compat: Any = 
     if unary.dtype not in (torch.float32, torch.float16, torch.bfloat16):
         raise InputError(f"unary must be float32, float16 or bfloat16; got {unary.dtype} "
                          "(for float64 use segkit.reference.convcrf_grad.conv_crf_torch)")
-    cfg = _grad.grad_config(filter_size=filter_size, blur=blur, num_iter=num_iter,
-                            unary_weight=unary_weight, unary_kind=unary_kind, init=init,
-                            final_softmax=final_softmax)
+    cfg = convcrf_params(None, filter_size=filter_size, blur=blur, num_iter=num_iter,
+                         unary_weight=unary_weight, unary_kind=unary_kind, init=init,
+                         final_softmax=final_softmax)
     n, c, h, w = unary.shape
     u = unary.to(torch.float32).contiguous()
     img = _image_nchw(image, n, h, w, mean, std)
@@ -358,6 +359,14 @@ class ConvCRF(torch.nn.Module):
         if self.compat is not None:
             out["compat"] = self.compat.detach().tolist()
         return out
+
+    def fitted_params(self) -> ConvCrfParams:
+        """The current setting as the one ConvCRF record (learned scalars, per-class weight,
+        compat), which ``segkit.convcrf(..., **p.as_dict())`` applies on every backend."""
+        kw = {k: v for k, v in self.setting.reference_kwargs().items() if v is not None}
+        if self.trainable:
+            kw.update(self.parameters_now())
+        return convcrf_params(None, **kw)
 
     def _inference_ok(self, unary, mask) -> bool:
         if mask is not None or (torch.is_grad_enabled() and (

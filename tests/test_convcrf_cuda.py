@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 import segkit
-from segkit.ops.convcrf import convcrf_params, cuda_steps
+from segkit.ops.convcrf import convcrf_params
+from segkit.ops.convcrf_cuda import cuda_steps
 
 from .conftest import to_host
 from .cuda_emu import HostKernels

@@ -19,10 +19,9 @@ for every class). Presets are named by string and become settings here
 (``unary_kind="logits"``, 200 iterations). The **recipe** is the whole setting the original
 recipe used: equal weights, no bias, the "seed" CRF (:func:`recipe_crf`).
 
-A setting is applied to one image by :func:`setting_labels` (NumPy only, no torch): a
-fitted CRF setting runs the fused C++ forward that takes per-class weights
-(``segkit.ops.convcrf_grad.forward``), or :func:`segkit.convcrf` when its weights are
-all equal.
+A setting is applied to one image by :func:`setting_labels` (NumPy only, no torch): a CRF
+setting, fitted or not, is keyword arguments of :func:`segkit.convcrf`, which applies per-class
+weights on every backend.
 """
 from __future__ import annotations
 
@@ -171,8 +170,8 @@ def crf_scores(mean: np.ndarray, image: np.ndarray, crf: dict) -> np.ndarray:
     image : array (H, W, 3)
         The RGB image, uint8 (0-255).
     crf : dict
-        A CRF setting (a fitted one runs ``segkit.ops.convcrf_grad.forward`` on the
-        probabilities floored at :data:`PROB_FLOOR`, unless its weights are all equal).
+        A CRF setting: keyword arguments of :func:`segkit.convcrf` (a fitted one, with
+        per-class ``weight``, runs on the probabilities floored at :data:`PROB_FLOOR`).
 
     Returns
     -------
@@ -181,28 +180,10 @@ def crf_scores(mean: np.ndarray, image: np.ndarray, crf: dict) -> np.ndarray:
     import segkit
 
     weight = crf.get("weight")
-    params = {k: v for k, v in crf.items() if k != "weight"}
-    if weight is None:
-        return np.asarray(segkit.convcrf(mean, image, **params))
-    if len(weight) != mean.shape[0]:
-        raise InputError(f"crf weight has {len(weight)} values for {mean.shape[0]} classes "
-                         f"(probabilities of shape {tuple(mean.shape)})")
-    unary = np.maximum(np.asarray(mean, np.float32), np.float32(PROB_FLOOR))
-    if all(w == weight[0] for w in weight):
-        return np.asarray(segkit.convcrf(unary, image, weight_init=weight[0], **params))
-    from ..ops import convcrf_grad
-    from ..ops.convcrf import convcrf_params
-
-    p = convcrf_params(None, **params)
-    cfg = convcrf_grad.grad_config(filter_size=p.filter_size, blur=p.blur,
-                                   num_iter=p.num_iter, unary_kind=p.unary_kind)
-    f32 = np.float32
-    scalars = np.array([f32(p.pos_compat), f32(p.col_compat), f32(1) / f32(p.pos_sdims),
-                        f32(1) / f32(p.col_schan), 0], np.float32)
-    img = np.ascontiguousarray(np.asarray(image).transpose(2, 0, 1)[None], np.float32)
-    out, _ = convcrf_grad.forward(np.ascontiguousarray(unary[None]), img, None,
-                                  np.asarray(weight, np.float32), scalars, None, cfg, False)
-    return out[0]
+    unary = np.asarray(mean)
+    if weight is not None:  # a fitted CRF takes the log of the probabilities
+        unary = np.maximum(np.asarray(mean, np.float32), np.float32(PROB_FLOOR))
+    return np.asarray(segkit.convcrf(unary, image, **crf))
 
 
 def setting_labels(mean: np.ndarray, scale: np.ndarray | None, crf: dict | None,
