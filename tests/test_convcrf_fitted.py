@@ -117,3 +117,13 @@ def test_module_gives_the_record():
     assert p.fitted and p.compat is not None
     out = segkit.convcrf(unary, image, backend="cpp", **p.as_dict())
     assert_scores_match(out, ref.detach().numpy())
+
+
+def test_check_crf_takes_compat():
+    crf = {**settings.crf_setting("convcrf"), "weight": WEIGHT, "compat": _compat()}
+    out = settings.check_crf(crf, num_classes=C)
+    assert np.allclose(out["compat"], _compat(), atol=1e-7)
+    with pytest.raises(InputError, match="compat is 5 x 5 for 4 classes"):
+        settings.check_crf({k: v for k, v in crf.items() if k != "weight"}, num_classes=4)
+    with pytest.raises(InputError, match="compat must be a C x C"):
+        settings.check_crf({**crf, "compat": [[1.0, 2.0]]})

@@ -115,8 +115,8 @@ def check_crf(crf: Any, num_classes: int | None = None) -> dict[str, Any] | None
     Parameters
     ----------
     crf : dict, str or None
-        A CRF setting (keys :data:`CRF_KEYS`, plus ``weight`` for a fitted one) or a preset
-        name ("convcrf", "seed").
+        A CRF setting (keys :data:`CRF_KEYS`, plus ``weight`` and optionally ``compat`` for a
+        fitted one) or a preset name ("convcrf", "seed").
     num_classes : int, optional
         Checks that a fitted setting has one ``weight`` per class.
 
@@ -136,14 +136,21 @@ def check_crf(crf: Any, num_classes: int | None = None) -> dict[str, Any] | None
     if not isinstance(crf, dict):
         raise InputError(f"crf must be a CRF setting (a dict), a preset name or null; got "
                          f"{crf!r}")
-    unknown = sorted(set(crf) - set(CRF_KEYS) - {"weight"})
+    unknown = sorted(set(crf) - set(CRF_KEYS) - {"weight", "compat"})
     if unknown:
         raise InputError(f"crf has unknown keys {unknown}; known: {', '.join(CRF_KEYS)}, "
-                         "weight")
+                         "weight, compat")
     from ..ops.convcrf import convcrf_params
 
-    convcrf_params(None, **{k: v for k, v in crf.items() if k != "weight"})  # names a bad value
+    learned = {"weight", "compat"}
+    convcrf_params(None, **{k: v for k, v in crf.items() if k not in learned})  # a bad value
     out = dict(crf)
+    if crf.get("compat") is not None:  # ConvCRF's C x C compatibility (the one record checks)
+        p = convcrf_params(None, compat=crf["compat"])
+        if num_classes is not None and len(p.compat) != num_classes:
+            raise InputError(f"crf compat is {len(p.compat)} x {len(p.compat)} for "
+                             f"{num_classes} classes")
+        out["compat"] = [list(r) for r in p.compat]
     weight = crf.get("weight")
     if weight is not None:
         if not isinstance(weight, (list, tuple)) or len(weight) < 2 or not all(
