@@ -336,14 +336,20 @@ class ConvCRF(torch.nn.Module):
                 raise InputError(f"trainable=True needs {name} > 0 (it is learnt as a "
                                  f"logarithm); got {getattr(s, name)}")
         f32 = dict(dtype=torch.float32)
-        self.weight = torch.nn.Parameter(torch.full((num_classes,), s.weight_init, **f32))
+        s.check_classes(num_classes)  # a fitted setting's weight / compat start the training
+        self.weight = torch.nn.Parameter(
+            torch.full((num_classes,), s.weight_init, **f32) if s.weight is None
+            else torch.tensor(s.weight, **f32))
         for name in ("pos_compat", "col_compat", "pos_sdims", "col_schan"):
             self.register_parameter("log_" + name, torch.nn.Parameter(
                 torch.tensor(math.log(getattr(s, name)), **f32)))
         self.log_col_sdims = None if s.col_sdims is None else torch.nn.Parameter(
             torch.tensor(math.log(s.col_sdims), **f32))
+        if s.compat is not None:
+            convcomp = True
         self.compat = None if not convcomp else torch.nn.Parameter(
-            torch.full((num_classes, num_classes), 0.1 * math.sqrt(2.0 / num_classes), **f32))
+            torch.full((num_classes, num_classes), 0.1 * math.sqrt(2.0 / num_classes), **f32)
+            if s.compat is None else torch.tensor(s.compat, **f32))
 
     def _kwargs(self) -> dict[str, Any]:
         kw = self.setting.reference_kwargs()
@@ -378,7 +384,8 @@ class ConvCRF(torch.nn.Module):
 
     def _inference(self, unary, image):
         kw = self._kwargs()
-        if self.trainable:
+        if self.trainable:  # the current parameters, not the setting's starting values
+            kw.pop("weight", None), kw.pop("compat", None)
             for k, v in self.parameters_now().items():
                 kw[k if k != "weight" else "weight_init"] = v[0] if k == "weight" else v
         if self.mean is not None:

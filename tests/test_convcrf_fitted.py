@@ -127,3 +127,24 @@ def test_check_crf_takes_compat():
         settings.check_crf({k: v for k, v in crf.items() if k != "weight"}, num_classes=4)
     with pytest.raises(InputError, match="compat must be a C x C"):
         settings.check_crf({**crf, "compat": [[1.0, 2.0]]})
+
+
+def test_module_takes_the_record():
+    """ConvCRF(trainable=True) built from a fitted record starts from its weight and compat;
+    without training it applies the same CRF as segkit.convcrf."""
+    import torch
+
+    from segkit.torch import ConvCRF
+
+    p = convcrf_params("convcrf", filter_size=5, blur=2, num_iter=2, weight=WEIGHT,
+                       compat=_compat())
+    crf = ConvCRF(trainable=True, num_classes=C, **p.as_dict())
+    assert crf.compat is not None
+    np.testing.assert_allclose(crf.weight.detach().numpy(), WEIGHT, rtol=1e-7)
+    unary, image = scene(1, C, 18, 22, seed=6)
+    img = np.ascontiguousarray(image.transpose(0, 3, 1, 2), np.float32)
+    out = crf(torch.from_numpy(unary).requires_grad_(True), torch.from_numpy(img))
+    assert_scores_match(out.detach().numpy(),
+                        np.asarray(segkit.convcrf(unary, image, backend="cpp", **p.as_dict())))
+    with pytest.raises(InputError, match="weight has 5 values for 4 classes"):
+        ConvCRF(trainable=True, num_classes=4, **p.as_dict())
