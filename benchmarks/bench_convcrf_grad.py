@@ -2,8 +2,9 @@
 against autograd through ConvCRF's own unfold formulation (``segkit.reference.convcrf_grad``,
 float32, the same trainable parameters), on the same machine in one run.
 
-Settings (issue 18): batch 2, 21 classes, 256x256 (segkit.synthetic.crf_scene), 5 iterations,
-(a) k=7, blur 1 and (b) k=11, blur 4. One call = forward, loss = sum(out * G) for a fixed random
+Settings (issues 18, 26): batch 2, 21 classes, 256x256 (segkit.synthetic.crf_scene), 5
+iterations, (a) k=7, blur 1 and (b) k=11, blur 4 (ConvCRF's default), and (c) k=11, blur 4 at
+512x512. One call = forward, loss = sum(out * G) for a fixed random
 G, backward to the unary and every parameter (class weights, both compatibilities, both
 bandwidths). The same run checks that both give the same gradients (5e-4 of the largest:
 both are float32; tests/test_convcrf_grad.py holds each to 1e-4 of the float64 reference).
@@ -26,8 +27,10 @@ import pytest
 
 BATCH, CLASSES, SIDE = 2, 21, 256
 SETTINGS = {"k7-blur1": dict(filter_size=7, blur=1, num_iter=5),
-            "k11-blur4": dict(filter_size=11, blur=4, num_iter=5)}
-GROUPS = {s: f"convcrf forward + backward, {BATCH} x {CLASSES} classes x {SIDE}x{SIDE}: "
+            "k11-blur4": dict(filter_size=11, blur=4, num_iter=5),
+            "k11-blur4-512": dict(filter_size=11, blur=4, num_iter=5)}
+SIDES = {"k7-blur1": SIDE, "k11-blur4": SIDE, "k11-blur4-512": 512}
+GROUPS = {s: f"convcrf forward + backward, {BATCH} x {CLASSES} classes x {SIDES[s]}x{SIDES[s]}: "
              f"k={kw['filter_size']}, blur {kw['blur']}, 5 iterations"
           for s, kw in SETTINGS.items()}
 IMPLS = {"fused": "segkit conv_crf (fused C++ backward, 2 threads)",
@@ -78,7 +81,7 @@ def _peak_subprocess(impl: str, setting: str) -> None:  # pragma: no cover - run
     import gc
 
     make_call(impl, setting, *inputs(32, 1))()  # warm up: thread pools, the op's registration
-    call = make_call(impl, setting, *inputs())
+    call = make_call(impl, setting, *inputs(SIDES[setting]))
     gc.collect()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
@@ -125,14 +128,14 @@ def test_forward_backward(benchmark, impl, setting):
 
     if impl == "fused" and not _backend.backend_info("cpp").available:
         pytest.skip("cpp backend unavailable")
-    call = make_call(impl, setting, *inputs())
+    call = make_call(impl, setting, *inputs(SIDES[setting]))
     benchmark.group = GROUPS[setting]
     benchmark.extra_info["impl"] = IMPLS[impl]
     if impl == "fused":
         call()  # warm up
         grads = benchmark.pedantic(call, rounds=5, iterations=1)
     else:
-        grads = benchmark.pedantic(call, rounds=2 if setting == "k7-blur1" else 3,
+        grads = benchmark.pedantic(call, rounds=3 if setting == "k11-blur4" else 2,
                                    iterations=1)
     peak = measure_peak(impl, setting)
     if peak is not None:

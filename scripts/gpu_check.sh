@@ -30,10 +30,11 @@ grep -E "^TORCH=keep|^  (torch|mmseg line|extension|CUDA sources)|^  (cpp|cuda) 
 PY=$VENV/bin/python
 echo "   installed in $(( $(date +%s) - t0 )) s"
 
-echo "== CUDA tests (equality with the reference)"
+echo "== CUDA tests (equality with the reference; trainable op; fitted CRF via segkit.convcrf)"
 $PY -m pytest -q -p no:cacheprovider -x tests/test_mode_filter_cuda.py tests/test_mode_filter.py \
   tests/test_soft_vote_cuda.py tests/test_soft_vote.py \
   tests/test_convcrf_cuda.py tests/test_convcrf.py \
+  tests/test_convcrf_grad_cuda.py tests/test_convcrf_fitted.py \
   -k "cuda" ${GPU_TEST_ARGS:-} 2>&1 | tee "$OUT/gpu_tests.log" | tail -15
 tests_rc=${PIPESTATUS[0]}
 

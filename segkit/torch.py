@@ -30,10 +30,11 @@ Tensor = torch.Tensor
 _UNARY_KINDS, _INITS = ("logits", "probs"), ("convcrf", "softmax")
 
 
-def _cfg(config: Sequence[int], unary_weight: float) -> tuple[_grad.GradConfig, bool]:
+def _cfg(config: Sequence[int], unary_weight: float) -> tuple[ConvCrfParams, bool]:
     k, b, t, kind, init, fs, cp = (int(v) for v in config)
-    return _grad.GradConfig(k, b, t, float(unary_weight), _UNARY_KINDS[kind], _INITS[init],
-                            bool(fs)), bool(cp)
+    return convcrf_params(None, filter_size=k, blur=b, num_iter=t, unary_weight=unary_weight,
+                          unary_kind=_UNARY_KINDS[kind], init=_INITS[init],
+                          final_softmax=bool(fs)), bool(cp)
 
 
 def _host(x: Optional[Tensor], what: str):
@@ -247,9 +248,9 @@ def conv_crf(unary: Tensor, image: Any, *, weight: Any = 0.2, pos_compat: Any = 
     if unary.dtype not in (torch.float32, torch.float16, torch.bfloat16):
         raise InputError(f"unary must be float32, float16 or bfloat16; got {unary.dtype} "
                          "(for float64 use segkit.reference.convcrf_grad.conv_crf_torch)")
-    cfg = _grad.grad_config(filter_size=filter_size, blur=blur, num_iter=num_iter,
-                            unary_weight=unary_weight, unary_kind=unary_kind, init=init,
-                            final_softmax=final_softmax)
+    cfg = convcrf_params(None, filter_size=filter_size, blur=blur, num_iter=num_iter,
+                         unary_weight=unary_weight, unary_kind=unary_kind, init=init,
+                         final_softmax=final_softmax)
     n, c, h, w = unary.shape
     u = unary.to(torch.float32).contiguous()
     img = _image_nchw(image, n, h, w, mean, std)
@@ -335,14 +336,20 @@ class ConvCRF(torch.nn.Module):
                 raise InputError(f"trainable=True needs {name} > 0 (it is learnt as a "
                                  f"logarithm); got {getattr(s, name)}")
         f32 = dict(dtype=torch.float32)
-        self.weight = torch.nn.Parameter(torch.full((num_classes,), s.weight_init, **f32))
+        s.check_classes(num_classes)  # a fitted setting's weight / compat start the training
+        self.weight = torch.nn.Parameter(
+            torch.full((num_classes,), s.weight_init, **f32) if s.weight is None
+            else torch.tensor(s.weight, **f32))
         for name in ("pos_compat", "col_compat", "pos_sdims", "col_schan"):
             self.register_parameter("log_" + name, torch.nn.Parameter(
                 torch.tensor(math.log(getattr(s, name)), **f32)))
         self.log_col_sdims = None if s.col_sdims is None else torch.nn.Parameter(
             torch.tensor(math.log(s.col_sdims), **f32))
+        if s.compat is not None:
+            convcomp = True
         self.compat = None if not convcomp else torch.nn.Parameter(
-            torch.full((num_classes, num_classes), 0.1 * math.sqrt(2.0 / num_classes), **f32))
+            torch.full((num_classes, num_classes), 0.1 * math.sqrt(2.0 / num_classes), **f32)
+            if s.compat is None else torch.tensor(s.compat, **f32))
 
     def _kwargs(self) -> dict[str, Any]:
         kw = self.setting.reference_kwargs()
@@ -359,6 +366,14 @@ class ConvCRF(torch.nn.Module):
             out["compat"] = self.compat.detach().tolist()
         return out
 
+    def fitted_params(self) -> ConvCrfParams:
+        """The current setting as the one ConvCRF record (learned scalars, per-class weight,
+        compat), which ``segkit.convcrf(..., **p.as_dict())`` applies on every backend."""
+        kw = {k: v for k, v in self.setting.reference_kwargs().items() if v is not None}
+        if self.trainable:
+            kw.update(self.parameters_now())
+        return convcrf_params(None, **kw)
+
     def _inference_ok(self, unary, mask) -> bool:
         if mask is not None or (torch.is_grad_enabled() and (
                 unary.requires_grad or any(p.requires_grad for p in self.parameters()))):
@@ -369,7 +384,8 @@ class ConvCRF(torch.nn.Module):
 
     def _inference(self, unary, image):
         kw = self._kwargs()
-        if self.trainable:
+        if self.trainable:  # the current parameters, not the setting's starting values
+            kw.pop("weight", None), kw.pop("compat", None)
             for k, v in self.parameters_now().items():
                 kw[k if k != "weight" else "weight_init"] = v[0] if k == "weight" else v
         if self.mean is not None:

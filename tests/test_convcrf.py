@@ -181,7 +181,7 @@ def test_every_isa_and_class_block(simd_isa, c, blur):
     called through the parameter record (C = 1 is below the public API's minimum of 2 but
     inside the kernels' contract). 13 x 37 pixels: whole vectors plus a tail at every width."""
     from segkit import _C
-    from segkit.ops.convcrf import _run_cpp
+    from segkit.ops.convcrf_backends import _run_cpp
 
     rng = np.random.default_rng(100 * c + blur)
     unary = (3 * rng.standard_normal((1, c, 13, 37))).astype(np.float32)

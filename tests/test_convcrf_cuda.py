@@ -2,7 +2,7 @@
 
 * Everywhere: the CUDA kernels, compiled for the host by g++ (the exact source string CuPy
   compiles, with CUDA's thread indices emulated), driven by the backend's own launch sequence
-  (`segkit.ops.convcrf.cuda_steps`) on a small grid, so that the grid-stride loops are split
+  (`segkit.ops.convcrf_cuda.cuda_steps`) on a small grid, so that the grid-stride loops are split
   across emulated blocks and threads. This checks the kernels' logic without a GPU.
 * With a GPU (needs_cuda): CuPy arrays and torch CUDA tensors against the torch reference,
   without copies, on torch's current stream.
@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 import segkit
-from segkit.ops.convcrf import convcrf_params, cuda_steps
+from segkit.ops.convcrf import convcrf_params
+from segkit.ops.convcrf_cuda import cuda_steps
 
 from .conftest import to_host
 from .cuda_emu import HostKernels

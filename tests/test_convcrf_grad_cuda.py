@@ -15,6 +15,7 @@ import torch
 from segkit import _config, _cuda
 from segkit.ops import convcrf_grad as og
 from segkit.ops.convcrf_grad_cuda import backward_steps, forward_steps
+from segkit.ops.convcrf import convcrf_params
 
 from . import nvrtc
 from .cuda_emu import HostKernels
@@ -52,7 +53,7 @@ def emulated(tmp_path_factory):
 
 
 def _host_inputs(u, img, p, cfg_kw):
-    cfg = og.grad_config(**cfg_kw)
+    cfg = convcrf_params(None, **cfg_kw)
     col_pos = p.get("col_sdims") is not None
     scal = np.array([p["pos_compat"], p["col_compat"], np.float32(1 / np.float32(p["pos_sdims"])),
                      np.float32(1 / np.float32(p["col_schan"])),

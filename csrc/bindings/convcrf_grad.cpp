@@ -70,7 +70,8 @@ Inputs check_inputs(const ConvCrfGradArgs& a, const char* fn, const py::array& u
 }
 
 void forward(const py::array& unary, const py::array& image, const py::object& mask,
-             const py::array& weight, const py::object& compat, py::array& out, py::array& saved,
+             const py::array& weight, const py::object& compat, py::array& out,
+             const py::object& saved,
              int filter_size, int blur, int num_iter, int unary_kind, int init,
              bool final_softmax, float unary_weight, float pos_compat, float col_compat,
              float pos_inv, float col_inv, const py::object& colpos_inv) {
@@ -81,7 +82,11 @@ void forward(const py::array& unary, const py::array& image, const py::object& m
   index_t hp, wp;
   cpu::convcrf_grad_pooled(a, &hp, &wp);
   float* o = checked_out<float>(out, kForward, "out", {a.n, a.c, a.h, a.w});
-  float* s = checked_out<float>(saved, kForward, "saved", {a.n, a.num_iter, a.c, hp, wp});
+  float* s = nullptr;  // None: inference, nothing kept for a backward
+  if (!saved.is_none()) {
+    py::array sv = saved.cast<py::array>();
+    s = checked_out<float>(sv, kForward, "saved", {a.n, a.num_iter, a.c, hp, wp});
+  }
   py::gil_scoped_release release;
   cpu::convcrf_grad_forward(in.unary, in.image, in.mask, in.weight, in.compat, o, s, a);
 }
@@ -128,8 +133,9 @@ void bind_convcrf_grad(py::module_& m) {
         py::arg("colpos_inv"),
         "Trainable ConvCRF forward: unary (N, C, H, W) float32, image (N, 3, H, W) float32 "
         "0-255, mask (N, H, W) uint8 or None, weight (C,) float32, compat (C, C) float32 or "
-        "None; writes out (N, C, H, W) and saved (N, num_iter, C, Hp, Wp), the pooled message "
-        "of every iteration. All C-contiguous. Releases the GIL.");
+        "None; writes out (N, C, H, W) and, unless saved is None (inference), saved (N, num_iter, "
+        "C, Hp, Wp), the pooled message of every iteration. All C-contiguous. Releases the "
+        "GIL.");
   m.def("convcrf_grad_backward", &backward, py::arg("grad"), py::arg("unary"),
         py::arg("image"), py::arg("mask"), py::arg("weight"), py::arg("compat"),
         py::arg("saved"), py::arg("d_unary"), py::arg("d_weight"), py::arg("d_sums"),

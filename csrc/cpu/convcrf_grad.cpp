@@ -48,6 +48,8 @@ void convcrf_grad_forward(const float* unary, const float* image, const std::uin
   const size_t kk = static_cast<size_t>(a.filter_size) * a.filter_size * g.Hp * g.ldg;
   std::vector<float> Gp(kk), Gc(kk);
   std::vector<float> Me(g.b > 1 ? static_cast<size_t>(g.C) * g.Hp * g.W : 0);
+  // saved == nullptr (inference): one pooled message, reused by every iteration and image
+  std::vector<float> Mscratch(saved == nullptr ? static_cast<size_t>(g.C) * g.HWp : 0);
   Image im;
   for (index_t n = 0; n < a.n; ++n) {
     const float* x = unary + n * g.C * g.HW;
@@ -75,7 +77,7 @@ void convcrf_grad_forward(const float* unary, const float* image, const std::uin
     }
     for (int t = 0; t < T; ++t) {
       const bool last = t == T - 1;
-      float* Mb = saved + (n * T + t) * g.C * g.HWp;
+      float* Mb = saved != nullptr ? saved + (n * T + t) * g.C * g.HWp : Mscratch.data();
 #pragma omp parallel for schedule(dynamic, 2) num_threads(max_threads())
       for (int r = 0; r < g.Hp; ++r) {
         pass_row(g, im, a, Gp.data(), Gc.data(), Qb.data(), nullptr, Mb, r, nullptr);

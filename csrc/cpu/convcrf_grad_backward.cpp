@@ -146,12 +146,16 @@ void convcrf_grad_backward(const float* grad, const float* unary, const float* i
                 for (int j = 0; j < g.W; ++j) rr[j] = d[j] * fm[j];
                 continue;
               }
+              // the column adjoint, gathered per pooled column (no store-to-load chain)
+              float* __restrict v = s.z.data();
+              for (int j = 0; j < g.W; ++j) v[j] = d[j] * fm[j];
               float* tc = Tcol.data() + (static_cast<index_t>(c) * g.H + i) * g.Wp;
-              for (int X = 0; X < g.Wp; ++X) tc[X] = 0.0f;
-              for (int j = 0; j < g.W; ++j) {
-                const float v = d[j] * fm[j];
-                tc[g.xi0[j]] += g.xl0[j] * v;
-                tc[g.xi1[j]] += g.xl1[j] * v;
+              const int* cj = g.col_j.data();
+              const float* cw = g.col_w.data();
+              for (int X = 0; X < g.Wp; ++X) {
+                float acc = 0.0f;
+                for (int k = g.col_at[X]; k < g.col_at[X + 1]; ++k) acc += cw[k] * v[cj[k]];
+                tc[X] = acc;
               }
             }
             // Q_{t-1}
@@ -207,34 +211,44 @@ void convcrf_grad_backward(const float* grad, const float* unary, const float* i
           const int R = (i + g.p0) / g.b;
           const float* fm = im.fmask.data() + row;
           const float* ic = im.inv_count.data() + static_cast<index_t>(R) * g.Wp;
-          float* dq = s.h.data();
+          float* __restrict dq = s.h.data();
           for (int c = 0; c < C; ++c) {
             const float* src = dQb.data() + c * g.HWp + static_cast<index_t>(R) * g.Wp;
-            float* o = dq + static_cast<index_t>(c) * g.W;
-            if (g.b == 1)
+            float* __restrict o = dq + static_cast<index_t>(c) * g.W;
+            if (g.b == 1) {
               for (int j = 0; j < g.W; ++j) o[j] = src[j] * ic[j] * fm[j];
-            else
-              for (int j = 0; j < g.W; ++j) o[j] = src[g.cellx[j]] * ic[g.cellx[j]] * fm[j];
+              continue;
+            }
+            for (int X = 0; X < g.Wp; ++X) {  // the cell's value, spread over its columns
+              const float e = src[X] * ic[X];
+              for (int j = g.cx0[X]; j < g.cx1[X]; ++j) o[j] = e * fm[j];
+            }
           }
           if (t == 1 && start_is_u) {
             for (int c = 0; c < C; ++c) {
-              float* du = dU + c * g.HW + row;
-              const float* o = dq + static_cast<index_t>(c) * g.W;
+              float* __restrict du = dU + c * g.HW + row;
+              const float* __restrict o = dq + static_cast<index_t>(c) * g.W;
               for (int j = 0; j < g.W; ++j) du[j] += o[j];
             }
             return;
           }
-          const float* q = Qp.data() + row;
-          float* dot = s.sum.data();
+          const float* __restrict q = Qp.data() + row;
+          float* __restrict dot = s.sum.data();
           for (int j = 0; j < g.W; ++j) dot[j] = 0.0f;
-          for (int c = 0; c < C; ++c)
-            for (int j = 0; j < g.W; ++j) dot[j] += q[c * g.HW + j] * dq[c * g.W + j];
-          float* dst = t == 1 ? dU + row : G.data() + row;
-          for (int c = 0; c < C; ++c)
-            for (int j = 0; j < g.W; ++j) {
-              const float v = q[c * g.HW + j] * (dq[c * g.W + j] - dot[j]);
-              dst[c * g.HW + j] = t == 1 ? dst[c * g.HW + j] + v : v;
-            }
+          for (int c = 0; c < C; ++c) {
+            const float* __restrict qc = q + c * g.HW;
+            const float* __restrict dc = dq + static_cast<index_t>(c) * g.W;
+            for (int j = 0; j < g.W; ++j) dot[j] += qc[j] * dc[j];
+          }
+          for (int c = 0; c < C; ++c) {
+            const float* __restrict qc = q + c * g.HW;
+            const float* __restrict dc = dq + static_cast<index_t>(c) * g.W;
+            float* __restrict dst = (t == 1 ? dU : G.data()) + c * g.HW + row;
+            if (t == 1)
+              for (int j = 0; j < g.W; ++j) dst[j] += qc[j] * (dc[j] - dot[j]);
+            else
+              for (int j = 0; j < g.W; ++j) dst[j] = qc[j] * (dc[j] - dot[j]);
+          }
         });
       }
       std::swap(me_cur, me_prev);

@@ -49,6 +49,13 @@ struct Geo {
   index_t at(int r, int x) const { return (s + r) * ld + s + x; }
   std::vector<int> xi0, xi1, yi0, yi1, cellx;
   std::vector<float> xl0, xl1, yl0, yl1;
+  // full columns [cx0[X], cx1[X]) of pooled column X
+  std::vector<int> cx0, cx1;
+  // adjoint of the horizontal interpolation, gathered per pooled column X: the (full column,
+  // coefficient) pairs col_j/col_w[col_at[X] .. col_at[X + 1]), in increasing full column
+  // (xi0's tap before xi1's), the order of the scatter it replaces
+  std::vector<int> col_at, col_j;
+  std::vector<float> col_w;
   // adjoint of the vertical interpolation: for pooled row r, the (full row, coefficient) pairs
   std::vector<std::vector<std::pair<int, float>>> rows_of;
 };
@@ -72,6 +79,19 @@ inline Geo make_geo(const ConvCrfGradArgs& a) {
   for (int x = 0; x < g.W; ++x) {
     crf::bilinear_taps(x, g.p1, g.b, g.Wp, &g.xi0[x], &g.xi1[x], &g.xl0[x], &g.xl1[x]);
     g.cellx[x] = (x + g.p1) / g.b;
+  }
+  g.cx0.resize(g.Wp), g.cx1.resize(g.Wp);
+  for (int X = 0; X < g.Wp; ++X) crf::pool_span(X, g.p1, g.b, g.W, &g.cx0[X], &g.cx1[X]);
+  std::vector<int> count(g.Wp + 1, 0);
+  for (int x = 0; x < g.W; ++x) ++count[g.xi0[x] + 1], ++count[g.xi1[x] + 1];
+  for (int X = 0; X < g.Wp; ++X) count[X + 1] += count[X];
+  g.col_at = count;
+  g.col_j.resize(2 * static_cast<size_t>(g.W)), g.col_w.resize(2 * static_cast<size_t>(g.W));
+  for (int x = 0; x < g.W; ++x) {
+    const int k0 = count[g.xi0[x]]++;
+    g.col_j[k0] = x, g.col_w[k0] = g.xl0[x];
+    const int k1 = count[g.xi1[x]]++;
+    g.col_j[k1] = x, g.col_w[k1] = g.xl1[x];
   }
   g.yi0.resize(g.H), g.yi1.resize(g.H), g.yl0.resize(g.H), g.yl1.resize(g.H);
   g.rows_of.resize(g.Hp);

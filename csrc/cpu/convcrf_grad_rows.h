@@ -103,14 +103,18 @@ inline void pool_rows(const Geo& g, const Image& im, const float* q, int R, floa
       for (int X = 0; X < g.Wp; ++X) o[X] = (0.0f + qi[X] * fm[X]) * ic[X];
       continue;
     }
-    for (int X = 0; X < g.Wp; ++X) o[X] = 0.0f;
-    for (int i = y0; i < y1; ++i) {
-      const float* qi = q + c * g.HW + static_cast<index_t>(i) * g.W;
-      const float* fm = im.fmask.data() + static_cast<index_t>(i) * g.W;
-      for (int j = 0; j < g.W; ++j) o[g.cellx[j]] += qi[j] * fm[j];
-    }
+    // gathered per cell (one accumulator in a register, rows then columns: the order of the
+    // row-major scatter `o[cell(j)] += q(i, j)` it replaces, so the same bits)
+    const float* qc = q + c * g.HW;
     const float* ic = im.inv_count.data() + static_cast<index_t>(R) * g.Wp;
-    for (int X = 0; X < g.Wp; ++X) o[X] *= ic[X];
+    for (int X = 0; X < g.Wp; ++X) {
+      float acc = 0.0f;
+      for (int i = y0; i < y1; ++i) {
+        const index_t row = static_cast<index_t>(i) * g.W;
+        for (int j = g.cx0[X]; j < g.cx1[X]; ++j) acc += qc[row + j] * im.fmask[row + j];
+      }
+      o[X] = acc * ic[X];
+    }
   }
 }
 
@@ -183,6 +187,9 @@ SEGKIT_ALWAYS void pass_block(const Geo& g, const ConvCrfGradArgs& a, const floa
 }
 
 // The five parameter sums of pooled row r: S(p, d) = sum_c R_c(p) Qb_c(p+d) (both haloed).
+// One vector of pixels at a time over every offset, so that R_c(p) and the rows of Qb around
+// it stay in L1 (offsets outside would stream every class plane once per offset); the row's
+// partials go to double once per vector of pixels.
 template <int B>
 SEGKIT_ALWAYS void sums_row(const Geo& g, const Image& im, const float* Gp, const float* Gc,
                             const float* R, const float* qb, int r, double* sums) {
@@ -191,20 +198,34 @@ SEGKIT_ALWAYS void sums_row(const Geo& g, const Image& im, const float* Gp, cons
   const int k = 2 * g.s + 1;
   const index_t gstride = static_cast<index_t>(g.Hp) * g.ldg;
   const float* f = im.featH.data();
+  const int dy0 = std::max(-g.s, -r), dy1 = std::min(g.s, g.Hp - 1 - r);
   double t[kGradSums] = {0, 0, 0, 0, 0};
-  for (int dy = -g.s; dy <= g.s; ++dy) {
-    if (r + dy < 0 || r + dy >= g.Hp) continue;
-    for (int dx = -g.s; dx <= g.s; ++dx) {
-      const index_t o = (dy + g.s) * k + dx + g.s;
-      V v0{}, v1{}, v2{}, v3{}, v4{};
-      for (int x0 = 0; x0 < g.Wp; x0 += L) {
-        const index_t hp = g.at(r, x0), hq = g.at(r + dy, x0 + dx);
-        V S{};
-        for (int c = 0; c < g.C; ++c)
-          S += loadv<V>(R + c * g.plane + hp) * loadv<V>(qb + c * g.plane + hq);
+  for (int x0 = 0; x0 < g.Wp; x0 += L) {
+    const index_t hp = g.at(r, x0);
+    V fp[kFeatures];
+    for (int ff = 0; ff < kFeatures; ++ff) fp[ff] = loadv<V>(f + ff * g.plane + hp);
+    V v0{}, v1{}, v2{}, v3{}, v4{};
+    for (int dy = dy0; dy <= dy1; ++dy) {
+      for (int dx = -g.s; dx <= g.s; ++dx) {
+        const index_t o = (dy + g.s) * k + dx + g.s;
+        const index_t hq = g.at(r + dy, x0 + dx);
+        // four partial sums over the classes (one accumulator would chain C dependent FMAs)
+        V S0{}, S1{}, S2{}, S3{};
+        int c = 0;
+        for (; c + 4 <= g.C; c += 4) {
+          const float* rc = R + c * g.plane + hp;
+          const float* qc = qb + c * g.plane + hq;
+          S0 += loadv<V>(rc) * loadv<V>(qc);
+          S1 += loadv<V>(rc + g.plane) * loadv<V>(qc + g.plane);
+          S2 += loadv<V>(rc + 2 * g.plane) * loadv<V>(qc + 2 * g.plane);
+          S3 += loadv<V>(rc + 3 * g.plane) * loadv<V>(qc + 3 * g.plane);
+        }
+        for (; c < g.C; ++c)
+          S0 += loadv<V>(R + c * g.plane + hp) * loadv<V>(qb + c * g.plane + hq);
+        const V S = (S0 + S1) + (S2 + S3);
         V dpos{}, dcol{};
         for (int ff = 0; ff < kFeatures; ++ff) {
-          const V d = loadv<V>(f + ff * g.plane + hq) - loadv<V>(f + ff * g.plane + hp);
+          const V d = loadv<V>(f + ff * g.plane + hq) - fp[ff];
           if (ff < 2)
             dpos += d * d;
           else
@@ -218,13 +239,13 @@ SEGKIT_ALWAYS void sums_row(const Geo& g, const Image& im, const float* Gp, cons
         v3 += dcol * cs;
         v4 += dpos * cs;
       }
-      float l[5][L];
-      std::memcpy(l[0], &v0, sizeof v0), std::memcpy(l[1], &v1, sizeof v1);
-      std::memcpy(l[2], &v2, sizeof v2), std::memcpy(l[3], &v3, sizeof v3);
-      std::memcpy(l[4], &v4, sizeof v4);
-      for (int j = 0; j < kGradSums; ++j)
-        for (int i = 0; i < L; ++i) t[j] += l[j][i];
     }
+    float l[5][L];
+    std::memcpy(l[0], &v0, sizeof v0), std::memcpy(l[1], &v1, sizeof v1);
+    std::memcpy(l[2], &v2, sizeof v2), std::memcpy(l[3], &v3, sizeof v3);
+    std::memcpy(l[4], &v4, sizeof v4);
+    for (int j = 0; j < kGradSums; ++j)
+      for (int i = 0; i < L; ++i) t[j] += l[j][i];
   }
   for (int j = 0; j < kGradSums; ++j) sums[j] = t[j];
 }

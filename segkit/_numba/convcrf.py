@@ -180,18 +180,35 @@ def _message_row(Q, K, offs, s, r, wp, kc, out):
                 out[k, x] += Kf[kf + x] * Qf[qf + x] + Kf[kb + x] * Qf[qb + x]
 
 
+@njit(cache=True)
+def _mix(M, compat, wd):
+    """M' = M + compat @ M over the classes of one row (ConvCRF's convcomp)."""
+    c = M.shape[0]
+    Mp = np.empty((c, wd), np.float32)
+    for k in range(c):
+        for x in range(wd):
+            Mp[k, x] = M[k, x]
+        for d in range(c):
+            for x in range(wd):
+                Mp[k, x] += compat[k, d] * M[d, x]
+    return Mp
+
+
 @njit(parallel=True, cache=True)
-def _step_blur1(U, Qcur, Qnext, K, offs, s, kc, a, w, mode, soft, last):
-    """blur 1: (message,) update and softmax of every row; into Qnext or, last, into U."""
+def _step_blur1(U, Qcur, Qnext, K, offs, s, kc, a, w, compat, mix, mode, soft, last):
+    """blur 1: (message,) update and softmax of every row; into Qnext or, last, into U.
+    a, w: per-class coefficients; mix: M' = M + compat @ M."""
     c, h, wd = U.shape
     for r in prange(h):
         P = np.empty((c, wd), np.float32)
         if mode == 1:
             M = np.empty((c, wd), np.float32)
             _message_row(Qcur, K, offs, s, r, wd, kc, M)
+            if mix:
+                M = _mix(M, compat, wd)
             for k in range(c):
                 for x in range(wd):
-                    P[k, x] = a * U[k, r, x] + w * M[k, x]
+                    P[k, x] = a[k] * U[k, r, x] + w[k] * M[k, x]
         else:
             for k in range(c):
                 for x in range(wd):
@@ -222,7 +239,7 @@ def _message_blur(Qcur, K, offs, s, kc, Me, xi0, xi1, xl0, xl1):
 
 
 @njit(parallel=True, cache=True)
-def _update_blur(U, Me, Qnext, s, b, p0, p1, a, w, mode, soft, last):
+def _update_blur(U, Me, Qnext, s, b, p0, p1, a, w, compat, mix, mode, soft, last):
     """blur b: per pooled row, its full-resolution rows (interpolation, update, softmax), then
     the b x b means into Qnext (or, last, the rows into U)."""
     c, h, wd = U.shape
@@ -234,11 +251,22 @@ def _update_blur(U, Me, Qnext, s, b, p0, p1, a, w, mode, soft, last):
         A = np.zeros((c, wd), np.float32)
         P = np.empty((c, wd), np.float32)
         for i in range(y0, y1):
-            if mode == 1:
+            if mode == 1 and mix:
+                r0, r1, h0, h1 = _taps(i, p0, b, hp)
+                M = np.empty((c, wd), np.float32)
+                for k in range(c):
+                    for x in range(wd):
+                        M[k, x] = h0 * Me[k, r0, x] + h1 * Me[k, r1, x]
+                M = _mix(M, compat, wd)
+                for k in range(c):
+                    for x in range(wd):
+                        P[k, x] = a[k] * U[k, i, x] + w[k] * M[k, x]
+            elif mode == 1:
                 r0, r1, h0, h1 = _taps(i, p0, b, hp)
                 for k in range(c):
                     for x in range(wd):
-                        P[k, x] = a * U[k, i, x] + w * (h0 * Me[k, r0, x] + h1 * Me[k, r1, x])
+                        P[k, x] = a[k] * U[k, i, x] + w[k] * (h0 * Me[k, r0, x]
+                                                              + h1 * Me[k, r1, x])
             else:
                 for k in range(c):
                     for x in range(wd):
@@ -268,9 +296,12 @@ def _update_blur(U, Me, Qnext, s, b, p0, p1, a, w, mode, soft, last):
 def convcrf(scores: np.ndarray, image: np.ndarray, *, filter_size: int, blur: int,
             num_iter: int, pos_inv: float, col_inv: float, colpos_inv: float | None,
             pos_compat: float, col_compat: float, unary_coef: float, message_coef: float,
-            unary_kind: int, init: int, final_softmax: bool) -> None:
+            unary_kind: int, init: int, final_softmax: bool, class_weight=None, compat=None,
+            unary_weight: float = 1.0) -> None:
     """In place: `scores` (N, C, H, W) float32 C-contiguous holds the unary on entry and the
-    scores on return; `image` (N, 3, H, W) uint8 or float32 (any strides)."""
+    scores on return; `image` (N, 3, H, W) uint8 or float32 (any strides). A fitted setting:
+    class_weight (C,) replaces message_coef (unary coefficient unary_weight - w_c), compat
+    (C, C) mixes the message (M + compat @ M)."""
     n, c, h, w = scores.shape
     if n == 0 or h == 0 or w == 0:
         return
@@ -283,7 +314,14 @@ def convcrf(scores: np.ndarray, image: np.ndarray, *, filter_size: int, blur: in
     nf = 7 if col_pos else 5
     f32 = np.float32
     kc = f32(f32(pos_compat) + f32(col_compat))
-    a, wt = f32(unary_coef), f32(message_coef)
+    if class_weight is None:
+        a = np.full(c, f32(unary_coef), np.float32)
+        wt = np.full(c, f32(message_coef), np.float32)
+    else:
+        wt = np.asarray(class_weight, np.float32)
+        a = (f32(unary_weight) - wt).astype(np.float32)
+    mix = compat is not None
+    cm = np.zeros((c, c), np.float32) if compat is None else np.asarray(compat, np.float32)
     feat = np.empty((nf, hp, wp), np.float32)
     K = np.zeros((len(offs), hp + 2 * s, wp + 2 * s), np.float32)
     Q = [np.zeros((c, hp + 2 * s, wp + 2 * s), np.float32) for _ in range(2)]
@@ -302,15 +340,15 @@ def convcrf(scores: np.ndarray, image: np.ndarray, *, filter_size: int, blur: in
         U = scores[i]
         _unary(U, unary_kind)
         if blur == 1:
-            _step_blur1(U, Q[1], Q[0], K, offs, s, kc, a, wt, 0, init_soft, False)
+            _step_blur1(U, Q[1], Q[0], K, offs, s, kc, a, wt, cm, mix, 0, init_soft, False)
         else:
-            _update_blur(U, Me, Q[0], s, blur, p0, p1, a, wt, 0, init_soft, False)
+            _update_blur(U, Me, Q[0], s, blur, p0, p1, a, wt, cm, mix, 0, init_soft, False)
         for it in range(num_iter):
             last = it == num_iter - 1
             soft = not last or bool(final_softmax)
             qcur, qnext = Q[it % 2], Q[(it + 1) % 2]
             if blur == 1:
-                _step_blur1(U, qcur, qnext, K, offs, s, kc, a, wt, 1, soft, last)
+                _step_blur1(U, qcur, qnext, K, offs, s, kc, a, wt, cm, mix, 1, soft, last)
             else:
                 _message_blur(qcur, K, offs, s, kc, Me, xi0, xi1, xl0, xl1)
-                _update_blur(U, Me, qnext, s, blur, p0, p1, a, wt, 1, soft, last)
+                _update_blur(U, Me, qnext, s, blur, p0, p1, a, wt, cm, mix, 1, soft, last)

@@ -19,10 +19,9 @@ for every class). Presets are named by string and become settings here
 (``unary_kind="logits"``, 200 iterations). The **recipe** is the whole setting the original
 recipe used: equal weights, no bias, the "seed" CRF (:func:`recipe_crf`).
 
-A setting is applied to one image by :func:`setting_labels` (NumPy only, no torch): a
-fitted CRF setting runs the fused C++ forward that takes per-class weights
-(``segkit.ops.convcrf_grad.forward``), or :func:`segkit.convcrf` when its weights are
-all equal.
+A setting is applied to one image by :func:`setting_labels` (NumPy only, no torch): a CRF
+setting, fitted or not, is keyword arguments of :func:`segkit.convcrf`, which applies per-class
+weights on every backend.
 """
 from __future__ import annotations
 
@@ -116,8 +115,8 @@ def check_crf(crf: Any, num_classes: int | None = None) -> dict[str, Any] | None
     Parameters
     ----------
     crf : dict, str or None
-        A CRF setting (keys :data:`CRF_KEYS`, plus ``weight`` for a fitted one) or a preset
-        name ("convcrf", "seed").
+        A CRF setting (keys :data:`CRF_KEYS`, plus ``weight`` and optionally ``compat`` for a
+        fitted one) or a preset name ("convcrf", "seed").
     num_classes : int, optional
         Checks that a fitted setting has one ``weight`` per class.
 
@@ -137,14 +136,21 @@ def check_crf(crf: Any, num_classes: int | None = None) -> dict[str, Any] | None
     if not isinstance(crf, dict):
         raise InputError(f"crf must be a CRF setting (a dict), a preset name or null; got "
                          f"{crf!r}")
-    unknown = sorted(set(crf) - set(CRF_KEYS) - {"weight"})
+    unknown = sorted(set(crf) - set(CRF_KEYS) - {"weight", "compat"})
     if unknown:
         raise InputError(f"crf has unknown keys {unknown}; known: {', '.join(CRF_KEYS)}, "
-                         "weight")
+                         "weight, compat")
     from ..ops.convcrf import convcrf_params
 
-    convcrf_params(None, **{k: v for k, v in crf.items() if k != "weight"})  # names a bad value
+    learned = {"weight", "compat"}
+    convcrf_params(None, **{k: v for k, v in crf.items() if k not in learned})  # a bad value
     out = dict(crf)
+    if crf.get("compat") is not None:  # ConvCRF's C x C compatibility (the one record checks)
+        p = convcrf_params(None, compat=crf["compat"])
+        if num_classes is not None and len(p.compat) != num_classes:
+            raise InputError(f"crf compat is {len(p.compat)} x {len(p.compat)} for "
+                             f"{num_classes} classes")
+        out["compat"] = [list(r) for r in p.compat]
     weight = crf.get("weight")
     if weight is not None:
         if not isinstance(weight, (list, tuple)) or len(weight) < 2 or not all(
@@ -171,8 +177,8 @@ def crf_scores(mean: np.ndarray, image: np.ndarray, crf: dict) -> np.ndarray:
     image : array (H, W, 3)
         The RGB image, uint8 (0-255).
     crf : dict
-        A CRF setting (a fitted one runs ``segkit.ops.convcrf_grad.forward`` on the
-        probabilities floored at :data:`PROB_FLOOR`, unless its weights are all equal).
+        A CRF setting: keyword arguments of :func:`segkit.convcrf` (a fitted one, with
+        per-class ``weight``, runs on the probabilities floored at :data:`PROB_FLOOR`).
 
     Returns
     -------
@@ -181,28 +187,10 @@ def crf_scores(mean: np.ndarray, image: np.ndarray, crf: dict) -> np.ndarray:
     import segkit
 
     weight = crf.get("weight")
-    params = {k: v for k, v in crf.items() if k != "weight"}
-    if weight is None:
-        return np.asarray(segkit.convcrf(mean, image, **params))
-    if len(weight) != mean.shape[0]:
-        raise InputError(f"crf weight has {len(weight)} values for {mean.shape[0]} classes "
-                         f"(probabilities of shape {tuple(mean.shape)})")
-    unary = np.maximum(np.asarray(mean, np.float32), np.float32(PROB_FLOOR))
-    if all(w == weight[0] for w in weight):
-        return np.asarray(segkit.convcrf(unary, image, weight_init=weight[0], **params))
-    from ..ops import convcrf_grad
-    from ..ops.convcrf import convcrf_params
-
-    p = convcrf_params(None, **params)
-    cfg = convcrf_grad.grad_config(filter_size=p.filter_size, blur=p.blur,
-                                   num_iter=p.num_iter, unary_kind=p.unary_kind)
-    f32 = np.float32
-    scalars = np.array([f32(p.pos_compat), f32(p.col_compat), f32(1) / f32(p.pos_sdims),
-                        f32(1) / f32(p.col_schan), 0], np.float32)
-    img = np.ascontiguousarray(np.asarray(image).transpose(2, 0, 1)[None], np.float32)
-    out, _ = convcrf_grad.forward(np.ascontiguousarray(unary[None]), img, None,
-                                  np.asarray(weight, np.float32), scalars, None, cfg, False)
-    return out[0]
+    unary = np.asarray(mean)
+    if weight is not None:  # a fitted CRF takes the log of the probabilities
+        unary = np.maximum(np.asarray(mean, np.float32), np.float32(PROB_FLOOR))
+    return np.asarray(segkit.convcrf(unary, image, **crf))
 
 
 def setting_labels(mean: np.ndarray, scale: np.ndarray | None, crf: dict | None,

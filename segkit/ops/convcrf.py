@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -46,10 +46,38 @@ class ConvCrfParams:
     unary_kind: str
     init: str
     final_softmax: bool
+    #: What a fitted CRF learned beyond the scalars: one message weight per class (None:
+    #: ``weight_init`` for every class) and ConvCRF's ``convcomp`` C x C compatibility
+    #: (M' = M + compat @ M; None: none). Tuples, so that the record stays hashable.
+    weight: tuple[float, ...] | None = None
+    compat: tuple[tuple[float, ...], ...] | None = None
+
+    @property
+    def fitted(self) -> bool:
+        """Whether the setting needs the per-class kernel (unequal class weights or a
+        compatibility matrix); equal weights run as ``weight_init``."""
+        return self.compat is not None or (
+            self.weight is not None and any(w != self.weight[0] for w in self.weight))
+
+    def check_classes(self, c: int) -> None:
+        """InputError unless the learned arrays fit C classes."""
+        if self.weight is not None and len(self.weight) != c:
+            raise InputError(f"weight has {len(self.weight)} values for {c} classes")
+        if self.compat is not None and len(self.compat) != c:
+            raise InputError(f"compat is {len(self.compat)} x {len(self.compat)} for {c} "
+                             "classes")
 
     def reference_kwargs(self) -> dict[str, Any]:
         """The setting as keyword arguments of the NumPy reference (every field)."""
         return asdict(self)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The setting as plain JSON values (tuned.json, the jobs); ``convcrf_params(None,
+        **d)`` gives it back."""
+        d = asdict(self)
+        d["weight"] = None if self.weight is None else list(self.weight)
+        d["compat"] = None if self.compat is None else [list(r) for r in self.compat]
+        return d
 
     def kernel_constants(self) -> dict[str, Any]:
         """The float32 constants the compiled kernels take (as ConvCRF's float32 tensors), by
@@ -98,7 +126,7 @@ def convcrf_params(preset: str | None = None, **overrides: Any) -> ConvCrfParams
     override that is not None; validated (errors name the argument and the bad value)."""
     if preset is not None:
         _validate.choice("preset", preset, tuple(CRF_PRESETS))
-    unknown = set(overrides) - set(DEFAULTS)
+    unknown = set(overrides) - set(DEFAULTS) - {"weight", "compat"}
     if unknown:
         raise InputTypeError(f"unknown ConvCRF parameter(s): {', '.join(sorted(unknown))}")
     p = dict(DEFAULTS)
@@ -128,7 +156,31 @@ def convcrf_params(preset: str | None = None, **overrides: Any) -> ConvCrfParams
         unary_weight=_real("unary_weight", p["unary_weight"]),
         unary_kind=_validate.choice("unary_kind", p["unary_kind"], UNARY_KINDS),
         init=_validate.choice("init", p["init"], INITS),
-        final_softmax=bool(final_softmax))
+        final_softmax=bool(final_softmax),
+        weight=_learned("weight", p.get("weight"), 1), compat=_learned("compat", p.get("compat"), 2))
+
+
+def _learned(name: str, value: Any, ndim: int):
+    """A learned array (weight: C values; compat: C x C) as nested float tuples, or None."""
+    if value is None:
+        return None
+    if type(value).__module__.startswith("torch"):
+        value = value.detach().cpu().numpy()
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputTypeError(f"{name} must be an array of numbers; got {value!r}") from None
+    if name == "compat" and arr.ndim == 4 and arr.shape[2:] == (1, 1):
+        arr = arr[:, :, 0, 0]  # ConvCRF's 1x1 convolution weight
+    if name == "weight" and arr.ndim == 4 and arr.shape[0] == 1 and arr.shape[2:] == (1, 1):
+        arr = arr.reshape(-1)  # ConvCRF's (1, C, 1, 1)
+    if arr.ndim != ndim or arr.shape[0] < 2 or (ndim == 2 and arr.shape[1] != arr.shape[0]):
+        raise InputError(f"{name} must be {'C values' if ndim == 1 else 'a C x C matrix'} "
+                         f"(C >= 2); got shape {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise InputError(f"{name} must be finite; got {arr.tolist()}")
+    arr = arr.astype(np.float32).astype(np.float64)  # the float32 the kernels take
+    return tuple(arr.tolist()) if ndim == 1 else tuple(tuple(r) for r in arr.tolist())
 
 
 def convcrf(unary: Any, image: Any, *, preset: str | None = None, filter_size: int | None = None,
@@ -137,7 +189,8 @@ def convcrf(unary: Any, image: Any, *, preset: str | None = None, filter_size: i
             col_compat: float | None = None, col_sdims: float | None = None,
             weight_init: float | None = None, unary_weight: float | None = None,
             unary_kind: str | None = None, init: str | None = None,
-            final_softmax: bool | None = None, backend: str = "auto"):
+            final_softmax: bool | None = None, weight: Any = None, compat: Any = None,
+            backend: str = "auto"):
     """Refine segmentation scores with ConvCRF (mean-field inference of a convolutional CRF).
 
     Equal to ConvCRF's ``GaussCRF`` (Teichmann and Cipolla, 2018) with its default
@@ -185,6 +238,11 @@ def convcrf(unary: Any, image: Any, *, preset: str | None = None, filter_size: i
         "softmax" starts from the textbook Q_0 = softmax(U) for either kind.
     final_softmax : bool, default False
         Return probabilities (softmax after the last iteration) instead of scores.
+    weight, compat : array (C,) and array (C, C), optional
+        A fitted CRF (``segkit.torch.ConvCRF(trainable=True)``, ``segkit tune``): one message
+        weight per class in place of ``weight_init``, and ConvCRF's ``convcomp``
+        compatibility (M' = M + compat @ M). Every backend applies them (the C++ and CUDA
+        backends through the trainable op's forward, which keeps nothing for a backward).
     backend : {"auto", "numpy", "numba", "cpp", "cuda"}
         "auto" takes "cuda" for GPU arrays and the fastest CPU backend otherwise.
 
@@ -226,7 +284,8 @@ def convcrf_labels(unary: Any, image: Any, *, preset: str | None = None,
                    col_compat: float | None = None, col_sdims: float | None = None,
                    weight_init: float | None = None, unary_weight: float | None = None,
                    unary_kind: str | None = None, init: str | None = None,
-                   final_softmax: bool | None = None, backend: str = "auto"):
+                   final_softmax: bool | None = None, weight: Any = None, compat: Any = None,
+                   backend: str = "auto"):
     """Labels after ConvCRF: the argmax over classes of :func:`convcrf` (same arguments).
 
     Returns uint8 labels for C <= 256 classes, int32 otherwise, of shape (N, H, W) or (H, W);
@@ -272,13 +331,18 @@ def _run_on(name: str, unary: Any, image: Any, params: ConvCrfParams, finish=Non
         xp = np
         u, img, back = np.asarray(_detached(unary)), np.asarray(_detached(image)), None
     u4, img4, squeeze = canonical_shapes(u, img)
+    params.check_classes(u4.shape[1])
+    if params.weight is not None and not params.fitted:  # equal weights: weight_init
+        params = replace(params, weight_init=params.weight[0], weight=None)
     if np.dtype(u4.dtype).kind != "f":
         raise InputTypeError(f"unary must be float32 or float16 scores; got dtype {u4.dtype}")
     scores = xp.array(u4, dtype=np.float32, order="C", copy=True)
     check_unary_values(scores, params.unary_kind, xp)
     img4 = image_dtype(img4, xp)
     if scores.size:
-        scores = _RUNNERS[name](scores, img4, params)
+        from .convcrf_backends import FITTED, RUNNERS
+
+        scores = (FITTED if params.fitted else RUNNERS)[name](scores, img4, params)
     scores = scores[0] if squeeze else scores
     out = finish(scores) if finish is not None else scores
     return back(out) if back is not None else out
@@ -345,96 +409,3 @@ def image_dtype(img, xp):
     if img.size and not bool(xp.isfinite(img).all()):
         raise InputError("image contains NaN or inf")
     return img
-
-
-def _run_numpy(scores, img, params: ConvCrfParams):
-    from ..reference.convcrf import convcrf_numpy
-
-    return convcrf_numpy(scores, img.astype(np.float32), **params.reference_kwargs())
-
-
-def _host_image(img):
-    item = img.itemsize
-    if img.size and (min(img.strides) < 0 or any(s % item for s in img.strides)):
-        img = np.ascontiguousarray(img)
-    return img
-
-
-def _run_numba(scores, img, params: ConvCrfParams):
-    from .._numba.convcrf import convcrf as kernel
-
-    k = params.kernel_constants()
-    k.update(unary_kind=UNARY_KINDS.index(k["unary_kind"]), init=INITS.index(k["init"]))
-    kernel(scores, _host_image(img), **k)
-    return scores
-
-
-def _run_cpp(scores, img, params: ConvCrfParams):
-    from .. import _C
-
-    _C.convcrf(scores, _host_image(img), params.kernel_params)
-    return scores
-
-
-def _run_cuda(scores, img, params: ConvCrfParams):
-    import cupy
-
-    from .. import _cuda
-
-    def launch(name, total, args):
-        _cuda.launch(_cuda.get_kernel("convcrf", name), total, args)  # op_stream's stream
-
-    item = img.itemsize
-    if img.size and (min(img.strides) < 0 or any(s % item for s in img.strides)):
-        img = cupy.ascontiguousarray(img)
-    cuda_steps(scores, img, params.kernel_constants(), launch,
-               lambda shape: cupy.empty(shape, np.float32))
-    return scores
-
-
-def cuda_steps(scores, img, k: dict, launch, empty) -> None:
-    """The CUDA backend's launch sequence (csrc/cuda/convcrf.cu), in place on `scores`; `k` is
-    :meth:`ConvCrfParams.kernel_constants`.
-
-    `launch(kernel_name, work_items, args)` runs one kernel, `empty(shape)` allocates a float32
-    device array; tests drive the same sequence with the kernels compiled for the host. Each
-    kernel's name says what it runs (no mode codes among the arguments).
-    """
-    from ..reference.convcrf import pool_geometry
-
-    n, c, h, w = scores.shape
-    b, s = k["blur"], k["filter_size"] // 2
-    hp, p0 = pool_geometry(h, b)
-    wp, p1 = pool_geometry(w, b)
-    col_pos = k["colpos_inv"] is not None
-    nf = 7 if col_pos else 5
-    i32, i64, f32 = np.int32, np.int64, np.float32
-    cells = n * hp * wp
-    feat = empty((n, nf, hp, wp))
-    item = img.itemsize
-    launch(f"convcrf_features_{'u8' if img.dtype == np.uint8 else 'f32'}", cells,
-           (img, feat, i64(n), i32(h), i32(w), i32(hp), i32(wp), i32(p0), i32(p1), i32(b),
-            *(i64(st // item) for st in img.strides), f32(k["pos_inv"]), f32(k["col_inv"]),
-            i32(col_pos), f32(k["colpos_inv"] or 0.0)))
-    launch(f"convcrf_unary_{k['unary_kind']}", n * h * w, (scores, i64(n), i32(c), i64(h * w)))
-    q = [empty((n, c, hp, wp)), empty((n, c, hp, wp))]
-    m = empty((n, c, hp, wp))
-    a, wt = f32(k["unary_coef"]), f32(k["message_coef"])
-    geometry = (i64(n), i32(c), i32(h), i32(w), i32(hp), i32(wp), i32(p0), i32(p1), i32(b), a,
-                wt)
-    start_soft = k["unary_kind"] == "probs" or k["init"] == "softmax"
-    # Q_0 = U (ConvCRF's start for logits) or softmax(U)
-    launch("convcrf_start_softmax" if start_soft else "convcrf_start", cells,
-           (scores, m, q[0], *geometry))
-    message = "convcrf_message_colpos" if col_pos else "convcrf_message"
-    for it in range(k["num_iter"]):
-        launch(message, cells, (q[it % 2], m, feat, i64(n), i32(c), i32(hp), i32(wp), i32(s),
-                                f32(k["pos_compat"]), f32(k["col_compat"])))
-        if it < k["num_iter"] - 1:
-            step = "convcrf_step"  # update, softmax, pooled into the next Q
-        else:
-            step = "convcrf_last_step_softmax" if k["final_softmax"] else "convcrf_last_step"
-        launch(step, cells, (scores, m, q[(it + 1) % 2], *geometry))
-
-
-_RUNNERS = {"numpy": _run_numpy, "numba": _run_numba, "cpp": _run_cpp, "cuda": _run_cuda}

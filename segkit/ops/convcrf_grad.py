@@ -9,64 +9,74 @@ csrc/cpu/convcrf_grad.cpp and GUIDE section 3.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from .. import _validate
-from ..errors import InputError, InputTypeError
+from ..errors import InputError
 from ..reference.convcrf import pool_geometry
-from .convcrf import INITS, UNARY_KINDS
+from .convcrf import INITS, UNARY_KINDS, ConvCrfParams
 
 #: The order of the scalar parameters the kernels take and return gradients for.
 SCALARS = ("pos_compat", "col_compat", "pos_inv", "col_inv", "colpos_inv")
 
 
-@dataclass(frozen=True)
-class GradConfig:
-    """The non-learnable part of a trainable ConvCRF setting."""
-    filter_size: int = 11
-    blur: int = 4
-    num_iter: int = 5
-    unary_weight: float = 1.0
-    unary_kind: str = "logits"
-    init: str = "convcrf"
-    final_softmax: bool = False
-
-    def kernel_kwargs(self) -> dict[str, Any]:
-        return dict(filter_size=self.filter_size, blur=self.blur, num_iter=self.num_iter,
-                    unary_kind=UNARY_KINDS.index(self.unary_kind),
-                    init=INITS.index(self.init), final_softmax=self.final_softmax,
-                    unary_weight=self.unary_weight)
-
-    def pooled(self, h: int, w: int) -> tuple[int, int]:
-        return pool_geometry(h, self.blur)[0], pool_geometry(w, self.blur)[0]
+def kernel_kwargs(p: ConvCrfParams) -> dict[str, Any]:
+    """The non-learnable part of a setting as the kernels' keyword arguments."""
+    return dict(filter_size=p.filter_size, blur=p.blur, num_iter=p.num_iter,
+                unary_kind=UNARY_KINDS.index(p.unary_kind), init=INITS.index(p.init),
+                final_softmax=bool(p.final_softmax), unary_weight=float(p.unary_weight))
 
 
-def grad_config(*, filter_size: int = 11, blur: int = 4, num_iter: int = 5,
-                unary_weight: float = 1.0, unary_kind: str = "logits", init: str = "convcrf",
-                final_softmax: bool = False) -> GradConfig:
-    """A validated :class:`GradConfig` (InputError / InputTypeError name the bad argument)."""
-    try:
-        filter_size = _validate.integer("filter_size", filter_size, minimum=1, odd=True)
-        blur = _validate.integer("blur", blur, minimum=1)
-        num_iter = _validate.integer("num_iter", num_iter, minimum=1)
-        _validate.choice("unary_kind", unary_kind, UNARY_KINDS)
-        _validate.choice("init", init, INITS)
-    except TypeError as e:
-        raise InputTypeError(str(e)) from None
-    except ValueError as e:
-        raise InputError(str(e)) from None
-    if blur > 1 and blur % 2:
-        raise InputError(f"blur must be 1 or even (ConvCRF's pooling); got {blur}")
-    if isinstance(unary_weight, bool) or not isinstance(unary_weight, (int, float)) \
-            or not math.isfinite(unary_weight):
-        raise InputError(f"unary_weight must be a finite number; got {unary_weight!r}")
-    if not isinstance(final_softmax, (bool, np.bool_)):
-        raise InputTypeError(f"final_softmax must be True or False; got {final_softmax!r}")
-    return GradConfig(filter_size, blur, num_iter, float(unary_weight), unary_kind, init,
-                      bool(final_softmax))
+def pooled(p: ConvCrfParams, h: int, w: int) -> tuple[int, int]:
+    """The pooled grid (Hp, Wp) of an H x W image under setting `p`."""
+    return pool_geometry(h, p.blur)[0], pool_geometry(w, p.blur)[0]
+
+
+def scalars_of(p: ConvCrfParams) -> np.ndarray:
+    """The setting's scalars in :data:`SCALARS` order, float32, bandwidths as float32
+    reciprocals computed in float32 (as the torch op computes ``1 / x``)."""
+    f32 = np.float32
+    inv = [f32(1) / f32(v) if v is not None else f32(0)
+           for v in (p.pos_sdims, p.col_schan, p.col_sdims)]
+    return np.array([f32(p.pos_compat), f32(p.col_compat), *inv], np.float32)
+
+
+def class_weights(p: ConvCrfParams, c: int) -> np.ndarray:
+    """The per-class message weights (C,) float32 of a setting."""
+    if p.weight is not None:
+        return np.asarray(p.weight, np.float32)
+    return np.full(c, p.weight_init, np.float32)
+
+
+def apply(unary: np.ndarray, image: np.ndarray, p: ConvCrfParams) -> np.ndarray:
+    """Inference with the trainable forward (per-class weights, compat), nothing saved:
+    `unary` (N, C, H, W) float32 C-contiguous, `image` (N, 3, H, W) float32 0-255."""
+    c = unary.shape[1]
+    compat = None if p.compat is None else np.asarray(p.compat, np.float32)
+    out, _ = forward(unary, np.ascontiguousarray(image, np.float32), None, class_weights(p, c),
+                     scalars_of(p), compat, p, p.col_sdims is not None, keep=False)
+    return out
+
+
+def apply_cuda(unary, image, p: ConvCrfParams):
+    """:func:`apply` on CuPy arrays (csrc/cuda/convcrf_grad.cu; compiled and emulated in the
+    tests, not run on a GPU)."""
+    import cupy
+
+    from .. import _cuda
+    from .convcrf_grad_cuda import forward_steps
+
+    def launch(name, total, args):
+        _cuda.launch(_cuda.get_kernel("convcrf_grad", name), total, args)
+
+    c = unary.shape[1]
+    compat = None if p.compat is None else cupy.asarray(np.asarray(p.compat, np.float32))
+    out, _ = forward_steps(launch, lambda shape, dtype: cupy.empty(shape, dtype), unary,
+                           cupy.ascontiguousarray(image, dtype=np.float32), None,
+                           cupy.asarray(class_weights(p, c)), compat, scalars_of(p), p,
+                           p.col_sdims is not None)
+    return out
 
 
 def check_scalars(values: dict[str, float | None]) -> None:
@@ -92,37 +102,38 @@ def _scalar_kwargs(scalars: np.ndarray, col_pos: bool) -> dict[str, Any]:
 
 
 def forward(unary: np.ndarray, image: np.ndarray, mask: np.ndarray | None, weight: np.ndarray,
-            scalars: np.ndarray, compat: np.ndarray | None, cfg: GradConfig,
-            col_pos: bool) -> tuple[np.ndarray, np.ndarray]:
-    """(scores (N, C, H, W), saved messages (N, T, C, Hp, Wp)), float32, with the C++ kernel.
-    Arrays must be C-contiguous float32 (mask uint8) as the binding checks."""
+            scalars: np.ndarray, compat: np.ndarray | None, cfg: ConvCrfParams,
+            col_pos: bool, keep: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """(scores (N, C, H, W), saved messages (N, T, C, Hp, Wp) or None without `keep`),
+    float32, with the C++ kernel. Arrays must be C-contiguous float32 (mask uint8) as the
+    binding checks."""
     from .. import _C
 
     n, c, h, w = unary.shape
-    hp, wp = cfg.pooled(h, w)
+    hp, wp = pooled(cfg, h, w)
     out = np.empty_like(unary)
-    saved = np.empty((n, cfg.num_iter, c, hp, wp), np.float32)
+    saved = np.empty((n, cfg.num_iter, c, hp, wp), np.float32) if keep else None
     if unary.size:
         _C.convcrf_grad_forward(unary, image, mask, weight, compat, out, saved,
-                                **cfg.kernel_kwargs(), **_scalar_kwargs(scalars, col_pos))
+                                **kernel_kwargs(cfg), **_scalar_kwargs(scalars, col_pos))
     return out, saved
 
 
 def backward(grad: np.ndarray, unary: np.ndarray, image: np.ndarray, mask: np.ndarray | None,
              weight: np.ndarray, scalars: np.ndarray, compat: np.ndarray | None,
-             saved: np.ndarray, cfg: GradConfig, col_pos: bool):
+             saved: np.ndarray, cfg: ConvCrfParams, col_pos: bool):
     """(d_unary float32, d_weight (C,), d_scalars (5,) in SCALARS order, d_compat (C, C) or
     None), the parameter gradients in float64."""
     from .. import _C
 
     n, c, h, w = unary.shape
-    d_unary = np.zeros_like(unary)
+    d_unary = np.empty_like(unary)  # the kernel writes every element
     d_weight = np.zeros(c, np.float64)
     sums = np.zeros(5, np.float64)
     d_compat = None if compat is None else np.zeros((c, c), np.float64)
     if unary.size:
         _C.convcrf_grad_backward(grad, unary, image, mask, weight, compat, saved, d_unary,
-                                 d_weight, sums, d_compat, **cfg.kernel_kwargs(),
+                                 d_weight, sums, d_compat, **kernel_kwargs(cfg),
                                  **_scalar_kwargs(scalars, col_pos))
     return d_unary, d_weight, scalar_gradients(sums, scalars, col_pos), d_compat
 

@@ -10,14 +10,14 @@ from __future__ import annotations
 import numpy as np
 
 from ..reference.convcrf import pool_geometry
-from .convcrf_grad import GradConfig
+from .convcrf import ConvCrfParams
 
 I32, I64, F32 = np.int32, np.int64, np.float32
 CHUNK = 4096  # pixels per partial sum (fixed: the same sums on every run)
 
 
 class _Geo:
-    def __init__(self, unary, cfg: GradConfig):
+    def __init__(self, unary, cfg: ConvCrfParams):
         self.n, self.c, self.h, self.w = unary.shape
         self.hp, self.p0 = pool_geometry(self.h, cfg.blur)
         self.wp, self.p1 = pool_geometry(self.w, cfg.blur)
@@ -45,7 +45,7 @@ def _pass_args(scalars, col_pos, cfg):
             F32(np.float32(cpi) * np.float32(cpi) if col_pos else 0.0))
 
 
-def forward_steps(launch, empty, unary, image, mask, weight, compat, scalars, cfg: GradConfig,
+def forward_steps(launch, empty, unary, image, mask, weight, compat, scalars, cfg: ConvCrfParams,
                   col_pos: bool):
     """(scores (N, C, H, W), saved pooled messages (N, T, C, hp, wp)) on the device."""
     g = _Geo(unary, cfg)
@@ -82,7 +82,7 @@ def forward_steps(launch, empty, unary, image, mask, weight, compat, scalars, cf
 
 
 def backward_steps(launch, empty, host, grad, unary, image, mask, weight, compat, scalars,
-                   saved, cfg: GradConfig, col_pos: bool):
+                   saved, cfg: ConvCrfParams, col_pos: bool):
     """(d_unary on the device, d_weight (C,), d_sums (5,), d_compat (C, C) or None), the last
     three float64 NumPy arrays (the sums of common/convcrf_grad.h, as the C++ backward)."""
     g = _Geo(unary, cfg)

@@ -63,8 +63,10 @@ def convcrf_torch(unary: Any, image: Any, *, filter_size: int = 11, blur: int = 
                   col_schan: float = 13.0, col_compat: float = 10.0,
                   col_sdims: float | None = None, weight_init: float = 0.2,
                   unary_weight: float = 1.0, unary_kind: str = "logits",
-                  init: str = "convcrf", final_softmax: bool = False):
-    """ConvCRF mean-field inference with torch and unfold.
+                  init: str = "convcrf", final_softmax: bool = False, weight=None,
+                  compat=None):
+    """ConvCRF mean-field inference with torch and unfold (weight: per-class message
+    weights in place of weight_init; compat: C x C, M' = M + compat @ M).
 
     unary: (N, C, H, W) float; image: (N, 3, H, W) float (0-255). NumPy arrays or torch
     tensors (CPU or CUDA). Returns float32 scores (N, C, H, W) of the same kind (a NumPy array
@@ -118,6 +120,15 @@ def convcrf_torch(unary: Any, image: Any, *, filter_size: int = 11, blur: int = 
         return m
 
     a, wt = (torch.tensor(v, **f32) for v in coefficients(weight_init, unary_weight))
+    if weight is not None:
+        wt = torch.tensor(np.asarray(weight, np.float32), **f32).view(1, c, 1, 1)
+        a = torch.tensor(np.float32(unary_weight), **f32) - wt
+    mix = None if compat is None else torch.tensor(np.asarray(compat, np.float32), **f32)
+    message_of = message
+    if mix is not None:
+        def message(q):
+            m = message_of(q)
+            return m + torch.einsum("kd,ndhw->nkhw", mix, m)
     if unary_kind == "logits":
         lg = F.log_softmax(u, dim=1)
         q = lg if init == "convcrf" else F.softmax(lg, dim=1)
@@ -208,9 +219,11 @@ def convcrf_numpy(unary: np.ndarray, image: np.ndarray, *, filter_size: int = 11
                   pos_compat: float = 3.0, col_schan: float = 13.0, col_compat: float = 10.0,
                   col_sdims: float | None = None, weight_init: float = 0.2,
                   unary_weight: float = 1.0, unary_kind: str = "logits",
-                  init: str = "convcrf", final_softmax: bool = False) -> np.ndarray:
+                  init: str = "convcrf", final_softmax: bool = False, weight=None,
+                  compat=None) -> np.ndarray:
     """ConvCRF mean-field inference with NumPy. unary (N, C, H, W), image (N, 3, H, W) 0-255;
-    returns float32 scores (N, C, H, W)."""
+    returns float32 scores (N, C, H, W). A fitted CRF: weight (C,) per-class message weights
+    in place of weight_init, compat (C, C) mixes the message (M' = M + compat @ M)."""
     u = np.asarray(unary, np.float32)
     img = np.asarray(image, np.float32)
     n, c, h, w = u.shape
@@ -237,6 +250,15 @@ def convcrf_numpy(unary: np.ndarray, image: np.ndarray, *, filter_size: int = 11
         return upsample_numpy(m, blur, h, w) if blur > 1 else m
 
     a, wt = coefficients(weight_init, unary_weight)
+    if weight is not None:
+        wt = np.asarray(weight, np.float32).reshape(1, c, 1, 1)
+        a = (np.float32(unary_weight) - wt).astype(np.float32)
+    if compat is not None:
+        mix, message_of = np.asarray(compat, np.float32), message
+
+        def message(q):
+            m = message_of(q)
+            return (m + np.einsum("kd,ndhw->nkhw", mix, m)).astype(np.float32)
     with np.errstate(divide="ignore"):
         if unary_kind == "logits":
             lg = _log_softmax(u)

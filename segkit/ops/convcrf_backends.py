@@ -1,0 +1,78 @@
+"""The backends of :func:`segkit.convcrf`: each runs one validated setting
+(:class:`segkit.ops.convcrf.ConvCrfParams`) in place on float32 scores (N, C, H, W)."""
+from __future__ import annotations
+
+import numpy as np
+
+from .convcrf import INITS, UNARY_KINDS
+
+
+def _run_numpy(scores, img, params):
+    from ..reference.convcrf import convcrf_numpy
+
+    return convcrf_numpy(scores, img.astype(np.float32), **params.reference_kwargs())
+
+
+def _host_image(img):
+    item = img.itemsize
+    if img.size and (min(img.strides) < 0 or any(s % item for s in img.strides)):
+        img = np.ascontiguousarray(img)
+    return img
+
+
+def _run_numba(scores, img, params):
+    from .._numba.convcrf import convcrf as kernel
+
+    k = params.kernel_constants()
+    k.update(unary_kind=UNARY_KINDS.index(k["unary_kind"]), init=INITS.index(k["init"]))
+    if params.fitted:
+        k.update(class_weight=None if params.weight is None else np.asarray(params.weight),
+                 compat=None if params.compat is None else np.asarray(params.compat),
+                 unary_weight=params.unary_weight)
+        if params.weight is None:  # compat alone: weight_init for every class
+            k["class_weight"] = np.full(scores.shape[1], params.weight_init)
+    kernel(scores, _host_image(img), **k)
+    return scores
+
+
+def _run_cpp(scores, img, params):
+    from .. import _C
+
+    _C.convcrf(scores, _host_image(img), params.kernel_params)
+    return scores
+
+
+def _fitted_cpp(scores, img, params):
+    from . import convcrf_grad
+
+    return convcrf_grad.apply(scores, np.ascontiguousarray(img, np.float32), params)
+
+
+def _fitted_cuda(scores, img, params):
+    from . import convcrf_grad
+
+    return convcrf_grad.apply_cuda(scores, img, params)
+
+
+def _run_cuda(scores, img, params):
+    import cupy
+
+    from .. import _cuda
+
+    def launch(name, total, args):
+        _cuda.launch(_cuda.get_kernel("convcrf", name), total, args)  # op_stream's stream
+
+    item = img.itemsize
+    if img.size and (min(img.strides) < 0 or any(s % item for s in img.strides)):
+        img = cupy.ascontiguousarray(img)
+    from .convcrf_cuda import cuda_steps
+
+    cuda_steps(scores, img, params.kernel_constants(), launch,
+               lambda shape: cupy.empty(shape, np.float32))
+    return scores
+
+
+RUNNERS = {"numpy": _run_numpy, "numba": _run_numba, "cpp": _run_cpp, "cuda": _run_cuda}
+#: A fitted setting (per-class weights, compat): the NumPy reference and the Numba kernels take
+#: them as arrays; C++ and CUDA run the trainable op's forward without saved state.
+FITTED = {"numpy": _run_numpy, "numba": _run_numba, "cpp": _fitted_cpp, "cuda": _fitted_cuda}

@@ -1,0 +1,150 @@
+"""A fitted ConvCRF setting (per-class weights, C x C compatibility) through ``segkit.convcrf``
+on every backend, against the torch reference; the one record (ConvCrfParams) and its
+round trip; and the jobs' CRF application (``jobs.settings.crf_scores``) bit-identical to the
+trainable forward it ran before issue 26."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import segkit
+from segkit.errors import InputError
+from segkit.jobs import settings
+from segkit.ops import convcrf_grad
+from segkit.ops.convcrf import convcrf_params
+
+from .conftest import require_backend
+from .test_convcrf import assert_scores_match, scene, torch_reference
+
+C = 5
+WEIGHT = [0.1, 0.35, 0.2, 0.05, 0.3]
+
+
+def _compat(c=C):
+    return (0.1 * np.sin(np.arange(c * c, dtype=np.float64) * 1.3).reshape(c, c)).tolist()
+
+
+CASES = {
+    "weight-blur4": dict(filter_size=7, blur=4, num_iter=3, weight=WEIGHT),
+    "weight-compat-blur1": dict(filter_size=5, blur=1, num_iter=3, weight=WEIGHT,
+                                compat=_compat()),
+    "compat-probs-blur2": dict(filter_size=5, blur=2, num_iter=2, unary_kind="probs",
+                               compat=_compat()),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("backend", ["numpy", "numba", "cpp", "cuda"])
+def test_fitted_setting_every_backend(backend, case):
+    require_backend(backend)
+    kw = CASES[case]
+    unary, image = scene(2, C, 29, 34, seed=3, kind=kw.get("unary_kind", "logits"))
+    out = segkit.convcrf(unary, image, backend=backend, **kw)
+    assert_scores_match(np.asarray(out), torch_reference(unary, image, **kw))
+
+
+def test_fitted_differs_from_weight_init():
+    """The per-class weights and compat reach the kernels (a test that can fail)."""
+    unary, image = scene(1, C, 24, 24, seed=1)
+    plain = segkit.convcrf(unary, image, filter_size=5, blur=1, num_iter=2, backend="cpp")
+    fitted = segkit.convcrf(unary, image, filter_size=5, blur=1, num_iter=2, backend="cpp",
+                            weight=WEIGHT, compat=_compat())
+    assert float(np.abs(fitted - plain).max()) > 1e-3
+
+
+def test_equal_weights_run_as_weight_init():
+    unary, image = scene(1, C, 20, 23, seed=2)
+    a = segkit.convcrf(unary, image, weight=[0.3] * C, backend="cpp")
+    b = segkit.convcrf(unary, image, weight_init=0.3, backend="cpp")
+    np.testing.assert_array_equal(a, b)
+
+
+def test_record_round_trip_and_errors():
+    p = convcrf_params("convcrf", weight=WEIGHT, compat=_compat())
+    assert p.fitted and convcrf_params(None, **p.as_dict()) == p
+    assert not convcrf_params("convcrf", weight=[0.2] * C).fitted
+    with pytest.raises(InputError, match="weight must be C values"):
+        convcrf_params(None, weight=[[0.1, 0.2]])
+    with pytest.raises(InputError, match="compat must be a C x C"):
+        convcrf_params(None, compat=np.ones((3, 2)))
+    with pytest.raises(InputError, match="finite"):
+        convcrf_params(None, weight=[0.1, float("nan")])
+    unary, image = scene(1, C, 12, 12)
+    with pytest.raises(InputError, match="weight has 3 values for 5 classes"):
+        segkit.convcrf(unary, image, weight=[0.1, 0.2, 0.3])
+
+
+def _old_crf_scores(mean, image, crf):
+    """jobs.settings.crf_scores of a fitted setting before issue 26: the kernel arguments
+    packed by hand, the training forward (which kept the messages of every iteration)."""
+    weight = crf["weight"]
+    unary = np.maximum(np.asarray(mean, np.float32), np.float32(settings.PROB_FLOOR))
+    p = convcrf_params(None, **{k: v for k, v in crf.items() if k != "weight"})
+    f32 = np.float32
+    scalars = np.array([f32(p.pos_compat), f32(p.col_compat), f32(1) / f32(p.pos_sdims),
+                        f32(1) / f32(p.col_schan), 0], np.float32)
+    img = np.ascontiguousarray(np.asarray(image).transpose(2, 0, 1)[None], np.float32)
+    out, _ = convcrf_grad.forward(np.ascontiguousarray(unary[None]), img, None,
+                                  np.asarray(weight, np.float32), scalars, None, p, False)
+    return out[0]
+
+
+@pytest.mark.parametrize("preset", ["convcrf", "seed"])
+def test_jobs_fitted_crf_bit_identical(preset):
+    logits, image = scene(1, C, 37, 41, seed=5)
+    e = np.exp(logits[0] - logits[0].max(0))
+    mean = (e / e.sum(0)).astype(np.float16)
+    crf = settings.crf_setting(preset, num_iter=3)
+    crf["weight"] = WEIGHT
+    np.testing.assert_array_equal(settings.crf_scores(mean, image[0], crf),
+                                  _old_crf_scores(mean, image[0], crf))
+
+
+def test_module_gives_the_record():
+    """ConvCRF(trainable=True).fitted_params() applied by segkit.convcrf equals the module."""
+    import torch
+
+    from segkit.torch import ConvCRF
+
+    crf = ConvCRF(preset="convcrf", trainable=True, num_classes=C, convcomp=True,
+                  filter_size=5, blur=2, num_iter=2)
+    with torch.no_grad():
+        crf.weight.copy_(torch.tensor(WEIGHT))
+    unary, image = scene(1, C, 21, 26, seed=4)
+    img = np.ascontiguousarray(image.transpose(0, 3, 1, 2), np.float32)
+    ref = crf(torch.from_numpy(unary).requires_grad_(True), torch.from_numpy(img))
+    p = crf.fitted_params()
+    assert p.fitted and p.compat is not None
+    out = segkit.convcrf(unary, image, backend="cpp", **p.as_dict())
+    assert_scores_match(out, ref.detach().numpy())
+
+
+def test_check_crf_takes_compat():
+    crf = {**settings.crf_setting("convcrf"), "weight": WEIGHT, "compat": _compat()}
+    out = settings.check_crf(crf, num_classes=C)
+    assert np.allclose(out["compat"], _compat(), atol=1e-7)
+    with pytest.raises(InputError, match="compat is 5 x 5 for 4 classes"):
+        settings.check_crf({k: v for k, v in crf.items() if k != "weight"}, num_classes=4)
+    with pytest.raises(InputError, match="compat must be a C x C"):
+        settings.check_crf({**crf, "compat": [[1.0, 2.0]]})
+
+
+def test_module_takes_the_record():
+    """ConvCRF(trainable=True) built from a fitted record starts from its weight and compat;
+    without training it applies the same CRF as segkit.convcrf."""
+    import torch
+
+    from segkit.torch import ConvCRF
+
+    p = convcrf_params("convcrf", filter_size=5, blur=2, num_iter=2, weight=WEIGHT,
+                       compat=_compat())
+    crf = ConvCRF(trainable=True, num_classes=C, **p.as_dict())
+    assert crf.compat is not None
+    np.testing.assert_allclose(crf.weight.detach().numpy(), WEIGHT, rtol=1e-7)
+    unary, image = scene(1, C, 18, 22, seed=6)
+    img = np.ascontiguousarray(image.transpose(0, 3, 1, 2), np.float32)
+    out = crf(torch.from_numpy(unary).requires_grad_(True), torch.from_numpy(img))
+    assert_scores_match(out.detach().numpy(),
+                        np.asarray(segkit.convcrf(unary, image, backend="cpp", **p.as_dict())))
+    with pytest.raises(InputError, match="weight has 5 values for 4 classes"):
+        ConvCRF(trainable=True, num_classes=4, **p.as_dict())

@@ -1,0 +1,56 @@
+"""The trainable ConvCRF's forward and backward on every SIMD path this CPU has (base, AVX2,
+AVX-512): each held to the float64 reference, and the paths to each other (issue 26 part 5:
+whichever path is the default, the outputs are the same within float32 rounding)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from segkit.ops import convcrf_grad as og
+from segkit.ops.convcrf import convcrf_params
+from segkit.synthetic import crf_scene
+
+from .test_convcrf_grad import check_gradients
+
+
+@pytest.mark.parametrize("c,h,w,k,blur,extra", [
+    (4, 23, 18, 7, 1, dict(compat=True, mask=True)),
+    (21, 26, 37, 11, 4, {}),
+    (9, 22, 19, 7, 2, dict(col_sdims=5.0)),
+])
+def test_gradients_on_every_isa(simd_isa, c, h, w, k, blur, extra):
+    check_gradients(1, c, h, w, dict(filter_size=k, blur=blur, num_iter=3), **extra)
+
+
+def _run(c, k, blur):
+    image, _, logits = crf_scene(1, 29, 47, c, seed=7)
+    img = np.ascontiguousarray(image.transpose(0, 3, 1, 2), np.float32)
+    p = convcrf_params(None, filter_size=k, blur=blur, num_iter=3)
+    w = np.linspace(0.1, 0.4, c).astype(np.float32)
+    out, saved = og.forward(logits, img, None, w, og.scalars_of(p), None, p, False)
+    g = np.random.default_rng(c).standard_normal(logits.shape).astype(np.float32)
+    du, dw, ds, _ = og.backward(g, logits, img, None, w, og.scalars_of(p), None, saved, p, False)
+    return out, du, dw, ds
+
+
+@pytest.mark.parametrize("c,k,blur", [(21, 11, 4), (6, 7, 1)])
+def test_isa_paths_agree_with_each_other(c, k, blur):
+    from segkit import _C
+
+    from .conftest import _simd_isas, require_backend
+
+    require_backend("cpp")
+    best = _C.simd_isa()
+    try:
+        runs = {}
+        for isa in _simd_isas():  # every path this CPU has
+            _C.set_simd_isa(isa)
+            assert _C.simd_isa() == isa
+            runs[isa] = _run(c, k, blur)
+    finally:
+        _C.set_simd_isa(best)
+    first = runs[next(iter(runs))]
+    for isa, got in runs.items():
+        for a, b in zip(got, first):
+            scale = float(np.abs(b).max())
+            assert float(np.abs(a - b).max()) <= 1e-5 * scale, isa
