@@ -363,3 +363,61 @@ def test_a_tuned_dict_may_name_a_crf_preset(stores, tmp_path):
         np.testing.assert_array_equal(read_mask(out / "labels" / f"{stem}.png"),
                                       st.setting_labels(mean, None, crf, image,
                                                         np.asarray(bias)))
+
+
+# ---- issue 27: a folder's outputs belong to one setting ---------------------------------------
+def test_an_interrupted_no_resume_run_never_leaves_the_old_labels(tmp_path):
+    """weights [1, 0], then [0, 1] with resume=False failing part way (a truncated store
+    file), then [0, 1] resumed: every label is the [0, 1] vote (the old labels were removed
+    before the new setting was recorded)."""
+    stores = make_stores(tmp_path / "s", models=2)
+    out = tmp_path / "out"
+    segkit.ensemble(stores, [1, 0], out, workers=1, progress=False)
+    bad = Path(stores[1]) / f"{sorted(STEMS)[3]}.npy"
+    whole = bad.read_bytes()
+    bad.write_bytes(whole[:-10])
+    with pytest.raises(JobError, match="truncated"):
+        segkit.ensemble(stores, [0, 1], out, resume=False, workers=1, progress=False)
+    bad.write_bytes(whole)
+    report = segkit.ensemble(stores, [0, 1], out, workers=1, progress=False)
+    assert report.written == 3 and report.skipped == 3
+    for stem in STEMS:
+        np.testing.assert_array_equal(read_mask(out / "labels" / f"{stem}.png"),
+                                      expected_labels(stores, stem, [0, 1])[0], err_msg=stem)
+
+
+def test_no_resume_removes_the_other_settings_probabilities_too(stores, tmp_path):
+    out = tmp_path / "out"
+    segkit.ensemble(stores, [1, 2, 3], out, save_probs=True, workers=1, progress=False)
+    real_call = ens._VoteImage.__call__
+
+    def stop(self, stem):
+        raise RuntimeError("stopped before the first image")
+
+    ens._VoteImage.__call__ = stop
+    try:
+        with pytest.raises(JobError, match="stopped"):
+            segkit.ensemble(stores, [1, 1, 1], out, save_probs=True, resume=False, workers=1,
+                            progress=False)
+    finally:
+        ens._VoteImage.__call__ = real_call
+    assert not list((out / "labels").glob("*.png")) and not list((out / "probs").glob("*.npy"))
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe\x00binary", b"{not json", b"[1, 2]"],
+                         ids=["not-utf8", "bad-json", "not-an-object"])
+def test_an_unreadable_settings_file_is_named(stores, tmp_path, content):
+    from segkit.cli import main
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "ensemble.json").write_bytes(content)
+    with pytest.raises(segkit.errors.DataError, match=r"ensemble\.json: unreadable"):
+        segkit.ensemble(stores, None, out, workers=1, progress=False)
+    result = CliRunner().invoke(main, ["ensemble", *map(str, stores), "--out", str(out),
+                                       "--workers", "1"])
+    assert result.exit_code == 1 and "ensemble.json: unreadable" in result.output
+    assert "Traceback" not in result.output
+    # --no-resume recomputes (and rewrites the file)
+    assert segkit.ensemble(stores, None, out, resume=False, workers=1,
+                           progress=False).written == 6

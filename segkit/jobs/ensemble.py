@@ -17,7 +17,9 @@ Output folder::
 
 Resumable: outputs are written atomically, and a rerun skips an image whose outputs exist and
 match its size (checked from the file headers); leftover temporary files are removed. A rerun
-with other stores, weights or CRF into the same folder is refused rather than mixed.
+with other stores, weights or CRF into the same folder is refused rather than mixed, and
+``resume=False`` removes the other setting's outputs before it records its own
+(:mod:`segkit.jobs._owner`), so a run that stops part way never leaves them to be resumed.
 """
 from __future__ import annotations
 
@@ -38,9 +40,12 @@ from ..io.store import ConfidenceStore, StoreError, common_stems, open_stores, s
 from ..io.submission import DOWNSAMPLE, read_sample_ids, write_submission
 from ..ops.convcrf import CRF_PRESETS, convcrf_labels
 from ..ops.soft_vote import check_weights
+from ._owner import claim
 from ._stores import StoreReader, image_of, per_process
 
 SETTINGS = "ensemble.json"
+#: The keys of SETTINGS that must match for a run to resume.
+SETTING_KEYS = ("stores", "factors", "crf", "classes", "bias", "crf_setting")
 #: zlib level of the label PNGs: 1 writes a 512x512 map ~4x faster than PIL's default 6.
 PNG_COMPRESS_LEVEL = 1
 
@@ -314,17 +319,11 @@ def _now() -> str:
 
 
 def _check_settings(out: Path, settings: dict[str, Any], resume: bool) -> None:
-    import json
+    """The guard of :mod:`segkit.jobs._owner`: a resumed run refuses labels of other settings;
+    ``resume=False`` removes them (labels and probabilities) before it writes SETTINGS."""
+    def outputs():
+        return [*(out / "labels").glob("*.png"), *(out / "probs").glob("*.npy")]
 
-    path = out / SETTINGS
-    if resume and path.is_file():
-        try:
-            old = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise StoreError(f"{path}: unreadable ({exc}); remove it or use resume=False") from exc
-        for key in ("stores", "factors", "crf", "classes", "bias", "crf_setting"):
-            if old.get(key) != settings[key]:
-                raise InputError(f"{out} holds an ensemble made with other settings ({key}: "
-                                 f"{old.get(key)!r}, now {settings[key]!r}); use another out "
-                                 "folder or resume=False to recompute it")
-    atomic.write_json(path, {**settings, "updated": _now()})
+    claim(out, SETTINGS, {**settings, "updated": _now()}, resume=resume, keys=SETTING_KEYS,
+          outputs=outputs, what="an ensemble made with other settings",
+          hint="use another out folder, or resume=False (--no-resume) to recompute it")
