@@ -421,3 +421,25 @@ def test_an_unreadable_settings_file_is_named(stores, tmp_path, content):
     # --no-resume recomputes (and rewrites the file)
     assert segkit.ensemble(stores, None, out, resume=False, workers=1,
                            progress=False).written == 6
+
+
+def test_a_tuned_crf_refuses_stores_that_hold_no_probabilities(tmp_path):
+    """A fitted CRF takes the log of the averaged probabilities: stores whose values do not
+    sum to 1 per pixel (written past the store's own check) are refused with the image named,
+    before the CRF runs."""
+    from segkit.jobs import settings as st
+
+    stores = make_stores(tmp_path / "s", models=2)
+    half = segkit.ConfidenceStore.create(tmp_path / "half", CLASSES)
+    for stem in STEMS:
+        half.write(stem, segkit.ConfidenceStore(stores[1]).read(stem) / 2, check=False)
+    images = tmp_path / "images"
+    _write_images(images)
+    crf = dict(st.crf_setting("convcrf", blur=2, num_iter=2), weight=[0.1, 0.3, 0.2, 0.4, 0.25])
+    doc = {"weights": [1, 1], "classes": CLASSES, "crf": crf}
+    with pytest.raises(JobError, match=r"the averaged probabilities: a tuned CRF setting takes "
+                                       r"probabilities .* pixel sums over the 5 classes from 0\.7"):
+        segkit.ensemble([stores[0], half.root], None, tmp_path / "o", tuned=doc, images=images,
+                        workers=1, progress=False)
+    assert segkit.ensemble(stores, None, tmp_path / "ok", tuned=doc, images=images, workers=1,
+                           progress=False).written == 6

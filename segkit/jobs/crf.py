@@ -125,6 +125,7 @@ def run_one(task: CrfTask) -> dict[str, Any]:
     from ..io.store import ConfidenceStore
     from ..ops.convcrf import convcrf
     from ..palette import palette_for
+    from ._probs import check_probabilities
     from .settings import crf_scores
 
     t0 = time.perf_counter()
@@ -143,6 +144,7 @@ def run_one(task: CrfTask) -> dict[str, Any]:
                           f"unary {Path(task.unary).name} is {unary.shape[2]}x{unary.shape[1]}")
     unary = np.asarray(unary)
     if task.setting is not None:
+        check_probabilities(unary, task.unary)  # a fitted CRF would take logits silently
         scores = crf_scores(unary, image, task.setting)
         if task.bias is not None:
             if len(task.bias) != unary.shape[0]:

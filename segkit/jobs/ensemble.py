@@ -135,8 +135,12 @@ class _VoteImage:
             from .settings import setting_labels, setting_scale
 
             bias = None if self.bias is None else np.asarray(self.bias, np.float64)
-            image = (None if self.crf_setting is None
-                     else image_of(stem, self.images, labels.shape))
+            image = None
+            if self.crf_setting is not None:
+                from ._probs import check_probabilities
+
+                check_probabilities(mean, f"{stem}: the averaged probabilities")
+                image = image_of(stem, self.images, labels.shape)
             labels = setting_labels(mean, setting_scale(bias, self.num_classes),
                                     self.crf_setting, image, bias).astype(labels.dtype)
         elif self.crf is not None:
