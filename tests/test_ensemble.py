@@ -443,3 +443,20 @@ def test_a_tuned_crf_refuses_stores_that_hold_no_probabilities(tmp_path):
                         workers=1, progress=False)
     assert segkit.ensemble(stores, None, tmp_path / "ok", tuned=doc, images=images, workers=1,
                            progress=False).written == 6
+
+
+def test_small_cli_defects(stores, tmp_path):
+    """--no-progress in ensemble and crf; an empty weights list is named as empty."""
+    from segkit.cli import main
+
+    runner = CliRunner()
+    res = runner.invoke(main, ["ensemble", *map(str, stores), "--out", str(tmp_path / "o"),
+                               "--workers", "1", "--no-progress"])
+    assert res.exit_code == 0 and "6 written" in res.output, res.output
+    assert "--no-progress" in runner.invoke(main, ["crf", "--help"]).output
+    res = runner.invoke(main, ["ensemble", *map(str, stores), "--out", str(tmp_path / "e"),
+                               "--weights", ","])
+    assert res.exit_code == 2 and "no weight given" in res.output
+    with pytest.raises(segkit.errors.InputError, match="tuned \\(dict\\): weights is empty"):
+        segkit.ensemble(stores, None, tmp_path / "t", progress=False,
+                        tuned={"weights": [], "classes": CLASSES})
