@@ -460,3 +460,19 @@ def test_small_cli_defects(stores, tmp_path):
     with pytest.raises(segkit.errors.InputError, match="tuned \\(dict\\): weights is empty"):
         segkit.ensemble(stores, None, tmp_path / "t", progress=False,
                         tuned={"weights": [], "classes": CLASSES})
+
+
+def test_a_resumed_run_decodes_the_label_maps_it_finds(stores, tmp_path):
+    """A label map whose header is right but whose pixels are not (truncated data, a label
+    that is no class) is redone, not skipped (the docs say resumed files are decoded)."""
+    out = tmp_path / "out"
+    segkit.ensemble(stores, None, out, workers=1, progress=False)
+    first, second = (out / "labels" / f"{s}.png" for s in STEMS[:2])
+    data = first.read_bytes()
+    first.write_bytes(data[:len(data) // 2])  # the header (and size) survive
+    Image.fromarray(np.full((H, W), len(CLASSES) + 3, np.uint8)).save(second)
+    report = segkit.ensemble(stores, None, out, workers=1, progress=False)
+    assert (report.written, report.skipped) == (2, 4)
+    for stem in STEMS[:2]:
+        np.testing.assert_array_equal(read_mask(out / "labels" / f"{stem}.png"),
+                                      expected_labels(stores, stem, None)[0])

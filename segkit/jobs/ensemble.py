@@ -16,7 +16,8 @@ Output folder::
     OUT/probs/             the averaged probabilities as a ConfidenceStore (save_probs)
 
 Resumable: outputs are written atomically, and a rerun skips an image whose outputs exist and
-match its size (checked from the file headers); leftover temporary files are removed. A rerun
+check out (the label map decoded: its size and that it holds classes only; the probabilities'
+file header and size); leftover temporary files are removed. A rerun
 with other stores, weights or CRF into the same folder is refused rather than mixed, and
 ``resume=False`` removes the other setting's outputs before it records its own
 (:mod:`segkit.jobs._owner`), so a run that stops part way never leaves them to be resumed.
@@ -99,17 +100,19 @@ class _VoteImage:
         return Path(self.out) / "labels" / f"{stem}.png"
 
     def done(self, stem: str, shape: tuple[int, int, int]) -> bool:
-        """Outputs of `stem` exist and match its (C, H, W) (headers only)."""
-        from PIL import Image
+        """Outputs of `stem` exist and check out against its (C, H, W): the label map decodes,
+        has the size (H, W) and holds classes only; the probabilities' file has the shape
+        (header and size)."""
+        from ..io.masks import MaskError
 
         path = self.label_path(stem)
         if not path.is_file():
             return False
         try:
-            with Image.open(path) as img:
-                if img.format != "PNG" or img.size != (shape[2], shape[1]):
-                    return False
-        except Exception:  # noqa: BLE001 - unreadable: redo it
+            labels = read_mask(path)
+        except (MaskError, OSError, ValueError):  # unreadable or truncated: redo it
+            return False
+        if labels.shape != shape[1:] or (labels.size and int(labels.max()) >= shape[0]):
             return False
         if self.save_probs:
             try:
