@@ -15,7 +15,8 @@ every suite also runs on a build of REF, in the same run, so that a change that 
 kernel faster and another slower shows. REF is checked out (``git archive``) and its extension
 built once into ``benchmarks/.baseline/<sha>/`` (ignored by git); its ``segkit`` alone is put
 first on the path of the baseline's pytest (``--import-mode=append``, so the suite's code is
-this tree's and only the package measured differs). The two builds alternate, suite by suite,
+this tree's and only the package measured differs; ``PYTHONSAFEPATH`` keeps ``python -m``
+from putting this tree first, and the run checks which segkit it imports). The two builds alternate, suite by suite,
 `--alternate` times; pytest-benchmark saves the baseline's run and compares this tree's with it
 (its own table, in the output), and the best (minimum) time of each benchmark over all runs of
 each build goes into RESULTS.md between the ``<!-- bench:<name>:vs-main -->`` markers, with
@@ -73,6 +74,21 @@ def baseline_site(ref: str) -> tuple[Path, str]:
     return site, sha
 
 
+def baseline_env(site: Path) -> dict:
+    """The environment of a run on the baseline: its segkit first on the path, and not the
+    working directory (``python -m`` would put this tree's segkit before it: PYTHONSAFEPATH);
+    checked by importing it."""
+    env = dict(os.environ, PYTHONSAFEPATH="1")
+    env["PYTHONPATH"] = os.pathsep.join([str(site), env.get("PYTHONPATH", "")]).rstrip(
+        os.pathsep)
+    found = subprocess.run([sys.executable, "-c", "import segkit; print(segkit.__file__)"],
+                           cwd=HERE.parent, env=env, capture_output=True, text=True)
+    if not found.stdout.strip().startswith(str(site)):
+        raise SystemExit(f"the baseline run would import segkit from {found.stdout.strip()!r} "
+                         f"{found.stderr[-500:]}, not from {site}")
+    return env
+
+
 def _pytest(name: str, out: Path, pytest_args: str, site: Path | None, extra=()) -> bool:
     """One run of suite `name` (on the baseline's segkit when `site` is given)."""
     cmd = [sys.executable, "-m", "pytest", str(HERE / f"bench_{name}.py"), "-o",
@@ -81,8 +97,7 @@ def _pytest(name: str, out: Path, pytest_args: str, site: Path | None, extra=())
     env = dict(os.environ)
     if site is not None:  # its segkit first; this tree's suite code
         cmd.append("--import-mode=append")
-        env["PYTHONPATH"] = os.pathsep.join([str(site), env.get("PYTHONPATH", "")]).rstrip(
-            os.pathsep)
+        env = baseline_env(site)
     print("$", ("PYTHONPATH=" + str(site) + " ") * (site is not None) + " ".join(cmd),
           flush=True)
     return subprocess.run(cmd, cwd=HERE.parent, env=env).returncode == 0

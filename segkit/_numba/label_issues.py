@@ -172,18 +172,21 @@ def fused(labels, probs, c, has_ign, ign, want_hist):
     for g in prange(max(groups, 1)):
         best = np.empty(BLOCK, np.float32)
         arg = np.empty(BLOCK, np.int32)
+        odd = np.empty(BLOCK, np.float32)
         for t in range(g * step, min(tasks, (g + 1) * step)):
             img = t // per
             b = (t % per) * CHUNK
             e = min(hw, b + CHUNK)
             for b0 in range(b, e, BLOCK):
                 m = min(BLOCK, e - b0)
-                odd = 0  # every probability is read here: NaN and inf are found here
+                # every probability is read here, so NaN and inf are found here: v - v is 0
+                # for a finite v and NaN otherwise, summed per pixel (lanes, not one reduction,
+                # so that the loop stays vectorised)
                 for j in range(m):
                     v = to_float32(probs[img, 0, b0 + j])
                     best[j] = v
                     arg[j] = 0
-                    odd |= 0 if v - v == 0 else 1
+                    odd[j] = v - v
                 for q in range(1, c):
                     base = (img * c + q) * hw + b0
                     for j in range(m):  # selects, not branches: LLVM vectorises them
@@ -192,9 +195,12 @@ def fused(labels, probs, c, has_ign, ign, want_hist):
                         gt = v > bj
                         best[j] = v if gt else bj
                         arg[j] = q if gt else arg[j]
-                        odd |= 0 if v - v == 0 else 1
-                if odd and pnf[t] < 0:
-                    pnf[t] = _first_nonfinite(flat, img, c, hw, b, e)
+                        odd[j] += v - v
+                if pnf[t] < 0:
+                    for j in range(m):
+                        if odd[j] != 0:
+                            pnf[t] = _first_nonfinite(flat, img, c, hw, b, e)
+                            break
                 for j in range(m):
                     i = b0 + j
                     k = _class_of(labels[img, i], c, has_ign, ign)
