@@ -171,6 +171,7 @@ def main() -> int:
         site, sha = baseline_site(args.baseline)
     storage = f"--benchmark-storage=file://{HERE / '.baseline' / 'storage'}"
     failed, slower = [], []
+    partial = "-k" in shlex.split(args.pytest_args)
     for name in args.suites or list(SUITES):
         out = HERE / "results" / f"{name}.json"
         ours, theirs, ok = [], [], True
@@ -188,7 +189,10 @@ def main() -> int:
             failed.append(name)
             continue
         text = tables(json.loads(out.read_text()), SUITES[name])
-        paste(HERE / "RESULTS.md", name, text)
+        if partial:  # a subset (-k) must not replace the whole suite's tables
+            print("(a subset of the suite: its tables are not pasted into RESULTS.md)")
+        else:
+            paste(HERE / "RESULTS.md", name, text)
         print(text, flush=True)
         if theirs:
             table, slow = compare_table(best_times(ours), best_times(theirs), args.baseline,
