@@ -16,7 +16,8 @@ kernel faster and another slower shows. REF is checked out (``git archive``) and
 built once into ``benchmarks/.baseline/<sha>/`` (ignored by git); its ``segkit`` alone is put
 first on the path of the baseline's pytest (``--import-mode=append``, so the suite's code is
 this tree's and only the package measured differs; ``PYTHONSAFEPATH`` keeps ``python -m``
-from putting this tree first, and the run checks which segkit it imports). The two builds alternate, suite by suite,
+from putting this tree first, and the run checks which segkit it imports). The two builds
+alternate, suite by suite,
 `--alternate` times; pytest-benchmark saves the baseline's run and compares this tree's with it
 (its own table, in the output), and the best (minimum) time of each benchmark over all runs of
 each build goes into RESULTS.md between the ``<!-- bench:<name>:vs-main -->`` markers, with

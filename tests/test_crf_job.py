@@ -352,7 +352,7 @@ def test_a_bad_tuned_dict_is_refused_before_any_image(dataset):
         assert not (root / "bad").exists()
 
 
-# ---- issue 27 -------------------------------------------------------------------------------------
+# ---- issue 27 -----------------------------------------------------------------------------
 @pytest.mark.parametrize("fitted", [True, False], ids=["fitted", "preset"])
 def test_a_tuned_crf_refuses_logits(dataset, fitted):
     """A tuned CRF (fitted: per-class weights; or a preset) on a folder of logits is refused
