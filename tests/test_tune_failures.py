@@ -78,6 +78,9 @@ def test_tune_leaves_torchs_thread_count_alone(oof, tmp_path):
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(saved)
+        # torch's 1 thread went into the OpenMP default that tune read and restored as
+        # segkit's count: back to the default, for the tests that follow
+        segkit.set_num_threads(0)
 
 
 def test_a_missing_image_is_found_before_anything_is_read(oof, tmp_path, monkeypatch):
