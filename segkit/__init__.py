@@ -1,7 +1,8 @@
 """segkit: native-accelerated data and post-processing kernels for semantic segmentation.
 
-Every op has four backends behind one function (NumPy reference, Numba, C++/OpenMP, CUDA via
-CuPy); ``backend="auto"`` picks the fastest available. See ``segkit.backends()``.
+Each op sits behind one function with up to four backends (NumPy reference, Numba, C++/OpenMP,
+CUDA via CuPy; which op has which: ``segkit._backend.OP_BACKENDS``); ``backend="auto"`` picks
+the fastest available. See ``segkit.backends()``.
 """
 from ._backend import (BackendInfo, BackendUnavailableError, backends, get_num_threads,
                        set_num_threads)

@@ -1,9 +1,11 @@
-"""Which backends exist, and which one a call runs on.
+"""Which backends exist, which each op has, and which one a call runs on.
 
-Four backends implement every op: ``numpy`` (the reference: slow, obviously right),
-``numba``, ``cpp`` (the compiled extension, segkit._C) and ``cuda`` (CuPy, compiled at run
-time). ``backend="auto"`` picks ``cuda`` for GPU arrays (CuPy arrays, torch CUDA tensors) and
-the fastest available CPU backend otherwise. Asking for a backend that is not available raises
+Four backends exist: ``numpy`` (the reference: slow, obviously right), ``numba``, ``cpp`` (the
+compiled extension, segkit._C) and ``cuda`` (CuPy, compiled at run time). Not every op has all
+four: :data:`OP_BACKENDS` is the one table of which op has which (``segkit info``, the ops
+that take a subset, the tests and the README's table read it). ``backend="auto"`` picks
+``cuda`` for GPU arrays (CuPy arrays, torch CUDA tensors) and the fastest available CPU backend
+the op has otherwise. Asking for a backend that is not available raises
 :class:`BackendUnavailableError` with the reason; nothing falls back silently.
 """
 from __future__ import annotations
@@ -19,6 +21,38 @@ from .errors import InputError, UnavailableError
 from . import _config
 
 BACKENDS = ("numpy", "numba", "cpp", "cuda")
+
+#: The backends of each public op (``backend=`` takes these and "auto"). The trainable ConvCRF
+#: (``segkit.torch.conv_crf`` / ``ConvCRF(trainable=True)``) picks its kernels from the tensors'
+#: device; its NumPy reference (``segkit.reference.convcrf_grad``) is for the tests only.
+OP_BACKENDS: dict[str, tuple[str, ...]] = {
+    "mode_filter": BACKENDS,
+    "convcrf": BACKENDS,
+    "soft_vote": BACKENDS,
+    "confusion_matrix": BACKENDS,
+    "label_issues": BACKENDS,
+    "label_quality": BACKENDS,
+    "vote_confusion": ("numpy", "numba"),
+    "settled_pixels": ("numpy", "numba"),
+    "conv_crf (trainable)": ("cpp", "cuda"),
+}
+#: What the table alone does not say.
+OP_NOTES: dict[str, str] = {
+    "conv_crf (trainable)": "cuda: its kernels are tested on the CPU in emulation only "
+                            "(tests/cuda_emu.py), not yet on a GPU",
+    "vote_confusion": "the tuning search's kernel; no C++ or CUDA kernel",
+    "settled_pixels": "the tuning search's pre-pass; no C++ or CUDA kernel",
+}
+
+
+def backends_table() -> str:
+    """:data:`OP_BACKENDS` as the Markdown table the README shows (a test keeps them equal)."""
+    rows = ["| op | " + " | ".join(BACKENDS) + " | note |",
+            "|---|" + ":---:|" * len(BACKENDS) + "---|"]
+    for op, have in OP_BACKENDS.items():
+        marks = " | ".join("yes" if b in have else "-" for b in BACKENDS)
+        rows.append(f"| `{op}` | {marks} | {OP_NOTES.get(op, '')} |")
+    return "\n".join(rows)
 
 
 class BackendUnavailableError(UnavailableError):

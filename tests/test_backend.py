@@ -1,6 +1,8 @@
 """Backend discovery and selection: auto picks the fastest, nothing falls back silently."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -119,3 +121,62 @@ def test_set_num_threads_roundtrip():
     assert segkit.get_num_threads() == old
     with pytest.raises(ValueError, match=r"n must be a non-negative integer, got -1"):
         segkit.set_num_threads(-1)
+
+
+# ---- the one table of which op has which backend (issue 27) ----------------------------------
+def test_the_readme_shows_the_backends_table():
+    from pathlib import Path
+
+    from segkit._backend import backends_table
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    shown = re.search(r"<!-- backends -->\n(.*?)\n<!-- /backends -->", readme, re.S)
+    assert shown and shown.group(1) == backends_table()
+    assert "every kernel has four backends" not in readme.lower()
+
+
+def test_each_op_takes_exactly_the_backends_of_the_table():
+    """An op refuses a backend outside its row (naming the ones it has) and runs on every
+    available one inside it."""
+    import numpy as np
+
+    import segkit
+    from segkit import _backend
+    from segkit.errors import InputError
+    from segkit.ops.vote_confusion import settled_pixels
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, (6, 7)).astype(np.uint8)
+    probs = rng.dirichlet(np.ones(3), (6, 7)).transpose(2, 0, 1).astype(np.float32)
+    image = rng.integers(0, 256, (6, 7, 3), dtype=np.uint8)
+    calls = {
+        "mode_filter": lambda b: segkit.mode_filter(labels, backend=b),
+        "convcrf": lambda b: segkit.convcrf(probs[None], image[None], num_iter=1, backend=b),
+        "soft_vote": lambda b: segkit.soft_vote([probs, probs], backend=b),
+        "confusion_matrix": lambda b: segkit.confusion_matrix(labels, labels, 3, backend=b),
+        "label_issues": lambda b: segkit.label_issues(labels, probs, backend=b),
+        "label_quality": lambda b: segkit.label_quality(labels, probs, backend=b),
+        "vote_confusion": lambda b: segkit.vote_confusion([probs], labels, [1], backend=b),
+        "settled_pixels": lambda b: settled_pixels(probs.reshape(3, -1), 2.0, backend=b),
+    }
+    assert set(calls) | {"conv_crf (trainable)"} == set(_backend.OP_BACKENDS)
+    for op, call in calls.items():
+        have = _backend.OP_BACKENDS[op]
+        for b in _backend.BACKENDS:
+            if b not in have:
+                with pytest.raises(InputError, match=r"backend must be one of 'auto', "
+                                   + ", ".join(f"'{h}'" for h in have)):
+                    call(b)
+            elif _backend.backend_info(b).available:
+                call(b)
+
+
+def test_segkit_info_prints_the_backends_of_each_op():
+    from click.testing import CliRunner
+
+    from segkit import _backend
+    from segkit.cli import main
+
+    out = CliRunner().invoke(main, ["info", "--fast"]).output
+    for op, have in _backend.OP_BACKENDS.items():
+        assert re.search(rf"{re.escape(op)}\s+{re.escape(', '.join(have))}", out), op

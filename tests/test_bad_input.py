@@ -45,6 +45,7 @@ PROFILE = settings(max_examples=400 if LONG else 25, deadline=None, derandomize=
                                           HealthCheck.data_too_large])
 #: seconds one call may take in the worker (first calls compile Numba kernels: cached on disk)
 CALL_TIMEOUT = 180
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 #: the worker's address-space limit: an accidental huge allocation fails there, not the machine
 WORKER_MEMORY = 8 << 30
 BACKENDS = [b for b in ("numpy", "numba", "cpp") if _backend.backend_info(b).available]
@@ -416,7 +417,7 @@ def names_argument(message: str, name: str, call: Call) -> bool:
 
 
 #: ops whose backends are fewer than all (vote_confusion: numpy and numba)
-OP_BACKENDS = {"vote_confusion": ("numpy", "numba")}
+OP_BACKENDS = _backend.OP_BACKENDS  # the one table of which op has which backend
 
 
 @pytest.mark.parametrize("op, backend", [(op, b) for op in OPS for b in BACKENDS
@@ -475,6 +476,12 @@ def dataset(tmp_path_factory):
     (bad / "truncated.json").write_text(ds.ann_file.read_text()[:200])
     (bad / "list.json").write_text("[1, 2, 3]")
     (bad / "no_images.json").write_text('{"annotations": [], "categories": []}')
+    # tuned.json files that are binary or corrupt; train configs that are broken
+    (bad / "tuned_binary.json").write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff binary")
+    (bad / "tuned_corrupt.json").write_text('{"weights": [1, 1], "classes": ')
+    (bad / "syntax_config.py").write_text("model = dict(type='EncoderDecoder'\n")
+    (bad / "nomodel_config.py").write_text("train_cfg = dict(max_iters=1)\n")
+    (bad / "binary_config.py").write_bytes(b"\xff\xfe\x00\x01")
     # a folder of masks with one corrupt PNG
     shutil.copytree(masks, bad / "masks_corrupt")
     (bad / "masks_corrupt" / f"{stems[1]}.png").write_bytes(png[:40])
@@ -537,6 +544,15 @@ def cli_cases(d):
         (["infer", missing, missing, "--images", str(d["images"]), "--out", "{out}"],
          [missing, "CONFIG"]),
         (["train", missing], [missing, "CONFIG"]),
+        *[(["train", str(b / name), "--work-dir", "{out}"], [name])
+          for name in ("syntax_config.py", "nomodel_config.py", "binary_config.py")],
+        (["train", str(CONFIGS / "upernet_swin-tiny_cpu.py"), "--work-dir", "{out}",
+          "--cfg-options", "model.backbone.depths.7=1"], ["model.backbone.depths.7"]),
+        *[(argv, [name]) for name in ("tuned_binary.json", "tuned_corrupt.json")
+          for argv in (["ensemble", s0, s1, "--tuned", str(b / name), "--out", "{out}"],
+                       ["crf", s0, str(d["images"]), "--tuned", str(b / name), "--out",
+                        "{out}"])],
+        (["tune", s0, s0, "--gt", str(d["masks"]), "--out", "{out}"], [s0]),
         (["nosuchcommand"], ["nosuchcommand"]),
     ]
     for store in corrupt_stores:

@@ -350,3 +350,38 @@ def test_a_bad_tuned_dict_is_refused_before_any_image(dataset):
             crf_job(root / "store", root / "images", root / "bad", tuned=doc, workers=1,
                     progress=False)
         assert not (root / "bad").exists()
+
+
+# ---- issue 27 -----------------------------------------------------------------------------
+@pytest.mark.parametrize("fitted", [True, False], ids=["fitted", "preset"])
+def test_a_tuned_crf_refuses_logits(dataset, fitted):
+    """A tuned CRF (fitted: per-class weights; or a preset) on a folder of logits is refused
+    with the file named, as the preset's own probability check refuses them; the same setting
+    on the store's probabilities runs."""
+    from segkit.jobs import settings as st
+    from segkit.jobs.engine import JobError
+
+    root, _, _ = dataset
+    crf = st.crf_setting("convcrf", blur=2, num_iter=2)
+    if fitted:
+        crf["weight"] = [0.1, 0.3, 0.2, 0.4, 0.25]
+    st.write_tuned(root / "t", {"weights": [1.0], "crf": crf,
+                                "classes": [f"c{i}" for i in range(C)]})
+    with pytest.raises(JobError, match=r"batch_0\d\+000\d\.npy: a tuned CRF setting takes "
+                                       r"probabilities .* got values from -"):
+        crf_job(root / "npy", root / "images", root / "out", tuned=root / "t", workers=1,
+                progress=False)
+    res = CliRunner().invoke(main, ["crf", str(root / "npy"), str(root / "images"), "--out",
+                                    str(root / "cli"), "--tuned", str(root / "t"),
+                                    "--workers", "1"])
+    assert res.exit_code == 1 and "takes probabilities" in res.output, res.output
+    assert "Traceback" not in res.output
+    # values in [0, 1] that are not probabilities (each pixel sums to 1/2) are refused too
+    (root / "pos").mkdir()
+    for p in (root / "npy").glob("*.npy"):
+        np.save(root / "pos" / p.name, (probs_of(np.load(p)) / 2).astype(np.float32))
+    with pytest.raises(JobError, match="pixel sums over the 5 classes"):
+        crf_job(root / "pos", root / "images", root / "out2", tuned=root / "t", workers=1,
+                progress=False)
+    assert crf_job(root / "store", root / "images", root / "ok", tuned=root / "t", workers=1,
+                   progress=False)["refined"] == N

@@ -363,3 +363,116 @@ def test_a_tuned_dict_may_name_a_crf_preset(stores, tmp_path):
         np.testing.assert_array_equal(read_mask(out / "labels" / f"{stem}.png"),
                                       st.setting_labels(mean, None, crf, image,
                                                         np.asarray(bias)))
+
+
+# ---- issue 27: a folder's outputs belong to one setting ---------------------------------------
+def test_an_interrupted_no_resume_run_never_leaves_the_old_labels(tmp_path):
+    """weights [1, 0], then [0, 1] with resume=False failing part way (a truncated store
+    file), then [0, 1] resumed: every label is the [0, 1] vote (the old labels were removed
+    before the new setting was recorded)."""
+    stores = make_stores(tmp_path / "s", models=2)
+    out = tmp_path / "out"
+    segkit.ensemble(stores, [1, 0], out, workers=1, progress=False)
+    bad = Path(stores[1]) / f"{sorted(STEMS)[3]}.npy"
+    whole = bad.read_bytes()
+    bad.write_bytes(whole[:-10])
+    with pytest.raises(JobError, match="truncated"):
+        segkit.ensemble(stores, [0, 1], out, resume=False, workers=1, progress=False)
+    bad.write_bytes(whole)
+    report = segkit.ensemble(stores, [0, 1], out, workers=1, progress=False)
+    assert report.written == 3 and report.skipped == 3
+    for stem in STEMS:
+        np.testing.assert_array_equal(read_mask(out / "labels" / f"{stem}.png"),
+                                      expected_labels(stores, stem, [0, 1])[0], err_msg=stem)
+
+
+def test_no_resume_removes_the_other_settings_probabilities_too(stores, tmp_path):
+    out = tmp_path / "out"
+    segkit.ensemble(stores, [1, 2, 3], out, save_probs=True, workers=1, progress=False)
+    real_call = ens._VoteImage.__call__
+
+    def stop(self, stem):
+        raise RuntimeError("stopped before the first image")
+
+    ens._VoteImage.__call__ = stop
+    try:
+        with pytest.raises(JobError, match="stopped"):
+            segkit.ensemble(stores, [1, 1, 1], out, save_probs=True, resume=False, workers=1,
+                            progress=False)
+    finally:
+        ens._VoteImage.__call__ = real_call
+    assert not list((out / "labels").glob("*.png")) and not list((out / "probs").glob("*.npy"))
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe\x00binary", b"{not json", b"[1, 2]"],
+                         ids=["not-utf8", "bad-json", "not-an-object"])
+def test_an_unreadable_settings_file_is_named(stores, tmp_path, content):
+    from segkit.cli import main
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "ensemble.json").write_bytes(content)
+    with pytest.raises(segkit.errors.DataError, match=r"ensemble\.json: unreadable"):
+        segkit.ensemble(stores, None, out, workers=1, progress=False)
+    result = CliRunner().invoke(main, ["ensemble", *map(str, stores), "--out", str(out),
+                                       "--workers", "1"])
+    assert result.exit_code == 1 and "ensemble.json: unreadable" in result.output
+    assert "Traceback" not in result.output
+    # --no-resume recomputes (and rewrites the file)
+    assert segkit.ensemble(stores, None, out, resume=False, workers=1,
+                           progress=False).written == 6
+
+
+def test_a_tuned_crf_refuses_stores_that_hold_no_probabilities(tmp_path):
+    """A fitted CRF takes the log of the averaged probabilities: stores whose values do not
+    sum to 1 per pixel (written past the store's own check) are refused with the image named,
+    before the CRF runs."""
+    from segkit.jobs import settings as st
+
+    stores = make_stores(tmp_path / "s", models=2)
+    half = segkit.ConfidenceStore.create(tmp_path / "half", CLASSES)
+    for stem in STEMS:
+        half.write(stem, segkit.ConfidenceStore(stores[1]).read(stem) / 2, check=False)
+    images = tmp_path / "images"
+    _write_images(images)
+    crf = dict(st.crf_setting("convcrf", blur=2, num_iter=2), weight=[0.1, 0.3, 0.2, 0.4, 0.25])
+    doc = {"weights": [1, 1], "classes": CLASSES, "crf": crf}
+    with pytest.raises(JobError, match=r"the averaged probabilities: a tuned CRF setting takes "
+                                       r"probabilities .* pixel sums over the 5 classes from 0\.7"):
+        segkit.ensemble([stores[0], half.root], None, tmp_path / "o", tuned=doc, images=images,
+                        workers=1, progress=False)
+    assert segkit.ensemble(stores, None, tmp_path / "ok", tuned=doc, images=images, workers=1,
+                           progress=False).written == 6
+
+
+def test_small_cli_defects(stores, tmp_path):
+    """--no-progress in ensemble and crf; an empty weights list is named as empty."""
+    from segkit.cli import main
+
+    runner = CliRunner()
+    res = runner.invoke(main, ["ensemble", *map(str, stores), "--out", str(tmp_path / "o"),
+                               "--workers", "1", "--no-progress"])
+    assert res.exit_code == 0 and "6 written" in res.output, res.output
+    assert "--no-progress" in runner.invoke(main, ["crf", "--help"]).output
+    res = runner.invoke(main, ["ensemble", *map(str, stores), "--out", str(tmp_path / "e"),
+                               "--weights", ","])
+    assert res.exit_code == 2 and "no weight given" in res.output
+    with pytest.raises(segkit.errors.InputError, match="tuned \\(dict\\): weights is empty"):
+        segkit.ensemble(stores, None, tmp_path / "t", progress=False,
+                        tuned={"weights": [], "classes": CLASSES})
+
+
+def test_a_resumed_run_decodes_the_label_maps_it_finds(stores, tmp_path):
+    """A label map whose header is right but whose pixels are not (truncated data, a label
+    that is no class) is redone, not skipped (the docs say resumed files are decoded)."""
+    out = tmp_path / "out"
+    segkit.ensemble(stores, None, out, workers=1, progress=False)
+    first, second = (out / "labels" / f"{s}.png" for s in STEMS[:2])
+    data = first.read_bytes()
+    first.write_bytes(data[:len(data) // 2])  # the header (and size) survive
+    Image.fromarray(np.full((H, W), len(CLASSES) + 3, np.uint8)).save(second)
+    report = segkit.ensemble(stores, None, out, workers=1, progress=False)
+    assert (report.written, report.skipped) == (2, 4)
+    for stem in STEMS[:2]:
+        np.testing.assert_array_equal(read_mask(out / "labels" / f"{stem}.png"),
+                                      expected_labels(stores, stem, None)[0])

@@ -311,3 +311,43 @@ def test_nan_and_inf_are_refused_naming_the_first_index(backend, bad, batched):
                   lambda: ops.score_pixels(*args, np.full(4, 0.5), backend=backend)):
         with pytest.raises(InputError, match="must be finite"):
             stage()
+
+
+@pytest.mark.parametrize("fused_backend", ["cpp", "numba"])
+@pytest.mark.parametrize("pdtype", [np.float32, np.float16])
+def test_the_fused_pass_refuses_nan_itself_in_its_one_read(fused_backend, pdtype, monkeypatch):
+    """label_issues on cpp and numba reads the probabilities once: no separate finiteness pass
+    (it cost a second full read, issue 27); the fused pass names the first bad value in probs
+    order across chunks (2 x 200 x 200: two chunks per image) and blocks, with 1 or 2
+    threads."""
+    from segkit import _backend, _validate
+    from segkit.errors import InputError
+
+    require_backend(fused_backend)
+    rng = np.random.default_rng(4)
+    p = rng.random((2, 3, 200, 200)).astype(np.float32)
+    p = (p / p.sum(1, keepdims=True)).astype(pdtype)
+    lab = p.argmax(1).astype(np.uint8)
+
+    def second_pass(*args, **kwargs):
+        raise AssertionError("label_issues read the probabilities twice (a finiteness pass)")
+
+    monkeypatch.setattr(_validate, "finite", second_pass)
+    segkit.label_issues(lab, p, backend=fused_backend)
+    bad = p.copy()
+    bad[0, 2, 0, 5] = np.nan      # chunk 0, first block, class 2: flat 80005
+    bad[0, 1, 100, 0] = np.inf    # chunk 0, a later block, class 1: flat 60000
+    bad[0, 0, 199, 199] = -np.inf  # chunk 1, class 0: flat 39999, the first in probs order
+    bad[1, 0, 0, 0] = np.nan      # the next image
+    before = _backend.get_num_threads()
+    try:
+        for threads in (1, 2):
+            _backend.set_num_threads(threads)
+            with pytest.raises(InputError, match=r"probs contains -inf \(first at index "
+                                                 r"\(0, 0, 199, 199\)\); probabilities must be "
+                                                 "finite"):
+                segkit.label_issues(lab, bad, backend=fused_backend)
+            with pytest.raises(InputError, match=r"first at index \(0, 199, 199\)"):
+                segkit.label_issues(lab[0], bad[0], backend=fused_backend)
+    finally:
+        _backend.set_num_threads(before)

@@ -278,11 +278,40 @@ def test_predict_returns_the_crf_scores(mode):
         unary = plain.predict(inputs)[0].seg_logits.data
         model.crf_test = False
         torch.testing.assert_close(model.predict(inputs)[0].seg_logits.data, unary)
-    if mode == "whole":
+    with torch.no_grad():
+        expected = (model.crf(unary[None], inputs)[0] if mode == "whole"
+                    else _slide_expected(model, inputs, 96, 64))
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    if mode == "slide":  # not the CRF of the whole image: each window's, then averaged
         with torch.no_grad():
-            expected = model.crf(unary[None], inputs)[0]
-        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+            whole = model.crf(unary[None], inputs)[0]
+        assert (whole - got).abs().max() > 1e-2
     assert (got.argmax(0) != unary.argmax(0)).float().mean() > 0.01  # the CRF changed labels
+
+
+def _slide_expected(model, inputs, crop: int, stride: int):
+    """Slide inference written out: every crop x crop window (stride `stride`, the last one
+    flush with the border) gets the plain logits, then the CRF on that window and its image;
+    the windows' CRF scores are averaged where they overlap."""
+    h, w = inputs.shape[2:]
+    total = torch.zeros((model.decode_head.out_channels, h, w))
+    count = torch.zeros((1, h, w))
+    starts = [min(i * stride, s - crop) for s in (h, w)
+              for i in range(max(s - crop + stride - 1, 0) // stride + 1)]
+    ys, xs = starts[:len(starts) // 2], starts[len(starts) // 2:]
+    model.crf_test = False
+    try:
+        for y in ys:
+            for x in xs:
+                window = inputs[:, :, y:y + crop, x:x + crop]
+                meta = dict(ori_shape=(crop, crop), img_shape=(crop, crop),
+                            pad_shape=(crop, crop), padding_size=[0, 0, 0, 0])
+                logits = model.encode_decode(window, [meta])
+                total[:, y:y + crop, x:x + crop] += model.refine(logits, window, None)[0]
+                count[:, y:y + crop, x:x + crop] += 1
+    finally:
+        model.crf_test = True
+    return total / count
 
 
 def _save(model, path, meta=True):

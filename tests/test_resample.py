@@ -52,12 +52,26 @@ def _tree(root):
 
 SETTINGS = [
     dict(),
-    dict(size=5, anchor="topleft", ties="first"),
+    dict(size=5, anchor="topleft", ties="first", ignore_index=None),
     dict(ties="smallest", ignore_index=255),
+    dict(ignore_index="none"),
 ]
 
 
-@pytest.mark.parametrize("kwargs", SETTINGS, ids=["default", "seed-recipe", "ignore255"])
+def _auto(before, kwargs):
+    """The mode_filter arguments of a resample call: ignore_index "auto" (the default) is 255
+    in a mask that holds it, None in the others; "none" is None."""
+    kw = dict(kwargs)
+    ignore = kw.get("ignore_index", "auto")
+    if ignore == "auto":
+        kw["ignore_index"] = 255 if (before == 255).any() else None
+    elif ignore == "none":
+        kw["ignore_index"] = None
+    return kw
+
+
+@pytest.mark.parametrize("kwargs", SETTINGS, ids=["default", "seed-recipe", "ignore255",
+                                                  "ignore-none"])
 def test_folder_equals_mode_filter_per_file(folder, tmp_path, kwargs):
     src, files = folder
     dst = tmp_path / "out"
@@ -65,7 +79,7 @@ def test_folder_equals_mode_filter_per_file(folder, tmp_path, kwargs):
     assert sorted(files) == [p for p in _tree(dst) if p.endswith(".png")]
     left = np.zeros(65536, np.int64)
     for rel, before in files.items():
-        expected = segkit.mode_filter(before, **kwargs)
+        expected = segkit.mode_filter(before, **_auto(before, kwargs))
         got, pal = read_mask(dst / rel, with_palette=True)
         np.testing.assert_array_equal(got, expected, err_msg=rel)
         _, src_pal = read_mask(src / rel, with_palette=True)
@@ -222,7 +236,8 @@ def test_resume_rewrites_outputs_of_other_settings(folder, tmp_path):
     changed = report["status_counts"].get("replaced", 0)
     assert changed >= 1 and changed + report["status_counts"].get("skipped", 0) == len(files)
     for rel, m in files.items():
-        np.testing.assert_array_equal(read_mask(tmp_path / "o" / rel), segkit.mode_filter(m))
+        np.testing.assert_array_equal(read_mask(tmp_path / "o" / rel),
+                                      segkit.mode_filter(m, **_auto(m, {})))
     no = segkit.resample(src, tmp_path / "o", resume=False, workers=1, progress=False,
                          log=None)
     assert no["status_counts"] == {"written": len(files)}
@@ -334,7 +349,9 @@ def test_cli_resample_prints_report(folder, tmp_path):
     assert "time per phase" in res.output and "resample_report.json" in res.output
     for rel, m in files.items():
         np.testing.assert_array_equal(read_mask(tmp_path / "o" / rel),
-                                      segkit.mode_filter(m, anchor="topleft", ties="first"))
+                                      segkit.mode_filter(m, **_auto(m, dict(
+                                          anchor="topleft", ties="first"))))
+    assert "ignore value: 255 (auto: held by" in res.output
     res = CliRunner().invoke(main, ["resample", "--help"])
     assert "Examples:" in res.output and "RAY_ADDRESS" in res.output
 
@@ -376,3 +393,51 @@ def test_settings_are_checked_without_running_the_filter(folder, tmp_path, monke
         with pytest.raises(exc, match=message):
             segkit.resample(src, tmp_path / "o", progress=False, log=None, **kwargs)
     assert calls == [] and not (tmp_path / "o").exists()
+
+
+# ---- issue 27: the ignore value (255 where the masks hold it, unless told otherwise) ----------
+def test_void_pixels_keep_their_label_by_default(folder, tmp_path):
+    """Without --ignore-index, 255 (void) neither votes nor changes in masks that hold it; the
+    report and the printed lines say which value was used; --ignore-index none lets it vote."""
+    src, files = folder
+    held = [rel for rel, m in files.items() if m.dtype == np.uint8 and (m == 255).any()]
+    assert held and len(held) < len(files)  # masks with 255 and (16-bit) masks without
+    lines = []
+    report = segkit.resample(src, tmp_path / "auto", workers=1, progress=False,
+                             log=lines.append)
+    for rel in held:
+        before, after = files[rel], read_mask(tmp_path / "auto" / rel)
+        assert (after[before == 255] == 255).all(), rel
+        assert not ((after == 255) & (before != 255)).any(), rel
+    assert report["ignore_index"] == {"setting": "auto", "value": 255, "masks": len(held)}
+    assert any(f"ignore value: 255 (auto: held by {len(held)} of {len(files)} masks" in line
+               for line in lines), lines
+    voted = segkit.resample(src, tmp_path / "none", ignore_index="none", workers=1,
+                            progress=False, log=None)
+    assert voted["ignore_index"] == {"setting": None, "value": None}
+    assert voted["changed"] > report["changed"]
+    result = CliRunner().invoke(main, ["resample", str(src), str(tmp_path / "cli"),
+                                       "--ignore-index", "none", "--workers", "1"])
+    assert result.exit_code == 0 and "ignore value: none (every value votes)" in result.output
+    bad = CliRunner().invoke(main, ["resample", str(src), str(tmp_path / "bad"),
+                                    "--ignore-index", "void"])
+    assert bad.exit_code == 2 and "'auto' or 'none'; got 'void'" in bad.output
+
+
+def test_auto_ignore_without_255_is_the_plain_filter(tmp_path):
+    """Masks that hold no 255 (as the original recipe's): "auto" filters exactly as None, and
+    the report says none was used."""
+    rng = np.random.default_rng(3)
+    src = tmp_path / "m"
+    src.mkdir()
+    masks = {f"{k}.png": rng.integers(0, 11, (40, 52)).astype(np.uint8) for k in range(3)}
+    for name, m in masks.items():
+        masks_io.write_mask(src / name, m)
+    lines = []
+    report = segkit.resample(src, tmp_path / "o", size=5, anchor="topleft", ties="first",
+                             workers=1, progress=False, log=lines.append)
+    for name, m in masks.items():
+        np.testing.assert_array_equal(read_mask(tmp_path / "o" / name),
+                                      segkit.mode_filter(m, 5, anchor="topleft", ties="first"))
+    assert report["ignore_index"] == {"setting": "auto", "value": None, "masks": 0}
+    assert any("ignore value: none (auto: no mask holds 255" in line for line in lines)

@@ -394,7 +394,7 @@ def test_a_fitted_crf_round_trips_into_ensemble_and_crf(oof, tuned_crf, tmp_path
     saved = ConfidenceStore(tmp_path / "ens" / "probs")
     bias = np.asarray(doc["bias"]) if doc["bias"] is not None else None
     scale = st.setting_scale(doc["bias"], len(CLASSES))
-    changed = 0
+    changed = differ = pixels = 0
     for s in stems[:6]:
         image = np.asarray(Image.open(root / "images" / f"{s}.png").convert("RGB"))
         _, mean = segkit.soft_vote([x.read(s) for x in stores], doc["weights"],
@@ -405,7 +405,14 @@ def test_a_fitted_crf_round_trips_into_ensemble_and_crf(oof, tuned_crf, tmp_path
         want = st.setting_labels(unary, scale, doc["crf"], image, bias)
         np.testing.assert_array_equal(read_mask(tmp_path / "crf" / f"{s}.png"), want)
         changed += int((want != st.setting_labels(unary, scale, None, None)).sum())
+        # crf --tuned reads the float16 store ensemble wrote, ensemble applied the setting to
+        # the float32 mean: the two label maps differ only where that rounding flips a label
+        # (docs/guide/crf.md says so)
+        ens = read_mask(tmp_path / "ens" / "labels" / f"{s}.png")
+        differ += int((ens != want).sum())
+        pixels += want.size
     assert changed > 0  # the CRF changed labels: the test sees whether it was applied
+    assert differ <= 0.01 * pixels, (differ, pixels)
     with pytest.raises(ValueError, match="either tuned or preset"):
         segkit.crf_job(tmp_path / "ens" / "probs", root / "images", tmp_path / "x",
                        tuned=tmp_path / "t", preset="seed", progress=False)
@@ -417,7 +424,8 @@ def test_a_fitted_crf_round_trips_into_ensemble_and_crf(oof, tuned_crf, tmp_path
 
 def test_the_crf_fit_is_seeded(oof, tmp_path):
     """The same seed gives the same fit, with one worker or two (the engine yields the fit
-    images in completion order)."""
+    images in completion order). torch's thread count, on crops large enough for torch to
+    split its work, is varied by tests/test_tune_failures.py (the fit pins it to one)."""
     root, specs, *_ = oof
     kw = dict(images=root / "images", search="weights,crf", budget=5, progress=False,
               log=None, **FIT)

@@ -94,7 +94,8 @@ int64_t scores(const py::array& labels, const py::array& probs, int num_classes,
 void fused(const py::array& labels, const py::array& probs, int num_classes,
            const py::object& ignore_index, const py::array& sums, const py::array& counts,
            const py::array& bad, const py::array& scores, const py::array& candidates,
-           const py::array& argmax, const py::array& top, const py::object& hist) {
+           const py::array& argmax, const py::array& top, const py::object& hist,
+           const py::object& nonfinite) {
   const char* fn = "_C.label_issues_fused";
   auto a = li_args(labels, probs, num_classes, ignore_index, fn);
   const py::ssize_t n = a.n * a.hw;
@@ -106,8 +107,14 @@ void fused(const py::array& labels, const py::array& probs, int num_classes,
   int32_t* am = out_ptr<int32_t>(argmax, fn, "argmax", n, "N*H*W");
   float* tp = out_ptr<float>(top, fn, "top", n, "N*H*W");
   int64_t* h = hist_ptr(hist, fn);
+  int64_t* nf = nullptr;
+  if (!nonfinite.is_none()) {
+    if (!py::isinstance<py::array>(nonfinite))
+      throw py::type_error(std::string(fn) + ": nonfinite must be None or an int64 numpy array");
+    nf = out_ptr<int64_t>(nonfinite.cast<py::array>(), fn, "nonfinite", 1, nullptr);
+  }
   py::gil_scoped_release release;
-  cpu::label_issues_fused(a, s, k, b, sc, c, am, tp, h);
+  cpu::label_issues_fused(a, s, k, b, sc, c, am, tp, h, nf);
 }
 
 int64_t count(const py::array& candidates, const py::array& argmax, const py::array& top,
@@ -119,21 +126,19 @@ int64_t count(const py::array& candidates, const py::array& argmax, const py::ar
   const float* tp = in_ptr<float>(top, fn, "top", n, "candidates' size");
   const py::ssize_t classes = thresholds_adj.size();
   const double* t = in_ptr<double>(thresholds_adj, fn, "thresholds_adj", classes, nullptr);
-  // The kernel indexes thresholds_adj[argmax[i]] for every candidate: every such argmax must
-  // be a valid index (the fused pass writes 0..C-1; anything else is a caller's bug).
-  int32_t lo = 0, hi = -1;
-  for (py::ssize_t i = 0; i < n; ++i)
-    if (c[i]) {
-      lo = am[i] < lo ? am[i] : lo;
-      hi = am[i] > hi ? am[i] : hi;
-    }
-  if (lo < 0 || hi >= classes)
+  // Every candidate's argmax must index thresholds_adj (the fused pass writes 0..C-1;
+  // anything else is a caller's bug): the kernel checks it in its one pass.
+  int64_t first_bad = -1, counted = 0;
+  {
+    py::gil_scoped_release release;
+    counted = cpu::label_issues_count(c, am, tp, n, t, static_cast<int>(classes), &first_bad);
+  }
+  if (first_bad >= 0)
     Arr(thresholds_adj, fn, "thresholds_adj")
         .value_error("has " + std::to_string(classes) + " entries, but argmax of a candidate " +
-                     "is " + std::to_string(lo < 0 ? lo : hi) + " (needs 0 <= argmax < " +
+                     "is " + std::to_string(am[first_bad]) + " (needs 0 <= argmax < " +
                      std::to_string(classes) + ")");
-  py::gil_scoped_release release;
-  return cpu::label_issues_count(c, am, tp, n, t);
+  return counted;
 }
 
 void softmin(const py::array& scores, double temperature, const py::array& out) {
@@ -177,10 +182,11 @@ void bind_label_issues(py::module_& m) {
   m.def("label_issues_fused", &fused, py::arg("labels"), py::arg("probs"),
         py::arg("num_classes"), py::arg("ignore_index"), py::arg("sums"), py::arg("counts"),
         py::arg("bad"), py::arg("scores"), py::arg("candidates"), py::arg("argmax"),
-        py::arg("top"), py::arg("hist"),
+        py::arg("top"), py::arg("hist"), py::arg("nonfinite") = py::none(),
         "Confident learning in one read of probs: the threshold sums of label_issues_sums and "
         "the per-pixel outputs of label_issues_scores plus argmax (int32) and top probability "
-        "(float32), each N*H*W.");
+        "(float32), each N*H*W; `nonfinite` (int64, 1, or None) receives the flat index into "
+        "probs of the first NaN or inf, -1 if none.");
   m.def("label_issues_count", &count, py::arg("candidates"), py::arg("argmax"), py::arg("top"),
         py::arg("thresholds_adj"),
         "Number of counted issues from label_issues_fused's outputs (uint8 candidates whose "

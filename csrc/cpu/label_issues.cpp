@@ -48,6 +48,18 @@ inline Chunk chunk_of(index_t t, index_t per, index_t hw) {
   return {image, begin, end};
 }
 
+// The smallest index c * hw + i (i in [begin, end)) of one image's planes `img` whose value
+// is NaN or inf, or -1: the probs order, so the smallest over the chunks is the first.
+template <typename P>
+index_t first_nonfinite_in(const P* img, index_t hw, int C, index_t begin, index_t end) {
+  for (int c = 0; c < C; ++c)
+    for (index_t i = begin; i < end; ++i) {
+      const float v = li::load(img + c * hw + i);
+      if (!(v - v == 0.0f)) return c * hw + i;
+    }
+  return -1;
+}
+
 }  // namespace
 
 void label_issues_sums(const LabelIssuesArgs& a, double* sums, int64_t* counts, int64_t* bad) {
@@ -129,13 +141,15 @@ int64_t label_issues_scores(const LabelIssuesArgs& a, const double* thresholds_a
 
 void label_issues_fused(const LabelIssuesArgs& a, double* sums, int64_t* counts, int64_t* bad,
                         float* scores, uint8_t* candidates, int32_t* argmax, float* top,
-                        int64_t* hist) {
+                        int64_t* hist, int64_t* first_nonfinite) {
   const int C = a.num_classes;
   const index_t per = chunks_per_image(a.hw), tasks = per * a.n;
+  if (first_nonfinite) *first_nonfinite = -1;
   if (tasks == 0) return;
   std::vector<double> part_sums(static_cast<size_t>(tasks * C), 0.0);
   std::vector<int64_t> part_counts(static_cast<size_t>(tasks * C), 0);
   std::vector<int64_t> part_bad(static_cast<size_t>(tasks), 0);
+  std::vector<int64_t> part_nonfinite(static_cast<size_t>(tasks), -1);
   dispatch(a, [&](auto ltag, auto ptag) {
     using L = decltype(ltag);
     using P = decltype(ptag);
@@ -157,13 +171,17 @@ void label_issues_fused(const LabelIssuesArgs& a, double* sums, int64_t* counts,
         const index_t off = ch.image * a.hw;
         const L* lab = labels + off;
         const P* img = probs + ch.image * C * a.hw;
-        int64_t oob = 0;
+        int64_t oob = 0, nonfinite = -1;
         for (index_t b0 = ch.begin; b0 < ch.end; b0 += kBlock) {
           const index_t m = ch.end - b0 < kBlock ? ch.end - b0 : kBlock;
-          // argmax, plane by plane (first of equal maxima: strict >, as li::argmax)
+          // argmax, plane by plane (first of equal maxima: strict >, as li::argmax); every
+          // probability is read here, so here is where NaN and inf are found (v - v is not 0)
+          int32_t odd = 0;
           for (index_t j = 0; j < m; ++j) {
-            best[j] = li::load(img + b0 + j);
+            const float v = li::load(img + b0 + j);
+            best[j] = v;
             arg[j] = 0;
+            odd |= static_cast<int32_t>(!(v - v == 0.0f));
           }
           for (int c = 1; c < C; ++c) {
             const P* pl = img + c * a.hw + b0;
@@ -172,8 +190,12 @@ void label_issues_fused(const LabelIssuesArgs& a, double* sums, int64_t* counts,
               const int32_t gt = -static_cast<int32_t>(v > b);
               best[j] = v > b ? v : b;
               arg[j] = (arg[j] & ~gt) | (c & gt);
+              odd |= static_cast<int32_t>(!(v - v == 0.0f));
             }
           }
+          if (odd && nonfinite < 0)  // rare: the first bad value of the chunk, in probs order
+            nonfinite = first_nonfinite_in(img, a.hw, C, ch.begin, ch.end) +
+                        ch.image * C * a.hw;
           for (index_t j = 0; j < m; ++j) {
             const index_t i = b0 + j;
             const int c = li::class_of<L>(lab[i], C, a.has_ignore, a.ignore);
@@ -196,6 +218,7 @@ void label_issues_fused(const LabelIssuesArgs& a, double* sums, int64_t* counts,
           }
         }
         part_bad[t] = oob;
+        part_nonfinite[t] = nonfinite;
       }
       if (hist) {
 #pragma omp critical
@@ -209,15 +232,35 @@ void label_issues_fused(const LabelIssuesArgs& a, double* sums, int64_t* counts,
       counts[c] += part_counts[t * C + c];
     }
     bad[0] += part_bad[t];
+    const int64_t f = part_nonfinite[t];
+    if (first_nonfinite && f >= 0 && (*first_nonfinite < 0 || f < *first_nonfinite))
+      *first_nonfinite = f;
   }
 }
 
 int64_t label_issues_count(const uint8_t* candidates, const int32_t* argmax, const float* top,
-                           index_t total, const double* thresholds_adj) {
-  int64_t counted = 0;
-#pragma omp parallel for schedule(static) num_threads(max_threads()) reduction(+ : counted)
-  for (index_t i = 0; i < total; ++i)
-    counted += candidates[i] && static_cast<double>(top[i]) >= thresholds_adj[argmax[i]];
+                           index_t total, const double* thresholds_adj, int num_classes,
+                           int64_t* first_bad_argmax) {
+  int64_t counted = 0, bad = 0;
+  const uint32_t classes = static_cast<uint32_t>(num_classes);
+  // one pass, branch-free: an out-of-range argmax (negative ones wrap above) reads entry 0
+  // and is not counted, only tallied
+#pragma omp parallel for schedule(static) num_threads(max_threads()) \
+    reduction(+ : counted, bad)
+  for (index_t i = 0; i < total; ++i) {
+    const uint32_t a = static_cast<uint32_t>(argmax[i]);
+    const int64_t in_range = a < classes, cand = candidates[i] != 0;
+    bad += cand & (1 - in_range);
+    counted += cand & in_range &
+               static_cast<int64_t>(static_cast<double>(top[i]) >= thresholds_adj[in_range ? a : 0]);
+  }
+  *first_bad_argmax = -1;
+  if (bad)  // rare (a caller's bug): find the first, for the message
+    for (index_t i = 0; i < total; ++i)
+      if (candidates[i] && static_cast<uint32_t>(argmax[i]) >= classes) {
+        *first_bad_argmax = i;
+        break;
+      }
   return counted;
 }
 

@@ -38,14 +38,20 @@ int64_t label_issues_scores(const LabelIssuesArgs& a, const double* thresholds_a
 // so that counting the issues once the thresholds are known (label_issues_count) reads 9
 // bytes per pixel instead of the probabilities. hist may be null. Per-pixel outputs are
 // written for every pixel (argmax 0 and top 0 where the label is ignored or out of range).
+// first_nonfinite (or null): the flat index into probs of the first NaN or inf, -1 if none
+// (the pass reads every probability, so it refuses them at no extra read; the other outputs
+// are then meaningless).
 void label_issues_fused(const LabelIssuesArgs& a, double* sums, int64_t* counts, int64_t* bad,
                         float* scores, uint8_t* candidates, int32_t* argmax, float* top,
-                        int64_t* hist);
+                        int64_t* hist, int64_t* first_nonfinite);
 
 // The number of counted issues of label_issues_fused's outputs: candidates whose top
-// probability reaches thresholds_adj[argmax] (in double, as label_issues_scores).
+// probability reaches thresholds_adj[argmax] (in double, as label_issues_scores), for argmax
+// in 0..num_classes-1. *first_bad_argmax: the first candidate whose argmax is outside that
+// range (not counted), or -1; checked in the same pass.
 int64_t label_issues_count(const uint8_t* candidates, const int32_t* argmax, const float* top,
-                           index_t total, const double* thresholds_adj);
+                           index_t total, const double* thresholds_adj, int num_classes,
+                           int64_t* first_bad_argmax);
 
 // cleanlab's softmin quality per image of n images of hw scores (NaN scores skipped; an
 // image without a score gets NaN): sum s w / sum w, w = exp((min s - s) / max(T, 1e-6)).

@@ -150,14 +150,16 @@ BLOCK = 512  # pixels whose argmax is kept while the class planes stream
 @njit(parallel=True, cache=True)
 def fused(labels, probs, c, has_ign, ign, want_hist):
     """One read of probs: -> (sums (C,), counts (C,), bad, scores float32 (N, HW),
-    candidates uint8, argmax int32, top float32 (its probability), hist (65536,)): the outputs
-    of `sums` and of `scores` (without the count, see `count`)."""
+    candidates uint8, argmax int32, top float32 (its probability), hist (65536,), the flat
+    index of the first NaN or inf in probs or -1): the outputs of `sums` and of `scores`
+    (without the count, see `count`)."""
     n, hw = labels.shape
     per = (hw + CHUNK - 1) // CHUNK
     tasks = n * per
     ps = np.zeros((tasks, c), np.float64)
     pk = np.zeros((tasks, c), np.int64)
     pb = np.zeros(tasks, np.int64)
+    pnf = np.full(tasks, -1, np.int64)  # per chunk: first NaN or inf, flat index into probs
     sc = np.empty((n, hw), np.float32)
     cand = np.empty((n, hw), np.uint8)
     am = np.empty((n, hw), np.int32)
@@ -170,15 +172,21 @@ def fused(labels, probs, c, has_ign, ign, want_hist):
     for g in prange(max(groups, 1)):
         best = np.empty(BLOCK, np.float32)
         arg = np.empty(BLOCK, np.int32)
+        odd = np.empty(BLOCK, np.float32)
         for t in range(g * step, min(tasks, (g + 1) * step)):
             img = t // per
             b = (t % per) * CHUNK
             e = min(hw, b + CHUNK)
             for b0 in range(b, e, BLOCK):
                 m = min(BLOCK, e - b0)
+                # every probability is read here, so NaN and inf are found here: v - v is 0
+                # for a finite v and NaN otherwise, summed per pixel (lanes, not one reduction,
+                # so that the loop stays vectorised)
                 for j in range(m):
-                    best[j] = to_float32(probs[img, 0, b0 + j])
+                    v = to_float32(probs[img, 0, b0 + j])
+                    best[j] = v
                     arg[j] = 0
+                    odd[j] = v - v
                 for q in range(1, c):
                     base = (img * c + q) * hw + b0
                     for j in range(m):  # selects, not branches: LLVM vectorises them
@@ -187,6 +195,12 @@ def fused(labels, probs, c, has_ign, ign, want_hist):
                         gt = v > bj
                         best[j] = v if gt else bj
                         arg[j] = q if gt else arg[j]
+                        odd[j] += v - v
+                if pnf[t] < 0:
+                    for j in range(m):
+                        if odd[j] != 0:
+                            pnf[t] = _first_nonfinite(flat, img, c, hw, b, e)
+                            break
                 for j in range(m):
                     i = b0 + j
                     k = _class_of(labels[img, i], c, has_ign, ign)
@@ -209,11 +223,27 @@ def fused(labels, probs, c, has_ign, ign, want_hist):
                         hist[g, _key(su[img * hw + i]) >> 16] += 1
     s = np.zeros(c, np.float64)
     cnt = np.zeros(c, np.int64)
+    nonfinite = -1
     for t in range(tasks):  # in order: independent of the thread count
         for k in range(c):
             s[k] += ps[t, k]
             cnt[k] += pk[t, k]
-    return s, cnt, pb.sum(), sc, cand, am, top, hist.sum(0)
+        if pnf[t] >= 0 and (nonfinite < 0 or pnf[t] < nonfinite):
+            nonfinite = pnf[t]
+    return s, cnt, pb.sum(), sc, cand, am, top, hist.sum(0), nonfinite
+
+
+@njit(cache=True)
+def _first_nonfinite(flat, img, c, hw, b, e):
+    """The smallest flat index into probs of a NaN or inf among image `img`'s pixels b..e-1
+    (in probs order: class, then pixel), or -1."""
+    for q in range(c):
+        base = (img * c + q) * hw
+        for i in range(b, e):
+            v = to_float32(flat[base + i])
+            if not (v - v == 0):
+                return base + i
+    return -1
 
 
 @njit(parallel=True, cache=True)

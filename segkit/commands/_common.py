@@ -50,6 +50,9 @@ def parse_weights(text: str | None) -> list[float] | None:
     if text is None:
         return None
     parts = [p for p in text.replace(" ", ",").split(",") if p]
+    if not parts:
+        raise click.BadParameter(f"no weight given (got {text!r}); give one number per model, "
+                                 "e.g. 0.4,0.3,0.3", param_hint="--weights")
     try:
         return [float(p) for p in parts]
     except ValueError as exc:

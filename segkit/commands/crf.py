@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from ._common import store_argument
+from ._common import progress_option, store_argument
 
 EPILOG = """Examples:
 
@@ -53,8 +53,9 @@ EPILOG = """Examples:
               default="auto", show_default=True, help="ConvCRF backend in each worker.")
 @click.option("--resume/--no-resume", default=True, show_default=True,
               help="Skip images whose outputs exist and check out.")
+@progress_option
 def command(unaries, images, out, preset, tuned, unary_kind, filter_size, blur, num_iter,
-            store_out, workers, engine, backend, resume):
+            store_out, workers, engine, backend, resume, progress):
     """Refine per-image unaries (a confidence store or a folder of <stem>.npy (C, H, W)
     arrays) with ConvCRF, using the images in IMAGES (found by stem; nested files map to
     flattened stems, batch_01_vt/0002.jpg -> batch_01_vt+0002), and write label PNGs."""
@@ -63,7 +64,7 @@ def command(unaries, images, out, preset, tuned, unary_kind, filter_size, blur, 
     report = crf_job(unaries, images, out, preset=preset, unary_kind=unary_kind,
                      store_out=store_out, workers=workers, engine=engine, backend=backend,
                      resume=resume, tuned=tuned, filter_size=filter_size, blur=blur,
-                     num_iter=num_iter)
+                     num_iter=num_iter, progress=progress)
     click.echo(f"refined {report['refined']} images, skipped {report['skipped']} already done; "
                f"{100 * report['changed_fraction']:.2f}% of pixels changed label; "
                f"{report['seconds_per_image'] * 1e3:.0f} ms per image; report: "

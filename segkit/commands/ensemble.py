@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from ._common import parse_weights, stores_argument
+from ._common import parse_weights, progress_option, stores_argument
 
 EPILOG = """Examples:
 
@@ -48,8 +48,9 @@ EPILOG = """Examples:
 @click.option("--tuned", default=None, type=click.Path(exists=True),
               help="tuned.json of `segkit tune`: its weights, per-class bias and ConvCRF "
                    "(STORE... in the tuned order; replaces --weights and --crf).")
+@progress_option
 def command(stores, weights, out, crf, images, submission, sample, size, downsample, save_probs,
-            strict, workers, engine, backend, resume, tuned):
+            strict, workers, engine, backend, resume, tuned, progress):
     """Soft-vote STORE... (confidence stores of one class list; a model's fold stores may be
     joined with commas, a,b) into label PNGs, optionally
     refined by ConvCRF, plus the averaged probabilities and a submission CSV."""
@@ -63,7 +64,7 @@ def command(stores, weights, out, crf, images, submission, sample, size, downsam
                           submission=submission, sample=sample, size=size,
                           downsample=downsample, save_probs=save_probs, strict=strict,
                           workers=workers, engine=engine, resume=resume, backend=backend,
-                          tuned=tuned)
+                          tuned=tuned, progress=progress)
     for w in caught:
         click.echo(f"warning: {w.message}", err=True)
     click.echo(str(report))

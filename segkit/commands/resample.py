@@ -29,8 +29,10 @@ and skipped. The report is printed and written to DST/resample_report.json."""
               show_default=True,
               help="keep: own label if among the most frequent, else the smallest; "
                    "first: the original recipe.")
-@click.option("--ignore-index", type=int, default=None,
-              help="Label that neither votes nor changes (e.g. 255).")
+@click.option("--ignore-index", default="auto", show_default=True, metavar="INT|auto|none",
+              help="Label that neither votes nor changes. auto: 255 (mmseg's ignore label) in "
+                   "the masks that hold it; none: every value votes (the original recipe). "
+                   "The report says which value was used.")
 @click.option("--flatten", is_flag=True, help="COCO SRC: name outputs dir+name.png.")
 @click.option("--palette", type=click.Choice(["auto", "trash", "none"]), default="auto",
               show_default=True, help="COCO SRC: PNG palette (folder SRC keeps each file's).")
@@ -50,7 +52,12 @@ def command(src, dst, size, anchor, ties, ignore_index, flatten, palette, on_inv
     `segkit masks` would write them). The original recipe's setting is --anchor topleft
     --ties first.
     """
-    from segkit.jobs.resample import resample
+    from segkit.jobs.resample import check_ignore, resample
+
+    try:
+        ignore_index = check_ignore(ignore_index)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--ignore-index") from None
 
     resample(src, dst, size=size, anchor=anchor, ties=ties, ignore_index=ignore_index,
              workers=workers, engine=engine, resume=resume, backend=backend, flatten=flatten,

@@ -42,6 +42,7 @@ def command(config, work_dir, fold, data_root, pretrained, amp, resume, launcher
     --data-root, --pretrained and --cfg-options, trains, validates every epoch (mIoU) and keeps
     the best checkpoint.
     """
+    from segkit.errors import SegkitError
     from segkit.mmseg.runner import train
 
     options = list(cfg_options) + list(extra_options)
@@ -49,6 +50,8 @@ def command(config, work_dir, fold, data_root, pretrained, amp, resume, launcher
         result = train(config, work_dir=work_dir, cfg_options=options, fold=fold,
                        data_root=data_root, pretrained=pretrained, amp=amp, resume=resume,
                        launcher=launcher)
+    except SegkitError:
+        raise  # one line, from segkit.cli's handler
     except (ValueError, FileNotFoundError) as exc:
         raise click.ClickException(str(exc)) from exc
     if int(os.environ.get("RANK", "0")) != 0:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Sequence
 
@@ -34,6 +35,9 @@ from .settings import CRF_KEYS, LEARNED_KEYS, PROB_FLOOR, check_crf, crf_setting
 CANDIDATES = ("off", "convcrf", "seed", "fitted")
 #: The target value of ignored pixels in the loss.
 IGNORED = -100
+#: torch threads of the fit: one, so its float reductions, and the fitted setting, do not
+#: depend on the machine's core count (the CRF kernels' own threads do not change them).
+FIT_THREADS = 1
 
 
 @dataclass(frozen=True)
@@ -127,41 +131,78 @@ def fit_crf(reader: PixelReader, images: str, stems: Sequence[str], weights, bia
     opt = torch.optim.Adam([*crf.parameters(), log_t], lr=options.lr)
     b = torch.zeros(c) if bias is None else torch.tensor([float(v) for v in bias])
     b = b.to(torch.float32).view(1, c, 1, 1)
-    losses = []
-    for step in range(options.steps):
-        batch = [[], [], []]
-        for k in rng.integers(len(data), size=options.batch):
-            mean, image, target = data[int(k)]
-            h, w = target.shape
-            y, x = int(rng.integers(h - crop + 1)), int(rng.integers(w - crop + 1))
-            for part, arr in zip(batch, (mean, image, target)):
-                part.append(arr[..., y:y + crop, x:x + crop])
-        unary, image, target = (torch.from_numpy(np.ascontiguousarray(np.stack(p)))
-                                for p in batch)
-        counted = int((target != IGNORED).sum())
-        scores = (crf(unary, image) + b) / log_t.exp()
-        loss = F.cross_entropy(scores, target, ignore_index=IGNORED, reduction="sum") \
-            / max(counted, 1)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        with torch.no_grad():  # message weights stay >= 0: a negative one sharpens noise
-            crf.weight.clamp_(min=0.0)
-        losses.append(float(loss.detach()))
-    learned = crf.parameters_now()
-    fitted = check_crf({**base, **{k: learned[k] for k in LEARNED_KEYS}}, c)
+    losses: list[float] = []
+    diverged = None
+    threads = torch.get_num_threads()
+    # torch splits its reductions (the loss, the pooling's and softmax's backward) by its
+    # thread count, and their float sums then differ in the last bits: one thread makes the
+    # fit, and so tuned.json, the same on every machine
+    torch.set_num_threads(FIT_THREADS)
+    try:
+        for step in range(options.steps):
+            unary, image, target = _batch(data, rng, options.batch, crop)
+            counted = int((target != IGNORED).sum())
+            try:
+                scores = (crf(unary, image) + b) / log_t.exp()
+            except InputError as exc:  # the CRF refuses what the last step made of it
+                if step == 0:
+                    raise
+                diverged = f"step {step + 1} of {options.steps}: {exc}"
+                break
+            loss = F.cross_entropy(scores, target, ignore_index=IGNORED, reduction="sum") \
+                / max(counted, 1)
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                diverged = f"the loss became {value} at step {step + 1} of {options.steps}"
+                break
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            with torch.no_grad():  # message weights stay >= 0: a negative one sharpens noise
+                crf.weight.clamp_(min=0.0)
+            losses.append(value)
+    finally:
+        torch.set_num_threads(threads)
+    fitted = None
+    if diverged is None:
+        learned = crf.parameters_now()
+        try:
+            fitted = check_crf({**base, **{k: learned[k] for k in LEARNED_KEYS}}, c)
+        except InputError as exc:  # a parameter went to inf, NaN or out of its range
+            diverged = f"the learned setting is not usable ({exc})"
     seconds = time.perf_counter() - t0
+    record = {"options": {**asdict(options), "crop_used": crop}, "images": subset,
+              "config": {k: base[k] for k in CRF_KEYS if k not in LEARNED_KEYS},
+              "start": {**{k: base[k] for k in LEARNED_KEYS if k != "weight"},
+                        "weight": [convcrf_params("convcrf").weight_init] * c},
+              "learned": None if fitted is None else {k: fitted[k] for k in LEARNED_KEYS},
+              "loss": losses, "seconds": seconds, "threads": FIT_THREADS,
+              "diverged": diverged}
+    if diverged is not None:
+        warnings.warn(f"the CRF fit diverged: {diverged} (crf_lr {options.lr:g}); the fitted "
+                      "candidate is dropped and the held-out images choose among off and the "
+                      "presets. A smaller --crf-lr may converge", stacklevel=3)
+        say(f"    crf fit diverged after {len(losses)} steps: {diverged}; candidate dropped")
+        return None, record
     head, tail = (float(np.mean(losses[:max(1, len(losses) // 10)])),
                   float(np.mean(losses[-max(1, len(losses) // 10):])))
     say(f"    crf fit: {options.steps} steps of {options.batch} crops {crop}x{crop} from "
         f"{len(subset)} search images in {seconds:.1f} s; loss {head:.4f} -> {tail:.4f}; "
         + ", ".join(f"{k} {fitted[k]:.3g}" for k in LEARNED_KEYS if k != "weight")
         + "; weight " + ", ".join(f"{v:.3f}" for v in fitted["weight"]))
-    record = {"options": {**asdict(options), "crop_used": crop}, "images": subset,
-              "config": {k: base[k] for k in CRF_KEYS if k not in LEARNED_KEYS},
-              "start": {**{k: base[k] for k in LEARNED_KEYS if k != "weight"},
-                        "weight": [convcrf_params("convcrf").weight_init] * c},
-              "learned": {k: fitted[k] for k in LEARNED_KEYS},
-              "loss": losses, "seconds": seconds}
     return fitted, record
+
+
+def _batch(data: list, rng: np.random.Generator, size: int, crop: int):
+    """One step's seeded crops: (unary, image, target) tensors."""
+    import torch
+
+    batch = [[], [], []]
+    for k in rng.integers(len(data), size=size):
+        mean, image, target = data[int(k)]
+        h, w = target.shape
+        y, x = int(rng.integers(h - crop + 1)), int(rng.integers(w - crop + 1))
+        for part, arr in zip(batch, (mean, image, target)):
+            part.append(arr[..., y:y + crop, x:x + crop])
+    return (torch.from_numpy(np.ascontiguousarray(np.stack(p))) for p in batch)
 

@@ -25,6 +25,7 @@ import numpy as np
 from ..errors import DataError, InputError
 from ..io import atomic
 from ..io.images import IMAGE_SUFFIXES, ImageLookupError, list_images  # noqa: F401
+from ._owner import claim
 from .engine import map_items
 
 REPORT = "crf_report.json"
@@ -124,6 +125,7 @@ def run_one(task: CrfTask) -> dict[str, Any]:
     from ..io.store import ConfidenceStore
     from ..ops.convcrf import convcrf
     from ..palette import palette_for
+    from ._probs import check_probabilities
     from .settings import crf_scores
 
     t0 = time.perf_counter()
@@ -142,6 +144,7 @@ def run_one(task: CrfTask) -> dict[str, Any]:
                           f"unary {Path(task.unary).name} is {unary.shape[2]}x{unary.shape[1]}")
     unary = np.asarray(unary)
     if task.setting is not None:
+        check_probabilities(unary, task.unary)  # a fitted CRF would take logits silently
         scores = crf_scores(unary, image, task.setting)
         if task.bias is not None:
             if len(task.bias) != unary.shape[0]:
@@ -315,23 +318,9 @@ def _tuned_crf(tuned: Any, classes: list[str] | None, preset, unary_kind,
             {"path": where, "sha256": digest})
 
 
-def _recorded(out: Path, resume: bool) -> dict | None:
-    """The setting `out`'s labels were made with: SETTINGS, or for a folder of an earlier
-    version the setting and bias in its report; None if unknown."""
-    path = out / SETTINGS
-    if path.is_file():
-        try:
-            old, why = json.loads(path.read_text()), None
-        except ValueError as exc:
-            old, why = None, str(exc)
-        if why is None and not isinstance(old, dict):
-            why = "not a JSON object"
-        if why is None:
-            return old
-        if not resume:
-            return None
-        raise CrfJobError(f"{path}: unreadable ({why}); remove it, or use resume=False "
-                          "(--no-resume) to recompute every image")
+def _from_report(out: Path) -> dict | None:
+    """The setting and bias in the report of a folder an earlier version wrote (it kept no
+    SETTINGS file); None if unknown."""
     report = out / REPORT
     if report.is_file():
         try:
@@ -371,16 +360,10 @@ def _differences(old: dict, new: dict) -> list[str]:
 def _check_settings(out: Path, record: dict, resume: bool, stems: list[str]) -> None:
     """Refuse to resume into labels of another setting; with resume=False remove those labels
     (they would be recomputed anyway, and a resumed run must not trust them); then write
-    SETTINGS, before any image."""
-    record = json.loads(json.dumps(record))  # as it reads back
-    old = _recorded(out, resume)
-    diffs = None if old is None else _differences(old, record)
-    if resume and diffs:
-        raise InputError(f"out {out} holds labels made with another CRF setting "
-                         f"({'; '.join(diffs)}); to keep them use another out folder (--out), "
-                         "or pass resume=False (--no-resume) to recompute every image with "
-                         "this setting")
-    if not resume and (old is None or diffs):
-        for stem in stems:
-            (out / f"{stem}.png").unlink(missing_ok=True)
-    atomic.write_json(out / SETTINGS, record)
+    SETTINGS, before any image (:func:`segkit.jobs._owner.claim`)."""
+    claim(out, SETTINGS, record, resume=resume, keys=SETTING_KEYS,
+          outputs=lambda: [out / f"{stem}.png" for stem in stems],
+          differences=_differences, fallback=lambda: _from_report(out),
+          what="labels made with another CRF setting",
+          hint="to keep them use another out folder (--out), or pass resume=False "
+               "(--no-resume) to recompute every image with this setting")

@@ -16,8 +16,11 @@ Output folder::
     OUT/probs/             the averaged probabilities as a ConfidenceStore (save_probs)
 
 Resumable: outputs are written atomically, and a rerun skips an image whose outputs exist and
-match its size (checked from the file headers); leftover temporary files are removed. A rerun
-with other stores, weights or CRF into the same folder is refused rather than mixed.
+check out (the label map decoded: its size and that it holds classes only; the probabilities'
+file header and size); leftover temporary files are removed. A rerun
+with other stores, weights or CRF into the same folder is refused rather than mixed, and
+``resume=False`` removes the other setting's outputs before it records its own
+(:mod:`segkit.jobs._owner`), so a run that stops part way never leaves them to be resumed.
 """
 from __future__ import annotations
 
@@ -38,9 +41,12 @@ from ..io.store import ConfidenceStore, StoreError, common_stems, open_stores, s
 from ..io.submission import DOWNSAMPLE, read_sample_ids, write_submission
 from ..ops.convcrf import CRF_PRESETS, convcrf_labels
 from ..ops.soft_vote import check_weights
+from ._owner import claim
 from ._stores import StoreReader, image_of, per_process
 
 SETTINGS = "ensemble.json"
+#: The keys of SETTINGS that must match for a run to resume.
+SETTING_KEYS = ("stores", "factors", "crf", "classes", "bias", "crf_setting")
 #: zlib level of the label PNGs: 1 writes a 512x512 map ~4x faster than PIL's default 6.
 PNG_COMPRESS_LEVEL = 1
 
@@ -94,17 +100,19 @@ class _VoteImage:
         return Path(self.out) / "labels" / f"{stem}.png"
 
     def done(self, stem: str, shape: tuple[int, int, int]) -> bool:
-        """Outputs of `stem` exist and match its (C, H, W) (headers only)."""
-        from PIL import Image
+        """Outputs of `stem` exist and check out against its (C, H, W): the label map decodes,
+        has the size (H, W) and holds classes only; the probabilities' file has the shape
+        (header and size)."""
+        from ..io.masks import MaskError
 
         path = self.label_path(stem)
         if not path.is_file():
             return False
         try:
-            with Image.open(path) as img:
-                if img.format != "PNG" or img.size != (shape[2], shape[1]):
-                    return False
-        except Exception:  # noqa: BLE001 - unreadable: redo it
+            labels = read_mask(path)
+        except (MaskError, OSError, ValueError):  # unreadable or truncated: redo it
+            return False
+        if labels.shape != shape[1:] or (labels.size and int(labels.max()) >= shape[0]):
             return False
         if self.save_probs:
             try:
@@ -130,8 +138,12 @@ class _VoteImage:
             from .settings import setting_labels, setting_scale
 
             bias = None if self.bias is None else np.asarray(self.bias, np.float64)
-            image = (None if self.crf_setting is None
-                     else image_of(stem, self.images, labels.shape))
+            image = None
+            if self.crf_setting is not None:
+                from ._probs import check_probabilities
+
+                check_probabilities(mean, f"{stem}: the averaged probabilities")
+                image = image_of(stem, self.images, labels.shape)
             labels = setting_labels(mean, setting_scale(bias, self.num_classes),
                                     self.crf_setting, image, bias).astype(labels.dtype)
         elif self.crf is not None:
@@ -314,17 +326,11 @@ def _now() -> str:
 
 
 def _check_settings(out: Path, settings: dict[str, Any], resume: bool) -> None:
-    import json
+    """The guard of :mod:`segkit.jobs._owner`: a resumed run refuses labels of other settings;
+    ``resume=False`` removes them (labels and probabilities) before it writes SETTINGS."""
+    def outputs():
+        return [*(out / "labels").glob("*.png"), *(out / "probs").glob("*.npy")]
 
-    path = out / SETTINGS
-    if resume and path.is_file():
-        try:
-            old = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise StoreError(f"{path}: unreadable ({exc}); remove it or use resume=False") from exc
-        for key in ("stores", "factors", "crf", "classes", "bias", "crf_setting"):
-            if old.get(key) != settings[key]:
-                raise InputError(f"{out} holds an ensemble made with other settings ({key}: "
-                                 f"{old.get(key)!r}, now {settings[key]!r}); use another out "
-                                 "folder or resume=False to recompute it")
-    atomic.write_json(path, {**settings, "updated": _now()})
+    claim(out, SETTINGS, {**settings, "updated": _now()}, resume=resume, keys=SETTING_KEYS,
+          outputs=outputs, what="an ensemble made with other settings",
+          hint="use another out folder, or resume=False (--no-resume) to recompute it")

@@ -23,7 +23,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .. import _backend
-from ..errors import is_user_error
+from ..errors import InputError, is_user_error
 from ..io.atomic import is_temporary, remove_temporaries, write_json
 from ..io.coco import CocoError, check_image_size, rasterize
 from ..io.images import IMAGE_SUFFIXES as _IMAGE_SUFFIXES
@@ -41,21 +41,44 @@ REPORT_NAME = "resample_report.json"
 IMAGE_SUFFIXES = tuple(s for s in _IMAGE_SUFFIXES if s != ".png") + (".gif", ".ppm", ".pgm")
 
 
+#: The ignore value `ignore_index="auto"` takes where a mask holds it (mmseg's ignore label).
+AUTO_IGNORE = 255
+
+
 @dataclass(frozen=True)
 class FilterParams:
     size: int = 3
     anchor: str = "center"
     ties: str = "keep"
-    ignore_index: int | None = None
+    ignore_index: int | str | None = "auto"
     backend: str = "auto"
 
 
-def _filter(labels: np.ndarray, p: FilterParams, timings: dict) -> np.ndarray:
+def check_ignore(ignore_index: Any) -> int | str | None:
+    """`ignore_index` as the job takes it: "auto", None (also "none") or an integer."""
+    if isinstance(ignore_index, str):
+        key = ignore_index.strip().lower()
+        if key in ("auto", "none"):
+            return None if key == "none" else "auto"
+        try:
+            return int(key)
+        except ValueError:
+            raise InputError(f"ignore_index must be an integer, 'auto' or 'none'; got "
+                             f"{ignore_index!r}") from None
+    return ignore_index
+
+
+def _filter(labels: np.ndarray, p: FilterParams, timings: dict) -> tuple[np.ndarray, bool]:
+    """(the filtered mask, whether "auto" found AUTO_IGNORE in it and left it out)."""
     t0 = time.perf_counter()
+    ignore, found = p.ignore_index, False
+    if ignore == "auto":
+        found = bool(np.any(labels == AUTO_IGNORE))
+        ignore = AUTO_IGNORE if found else None
     out = mode_filter(labels, p.size, anchor=p.anchor, ties=p.ties,
-                      ignore_index=p.ignore_index, backend=p.backend)
+                      ignore_index=ignore, backend=p.backend)
     timings["kernel"] = timings.get("kernel", 0.0) + time.perf_counter() - t0
-    return out
+    return out, found
 
 
 def _changes(before: np.ndarray, after: np.ndarray) -> tuple[list[int], list[int]]:
@@ -81,11 +104,11 @@ def _resample_png(task: _FolderTask, rel: str) -> dict:
     t0 = time.perf_counter()
     labels, palette = read_mask(Path(task.src) / rel, with_palette=True)
     timings["read"] = time.perf_counter() - t0
-    after = _filter(labels, task.params, timings)
+    after, found = _filter(labels, task.params, timings)
     status = write_unless_finished(Path(task.dst) / rel, after, palette, task.resume, timings)
     left, joined = _changes(labels, after)
     return {"file": rel, "status": status, "pixels": int(labels.size), "left": left,
-            "joined": joined, "timings": timings}
+            "joined": joined, "timings": timings, "flags": {"auto_ignored": int(found)}}
 
 
 @dataclass(frozen=True)
@@ -112,7 +135,7 @@ def _resample_coco(task: _CocoTask, item) -> dict:
         labels = rasterize(image, anns, task.category_to_label, np.dtype(task.dtype),
                            crowd=task.crowd, stats=stats)
         timings["read"] = time.perf_counter() - t0  # rasterising replaces reading
-        after = _filter(labels, task.params, timings)
+        after, found = _filter(labels, task.params, timings)
         status = write_unless_finished(Path(task.dst) / name, after, task.palette,
                                        task.resume, timings)
         left, joined = _changes(labels, after)
@@ -120,7 +143,8 @@ def _resample_coco(task: _CocoTask, item) -> dict:
         del labels, after
     return {"file": name, "status": status, "pixels": int(image["height"] * image["width"]),
             "left": left, "joined": joined, "timings": timings,
-            "flags": {"crowd_pixels": stats.get("crowd_pixels", 0)}, "memory": memory,
+            "flags": {"crowd_pixels": stats.get("crowd_pixels", 0),
+                      "auto_ignored": int(found)}, "memory": memory,
             "mask_bytes": mask_bytes}
 
 
@@ -162,7 +186,7 @@ def _classes_of_folder(src: Path) -> list[str] | None:
 
 
 def resample(src, dst, *, size: int = 3, anchor: str = "center", ties: str = "keep",
-             ignore_index: int | None = None, workers: int | None = None,
+             ignore_index: int | str | None = "auto", workers: int | None = None,
              engine: str = "local", resume: bool = True, backend: str = "auto",
              flatten: bool = False, palette: Any = None, check_images: bool = True,
              on_invalid: str = "error", crowd: str = "paint", progress: bool = True,
@@ -177,9 +201,15 @@ def resample(src, dst, *, size: int = 3, anchor: str = "center", ties: str = "ke
         annotations in decreasing area order; see ``segkit.coco_to_masks``).
     dst : path
         Output folder (created; must not be SRC or inside it).
-    size, anchor, ties, ignore_index, backend
+    size, anchor, ties, backend
         As in :func:`segkit.mode_filter`; the backend is resolved once, here, and every worker
         must run it (no silent fallback).
+    ignore_index : int, None or "auto", default "auto"
+        The label that neither votes nor changes. "auto": 255 (mmseg's ignore label) in the
+        masks that hold it, nothing in the others (a mask without 255 filters as with None);
+        None (or "none"): every value votes, as in the original recipe (whose masks hold no
+        255, so "auto" reproduces it too). The report says which value was used
+        (``ignore_index`` and, for "auto", ``auto_ignored``: the masks that held 255).
     workers, engine
         ``engine="local"``: a process pool of `workers` processes (default: all cores;
         ``workers=1`` runs in this process). ``engine="ray"``: Ray tasks on a local Ray
@@ -218,8 +248,11 @@ def resample(src, dst, *, size: int = 3, anchor: str = "center", ties: str = "ke
     dst = check_destination(dst, src)
     # Validate the filter settings and resolve the backend once, before touching any file
     # (without running the filter; each mask's dtype is checked against ignore_index later).
-    checked = mode_params(size, anchor=anchor, ties=ties, ignore_index=ignore_index)
-    params = FilterParams(checked.size, checked.anchor, checked.ties, checked.ignore_index,
+    ignore_index = check_ignore(ignore_index)
+    checked = mode_params(size, anchor=anchor, ties=ties,
+                          ignore_index=AUTO_IGNORE if ignore_index == "auto" else ignore_index)
+    params = FilterParams(checked.size, checked.anchor, checked.ties,
+                          "auto" if ignore_index == "auto" else checked.ignore_index,
                           _backend.resolve(backend))
 
     if src.is_dir():
@@ -300,13 +333,36 @@ def _report(src, dst, tally, seconds, params, workers, engine, classes, stale) -
         "phase_share": {k: v / busy for k, v in phases.items()} if busy else {},
         "temporaries_removed": stale,
         "params": {**asdict(params), "engine": engine, "workers": workers},
+        "ignore_index": _ignore_used(params.ignore_index, tally),
     }
+
+
+def _ignore_used(ignore, tally) -> dict:
+    """Which ignore value the run used, for the report."""
+    if ignore != "auto":
+        return {"setting": ignore, "value": ignore}
+    found = tally.flags.get("auto_ignored", 0)
+    return {"setting": "auto", "value": AUTO_IGNORE if found else None, "masks": found}
+
+
+def describe_ignore(used: dict, files: int) -> str:
+    """One line: the ignore value used and why."""
+    if used["setting"] == "auto":
+        if used["value"] is None:
+            return (f"ignore value: none (auto: no mask holds {AUTO_IGNORE}; every value "
+                    "votes)")
+        return (f"ignore value: {AUTO_IGNORE} (auto: held by {used['masks']} of {files} masks; "
+                f"--ignore-index none lets it vote)")
+    if used["value"] is None:
+        return "ignore value: none (every value votes)"
+    return f"ignore value: {used['value']}"
 
 
 def print_report(report: dict, log: Callable[[str], Any] = print) -> None:
     summary_lines(report, log)
     log(f"    changed {report['changed']} of {report['pixels']} pixels "
-        f"({100 * report['changed_fraction']:.2f}%)")
+        f"({100 * report['changed_fraction']:.2f}%); "
+        f"{describe_ignore(report['ignore_index'], report['files'])}")
     if report["changed_per_class"]:
         log(f"    {'label':>5s}  {'class':16s} {'left':>10s} {'joined':>10s}")
         for row in report["changed_per_class"]:

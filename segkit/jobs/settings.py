@@ -325,9 +325,9 @@ def load_tuned(path: str | Path) -> dict:
     if not path.is_file():
         raise PathNotFoundError(f"tuned: no such file {path} (write one with `segkit tune`)")
     try:
-        doc = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{path}: unreadable ({exc})") from exc
+        doc = json.loads(path.read_bytes().decode("utf-8"))
+    except ValueError as exc:  # bad JSON, or bytes that are not UTF-8 (a binary file)
+        raise InputError(f"{path}: unreadable ({type(exc).__name__}: {exc})") from exc
     return check_tuned(doc, str(path))
 
 

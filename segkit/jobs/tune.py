@@ -94,6 +94,48 @@ def _oof_stems(opened, gt) -> tuple[list[str], dict[str, str]]:
     return stems, masks
 
 
+def _torch_threads(restore: int | None = None) -> int | None:
+    """torch's thread count if torch is imported (None otherwise); sets it to `restore`."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is None or not hasattr(torch, "get_num_threads"):
+        return None
+    if restore is not None:
+        torch.set_num_threads(restore)
+    return torch.get_num_threads()
+
+
+def _check_distinct(opened) -> None:
+    """InputError when one store is given as two models (or in two models' store sets): the
+    search would weigh one model twice."""
+    seen: dict[str, int] = {}
+    for i, model in enumerate(opened):
+        for part in getattr(model, "parts", [model]):
+            root = str(part.root.resolve())
+            if root in seen and seen[root] != i:
+                raise InputError(f"models {seen[root] + 1} and {i + 1} both hold the store "
+                                 f"{root}: give each model once")
+            seen[root] = i
+
+
+def _check_images(images, stems: Sequence[str]) -> None:
+    """Every OOF image is found in `images` before anything is read (the hold-out measures the
+    recipe's CRF on them, the CRF fit crops them): PathNotFoundError naming the missing."""
+    from ..io.images import find_image
+
+    missing = []
+    for stem in stems:
+        try:
+            find_image(images, stem)
+        except FileNotFoundError:
+            missing.append(stem)
+    if missing:
+        more = f" (and {len(missing) - 3} more)" if len(missing) > 3 else ""
+        raise PathNotFoundError(f"images folder {images} has no image for {len(missing)} of the "
+                                f"{len(stems)} OOF images: {', '.join(missing[:3])}{more}")
+
+
 def tune(models: Sequence[Any], gt: str | Path, out: str | Path, *,
          images: str | Path | None = None, search: Sequence[str] | str = ("weights", "bias"),
          holdout: float = 0.2, budget: int = 200, seed: int = 0, workers: int | None = None,
@@ -155,6 +197,7 @@ def tune(models: Sequence[Any], gt: str | Path, out: str | Path, *,
     from ._common import check_engine
 
     t0 = time.perf_counter()
+    torch_threads = _torch_threads()  # before any kernel runs (see the finally below)
     say = log or (lambda s: None)
     search = parse_search(search)
     _check_numbers(holdout, budget, seed, bias_bound)
@@ -172,9 +215,12 @@ def tune(models: Sequence[Any], gt: str | Path, out: str | Path, *,
     if not Path(gt).is_dir():
         raise PathNotFoundError(f"gt: no such folder {gt}")
     opened = open_stores(models, name="models")
+    _check_distinct(opened)
     classes = opened[0].classes
     m, c = len(opened), len(classes)
     stems, masks = _oof_stems(opened, gt)
+    if images is not None:
+        _check_images(images, stems)
 
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(stems))
@@ -289,6 +335,7 @@ def tune(models: Sequence[Any], gt: str | Path, out: str | Path, *,
         per_candidate = float(np.median(timings)) if timings else float("nan")
     finally:
         set_num_threads(before)
+        _torch_threads(torch_threads)  # Numba's OpenMP layer shares torch's thread count
 
     seconds = time.perf_counter() - t0
     result = TuneResult(

@@ -14,7 +14,7 @@ from mmengine.config import Config, DictAction
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
-from ..errors import InputError, UnavailableError
+from ..errors import DataError, InputError, UnavailableError
 from . import checkpoint as ckpt
 
 DATALOADERS = ("train_dataloader", "val_dataloader", "test_dataloader")
@@ -67,8 +67,7 @@ def load_config(config: str | os.PathLike | Config, *, cfg_options: Mapping | Se
     ``["key=value", ...]``) are merged last, as tools/train.py does. `format_config`: let
     mmengine format the config text it logs and stores in checkpoints with yapf (slow).
     """
-    cfg = copy.deepcopy(config) if isinstance(config, Config) \
-        else Config.fromfile(os.fspath(config))
+    cfg = copy.deepcopy(config) if isinstance(config, Config) else read_config(config)
     if not format_config:
         # mmengine re-formats the whole config with yapf at every checkpoint and dump (about
         # 0.5 s each; most of a CPU test run). The plain text is the same Python, unformatted.
@@ -107,7 +106,30 @@ def load_config(config: str | os.PathLike | Config, *, cfg_options: Mapping | Se
     if cfg_options:
         opts = parse_cfg_options(cfg_options) if not isinstance(cfg_options, Mapping) \
             else dict(cfg_options)
-        cfg.merge_from_dict(opts)
+        try:
+            cfg.merge_from_dict(opts)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            what = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+            raise InputError(f"cfg options {', '.join(f'{k}={v!r}' for k, v in opts.items())}: "
+                             f"mmengine refuses them for {cfg.filename}: {what}") from exc
+    return cfg
+
+
+def read_config(path: str | os.PathLike) -> Config:
+    """mmengine's Config of the file `path`, or one line naming the file and the problem: a
+    syntax error (with its line), bytes that are not text, no ``model``."""
+    path = os.fspath(path)
+    try:
+        cfg = Config.fromfile(path)
+    except SyntaxError as exc:
+        raise DataError(f"{path}: not a valid config: {exc.msg} (line {exc.lineno})") from exc
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not a config (not UTF-8 text: {exc.reason} at byte "
+                        f"{exc.start})") from exc
+    if not isinstance(cfg.get("model"), Mapping):
+        got = "none" if cfg.get("model") is None else type(cfg.get("model")).__name__
+        raise DataError(f"{path}: the config defines no model (model = dict(type=..., ...) "
+                        f"as mmseg's configs do; got {got})")
     return cfg
 
 

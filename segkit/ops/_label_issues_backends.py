@@ -1,7 +1,9 @@
 """The four backends of :mod:`segkit.ops.label_issues`: each stage (``sums``, ``scores``,
 ``softmin``, ``flags``; ``fused`` and ``count`` where one read of the probabilities does stages 1
 and 2) for the NumPy reference, Numba, C++ and CUDA, on arrays the public functions have
-already checked. ``STAGES`` maps a backend name to its class.
+already checked (``fused`` checks the probabilities' finiteness itself, in its one read, and
+returns the flat index of the first NaN or inf, or -1). ``STAGES`` maps a backend name to its
+class.
 """
 from __future__ import annotations
 
@@ -65,10 +67,11 @@ class _Numba:
         from .._numba import label_issues as nb
 
         n, hw = lab.shape[0], int(np.prod(lab.shape[1:]))
-        s, k, bad, sc, cand, am, top, h = nb.fused(
+        s, k, bad, sc, cand, am, top, h, nonfinite = nb.fused(
             lab.reshape(n, hw), _numba_probs(p).reshape(n, c, hw), c, ign is not None,
             ign if ign is not None else 0, True)
-        return (s, k, int(bad), sc.reshape(lab.shape), cand.reshape(lab.shape), am, top, h)
+        return (s, k, int(bad), sc.reshape(lab.shape), cand.reshape(lab.shape), am, top, h,
+                int(nonfinite))
 
     @staticmethod
     def count(cand, am, top, thr_adj):
@@ -123,8 +126,9 @@ class _Cpp:
         am = np.empty(lab.shape, np.int32)
         top = np.empty(lab.shape, np.float32)
         h = np.zeros(HIST_BINS, np.int64)
-        _C.label_issues_fused(lab, p, c, ign, s, k, bad, sc, cand, am, top, h)
-        return s, k, int(bad[0]), sc, cand, am, top, h
+        nonfinite = np.empty(1, np.int64)
+        _C.label_issues_fused(lab, p, c, ign, s, k, bad, sc, cand, am, top, h, nonfinite)
+        return s, k, int(bad[0]), sc, cand, am, top, h, int(nonfinite[0])
 
     @staticmethod
     def count(cand, am, top, thr_adj):

@@ -50,9 +50,11 @@ METHODS = ("softmin",)
 
 # ----------------------------------------------------------------------------- validation
 
-def _prepare(labels: Any, probs: Any, ignore_index, name_l="labels", name_p="probs"):
+def _prepare(labels: Any, probs: Any, ignore_index, name_l="labels", name_p="probs",
+             check_finite: bool = True):
     """(labels (N, H, W) native dtype, probs (N, C, H, W) float16/32 C-contiguous, squeezed,
-    ignore_index)."""
+    ignore_index). `check_finite` False: the caller refuses NaN and inf itself (the fused
+    pass does, in its one read of the probabilities)."""
     lab = np.asarray(labels)
     p = np.asarray(probs)
     _validate.label_ndim(name_l, lab.shape)
@@ -71,7 +73,8 @@ def _prepare(labels: Any, probs: Any, ignore_index, name_l="labels", name_p="pro
         if p.dtype.kind != "f":
             raise InputTypeError(f"{name_p} must be float16 or float32 probabilities; got {p.dtype}")
         p = p.astype(np.float32)
-    _validate.finite(name_p, p[0] if squeeze else p)  # every backend: checked before dispatch
+    if check_finite:  # the stages of every backend: checked before dispatch
+        _validate.finite(name_p, p[0] if squeeze else p)
     ignore_index = _validate.ignore_index(ignore_index, dtype)
     lab = np.ascontiguousarray(lab, dtype)
     p = np.ascontiguousarray(p)
@@ -171,12 +174,13 @@ def label_issues(labels: Any, probs: Any, *, ignore_index: int | None = None,
     >>> segkit.label_issues(labels, probs)
     array([[False, False, False,  True]])
     """
-    lab, p, ign, squeeze = _prepare(labels, probs, ignore_index)
+    lab, p, ign, squeeze = _prepare(labels, probs, ignore_index, check_finite=False)
     name = _backend.resolve(backend, labels, probs)
     stages = _STAGES[name]
     if hasattr(stages, "fused"):  # one read of probs, then passes over a few bytes per pixel
-        sc, cand, hist, counted = fused_scores(lab, p, ign, name)
+        sc, cand, hist, counted = fused_scores(lab, p, ign, name, squeeze)
     else:
+        _validate.finite("probs", p[0] if squeeze else p)
         s, k = confident_sums(lab, p, ignore_index=ign, backend=name)
         thr = thresholds_from_sums(s, k)
         sc, cand, hist, counted = score_pixels(lab, p, thr, ignore_index=ign, backend=name)
@@ -191,15 +195,21 @@ def label_issues(labels: Any, probs: Any, *, ignore_index: int | None = None,
     return out[0] if squeeze else out
 
 
-def fused_scores(lab: np.ndarray, p: np.ndarray, ign, backend: str):
+def fused_scores(lab: np.ndarray, p: np.ndarray, ign, backend: str, squeeze: bool = False):
     """Stages 1 and 2 in one read of the probabilities (cpp and numba backends), for arrays
-    already checked by ``_prepare``: the result of :func:`score_pixels` with the thresholds of
-    :func:`confident_sums`, i.e. (scores, candidates, hist, counted). The first pass keeps each
-    pixel's argmax and top probability, so counting the issues once the thresholds are known
-    reads 9 bytes per pixel instead of the C probabilities."""
+    already checked by ``_prepare`` (all but finiteness: the pass refuses NaN and inf itself,
+    naming the first, as ``_prepare`` would; `squeeze`: name it in (C, H, W)): the result of
+    :func:`score_pixels` with the thresholds of :func:`confident_sums`, i.e. (scores,
+    candidates, hist, counted). The first pass keeps each pixel's argmax and top probability,
+    so counting the issues once the thresholds are known reads 9 bytes per pixel instead of
+    the C probabilities."""
     c = p.shape[1]
     stages = _STAGES[backend]
-    s, k, bad, sc, cand, am, top, hist = stages.fused(lab, p, c, ign)
+    s, k, bad, sc, cand, am, top, hist, nonfinite = stages.fused(lab, p, c, ign)
+    if nonfinite >= 0:
+        index = np.unravel_index(nonfinite, p.shape)[1 if squeeze else 0:]
+        raise InputError(f"probs contains {p.reshape(-1)[nonfinite]} (first at index "
+                         f"{tuple(int(i) for i in index)}); probabilities must be finite")
     if bad:
         _check_range(lab, c, ign)
     thr = thresholds_from_sums(s, k)

@@ -189,6 +189,8 @@ def check_weights(weights: Any, m: int) -> np.ndarray:
         raise InputTypeError(f"weights must be a sequence of numbers; got {weights!r}") from exc
     if w.ndim != 1:
         raise InputError(f"weights must be a 1-D sequence of {m} numbers; got shape {w.shape}")
+    if len(w) == 0:
+        raise InputError("weights is empty; give one weight per model")
     if len(w) != m:
         raise InputError(f"weights has {len(w)} values for {m} models; give one per model")
     for i, v in enumerate(w):

@@ -12,7 +12,7 @@ from ..reference.vote_confusion import bias_scale as _bias_scale
 from .soft_vote import _as_models, _check_models, check_weights
 
 #: The backends this op has (it runs on the host: the search keeps its pixels in memory).
-BACKENDS = ("numpy", "numba")
+BACKENDS = _backend.OP_BACKENDS["vote_confusion"]
 
 
 def check_bias(bias: Any, num_classes: int) -> np.ndarray | None:
@@ -135,7 +135,7 @@ def settled_pixels(probs: Any, ratio: float, *,
     >>> settled_pixels(p, 2.0, backend="numpy")
     (array([0, 0], dtype=int32), array([ True, False]))
     """
-    name = _backend.resolve(backend, probs, among=BACKENDS)
+    name = _backend.resolve(backend, probs, among=_backend.OP_BACKENDS["settled_pixels"])
     a = np.asarray(probs)
     if a.ndim != 2 or a.shape[0] < 1:
         raise InputError(f"probs must have shape (C, P) with C >= 1; got {a.shape}")
