@@ -74,7 +74,11 @@ def run_recipe(folder: str | Path, *, engine: str | None = None, progress: bool 
         Where the stage lines go.
     hooks : dict, optional
         Test seams: ``"run_trainings"``: called instead of
-        :func:`segkit.recipe.trainings.run_trainings` (same arguments).
+        :func:`segkit.recipe.trainings.run_trainings` (same arguments). Callers that add to
+        the recipe (``segkit demo``): ``"head"``: ``head(i, n, name) -> str`` writes the
+        ``[i/n] name`` prefix of each stage's line; ``"after_stage"``:
+        ``after_stage(name, ctx, state)`` is called after each stage (ran, reused or skipped;
+        `state` is its entry of report.json's ``stages``), before the next one starts.
 
     Returns
     -------
@@ -90,9 +94,14 @@ def run_recipe(folder: str | Path, *, engine: str | None = None, progress: bool 
     states: dict[str, dict] = {}
     steps = plan(ctx, ledger)
     t_all = time.perf_counter()
+    hooks = hooks or {}
+    make_head = hooks.get("head", lambda i, n, name: f"[{i}/{n}] {name}")
+    after_stage = hooks.get("after_stage", lambda name, ctx, state: None)
     for i, item in enumerate(steps, 1):
+        if i > 1:
+            after_stage(steps[i - 2]["stage"].name, ctx, states[steps[i - 2]["stage"].name])
         stage, record = item["stage"], item["record"]
-        head = f"[{i}/{len(steps) + 1}] {stage.name}"
+        head = make_head(i, len(steps) + 1, stage.name)
         if item["note"] is not None:
             states[stage.name] = {"state": "skipped", "seconds": 0.0, "peak_rss_mb": None,
                                   "note": item["note"]}
@@ -127,6 +136,8 @@ def run_recipe(folder: str | Path, *, engine: str | None = None, progress: bool 
         states[stage.name] = {"state": "ran", "seconds": seconds, "peak_rss_mb": peak,
                               "note": "; ".join(item["reasons"][:3])}
         log(f"    ({seconds:.1f} s; {time.perf_counter() - t_all:.0f} s so far)")
+    if steps:
+        after_stage(steps[-1]["stage"].name, ctx, states[steps[-1]["stage"].name])
     t0 = time.perf_counter()
     report = build_report(ctx, summary, states)
     report["stages"]["report"] = {"state": "ran", "seconds": 0.0, "peak_rss_mb": None,
@@ -135,7 +146,7 @@ def run_recipe(folder: str | Path, *, engine: str | None = None, progress: bool 
     paths = write_report(folder / "report", report, log=None)
     report["stages"]["report"]["seconds"] = round(time.perf_counter() - t0, 2)
     write_json(folder / "report.json", report, indent=1, default=str)
-    log(f"[{len(steps) + 1}/{len(steps) + 1}] report: {folder / 'report.json'}, "
+    log(f"{make_head(len(steps) + 1, len(steps) + 1, 'report')}: {folder / 'report.json'}, "
         f"{paths.get('html', folder / 'report' / 'index.html')}")
     return report
 
