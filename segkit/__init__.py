@@ -10,7 +10,7 @@ from .ops.confusion import confusion_matrix
 from .jobs.crf import crf_job
 from .ops.convcrf import CRF_PRESETS, convcrf, convcrf_labels
 from .ops.mode_filter import mode_filter
-from .jobs.kfold import kfold
+from .jobs.kfold import kfold, kfold_masks
 from .jobs.masks import coco_to_masks
 from .jobs.resample import resample
 from .ops.soft_vote import soft_vote
@@ -29,7 +29,7 @@ __all__ = [
     "evaluate", "get_num_threads",
     "mode_filter",
     "set_num_threads", "__version__",
-    "coco_to_masks", "kfold", "resample",
+    "coco_to_masks", "kfold", "kfold_masks", "resample",
     "soft_vote", "ConfidenceStore", "StoreError", "ensemble", "read_submission",
     "write_submission",
     "CRF_PRESETS", "convcrf", "convcrf_labels", "crf_job",

@@ -3,6 +3,7 @@ against a plain-Python reference, balance, multilabel stratification, written fi
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -179,3 +180,180 @@ def test_kfold_cli(dataset, tmp_path):
     assert res.exit_code == 1 and res.stderr.startswith("error: k=99 is larger")
     res = runner.invoke(main, ["kfold", "--help"])
     assert "Example:" in res.output
+
+
+# ---- a folder of PNG masks ----------------------------------------------------------------
+VOID = 11  # the masks' void label (not 255): counted for no class
+
+
+@pytest.fixture(scope="module")
+def mask_folder(tmp_path_factory):
+    """40 masks (8x8, some in a sub-folder) over classes 0..5 with void pixels: class c > 0
+    is in an image with probability 0.6 / c (class 5 in few images), mask 0 is all void but
+    one background pixel, mask 1 all void. Returns (folder, {stem: set of classes})."""
+    from segkit.io.masks import write_mask
+
+    root = tmp_path_factory.mktemp("maskfolds") / "masks"
+    rng = np.random.default_rng(3)
+    present = {}
+    for i in range(40):
+        m = np.zeros((8, 8), np.uint8)
+        classes = [c for c in range(1, 6) if rng.random() < 0.6 / c]
+        for j, c in enumerate(classes):
+            m[j] = c
+        m[6:] = VOID
+        if i == 0:
+            m[:] = VOID
+            m[0, 0] = 0
+        if i == 1:
+            m[:] = VOID
+        stem = f"sub/{i:03d}" if i % 4 == 0 else f"{i:03d}"
+        write_mask(root / f"{stem}.png", m)
+        present[stem] = set(np.unique(m).tolist()) - {VOID}
+    (root / "notes.json").write_text("{}")  # not a mask: ignored
+    return root, present
+
+
+def test_kfold_masks_partition_and_files(mask_folder, tmp_path):
+    from segkit.jobs.kfold import kfold_masks
+
+    root, present = mask_folder
+    out = tmp_path / "splits"
+    res = kfold_masks(root, k=4, seed=2, out=out, ignore_index=VOID, log=None)
+    stems = sorted(present)
+    assert res.file_names == [s + ".png" for s in stems] and res.unit == "images"
+    vals = [(out / f"fold{f}" / "val.txt").read_text().split() for f in range(4)]
+    assert sorted(s for v in vals for s in v) == stems  # each image in exactly one val fold
+    for f in range(4):
+        train = (out / f"fold{f}" / "train.txt").read_text().split()
+        assert sorted(train + vals[f]) == stems and not set(train) & set(vals[f])
+        assert vals[f] == [s for s in stems if res.fold_of[stems.index(s)] == f]
+    summary = json.loads((out / "folds.json").read_text())
+    assert summary["k"] == 4 and summary["ignore_index"] == VOID
+    assert summary["classes"] == [str(c) for c in range(6)]
+    assert summary["val_counts"] == res.counts.tolist()
+    assert summary["folds"] == [[s + ".png" for s in v] for v in vals]
+    # counts: validation images holding each class (void pixels counted for none)
+    for f in range(4):
+        for c in range(6):
+            assert res.counts[f, c] == sum(c in present[s] for s in vals[f])
+    assert res.counts[:, 0].sum() == 39  # mask 1 is all void: no class at all
+
+
+def test_kfold_masks_greedy_balances_presence(mask_folder):
+    from segkit.jobs.kfold import kfold_masks
+
+    root, present = mask_folder
+    stems = sorted(present)
+    presence = np.array([[c in present[s] for c in range(6)] for s in stems], np.int64)
+    for seed in range(3):
+        res = kfold_masks(root, k=4, seed=seed, ignore_index=VOID, log=None)
+        # the same greedy rounds as the COCO path, on the 0/1 matrix
+        np.testing.assert_array_equal(res.fold_of, reference_greedy(presence, 4, seed))
+        total = presence.sum(0)
+        # every class is within one image of its share in each fold
+        assert (np.abs(res.counts - total / 4) < 1 + 1e-9).all(), res.table()
+        assert res.images_per_fold.max() - res.images_per_fold.min() <= 1
+    # a random split of the same data is worse on some class
+    rng = np.random.default_rng(0)
+    rand = rng.permutation(np.arange(len(stems)) % 4)
+    rand_counts = np.stack([presence[rand == f].sum(0) for f in range(4)])
+    assert np.abs(rand_counts - presence.sum(0) / 4).max() > 1
+
+
+def test_kfold_masks_seeded_and_multilabel(mask_folder, tmp_path):
+    from segkit.jobs.kfold import kfold_masks
+
+    root, _ = mask_folder
+
+    def files(seed, method, name):
+        out = tmp_path / name
+        kfold_masks(root, k=3, seed=seed, method=method, out=out, ignore_index=VOID, log=None)
+        return {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*.txt")}
+
+    for method in ("greedy", "multilabel"):
+        assert files(4, method, f"{method}a") == files(4, method, f"{method}b")
+        assert files(4, method, f"{method}a") != files(5, method, f"{method}c")
+    ml = kfold_masks(root, k=3, method="multilabel", ignore_index=VOID, log=None)
+    assert sorted(np.bincount(ml.fold_of).tolist()) == [13, 13, 14]
+
+
+def test_kfold_masks_ignore_value_and_classes(mask_folder, tmp_path):
+    from segkit.jobs.kfold import kfold_masks
+
+    root, present = mask_folder
+    res = kfold_masks(root, k=2, ignore_index=VOID, log=None)
+    assert res.counts.shape == (2, 6)  # classes 0..5: the void value is no class
+    every = kfold_masks(root, k=2, ignore_index=None, log=None)
+    assert every.counts.shape == (2, 12) and every.counts[:, VOID].sum() == 40
+    with pytest.raises(ValueError, match=r"\.png: label value 11 is not a class "
+                                         r"\(num_classes=6: 0\.\.5\) nor the ignore value 255"):
+        kfold_masks(root, k=2, num_classes=6, log=None)  # the default ignore 255 misses 11
+    named = tmp_path / "named"
+    shutil.copytree(root, named)
+    (named / "labels.json").write_text(json.dumps({"classes": list("abcdef")}))
+    assert kfold_masks(named, k=2, ignore_index=VOID, log=None).classes == list("abcdef")
+
+
+def test_kfold_masks_bad_input(mask_folder, tmp_path):
+    from segkit.jobs.kfold import kfold_masks
+
+    root, _ = mask_folder
+    with pytest.raises(ValueError, match="k=41 is larger than the number of masks"):
+        kfold_masks(root, k=41, ignore_index=VOID, log=None)
+    with pytest.raises(ValueError, match="ignore_index must be >= 0"):
+        kfold_masks(root, ignore_index=-1, log=None)
+    with pytest.raises(ValueError, match="method must be one of"):
+        kfold_masks(root, method="random", log=None)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="empty: no PNG masks found"):
+        kfold_masks(tmp_path / "empty", log=None)
+    with pytest.raises(ValueError, match="nope: not a folder of PNG masks"):
+        kfold_masks(tmp_path / "nope", log=None)
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    (mixed / "a.jpg").write_bytes(b"x")
+    with pytest.raises(ValueError, match=r"a\.jpg: not a PNG mask"):
+        kfold_masks(mixed, log=None)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "a.png").write_bytes(b"not a png")
+    shutil.copy(next(root.glob("*.png")), broken / "b.png")
+    for workers in (1, 2):  # in this process, and through the process pool
+        with pytest.raises(ValueError, match=r"a\.png: cannot read as an image"):
+            kfold_masks(broken, k=2, workers=workers, log=None)
+
+
+def test_kfold_cli_takes_a_mask_folder(mask_folder, tmp_path):
+    root, present = mask_folder
+    runner = CliRunner()
+    out = tmp_path / "f"
+    res = runner.invoke(main, ["kfold", str(root), "--k", "4", "--ignore-index", str(VOID),
+                               "--out", str(out), "--workers", "1", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert "images per class in each validation fold" in res.output
+    assert "largest relative imbalance" in res.output
+    assert sorted(s for f in range(4) for s in (out / f"fold{f}" / "val.txt").read_text()
+                  .split()) == sorted(present)
+    res = runner.invoke(main, ["kfold", str(root), "--ignore-index", "none", "--k", "2",
+                               "--workers", "1", "--no-progress"])
+    assert res.exit_code == 0  # without an ignore value, 11 is a class held by every image
+    assert any(line.split()[:2] == ["11", "40"] for line in res.output.splitlines())
+    # a single mask, a missing path, COCO-only options, a bad ignore value: one clear line
+    png = next(root.glob("*.png"))
+    for args, message in [
+        ([str(png)], f"is an image file; SOURCE must be a COCO annotation file (.json) or a "
+                     f"folder of single-channel PNG masks"),
+        ([str(tmp_path / "nope")], "does not exist; SOURCE must be a COCO annotation file"),
+        ([str(root), "--flatten"], "--flatten and --on-invalid apply to a COCO SOURCE"),
+        ([str(root), "--ignore-index", "void"], "expected a label value"),
+    ]:
+        res = runner.invoke(main, ["kfold", *args])
+        assert res.exit_code == 2 and message in res.output, res.output
+    res = runner.invoke(main, ["kfold", str(root), "--k", "2", "--num-classes", "6",
+                               "--workers", "1", "--no-progress"])
+    assert res.exit_code == 1 and "label value 11 is not a class" in res.stderr
+    text = tmp_path / "bin.json"
+    text.write_bytes(b"\xff\xfe\x00garbage")
+    res = runner.invoke(main, ["kfold", str(text)])
+    assert res.exit_code == 1 and res.stderr.startswith("error: ") and "bin.json" in res.stderr

@@ -108,6 +108,15 @@ def test_rerun_of_a_finished_folder_does_nothing(masks_run):
     assert {k for k, v in states(report).items() if v == "ran"} == {"report"}
     assert (folder / "state" / "train.json").stat().st_mtime_ns == before
     assert all(r["state"] in ("done", "skipped") for r in recipe_status(folder))
+    # the command line: the same, one line per stage
+    from click.testing import CliRunner
+
+    from segkit.cli import main
+
+    res = CliRunner().invoke(main, ["recipe", "run", str(folder), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert "[4/13] train: done before (unchanged)" in res.output
+    assert "[13/13] report:" in res.output
 
 
 def test_a_setting_change_reruns_only_what_reads_it(masks_run):
@@ -159,6 +168,22 @@ def test_stores_from_elsewhere_join_tune_audit_and_the_ensembles(masks_run):
     assert len(report["tune"]["weights"]) == 2
     assert "other" in report["test"]["steps"]
     assert report["stages"]["train"]["state"] == "reused"
+
+
+def test_a_removed_training_is_redone_and_what_follows_it_reruns(masks_run):
+    import shutil
+
+    folder = masks_run[0]
+    shutil.rmtree(folder / "work" / "swin_cpu_resampled_s0_fold1")
+    why = {r["stage"]: r["why"] for r in recipe_status(folder)}
+    assert why["train"] == ["its output work/swin_cpu_resampled_s0_fold1/result.json changed "
+                            "or is missing"]
+    report = run_recipe(folder, progress=False, log=None)
+    runs = json.loads((folder / "state" / "train.json").read_text())["result"]["runs"]
+    assert [k for k, r in runs.items() if not r["reused"]] == ["swin_cpu_resampled_s0_fold1"]
+    ran = {k for k, v in states(report).items() if v == "ran"}
+    assert {"train", "oof", "test", "tune", "audit", "ensembles", "evaluate"} <= ran, ran
+    assert report["stages"]["masks"]["state"] == "reused"
 
 
 def test_coco_dataset_runs_end_to_end(tmp_path):

@@ -221,3 +221,30 @@ def test_why_stale_names_the_setting_the_input_and_the_stage_before(tmp_path):
     assert why_stale(record, now, tmp_path) == ["its output out changed or is missing"]
     assert why_stale({"state": "running", "started": "T"}, now, tmp_path)[0].startswith(
         "did not finish (started T)")
+
+
+def test_gpu_preset_writes_the_swin_b_recipe(data, tmp_path):
+    weights = tmp_path / "swin_base_22k_384.pth"
+    weights.write_bytes(b"weights")
+    r = _init(data, tmp_path / "r", preset="gpu", pretrained=str(weights))
+    (model,) = r.models
+    assert (model.name, model.epochs, model.batch_size) == ("swin_b", 60, 8)
+    assert model.pretrained == str(weights) and r.infer.tta
+    config = (tmp_path / "r" / model.config).read_text()
+    assert "_base_ =" not in config and "embed_dims=128" in config.replace(" ", "")
+    assert str(weights) in config
+
+
+def test_a_store_from_elsewhere_is_checked_before_any_training(data, tmp_path):
+    import segkit
+    from segkit.io.store import StoreError
+
+    folder = tmp_path / "r"
+    _init(data, folder)
+    segkit.ConfidenceStore.create(tmp_path / "s0", ["a", "b"], model="other")
+    with open(folder / "recipe.toml", "a") as f:
+        f.write(f'\n[[stores]]\nname = "other"\noof = ["{tmp_path / "s0"}", '
+                f'"{tmp_path / "s1"}", "{tmp_path / "s2"}"]\n')
+    with pytest.raises(StoreError, match=r"stores\[0\] \(other\): .*s0 has classes \['a', 'b'\]"):
+        run_recipe(folder, log=None)
+    assert not (folder / "state").exists()

@@ -1,4 +1,5 @@
-"""``segkit.kfold``: k-fold splits of a COCO dataset, balanced by instances per class.
+"""``segkit.kfold``: k-fold splits of a COCO dataset, balanced by instances per class;
+``kfold_masks``: of a folder of PNG masks, balanced by the images that hold each class.
 
 Two methods:
 
@@ -20,6 +21,10 @@ the same categories and other top-level keys), ``fold{i}/train.txt`` and ``fold{
 is the mask file's path relative to the mask folder without ``.png``, as
 ``segkit.coco_to_masks`` writes it: ``batch_01_vt/0002`` by default, ``batch_01_vt+0002``
 with ``flatten=True``; use the same `flatten` for both.
+
+A mask folder (:func:`kfold_masks`) gives each image a row of 0/1 class presence (ignore pixels
+count for no class), and the same two methods split it; it writes ``fold{i}/train.txt`` and
+``val.txt`` (mask stems) and ``folds.json``.
 """
 from __future__ import annotations
 
@@ -53,6 +58,8 @@ class KFoldResult:
     classes: list[str]
     out: Path | None = None
     findings: CocoFindings = field(default_factory=CocoFindings, repr=False)
+    #: what ``counts`` counts: instances (COCO) or images holding the class (mask folder)
+    unit: str = "instances"
 
     @property
     def folds(self) -> list[list[str]]:
@@ -79,7 +86,7 @@ class KFoldResult:
         width = max(14, *(len(c) for c in self.classes))
         head = f"{'class':{width}s} {'total':>7s}" + "".join(f" {'fold' + str(f):>7s}"
                                                             for f in range(k)) + "  max dev"
-        lines = [f"k-fold ({self.method}, seed {self.seed}): instances per class in each "
+        lines = [f"k-fold ({self.method}, seed {self.seed}): {self.unit} per class in each "
                  "validation fold", head]
         for c, name in enumerate(self.classes):
             row = self.counts[:, c]
@@ -92,7 +99,7 @@ class KFoldResult:
             c = int(dev.argmax())
             fold = int(np.abs(self.counts[:, c] - self.counts[:, c].sum() / k).argmax())
             lines.append(f"largest relative imbalance: {100 * dev[c]:.1f}% ({self.classes[c]}, "
-                         f"fold{fold}: {int(self.counts[fold, c])} instances for a target of "
+                         f"fold{fold}: {int(self.counts[fold, c])} {self.unit} for a target of "
                          f"{self.counts[:, c].sum() / k:.1f})")
         else:
             lines.append("largest relative imbalance: 0.0%")
@@ -261,4 +268,106 @@ def _write(index: CocoIndex, result: KFoldResult, out: Path, flatten: bool,
         "imbalance": dict(zip(result.classes, map(float, result.imbalance()))),
         "folds": result.folds,
         "on_invalid": on_invalid, **index.findings.to_json(),
+    })
+
+
+def kfold_masks(masks, k: int = 5, method: str = "greedy", seed: int = 0, out=None, *,
+                ignore_index: int | None = 255, num_classes: int | None = None,
+                log: Callable[[str], Any] | None = print, workers: int | None = None,
+                progress: bool = False) -> KFoldResult:
+    """Split a folder of PNG label masks into `k` folds balanced by per-image class presence.
+
+    Each mask gives one row of an images x classes 0/1 matrix (1: the class has pixels in the
+    mask; ignore pixels count for no class), and the same fold makers as :func:`kfold` balance
+    it: ``"greedy"`` balances the number of images holding each class, ``"multilabel"``
+    stratifies on the classes each image holds.
+
+    Parameters
+    ----------
+    masks : path
+        Folder of single-channel PNG masks (the mmseg layout: one per image, named by its
+        stem; searched recursively).
+    k : int >= 2
+        Number of folds (at most the number of masks).
+    method : {"greedy", "multilabel"}
+        See :func:`kfold`.
+    seed : int
+        The same seed gives the same folds and files.
+    out : path, optional
+        Folder for ``fold{i}/train.txt`` and ``fold{i}/val.txt`` (mask stems: the path
+        relative to `masks` without ``.png``, one per line, in sorted order) and
+        ``folds.json``; nothing is written when None.
+    ignore_index : int or None
+        The void label (255 by default; any value, e.g. 11 or 0): not counted for any class.
+        None: every value is a class.
+    num_classes : int, optional
+        Classes 0..num_classes-1; a label value outside them (and not the ignore value) is
+        an error naming the mask. Default: the largest label found + 1.
+    log : callable, optional
+        Gets the table of images holding each class per validation fold.
+    workers : int, optional
+        Processes reading the masks (default all cores; 1: in this process).
+    progress : bool
+        A progress bar over the masks.
+
+    Returns
+    -------
+    KFoldResult
+        ``file_names``: the masks' relative paths; ``counts[f, c]``: validation images of fold
+        ``f`` that hold class ``c`` (``unit == "images"``).
+
+    Examples
+    --------
+    >>> folds = segkit.kfold_masks("data/masks", k=5, ignore_index=11,
+    ...                            out="data/splits")  # doctest: +SKIP
+    """
+    from ._kfold_masks import folder_classes, list_mask_files, presence_matrix
+
+    k = _validate.integer("k", k, minimum=2)
+    _validate.choice("method", method, METHODS)
+    seed = _validate.integer("seed", seed, minimum=0)
+    if ignore_index is not None:
+        ignore_index = _validate.integer("ignore_index", ignore_index, minimum=0)
+    if num_classes is not None:
+        num_classes = _validate.integer("num_classes", num_classes, minimum=1)
+    folder = Path(masks)
+    files = list_mask_files(folder)
+    if k > len(files):
+        raise InputError(f"k={k} is larger than the number of masks ({len(files)}) in {folder}")
+    t0 = time.perf_counter()
+    presence = presence_matrix(folder, files, ignore_index=ignore_index,
+                               num_classes=num_classes, workers=workers, progress=progress)
+    if method == "multilabel" and (presence.sum(0) > 0).sum() == 0:
+        raise InputError(f"method='multilabel' needs labelled pixels to stratify on; every "
+                         f"mask in {folder} is all ignore_index={ignore_index}")
+    fold_of = (greedy_folds if method == "greedy" else multilabel_folds)(
+        presence.astype(np.int64), k, seed)
+    fold_counts = np.stack([presence[fold_of == f].sum(0) for f in range(k)]).astype(np.int64)
+    result = KFoldResult(method, seed, k, files, fold_of, fold_counts,
+                         folder_classes(folder, presence.shape[1]),
+                         Path(out) if out is not None else None, unit="images")
+    if out is not None:
+        _write_masks(folder, result, Path(out), ignore_index)
+    if log:
+        log(result.table())
+        log(f"{k} folds of {len(files)} masks in {time.perf_counter() - t0:.2f} s"
+            + (f"; written to {out}/fold*/{{train,val}}.txt and {out}/folds.json"
+               if out is not None else ""))
+    return result
+
+
+def _write_masks(folder: Path, result: KFoldResult, out: Path, ignore_index) -> None:
+    stems = [name[: -len(".png")] for name in result.file_names]
+    for f in range(result.k):
+        val = result.fold_of == f
+        for split, chosen in (("train", ~val), ("val", val)):
+            write_text(out / f"fold{f}" / f"{split}.txt",
+                       "".join(s + "\n" for s, c in zip(stems, chosen) if c))
+    write_json(out / "folds.json", {
+        "masks": str(folder), "method": result.method, "seed": result.seed, "k": result.k,
+        "ignore_index": ignore_index, "counts": "images holding the class",
+        "classes": result.classes, "val_counts": result.counts.tolist(),
+        "images_per_fold": result.images_per_fold.tolist(),
+        "imbalance": dict(zip(result.classes, map(float, result.imbalance()))),
+        "folds": result.folds,
     })

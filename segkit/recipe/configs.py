@@ -67,12 +67,16 @@ meta_keys = ('img_path', 'seg_map_path', 'stem', 'ori_shape', 'img_shape', 'pad_
 
 _CPU_NOTE = """\
 # cpu: the demo's tiny Swin-UperNet (embed 32, depths [1, 1, 1, 1], window 4, random initial
-# weights) with scale jitter and flips. Measured here (2 shared cores, torch 1 thread, busy
-# machine, 2026-12-07): {timing}."""
+# weights) with scale jitter and flips.
+{timing}"""
 
-#: What the cpu preset took here (filled from the measurement the docstring describes).
-CPU_TIMING = ("96 photos (480x360) at crop 128, batch 8: about 25 s per epoch (12 iterations "
-              "and the validation of 24 photos)")
+#: What the cpu preset took here: run_trainings on 100 generated photos (80 training, 20
+#: validation images), 3 epochs, on the shared 2-core development machine.
+CPU_TIMING = """\
+# Measured on 2 shared CPU cores (load average about 7; 2026-12-07, 13:22-13:25 UTC), 100 photos
+# of 480x360 at crop 128, batch 8: an epoch (10 iterations and the validation of 20 photos)
+# took about 12 s with torch on 1 thread, and about 60 s with torch's default 2 threads on the
+# busy machine (torch.set_num_threads(1) pays off there)."""
 
 _GPU_NOTE = """\
 # gpu: the original Swin-B recipe (GUIDE section 6): UperNet + Swin-B (window 12, ImageNet-22K

@@ -36,10 +36,24 @@ def check_dataset(folder: Path, recipe: Recipe):
     ctx_path = lambda v: None if not v else (Path(v) if Path(v).is_absolute()  # noqa: E731
                                              else folder / v)
     classes = read_classes(ctx_path(ds.classes_file))
+    check_stores(recipe, classes, ctx_path)
     return inspect_dataset(ctx_path(ds.images), masks=ctx_path(ds.masks),
                            coco=ctx_path(ds.coco), ignore_index=ds.ignore_index,
                            classes=classes, test_images=ctx_path(ds.test_images),
                            test_masks=ctx_path(ds.test_masks))
+
+
+def check_stores(recipe: Recipe, classes: list[str], where: Callable) -> None:
+    """Each [[stores]] path is a confidence store of the recipe's classes."""
+    from ..io.store import ConfidenceStore, StoreError
+
+    for i, st in enumerate(recipe.stores):
+        for path in [*st.oof, *([st.test] if st.test else [])]:
+            store = ConfidenceStore(where(path))
+            if store.classes != classes:
+                raise StoreError(f"stores[{i}] ({st.name}): {store.root} has classes "
+                                 f"{store.classes}; the recipe's are {classes} (same names, "
+                                 "same order)")
 
 
 def plan(ctx: Context, ledger: Ledger) -> list[dict]:
@@ -97,11 +111,17 @@ def run_recipe(folder: str | Path, *, engine: str | None = None, progress: bool 
     hooks = hooks or {}
     make_head = hooks.get("head", lambda i, n, name: f"[{i}/{n}] {name}")
     after_stage = hooks.get("after_stage", lambda name, ctx, state: None)
+    ran: set[str] = set()
     for i, item in enumerate(steps, 1):
         if i > 1:
             after_stage(steps[i - 2]["stage"].name, ctx, states[steps[i - 2]["stage"].name])
         stage, record = item["stage"], item["record"]
         head = make_head(i, len(steps) + 1, stage.name)
+        again = [u for u in stage.after if u in ran]
+        if again and item["note"] is None and not item["reasons"]:
+            # its key is the same, but what it reads was made again (a training redone
+            # after its work dir was removed, ...): cheap where the jobs reuse items
+            item["reasons"] = [f"stage {u} before it ran again" for u in again]
         if item["note"] is not None:
             states[stage.name] = {"state": "skipped", "seconds": 0.0, "peak_rss_mb": None,
                                   "note": item["note"]}
@@ -129,6 +149,7 @@ def run_recipe(folder: str | Path, *, engine: str | None = None, progress: bool 
         seconds = round(time.perf_counter() - t0, 2)
         peak = round(mem["peak_rss"] / 2 ** 20, 1) if mem.get("peak_rss") else None
         ctx.results[stage.name] = result
+        ran.add(stage.name)
         ledger.write(stage.name, {
             "key": item["key"], "state": "ran", **item["now"],
             "made": made_identities(folder, stage.made(ctx)), "result": result,
@@ -148,7 +169,23 @@ def run_recipe(folder: str | Path, *, engine: str | None = None, progress: bool 
     write_json(folder / "report.json", report, indent=1, default=str)
     log(f"{make_head(len(steps) + 1, len(steps) + 1, 'report')}: {folder / 'report.json'}, "
         f"{paths.get('html', folder / 'report' / 'index.html')}")
+    for line in summary_lines(report):
+        log("    " + line)
     return report
+
+
+def summary_lines(report: dict) -> list[str]:
+    """The headline figures of a report, as the run's last lines."""
+    out = []
+    if "oof" in report:
+        out.append(f"out-of-fold mIoU {report['oof']['miou']:.3f}")
+    steps = report.get("test", {}).get("steps", {})
+    if steps:
+        out.append("test mIoU: " + ", ".join(f"{k} {v['miou']:.3f}" for k, v in steps.items()))
+    if "submission" in report:
+        sub = report["submission"]
+        out.append(f"{sub['path']}: {sub['rows']} rows of {sub['size']}x{sub['size']}")
+    return out
 
 
 def _now() -> str:

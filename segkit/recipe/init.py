@@ -146,6 +146,9 @@ def init_recipe(folder: str | Path, *, images: str | Path, masks: str | Path | N
                               classes=given, test_images=absolute["test_images"],
                               test_masks=absolute["test_masks"])
     names = choose_classes(summary, absolute["classes"])
+    if len(names) > 255:
+        raise InputError(f"{len(names)} classes: the recipe keeps masks as 8-bit PNGs with 255 "
+                         "for void, so at most 255 classes (0..254)")
     folder.mkdir(parents=True, exist_ok=True)
     write_json(folder / CLASSES_FILE, {"classes": names,
                                        "palette": palette_for(len(names))[:len(names)].tolist()})

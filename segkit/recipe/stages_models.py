@@ -15,6 +15,7 @@ import segkit
 
 from ..io.atomic import write_json
 from .stage import Context, Stage, config_inputs, quiet, settings_of, store_inputs
+from .state import identity
 from .trainings import TrainTask, run_trainings
 
 
@@ -58,24 +59,20 @@ def train(ctx: Context, variants: list[str]) -> dict:
         results = run(tasks, engine=ctx.engine,
                       gpus_per_task=ctx.recipe.train.gpus_per_task or None,
                       progress=ctx.progress, log=log_now)
+    model_of = {ctx.run_name(m.name, v, s, f): (m.name, v) for m in ctx.recipe.models
+                for v in variants for s in ctx.recipe.train.seeds
+                for f in range(ctx.recipe.folds.k)}
     out = {}
     for t in tasks:
         r = results[t.name]
-        model, rest = t.name.split(f"_{_variant_of(t.name)}_", 1)
-        out[t.name] = {"model": model, "variant": _variant_of(t.name), "fold": t.fold,
+        model, variant = model_of[t.name]
+        out[t.name] = {"model": model, "variant": variant, "fold": t.fold,
                        "seed": t.seed, "val_mIoU": r["val_mIoU"], "curve": r["curve"],
                        "seconds": r["seconds"], "checkpoint": r["checkpoint"],
                        "reused": bool(r.get("reused"))}
     reused = sum(r["reused"] for r in out.values())
     ctx.log(f"    {len(out)} trainings ({reused} reused from an earlier run)")
     return {"runs": out}
-
-
-def _variant_of(name: str) -> str:
-    for v in ("original", "resampled", "fixed"):
-        if f"_{v}_s" in name:
-            return v
-    raise ValueError(name)
 
 
 class Train(Stage):
@@ -112,8 +109,8 @@ def infer_store(ctx: Context, run: dict, config: str, images: Path, out: Path,
     from .. import mmseg as smm
 
     source = out.with_name(out.name + ".source.json")
-    ident = {"checkpoint": run["checkpoint"], "split": str(split) if split else None,
-             "tta": ctx.recipe.infer.tta}
+    ident = {"checkpoint": run["checkpoint"], "weights": identity(run["checkpoint"]),
+             "split": str(split) if split else None, "tta": ctx.recipe.infer.tta}
     if source.is_file() and json.loads(source.read_text()) != ident:
         shutil.rmtree(out, ignore_errors=True)
     elif not source.is_file():
@@ -240,8 +237,6 @@ class Test(Stage):
                            "train.ensemble_variant", "dataset.test_images")
 
     def inputs(self, ctx: Context) -> dict:
-        from .state import identity
-
         return {"test_images": identity(ctx.user(ctx.recipe.dataset.test_images))}
 
     def made(self, ctx: Context) -> list[str]:

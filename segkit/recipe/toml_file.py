@@ -13,6 +13,10 @@ from ..io.atomic import write_text
 from .settings import ARRAYS, RECIPE_FILE, SECTIONS, Recipe, parse_recipe
 
 WIDTH = 96
+#: commented examples of an empty array of tables
+EXAMPLES = {"stores": ['[[stores]]', 'name = "my_unet"',
+                       'oof = ["/data/my_unet/oof0", "/data/my_unet/oof1", "..."]  # one per fold',
+                       'test = "/data/my_unet/test"']}
 
 
 def toml_value(value: Any) -> str:
@@ -41,7 +45,8 @@ def _table(record: Any, section: str, notes: dict[str, str]) -> list[str]:
         help_ = f.metadata.get("help", "")
         choices = f.metadata.get("choices")
         if choices:
-            help_ += f" One of: {', '.join(choices)}."
+            many = isinstance(getattr(record, f.name), tuple)
+            help_ += f" {'Any' if many else 'One'} of: {', '.join(choices)}."
         note = notes.get(f"{section}.{f.name}")
         lines += _comment(help_ + (f" [{note}]" if note else ""))
         lines.append(f"{f.name} = {toml_value(getattr(record, f.name))}")
@@ -73,6 +78,8 @@ def render_recipe(recipe: Recipe, header: str = "", notes: dict[str, str] | None
             out += ["", *_comment(ARRAYS[name].__doc__ or "")]
             if not value:
                 out += _comment(f"(none; add [[{name}]] tables here)")
+                if name in EXAMPLES:
+                    out += ["# " + line for line in EXAMPLES[name]]
             for item in value:
                 out += [f"[[{name}]]", *_table(item, name, notes), ""]
         else:

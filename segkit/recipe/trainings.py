@@ -374,7 +374,8 @@ def run_trainings(tasks: Iterable[TrainTask], *, engine: str = "local",
     dict
         name -> ``{"checkpoint": str (the best checkpoint when the config keeps one, else the
         last), "last_checkpoint": str, "val_mIoU": float or None (0..1, of that checkpoint),
-        "curve": [[epoch, mIoU], ...], "seconds": float (every attempt), "resumed": bool,
+        "curve": [[epoch, mIoU], ...], "seconds": float (every attempt but those killed
+        outright), "resumed": bool,
         "reused": bool (skipped: the stored result)}``.
 
     Raises
