@@ -78,7 +78,9 @@ def model_config(p: Preset, crf: bool = False) -> str:
              "against the clean truth (dataset.val_masks); the last weights are used (no "
              "checkpoint is picked on the truth).",
              f"_base_ = [{str(base)!r}]",
-             f"train_cfg = dict(max_epochs={p.epochs}, val_interval={interval})",
+             # the epochs come from recipe.toml (models.epochs): the recipe sets max_epochs
+             # and the schedulers that span the run together
+             f"train_cfg = dict(val_interval={interval})",
              f"default_hooks = dict(checkpoint=dict(interval={p.epochs}, save_best=None))",
              "log_level = 'ERROR'"]
     if p.gpu:
@@ -306,7 +308,7 @@ class DemoBase:
         self.results.setdefault("seconds", {})
         self._timed("data", self.stage_data)
         try:
-            report = run_recipe(self.out, progress=False, log=self.log,
+            report = run_recipe(self.out, progress=True, log=self.log,
                                 hooks={"head": self._head, "after_stage": self._after_stage})
         except DemoError:
             raise

@@ -73,7 +73,7 @@ class ModelStages:
         variant = "resampled" if "resampled" in self.p.variants else self.p.variants[0]
         plain = self.results["runs"][run_name(variant, 0, 0)]
         task = self._crf_task(ctx, variant)
-        r = train_task(task, progress=False)
+        r = train_task(task, progress=True)  # a bar, as the recipe's trainings show
         curve = [tuple(point) for point in r["curve"]]
         crf = {"checkpoint": r["checkpoint"], "curve": curve, "seconds": r["seconds"],
                "val_mIoU": curve[-1][1] if curve else float("nan")}
