@@ -23,7 +23,14 @@ an edited setting reruns the stages that read it and those after them; a run sto
 training continues from the finished models and the last checkpoint."""
 
 
-@click.group("recipe")
+GROUP_EPILOG = """\b
+Example:
+  segkit recipe init myrun --images data/images --masks data/masks --test-images data/test
+  segkit recipe run myrun
+  segkit recipe status myrun"""
+
+
+@click.group("recipe", epilog=GROUP_EPILOG)
 def command():
     """The whole recipe on your dataset, resumable: init, run, status."""
 

@@ -88,8 +88,8 @@ def run_recipe(folder: str | Path, *, engine: str | None = None, progress: bool 
         Where the stage lines go.
     hooks : dict, optional
         Test seams: ``"run_trainings"``: called instead of
-        :func:`segkit.recipe.trainings.run_trainings` (same arguments). Callers that add to
-        the recipe (``segkit demo``): ``"head"``: ``head(i, n, name) -> str`` writes the
+        ``segkit.recipe.trainings.run_trainings`` (same arguments). Callers that add to the
+        recipe (``segkit demo``): ``"head"``: ``head(i, n, name) -> str`` writes the
         ``[i/n] name`` prefix of each stage's line; ``"after_stage"``:
         ``after_stage(name, ctx, state)`` is called after each stage (ran, reused or skipped;
         `state` is its entry of report.json's ``stages``), before the next one starts.

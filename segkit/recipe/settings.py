@@ -205,11 +205,10 @@ ARRAYS = {"models": ModelSettings, "stores": StoreSettings}
 
 
 def _plain(value: Any) -> Any:
+    """Dicts and lists only (tuples become lists), as JSON and TOML hold them."""
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        if value and all(isinstance(v, dict) for v in value):
-            return [_plain(v) for v in value]
         return [_plain(v) for v in value]
     return value
 

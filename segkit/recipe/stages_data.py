@@ -151,44 +151,10 @@ class Folds(Stage):
                                flatten=True, log=None)
             sizes = [len(v) for v in res.folds]
         else:
-            sizes = mask_folds(ctx.data / "masks", f.k, f.seed, out, ctx.num_classes)
+            res = segkit.kfold_masks(ctx.data / "masks", k=f.k, method=f.method, seed=f.seed,
+                                     out=out, ignore_index=INTERNAL_IGNORE,
+                                     num_classes=ctx.num_classes, log=None, workers=ctx.workers,
+                                     progress=ctx.progress)
+            sizes = [len(v) for v in res.folds]
         ctx.log(f"    {f.k} folds of {', '.join(map(str, sizes))} validation images")
         return {"k": f.k, "val_sizes": sizes}
-
-
-def mask_folds(masks: Path, k: int, seed: int, out: Path, num_classes: int) -> list[int]:
-    """k folds over a mask folder balanced by per-image class presence.
-
-    TEMPORARY: RECIPE-SUPPORT's kfold over masks (segkit.jobs.kfold) replaces this once it
-    lands. Greedy: images with the rarest classes first, each to the fold that lacks their
-    classes most (ties: the smallest fold, then seeded order)."""
-    from ..io.atomic import write_text
-
-    files = mask_files(masks)
-    stems = sorted(files)
-    if k > len(stems):
-        raise segkit.errors.InputError(f"folds.k = {k}: more folds than the {len(stems)} images")
-    present = np.zeros((len(stems), num_classes), bool)
-    for i, s in enumerate(stems):
-        v = np.unique(read_mask(files[s]))
-        present[i, v[v < num_classes]] = True
-    rng = np.random.default_rng(seed)
-    freq = present.sum(0)
-    rarity = np.where(present, 1.0 / np.maximum(freq, 1), 0).max(1)
-    order = np.lexsort((rng.random(len(stems)), -rarity))
-    have = np.zeros((k, num_classes))
-    size = np.zeros(k, int)
-    fold_of = np.zeros(len(stems), int)
-    target = freq / k
-    for i in order:
-        need = ((target - have) * present[i]).sum(1)
-        best = np.lexsort((rng.random(k), size, -need))[0]
-        fold_of[i] = best
-        have[best] += present[i]
-        size[best] += 1
-    for j in range(k):
-        val = [s for s, f in zip(stems, fold_of) if f == j]
-        train = [s for s, f in zip(stems, fold_of) if f != j]
-        write_text(out / f"fold{j}" / "val.txt", "\n".join(val) + "\n")
-        write_text(out / f"fold{j}" / "train.txt", "\n".join(train) + "\n")
-    return size.tolist()
