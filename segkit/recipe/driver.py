@@ -92,7 +92,7 @@ def run_recipe(folder: str | Path, *, engine: str | None = None, progress: bool 
         recipe (``segkit demo``): ``"head"``: ``head(i, n, name) -> str`` writes the
         ``[i/n] name`` prefix of each stage's line; ``"after_stage"``:
         ``after_stage(name, ctx, state)`` is called after each stage (ran, reused or skipped;
-        `state` is its entry of report.json's ``stages``), before the next one starts.
+        ``state`` is its entry of report.json's ``stages``), before the next one starts.
 
     Returns
     -------
