@@ -75,7 +75,7 @@ def test_demo_tiny_end_to_end(tiny_demo):
                                   for s in range(p.seeds) for f in range(p.folds))
     assert all(r["curve"] and 0.0 <= r["curve"][-1][1] <= 1.0 for r in runs.values())
     # the submission follows the sample's order, one row per test image
-    with open(out / "data" / "sample_submission.csv") as f:
+    with open(out / "scenes" / "sample_submission.csv") as f:
         sample_ids = [r["image_id"] for r in csv.DictReader(f)]
     with open(out / "submission.csv") as f:
         rows = list(csv.DictReader(f))
@@ -86,13 +86,14 @@ def test_demo_tiny_end_to_end(tiny_demo):
     masks = sorted(q.stem for q in (out / "data" / "masks").glob("*.png"))
     tests = sorted(q.stem for q in (out / "data" / "test_masks").glob("*.png"))
     for s in range(p.seeds):
-        oof = open_store(",".join(str(out / "stores" / f"resampled_s{s}_fold{f}")
+        oof = open_store(",".join(str(out / "stores" / f"tiny_resampled_s{s}_fold{f}")
                                   for f in range(p.folds)))
         assert oof.stems() == masks
         for v in p.variants:
-            assert segkit.ConfidenceStore(out / "stores" / f"{v}_s{s}").stems() == tests
+            test_store = out / "stores" / f"tiny_{demo.RECIPE_VARIANT[v]}_s{s}_test"
+            assert segkit.ConfidenceStore(test_store).stems() == tests
     # the audited models trained on the audit's fixed masks
-    assert sorted(q.stem for q in (out / "data" / "masks_audited").glob("*.png")) == masks
+    assert sorted(q.stem for q in (out / "data" / "masks_fixed").glob("*.png")) == masks
     tuned = json.loads((out / "tuned" / "tuned.json").read_text())
     assert len(tuned["weights"]) == p.seeds and abs(sum(tuned["weights"]) - 1) < 1e-9
     assert set(st["tune"]["holdout"]) == {"equal", "recipe", "tuned"}
@@ -107,13 +108,13 @@ def test_demo_tiny_end_to_end(tiny_demo):
         assert 0.0 <= r["miou"] <= 1.0 and r["boot_sd"] >= 0.0, name
     report = json.loads((out / "demo_report.json").read_text())
     assert report["seconds"]["total"] > 0
-    assert any(line.startswith("[5/12] train") for line in lines)
+    assert any(line.startswith(f"[5/{len(demo.STAGES)}] train") for line in lines)
 
 
 def test_demo_stage_failure_names_the_stage(tmp_path, monkeypatch):
     from segkit import demo
 
-    def broken(self):
+    def broken(self, *args):
         raise OSError("disk full (simulated)")
 
     monkeypatch.setattr(demo.Demo, "stage_masks", broken)
@@ -151,3 +152,30 @@ def test_stage_estimates_scale_with_the_run(tmp_path):
     done = {"train": 2 * expect["train"]}
     assert d.estimate("tune", done) == f" (about {2 * expect['tune']} s)"
     assert d.estimate("index", done) == ""
+
+
+@pytest.mark.slow
+def test_demo_is_the_recipe_on_generated_data(tiny_demo):
+    """The demo ran the recipe's stages through segkit.recipe (its ledger says every stage is
+    done for the recipe.toml it wrote), and its trainings validated against the clean truth."""
+    import numpy as np
+
+    from segkit.io.masks import read_mask
+    from segkit.recipe import load_recipe, recipe_status
+
+    out, result, _ = tiny_demo
+    recipe = load_recipe(out)
+    assert recipe.dataset.val_masks == "scenes/masks_clean"
+    assert recipe.train.variants == ("original", "resampled", "fixed")
+    rows = {r["stage"]: r for r in recipe_status(out)}
+    assert all(r["state"] == "done" for r in rows.values()), rows
+    assert list(rows) == [s for s in result["stages"] if s not in ("data", "index")]
+    # the recipe copied the clean truth as the trainings' validation masks, and used it
+    for q in sorted((out / "scenes" / "masks_clean").glob("*.png")):
+        assert np.array_equal(read_mask(q), read_mask(out / "data" / "masks_val" / q.name))
+    task = json.loads((out / "work" / "tiny_resampled_s0_fold0" / "task.json").read_text())
+    assert task["task"]["val_masks"] == "masks_val"
+    assert (out / "report.json").is_file() and (out / "report" / "index.html").is_file()
+    # the original recipe's ensemble beside the recipe's three
+    for folder in ("vote", "vote_crf", "recipe", "tuned"):
+        assert any((out / "ensembles" / folder / "labels").glob("*.png")), folder

@@ -14,10 +14,12 @@ import click
               "tiny (the end-to-end test) or gpu (the recipe at 512x512 on a CUDA GPU).")
 @click.option("--seed", default=0, show_default=True, help="Random seed of the generated data.")
 def command(out, preset, seed):
-    """Run the main job end to end on generated data (no downloads): COCO masks, folds, mode
-    resampling, tiny Swin-UperNet models trained on the original, resampled and audited masks
-    (the recipe's ablation), OOF inference, tuning, the label audit, soft vote, ConvCRF, the
-    submission and the evaluation, with the tables, curves and pictures in OUT/index.md."""
+    """Run the recipe end to end on generated data (no downloads): the demo writes its scenes
+    and OUT/recipe.toml, then runs the stages of `segkit recipe run OUT` (COCO masks, mode
+    resampling, folds, tiny Swin-UperNet models trained on the original, resampled and audited
+    masks, OOF and test inference, tuning, the label audit, the ensembles with ConvCRF, the
+    submission, the evaluation) and compares them with the clean truth it kept: the tables,
+    curves and pictures in OUT/index.md, the recipe's report in OUT/report/index.html."""
     from segkit import demo
     from segkit.errors import SegkitError
 

@@ -1,24 +1,24 @@
-"""The demo behind `make demo` / `segkit demo`: segkit's main job end to end on data it
-generates itself (no downloads), with models that learn, and the recipe's claims measured.
+"""The demo behind `make demo` / `segkit demo`: the recipe (`segkit recipe run`) on data it
+generates itself (no downloads), with models that learn, and the recipe's claims measured
+against the clean truth the generator kept.
 
 1. data      trash-like scenes (each class its own colour and texture) whose COCO annotations
-             trace the objects with a wobbly hand and miss some small ones; the clean truth
-             kept; a held-out test split with its truth and a sample submission
-2. masks     `segkit masks` (noisy annotations, clean truth, test truth)
-3. folds     `segkit kfold` (greedy)
-4. resample  `segkit resample`; every mode-filter backend agrees
-5. train     the ablation: fold models on the original and on the resampled masks, same seeds,
-             folds and schedule, validated against the clean truth along training; and one
-             fold model with a trainable ConvCRF layer (segkit.mmseg.CRFEncoderDecoder)
-             against the ablation's plain model of the same fold, seed and schedule
-6. infer     OOF stores of the resampled-mask models, test stores of every fold model
-7. tune      `segkit tune` on the OOF stores (weights, per-class bias, ConvCRF; a held-out part)
-8. audit     `segkit audit` on the same OOF stores, precision/recall against the clean truth,
-             and its `--fix` masks
-9. retrain   the ablation's audit row: the same models trained on the fixed masks
-10. ensemble equal soft vote, + ConvCRF, the recipe's setting, `--tuned` (+ submission CSV)
-11. evaluate the step table and the ablation on the held-out test split
-12. index    demo_out/index.md: every table, the curves and the pictures
+             trace the objects with a wobbly hand and miss some small ones, in scenes/; the
+             clean truth kept (scenes/masks_clean); a held-out test split with its truth and a
+             sample submission; and OUT/recipe.toml, the recipe for them (the demo's model,
+             configs/demo.py; the variants original, resampled and fixed ("audited"))
+2-13.        the recipe's stages through :func:`segkit.recipe.run_recipe`, the same code as
+             `segkit recipe run OUT`: masks, resample, folds, train, oof, test, tune, audit,
+             retrain, ensembles, submission, evaluate; after some of them the demo adds what
+             only generated data allows or what only the demo shows (:mod:`.base`,
+             :mod:`.models`, :mod:`.analysis`): the overlays and clean-truth class shares
+             (masks), the mode-filter backends' agreement and the pixels resampling corrected
+             (resample), the runs' curves against the clean truth and one fold model with a
+             trainable ConvCRF layer (train), the audit's precision and recall against the
+             clean truth (audit), the original recipe's ensemble, equal weights + the seed CRF
+             (ensembles), the step table and the ablation (evaluate)
+14. report   the recipe's report.json and report/index.html
+15. index    OUT/index.md: every table, the curves and the pictures
 
 Every stage prints an estimate and its timing; a failing stage stops the demo naming it.
 """
@@ -34,7 +34,7 @@ from ..errors import InputError, UnavailableError
 from .analysis import AnalysisStages
 from .base import STAGES, DemoBase, DemoError, quiet_mmseg
 from .models import ModelStages
-from .presets import PRESETS, Preset
+from .presets import PRESETS, RECIPE_VARIANT, Preset
 from .report import SECTIONS, curve_picture, write_index
 
 
@@ -80,5 +80,5 @@ def load_report(out: str | Path) -> dict:
     return json.loads((Path(out) / "demo_report.json").read_text())
 
 
-__all__ = ["Demo", "DemoError", "PRESETS", "Preset", "SECTIONS", "STAGES", "check_gpu",
+__all__ = ["Demo", "DemoError", "PRESETS", "Preset", "RECIPE_VARIANT", "SECTIONS", "STAGES", "check_gpu",
            "load_report", "quiet_mmseg", "run"]

@@ -6,8 +6,10 @@ from pathlib import Path
 
 CONFIGS = Path(__file__).resolve().parent.parent.parent / "configs"
 
-#: Ablation variants: which masks the models train on (folder under data/).
-VARIANT_MASKS = {"original": "masks", "resampled": "masks_resampled", "audited": "masks_audited"}
+#: Ablation variants as the demo names them -> the recipe's train.variants
+RECIPE_VARIANT = {"original": "original", "resampled": "resampled", "audited": "fixed"}
+#: Ablation variants: which masks the models train on (the recipe's folder under data/).
+VARIANT_MASKS = {"original": "masks", "resampled": "masks_resampled", "audited": "masks_fixed"}
 
 
 @dataclass(frozen=True)
@@ -48,14 +50,15 @@ PRESETS = {
     "default": Preset(train_images=128, test_images=48, size=64, folds=2, epochs=30,
                       val_points=6, seeds=2, variants=ALL, tta=True, kernel_masks=8,
                       tune_budget=120,
-                      expect=(("train", 270), ("infer", 20), ("tune", 25), ("audit", 8),
-                              ("retrain", 120), ("ensemble", 10), ("evaluate", 10))),
+                      expect=(("train", 270), ("oof", 8), ("test", 12), ("tune", 25),
+                              ("audit", 8), ("retrain", 120), ("ensembles", 10),
+                              ("evaluate", 10))),
     # a faster look: fewer images and epochs, no audited-mask models
     "quick": Preset(train_images=64, test_images=40, size=64, folds=2, epochs=30,
                     val_points=6, seeds=2, variants=("original", "resampled"), tta=True,
                     kernel_masks=4, tune_budget=60,
-                    expect=(("train", 130), ("infer", 12), ("tune", 15), ("audit", 5),
-                            ("ensemble", 8), ("evaluate", 8))),
+                    expect=(("train", 130), ("oof", 5), ("test", 7), ("tune", 15),
+                            ("audit", 5), ("ensembles", 8), ("evaluate", 8))),
     # the end-to-end test in `make test`: every stage and table, tiny sizes (models learn
     # nothing in one epoch)
     "tiny": Preset(train_images=12, test_images=3, size=64, folds=2, epochs=1, val_points=1,

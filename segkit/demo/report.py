@@ -216,15 +216,25 @@ def write_index(demo) -> Path:
           "Training runs: " + ", ".join(f"{k} {v['seconds']:.0f} s" for k, v in runs.items()),
           ""]
     L += [SECTIONS[8], "",
-          "- `data/`: images, COCO files, masks (`masks`, `masks_clean`, `masks_resampled`, "
-          "`masks_audited`, `test_masks`), `splits/` (folds)",
-          "- `work/<variant>_s<seed>_fold<k>`: mmengine work folders (logs, checkpoints)",
+          "- [`recipe.toml`](recipe.toml): the recipe the demo wrote for its scenes; "
+          f"`segkit recipe status {demo.out}` says what is done, `segkit recipe run "
+          f"{demo.out}` reruns what a changed setting touches",
+          "- `scenes/`: what the generator wrote: images, COCO files, the clean truth "
+          "(`masks_clean`), the test images and their truth, the sample submission",
+          "- `data/`: the recipe's masks (`masks`, `masks_resampled`, `masks_fixed` = the "
+          "audited masks, `masks_val` = the clean truth the trainings validate against, "
+          "`test_masks`) and `splits/` (folds)",
+          "- `work/tiny_<variant>_s<seed>_fold<k>`: mmengine work folders (logs, checkpoints; "
+          "the audited variant is `fixed` there); `work/crf_layer_s0_fold0`: the CRF-layer model",
           "- `stores/`: confidence stores (float16 probabilities per image): "
-          "`resampled_s<seed>_fold<k>` out of fold, `<run>_test`, `<variant>_s<seed>` (test)",
+          "`tiny_resampled_s<seed>_fold<k>` out of fold, `<run>_test` (test; without the fold, "
+          "the mean of a seed's fold models)",
           "- `tuned/tuned.json`, `tuned/tuning.png`: the tuned setting and its search",
           "- `audit/`: `audit.csv`, `issues/<stem>.png`, `index.html` (the label audit)",
-          "- `ensemble*/labels`: label PNGs of each ensemble",
-          "- [`submission.csv`](submission.csv): the competition's format", ""]
+          "- `ensembles/<vote|vote_crf|recipe|tuned>/labels`: label PNGs of each ensemble",
+          "- [`submission.csv`](submission.csv): the competition's format",
+          "- [`report/index.html`](report/index.html), `report.json`: the recipe's own report",
+          ""]
     path = demo.path("index.md")
     write_text(path, "\n".join(L))
     return path

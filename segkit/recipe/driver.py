@@ -88,7 +88,11 @@ def run_recipe(folder: str | Path, *, engine: str | None = None, progress: bool 
         Where the stage lines go.
     hooks : dict, optional
         Test seams: ``"run_trainings"``: called instead of
-        ``segkit.recipe.trainings.run_trainings`` (same arguments).
+        ``segkit.recipe.trainings.run_trainings`` (same arguments). Callers that add to the
+        recipe (``segkit demo``): ``"head"``: ``head(i, n, name) -> str`` writes the
+        ``[i/n] name`` prefix of each stage's line; ``"after_stage"``:
+        ``after_stage(name, ctx, state)`` is called after each stage (ran, reused or skipped;
+        ``state`` is its entry of report.json's ``stages``), before the next one starts.
 
     Returns
     -------
@@ -104,10 +108,15 @@ def run_recipe(folder: str | Path, *, engine: str | None = None, progress: bool 
     states: dict[str, dict] = {}
     steps = plan(ctx, ledger)
     t_all = time.perf_counter()
+    hooks = hooks or {}
+    make_head = hooks.get("head", lambda i, n, name: f"[{i}/{n}] {name}")
+    after_stage = hooks.get("after_stage", lambda name, ctx, state: None)
     ran: set[str] = set()
     for i, item in enumerate(steps, 1):
+        if i > 1:
+            after_stage(steps[i - 2]["stage"].name, ctx, states[steps[i - 2]["stage"].name])
         stage, record = item["stage"], item["record"]
-        head = f"[{i}/{len(steps) + 1}] {stage.name}"
+        head = make_head(i, len(steps) + 1, stage.name)
         again = [u for u in stage.after if u in ran]
         if again and item["note"] is None and not item["reasons"]:
             # its key is the same, but what it reads was made again (a training redone
@@ -148,6 +157,8 @@ def run_recipe(folder: str | Path, *, engine: str | None = None, progress: bool 
         states[stage.name] = {"state": "ran", "seconds": seconds, "peak_rss_mb": peak,
                               "note": "; ".join(item["reasons"][:3])}
         log(f"    ({seconds:.1f} s; {time.perf_counter() - t_all:.0f} s so far)")
+    if steps:
+        after_stage(steps[-1]["stage"].name, ctx, states[steps[-1]["stage"].name])
     t0 = time.perf_counter()
     report = build_report(ctx, summary, states)
     report["stages"]["report"] = {"state": "ran", "seconds": 0.0, "peak_rss_mb": None,
@@ -156,7 +167,7 @@ def run_recipe(folder: str | Path, *, engine: str | None = None, progress: bool 
     paths = write_report(folder / "report", report, log=None)
     report["stages"]["report"]["seconds"] = round(time.perf_counter() - t0, 2)
     write_json(folder / "report.json", report, indent=1, default=str)
-    log(f"[{len(steps) + 1}/{len(steps) + 1}] report: {folder / 'report.json'}, "
+    log(f"{make_head(len(steps) + 1, len(steps) + 1, 'report')}: {folder / 'report.json'}, "
         f"{paths.get('html', folder / 'report' / 'index.html')}")
     for line in summary_lines(report):
         log("    " + line)

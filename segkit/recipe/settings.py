@@ -48,6 +48,9 @@ class DatasetSettings:
                               "inference, no submission.")
     test_masks: str = _f("", "Folder of the test images' masks; when given the report scores "
                              "every model and ensemble on the test split.")
+    val_masks: str = _f("", "Optional folder of masks the trainings validate against (the "
+                            "curves, val_mIoU and the best checkpoint), e.g. cleaner masks of "
+                            "the same images; empty: the training masks' originals.")
     classes_file: str = _f("classes.json", "Class table (json: a list of names, or "
                                            "{\"classes\": [...], \"palette\": [...]}); the "
                                            "class at index i is label value i.")

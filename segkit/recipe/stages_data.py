@@ -65,15 +65,18 @@ class Masks(Stage):
     def reads(self, ctx: Context) -> dict:
         return settings_of(ctx.recipe, "dataset.images", "dataset.masks", "dataset.coco",
                            "dataset.test_images", "dataset.test_masks", "dataset.ignore_index",
-                           "dataset.classes_file")
+                           "dataset.classes_file",
+                           *(("dataset.val_masks",) if ctx.recipe.dataset.val_masks else ()))
 
     def inputs(self, ctx: Context) -> dict:
         ds = ctx.recipe.dataset
         return file_inputs(ctx, images=ds.images, masks=ds.masks, coco=ds.coco,
-                           test_masks=ds.test_masks, classes_file=ds.classes_file)
+                           test_masks=ds.test_masks, classes_file=ds.classes_file,
+                           val_masks=ds.val_masks)
 
     def made(self, ctx: Context) -> list[str]:
-        return ["data/masks"] + (["data/test_masks"] if ctx.has_test_masks else [])
+        return ["data/masks"] + (["data/test_masks"] if ctx.has_test_masks else []) + \
+            (["data/masks_val"] if ctx.recipe.dataset.val_masks else [])
 
     def run(self, ctx: Context) -> dict:
         ds, data = ctx.recipe.dataset, ctx.data
@@ -91,6 +94,9 @@ class Masks(Stage):
             res["source"] = "masks"
         if ctx.has_test_masks:
             normalise_masks(ctx.user(ds.test_masks), data / "test_masks", ds.ignore_index,
+                            ctx.num_classes)
+        if ds.val_masks:
+            normalise_masks(ctx.user(ds.val_masks), data / "masks_val", ds.ignore_index,
                             ctx.num_classes)
         mapped = f", void value {ds.ignore_index} stored as 255" \
             if ds.ignore_index != INTERNAL_IGNORE else ""

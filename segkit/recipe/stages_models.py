@@ -35,7 +35,8 @@ def tasks_for(ctx: Context, variants: list[str]) -> list:
                     tasks.append(TrainTask(
                         name=name, config=str(ctx.user(m.config)),
                         work_dir=str(ctx.path("work", name)), data_root=str(ctx.data),
-                        fold=f, train_masks=ctx.variant_masks(v), val_masks="masks",
+                        fold=f, train_masks=ctx.variant_masks(v),
+                        val_masks="masks_val" if ctx.recipe.dataset.val_masks else "masks",
                         classes_file=str(ctx.classes_file), seed=s, epochs=m.epochs,
                         ignore_index=255,
                         cfg_options=(("train_dataloader.batch_size", m.batch_size),),
