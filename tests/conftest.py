@@ -114,4 +114,35 @@ def emulated_gpu(emu_workdir):
         yield gpu
 
 
-__all__ = ["segkit", "require_backend", "to_host"]
+def chromium_path() -> str | None:
+    """The headless browser the page tests use (make system-deps installs it), or None."""
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """A local Ray instance (2 CPUs) for the module's tests; skips, saying why, without one."""
+    try:
+        import ray
+    except ImportError as exc:
+        pytest.skip(f"Ray is not installed (pip install 'segkit[ray]'): {exc}")
+    mp = pytest.MonkeyPatch()
+    mp.delenv("RAY_ADDRESS", raising=False)
+    if ray.is_initialized():
+        ray.shutdown()
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 logging_level="WARNING")
+    except Exception as exc:  # noqa: BLE001 - any failure to start is a reason to skip
+        mp.undo()
+        pytest.skip(f"a local Ray instance could not start here: {type(exc).__name__}: {exc}")
+    yield ray
+    ray.shutdown()
+    mp.undo()
+
+
+__all__ = ["chromium_path", "segkit", "require_backend", "to_host"]

@@ -18,6 +18,7 @@ from segkit.io.masks import read_mask
 from segkit.io.store import ConfidenceStore
 from segkit.reference import label_issues as ref
 from ._synthetic import audit_dataset
+from .conftest import chromium_path
 
 
 @pytest.fixture(scope="module")
@@ -178,18 +179,10 @@ def test_bad_arguments(data, tmp_path):
         segkit.audit([store], wrong, tmp_path / "out2", workers=1, progress=False)
 
 
-def _chromium():
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        path = shutil.which(name)
-        if path:
-            return path
-    return None
-
-
 def test_page_renders_in_headless_chromium(data, tmp_path):
     """The page in a real browser: a screenshot that is not blank (scripts/audit_screenshot.sh
     does the same for a look by eye)."""
-    browser = _chromium()
+    browser = chromium_path()
     if browser is None:
         if os.environ.get("CI"):  # CI installs it (make system-deps): its absence is a failure
             pytest.fail("chromium is not installed; .ci/run installs it with make system-deps")

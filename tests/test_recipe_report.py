@@ -8,7 +8,6 @@ import copy
 import html.parser
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from urllib.parse import unquote
@@ -21,6 +20,7 @@ from segkit.errors import InputError, InputTypeError
 from segkit.io.atomic import is_temporary
 from segkit.palette import palette_for
 from segkit.recipe.report import SECTIONS, unlearned_classes, write_report
+from .conftest import chromium_path
 
 CLASSES = ["Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car",
            "Pedestrian", "Bicyclist"]
@@ -388,17 +388,9 @@ def test_bad_report_is_refused_naming_the_key(tmp_path):
         write_report(tmp_path / "r", report)
 
 
-def _chromium():
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        path = shutil.which(name)
-        if path:
-            return path
-    return None
-
-
 def test_page_renders_in_headless_chromium(tmp_path):
     """The page in a real browser: a screenshot that is not blank, its pictures loaded."""
-    browser = _chromium()
+    browser = chromium_path()
     if browser is None:
         if os.environ.get("CI"):  # CI installs it (make system-deps): its absence is a failure
             pytest.fail("chromium is not installed; .ci/run installs it with make system-deps")
