@@ -10,7 +10,10 @@ several jobs share has its home in a shared module below them (``_common``, ``_s
 under ``segkit/`` is over 450 lines; (f) what is private to the ops and to io stays inside:
 no module outside ``segkit.ops`` (``segkit.io``) imports a private module or name of it, and
 only the ops reach the references and the Numba kernels (``segkit.reference``,
-``segkit._numba``): the jobs, commands and the rest call the public ops.
+``segkit._numba``): the jobs, commands and the rest call the public ops; (g) the jobs reach
+the ops through ``segkit.ops`` (or a module below it), never through the top-level package
+``segkit``, which loads every job (``from segkit import _C`` and other private modules stay
+allowed, as in (b)).
 
 A job module is a public module of ``segkit/jobs`` other than ``engine`` and ``settings``;
 private modules (a leading underscore) are shared helpers or the helpers of one job.
@@ -158,9 +161,9 @@ def is_lower(module: str) -> bool:
 
 def check(sources: dict[str, tuple[str, bool]], lines: dict[str, int] | None = None,
           paths: dict[str, str] | None = None) -> list[str]:
-    """Every offence against rules (a) to (e) in `sources` ({module: (source, is_package)}),
+    """Every offence against rules (a) to (g) in `sources` ({module: (source, is_package)}),
     as sorted strings: 'private: A imports B._x', 'down: A imports B', 'cycle: A -> B -> A',
-    'job: A imports B', 'kernel: A imports B', 'size: path'. `lines` and `paths` give the line count and display
+    'job: A imports B', 'kernel: A imports B', 'top: A imports segkit', 'size: path'. `lines` and `paths` give the line count and display
     path of each module (rule e)."""
     known = set(sources)
     offences: set[str] = set()
@@ -183,6 +186,11 @@ def check(sources: dict[str, tuple[str, bool]], lines: dict[str, int] | None = N
                 if within(target, "segkit.jobs") or top_level:
                     what = target if imp.name is None else f"{target}.{imp.name}"
                     offences.add(f"down: {mod} imports {what}")
+            # (g) the jobs reach the ops through segkit.ops (or the module below), never through
+            # the top-level package, which loads every job
+            if jobs_side and target == "segkit" and not (imp.name and imp.name.startswith("_")):
+                what = target if imp.name is None else f"{target}.{imp.name}"
+                offences.add(f"top: {mod} imports {what}")
             # (c) nothing below the commands imports the commands or the CLI
             if (is_lower(mod) or jobs_side) and (within(target, "segkit.commands")
                                                  or within(target, "segkit.cli")):
@@ -448,6 +456,25 @@ def test_reaching_past_the_public_ops_is_caught(statement, offence):
                segkit__ops___label_issues_backends="", segkit__io__coco__checks="",
                segkit__reference__vote_confusion="", segkit___numba__soft_vote="")
     assert check(src) == [offence]
+
+
+@pytest.mark.parametrize("statement, offence", [
+    ("def f():\n    import segkit\n", "top: segkit.jobs.ensemble imports segkit"),
+    ("def f():\n    from segkit import soft_vote\n",
+     "top: segkit.jobs.ensemble imports segkit.soft_vote"),
+    ("from .. import soft_vote\n", "top: segkit.jobs.ensemble imports segkit.soft_vote"),
+])
+def test_a_job_reaching_the_ops_through_the_top_level_package_is_caught(statement, offence):
+    src = fake(segkit__jobs__ensemble=statement, segkit__ops__soft_vote="")
+    assert check(src) == [offence]
+
+
+def test_a_job_reaching_the_ops_through_segkit_ops_is_fine():
+    src = fake(segkit__jobs__ensemble=("from ..ops.soft_vote import soft_vote\n"
+                                       "def f():\n    from segkit.ops import soft_vote\n"
+                                       "from .. import _backend\n"),
+               segkit__ops__soft_vote="", segkit___backend="")
+    assert check(src) == []
 
 
 def test_the_ops_may_use_their_private_modules_and_the_kernels():

@@ -16,19 +16,8 @@
 //   * Q_0 = U (LOGITS with INIT_CONVCRF, ConvCRF's quirk) or softmax(U); Q = softmax(pred)
 //     after every iteration but the last (and after the last with final_softmax).
 #pragma once
-#include "macros.h"
-
-#if !defined(__CUDACC_RTC__)
-#include <cstring>
-#endif
-
-// Device code (nvcc's device pass, NVRTC) uses CUDA's intrinsics and math library; host code
-// (g++, nvcc's host pass) the portable versions.
-#if defined(__CUDA_ARCH__)
-#define SEGKIT_CRF_DEVICE 1
-#else
-#define SEGKIT_CRF_DEVICE 0
-#endif
+#include "common/macros.h"
+#include "common/math.h"
 
 namespace segkit {
 namespace crf {
@@ -39,108 +28,11 @@ enum Init { INIT_CONVCRF = 0, INIT_SOFTMAX = 1 };
 // Largest number of feature channels (2 position + 2 colour-position + 3 colour).
 constexpr int kMaxFeatures = 7;
 
-// ---- float helpers -----------------------------------------------------------------------
-// On the GPU the CUDA library's expf/logf; on the CPU branch-free polynomial versions
-// (Cephes-style, within about 2 ulp) that the compiler vectorises inside loops over pixels.
-
-SEGKIT_HD SEGKIT_INLINE float bits_to_float(int b) {
-#if SEGKIT_CRF_DEVICE
-  return __int_as_float(b);
-#else
-  float f;
-  std::memcpy(&f, &b, sizeof f);
-  return f;
-#endif
-}
-
-SEGKIT_HD SEGKIT_INLINE int float_to_bits(float f) {
-#if SEGKIT_CRF_DEVICE
-  return __float_as_int(f);
-#else
-  int b;
-  std::memcpy(&b, &f, sizeof b);
-  return b;
-#endif
-}
-
-SEGKIT_HD SEGKIT_INLINE float neg_inf() { return bits_to_float(static_cast<int>(0xff800000u)); }
-
-// Lanes of a float type for the polynomials below: float here; the CPU's vector types in
-// cpu/simd.h. splat(v): v in every lane; to_int(r): r (integral) as integers; pow2(n): 2^n.
-template <typename F>
-struct FloatLanes;
-template <>
-struct FloatLanes<float> {
-  typedef int I;
-  static SEGKIT_HD SEGKIT_INLINE float splat(float v) { return v; }
-  static SEGKIT_HD SEGKIT_INLINE int to_int(float r) { return static_cast<int>(r); }
-  static SEGKIT_HD SEGKIT_INLINE float pow2(int n) { return bits_to_float((n + 127) << 23); }
-};
-
-// exp(x) for x <= 88, lane by lane for a float or a vector of floats (the same operations in
-// the same order, so the same results). Below -87 it returns about 1e-38 instead of a
-// subnormal or zero: every caller adds it to terms of order 1, where the difference is far
-// below float32 resolution.
-template <typename F>
-SEGKIT_HD SEGKIT_INLINE F exp_poly(F x) {
-  typedef FloatLanes<F> L;
-  const F lo = L::splat(-87.0f), hi = L::splat(88.0f);
-  x = x < lo ? lo : x;  // also maps -inf to a finite argument (NaN stays NaN)
-  x = x > hi ? hi : x;
-  // n = round(x / ln 2) by the float magic-number trick (exact for |x / ln 2| < 2^22).
-  const F r = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-  const F t = (x - r * 0.693359375f) + r * 2.12194440e-4f;  // x - n ln 2, two-part ln 2
-  F p = L::splat(1.9875691500e-4f);
-  p = p * t + 1.3981999507e-3f;
-  p = p * t + 8.3334519073e-3f;
-  p = p * t + 4.1665795894e-2f;
-  p = p * t + 1.6666665459e-1f;
-  p = p * t + 5.0000001201e-1f;
-  const F e = p * (t * t) + t + 1.0f;
-  return e * L::pow2(L::to_int(r));
-}
-
-// exp on the GPU: the CUDA library's; on the CPU: exp_poly.
-SEGKIT_HD SEGKIT_INLINE float exp_f32(float x) {
-#if SEGKIT_CRF_DEVICE
-  return expf(x);
-#else
-  return exp_poly(x);
-#endif
-}
-
-// Natural logarithm for x >= 0 (0 -> -inf; subnormals handled).
-SEGKIT_HD SEGKIT_INLINE float log_f32(float x) {
-#if SEGKIT_CRF_DEVICE
-  return logf(x);
-#else
-  const bool sub = x < 1.17549435e-38f;
-  const float xs = sub ? x * 8388608.0f : x;  // 2^23
-  const int bits = float_to_bits(xs);
-  int e = ((bits >> 23) & 0xff) - 126;
-  float m = bits_to_float((bits & 0x007fffff) | 0x3f000000);  // mantissa in [0.5, 1)
-  const bool small = m < 0.707106781186547524f;
-  e -= small ? 1 : 0;
-  m = small ? m + m - 1.0f : m - 1.0f;
-  const float ef = static_cast<float>(e) - (sub ? 23.0f : 0.0f);
-  const float z = m * m;
-  float y = 7.0376836292e-2f;
-  y = y * m - 1.1514610310e-1f;
-  y = y * m + 1.1676998740e-1f;
-  y = y * m - 1.2420140846e-1f;
-  y = y * m + 1.4249322787e-1f;
-  y = y * m - 1.6668057665e-1f;
-  y = y * m + 2.0000714765e-1f;
-  y = y * m - 2.4999993993e-1f;
-  y = y * m + 3.3333331174e-1f;
-  y = y * m * z;
-  y += ef * -2.12194440e-4f;
-  y += -0.5f * z;
-  float r = m + y;
-  r += ef * 0.693359375f;
-  return x == 0.0f ? neg_inf() : r;
-#endif
-}
+// The float helpers (common/math.h), by their ConvCRF names.
+using math::exp_f32;
+using math::exp_poly;
+using math::log_f32;
+using math::neg_inf;
 
 // ---- geometry ----------------------------------------------------------------------------
 

@@ -12,22 +12,21 @@
 // (negative values flipped), so a histogram of key >> 16 finds the k-th smallest score.
 #pragma once
 #include "common/macros.h"
-#include "common/soft_vote.h"
+#include "common/math.h"
 
 namespace segkit {
 namespace label_issues {
 
-// float16 storage and its exact conversion, shared with the soft vote (common/soft_vote.h)
-using vote::half_bits;
-using vote::bits_to_float;
-using vote::float_to_bits;
-using vote::half_to_float;
+// float16 storage and its exact conversion, bit casts (common/math.h)
+using math::bits_to_float;
+using math::float_to_bits;
+using math::half_bits;
+using math::half_to_float;
+using math::load;
 
 constexpr int kHistBits = 16;                 // histogram of the top 16 bits of the key
 constexpr int kHistBins = 1 << kHistBits;
 
-SEGKIT_HD SEGKIT_INLINE float load(const float* p) { return *p; }
-SEGKIT_HD SEGKIT_INLINE float load(const half_bits* p) { return half_to_float(*p); }
 
 // Order-preserving key of a float (total order with -0 < +0; NaN above +inf).
 SEGKIT_HD SEGKIT_INLINE unsigned int order_key(float f) {

@@ -12,6 +12,7 @@
 #pragma once
 
 #include "common/macros.h"
+#include "common/math.h"
 
 // Stops the compiler from fusing a multiply into the following add (GCC contracts a*b + c
 // into an FMA across statements when the target has FMA; the asm makes the product opaque).
@@ -28,50 +29,10 @@
 namespace segkit {
 namespace vote {
 
-// IEEE binary16 storage type: the raw 16 bits (NVRTC has no <cstdint>, and CUDA's __half
-// needs cuda_fp16.h; the conversion below is all we need).
-typedef unsigned short half_bits;
-
-SEGKIT_HD SEGKIT_INLINE float bits_to_float(unsigned int u) {
-#if defined(__CUDA_ARCH__)
-  return __uint_as_float(u);
-#else
-  float f;
-  __builtin_memcpy(&f, &u, sizeof f);
-  return f;
-#endif
-}
-
-SEGKIT_HD SEGKIT_INLINE unsigned int float_to_bits(float f) {
-#if defined(__CUDA_ARCH__)
-  return __float_as_uint(f);
-#else
-  unsigned int u;
-  __builtin_memcpy(&u, &f, sizeof u);
-  return u;
-#endif
-}
-
-// Exact float16 -> float32 for every input: zeros, subnormals, normals, inf and NaN, with
-// integer operations (no subnormal float arithmetic, so no slow assists and no dependence on
-// denormals-are-zero): normals rebias the exponent (15 -> 127), subnormals are their 10-bit
-// mantissa times 2^-24, inf/NaN keep an all-ones exponent and their payload.
-SEGKIT_HD SEGKIT_INLINE float half_to_float(half_bits h) {
-#if defined(__CUDA_ARCH__)
-  float f;
-  asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
-  return f;
-#else
-  const unsigned int sign = static_cast<unsigned int>(h & 0x8000u) << 16;
-  const unsigned int mag = h & 0x7fffu;
-  if (mag >= 0x7c00u) return bits_to_float(sign | 0x7f800000u | ((mag & 0x3ffu) << 13));
-  if (mag < 0x400u) return bits_to_float(sign | float_to_bits(static_cast<float>(mag) * 0x1p-24f));
-  return bits_to_float(sign | ((mag << 13) + 0x38000000u));
-#endif
-}
-
-SEGKIT_HD SEGKIT_INLINE float load(const float* p) { return *p; }
-SEGKIT_HD SEGKIT_INLINE float load(const half_bits* p) { return half_to_float(*p); }
+// float16 storage and its exact conversion (common/math.h).
+using math::half_bits;
+using math::half_to_float;
+using math::load;
 
 // fl(a * b) and fl(a + b), each rounded once, never fused.
 SEGKIT_HD SEGKIT_INLINE float mul_rn(float a, float b) {

@@ -1,6 +1,6 @@
 // The one SIMD layer of the CPU kernels: the instruction sets, how a kernel is compiled for
 // each of them and picked at run time, the vector types with their loads and stores, and the
-// vector form of the float helpers of common/ (one exp, common/convcrf.h).
+// vector form of the float helpers of common/ (one exp, common/math.h).
 //
 // The module is compiled for baseline x86-64 (never -march=native). A kernel that wants SIMD
 // writes its body once as a template over an instruction-set tag (`Isa::bytes` is the vector
@@ -24,8 +24,8 @@
 #include <type_traits>
 #include <utility>
 
-#include "common/convcrf.h"
 #include "common/macros.h"
+#include "common/math.h"
 #include "cpu/runtime.h"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -218,8 +218,8 @@ SEGKIT_TARGET_AVX512 inline vec_t<float, 64> load_half(IsaAvx512, const std::uin
 
 }  // namespace cpu
 
-// ---- vector lanes for the float helpers of common/ (crf::exp_poly) --------------------------
-namespace crf {
+// ---- vector lanes for the float helpers of common/ (math::exp_poly) -------------------------
+namespace math {
 template <int B>
 struct VecFloatLanes {
   typedef cpu::vec_t<float, B> F;
@@ -234,6 +234,6 @@ template <>
 struct FloatLanes<cpu::vec_t<float, 32>> : VecFloatLanes<32> {};
 template <>
 struct FloatLanes<cpu::vec_t<float, 64>> : VecFloatLanes<64> {};
-}  // namespace crf
+}  // namespace math
 
 }  // namespace segkit

@@ -26,6 +26,7 @@ import numpy as np
 
 from ..errors import InputError, MissingPackageError
 from ..ops.convcrf import convcrf_params
+from ..ops.soft_vote import soft_vote
 from ._stores import image_of
 from ._tune_pixels import PixelReader
 from .engine import map_items
@@ -80,11 +81,9 @@ class _FitImage:
         self.reader, self.images, self.weights = reader, images, weights
 
     def __call__(self, stem: str):
-        import segkit
-
         probs, gt = self.reader.read(stem)
         g, valid = self.reader.labels(stem, gt)
-        mean = segkit.soft_vote(probs, self.weights, return_probs=True)[1]
+        mean = soft_vote(probs, self.weights, return_probs=True)[1]
         image = image_of(stem, self.images, gt.shape)
         target = np.where(valid, g, IGNORED).reshape(gt.shape)
         return (stem, np.maximum(mean, np.float32(PROB_FLOOR)),

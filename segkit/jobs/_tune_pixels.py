@@ -19,7 +19,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..ops.confusion import iou_scores
-from ..ops.soft_vote import check_weights
+from ..ops.soft_vote import check_weights, soft_vote
 from ..ops.vote_confusion import bias_scale, confusion_of_pixels, settled_pixels
 from ._stores import StoreReader, image_of, mask_of
 from .engine import map_items
@@ -128,8 +128,6 @@ class SettingCounts:
         self.reader, self.images, self.settings = reader, images, settings
 
     def __call__(self, item) -> list[tuple[int, np.ndarray]]:
-        import segkit
-
         stem, which = item
         probs, gt = self.reader.read(stem)
         c = self.reader.num_classes
@@ -139,7 +137,7 @@ class SettingCounts:
             weights, bias, crf = self.settings[k]
             key = tuple(weights)
             if key not in means:
-                means[key] = segkit.soft_vote(probs, weights, return_probs=True)[1]
+                means[key] = soft_vote(probs, weights, return_probs=True)[1]
             if crf is not None and image is None:
                 image = image_of(stem, self.images, gt.shape)
             labels = setting_labels(means[key], setting_scale(bias, c), crf, image,

@@ -49,6 +49,8 @@ from ..io.masks import read_mask, write_mask
 from ..io.store import ConfidenceStore, common_stems, open_stores, store_identity
 from ..ops import label_issues as li
 from ..ops import label_issues_cutoff as cutoffs
+from ..ops.mode_filter import mode_filter
+from ..ops.soft_vote import soft_vote
 from ._audit_page import picture, write_csv, write_html
 from ._stores import StoreReader, find_mask, mask_of
 
@@ -111,11 +113,8 @@ class _Work:
 
     def mean_probs(self, stem: str) -> tuple[np.ndarray, np.ndarray]:
         """(argmax labels, mean probabilities float32 (C, H, W)) over the stores."""
-        import segkit
-
         probs = self.reader.read(stem)
-        labels, mean = segkit.soft_vote(probs, self.weights, return_probs=True,
-                                        backend=self.backend)
+        labels, mean = soft_vote(probs, self.weights, return_probs=True, backend=self.backend)
         return np.asarray(labels), np.asarray(mean, np.float32)
 
     def annotation(self, stem: str, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -128,14 +127,12 @@ class _Work:
 
     # ---- pass 1
     def sums(self, stem: str) -> dict:
-        import segkit
-
         _, mean = self.mean_probs(stem)
         mask, lab = self.annotation(stem, mean.shape[1:])
         s, k = li.confident_sums(lab, mean, ignore_index=self.ignore, backend=self.backend)
         outside = int(((mask.astype(np.int64) >= self.num_classes)
                        & (mask.astype(np.int64) != self.ignore)).sum())
-        modal = segkit.mode_filter(mask, 3, ignore_index=self.ignore)
+        modal = mode_filter(mask, 3, ignore_index=self.ignore)
         return {"stem": stem, "sums": s, "counts": k, "outside_classes": outside,
                 "mode_changes": int((modal != mask).sum()),
                 "small_region_pixels": small_region_pixels(mask, self.min_region, self.ignore),

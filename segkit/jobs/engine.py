@@ -16,6 +16,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, Iterable, Iterator
 
 from tqdm import tqdm
+from .._backend import set_num_threads
 from ..errors import InputError, MissingPackageError, SegkitError
 
 ENGINES = ("local", "ray")
@@ -101,9 +102,7 @@ def default_workers() -> int:
 
 
 def _init_worker() -> None:
-    import segkit
-
-    segkit.set_num_threads(1)
+    set_num_threads(1)
 
 
 def _call(fn: Callable, item: Any):

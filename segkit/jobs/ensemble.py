@@ -40,7 +40,7 @@ from ..io.names import flatten_name, unflatten_name
 from ..io.store import ConfidenceStore, StoreError, common_stems, open_stores, store_identity
 from ..io.submission import DOWNSAMPLE, read_sample_ids, write_submission
 from ..ops.convcrf import CRF_PRESETS, convcrf_labels
-from ..ops.soft_vote import check_weights
+from ..ops.soft_vote import check_weights, soft_vote
 from ._owner import claim
 from ._stores import StoreReader, image_of, per_process
 
@@ -122,7 +122,6 @@ class _VoteImage:
         return True
 
     def __call__(self, stem: str) -> tuple[str, str]:
-        import segkit
         from ..palette import palette_for
 
         shape = self.reader.shape(stem)  # validates each file's header and size
@@ -131,8 +130,8 @@ class _VoteImage:
         probs = self.reader.read(stem)  # memory-mapped float16
         tuned = self.bias is not None or self.crf_setting is not None
         need_mean = self.save_probs or self.crf is not None or tuned
-        result = segkit.soft_vote(probs, self.weights, return_probs=need_mean,
-                                  backend=self.backend)
+        result = soft_vote(probs, self.weights, return_probs=need_mean,
+                           backend=self.backend)
         labels, mean = result if need_mean else (result, None)
         if tuned:
             from .settings import setting_labels, setting_scale

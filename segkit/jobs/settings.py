@@ -34,6 +34,7 @@ import numpy as np
 
 from ..errors import InputError, PathNotFoundError, SegkitError
 from ..io import atomic
+from ..ops.convcrf import convcrf
 from ..ops.soft_vote import check_weights
 from ..ops.vote_confusion import bias_scale, check_bias
 
@@ -184,13 +185,11 @@ def crf_scores(mean: np.ndarray, image: np.ndarray, crf: dict) -> np.ndarray:
     -------
     array (C, H, W) float32
     """
-    import segkit
-
     weight = crf.get("weight")
     unary = np.asarray(mean)
     if weight is not None:  # a fitted CRF takes the log of the probabilities
         unary = np.maximum(np.asarray(mean, np.float32), np.float32(PROB_FLOOR))
-    return np.asarray(segkit.convcrf(unary, image, **crf))
+    return np.asarray(convcrf(unary, image, **crf))
 
 
 def setting_labels(mean: np.ndarray, scale: np.ndarray | None, crf: dict | None,
