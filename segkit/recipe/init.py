@@ -20,10 +20,10 @@ CLASSES_FILE = "classes.json"
 #: the side ConvCRF's presets assume (their 11x11 window on a 4x pooled grid, bandwidth 3 px)
 CRF_REFERENCE_SIDE = 512
 #: Epochs of the cpu preset's model. Measured on 100 generated 480x360 photos (the demo's
-#: scenes; scripts/measure_recipe.py): a fold model's validation mIoU was 0.41 after 10 epochs
-#: and still rising steeply, 0.72 after 20; a training of 20 epochs took about 80 s on 2
-#: shared cores (docs/guide/recipe.md, "Measured").
-CPU_EPOCHS = 20
+#: scenes; scripts/measure_recipe.py), fold 0's validation mIoU after 10, 20 and 30 epochs
+#: (each a full cosine schedule): 0.41 (still rising steeply), 0.72, 0.80; a training of 30
+#: epochs took 216 s on 2 shared cores (load average 5-7; docs/guide/recipe.md, "Measured").
+CPU_EPOCHS = 30
 
 
 def scaled_crf(side: int) -> CrfSettings:
@@ -67,9 +67,9 @@ def preset_settings(preset: str, summary: DatasetSummary, *, num_classes: int,
         tune = TuneSettings(budget=60, crf_steps=60, crf_images=min(16, n),
                             crf_crop=min(64, h, w))
         notes["models.epochs"] = (f"cpu preset: a small Swin-UperNet at {crop} px; on 100 "
-                                  "generated 480x360 photos a fold model of 20 epochs took "
-                                  "about 80 s on 2 shared cores (10 epochs: mIoU 0.41, 20: "
-                                  "0.72)")
+                                  "generated 480x360 photos a fold model of 30 epochs took "
+                                  "about 3.5 min on 2 shared cores; validation mIoU after 10, "
+                                  "20, 30 epochs: 0.41, 0.72, 0.80")
     else:
         crop = 512
         model = ModelSettings(name="swin_b", config="configs/swin_b.py", epochs=60,
