@@ -45,7 +45,8 @@ def make_dataset(out: Path, images: int, tests: int, size: tuple[int, int], void
     from segkit.synthetic import make_coco_dataset
 
     done = out / "done.json"
-    key = {"generator": "demo scenes", "images": images, "tests": tests, "size": list(size), "void": void, "seed": seed}
+    key = {"generator": "demo scenes", "images": images, "tests": tests, "size": list(size),
+           "void": void, "seed": seed}
     folders = {name: out / name for name in ("images", "masks", "test_images", "test_masks")}
     if done.is_file() and json.loads(done.read_text()) == key:
         return folders
@@ -83,8 +84,12 @@ def summary(recipe: Path) -> dict:
     report = json.loads((recipe / "report.json").read_text())
     stages = {k: (v.get("state"), v.get("seconds"), v.get("peak_rss_mb"))
               for k, v in report.get("stages", {}).items()}
-    test = report.get("test") or {}
-    return {"stages": stages, "test": test}
+    steps = (report.get("test") or {}).get("steps") or {}
+    test = {k: {m: v.get(m) for m in ("miou", "boot_sd")} for k, v in steps.items()}
+    models = {k: {m: v.get(m) for m in ("val_mIoU", "seconds")}
+              for k, v in (report.get("models") or {}).items() if isinstance(v, dict)}
+    return {"stages": stages, "test_miou": test, "models": models,
+            "oof_miou": (report.get("oof") or {}).get("miou")}
 
 
 def main(argv=None) -> int:
@@ -114,10 +119,18 @@ def main(argv=None) -> int:
                       "--masks", str(data["masks"]), "--ignore-index", str(args.void),
                       "--test-images", str(data["test_images"]),
                       "--test-masks", str(data["test_masks"]), "--preset", "cpu"], env)
+    start = {"utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+             "load": os.getloadavg()}
     took = run(segkit + ["recipe", "run", str(recipe), "--no-progress"], env)
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    print(f"recipe run: {took:.0f} s wall, peak RSS of a child process {peak:.0f} MB")
-    print(json.dumps(summary(recipe), indent=1))
+    end = {"utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()), "load": os.getloadavg()}
+    print(f"recipe run: {took:.0f} s wall, peak RSS of a child process {peak:.0f} MB; "
+          f"start {start}, end {end}")
+    result = {"wall_s": round(took, 1), "peak_rss_mb": round(peak), "start": start,
+              "end": end, "omp_num_threads": env.get("OMP_NUM_THREADS"),
+              "cpus": os.cpu_count(), **summary(recipe)}
+    (args.out / "measure.json").write_text(json.dumps(result, indent=1))
+    print(json.dumps(result, indent=1))
     return 0
 
 
