@@ -77,7 +77,8 @@ CPU_TIMING = """\
 # generated photos of 480x360 (resized to 128x96 before the crop), batch 4: a training step
 # took 0.17 s and a validation image 0.065 s with torch on 1 thread (OMP_NUM_THREADS=1); with
 # torch's default 2 threads a step took 0.09 s while the cores were free, but 1.6-3.6 s while
-# other jobs used them. A training of 30 epochs (67 images, 33 validated) took 3.5 min."""
+# other jobs used them. A training of 30 epochs (67 images, 33 validated) took 105-151 s,
+# the whole recipe (3 folds; docs/guide/recipe.md, "Measured") 6-9 min."""
 
 _GPU_NOTE = """\
 # gpu: the original Swin-B recipe (GUIDE section 6): UperNet + Swin-B (window 12, ImageNet-22K

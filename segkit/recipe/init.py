@@ -67,9 +67,10 @@ def preset_settings(preset: str, summary: DatasetSummary, *, num_classes: int,
         tune = TuneSettings(budget=60, crf_steps=60, crf_images=min(16, n),
                             crf_crop=min(64, h, w))
         notes["models.epochs"] = (f"cpu preset: a small Swin-UperNet at {crop} px; on 100 "
-                                  "generated 480x360 photos a fold model of 30 epochs took "
-                                  "about 3.5 min on 2 shared cores; validation mIoU after 10, "
-                                  "20, 30 epochs: 0.41, 0.72, 0.80")
+                                  "generated 480x360 photos, on 2 shared cores with torch on 1 "
+                                  "thread, a fold model of 30 epochs took 105-151 s and the "
+                                  "whole recipe 6-9 min; validation mIoU after 10, 20, 30 "
+                                  "epochs: 0.41, 0.72, 0.80")
     else:
         crop = 512
         model = ModelSettings(name="swin_b", config="configs/swin_b.py", epochs=60,
