@@ -73,12 +73,12 @@ _CPU_NOTE = """\
 #: What the cpu preset took here: 100 generated photos of 480x360 (scripts/measure_recipe.py;
 #: the whole recipe's stage times are in docs/guide/recipe.md, "Measured").
 CPU_TIMING = """\
-# Measured on 2 shared CPU cores (2026-12-07, 14:36-14:55 UTC, load average 4-7), 100
-# generated photos of 480x360 (resized to 128x96 before the crop), batch 4: a training step
-# took 0.17 s and a validation image 0.065 s with torch on 1 thread (OMP_NUM_THREADS=1); with
-# torch's default 2 threads a step took 0.09 s while the cores were free, but 1.6-3.6 s while
-# other jobs used them. A training of 30 epochs (67 images, 33 validated) took 105-151 s,
-# the whole recipe (3 folds; docs/guide/recipe.md, "Measured") 6-9 min."""
+# Measured on 2 shared CPU cores (2026-12-07, 14:36-15:22 UTC), 100 generated photos of
+# 480x360 (resized to 128x96 before the crop), batch 4: a training step took 0.12 s (idle
+# cores) to 0.17 s (load 4-7) with torch on 1 thread (OMP_NUM_THREADS=1); on torch's default
+# 2 threads 0.09 s on idle cores but 1.6-3.6 s while other jobs used them. A training of 30
+# epochs (67 images, 33 validated) took 105-151 s on 1 thread (109 s on 2 idle threads), the
+# whole recipe (3 folds; docs/guide/recipe.md, "Measured") 6-9 min."""
 
 _GPU_NOTE = """\
 # gpu: the original Swin-B recipe (GUIDE section 6): UperNet + Swin-B (window 12, ImageNet-22K
