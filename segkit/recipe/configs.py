@@ -70,13 +70,15 @@ _CPU_NOTE = """\
 # weights) with scale jitter and flips.
 {timing}"""
 
-#: What the cpu preset took here: run_trainings on 100 generated photos (80 training, 20
-#: validation images), 3 epochs, on the shared 2-core development machine.
+#: What the cpu preset took here: 100 generated photos of 480x360 (scripts/measure_recipe.py;
+#: the whole recipe's stage times are in docs/guide/recipe.md, "Measured").
 CPU_TIMING = """\
-# Measured on 2 shared CPU cores (load average about 7; 2026-12-07, 13:22-13:25 UTC), 100 photos
-# of 480x360 at crop 128, batch 8: an epoch (10 iterations and the validation of 20 photos)
-# took about 12 s with torch on 1 thread, and about 60 s with torch's default 2 threads on the
-# busy machine (torch.set_num_threads(1) pays off there)."""
+# Measured on 2 shared CPU cores (2026-12-07, 14:36-15:22 UTC), 100 generated photos of
+# 480x360 (resized to 128x96 before the crop), batch 4: a training step took 0.12 s (idle
+# cores) to 0.17 s (load 4-7) with torch on 1 thread (OMP_NUM_THREADS=1); on torch's default
+# 2 threads 0.09 s on idle cores but 1.6-3.6 s while other jobs used them. A training of 30
+# epochs (67 images, 33 validated) took 105-151 s on 1 thread (109 s on 2 idle threads), the
+# whole recipe (3 folds; docs/guide/recipe.md, "Measured") 6-9 min."""
 
 _GPU_NOTE = """\
 # gpu: the original Swin-B recipe (GUIDE section 6): UperNet + Swin-B (window 12, ImageNet-22K
