@@ -17,27 +17,6 @@ from ._jobs_data import coco_dataset, noisy_mask_folder
 
 
 @pytest.fixture(scope="module")
-def ray_local():
-    try:
-        import ray
-    except ImportError as exc:
-        pytest.skip(f"Ray is not installed (pip install 'segkit[ray]'): {exc}")
-    mp = pytest.MonkeyPatch()
-    mp.delenv("RAY_ADDRESS", raising=False)
-    if ray.is_initialized():
-        ray.shutdown()
-    try:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 logging_level="WARNING")
-    except Exception as exc:  # noqa: BLE001 - any failure to start is a reason to skip
-        mp.undo()
-        pytest.skip(f"a local Ray instance could not start here: {type(exc).__name__}: {exc}")
-    yield ray
-    ray.shutdown()
-    mp.undo()
-
-
-@pytest.fixture(scope="module")
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("ray")
     files = noisy_mask_folder(root / "masks", seed=4)

@@ -191,27 +191,6 @@ def test_one_per_gpu_in_subprocesses(setup, monkeypatch):
     assert all(r["reused"] for r in run_trainings(tasks, log=None).values())
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    try:
-        import ray
-    except ImportError as exc:
-        pytest.skip(f"Ray is not installed (pip install 'segkit[ray]'): {exc}")
-    mp = pytest.MonkeyPatch()
-    mp.delenv("RAY_ADDRESS", raising=False)
-    if ray.is_initialized():
-        ray.shutdown()
-    try:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 logging_level="WARNING")
-    except Exception as exc:  # noqa: BLE001 - any failure to start is a reason to skip
-        mp.undo()
-        pytest.skip(f"a local Ray instance could not start here: {type(exc).__name__}: {exc}")
-    yield ray
-    ray.shutdown()
-    mp.undo()
-
-
 def test_two_trainings_side_by_side_on_ray(setup, ray_local):
     tasks = [task(setup, "ray_fold0", fold=0), task(setup, "ray_fold1", fold=1)]
     lines: list[str] = []
