@@ -68,13 +68,29 @@ def _f(v, digits=3, sign=False) -> str:
 
 
 def write_index(demo) -> Path:
+    L: list[str] = []
+    L += _data_sections(demo)
+    L += _ablation_sections(demo)
+    L += _step_section(demo)
+    L += _tune_section(demo)
+    L += _audit_section(demo)
+    L += crf_layer_section(demo)
+    L += _time_section(demo)
+    L += _files_section(demo)
+    path = demo.path("index.md")
+    write_text(path, "\n".join(L))
+    return path
+
+
+def _data_sections(demo) -> list[str]:
+    """The title, the data, mode resampling and what was trained on what."""
     st, p = demo.results["stages"], demo.p
-    rs, ev, tune, au = st["resample"], st["evaluate"], st["tune"], st["audit"]
-    runs = demo.results["runs"]
+    rs = st["resample"]
     seeds = [str(s) for s in range(p.seeds)]
-    L = ["# segkit demo", "",
-         f"Generated data (seed {demo.seed}), preset `{demo.preset_name}`; every number below "
-         "was measured in this run (`demo_report.json` has them all).", ""]
+    L: list[str] = []
+    L += ["# segkit demo", "",
+          f"Generated data (seed {demo.seed}), preset `{demo.preset_name}`; every number below "
+          "was measured in this run (`demo_report.json` has them all).", ""]
     share = st["masks"]["class_share"]
     L += [SECTIONS[0], "",
           f"{st['data']['train']} training images of {p.size}x{p.size} px, {st['data']['test']} "
@@ -103,6 +119,14 @@ def write_index(demo) -> Path:
             "resampled": "the ablation; OOF stores for tune and audit; the ensemble members",
             "audited": "the ablation's audit row (the audit's `--fix` masks)"}
     L += [f"| {v} | `data/{VARIANT_MASKS[v]}` | {uses[v]} |" for v in p.variants]
+    return L
+
+
+def _ablation_sections(demo) -> list[str]:
+    """The recipe's ablation: test mIoU per mask variant and seed, per class."""
+    p, ev = demo.p, demo.results["stages"]["evaluate"]
+    seeds = [str(s) for s in range(p.seeds)]
+    L: list[str] = []
     abl = ev["ablation"]
     L += ["", SECTIONS[3], "",
           "The recipe's claim: training on mode-resampled masks beats training on the original "
@@ -131,6 +155,15 @@ def write_index(demo) -> Path:
         L.append(f"| {name} | " + " | ".join(_f(x) for x in row) + " | "
                  + (_f(b - a, sign=True) if a is not None and b is not None else "n/a") + " |")
     L += ["", "![per-class IoU](iou.png)", ""]
+    return L
+
+
+def _step_section(demo) -> list[str]:
+    """The step table on the held-out test split."""
+    st = demo.results["stages"]
+    ev = st["evaluate"]
+    seeds = [str(s) for s in range(demo.p.seeds)]
+    L: list[str] = []
     steps = ev["steps"]
     L += [SECTIONS[4] + " (held-out test split)", "",
           f"{st['data']['test']} test images, mIoU against their truth. Members: the "
@@ -149,6 +182,14 @@ def write_index(demo) -> Path:
                  + f" | {spread} | {_f(r['boot_sd'])} |")
         prev = r["miou"]
     L += ["", "![vote and CRF](crf_before_after.png)"]
+    return L
+
+
+def _tune_section(demo) -> list[str]:
+    """Tuning on out-of-fold predictions: held-out table, CRF candidates, setting."""
+    st = demo.results["stages"]
+    tune, steps = st["tune"], st["evaluate"]["steps"]
+    L: list[str] = []
     hold = tune["holdout"]
     L += ["", SECTIONS[5], "",
           "`segkit tune` searched weights and a per-class bias on the OOF stores against the "
@@ -190,6 +231,13 @@ def write_index(demo) -> Path:
                           ", ".join(f"{b:+.2f}" for b in tune["bias"]))
           + f"; CRF: {tune.get('crf_name') or tune['crf'] or 'off'}.", "",
           "![tuning](tuned/tuning.png)", ""]
+    return L
+
+
+def _audit_section(demo) -> list[str]:
+    """The label audit against the clean truth."""
+    p, au = demo.p, demo.results["stages"]["audit"]
+    L: list[str] = []
     L += [SECTIONS[6], "",
           "`segkit audit` on the same OOF stores, checked against the clean truth the generator "
           "kept:", "",
@@ -202,7 +250,13 @@ def write_index(demo) -> Path:
           "", "The worst masks (photo, annotation, flagged pixels, truth); all of them with "
           "overlays in [audit/index.html](audit/index.html):", "",
           "![audit: worst masks](audit_worst.png)", ""]
-    L += crf_layer_section(demo)
+    return L
+
+
+def _time_section(demo) -> list[str]:
+    """Each stage's time and the machine's load."""
+    runs = demo.results["runs"]
+    L: list[str] = []
     secs = demo.results["seconds"]
     try:
         load = "load average {:.2f}, {:.2f}, {:.2f}".format(*os.getloadavg())
@@ -215,6 +269,12 @@ def write_index(demo) -> Path:
     L += [f"| total (before this index) | {secs.get('total', 0):.0f} |", "",
           "Training runs: " + ", ".join(f"{k} {v['seconds']:.0f} s" for k, v in runs.items()),
           ""]
+    return L
+
+
+def _files_section(demo) -> list[str]:
+    """What the demo folder holds."""
+    L: list[str] = []
     L += [SECTIONS[8], "",
           "- [`recipe.toml`](recipe.toml): the recipe the demo wrote for its scenes; "
           f"`segkit recipe status {demo.out}` says what is done, `segkit recipe run "
@@ -235,9 +295,7 @@ def write_index(demo) -> Path:
           "- [`submission.csv`](submission.csv): the competition's format",
           "- [`report/index.html`](report/index.html), `report.json`: the recipe's own report",
           ""]
-    path = demo.path("index.md")
-    write_text(path, "\n".join(L))
-    return path
+    return L
 
 
 def crf_layer_section(demo) -> list[str]:
