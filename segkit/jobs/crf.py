@@ -218,52 +218,92 @@ def crf_job(unaries: str | Path, images: str | Path, out: str | Path, *,
     """
     from ..ops.convcrf import convcrf_params as make_params
 
-    if engine == "ray":
-        try:
-            import ray  # noqa: F401
-        except ImportError as exc:
-            raise CrfJobError("engine='ray' needs Ray: pip install 'ray[data]' (or use "
-                              f"engine='local'); importing it failed: {exc}") from exc
+    _check_ray(engine)
     files, classes, is_store = unary_files(unaries)
     if not files:
         raise CrfJobError(f"{unaries}: no .npy unaries found")
     setting = bias = identity = None
     if tuned is not None:
         setting, bias, identity = _tuned_crf(tuned, classes, preset, unary_kind, overrides)
-    by_stem = index_images(images)
-    missing = [s for s in files if s not in by_stem]
-    if missing:
-        more = f" (and {len(missing) - 3} more)" if len(missing) > 3 else ""
-        raise CrfJobError(f"{images}: no image for {', '.join(missing[:3])}{more}")
+    by_stem = _images_by_stem(images, files)
     preset = preset or "convcrf"
     if unary_kind is None and is_store and preset != "seed":
         unary_kind = "probs"
     params = {"preset": preset, "unary_kind": unary_kind, **overrides}
     checked = make_params(**params)  # validate once, before any worker starts
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic.remove_temporaries(out)
     applied = setting if setting is not None else checked.__dict__
-    _check_settings(out, {"setting": applied, "bias": None if bias is None else list(bias),
-                          "unary_kind": applied.get("unary_kind"), "tuned": identity},
-                    resume, list(files))
-    store_root = None
-    if store_out is not None:
-        from ..io.store import ConfidenceStore
-
-        num_classes = len(classes) if classes else int(
-            np.load(next(iter(files.values())), mmap_mode="r").shape[0])
-        names = classes or [str(c) for c in range(num_classes)]
-        ConfidenceStore.create(store_out, names, model="convcrf",
-                               config=setting if setting is not None else checked.__dict__)
-        atomic.remove_temporaries(store_out)
-        store_root = str(store_out)
+    out = _prepare_out(out, applied, bias, identity, resume, files)
+    store_root = _prepare_store(store_out, classes, files, applied)
     tasks = [CrfTask(stem=s, unary=str(p), image=str(by_stem[s]),
                      label_png=str(out / f"{s}.png"), store=store_root,
                      params={k: v for k, v in params.items() if v is not None}, backend=backend,
                      resume=resume, setting=setting, bias=bias)
              for s, p in files.items()]
     t0 = time.perf_counter()
+    done, skipped, pixels, changed, compute = _run_tasks(tasks, workers, engine, progress)
+    report = {"images": len(tasks), "refined": done, "skipped": skipped,
+              "pixels": pixels, "changed": changed,
+              "changed_fraction": changed / pixels if pixels else 0.0,
+              "seconds": time.perf_counter() - t0, "seconds_per_image": compute / done if done
+              else 0.0, "setting": applied,
+              "tuned": None if tuned is None else
+              ("(dict)" if isinstance(tuned, dict) else str(tuned)),
+              "bias": None if bias is None else list(bias), "unaries": str(unaries),
+              "images_dir": str(images), "store_out": store_root}
+    atomic.write_json(out / REPORT, report)
+    return report
+
+
+def _check_ray(engine: str) -> None:
+    """engine='ray' needs Ray importable here, checked before any file is read."""
+    if engine == "ray":
+        try:
+            import ray  # noqa: F401
+        except ImportError as exc:
+            raise CrfJobError("engine='ray' needs Ray: pip install 'ray[data]' (or use "
+                              f"engine='local'); importing it failed: {exc}") from exc
+
+
+def _images_by_stem(images: str | Path, files: dict[str, Path]) -> dict[str, Path]:
+    """The images by stem; every unary must have one."""
+    by_stem = index_images(images)
+    missing = [s for s in files if s not in by_stem]
+    if missing:
+        more = f" (and {len(missing) - 3} more)" if len(missing) > 3 else ""
+        raise CrfJobError(f"{images}: no image for {', '.join(missing[:3])}{more}")
+    return by_stem
+
+
+def _prepare_out(out: str | Path, applied: dict, bias, identity, resume: bool,
+                 files: dict[str, Path]) -> Path:
+    """Create `out`, remove a crashed run's temporaries and check (or write) SETTINGS."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic.remove_temporaries(out)
+    _check_settings(out, {"setting": applied, "bias": None if bias is None else list(bias),
+                          "unary_kind": applied.get("unary_kind"), "tuned": identity},
+                    resume, list(files))
+    return out
+
+
+def _prepare_store(store_out, classes: list[str] | None, files: dict[str, Path],
+                   config: dict) -> str | None:
+    """Create the confidence store of the refined probabilities, if asked: its root."""
+    if store_out is None:
+        return None
+    from ..io.store import ConfidenceStore
+
+    num_classes = len(classes) if classes else int(
+        np.load(next(iter(files.values())), mmap_mode="r").shape[0])
+    names = classes or [str(c) for c in range(num_classes)]
+    ConfidenceStore.create(store_out, names, model="convcrf", config=config)
+    atomic.remove_temporaries(store_out)
+    return str(store_out)
+
+
+def _run_tasks(tasks: list[CrfTask], workers, engine: str,
+               progress: bool) -> tuple[int, int, int, int, float]:
+    """Run every task on the engine: (refined, skipped, pixels, changed, compute seconds)."""
     done = skipped = pixels = changed = 0
     compute = 0.0
     for r in map_items(run_one, tasks, workers=workers, engine=engine, desc="convcrf",
@@ -275,17 +315,7 @@ def crf_job(unaries: str | Path, images: str | Path, out: str | Path, *,
         pixels += r["pixels"]
         changed += r["changed"]
         compute += r["seconds"]
-    report = {"images": len(tasks), "refined": done, "skipped": skipped,
-              "pixels": pixels, "changed": changed,
-              "changed_fraction": changed / pixels if pixels else 0.0,
-              "seconds": time.perf_counter() - t0, "seconds_per_image": compute / done if done
-              else 0.0, "setting": setting if setting is not None else checked.__dict__,
-              "tuned": None if tuned is None else
-              ("(dict)" if isinstance(tuned, dict) else str(tuned)),
-              "bias": None if bias is None else list(bias), "unaries": str(unaries),
-              "images_dir": str(images), "store_out": store_root}
-    atomic.write_json(out / REPORT, report)
-    return report
+    return done, skipped, pixels, changed, compute
 
 
 def _tuned_crf(tuned: Any, classes: list[str] | None, preset, unary_kind,

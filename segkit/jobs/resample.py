@@ -246,60 +246,20 @@ def resample(src, dst, *, size: int = 3, anchor: str = "center", ties: str = "ke
     if not src.exists():
         raise DatasetError(f"{src}: SRC does not exist")
     dst = check_destination(dst, src)
-    # Validate the filter settings and resolve the backend once, before touching any file
-    # (without running the filter; each mask's dtype is checked against ignore_index later).
-    ignore_index = check_ignore(ignore_index)
-    checked = mode_params(size, anchor=anchor, ties=ties,
-                          ignore_index=AUTO_IGNORE if ignore_index == "auto" else ignore_index)
-    params = FilterParams(checked.size, checked.anchor, checked.ties,
-                          "auto" if ignore_index == "auto" else checked.ignore_index,
-                          _backend.resolve(backend))
-
+    params = _filter_params(size, anchor, ties, ignore_index, backend)
     if src.is_dir():
-        files = list_masks(src)
-        classes = _classes_of_folder(src)
-        fn = functools.partial(_resample_png, _FolderTask(str(src.resolve()),
-                                                          str(dst.resolve()), params,
-                                                          bool(resume)))
-        items: list = files
-        labels_json = (src / "labels.json").read_text() if classes else None
+        fn, items, classes, labels_json = _folder_source(src, dst, params, resume)
+        index = None
     elif src.suffix.lower() == ".json":
-        try:
-            index = open_index(src, on_invalid, crowd)
-        except CocoError as exc:
-            raise DatasetError(str(exc)) from None
-        names = output_names(index, flatten)
-        classes = list(index.table.classes)
-        task = _CocoTask(str(dst.resolve()), str(index.root.resolve()),
-                         dict(index.table.category_to_label), index.table.dtype.str,
-                         resolve_palette(palette, index.table), params, bool(resume),
-                         bool(check_images), crowd)
-        fn = functools.partial(_resample_coco, task)
-        items = [(img, anns, name) for (img, anns), name in zip(index.items(), names)]
-        labels_json = json.dumps(index.table.to_json(), indent=1) + "\n"
-        if log:
-            for line in index.table.describe():
-                log(line)
+        index, fn, items, classes, labels_json = _coco_source(
+            src, dst, params, resume, flatten, palette, check_images, on_invalid, crowd, log)
     else:
         raise DatasetError(f"{src}: SRC must be a folder of PNG masks or a COCO annotation "
                            "file (.json)")
 
     dst.mkdir(parents=True, exist_ok=True)
     stale = remove_temporaries(dst)
-    t0 = time.perf_counter()
-    tally = Tally(["left", "joined"])
-    peaks = PeakTally()
-    try:
-        with single_threaded_kernels(engine == "local" and nworkers == 1):
-            for r in map_items(fn, items, workers=nworkers, engine=engine, desc="resample",
-                               unit="mask", progress=progress):
-                tally.add(r)
-                peaks.add(r.get("memory"), r.get("mask_bytes", 0))
-    except JobError as exc:
-        if not is_user_error(exc):
-            raise  # a bug in a worker: its traceback stays chained
-        raise DatasetError(job_error_message(exc)) from None
-    seconds = time.perf_counter() - t0
+    tally, peaks, seconds = _run(fn, items, nworkers, engine, progress)
     if labels_json is not None:
         from ..io.atomic import write_text
 
@@ -313,6 +273,70 @@ def resample(src, dst, *, size: int = 3, anchor: str = "center", ties: str = "ke
     if log:
         print_report(report, log)
     return report
+
+
+def _filter_params(size, anchor, ties, ignore_index, backend) -> FilterParams:
+    """Validate the filter settings and resolve the backend once, before touching any file
+    (without running the filter; each mask's dtype is checked against ignore_index later)."""
+    ignore_index = check_ignore(ignore_index)
+    checked = mode_params(size, anchor=anchor, ties=ties,
+                          ignore_index=AUTO_IGNORE if ignore_index == "auto" else ignore_index)
+    return FilterParams(checked.size, checked.anchor, checked.ties,
+                        "auto" if ignore_index == "auto" else checked.ignore_index,
+                        _backend.resolve(backend))
+
+
+def _folder_source(src: Path, dst: Path, params: FilterParams, resume):
+    """(per-file function, items, classes, labels.json text or None) of a folder SRC."""
+    files = list_masks(src)
+    classes = _classes_of_folder(src)
+    fn = functools.partial(_resample_png, _FolderTask(str(src.resolve()),
+                                                      str(dst.resolve()), params,
+                                                      bool(resume)))
+    labels_json = (src / "labels.json").read_text() if classes else None
+    return fn, files, classes, labels_json
+
+
+def _coco_source(src: Path, dst: Path, params: FilterParams, resume, flatten, palette,
+                 check_images, on_invalid, crowd, log):
+    """(index, per-image function, items, classes, labels.json text) of a COCO SRC; logs
+    the class table."""
+    try:
+        index = open_index(src, on_invalid, crowd)
+    except CocoError as exc:
+        raise DatasetError(str(exc)) from None
+    names = output_names(index, flatten)
+    classes = list(index.table.classes)
+    task = _CocoTask(str(dst.resolve()), str(index.root.resolve()),
+                     dict(index.table.category_to_label), index.table.dtype.str,
+                     resolve_palette(palette, index.table), params, bool(resume),
+                     bool(check_images), crowd)
+    fn = functools.partial(_resample_coco, task)
+    items = [(img, anns, name) for (img, anns), name in zip(index.items(), names)]
+    labels_json = json.dumps(index.table.to_json(), indent=1) + "\n"
+    if log:
+        for line in index.table.describe():
+            log(line)
+    return index, fn, items, classes, labels_json
+
+
+def _run(fn, items, nworkers, engine, progress) -> tuple[Tally, PeakTally, float]:
+    """Map `fn` over `items` on the engine: (tally, memory peaks, seconds). A user error in a
+    worker becomes a DatasetError; a bug keeps its traceback."""
+    t0 = time.perf_counter()
+    tally = Tally(["left", "joined"])
+    peaks = PeakTally()
+    try:
+        with single_threaded_kernels(engine == "local" and nworkers == 1):
+            for r in map_items(fn, items, workers=nworkers, engine=engine, desc="resample",
+                               unit="mask", progress=progress):
+                tally.add(r)
+                peaks.add(r.get("memory"), r.get("mask_bytes", 0))
+    except JobError as exc:
+        if not is_user_error(exc):
+            raise  # a bug in a worker: its traceback stays chained
+        raise DatasetError(job_error_message(exc)) from None
+    return tally, peaks, time.perf_counter() - t0
 
 
 def _report(src, dst, tally, seconds, params, workers, engine, classes, stale) -> dict:
