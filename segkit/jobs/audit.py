@@ -273,6 +273,55 @@ def _audit(stores, gt, out, images, top, fix, weights, ignore_index, min_region,
 
     opened = open_stores(stores)
     check_weights(weights, len(opened))
+    gt, out = _check_arguments(gt, out, images, top, fix, ignore_index, min_region, temperature)
+    classes = opened[0].classes
+    c = len(classes)
+    stems, missing = common_stems(opened)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic.remove_temporaries(out)
+    (out / CACHE).mkdir(exist_ok=True)
+    (out / "issues").mkdir(exist_ok=True)
+    work = _Work(StoreReader(opened), None if weights is None else list(weights),
+                 str(gt), str(out), c, ignore_index, int(min_region), float(temperature),
+                 backend)
+    report = AuditReport(out=out, images=len(stems), missing=missing)
+    kw = dict(workers=workers, engine=engine, unit="image", progress=progress)
+
+    rows, thresholds = _pass_thresholds(work, stems, c, kw)
+    hist, count = _pass_scores(work, stems, rows, kw)
+    cutoff, tie_starts = _pass_cutoff(work, stems, hist, count, kw)
+
+    # pass 4: flags, masks, pictures
+    ranked = sorted(stems, key=lambda s: (np.nan_to_num(rows[s]["quality"], nan=np.inf), s))
+    pictures = set(ranked[:top])
+    if fix is not None:
+        Path(fix).mkdir(parents=True, exist_ok=True)
+    flag = _Flag(work, cutoff, tie_starts, None if fix is None else str(fix), pictures,
+                 None if images is None else str(images))
+    for r in map_items(flag, stems, desc="audit 4/4 flags", **kw):
+        report.fixed += r.pop("fixed")
+        rows[r["stem"]].update(r)
+    shutil.rmtree(out / CACHE, ignore_errors=True)
+    _remove_stale(out / "issues", set(stems))
+    _remove_stale(out / "pictures", pictures)
+
+    _fill_report(report, rows, ranked, count, thresholds)
+    write_csv(out / "audit.csv", report.rows)
+    write_html(out / "index.html", report, classes, ranked[:top])
+    report.seconds = time.perf_counter() - t0
+    atomic.write_json(out / "audit.json", {
+        "stores": [store_identity(s) for s in opened], "gt": str(gt.resolve()),
+        "weights": None if weights is None else [float(x) for x in weights],
+        "classes": classes, "thresholds": report.thresholds, "estimated_issues": count,
+        "flagged": report.issues, "pixels": report.pixels, "images": report.images,
+        "fix": None if fix is None else str(fix), "fixed_pixels": report.fixed,
+        "missing": missing, "seconds": report.seconds})
+    return report
+
+
+def _check_arguments(gt, out, images, top, fix, ignore_index, min_region,
+                     temperature) -> tuple[Path, Path]:
+    """Refuse bad folders and options; the gt and out folders as paths."""
     gt = Path(gt)
     if not gt.is_dir():
         raise PathNotFoundError(f"gt folder {gt} does not exist")
@@ -290,20 +339,14 @@ def _audit(stores, gt, out, images, top, fix, weights, ignore_index, min_region,
     out = Path(out)
     if fix is not None and Path(fix).resolve() in (gt.resolve(), out.resolve()):
         raise InputError(f"fix must be a new folder, not the gt or out folder; got {fix}")
-    classes = opened[0].classes
-    c = len(classes)
-    stems, missing = common_stems(opened)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic.remove_temporaries(out)
-    (out / CACHE).mkdir(exist_ok=True)
-    (out / "issues").mkdir(exist_ok=True)
-    work = _Work(StoreReader(opened), None if weights is None else list(weights),
-                 str(gt), str(out), c, ignore_index, int(min_region), float(temperature),
-                 backend)
-    report = AuditReport(out=out, images=len(stems), missing=missing)
-    kw = dict(workers=workers, engine=engine, unit="image", progress=progress)
+    return gt, out
 
-    # pass 1: thresholds and model-free signals
+
+def _pass_thresholds(work: _Work, stems: list[str], c: int,
+                     kw: dict) -> tuple[dict[str, dict], np.ndarray]:
+    """Pass 1: thresholds and model-free signals; the rows by stem and the thresholds."""
+    from .engine import map_items
+
     rows: dict[str, dict] = {}
     sums, counts = np.zeros(c), np.zeros(c, np.int64)
     for r in map_items(work.sums, stems, desc="audit 1/4 thresholds", **kw):
@@ -312,16 +355,29 @@ def _audit(stores, gt, out, images, top, fix, weights, ignore_index, min_region,
         rows[r["stem"]] = r
     thresholds = cutoffs.thresholds_from_sums(sums, counts)
     work.thresholds = thresholds
+    return rows, thresholds
 
-    # pass 2: scores, quality, estimated issues, histogram
+
+def _pass_scores(work: _Work, stems: list[str], rows: dict[str, dict],
+                 kw: dict) -> tuple[np.ndarray, int]:
+    """Pass 2: scores, quality, estimated issues; the histogram and the estimated count."""
+    from .engine import map_items
+
     hist = np.zeros(cutoffs.HIST_BINS, np.int64)
     count = 0
     for r in map_items(work.scores, stems, desc="audit 2/4 scores", **kw):
         hist[r.pop("bins")] += r.pop("bin_counts")
         count += r.pop("counted")
         rows[r["stem"]].update(r)
+    return hist, count
 
-    # pass 3: the cutoff (only the scores of one histogram bin are gathered)
+
+def _pass_cutoff(work: _Work, stems: list[str], hist: np.ndarray, count: int,
+                 kw: dict) -> tuple[cutoffs.Cutoff, dict[str, int]]:
+    """Pass 3: the cutoff (only the scores of one histogram bin are gathered) and where each
+    image's tied scores start in the flat order."""
+    from .engine import map_items
+
     in_bin: dict[str, np.ndarray] = {}
 
     def gather(b: int) -> np.ndarray:
@@ -340,21 +396,12 @@ def _audit(stores, gt, out, images, top, fix, weights, ignore_index, min_region,
                 tie_starts[s] = seen
             seen += n_tied
     in_bin.clear()
+    return cutoff, tie_starts
 
-    # pass 4: flags, masks, pictures
-    ranked = sorted(stems, key=lambda s: (np.nan_to_num(rows[s]["quality"], nan=np.inf), s))
-    pictures = set(ranked[:top])
-    if fix is not None:
-        Path(fix).mkdir(parents=True, exist_ok=True)
-    flag = _Flag(work, cutoff, tie_starts, None if fix is None else str(fix), pictures,
-                 None if images is None else str(images))
-    for r in map_items(flag, stems, desc="audit 4/4 flags", **kw):
-        report.fixed += r.pop("fixed")
-        rows[r["stem"]].update(r)
-    shutil.rmtree(out / CACHE, ignore_errors=True)
-    _remove_stale(out / "issues", set(stems))
-    _remove_stale(out / "pictures", pictures)
 
+def _fill_report(report: AuditReport, rows: dict[str, dict], ranked: list[str], count: int,
+                 thresholds: np.ndarray) -> None:
+    """The issue fractions of the rows, and the report's rows (worst first) and totals."""
     for r in rows.values():
         valid = r["pixels"] - r["ignored"]
         r["issue_fraction"] = r["issue_pixels"] / valid if valid else 0.0
@@ -363,17 +410,6 @@ def _audit(stores, gt, out, images, top, fix, weights, ignore_index, min_region,
     report.issues = int(sum(r["issue_pixels"] for r in report.rows))
     report.estimated = int(count)
     report.thresholds = [float(t) for t in thresholds]
-    write_csv(out / "audit.csv", report.rows)
-    write_html(out / "index.html", report, classes, ranked[:top])
-    report.seconds = time.perf_counter() - t0
-    atomic.write_json(out / "audit.json", {
-        "stores": [store_identity(s) for s in opened], "gt": str(gt.resolve()),
-        "weights": None if weights is None else [float(x) for x in weights],
-        "classes": classes, "thresholds": report.thresholds, "estimated_issues": count,
-        "flagged": report.issues, "pixels": report.pixels, "images": report.images,
-        "fix": None if fix is None else str(fix), "fixed_pixels": report.fixed,
-        "missing": missing, "seconds": report.seconds})
-    return report
 
 
 def _remove_stale(folder: Path, stems: set[str]) -> None:

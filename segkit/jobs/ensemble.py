@@ -213,56 +213,17 @@ def ensemble(stores: Sequence[ConfidenceStore | str | Path], weights: Sequence[f
     -------
     EnsembleReport
     """
-    from .engine import map_items
-
     t0 = time.perf_counter()
     opened = open_stores(stores)
     bias = crf_setting = None
     if tuned is not None:
-        from .settings import check_tuned, load_tuned
-
-        if weights is not None or crf is not None:
-            raise InputError("give either tuned or weights/crf: the tuned setting holds the "
-                             "weights, bias and CRF")
-        doc = (check_tuned(tuned, "tuned (dict)") if isinstance(tuned, dict)
-               else load_tuned(tuned))
-        if len(doc["weights"]) != len(opened):
-            raise InputError(f"tuned has {len(doc['weights'])} weights for {len(opened)} stores: "
-                             "pass the test stores of the tuned models, in the same order")
-        if list(doc["classes"]) != opened[0].classes:
-            raise StoreError(f"tuned was made for classes {doc['classes']}, but the stores list "
-                             f"{opened[0].classes}")
-        weights, bias, crf_setting = doc["weights"], doc.get("bias"), doc.get("crf")
-        if crf_setting is not None and images is None:
-            raise InputError("the tuned setting has a ConvCRF: pass images=<folder> (--images)")
-        if crf_setting is not None and not Path(images).is_dir():
-            raise PathNotFoundError(f"images folder {images} does not exist")
+        weights, bias, crf_setting = _tuned_setting(tuned, weights, crf, images, opened)
     factors = check_weights(weights, len(opened))
-    if downsample not in DOWNSAMPLE:
-        raise InputError(f"downsample must be one of {', '.join(map(repr, DOWNSAMPLE))}; got "
-                         f"{downsample!r}")
-    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
-        raise InputError(f"size must be a positive integer; got {size!r}")
-    if crf is not None and tuned is None:
-        if crf not in CRF_PRESETS:
-            raise InputError(f"crf must be one of {', '.join(map(repr, CRF_PRESETS))}; got "
-                             f"{crf!r}")
-        if images is None:
-            raise InputError("crf needs the images: pass images=<folder>")
-        if not Path(images).is_dir():
-            raise PathNotFoundError(f"images folder {images} does not exist")
-    if sample is not None and submission is None:
-        raise InputError("sample is only used with submission=<csv path>")
+    _check_options(crf, tuned, images, size, downsample, sample, submission)
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic.remove_temporaries(out)
-    classes = opened[0].classes
-    settings = {"stores": [store_identity(s) for s in opened],
-                "weights": None if weights is None else [float(w) for w in weights],
-                "factors": [float(f) for f in factors], "crf": crf, "classes": classes,
-                "bias": bias, "crf_setting": crf_setting}
-    _check_settings(out, settings, resume)
+    settings = _prepare_out(out, opened, weights, factors, crf, bias, crf_setting, resume)
+    classes = settings["classes"]
 
     stems, missing = common_stems(opened)
     if missing:
@@ -282,6 +243,82 @@ def ensemble(stores: Sequence[ConfidenceStore | str | Path], weights: Sequence[f
     work = _VoteImage(StoreReader(opened), settings["weights"], str(out),
                       len(classes), crf, None if images is None else str(images), save_probs,
                       resume, backend, bias, crf_setting)
+    _vote(work, stems, report, workers, engine, progress)
+
+    if submission is not None:
+        report.submission = write_ensemble_submission(out, submission, sample, stems,
+                                                      size=size, downsample=downsample,
+                                                      progress=progress)
+    report.seconds = time.perf_counter() - t0
+    _record_run(out, settings, report, missing)
+    return report
+
+
+def _tuned_setting(tuned: str | Path | dict, weights: Sequence[float] | None, crf: str | None,
+                   images: str | Path | None, opened: list) -> tuple[Any, Any, Any]:
+    """The weights, bias and CRF setting of a tuned setting, checked against the stores."""
+    from .settings import check_tuned, load_tuned
+
+    if weights is not None or crf is not None:
+        raise InputError("give either tuned or weights/crf: the tuned setting holds the "
+                         "weights, bias and CRF")
+    doc = (check_tuned(tuned, "tuned (dict)") if isinstance(tuned, dict)
+           else load_tuned(tuned))
+    if len(doc["weights"]) != len(opened):
+        raise InputError(f"tuned has {len(doc['weights'])} weights for {len(opened)} stores: "
+                         "pass the test stores of the tuned models, in the same order")
+    if list(doc["classes"]) != opened[0].classes:
+        raise StoreError(f"tuned was made for classes {doc['classes']}, but the stores list "
+                         f"{opened[0].classes}")
+    weights, bias, crf_setting = doc["weights"], doc.get("bias"), doc.get("crf")
+    if crf_setting is not None and images is None:
+        raise InputError("the tuned setting has a ConvCRF: pass images=<folder> (--images)")
+    if crf_setting is not None and not Path(images).is_dir():
+        raise PathNotFoundError(f"images folder {images} does not exist")
+    return weights, bias, crf_setting
+
+
+def _check_options(crf: str | None, tuned: Any, images: str | Path | None, size: int,
+                   downsample: str, sample: str | Path | None,
+                   submission: str | Path | None) -> None:
+    """Refuse a bad downsample, size, CRF preset or images folder, or a stray sample."""
+    if downsample not in DOWNSAMPLE:
+        raise InputError(f"downsample must be one of {', '.join(map(repr, DOWNSAMPLE))}; got "
+                         f"{downsample!r}")
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
+        raise InputError(f"size must be a positive integer; got {size!r}")
+    if crf is not None and tuned is None:
+        if crf not in CRF_PRESETS:
+            raise InputError(f"crf must be one of {', '.join(map(repr, CRF_PRESETS))}; got "
+                             f"{crf!r}")
+        if images is None:
+            raise InputError("crf needs the images: pass images=<folder>")
+        if not Path(images).is_dir():
+            raise PathNotFoundError(f"images folder {images} does not exist")
+    if sample is not None and submission is None:
+        raise InputError("sample is only used with submission=<csv path>")
+
+
+def _prepare_out(out: Path, opened: list, weights: Sequence[float] | None,
+                 factors: Sequence[float], crf: str | None, bias: Any,
+                 crf_setting: Any, resume: bool) -> dict[str, Any]:
+    """Create `out`, clear its temporaries and claim it for these settings (returned)."""
+    out.mkdir(parents=True, exist_ok=True)
+    atomic.remove_temporaries(out)
+    classes = opened[0].classes
+    settings = {"stores": [store_identity(s) for s in opened],
+                "weights": None if weights is None else [float(w) for w in weights],
+                "factors": [float(f) for f in factors], "crf": crf, "classes": classes,
+                "bias": bias, "crf_setting": crf_setting}
+    _check_settings(out, settings, resume)
+    return settings
+
+
+def _vote(work: _VoteImage, stems: Sequence[str], report: EnsembleReport,
+          workers: int | None, engine: str, progress: bool) -> None:
+    """Vote every image on the engine's workers, counting written and skipped in `report`."""
+    from .engine import map_items
+
     for _, status in map_items(work, stems, workers=workers, engine=engine, desc="ensemble",
                                unit="image", progress=progress):
         if status == "skipped":
@@ -289,11 +326,10 @@ def ensemble(stores: Sequence[ConfidenceStore | str | Path], weights: Sequence[f
         else:
             report.written += 1
 
-    if submission is not None:
-        report.submission = write_ensemble_submission(out, submission, sample, stems,
-                                                      size=size, downsample=downsample,
-                                                      progress=progress)
-    report.seconds = time.perf_counter() - t0
+
+def _record_run(out: Path, settings: dict[str, Any], report: EnsembleReport,
+                missing: dict[str, list[str]]) -> None:
+    """Write SETTINGS with this run's counts."""
     atomic.write_json(out / SETTINGS, {**settings, "updated": _now(),
                                        "last_run": {"images": report.images,
                                                     "written": report.written,
@@ -301,7 +337,6 @@ def ensemble(stores: Sequence[ConfidenceStore | str | Path], weights: Sequence[f
                                                     "missing": missing,
                                                     "submission": str(report.submission)
                                                     if report.submission else None}})
-    return report
 
 
 def write_ensemble_submission(out: Path, submission: str | Path, sample: str | Path | None,
