@@ -8,8 +8,7 @@ import click
 
 from segkit.jobs.tune import TuneOptions
 
-from ._common import (backend_option, engine_option, progress_option, stores_argument,
-                      workers_option)
+from ._common import engine_option, progress_option, stores_argument, workers_option
 
 EPILOG = """Examples:
 
@@ -25,9 +24,9 @@ EPILOG = """Examples:
 """
 
 
-#: The options every job command shares (segkit.commands._common), by TuneOptions field.
-SHARED = {"workers": workers_option, "engine": engine_option, "backend": backend_option,
-          "progress": progress_option}
+#: The options every job command shares (segkit.commands._common), by TuneOptions field;
+#: --backend is the shared flag and choices with tune's own help (what it reaches).
+SHARED = {"workers": workers_option, "engine": engine_option, "progress": progress_option}
 
 
 def _click_type(meta: dict):

@@ -75,7 +75,7 @@ class TuneOptions:
     progress: bool = _f(True, "Show a progress bar.", kind="switch", recorded=False)
 
     def fit(self) -> FitOptions:
-        """The CRF fit's options (:class:`segkit.jobs._tune_crf.FitOptions`)."""
+        """The CRF fit's options (a ``FitOptions`` of ``segkit.jobs._tune_crf``)."""
         return FitOptions(int(self.crf_images), int(self.crf_crop), int(self.crf_batch),
                           int(self.crf_steps), float(self.crf_lr))
 

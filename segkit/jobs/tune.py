@@ -249,7 +249,7 @@ def tune(models: Sequence[Any], gt: str | Path, out: str | Path,
     out : path
         Folder for ``tuned.json`` and ``tuning.png``.
     options : TuneOptions, optional
-        The options (defaults: ``TuneOptions()``); see :class:`TuneOptions` for each one
+        The options (defaults: ``TuneOptions()``); see :class:`segkit.jobs.tune.TuneOptions`
         (images, search, holdout, budget, seed, bias_bound, crf_images, crf_crop, crf_batch,
         crf_steps, crf_lr, refit, ignore_index, workers, engine, backend, progress).
     log : callable or None
