@@ -100,9 +100,12 @@ def test_bad_options_are_named(settings, error, message):
 
 
 def test_options_are_taken_as_a_record_or_by_name_with_names_winning():
-    options = tune_options(TuneOptions(budget=7, search="bias"), dict(seed=np.int64(3)))
+    options = tune_options(TuneOptions(budget=7, search="bias"),
+                           dict(seed=np.int64(3), ignore_index=np.uint8(11)))
     assert (options.budget, options.search, options.seed) == (7, ("bias",), 3)
-    assert type(options.seed) is int  # NumPy integers are written to tuned.json as ints
+    # NumPy integers are written to tuned.json as ints (json.dumps refuses NumPy's)
+    assert type(options.seed) is int and type(options.ignore_index) is int
+    json.dumps(options.tuned_settings("gt"))
     with pytest.raises(InputTypeError, match="options must be a TuneOptions"):
         tune_options({"budget": 3}, {})
 

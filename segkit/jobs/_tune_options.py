@@ -152,9 +152,10 @@ def _checked(name: str, value: Any, meta: dict) -> Any:
     if kind == "choice" and value not in meta["choices"]:
         raise InputError(f"{name} must be one of {', '.join(map(repr, meta['choices']))}; "
                          f"got {value!r}")
-    if kind == "label" and value is not None and (isinstance(value, bool) or
-                                                  not isinstance(value, (int, np.integer))):
-        raise InputError(f"{name} must be an integer label or None; got {value!r}")
+    if kind == "label" and value is not None:
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise InputError(f"{name} must be an integer label or None; got {value!r}")
+        return int(value)
     return value  # folder, workers, engine, switch: checked with the paths and the engine
 
 
