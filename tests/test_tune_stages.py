@@ -136,9 +136,9 @@ def test_an_old_tuned_json_reads_back():
 
 
 def test_the_options_are_documented_once():
-    doc = TuneOptions.__doc__
+    doc = " ".join(TuneOptions.__doc__.split())
     for f in dataclasses.fields(TuneOptions):
-        assert f"{f.name} : default {f.default!r}" in doc and f.metadata["help"] in doc
+        assert f"{f.name} : default {f.default!r} {f.metadata['help']}" in doc
     assert "options : TuneOptions" in segkit.tune.__doc__
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -40,10 +41,10 @@ class TuneOptions:
     Every field's help text, default and range are declared here once; the Attributes below
     are generated from them.
     """
-    images: Any = _f(None, "The images: needed for --search crf and the recipe's CRF on the "
-                           "hold-out.", kind="folder")
-    search: Any = _f(("weights", "bias"), "What to tune: some of weights, bias, crf "
-                                          "(comma-separated).", kind="text")
+    images: str | Path | None = _f(None, "The images: needed for --search crf and the "
+                                         "recipe's CRF on the hold-out.", kind="folder")
+    search: tuple[str, ...] = _f(("weights", "bias"), "What to tune: some of weights, bias, "
+                                                      "crf (comma-separated).", kind="text")
     holdout: float = _f(0.2, "Fraction of the OOF images held out (seeded), never seen by the "
                              "search.", kind="float", low=0, high=1, low_open=True,
                         high_open=True, noun="a fraction in (0, 1)")
@@ -63,10 +64,11 @@ class TuneOptions:
                        low_open=True, noun="a number > 0")
     refit: bool = _f(False, "Also search weights and bias again on all OOF images (reported in "
                             "tuned.json's refit block, not written as the setting).", kind="flag")
-    ignore_index: Any = _f(255, "Ground-truth label that is not counted.", kind="label")
-    workers: Any = _f(None, "Worker processes (local) or concurrent tasks (ray) of the image "
-                            "reads and CRF runs; also the search kernel's threads. [default: "
-                            "all cores]", kind="workers", recorded=False)
+    ignore_index: int | None = _f(255, "Ground-truth label that is not counted.", kind="label")
+    workers: int | None = _f(None, "Worker processes (local) or concurrent tasks (ray) of the "
+                                   "image reads and CRF runs; also the search kernel's "
+                                   "threads. [default: all cores]", kind="workers",
+                             recorded=False)
     engine: str = _f("local", "local (a process pool) or ray.", kind="engine", recorded=False)
     backend: str = _f("auto", "Kernel backend of the soft vote and ConvCRF (auto: the fastest "
                               "here); the search's kernels, which have numpy and numba only, "
@@ -196,9 +198,13 @@ def tune_options(options: TuneOptions | None, settings: dict[str, Any]) -> TuneO
 
 def _attributes() -> str:
     """The numpydoc Attributes section of TuneOptions, from its fields."""
+    import textwrap
+
     lines = ["", "    Attributes", "    ----------"]
     for f in dataclasses.fields(TuneOptions):
-        lines += [f"    {f.name} : default {f.default!r}", f"        {f.metadata['help']}"]
+        lines += [f"    {f.name} : default {f.default!r}",
+                  *textwrap.wrap(f.metadata["help"], 92, initial_indent=" " * 8,
+                                 subsequent_indent=" " * 8)]
     return "\n".join(lines) + "\n"
 
 

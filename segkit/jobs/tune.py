@@ -76,6 +76,7 @@ class OofData:
 
     @property
     def images(self) -> str | None:
+        """The images folder as text (what the workers get), or None."""
         return None if self.options.images is None else str(self.options.images)
 
 
