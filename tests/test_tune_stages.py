@@ -219,12 +219,14 @@ def test_the_crf_fit_stage_runs_on_what_was_read(oof):
     _, _, fit_images, _ = tn.read_search(run, stems, [], fit)
     options = run.options.fit()
     lines: list[str] = []
-    fitted, record = fit_crf(fit_images, rng, [1 / 3] * 3, None, options=options,
+    fitted, record = fit_crf(list(fit_images), rng, [1 / 3] * 3, None, options=options,
                              say=lines.append)
     assert record["images"] == fit and len(record["loss"]) == FIT["crf_steps"]
     assert fitted is not None and len(fitted["weight"]) == len(CLASSES)
-    again = fit_crf(fit_images, fit_draw(stems, 2, 3)[1], [1 / 3] * 3, None,
+    consumed = list(fit_images)
+    again = fit_crf(consumed, fit_draw(stems, 2, 3)[1], [1 / 3] * 3, None,
                     options=options, say=lines.append)
+    assert consumed == []  # the fit lets the probabilities go as it makes its inputs
     assert again[1]["loss"] == record["loss"] and again[0] == fitted
     assert any(line.startswith("    crf fit:") for line in lines)
 

@@ -99,7 +99,7 @@ def require_torch() -> None:
                                   f"'segkit[mmseg]' (or torch >= 2.1); {exc}") from exc
 
 
-def fit_crf(fit_images: Sequence[FitImage], rng: np.random.Generator, weights, bias, *,
+def fit_crf(fit_images: list[FitImage], rng: np.random.Generator, weights, bias, *,
             options: FitOptions, say: Callable[[str], Any],
             backend: str = "auto") -> tuple[dict | None, dict]:
     """Fit a CRF setting by gradient on seeded crops of `fit_images` (see the module
@@ -107,8 +107,10 @@ def fit_crf(fit_images: Sequence[FitImage], rng: np.random.Generator, weights, b
 
     Parameters
     ----------
-    fit_images : sequence of FitImage
-        The images :func:`fit_draw` chose, as the search read them (sorted by stem).
+    fit_images : list of FitImage
+        The images :func:`fit_draw` chose, as the search read them (sorted by stem). The list
+        is emptied: each image's probabilities are let go once its averaged probabilities are
+        made (the fit holds one copy of its images, not two).
     rng : numpy.random.Generator
         :func:`fit_draw`'s stream (the crops).
     weights, bias : the tuned weights (one per model) and bias (one per class, or None).
@@ -127,7 +129,10 @@ def fit_crf(fit_images: Sequence[FitImage], rng: np.random.Generator, weights, b
     require_torch()
     t0 = time.perf_counter()
     w = [float(v) for v in weights]
-    data = [f.inputs(w, backend) for f in fit_images]
+    stems = [f.stem for f in fit_images]
+    data = []
+    while fit_images:
+        data.append(fit_images.pop(0).inputs(w, backend))
     c = data[0][0].shape[0]
     crop = min([options.crop] + [d[2].shape[0] for d in data] + [d[2].shape[1] for d in data])
     base = crf_setting("convcrf")
@@ -140,7 +145,7 @@ def fit_crf(fit_images: Sequence[FitImage], rng: np.random.Generator, weights, b
             diverged = f"the learned setting is not usable ({exc})"
     seconds = time.perf_counter() - t0
     record = {"options": {**asdict(options), "crop_used": crop},
-              "images": [f.stem for f in fit_images],
+              "images": stems,
               "config": {k: base[k] for k in CRF_KEYS if k not in LEARNED_KEYS},
               "start": {**{k: base[k] for k in LEARNED_KEYS if k != "weight"},
                         "weight": [convcrf_params("convcrf").weight_init] * c},

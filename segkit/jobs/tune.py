@@ -298,7 +298,6 @@ def tune(models: Sequence[Any], gt: str | Path, out: str | Path,
         b = None if b is not None and not np.any(b) else b
         fitted, crf_fit = fit_crf(fit_images, fit_rng, w, b, options=o.fit(), say=run.say,
                                   backend=o.backend) if "crf" in o.search else (None, None)
-        del fit_images
         candidates = crf_candidates(fitted) if "crf" in o.search else {"off": None}
         metrics = measure_holdout(run, hold, w, b, candidates)
         refit = refit_all(run, pix + pix_hold, rng, history, w, b) if o.refit else None
