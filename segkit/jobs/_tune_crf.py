@@ -1,8 +1,9 @@
 """`segkit tune`'s CRF candidates and the CRF fitted by gradient (decoupled, as ConvCRF's
 paper fitted its CRF on held-out images: the models' probabilities are frozen).
 
-The fit runs on `images` seeded search images: their soft vote under the tuned weights, the
-images and the masks. Each step takes a seeded mini-batch of random crops and minimises the
+The fit runs on `images` seeded search images (:func:`fit_draw`; read once, by the search's
+read, as :class:`FitImage`): their soft vote under the tuned weights, the images and the
+masks. Each step takes a seeded mini-batch of random crops and minimises the
 cross-entropy of the CRF's scores plus the tuned bias against the masks (ignore_index left
 out) with Adam; the CRF is :class:`segkit.torch.ConvCRF` (``trainable=True``) with the
 "convcrf" preset's configuration (filter 11 on a 4x blurred grid, 5 iterations: the cheapest of
