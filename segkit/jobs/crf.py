@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +52,7 @@ class CrfTask:
     image: str
     label_png: str
     store: str | None
-    setting: EnsembleSetting = field(default_factory=EnsembleSetting)  # its CRF and bias
+    setting: EnsembleSetting        # its CRF (and a tuned setting's bias)
     backend: str = "auto"
     resume: bool = True
     tuned: bool = False             # a tuned setting: the unaries must be probabilities
