@@ -81,7 +81,7 @@ def test_equal_weights_take_the_inference_kernels_and_agree():
 def test_presets_as_settings():
     conv, seed = preset_crf("convcrf"), preset_crf("seed")
     assert conv["unary_kind"] == "probs" and (conv["filter_size"], conv["blur"]) == (11, 4)
-    assert seed == st.recipe_crf() == st.crf_setting("seed")
+    assert seed == st.check_tuned({"weights": [1], "classes": ["a", "b"], "crf": "seed"})["crf"]
     assert (seed["unary_kind"], seed["num_iter"], seed["filter_size"], seed["blur"]) == \
         ("logits", 200, 5, 1)
     assert st.check_crf("seed") == seed and st.check_crf(None) is None
@@ -117,9 +117,6 @@ def test_setting_labels_with_and_without_a_crf():
     with_crf = EnsembleSetting.preset("convcrf", bias=bias, num_iter=2).labels(probs, image)
     scores = segkit.convcrf(probs, image, **crf) + bias.astype(np.float32)[:, None, None]
     np.testing.assert_array_equal(with_crf, scores.argmax(0))
-    # the dict form tune still calls applies the same setting
-    np.testing.assert_array_equal(st.setting_labels(probs, scale, crf, image, bias), with_crf)
-    np.testing.assert_array_equal(st.setting_labels(probs, scale, None, None), plain)
 
 
 def test_bad_settings_are_named():
@@ -243,8 +240,6 @@ def test_a_tuned_json_written_by_main_loads_and_applies_as_it_did():
     setting = EnsembleSetting.from_tuned(doc, str(MAIN_TUNED))
     assert setting.to_dict() == {k: doc[k] for k in ("weights", "bias", "crf")}
     assert setting == EnsembleSetting.preset("seed", weights=doc["weights"], bias=doc["bias"])
-    raw = json.loads(MAIN_TUNED.read_text())
-    assert st.run_args(raw) == raw["settings"] and st.run_args({"run_args": {"a": 1}}) == {"a": 1}
     fit = doc["crf_fit"]
     fitted_crf = st.check_crf({**fit["config"], **fit["learned"]}, len(doc["classes"]))
     fitted = EnsembleSetting.from_tuned(dict(doc, crf=fitted_crf))

@@ -23,9 +23,10 @@ logits). The record says which (``crf.unary_kind``).
 **tuned.json** (``segkit tune`` writes it, ``--tuned`` applies it) holds a setting as plain
 JSON: ``weights``, ``bias``, ``crf`` (a dict of :data:`CRF_KEYS`, plus ``weight`` and
 optionally ``compat`` when fitted; or a preset name), ``classes``, and the run's arguments
-(:func:`run_args`). :meth:`EnsembleSetting.from_tuned` and :meth:`EnsembleSetting.to_dict`
-convert. The jobs' out-folder records (``ensemble.json``, ``crf_settings.json``) are their
-*guards* (:mod:`segkit.jobs._owner`), not settings.
+(its ``settings`` block, :class:`segkit.jobs.tune.TuneOptions`).
+:meth:`EnsembleSetting.from_tuned` and :meth:`EnsembleSetting.to_dict` convert. The jobs'
+out-folder records (``ensemble.json``, ``crf_settings.json``) are their *guards*
+(:mod:`segkit.jobs._owner`), not settings.
 """
 from __future__ import annotations
 
@@ -201,7 +202,7 @@ def _scaled(mean: np.ndarray, scale: np.ndarray | None) -> np.ndarray:
 
 def setting_scale(bias: Any, num_classes: int) -> np.ndarray | None:
     """``exp(bias)`` (C,) as float32 factors (``segkit.ops.vote_confusion.bias_scale``, computed
-    in float64), or None for no bias."""
+    in float64), or None for no bias: what :meth:`EnsembleSetting.labels` multiplies by."""
     return None if bias is None else bias_scale(np.asarray(bias, np.float64), num_classes)
 
 
@@ -410,41 +411,3 @@ def read_tuned(tuned: str | Path | dict) -> tuple[dict, str]:
         return check_tuned(tuned, "tuned (dict)"), "(dict)"
     path = Path(tuned)
     return load_tuned(path), str((path / TUNED if path.is_dir() else path).resolve())
-
-
-def run_args(doc: dict) -> dict:
-    """The arguments of the `segkit tune` run that wrote a tuned document: its ``run_args``
-    block, or ``settings`` as files written before the rename call it ({} if neither)."""
-    block = doc.get("run_args", doc.get("settings"))
-    return block if isinstance(block, dict) else {}
-
-
-# ---- until tune applies EnsembleSetting (issue 28 part 2): the dict forms it still calls ----
-def crf_setting(preset: str, **overrides: Any) -> dict[str, Any]:
-    """``EnsembleSetting.preset(preset, **overrides).to_dict()["crf"]``: a preset's CRF as
-    tuned.json holds it (keys :data:`CRF_KEYS`).
-
-    >>> from segkit.jobs.settings import crf_setting
-    >>> crf_setting("convcrf")["unary_kind"], crf_setting("seed")["num_iter"]
-    ('probs', 200)
-    """
-    return EnsembleSetting.preset(preset, **overrides).to_dict()["crf"]
-
-
-def recipe_crf() -> dict[str, Any]:
-    """The original recipe's CRF: ``crf_setting("seed")``."""
-    return crf_setting("seed")
-
-
-def crf_scores(mean: np.ndarray, image: np.ndarray, crf: dict) -> np.ndarray:
-    """``EnsembleSetting(crf=...).scores(mean, image)`` of a CRF as tuned.json holds it."""
-    return EnsembleSetting(crf=convcrf_params(None, **crf)).scores(mean, image)
-
-
-def setting_labels(mean: np.ndarray, scale: np.ndarray | None, crf: dict | None,
-                   image: np.ndarray | None, bias: np.ndarray | None = None) -> np.ndarray:
-    """:meth:`EnsembleSetting.labels` with the CRF as a dict: ``scale`` (``exp(bias)``,
-    :func:`setting_scale`) serves the path without a CRF, ``bias`` the path with one."""
-    if crf is None:
-        return np.argmax(_scaled(mean, scale), axis=0)
-    return EnsembleSetting(bias=bias, crf=convcrf_params(None, **crf)).labels(mean, image)
