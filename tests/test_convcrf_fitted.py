@@ -1,7 +1,7 @@
 """A fitted ConvCRF setting (per-class weights, C x C compatibility) through ``segkit.convcrf``
 on every backend, against the torch reference; the one record (ConvCrfParams) and its
-round trip; and the jobs' CRF application (``jobs.settings.crf_scores``) bit-identical to the
-trainable forward it ran before issue 26."""
+round trip; and the jobs' CRF application (``jobs.settings.EnsembleSetting.scores``)
+bit-identical to the trainable forward it ran before issue 26."""
 from __future__ import annotations
 
 import numpy as np
@@ -75,7 +75,7 @@ def test_record_round_trip_and_errors():
 
 
 def _old_crf_scores(mean, image, crf):
-    """jobs.settings.crf_scores of a fitted setting before issue 26: the kernel arguments
+    """The jobs' scores of a fitted setting before issue 26: the kernel arguments
     packed by hand, the training forward (which kept the messages of every iteration)."""
     weight = crf["weight"]
     unary = np.maximum(np.asarray(mean, np.float32), np.float32(settings.PROB_FLOOR))
@@ -94,9 +94,10 @@ def test_jobs_fitted_crf_bit_identical(preset):
     logits, image = scene(1, C, 37, 41, seed=5)
     e = np.exp(logits[0] - logits[0].max(0))
     mean = (e / e.sum(0)).astype(np.float16)
-    crf = settings.crf_setting(preset, num_iter=3)
+    crf = settings.EnsembleSetting.preset(preset, num_iter=3).to_dict()["crf"]
     crf["weight"] = WEIGHT
-    np.testing.assert_array_equal(settings.crf_scores(mean, image[0], crf),
+    setting = settings.EnsembleSetting(crf=convcrf_params(None, **crf))
+    np.testing.assert_array_equal(setting.scores(mean, image[0]),
                                   _old_crf_scores(mean, image[0], crf))
 
 
@@ -120,7 +121,8 @@ def test_module_gives_the_record():
 
 
 def test_check_crf_takes_compat():
-    crf = {**settings.crf_setting("convcrf"), "weight": WEIGHT, "compat": _compat()}
+    crf = {**settings.EnsembleSetting.preset("convcrf").to_dict()["crf"], "weight": WEIGHT,
+           "compat": _compat()}
     out = settings.check_crf(crf, num_classes=C)
     assert np.allclose(out["compat"], _compat(), atol=1e-7)
     with pytest.raises(InputError, match="compat is 5 x 5 for 4 classes"):

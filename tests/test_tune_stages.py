@@ -232,7 +232,7 @@ def test_the_crf_fit_stage_runs_on_what_was_read(oof):
 
 
 def test_the_holdout_stage_without_crf_equals_the_search_arithmetic(oof):
-    """The held-out pass (setting_labels on whole images) and the search's compacted pixels
+    """The held-out pass (EnsembleSetting.labels on whole images) and the search's compacted pixels
     agree on the same weights and bias."""
     root, specs, *_, stems = oof
     run = _run(oof)
@@ -299,7 +299,7 @@ def test_the_backend_reaches_the_kernels(oof, tmp_path, monkeypatch):
             return real(*args, **kwargs)
         return wrapped
 
-    for module, name in ((_tune_pixels, "soft_vote"), (_tune_pixels, "settled_pixels"),
+    for module, name in ((settings_module, "soft_vote"), (_tune_pixels, "settled_pixels"),
                          (_tune_pixels, "vote_confusion"), (settings_module, "convcrf")):
         monkeypatch.setattr(module, name, spy(name, getattr(module, name)))
     kw = dict(images=root / "images", budget=4, seed=1, workers=1, progress=False, log=None)

@@ -27,9 +27,8 @@ import numpy as np
 
 from ..errors import InputError, MissingPackageError
 from ..ops.convcrf import convcrf_params
-from ..ops.soft_vote import soft_vote
 from ._stores import image_of
-from .settings import CRF_KEYS, LEARNED_KEYS, PROB_FLOOR, check_crf, crf_setting
+from .settings import CRF_KEYS, LEARNED_KEYS, PROB_FLOOR, EnsembleSetting, check_crf
 
 #: The CRF candidates, in the order a tie goes to (the simplest first).
 CANDIDATES = ("off", "convcrf", "seed", "fitted")
@@ -50,9 +49,15 @@ class FitOptions:
     lr: float = 0.02
 
 
+def preset_crf(name: str) -> dict:
+    """A CRF preset as tuned.json holds it (:meth:`EnsembleSetting.preset`)."""
+    return EnsembleSetting.preset(name).to_dict()["crf"]
+
+
 def crf_candidates(fitted: dict | None) -> dict[str, dict | None]:
-    """The CRF settings the held-out images choose among (name -> setting, None for off)."""
-    out = {"off": None, "convcrf": crf_setting("convcrf"), "seed": crf_setting("seed")}
+    """The CRFs the held-out images choose among, as tuned.json holds them (name -> CRF,
+    None for off)."""
+    out = {"off": None, "convcrf": preset_crf("convcrf"), "seed": preset_crf("seed")}
     if fitted is not None:
         out["fitted"] = fitted
     return out
@@ -86,7 +91,8 @@ class FitImage:
     def inputs(self, weights: list[float], backend: str = "auto") -> tuple:
         """(averaged probabilities (C, H, W) float32 floored, image (3, H, W) float32,
         targets) under the tuned `weights`."""
-        mean = soft_vote(self.probs, weights, return_probs=True, backend=backend)[1]
+        mean = EnsembleSetting(weights).vote(self.probs, return_probs=True,
+                                             backend=backend)[1]
         return (np.maximum(mean, np.float32(PROB_FLOOR)),
                 np.ascontiguousarray(self.image.transpose(2, 0, 1), np.float32), self.target)
 
@@ -136,7 +142,7 @@ def fit_crf(fit_images: list[FitImage], rng: np.random.Generator, weights, bias,
         data.append(fit_images.pop(0).inputs(w, backend))
     c = data[0][0].shape[0]
     crop = min([options.crop] + [d[2].shape[0] for d in data] + [d[2].shape[1] for d in data])
-    base = crf_setting("convcrf")
+    base = preset_crf("convcrf")
     losses, diverged, learned = _train(data, rng, bias, base, options, crop)
     fitted = None
     if diverged is None:

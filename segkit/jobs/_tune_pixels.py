@@ -20,13 +20,13 @@ import numpy as np
 from .._backend import OP_BACKENDS, resolve
 from ..errors import InputError
 from ..ops.confusion import iou_scores
-from ..ops.soft_vote import check_weights, soft_vote
+from ..ops.soft_vote import check_weights
 from ..ops.vote_confusion import (bias_scale, confusion_of_pixels, settled_pixels,
                                   vote_confusion)
 from ._stores import StoreReader, image_of, mask_of
 from ._tune_crf import FitImage
 from .engine import map_items
-from .settings import setting_labels, setting_scale
+from .settings import EnsembleSetting
 
 
 def valid_labels(stem: str, path: str, gt: np.ndarray, num_classes: int,
@@ -160,13 +160,13 @@ class PixelSet:
 
 
 class SettingCounts:
-    """Confusion matrices of one image under full ensemble settings (weights, bias, crf),
-    through :func:`segkit.jobs.settings.setting_labels` (what `ensemble --tuned` applies).
+    """Confusion matrices of one image under full ensemble settings, each applied by its
+    :class:`segkit.jobs.settings.EnsembleSetting` (what `ensemble --tuned` applies).
     An item is (stem, [setting index, ...]); the image is read and voted once per weights.
     `backend`: the soft vote's and the ConvCRF's."""
 
-    def __init__(self, reader: PixelReader, images: str | None, settings: list[tuple],
-                 backend: str = "auto"):
+    def __init__(self, reader: PixelReader, images: str | None,
+                 settings: list[EnsembleSetting], backend: str = "auto"):
         self.reader, self.images, self.settings = reader, images, settings
         self.backend = backend
 
@@ -177,42 +177,30 @@ class SettingCounts:
         g, valid = self.reader.labels(stem, gt)
         image, means, out = None, {}, []
         for k in which:
-            weights, bias, crf = self.settings[k]
-            key = tuple(weights)
-            if key not in means:
-                means[key] = soft_vote(probs, weights, return_probs=True,
-                                       backend=self.backend)[1]
-            if crf is not None and image is None:
+            setting = self.settings[k]
+            if setting.weights not in means:
+                means[setting.weights] = setting.vote(probs, return_probs=True,
+                                                      backend=self.backend)[1]
+            if setting.crf is not None and image is None:
                 image = image_of(stem, self.images, gt.shape)
-            labels = setting_labels(means[key], setting_scale(bias, c),
-                                    crf_on(crf, self.backend), image,
-                                    None if bias is None else np.asarray(bias)).ravel()
+            labels = setting.labels(means[setting.weights], image,
+                                    backend=self.backend).ravel()
             out.append((k, np.bincount(g[valid] * c + labels[valid],
                                        minlength=c * c).reshape(c, c)))
         return out
 
 
-def crf_on(crf: dict | None, backend: str) -> dict | None:
-    """A CRF setting that runs on `backend`: a CRF setting is keyword arguments of
-    :func:`segkit.convcrf`, and :func:`segkit.jobs.settings.setting_labels` has no backend of
-    its own (the one place the hold-out passes one: switch it to the setting's own backend
-    argument when it has one)."""
-    return crf if crf is None or backend == "auto" else {**crf, "backend": backend}
-
-
 def setting_confusions(reader: PixelReader, images: str | None, stems: Sequence[str],
-                       settings: list[tuple], *, workers: int, engine: str, progress: bool,
-                       desc: str, backend: str = "auto") -> list[np.ndarray]:
-    """(C, C) counts of every setting (weights, bias, crf) over `stems`: one parallel pass,
-    each task one image under all settings (soft vote and ConvCRF on `backend`)."""
+                       settings: list[EnsembleSetting], *, workers: int, engine: str,
+                       progress: bool, desc: str, backend: str = "auto") -> list[np.ndarray]:
+    """(C, C) counts of every setting over `stems`: one parallel pass, each task one image
+    under all settings (soft vote and ConvCRF on `backend`)."""
     c = reader.num_classes
     cms = [np.zeros((c, c), np.int64) for _ in settings]
     if not settings or not stems:
         return cms
     items = [(s, list(range(len(settings)))) for s in stems]
-    counter = SettingCounts(reader, images, [
-        ([float(v) for v in w], None if b is None else [float(v) for v in b], crf)
-        for w, b, crf in settings], backend)
+    counter = SettingCounts(reader, images, list(settings), backend)
     for part in map_items(counter, items, workers=min(workers, len(items)), engine=engine,
                           desc=desc, unit="image", progress=progress):
         for k, cm in part:

@@ -50,9 +50,9 @@ from ..io.store import ConfidenceStore, common_stems, open_stores, store_identit
 from ..ops import label_issues as li
 from ..ops import label_issues_cutoff as cutoffs
 from ..ops.mode_filter import mode_filter
-from ..ops.soft_vote import soft_vote
 from ._audit_page import picture, write_csv, write_html
 from ._stores import StoreReader, find_mask, mask_of
+from .settings import EnsembleSetting
 
 CACHE = ".cache"
 
@@ -112,9 +112,11 @@ class _Work:
         return Path(self.out) / CACHE / f"{stem}.npz"
 
     def mean_probs(self, stem: str) -> tuple[np.ndarray, np.ndarray]:
-        """(argmax labels, mean probabilities float32 (C, H, W)) over the stores."""
+        """(argmax labels, mean probabilities float32 (C, H, W)) over the stores: the vote of
+        the ensemble setting of the weights (no bias, no CRF)."""
         probs = self.reader.read(stem)
-        labels, mean = soft_vote(probs, self.weights, return_probs=True, backend=self.backend)
+        labels, mean = EnsembleSetting(self.weights).vote(probs, return_probs=True,
+                                                          backend=self.backend)
         return np.asarray(labels), np.asarray(mean, np.float32)
 
     def annotation(self, stem: str, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:

@@ -17,10 +17,10 @@ function below; the options are one record, :class:`TuneOptions`):
 4. **CRF** ("crf" in `search`, `images` needed, torch needed): a ConvCRF fitted by gradient
    on crops of the fit's images with the tuned weights and bias frozen
    (:func:`segkit.jobs._tune_crf.fit_crf`). The candidates are "off", the presets "convcrf"
-   and "seed" (:func:`segkit.jobs.settings.crf_setting`) and "fitted".
+   and "seed" (:meth:`segkit.jobs.settings.EnsembleSetting.preset`) and "fitted".
 5. **Held-out measurement** (:func:`measure_holdout`), one parallel pass over the held-out
    images, through the code ``segkit ensemble --tuned`` runs
-   (:func:`segkit.jobs.settings.setting_labels`): equal weights, the recipe (equal weights +
+   (:class:`segkit.jobs.settings.EnsembleSetting`): equal weights, the recipe (equal weights +
    the "seed" CRF, with `images`), and every CRF candidate with the tuned weights and bias.
    The held-out images choose the CRF candidate (ties go to the simpler one, in the order
    above); that setting is written and its held-out mIoU is reported as "tuned". (Choosing on
@@ -56,7 +56,7 @@ from ._tune_pixels import (PixelReader, PixelSet, SearchReader, miou_of, scores_
 from ._tune_report import TuneResult, fmt_miou, plot
 from ._tune_search import CoordinateSearch
 from .engine import map_items
-from .settings import recipe_crf, write_tuned
+from .settings import EnsembleSetting, write_tuned
 
 __all__ = ["tune", "TuneOptions", "parse_search", "SEARCHES"]
 
@@ -186,10 +186,12 @@ def measure_holdout(run: OofData, hold: Sequence[str], weights, bias,
     recipe, tuned; the CRF candidates) with the chosen candidate under ``crf_choice``."""
     o, m, classes = run.options, len(run.opened), run.classes
     equal = np.full(m, 1.0 / m)
-    measured = {"equal": (equal, None, None)}
-    if o.images is not None:
-        measured["recipe"] = (equal, None, recipe_crf())
-    measured.update({f"crf:{k}": (weights, bias, v) for k, v in candidates.items()})
+    measured = {"equal": EnsembleSetting(equal)}
+    if o.images is not None:  # the original recipe: equal weights, the seed CRF
+        measured["recipe"] = EnsembleSetting.preset("seed", weights=equal)
+    measured.update({f"crf:{k}": EnsembleSetting.from_tuned(
+        {"weights": weights, "bias": bias, "crf": v, "classes": classes})
+        for k, v in candidates.items()})
     cms = dict(zip(measured, setting_confusions(
         run.reader, run.images, hold, list(measured.values()), workers=run.workers,
         engine=o.engine, progress=o.progress, desc="tune: hold-out", backend=o.backend)))
