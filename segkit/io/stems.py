@@ -128,13 +128,9 @@ def list_stems(root: str | os.PathLike, kind: FileKind = IMAGES, *,
                allow_empty: bool = False) -> dict[str, Path]:
     """{stem: path} of the files of `kind` below `root` (recursive, sorted by path).
 
-    Raises
-    ------
-    PathNotFoundError
-        `root` is not a folder.
-    kind.error
-        Two files map to one stem (naming both), a nested name contains ``+``, a file has a
-        suffix the kind refuses, or (unless `allow_empty`) there is no file.
+    Raises PathNotFoundError when `root` is not a folder, and ``kind.error`` when two files map
+    to one stem (naming both), a nested name contains ``+``, a file has a suffix the kind
+    refuses, or (unless `allow_empty`) there is no file.
 
     >>> import tempfile
     >>> d = Path(tempfile.mkdtemp()); (d / "sub").mkdir()

@@ -15,7 +15,8 @@ Two passes over the data, then the cutoff, then the flags::
     for labels, probs in pieces:                 # pass 1
         insp.update_thresholds(labels, probs)
     scored = [insp.update_scores(labels, probs) for labels, probs in pieces]   # pass 2
-    insp.find_cutoff(lambda b: {i: in_bin(s.scores, b) ... })                  # cutoff
+    insp.find_cutoff(lambda b: {i: s.scores[in_bin(s.scores, b)]              # cutoff
+                                for i, s in enumerate(scored)})
     flags = [insp.issues(s.scores, s.candidates, chunk=i) for i, s in enumerate(scored)]
 
 Each ``update_*`` is a pure per-piece computation (:meth:`sums`, :meth:`score`) followed by a
@@ -23,7 +24,9 @@ merge (:meth:`add_sums`, :meth:`add_scores`): a job computes the first on its wo
 :meth:`detached`, a copy without the tallies) and merges their results in the driver. The
 result does not depend on how the dataset is cut into pieces, as long as the pieces are numbered
 in flat order (image, row, column) when the cutoff is found: ties at the cutoff are taken in
-that order.
+that order. (The thresholds are float64 sums: another cut adds them in another order, which
+can move a threshold by an ulp, as between backends; exact where the sums are, e.g. for
+probabilities in multiples of a power of two, as the tests use.)
 """
 from __future__ import annotations
 
