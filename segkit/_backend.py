@@ -46,6 +46,9 @@ class Op:
     runners: Mapping[str, Any]
     note: str = ""
     backends: tuple[str, ...] = field(init=False)
+    #: The calls on the CPU backends: they hold no state (no stream, no conversion back), so
+    #: :meth:`call` hands the same one out again (thread-safe).
+    _host_calls: dict[str, "Call"] = field(init=False, repr=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "backends", tuple(b for b in BACKENDS if b in self.runners))
@@ -57,7 +60,14 @@ class Op:
     def call(self, backend: str, *arrays: Any) -> "Call":
         """One call of the op (``with op.call(backend, *arrays) as call: ...``): the backend
         resolved for `arrays` (the inputs that decide it: a GPU array among them means CUDA)."""
-        return Call(self, self.resolve(backend, *arrays), arrays)
+        name = resolve(backend, *arrays, among=self.backends)
+        runner = self.runners[name]
+        if name == "cuda":
+            return Call(name, runner, arrays)
+        call = self._host_calls.get(name)  # nothing to hold on the host: one stateless call
+        if call is None or call.runner is not runner:
+            call = self._host_calls[name] = Call(name, runner, ())
+        return call
 
 
 class Call:
@@ -67,7 +77,7 @@ class Call:
     - The block runs on one CUDA stream when the backend is ``cuda``
       (:func:`segkit._cuda.op_stream` of the arrays given to :meth:`Op.call`: torch's current
       stream when one is a torch CUDA tensor, CuPy's otherwise); on the CPU backends entering
-      it costs nothing.
+      it does nothing, and an op without a ``cuda`` runner may skip the ``with``.
     - :meth:`array` converts an input to the backend's array (NumPy for the CPU backends, a
       CuPy view or upload for ``cuda``); :meth:`back` converts a result to the kind of the
       first input converted (CuPy, torch, or NumPy for host input).
@@ -80,11 +90,11 @@ class Call:
     array([2, 4])
     """
 
-    __slots__ = ("op", "backend", "runner", "_arrays", "_stream", "_back")
+    __slots__ = ("backend", "runner", "_arrays", "_stream", "_back")
 
-    def __init__(self, op: Op, backend: str, arrays: tuple) -> None:
-        self.op, self.backend, self.runner = op, backend, op.runners[backend]
-        self._arrays, self._stream, self._back = arrays, None, _UNSET
+    def __init__(self, backend: str, runner: Any, arrays: tuple) -> None:
+        self.backend, self.runner, self._arrays = backend, runner, arrays
+        self._stream = self._back = None
 
     def __enter__(self) -> "Call":
         if self.backend == "cuda":
@@ -103,26 +113,23 @@ class Call:
         tensors) or upload (host arrays); for the CPU backends ``numpy.asarray`` (torch CPU
         tensors without their autograd history). The first input converted sets the kind
         :meth:`back` returns."""
-        if self.backend == "cuda":
-            from ._cuda import as_cupy
-
-            arr, back = as_cupy(x)
-        else:
+        if self.backend != "cuda":  # host results stay NumPy: nothing to convert back
+            if type(x) is np.ndarray:
+                return x
             if type(x).__module__.startswith("torch") and hasattr(x, "detach"):
                 x = x.detach()
-            arr, back = np.asarray(x), None
-        if self._back is _UNSET:
+            return np.asarray(x)
+        from ._cuda import as_cupy
+
+        arr, back = as_cupy(x)
+        if self._back is None:
             self._back = back
         return arr
 
     def back(self, out: Any) -> Any:
         """A result in the caller's kind (that of the first input :meth:`array` converted):
         CuPy stays CuPy, torch CUDA tensors get torch tensors, host inputs get NumPy."""
-        back = self._back
-        return out if back is None or back is _UNSET else back(out)
-
-
-_UNSET = object()
+        return out if self._back is None else self._back(out)
 
 #: The one table of ops: name -> :class:`Op`, in the order ``segkit info`` and the README show
 #: (the order ``segkit.ops`` imports the op modules in, each registering its row).
@@ -135,7 +142,7 @@ def register(name: str, runners: Mapping[str, Any], note: str = "") -> Op:
     runners share it) and a note for what the row does not say; returns the :class:`Op`."""
     unknown = [b for b in runners if b not in BACKENDS]
     if unknown or not runners:
-        raise ValueError(f"op {name!r}: runners must be keyed by backends among {BACKENDS}; "
+        raise InputError(f"op {name!r}: runners must be keyed by backends among {BACKENDS}; "
                          f"got {list(runners)}")
     op = Op(name, runners, note)
     OPS[name] = op
@@ -291,10 +298,14 @@ def resolve(backend: str, *arrays: Any, among: tuple[str, ...] = BACKENDS) -> st
     (copied to the GPU and back). ``among``: the backends an op has (an op without a C++ or
     CUDA kernel names the ones it has; "auto" picks among them, a name outside them is refused).
     """
-    if not isinstance(backend, str) or backend not in ("auto",) + tuple(among):
+    if not isinstance(backend, str) or (backend != "auto" and backend not in among):
         raise InputError(f"backend must be one of 'auto', {', '.join(map(repr, among))}; "
                          f"got {backend!r}")
-    on_device = any(is_device_array(a) for a in arrays)
+    on_device = False
+    for a in arrays:
+        if type(a) is not np.ndarray and is_device_array(a):
+            on_device = True
+            break
     if backend == "auto":
         if on_device and "cuda" in among:
             backend = "cuda"
@@ -302,8 +313,12 @@ def resolve(backend: str, *arrays: Any, among: tuple[str, ...] = BACKENDS) -> st
             raise InputError(f"this op runs on the host only ({', '.join(among)}) but the input "
                              "is on a GPU; copy it to the host first")
         else:
-            return next(n for n in _config.CPU_PREFERENCE + ("numpy",)
-                        if n in among and backend_info(n).available)
+            for name in _config.CPU_PREFERENCE + ("numpy",):
+                if name in among and backend_info(name).available:
+                    return name
+            raise BackendUnavailableError(
+                f"none of this op's CPU backends ({', '.join(among)}) is available here: "
+                + "; ".join(f"{n}: {backend_info(n).reason}" for n in among if n != "cuda"))
     info = backend_info(backend)
     if not info.available:
         raise BackendUnavailableError(f"backend={backend!r} is not available: {info.reason}")

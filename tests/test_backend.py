@@ -312,3 +312,12 @@ def test_backends_of_follows_the_table():
         ["numba", "cpp", "cuda"]
     cuda = [p for p in backends_of("soft_vote") if p.values[0] == "cuda"]
     assert [m.name for m in cuda[0].marks] == ["needs_cuda"]
+
+
+def test_auto_without_any_cpu_backend_of_the_op_says_why(backend_probes):
+    """An op whose CPU backends are all unavailable (the trainable ConvCRF has only cpp on the
+    host) gets a clear error from "auto", naming each one's reason, not a StopIteration."""
+    backend_probes["cpp"] = lambda: BackendInfo("cpp", False, "not built (test)")
+    with pytest.raises(BackendUnavailableError, match=r"none of this op's CPU backends "
+                                                      r"\(cpp, cuda\).*cpp: not built \(test\)"):
+        _backend.resolve("auto", np.zeros(1), among=("cpp", "cuda"))
