@@ -105,8 +105,10 @@ class Call:
         return self
 
     def __exit__(self, *exc: Any) -> bool:
+        if self._stream is None:  # the CPU backends (their calls are shared: nothing written)
+            return False
         stream, self._stream = self._stream, None
-        return bool(stream.__exit__(*exc)) if stream is not None else False
+        return bool(stream.__exit__(*exc))
 
     def array(self, x: Any) -> Any:
         """`x` as the backend's array: for ``cuda`` a CuPy view (CuPy arrays, torch CUDA
@@ -130,6 +132,7 @@ class Call:
         """A result in the caller's kind (that of the first input :meth:`array` converted):
         CuPy stays CuPy, torch CUDA tensors get torch tensors, host inputs get NumPy."""
         return out if self._back is None else self._back(out)
+
 
 #: The one table of ops: name -> :class:`Op`, in the order ``segkit info`` and the README show
 #: (the order ``segkit.ops`` imports the op modules in, each registering its row).
