@@ -49,6 +49,11 @@ from ._label_issues_backends import STAGES as _STAGES
 from .label_issues_cutoff import FLOATING_POINT_COMPARISON, in_bin, thresholds_from_sums
 
 METHODS = ("softmin",)
+#: label_issues and label_quality: their rows of the table of backends, the same stages on each
+#: backend (a :class:`segkit.ops._label_issues_backends.Stages` record per backend; the rows
+#: hold ``_STAGES`` itself, which the stages below read).
+OP = _backend.register("label_issues", _STAGES)
+QUALITY_OP = _backend.register("label_quality", _STAGES)
 
 # ----------------------------------------------------------------------------- validation
 
@@ -90,7 +95,7 @@ def confident_sums(labels, probs, *, ignore_index=None, backend: str = "auto"):
 
     Raises ValueError for labels outside 0..C-1 (other than `ignore_index`)."""
     lab, p, ign, _ = _prepare(labels, probs, ignore_index)
-    name = _backend.resolve(backend, labels, probs)
+    name = OP.resolve(backend, labels, probs)
     c = p.shape[1]
     s, k, bad = _STAGES[name].sums(lab, p, c, ign)
     if bad:
@@ -104,7 +109,7 @@ def score_pixels(labels, probs, thresholds, *, ignore_index=None, histogram: boo
     (N, H, W): argmax != label; hist int64 (65536,) of the scores' order keys (None without
     `histogram`); counted: the number of issues these pixels add to the estimate)."""
     lab, p, ign, squeeze = _prepare(labels, probs, ignore_index)
-    name = _backend.resolve(backend, labels, probs)
+    name = OP.resolve(backend, labels, probs)
     thr = np.asarray(thresholds, np.float64)
     if thr.shape != (p.shape[1],):
         raise InputError(f"thresholds must have one entry per class ({p.shape[1]}); got shape "
@@ -122,7 +127,7 @@ def image_softmin(pixel_scores, temperature: float = 0.1, *, backend: str = "aut
     s = np.ascontiguousarray(pixel_scores, np.float32)
     if s.ndim == 2:
         s = s[None]
-    name = _backend.resolve(backend, pixel_scores)
+    name = OP.resolve(backend, pixel_scores)
     return _STAGES[name].softmin(s.reshape(len(s), int(np.prod(s.shape[1:]))), float(temperature))
 
 
@@ -132,7 +137,7 @@ def flag_pixels(pixel_scores, candidates, cutoff_key: int, *, backend: str = "au
     c = np.ascontiguousarray(candidates).astype(np.uint8, copy=False)
     if s.shape != c.shape:
         raise InputError(f"pixel_scores {s.shape} and candidates {c.shape} differ")
-    name = _backend.resolve(backend, pixel_scores)
+    name = OP.resolve(backend, pixel_scores)
     return _STAGES[name].flags(s, c, int(cutoff_key)).reshape(s.shape)
 
 
@@ -177,7 +182,7 @@ def label_issues(labels: Any, probs: Any, *, ignore_index: int | None = None,
     array([[False, False, False,  True]])
     """
     lab, p, ign, squeeze = _prepare(labels, probs, ignore_index, check_finite=False)
-    name = _backend.resolve(backend, labels, probs)
+    name = OP.resolve(backend, labels, probs)
     out = _inspect(lab, p, ign, name, squeeze)
     return out[0] if squeeze else out
 
@@ -189,7 +194,7 @@ def _inspect(lab: np.ndarray, p: np.ndarray, ign, backend: str, squeeze: bool) -
     from .label_inspector import LabelInspector
 
     inspector = LabelInspector(p.shape[1], ignore_index=ign, backend=backend)
-    if hasattr(_STAGES[backend], "fused"):
+    if _STAGES[backend].fused is not None:
         s, k, sc, cand, am, top, hist = _fused_pass(lab, p, ign, backend, squeeze)
         inspector.add_sums(s, k)
         inspector.add_scores(hist, _fused_count(backend, cand, am, top, inspector.thresholds))
