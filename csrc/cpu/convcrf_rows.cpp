@@ -24,9 +24,10 @@ namespace {
 // U in place for full-resolution row i: log_softmax over classes (LOGITS) or log (PROBS).
 SEGKIT_ALWAYS void unary_row_body(const Ctx& cx, int i, const Scratch& sc) {
   const Plan& pl = *cx.pl;
-  float* __restrict v = cx.scores + static_cast<index_t>(i) * pl.W;
-  // the unary: read in place, or from its own array (then v only receives U)
-  const float* __restrict in = cx.unary != nullptr ? cx.unary + static_cast<index_t>(i) * pl.W : v;
+  // the unary: read in place, or from its own array (then v only receives U); every loop
+  // reads and writes element by element, so in == v is safe (no __restrict on either)
+  float* v = cx.scores + static_cast<index_t>(i) * pl.W;
+  const float* in = cx.unary != nullptr ? cx.unary + static_cast<index_t>(i) * pl.W : v;
   const index_t HW = pl.HW;
   const int W = pl.W, C = pl.C;
   if (cx.a->unary_kind == crf::UNARY_PROBS) {
