@@ -150,3 +150,115 @@ def test_module_takes_the_record():
                         np.asarray(segkit.convcrf(unary, image, backend="cpp", **p.as_dict())))
     with pytest.raises(InputError, match="weight has 5 values for 4 classes"):
         ConvCRF(trainable=True, num_classes=4, **p.as_dict())
+
+
+# ---- issue 26 part 2: one kernel family (the inference kernel runs the trainable forward) ----
+
+def _fitted_reference(unary, image, p, weight, compat, mask):
+    """The float64 trainable reference (per-class weights, compat, validity mask)."""
+    import torch
+
+    from segkit.reference.convcrf_grad import conv_crf_torch
+
+    t = lambda x: None if x is None else torch.as_tensor(np.asarray(x, np.float64))  # noqa: E731
+    f = lambda v: torch.tensor(float(v), dtype=torch.float64)  # noqa: E731
+    k = p.kernel_constants()
+    out = conv_crf_torch(
+        t(unary), t(image), weight=t(weight), pos_compat=f(k["pos_compat"]),
+        col_compat=f(k["col_compat"]), pos_inv=f(k["pos_inv"]), col_inv=f(k["col_inv"]),
+        colpos_inv=None if k["colpos_inv"] is None else f(k["colpos_inv"]), compat=t(compat),
+        mask=None if mask is None else torch.as_tensor(mask.astype(bool)),
+        filter_size=p.filter_size, blur=p.blur, num_iter=p.num_iter,
+        unary_kind=p.unary_kind, init=p.init)
+    return out.numpy()
+
+
+KERNEL_CASES = {  # (classes, h, w, setting): the register path (C <= 16) and the row path
+    "regs-blur1": (5, 23, 29, dict(filter_size=5, blur=1, num_iter=3)),
+    "regs-blur4": (7, 30, 37, dict(filter_size=7, blur=4, num_iter=3, col_sdims=6.0)),
+    "rows-blur2": (18, 21, 26, dict(filter_size=5, blur=2, num_iter=2, unary_kind="probs")),
+    "rows-blur1": (17, 17, 19, dict(filter_size=3, blur=1, num_iter=3, init="softmax")),
+}
+
+
+@pytest.mark.parametrize("case", list(KERNEL_CASES))
+@pytest.mark.parametrize("extras", ["weight", "weight-compat-mask", "mask"])
+def test_inference_kernel_fitted_every_isa(simd_isa, case, extras):
+    """_C.convcrf with per-class weights, compat and a mask, against the float64 trainable
+    reference, on every SIMD path; `saved` receives the pooled messages (nonzero, finite)."""
+    from segkit import _C
+
+    c, h, w, kw = KERNEL_CASES[case]
+    unary, image = scene(2, c, h, w, seed=11, kind=kw.get("unary_kind", "logits"),
+                         layout="nchw")
+    p = convcrf_params(None, **kw)
+    rng = np.random.default_rng(c)
+    weight = rng.uniform(0.05, 0.4, c).astype(np.float32) if "weight" in extras else None
+    compat = (0.1 * rng.standard_normal((c, c))).astype(np.float32) if "compat" in extras else None
+    mask = None
+    if "mask" in extras:
+        mask = np.ones((2, h, w), np.uint8)
+        mask[0, : h // 3, :] = 0  # whole pooled cells invalid
+        mask[1, :, w // 2:] = rng.integers(0, 2, (h, w - w // 2))  # scattered
+    hp, wp = -(-h // p.blur), -(-w // p.blur)
+    saved = np.zeros((2, p.num_iter, c, hp, wp), np.float32)
+    out = np.ascontiguousarray(unary.copy())
+    _C.convcrf(out, image.astype(np.float32), p.kernel_params, weight=weight, compat=compat,
+               mask=mask, saved=saved)
+    ref = _fitted_reference(unary, image, p, weight if weight is not None else
+                            np.full(c, 0.2, np.float32), compat, mask)
+    assert_scores_match(out, ref.astype(np.float32))
+    assert np.isfinite(saved).all()
+    assert (np.abs(saved).reshape(2 * p.num_iter, -1).max(1) > 0).all()  # every slice written
+
+
+def test_inference_kernel_mask_all_valid_is_no_mask():
+    """An all-valid mask gives the unmasked result (the general path against the scalar one,
+    within float32 rounding; the general path softmax and pooling round differently)."""
+    from segkit import _C
+
+    require_backend("cpp")
+    unary, image = scene(1, 6, 31, 33, seed=4, layout="nchw")
+    p = convcrf_params(None, filter_size=7, blur=4, num_iter=3)
+    a = unary.copy()
+    _C.convcrf(a, image, p.kernel_params)
+    b = unary.copy()
+    _C.convcrf(b, image, p.kernel_params, mask=np.ones((1, 31, 33), np.uint8))
+    assert_scores_match(b, a, rtol=1e-5)
+    assert not np.array_equal(a, unary)
+
+
+@pytest.mark.parametrize("k,blur", [(11, 4), (7, 1), (5, 2)])
+def test_trainable_forward_is_the_inference_kernel(k, blur):
+    """With equal weights, no mask and no compat the trainable forward (the op
+    convcrf_grad_forward) returns segkit.convcrf's scores bit for bit, and its saved messages
+    equal the inference kernel's."""
+    from segkit import _C
+
+    require_backend("cpp")
+    unary, image = scene(2, 9, 27, 35, seed=6, layout="nchw")
+    img = np.ascontiguousarray(image, np.float32)
+    p = convcrf_params(None, filter_size=k, blur=blur, num_iter=3)
+    out, saved = convcrf_grad.forward(unary, img, None, np.full(9, 0.2, np.float32),
+                                      convcrf_grad.scalars_of(p), None, p, False)
+    ref = segkit.convcrf(unary, image, filter_size=k, blur=blur, num_iter=3, backend="cpp")
+    np.testing.assert_array_equal(out, ref)
+    s2 = np.zeros_like(saved)
+    a = unary.copy()
+    _C.convcrf(a, img, p.kernel_params, saved=s2)
+    np.testing.assert_array_equal(s2, saved)
+    np.testing.assert_array_equal(a, ref)
+
+
+def test_inference_kernel_rejects_bad_fitted_arrays():
+    from segkit import _C
+
+    require_backend("cpp")
+    unary, image = scene(1, 4, 8, 8, layout="nchw")
+    p = convcrf_params(None, filter_size=3, blur=1, num_iter=1).kernel_params
+    with pytest.raises(Exception, match="weight"):
+        _C.convcrf(unary.copy(), image, p, weight=np.ones(3, np.float32))
+    with pytest.raises(Exception, match="mask"):
+        _C.convcrf(unary.copy(), image, p, mask=np.ones((1, 8, 7), np.uint8))
+    with pytest.raises(Exception, match="saved"):
+        _C.convcrf(unary.copy(), image, p, saved=np.ones((1, 1, 4, 8, 9), np.float32))
