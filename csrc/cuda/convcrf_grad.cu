@@ -2,8 +2,10 @@
 // fused backward (GUIDE section 3; the CPU version is csrc/cpu/convcrf_grad.cpp). Every kernel
 // is a grid-stride loop with one thread per full-resolution pixel, pooled pixel or pooled cell,
 // batched over the N images; no atomics: every output element has one writer, and the sums
-// over pixels are written as per-chunk partials (double) that the host adds in a fixed order,
-// so the gradients are the same bits on every run. The Gaussian weights are computed on the
+// over pixels are written as per-chunk partials (double) that a kernel adds, in a fixed order,
+// into device accumulators, so the gradients are the same bits on every run. Nothing crosses
+// to the host: the op's named scalar values are read through pointers, and crfg_param_grads
+// turns the accumulators into the gradients (common/convcrf_grad_params.h, the chain rule). The Gaussian weights are computed on the
 // fly from the pooled features (no k*k tensor, no weight planes). Driven by
 // segkit/ops/convcrf_grad_cuda.py (the launch sequence).
 //
@@ -12,6 +14,7 @@
 // fmask (N, H, W) float 0/1.
 #include "common/convcrf.h"
 #include "common/convcrf_grad.h"
+#include "common/convcrf_grad_params.h"
 
 namespace segkit {
 namespace cudagrad {
@@ -125,14 +128,19 @@ extern "C" __global__ void crfg_pool(const float* q, float* qb, const float* fma
 
 // out(p) = sum_d A(p, p+d) in(p+d) per pooled pixel (out's image stride `os`); with `sums`
 // (non-null), also the five sums of common/convcrf_grad.h with S = sum_c in_c(p) qb_c(p+d),
-// written as doubles at sums[idx * 5 + k]
+// written as doubles, planar: sums[k * n * cells + idx]. The scalar values are read through
+// their pointers (col_sdims null: no position term in the colour kernel).
 extern "C" __global__ void crfg_pass(const float* in, const float* qb, float* out, index_t os,
                                      double* sums, const float* feat, const float* valid,
-                                     index_t n, int C, int hp, int wp, int span, float pc,
-                                     float cc, float pos2, float col2, float colpos2) {
+                                     index_t n, int C, int hp, int wp, int span,
+                                     const float* pos_compat, const float* col_compat,
+                                     const float* pos_sdims, const float* col_schan,
+                                     const float* col_sdims) {
   const index_t cells = static_cast<index_t>(hp) * wp;
-  crfgrad::Scales sc;
-  sc.pos2 = pos2, sc.col2 = col2, sc.colpos2 = colpos2;
+  const crfgrad::ParamValues pv =
+      crfgrad::values_at(pos_compat, col_compat, pos_sdims, col_schan, col_sdims);
+  const crfgrad::Scales sc = crfgrad::scales_from(pv);
+  const float pc = pv.pos_compat, cc = pv.col_compat;
   SEGKIT_GRID_LOOP(idx, n * cells) {
     const index_t ni = idx / cells, p = idx % cells;
     const int r = static_cast<int>(p / wp), x = static_cast<int>(p % wp);
@@ -175,7 +183,7 @@ extern "C" __global__ void crfg_pass(const float* in, const float* qb, float* ou
       for (int c = 0; c < nc; ++c) out[ni * os + (c0 + c) * cells + p] = acc[c];
     }
     if (sums != nullptr)
-      for (int k = 0; k < crfgrad::kGradSums; ++k) sums[idx * crfgrad::kGradSums + k] = t[k];
+      for (int k = 0; k < crfgrad::kGradSums; ++k) sums[k * n * cells + idx] = t[k];
   }
 }
 
@@ -318,6 +326,56 @@ extern "C" __global__ void crfg_dot_chunks(const float* a, const float* bb, doub
       s += static_cast<double>(a[base + i * hw]) * (bb ? bb[base + j * hw] : 1.0f);
     }
     out[idx] = s;
+  }
+}
+
+// Partial sums over chunks of rows of doubles: part[r * nchunks + k] = sum of in[r * len + P]
+// over the P of chunk k
+extern "C" __global__ void crfg_chunk_sums(const double* in, double* part, int rows,
+                                           index_t len, index_t chunk, int nchunks) {
+  SEGKIT_GRID_LOOP(idx, static_cast<index_t>(rows) * nchunks) {
+    const index_t r = idx / nchunks, k = idx % nchunks;
+    const index_t lo = k * chunk, hi = lo + chunk < len ? lo + chunk : len;
+    double s = 0.0;
+    for (index_t P = lo; P < hi; ++P) s += in[r * len + P];
+    part[idx] = s;
+  }
+}
+
+// acc[r] = (first ? 0 : acc[r]) + sum_k part[r * nchunks + k], k in order: one iteration's
+// partials added to the device accumulators
+extern "C" __global__ void crfg_accumulate(const double* part, double* acc, int rows,
+                                           int nchunks, int first) {
+  SEGKIT_GRID_LOOP(r, rows) {
+    double s = first ? 0.0 : acc[r];
+    for (int k = 0; k < nchunks; ++k) s += part[r * nchunks + k];
+    acc[r] = s;
+  }
+}
+
+// The gradients, float32, from the accumulators: d_weight = acc_w; d_compat = w_c acc_mu
+// (compat given); d_params: the chain rule of each named value (common/convcrf_grad_params.h)
+extern "C" __global__ void crfg_param_grads(const double* acc_w, const double* acc_s,
+                                            const double* acc_mu, const float* weight,
+                                            const float* pos_compat, const float* col_compat,
+                                            const float* pos_sdims, const float* col_schan,
+                                            const float* col_sdims, float* d_weight,
+                                            float* d_params, float* d_compat, int C) {
+  const index_t cc = static_cast<index_t>(C) * C;
+  SEGKIT_GRID_LOOP(idx, cc + C + 1) {
+    if (idx < C) {
+      d_weight[idx] = static_cast<float>(acc_w[idx]);
+    } else if (idx < C + cc) {
+      const index_t k = idx - C;
+      if (d_compat != nullptr)
+        d_compat[k] = static_cast<float>(acc_mu[k] * static_cast<double>(weight[k / C]));
+    } else {
+      double d[crfgrad::kParams];
+      crfgrad::parameter_gradients(
+          acc_s, crfgrad::values_at(pos_compat, col_compat, pos_sdims, col_schan, col_sdims),
+          d);
+      for (int k = 0; k < crfgrad::kParams; ++k) d_params[k] = static_cast<float>(d[k]);
+    }
   }
 }
 
