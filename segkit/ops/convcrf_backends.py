@@ -48,12 +48,6 @@ def _fitted_cpp(scores, img, params):
     return convcrf_grad.apply(scores, np.ascontiguousarray(img, np.float32), params)
 
 
-def _fitted_cuda(scores, img, params):
-    from . import convcrf_grad
-
-    return convcrf_grad.apply_cuda(scores, img, params)
-
-
 def _run_cuda(scores, img, params):
     import cupy
 
@@ -67,12 +61,12 @@ def _run_cuda(scores, img, params):
         img = cupy.ascontiguousarray(img)
     from .convcrf_cuda import cuda_steps
 
-    cuda_steps(scores, img, params.kernel_constants(), launch,
-               lambda shape: cupy.empty(shape, np.float32))
+    cuda_steps(scores, img, params, launch, lambda shape: cupy.empty(shape, np.float32))
     return scores
 
 
 RUNNERS = {"numpy": _run_numpy, "numba": _run_numba, "cpp": _run_cpp, "cuda": _run_cuda}
 #: A fitted setting (per-class weights, compat): the NumPy reference and the Numba kernels take
-#: them as arrays; C++ and CUDA run the trainable op's forward without saved state.
-FITTED = {"numpy": _run_numpy, "numba": _run_numba, "cpp": _fitted_cpp, "cuda": _fitted_cuda}
+#: them as arrays; C++ runs the trainable op's forward without saved state, CUDA its one kernel
+#: family (which takes both).
+FITTED = {"numpy": _run_numpy, "numba": _run_numba, "cpp": _fitted_cpp, "cuda": _run_cuda}

@@ -56,29 +56,6 @@ def compat_matrix(p: ConvCrfParams) -> np.ndarray | None:
     return None if p.compat is None else np.asarray(p.compat, np.float32)
 
 
-def apply_cuda(unary, image, p: ConvCrfParams):
-    """:func:`apply` on CuPy arrays (csrc/cuda/convcrf_grad.cu; compiled and emulated in the
-    tests, not run on a GPU)."""
-    import cupy
-
-    from .. import _cuda
-    from .convcrf_grad_cuda import forward_steps
-
-    def launch(name, total, args):
-        _cuda.launch(_cuda.get_kernel("convcrf_grad", name), total, args)
-
-    c = unary.shape[1]
-    compat = compat_matrix(p)
-    values = {k: None if getattr(p, k) is None else cupy.asarray(np.float32(getattr(p, k)))
-              for k in PARAMS}
-    out, _ = forward_steps(launch, lambda shape, dtype: cupy.empty(shape, dtype), unary,
-                           cupy.ascontiguousarray(image, dtype=np.float32), None,
-                           cupy.asarray(class_weights(p, c)),
-                           None if compat is None else cupy.asarray(compat), values, p,
-                           keep=False)
-    return out
-
-
 def check_trainable(p: ConvCrfParams) -> None:
     """Raise InputError unless the compatibilities are >= 0 (the trainable op learns them as
     they are; a gradient step that would make one negative is refused here). The bandwidths

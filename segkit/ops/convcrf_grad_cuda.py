@@ -1,9 +1,12 @@
-"""The CUDA trainable ConvCRF's launch sequence (csrc/cuda/convcrf_grad.cu).
+"""The CUDA ConvCRF's launch sequences: the forward of the one kernel family
+(csrc/cuda/convcrf.cu), which ``segkit.convcrf`` runs without saved state
+(segkit/ops/convcrf_cuda.py) and the trainable op with it, and the trainable backward
+(csrc/cuda/convcrf_grad.cu, which includes the forward's kernels).
 
 ``launch(kernel_name, work_items, args)`` runs one kernel, ``empty(shape, dtype)`` allocates a
-device array; tests drive the same sequence with the kernels compiled for the host
-(tests/cuda_emu.py). Arrays are C-contiguous: unary, image float32, mask uint8 or None, weight
-(C,), compat (C, C) or None.
+device array; tests drive the same sequences with the kernels compiled for the host
+(tests/cuda_emu.py). Arrays: unary float32 C-contiguous, image (N, 3, H, W) uint8 or float32
+with any strides (element multiples), mask uint8 or None, weight (C,), compat (C, C) or None.
 
 Nothing crosses to the host: the op's named scalar values (``values``: pos_compat, col_compat,
 pos_sdims, col_schan, col_sdims, 0-d float32 device arrays, col_sdims None when absent) reach
@@ -21,6 +24,17 @@ from .convcrf import ConvCrfParams
 
 I32, I64, F32 = np.int32, np.int64, np.float32
 CHUNK = 4096  # pixels per partial sum (fixed: the same sums on every run)
+#: A null pointer argument. CuPy turns None into 0xffffffff, not NULL (cupy issue 9046), so
+#: the sequences never hand None to a kernel: every optional array (mask, compat, col_sdims,
+#: fmask, sums) goes through :func:`_null_safe`.
+NULL = np.uint64(0)
+
+
+def _null_safe(launch):
+    """`launch` with every None argument passed as :data:`NULL`."""
+    def run(name, total, args):
+        launch(name, total, tuple(NULL if a is None else a for a in args))
+    return run
 
 
 class _Geo:
@@ -35,14 +49,19 @@ class _Geo:
                 I32(self.p0), I32(self.p1))
 
 
-def _prepare(launch, empty, g: _Geo, image, mask, p: ConvCrfParams):
+def _prepare(launch, empty, g: _Geo, image, mask, p: ConvCrfParams, fmask: bool = True):
+    """Pooled features, validity, inverse counts and (`fmask`, or a mask given) the float mask
+    of the pixels; the forward without a mask needs none (every pixel counts)."""
     feat = empty((g.n, 5, g.hp, g.wp), F32)
     valid, invc = empty((g.n, g.hp, g.wp), F32), empty((g.n, g.hp, g.wp), F32)
-    fmask = empty((g.n, g.h, g.w), F32)
-    launch("crfg_prepare", g.n * g.cells,
-           (image, mask, feat, valid, invc, fmask, I64(g.n), I32(g.h), I32(g.w), I32(g.hp),
-            I32(g.wp), I32(g.p0), I32(g.p1), I32(p.blur), I32(mask is not None)))
-    return feat, valid, invc, fmask
+    fm = empty((g.n, g.h, g.w), F32) if fmask or mask is not None else None
+    item = image.itemsize
+    kind = "u8" if image.dtype == np.uint8 else "f32"
+    launch(f"crfg_prepare_{kind}", g.n * g.cells,
+           (image, *(I64(st // item) for st in image.strides), mask, feat, valid, invc, fm,
+            I64(g.n), I32(g.h), I32(g.w), I32(g.hp), I32(g.wp), I32(g.p0), I32(g.p1),
+            I32(p.blur)))
+    return feat, valid, invc, fm
 
 
 def _values(values: dict):
@@ -52,24 +71,22 @@ def _values(values: dict):
 
 
 def forward_steps(launch, empty, unary, image, mask, weight, compat, values: dict,
-                  p: ConvCrfParams, keep: bool = True):
+                  p: ConvCrfParams, keep: bool = True, out=None):
     """(scores (N, C, H, W), saved pooled messages (N, T, C, hp, wp), or None without `keep`)
-    on the device."""
+    on the device. `out`: where the scores go (may be `unary` itself: in place); it holds U
+    until the last iteration, so that the forward needs no other full-resolution buffer."""
+    launch = _null_safe(launch)
     g = _Geo(unary, p)
     n, c, b, t_all = g.n, g.c, p.blur, p.num_iter
-    feat, valid, invc, fmask = _prepare(launch, empty, g, image, mask, p)
-    pool_args = (fmask, invc, *g.pooled(), I32(b))
-    u, q, m = (empty((n, c, g.h, g.w), F32) for _ in range(3))
+    feat, valid, invc, fmask = _prepare(launch, empty, g, image, mask, p, fmask=False)
+    out = empty((n, c, g.h, g.w), F32) if out is None else out
     qb = empty((n, c, g.hp, g.wp), F32)
-    out = empty((n, c, g.h, g.w), F32)
     saved = empty((n, t_all if keep else 1, c, g.hp, g.wp), F32)
-    full = (I64(n), I32(c), I64(g.hw))
-    launch("crfg_unary", n * g.hw, (unary, u, *full, I32(p.unary_kind == "probs")))
-    start = u
-    if p.unary_kind == "probs" or p.init == "softmax":
-        launch("crfg_softmax", n * g.hw, (u, q, *full))
-        start = q
-    launch("crfg_pool", n * g.cells, (start, qb, *pool_args))
+    launch("crfg_unary", n * g.hw, (unary, out, I64(n), I32(c), I64(g.hw),
+                                    I32(p.unary_kind == "probs")))
+    cell = (fmask, invc, qb)
+    launch("crfg_start", n * g.cells, (out, *cell, *g.pooled(), I32(b),
+                                       I32(p.unary_kind == "probs" or p.init == "softmax")))
     ms = I64(saved.shape[1] * c * g.cells)
     passing = (feat, valid, I64(n), I32(c), I32(g.hp), I32(g.wp), I32(p.filter_size // 2),
                *_values(values))
@@ -77,14 +94,10 @@ def forward_steps(launch, empty, unary, image, mask, weight, compat, values: dic
         last = t == t_all - 1
         mb = saved[:, t if keep else 0]
         launch("crfg_pass", n * g.cells, (qb, None, mb, ms, None, *passing))
-        launch("crfg_upsample", n * g.hw, (mb, ms, m, fmask, *g.pooled(), I32(b)))
-        z = out if last else q
-        launch("crfg_pred", n * g.hw, (u, m, compat, weight, z, *full, F32(p.unary_weight),
-                                       I32(compat is not None)))
-        if not last or p.final_softmax:
-            launch("crfg_softmax", n * g.hw, (z, z, *full))
-        if not last:
-            launch("crfg_pool", n * g.cells, (q, qb, *pool_args))
+        launch("crfg_update", n * g.cells, (out, mb, ms, compat, weight, fmask, invc,
+                                            None if last else qb, out, *g.pooled(), I32(b),
+                                            F32(p.unary_weight),
+                                            I32(not last or p.final_softmax)))
     return out, saved if keep else None
 
 
@@ -98,6 +111,7 @@ def backward_steps(launch, empty, grad, unary, image, mask, weight, compat, valu
     """(d_unary, d_weight (C,), d_params (5,): the gradients w.r.t. pos_compat, col_compat,
     pos_sdims, col_schan, col_sdims (0 when absent), d_compat (C, C) or None), float32 device
     arrays; no copy to the host."""
+    launch = _null_safe(launch)
     g = _Geo(unary, p)
     n, c, b, t_all = g.n, g.c, p.blur, p.num_iter
     feat, valid, invc, fmask = _prepare(launch, empty, g, image, mask, p)

@@ -91,6 +91,10 @@ def _checked_setting(unary, image, weight, compat, values: dict, geometry: dict
     """The op's arguments as the validated setting. Every value check runs on the tensors'
     device and meets the host once (one flag); on the CPU the setting holds the scalar values,
     on CUDA only the geometry (the values stay on the device, read by the kernels)."""
+    for name, t in (("image", image), ("weight", weight), ("compat", compat), *values.items()):
+        if t is not None and t.device != unary.device:
+            raise InputError(f"{name} is on {t.device}, the unary on {unary.device}: every "
+                             "tensor of conv_crf must be on the unary's device")
     flags = [torch.isfinite(t).all() for t in (unary, image, weight, compat) if t is not None]
     for k, v in values.items():
         if v is not None:
