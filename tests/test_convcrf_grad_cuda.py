@@ -202,3 +202,48 @@ def test_fitted_setting_on_cuda_runs_the_trainable_forward(emulated_gpu):
     assert {e.name for e in emulated_gpu.launches()} >= {"crfg_pass", "crfg_update"}
     assert len([e for e in emulated_gpu.events if e.kind == "to_host"]) == 1  # the result
     assert rel_err(got, want) < 1e-5
+
+
+# ---- on a GPU (scripts/gpu_check.sh runs this file where one is lent) ------------------------
+
+def _cuda_grads(u, img, p, cfg, g):
+    """conv_crf on CUDA tensors: (scores, {name: gradient}) on the host."""
+    from segkit.torch import conv_crf
+
+    dev = torch.device("cuda")
+    leaf = {"unary": u.to(dev).requires_grad_(True),
+            "weight": p["weight"].to(dev).requires_grad_(True)}
+    for k in NAMES:
+        if p.get(k) is not None:
+            leaf[k] = torch.tensor(float(p[k]), device=dev, requires_grad=True)
+    if p.get("compat") is not None:
+        leaf["compat"] = p["compat"].to(dev).requires_grad_(True)
+    mask = None if p.get("mask") is None else p["mask"].to(dev)
+    out = conv_crf(leaf["unary"], img.to(dev), mask=mask,
+                   **{k: v for k, v in leaf.items() if k != "unary"}, **cfg)
+    torch.cuda.set_sync_debug_mode("error")  # the backward never waits for the device
+    try:
+        (out * g.to(dev)).sum().backward()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    return out.detach().cpu(), {k: v.grad.cpu() for k, v in leaf.items()}
+
+
+@pytest.mark.needs_cuda
+@pytest.mark.parametrize("n,c,h,w,k,blur,extra", CASES + [(2, 21, 64, 72, 11, 4, {}),
+                                                          (1, 5, 40, 33, 7, 1, dict(
+                                                              col_sdims=20.0, mask=True))])
+def test_torch_cuda_tensors_match_reference(n, c, h, w, k, blur, extra):
+    cfg = dict(filter_size=k, blur=blur, num_iter=3)
+    u, img, p = make_case(n, c, h, w, seed=n + c + h, **extra)
+    g = torch.randn(n, c, h, w, generator=torch.Generator().manual_seed(5))
+    out, grads = _cuda_grads(u, img, p, cfg, g)
+    ref, leaf = reference(u, img, p, cfg)
+    (ref * g.double()).sum().backward()
+    assert rel_err(out, ref.detach()) < RTOL32
+    for name, got in grads.items():
+        assert rel_err(got, leaf[name].grad) < RTOL32, name
+    again = _cuda_grads(u, img, p, cfg, g)  # the same bits on a rerun
+    assert torch.equal(again[0], out)
+    for name, got in grads.items():
+        assert torch.equal(again[1][name], got), name
