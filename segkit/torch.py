@@ -6,11 +6,14 @@ trainable ConvCRF as a torch op. Import it explicitly (``from segkit.torch impor
   (C++ for CPU tensors, CUDA for CUDA tensors, on the tensor's device and torch's current
   stream, without copies); returns a tensor with no gradient.
 * ``ConvCRF(..., trainable=True, num_classes=C)`` and :func:`conv_crf`: a differentiable op
-  ``torch.ops.segkit.conv_crf`` (registered with ``torch.library``, with fake kernels, so that
-  ``torch.compile``, autocast and DistributedDataParallel work) whose backward is the fused
-  C++ kernel: gradients w.r.t. the unary and every ConvCRF parameter, no k*k tensor, the same
-  bits on a rerun. It runs in float32 (half-precision inputs are cast); CUDA tensors run the
-  CUDA kernels (csrc/cuda/convcrf_grad.cu through CuPy, tested in host emulation only).
+  ``torch.ops.segkit.conv_crf`` (registered with ``torch.library`` in
+  ``segkit.ops.convcrf_grad_torch``: a typed schema of named arguments, fake kernels, so
+  that ``torch.compile``, autocast and DistributedDataParallel work) whose backward is the
+  fused C++ kernel: gradients w.r.t. the unary and every ConvCRF parameter by name, no k*k
+  tensor, the same bits on a rerun. Both build the call from the setting
+  (``segkit.ops.convcrf.ConvCrfParams``) and the learnable values. It runs in float32
+  (half-precision inputs are cast); CUDA tensors run the CUDA kernels (csrc/cuda/convcrf*.cu
+  through CuPy, tested in host emulation only).
 """
 from __future__ import annotations
 
