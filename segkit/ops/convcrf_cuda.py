@@ -23,9 +23,13 @@ def cuda_steps(scores, img, params: ConvCrfParams, launch, empty) -> None:
 
     n, c = scores.shape[:2]
 
-    def device(value):
-        out = empty(np.shape(value))
-        out[...] = np.asarray(value, np.float32)
+    def device(value):  # a host value on the device: CuPy's set(), or the emulation's copy
+        host = np.ascontiguousarray(value, np.float32)
+        out = empty(host.shape)
+        if hasattr(out, "set"):
+            out.set(host)
+        else:
+            out[...] = host
         return out
 
     values = {k: None if getattr(params, k) is None else device(getattr(params, k))
