@@ -80,12 +80,9 @@ def _old_crf_scores(mean, image, crf):
     weight = crf["weight"]
     unary = np.maximum(np.asarray(mean, np.float32), np.float32(settings.PROB_FLOOR))
     p = convcrf_params(None, **{k: v for k, v in crf.items() if k != "weight"})
-    f32 = np.float32
-    scalars = np.array([f32(p.pos_compat), f32(p.col_compat), f32(1) / f32(p.pos_sdims),
-                        f32(1) / f32(p.col_schan), 0], np.float32)
     img = np.ascontiguousarray(np.asarray(image).transpose(2, 0, 1)[None], np.float32)
-    out, _ = convcrf_grad.forward(np.ascontiguousarray(unary[None]), img, None,
-                                  np.asarray(weight, np.float32), scalars, None, p, False)
+    out, _ = convcrf_grad.forward(np.ascontiguousarray(unary[None]), img, None, p,
+                                  np.asarray(weight, np.float32), None, keep=False)
     return out[0]
 
 

@@ -47,12 +47,6 @@ def _fitted_cpp(scores, img, params):
     return convcrf_grad.apply(scores, np.ascontiguousarray(img, np.float32), params)
 
 
-def _fitted_cuda(scores, img, params):
-    from . import convcrf_grad
-
-    return convcrf_grad.apply_cuda(scores, img, params)
-
-
 def _run_cuda(scores, img, params):
     import cupy
 
@@ -66,8 +60,7 @@ def _run_cuda(scores, img, params):
         img = cupy.ascontiguousarray(img)
     from .convcrf_cuda import cuda_steps
 
-    cuda_steps(scores, img, params.kernel_constants(), launch,
-               lambda shape: cupy.empty(shape, np.float32))
+    cuda_steps(scores, img, params, launch, lambda shape: cupy.empty(shape, np.float32))
     return scores
 
 
@@ -76,12 +69,8 @@ def _on_cpp(scores, img, params):
     return (_fitted_cpp if params.fitted else _run_cpp)(scores, img, params)
 
 
-def _on_cuda(scores, img, params):
-    """The cuda runner: the CUDA kernels, or the trainable op's forward for a fitted setting."""
-    return (_fitted_cuda if params.fitted else _run_cuda)(scores, img, params)
-
-
 #: The runner of each backend (the table's row of convcrf). The NumPy reference and the Numba
-#: kernels take a fitted setting's per-class weights and compat as arrays; C++ and CUDA run
-#: the trainable op's forward without saved state for it.
-RUNNERS = {"numpy": _run_numpy, "numba": _run_numba, "cpp": _on_cpp, "cuda": _on_cuda}
+#: kernels take a fitted setting's per-class weights and compat as arrays; C++ runs the
+#: trainable op's forward without saved state for it, CUDA its one kernel family (which takes
+#: both).
+RUNNERS = {"numpy": _run_numpy, "numba": _run_numba, "cpp": _on_cpp, "cuda": _run_cuda}
