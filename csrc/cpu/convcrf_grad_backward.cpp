@@ -34,10 +34,10 @@ namespace {
 
 // Per-thread scratch: C rows of W each, the three adjoint rows and the b rows of a cell.
 struct BwdScratch {
-  std::vector<float> u, m, mp, z, gr, dq, h, e, qc, mx, sum;
+  std::vector<float> u, m, mp, z, gr, dq, dqe, h, e, qc, mx, sum;
   explicit BwdScratch(const Geo& g)
       : u(static_cast<size_t>(g.C) * g.W), m(u.size()), mp(u.size()), z(u.size()),
-        gr(u.size()), dq(u.size()), h(u.size()), e(3 * u.size()), qc(g.b * u.size()), mx(g.W),
+        gr(u.size()), dq(u.size()), dqe(u.size()), h(u.size()), e(3 * u.size()), qc(g.b * u.size()), mx(g.W),
         sum(g.W) {}
 };
 
@@ -55,19 +55,19 @@ struct Ctx {
 };
 
 // U of row i (C rows of W): log_softmax from the per-pixel max and log-sum, or log.
-inline void u_row(const Ctx& k, int i, float* u) {
+inline void u_row(const Ctx& k, int i, float* __restrict u) {
   const Geo& g = *k.g;
   const index_t row = static_cast<index_t>(i) * g.W;
-  const float* x = k.x + row;
-  if (k.a->unary_kind == crf::UNARY_PROBS) {
-    for (int c = 0; c < g.C; ++c)
-      for (int j = 0; j < g.W; ++j) u[c * g.W + j] = crf::log_f32(x[c * g.HW + j]);
-    return;
-  }
   const float* __restrict mx = k.lmx + row;
   const float* __restrict ls = k.lls + row;
-  for (int c = 0; c < g.C; ++c)
-    for (int j = 0; j < g.W; ++j) u[c * g.W + j] = (x[c * g.HW + j] - mx[j]) - ls[j];
+  for (int c = 0; c < g.C; ++c) {
+    const float* __restrict x = k.x + c * g.HW + row;
+    float* __restrict o = u + static_cast<index_t>(c) * g.W;
+    if (k.a->unary_kind == crf::UNARY_PROBS)
+      for (int j = 0; j < g.W; ++j) o[j] = crf::log_f32(x[j]);
+    else
+      for (int j = 0; j < g.W; ++j) o[j] = (x[j] - mx[j]) - ls[j];
+  }
 }
 
 // z (C rows of W) = (unary_weight - w_c) u + w_c mp.
@@ -90,40 +90,51 @@ inline void jacobian(const Geo& g, const float* __restrict q, const float* __res
     for (int j = 0; j < g.W; ++j) gr[c * g.W + j] = q[c * g.W + j] * (d[c * g.W + j] - dot[j]);
 }
 
-// dq (C rows of W) = pool^T dQb for row i of cell R.
-inline void unpool_row(const Ctx& k, int i, float* __restrict dq) {
+// The cell's dQb spread over its columns, dqe (C rows of W) = (pool^T dQb) / mask: the same
+// for the cell's b rows (blur 1: the row itself).
+inline void unpool_cell(const Ctx& k, int R, float* __restrict dqe) {
   const Geo& g = *k.g;
-  const int R = (i + g.p0) / g.b;
-  const float* fm = k.im->fmask.data() + static_cast<index_t>(i) * g.W;
-  const float* ic = k.im->inv_count.data() + static_cast<index_t>(R) * g.Wp;
+  const float* __restrict ic = k.im->inv_count.data() + static_cast<index_t>(R) * g.Wp;
   for (int c = 0; c < g.C; ++c) {
-    const float* src = k.dQb + c * g.HWp + static_cast<index_t>(R) * g.Wp;
-    float* __restrict o = dq + static_cast<index_t>(c) * g.W;
+    const float* __restrict src = k.dQb + c * g.HWp + static_cast<index_t>(R) * g.Wp;
+    float* __restrict o = dqe + static_cast<index_t>(c) * g.W;
     if (g.b == 1) {
-      for (int j = 0; j < g.W; ++j) o[j] = src[j] * ic[j] * fm[j];
+      for (int j = 0; j < g.W; ++j) o[j] = src[j] * ic[j];
       continue;
     }
     for (int X = 0; X < g.Wp; ++X) {
       const float e = src[X] * ic[X];
-      for (int j = g.cx0[X]; j < g.cx1[X]; ++j) o[j] = e * fm[j];
+      for (int j = g.cx0[X]; j < g.cx1[X]; ++j) o[j] = e;
     }
   }
 }
 
+// dq (C rows of W) = pool^T dQb for row i: the cell's spread times the row's mask.
+inline void unpool_row(const Ctx& k, int i, const float* __restrict dqe, float* __restrict dq) {
+  const Geo& g = *k.g;
+  const float* __restrict fm = k.im->fmask.data() + static_cast<index_t>(i) * g.W;
+  for (int c = 0; c < g.C; ++c)
+    for (int j = 0; j < g.W; ++j) dq[c * g.W + j] = dqe[c * g.W + j] * fm[j];
+}
+
 // The masked b x b means of the cell's rows (qc: row ii of the cell at ii * C * W) into
-// pooled row R of Qb (one register accumulator per cell: rows, then columns).
-inline void pool_cell(const Ctx& k, int R, int y0, int y1, const float* qc) {
+// pooled row R of Qb: the rows added in order along the row (vectorised), then each cell's
+// columns in order.
+inline void pool_cell(const Ctx& k, int R, int y0, int y1, const float* __restrict qc,
+                      float* __restrict colsum) {
   const Geo& g = *k.g;
   const float* ic = k.im->inv_count.data() + static_cast<index_t>(R) * g.Wp;
   for (int c = 0; c < g.C; ++c) {
+    for (int j = 0; j < g.W; ++j) colsum[j] = 0.0f;
+    for (int i = y0; i < y1; ++i) {
+      const float* __restrict q = qc + (static_cast<index_t>(i - y0) * g.C + c) * g.W;
+      const float* __restrict fm = k.im->fmask.data() + static_cast<index_t>(i) * g.W;
+      for (int j = 0; j < g.W; ++j) colsum[j] += q[j] * fm[j];
+    }
     float* o = k.Qb + c * g.plane + g.at(R, 0);
     for (int X = 0; X < g.Wp; ++X) {
       float acc = 0.0f;
-      for (int i = y0; i < y1; ++i) {
-        const float* q = qc + (static_cast<index_t>(i - y0) * g.C + c) * g.W;
-        const float* fm = k.im->fmask.data() + static_cast<index_t>(i) * g.W;
-        for (int j = g.cx0[X]; j < g.cx1[X]; ++j) acc += q[j] * fm[j];
-      }
+      for (int j = g.cx0[X]; j < g.cx1[X]; ++j) acc += colsum[j];
       o[X] = acc * ic[X];
     }
   }
@@ -174,9 +185,11 @@ inline const float* weight_terms(const Ctx& k, int t, int i, BwdScratch& s, doub
       }
     }
   }
-  const float* fm = k.im->fmask.data() + row;
-  for (int c = 0; c < C; ++c)
-    for (int j = 0; j < g.W; ++j) dm[c * g.W + j] *= fm[j];
+  const float* __restrict fm = k.im->fmask.data() + row;
+  for (int c = 0; c < C; ++c) {
+    float* __restrict o = dm + static_cast<index_t>(c) * g.W;
+    for (int j = 0; j < g.W; ++j) o[j] *= fm[j];
+  }
   return dm;
 }
 
@@ -224,7 +237,7 @@ inline void start_row(const Ctx& k, int i, BwdScratch& s) {
   const Geo& g = *k.g;
   const int C = g.C;
   const index_t row = static_cast<index_t>(i) * g.W;
-  unpool_row(k, i, s.dq.data());
+  unpool_row(k, i, s.dqe.data(), s.dq.data());
   const float* add = s.dq.data();
   if (start_softmax(*k.a)) {
     std::memcpy(s.z.data(), s.u.data(), sizeof(float) * C * g.W);
@@ -262,6 +275,7 @@ inline void sweep_cell(const Ctx& k, int t, int R, BwdScratch& s) {
   double* dw = k.dw_part + static_cast<size_t>(R) * C;
   double* dmu = k.compat ? k.dmu_part + static_cast<size_t>(R) * C * C : nullptr;
   if (t >= 1 && g.b > 1) std::fill(s.e.begin(), s.e.end(), 0.0f);
+  if (t < k.T) unpool_cell(k, R, s.dqe.data());
   // the message of t and t - 1: row-upsampled (blur > 1) or the saved pooled one (blur 1)
   const float* mt = t >= 1 ? (g.b > 1 ? k.me[0] : k.Ms + (t - 1) * pooled) : nullptr;
   const float* mprev = t >= 2 ? (g.b > 1 ? k.me[1] : k.Ms + (t - 2) * pooled) : nullptr;
@@ -287,7 +301,7 @@ inline void sweep_cell(const Ctx& k, int t, int R, BwdScratch& s) {
     } else {  // G_t = Q_t (dQ_t - sum_c Q_t dQ_t), Q_t = softmax(z_t) recomputed
       pred_u(k, s.u.data(), mp, s.z.data());
       softmax_row(s.z.data(), C, g.W, g.W, s.mx.data(), s.sum.data());
-      unpool_row(k, i, s.dq.data());
+      unpool_row(k, i, s.dqe.data(), s.dq.data());
       jacobian(g, s.z.data(), s.dq.data(), s.sum.data(), s.gr.data());
     }
     const float* v = weight_terms(k, t, i, s, dw, dmu);
@@ -304,7 +318,7 @@ inline void sweep_cell(const Ctx& k, int t, int R, BwdScratch& s) {
   }
   if (t == 0) return;
   if (g.b > 1) adjoint_cols(k, R, s.e.data());
-  pool_cell(k, R, y0, y1, s.qc.data());
+  pool_cell(k, R, y0, y1, s.qc.data(), s.sum.data());
 }
 
 // R_t of pooled row r (blur > 1): the partial rows of cells r - 1, r and r + 1.
