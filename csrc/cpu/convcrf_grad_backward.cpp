@@ -80,16 +80,6 @@ inline void pred_u(const Ctx& k, const float* __restrict u, const float* __restr
   }
 }
 
-// gr = q (d - sum_c q d), all C rows of W (the softmax Jacobian applied to d).
-inline void jacobian(const Geo& g, const float* __restrict q, const float* __restrict d,
-                     float* __restrict dot, float* __restrict gr) {
-  for (int j = 0; j < g.W; ++j) dot[j] = 0.0f;
-  for (int c = 0; c < g.C; ++c)
-    for (int j = 0; j < g.W; ++j) dot[j] += q[c * g.W + j] * d[c * g.W + j];
-  for (int c = 0; c < g.C; ++c)
-    for (int j = 0; j < g.W; ++j) gr[c * g.W + j] = q[c * g.W + j] * (d[c * g.W + j] - dot[j]);
-}
-
 // The cell's dQb spread over its columns, dqe (C rows of W) = (pool^T dQb) / mask: the same
 // for the cell's b rows (blur 1: the row itself).
 inline void unpool_cell(const Ctx& k, int R, float* __restrict dqe) {
@@ -214,23 +204,6 @@ inline void adjoint_rows(const Ctx& k, int i, int R, const float* __restrict v, 
   }
 }
 
-// The horizontal taps of the cell's three partial rows into P (3, C, Hp, Wp).
-inline void adjoint_cols(const Ctx& k, int R, const float* e) {
-  const Geo& g = *k.g;
-  const int* cj = g.col_j.data();
-  const float* cw = g.col_w.data();
-  for (int q = 0; q < 3; ++q)
-    for (int c = 0; c < g.C; ++c) {
-      const float* v = e + (static_cast<index_t>(q) * g.C + c) * g.W;
-      float* o = k.P + ((static_cast<index_t>(q) * g.C + c) * g.Hp + R) * g.Wp;
-      for (int X = 0; X < g.Wp; ++X) {
-        float acc = 0.0f;
-        for (int kk = g.col_at[X]; kk < g.col_at[X + 1]; ++kk) acc += cw[kk] * v[cj[kk]];
-        o[X] = acc;
-      }
-    }
-}
-
 // Stage 0, row i: the start's term (Q_0 = U, or softmax(U) through its Jacobian) into dU,
 // then dU back through U = log_softmax(x) or log(x).
 inline void start_row(const Ctx& k, int i, BwdScratch& s) {
@@ -317,37 +290,9 @@ inline void sweep_cell(const Ctx& k, int t, int R, BwdScratch& s) {
     if (mprev != nullptr || start_softmax(a)) softmax_row(q, C, g.W, g.W, s.mx.data(), s.sum.data());
   }
   if (t == 0) return;
-  if (g.b > 1) adjoint_cols(k, R, s.e.data());
+  if (g.b > 1) adjoint_cols(g, R, s.e.data(), k.P);
   pool_cell(k, R, y0, y1, s.qc.data(), s.sum.data());
 }
-
-// R_t of pooled row r (blur > 1): the partial rows of cells r - 1, r and r + 1.
-inline void finish_r(const Ctx& k, int r) {
-  const Geo& g = *k.g;
-  const index_t part = static_cast<index_t>(g.C) * g.HWp;
-  for (int c = 0; c < g.C; ++c) {
-    const index_t o = static_cast<index_t>(c) * g.HWp + static_cast<index_t>(r) * g.Wp;
-    const float* mid = k.P + part + o;
-    const float* from_up = r > 0 ? k.P + 2 * part + o - g.Wp : nullptr;  // cell r-1's 3rd
-    const float* from_dn = r + 1 < g.Hp ? k.P + o + g.Wp : nullptr;     // cell r+1's 1st
-    float* __restrict dst = k.Rb + c * g.plane + g.at(r, 0);
-    for (int X = 0; X < g.Wp; ++X) {
-      float v = from_up ? from_up[X] + mid[X] : mid[X];
-      dst[X] = from_dn ? v + from_dn[X] : v;
-    }
-  }
-}
-
-// Flush-to-zero and denormals-are-zero on this thread while in scope (the previous mode is
-// restored). Probabilities far below the largest (exp(-90)) are denormal, and so are the
-// gradients they scale; every FMA on one takes a microcode assist (about 100 cycles).
-struct DenormalsAreZero {
-#if SEGKIT_X86
-  unsigned saved = _mm_getcsr();
-  DenormalsAreZero() { _mm_setcsr(saved | 0x8040u); }
-  ~DenormalsAreZero() { _mm_setcsr(saved); }
-#endif
-};
 
 }  // namespace
 
@@ -398,16 +343,7 @@ void convcrf_grad_backward(const float* grad, const float* unary, const float* i
         dispatch_isa([&](auto) SEGKIT_BODY {
           if (a.unary_kind == crf::UNARY_PROBS) return;
           const index_t row = static_cast<index_t>(i) * g.W;
-          const float* x = k.x + row;
-          float* mx = lmx.data() + row;
-          float* ls = lls.data() + row;
-          for (int j = 0; j < g.W; ++j) mx[j] = x[j];
-          for (int c = 1; c < C; ++c)
-            for (int j = 0; j < g.W; ++j) mx[j] = std::max(mx[j], x[c * g.HW + j]);
-          for (int j = 0; j < g.W; ++j) ls[j] = 0.0f;
-          for (int c = 0; c < C; ++c)
-            for (int j = 0; j < g.W; ++j) ls[j] += crf::exp_f32(x[c * g.HW + j] - mx[j]);
-          for (int j = 0; j < g.W; ++j) ls[j] = crf::log_f32(ls[j]);
+          log_sum_row(g, k.x + row, lmx.data() + row, lls.data() + row);
         });
 #pragma omp for schedule(static)
       for (int r = 0; r < g.Hp; ++r)
@@ -426,7 +362,7 @@ void convcrf_grad_backward(const float* grad, const float* unary, const float* i
         if (g.b > 1) {
 #pragma omp for schedule(static)
           for (int r = 0; r < g.Hp; ++r)
-            dispatch_isa([&](auto) SEGKIT_BODY { finish_r(kt, r); });
+            dispatch_isa([&](auto) SEGKIT_BODY { finish_r(g, P.data(), r, Rb.data()); });
         }
         // dQb_{t-1} = A R_t, the parameter sums against Qb_{t-1}; the message of t - 2 into
         // the buffer of t's (read by no one any more)

@@ -1,5 +1,6 @@
 // CPU trainable ConvCRF, shared by the forward (convcrf_grad.cpp) and the backward
-// (convcrf_grad_backward.cpp): the row kernels (unary, softmax, upsampled message, pooling,
+// (convcrf_grad_backward.cpp): the row kernels (unary, softmax and its Jacobian, upsampled
+// message and the adjoint of the upsampling, pooling,
 // the Gaussian planes, the message passes and the parameter sums), each compiled once per
 // instruction set through cpu/simd.h's dispatch. Include it after the translation unit's
 // `#pragma GCC optimize("no-trapping-math")`.
@@ -299,6 +300,71 @@ inline void pred_row(const Geo& g, const ConvCrfGradArgs& a, const float* weight
     const float* m = mp + static_cast<index_t>(c) * g.W;
     float* o = z + static_cast<index_t>(c) * g.W;
     for (int j = 0; j < g.W; ++j) o[j] = au * u[j] + w * m[j];
+  }
+}
+
+// gr = q (d - sum_c q d), all C rows of W (the softmax Jacobian applied to d).
+inline void jacobian(const Geo& g, const float* __restrict q, const float* __restrict d,
+                     float* __restrict dot, float* __restrict gr) {
+  for (int j = 0; j < g.W; ++j) dot[j] = 0.0f;
+  for (int c = 0; c < g.C; ++c)
+    for (int j = 0; j < g.W; ++j) dot[j] += q[c * g.W + j] * d[c * g.W + j];
+  for (int c = 0; c < g.C; ++c)
+    for (int j = 0; j < g.W; ++j) gr[c * g.W + j] = q[c * g.W + j] * (d[c * g.W + j] - dot[j]);
+}
+
+// The per-pixel max mx and log-sum ls of the softmax over the C rows (HW apart) of row x.
+inline void log_sum_row(const Geo& g, const float* x, float* __restrict mx,
+                        float* __restrict ls) {
+  for (int j = 0; j < g.W; ++j) mx[j] = x[j];
+  for (int c = 1; c < g.C; ++c)
+    for (int j = 0; j < g.W; ++j) mx[j] = std::max(mx[j], x[c * g.HW + j]);
+  for (int j = 0; j < g.W; ++j) ls[j] = 0.0f;
+  for (int c = 0; c < g.C; ++c)
+    for (int j = 0; j < g.W; ++j) ls[j] += crf::exp_f32(x[c * g.HW + j] - mx[j]);
+  for (int j = 0; j < g.W; ++j) ls[j] = crf::log_f32(ls[j]);
+}
+
+// Flush-to-zero and denormals-are-zero on this thread while in scope (the previous mode is
+// restored). Probabilities far below the largest (exp(-90)) are denormal, and so are the
+// gradients they scale; every FMA on one takes a microcode assist (about 100 cycles).
+struct DenormalsAreZero {
+#if SEGKIT_X86
+  unsigned saved = _mm_getcsr();
+  DenormalsAreZero() { _mm_setcsr(saved | 0x8040u); }
+  ~DenormalsAreZero() { _mm_setcsr(saved); }
+#endif
+};
+
+// The horizontal taps of the cell's three partial rows into P (3, C, Hp, Wp).
+inline void adjoint_cols(const Geo& g, int R, const float* e, float* P) {
+  const int* cj = g.col_j.data();
+  const float* cw = g.col_w.data();
+  for (int q = 0; q < 3; ++q)
+    for (int c = 0; c < g.C; ++c) {
+      const float* v = e + (static_cast<index_t>(q) * g.C + c) * g.W;
+      float* o = P + ((static_cast<index_t>(q) * g.C + c) * g.Hp + R) * g.Wp;
+      for (int X = 0; X < g.Wp; ++X) {
+        float acc = 0.0f;
+        for (int kk = g.col_at[X]; kk < g.col_at[X + 1]; ++kk) acc += cw[kk] * v[cj[kk]];
+        o[X] = acc;
+      }
+    }
+}
+
+// R_t of pooled row r (blur > 1): the partial rows of cells r - 1, r and r + 1.
+inline void finish_r(const Geo& g, const float* P, int r, float* Rb) {
+  const index_t part = static_cast<index_t>(g.C) * g.HWp;
+  for (int c = 0; c < g.C; ++c) {
+    const index_t o = static_cast<index_t>(c) * g.HWp + static_cast<index_t>(r) * g.Wp;
+    const float* mid = P + part + o;
+    const float* from_up = r > 0 ? P + 2 * part + o - g.Wp : nullptr;  // cell r-1's 3rd
+    const float* from_dn = r + 1 < g.Hp ? P + o + g.Wp : nullptr;     // cell r+1's 1st
+    float* __restrict dst = Rb + c * g.plane + g.at(r, 0);
+    for (int X = 0; X < g.Wp; ++X) {
+      float v = from_up ? from_up[X] + mid[X] : mid[X];
+      dst[X] = from_dn ? v + from_dn[X] : v;
+    }
   }
 }
 
