@@ -330,7 +330,6 @@ void convcrf_grad_backward(const float* grad, const float* unary, const float* i
     k.x = unary + n * full, k.gout = grad + n * full, k.dU = d_unary + n * full;
     k.Ms = saved + n * T * pooled;
     prepare_image(g, image + n * 3 * g.HW, mask == nullptr ? nullptr : mask + n * g.HW, im);
-    weights_image(g, im, sc, Gp.data(), Gc.data());
 #pragma omp parallel num_threads(threads)
     {
       BwdScratch& s = scratch[thread_id()];
@@ -346,12 +345,14 @@ void convcrf_grad_backward(const float* grad, const float* unary, const float* i
           log_sum_row(g, k.x + row, lmx.data() + row, lls.data() + row);
         });
 #pragma omp for schedule(static)
-      for (int r = 0; r < g.Hp; ++r)
+      for (int r = 0; r < g.Hp; ++r) {
+        weights_row(g, im, sc, r, Gp.data(), Gc.data());  // denormal weights flushed to 0
         dispatch_isa([&](auto) SEGKIT_BODY {
           if (g.b == 1) return;
           upsample_row(g, k.Ms + (T - 1) * pooled, r, me_t);
           if (T >= 2) upsample_row(g, k.Ms + (T - 2) * pooled, r, me_prev);
         });
+      }
       for (int t = T; t >= 0; --t) {
         Ctx kt = k;
         kt.me[0] = me_t, kt.me[1] = me_prev;

@@ -137,25 +137,31 @@ SEGKIT_ALWAYS void weight_row(const Geo& g, const Image& im, const crfgrad::Scal
   }
 }
 
-// The k*k Gaussian planes of one image (Gp and Gc, each k*k planes of Hp*Wp; zero where p+d
-// leaves the grid), computed once per image and shared by every class and iteration.
+// Pooled row r of the k*k Gaussian planes of one image (Gp and Gc, each k*k planes of Hp*Wp;
+// zero where p+d leaves the grid).
+inline void weights_row(const Geo& g, const Image& im, const crfgrad::Scales& sc, int r,
+                        float* Gp, float* Gc) {
+  const int k = 2 * g.s + 1;
+  dispatch_isa([&](auto) SEGKIT_BODY {
+    for (int o = 0; o < k * k; ++o) {
+      const int dy = o / k - g.s, dx = o % k - g.s;
+      float* gp = Gp + (static_cast<index_t>(o) * g.Hp + r) * g.ldg;
+      float* gc = Gc + (static_cast<index_t>(o) * g.Hp + r) * g.ldg;
+      std::fill(gp, gp + g.ldg, 0.0f);
+      std::fill(gc, gc + g.ldg, 0.0f);
+      const int xs = std::max(0, -dx), xe = std::min(g.Wp, g.Wp - dx);
+      if (r + dy < 0 || r + dy >= g.Hp || xe <= xs) continue;
+      weight_row(g, im, sc, r, dy, dx, xs, xe, gp, gc);
+    }
+  });
+}
+
+// The Gaussian planes of one image, computed once per image and shared by every class and
+// iteration.
 inline void weights_image(const Geo& g, const Image& im, const crfgrad::Scales& sc, float* Gp,
                           float* Gc) {
-  const int k = 2 * g.s + 1;
 #pragma omp parallel for schedule(dynamic, 4) num_threads(max_threads())
-  for (int r = 0; r < g.Hp; ++r)
-    dispatch_isa([&](auto) SEGKIT_BODY {
-      for (int o = 0; o < k * k; ++o) {
-        const int dy = o / k - g.s, dx = o % k - g.s;
-        float* gp = Gp + (static_cast<index_t>(o) * g.Hp + r) * g.ldg;
-        float* gc = Gc + (static_cast<index_t>(o) * g.Hp + r) * g.ldg;
-        std::fill(gp, gp + g.ldg, 0.0f);
-        std::fill(gc, gc + g.ldg, 0.0f);
-        const int xs = std::max(0, -dx), xe = std::min(g.Wp, g.Wp - dx);
-        if (r + dy < 0 || r + dy >= g.Hp || xe <= xs) continue;
-        weight_row(g, im, sc, r, dy, dx, xs, xe, gp, gc);
-      }
-    });
+  for (int r = 0; r < g.Hp; ++r) weights_row(g, im, sc, r, Gp, Gc);
 }
 
 // out(p) = sum_d A(p, p+d) in(p+d) for pooled row r and CB classes from c0 (`in` haloed, `out`
