@@ -7,6 +7,9 @@ figure is 5x the measured one). Against: what the issue calls the yardstick, sof
 confusion matrix per image (segkit's fastest backends), summed over the images; and the fused
 kernel over every pixel (the cost of a candidate if no pixel could be set aside).
 
+A whole run with the CRF search (`test_whole_crf_tuning_run`) reads each search image once
+for both the search and the CRF fit.
+
 Environment: TUNE_IMAGES (default 131), TUNE_DISTINCT (distinct generated images, repeated
 under new stems; default 8).
 """
@@ -34,21 +37,32 @@ _CACHE: dict = {}
 
 
 def dataset(tmp_root: Path):
-    """3 stores + masks of N_IMAGES stems (N_DISTINCT generated images, repeated), in the page
-    cache after writing; returns (specs, gt folder, stems)."""
+    """3 stores + masks + images of N_IMAGES stems (N_DISTINCT generated images, repeated), in
+    the page cache after writing; returns (specs, gt folder, stems); the images are in
+    ``tmp_root / "images"`` (each class one colour, with noise)."""
     if "data" in _CACHE:
         return _CACHE["data"]
+    from PIL import Image
+
     labels, probs = oof_predictions(N_DISTINCT, SIDE, SIDE, CLASSES, noise=NOISE,
                                     sharpness=SHARPNESS, rare_penalty=RARE_PENALTY, scale=64,
                                     seed=0)
     names = [f"c{k}" for k in range(CLASSES)]
     stores = [segkit.ConfidenceStore.create(tmp_root / f"m{m}", names) for m in range(MODELS)]
     stems = [f"img{i:04d}" for i in range(N_IMAGES)]
+    rng = np.random.default_rng(0)
+    colours = rng.integers(30, 226, (CLASSES, 3))
+    pictures = [np.clip(colours[np.minimum(lab, CLASSES - 1)]
+                        + rng.integers(-20, 21, lab.shape + (3,)), 0, 255).astype(np.uint8)
+                for lab in labels]
+    (tmp_root / "images").mkdir(parents=True, exist_ok=True)
     for i, stem in enumerate(stems):
         k = i % N_DISTINCT
         for m, store in enumerate(stores):
             store.write(stem, probs[m, k], check=False)
         write_mask(tmp_root / "gt" / f"{stem}.png", labels[k])
+        Image.fromarray(pictures[k]).save(tmp_root / "images" / f"{stem}.png",
+                                          compress_level=1)
     _CACHE["data"] = ([str(s.root) for s in stores], tmp_root / "gt", stems)
     return _CACHE["data"]
 
@@ -158,3 +172,26 @@ def test_whole_default_tuning_run(benchmark, data, tmp_path):
                                        for k, v in r.metrics["holdout"].items()}
     print(f"\n{r}\n{r.info}")
     assert int(np.argmax(r.weights)) == 0
+
+
+def test_whole_crf_tuning_run(benchmark, data, tmp_path):
+    """`segkit tune --search weights,bias,crf --images` with a short CRF fit (8 fit images, 20
+    steps, budget 60, 2 workers): the read serves the search and the fit (each image read
+    once), then the held-out pass runs the recipe's CRF and the candidates."""
+    specs, gt, stems = data
+    images = Path(gt).parent / "images"
+    out = {}
+
+    def run():
+        out["r"] = segkit.tune(specs, gt, tmp_path / "t", images=images,
+                               search="weights,bias,crf", budget=60, crf_images=8,
+                               crf_steps=20, workers=2, progress=False, log=None)
+
+    benchmark.group = f"tune: whole run with the CRF search, {N_IMAGES} images"
+    benchmark.extra_info["impl"] = "segkit tune (weights, bias, crf; 2 workers)"
+    benchmark.pedantic(run, rounds=1, iterations=1)
+    r = out["r"]
+    benchmark.extra_info.update({k: v for k, v in r.info.items()})
+    benchmark.extra_info["crf_fit_seconds"] = r.crf_fit["seconds"]
+    benchmark.extra_info["crf_name"] = r.crf_name
+    print(f"\n{r}\n{r.info}")

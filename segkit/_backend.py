@@ -2,18 +2,26 @@
 
 Four backends exist: ``numpy`` (the reference: slow, obviously right), ``numba``, ``cpp`` (the
 compiled extension, segkit._C) and ``cuda`` (CuPy, compiled at run time). Not every op has all
-four: :data:`OP_BACKENDS` is the one table of which op has which (``segkit info``, the ops
-that take a subset, the tests and the README's table read it). ``backend="auto"`` picks
-``cuda`` for GPU arrays (CuPy arrays, torch CUDA tensors) and the fastest available CPU backend
-the op has otherwise. Asking for a backend that is not available raises
-:class:`BackendUnavailableError` with the reason; nothing falls back silently.
+four: :data:`OPS` is the one table of which op has which, with its runner on each (an op
+declares its row with :func:`register` in its module; ``segkit info``, ``backend=``, the
+tests' parametrisation and the README's table read it, :data:`OP_BACKENDS` is its column of
+names). ``backend="auto"`` picks ``cuda`` for GPU arrays (CuPy arrays, torch CUDA tensors) and
+the fastest available CPU backend the op has otherwise. Asking for a backend that is not
+available raises :class:`BackendUnavailableError` with the reason; nothing falls back
+silently.
+
+Every op runs a call the same way (:meth:`Op.call`, as scikit-image's rank filters share one
+wrapper): resolve the backend among the op's own, run the whole call on the CUDA stream of
+:func:`segkit._cuda.op_stream` when it is ``cuda``, convert the inputs to the backend's arrays
+and the result back to the caller's kind.
 """
 from __future__ import annotations
 
 import functools
 import importlib
-from dataclasses import dataclass
-from typing import Any, Callable
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -22,36 +30,161 @@ from . import _config
 
 BACKENDS = ("numpy", "numba", "cpp", "cuda")
 
-#: The backends of each public op (``backend=`` takes these and "auto"). The trainable ConvCRF
-#: (``segkit.torch.conv_crf`` / ``ConvCRF(trainable=True)``) picks its kernels from the tensors'
-#: device; its NumPy reference (``segkit.reference.convcrf_grad``) is for the tests only.
-OP_BACKENDS: dict[str, tuple[str, ...]] = {
-    "mode_filter": BACKENDS,
-    "convcrf": BACKENDS,
-    "soft_vote": BACKENDS,
-    "confusion_matrix": BACKENDS,
-    "label_issues": BACKENDS,
-    "label_quality": BACKENDS,
-    "vote_confusion": ("numpy", "numba"),
-    "settled_pixels": ("numpy", "numba"),
-    "conv_crf (trainable)": ("cpp", "cuda"),
-}
-#: What the table alone does not say.
-OP_NOTES: dict[str, str] = {
-    "conv_crf (trainable)": "cuda: its kernels are tested on the CPU in emulation only "
-                            "(tests/cuda_emu.py), not yet on a GPU",
-    "vote_confusion": "the tuning search's kernel; no C++ or CUDA kernel",
-    "settled_pixels": "the tuning search's pre-pass; no C++ or CUDA kernel",
-}
+
+# ---- the one table: each op, its runner on each backend it has -----------------------------
+@dataclass(frozen=True, eq=False)
+class Op:
+    """One row of :data:`OPS`: an op's name, its runner on each backend it has, and what the
+    row alone does not say (`note`).
+
+    A runner is what the op calls once the backend is resolved, on inputs the op has checked
+    and converted (NumPy arrays for the CPU backends, CuPy arrays for ``cuda``): a function,
+    or for an op that runs in stages (``label_issues``) a record of stage functions of one
+    shape on every backend. Build rows with :func:`register`."""
+
+    name: str
+    runners: Mapping[str, Any]
+    note: str = ""
+    backends: tuple[str, ...] = field(init=False)
+    #: The calls on the CPU backends: they hold no state (no stream, no conversion back), so
+    #: :meth:`call` hands the same one out again (thread-safe).
+    _host_calls: dict[str, "Call"] = field(init=False, repr=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "backends", tuple(b for b in BACKENDS if b in self.runners))
+
+    def resolve(self, backend: str, *arrays: Any) -> str:
+        """:func:`resolve` among this op's backends."""
+        return resolve(backend, *arrays, among=self.backends)
+
+    def call(self, backend: str, *arrays: Any) -> "Call":
+        """One call of the op (``with op.call(backend, *arrays) as call: ...``): the backend
+        resolved for `arrays` (the inputs that decide it: a GPU array among them means CUDA)."""
+        name = resolve(backend, *arrays, among=self.backends)
+        runner = self.runners[name]
+        if name == "cuda":
+            return Call(name, runner, arrays)
+        call = self._host_calls.get(name)  # nothing to hold on the host: one stateless call
+        if call is None or call.runner is not runner:
+            call = self._host_calls[name] = Call(name, runner, ())
+        return call
+
+
+class Call:
+    """One call of an op on its resolved backend, used as a context manager.
+
+    - ``call.backend``: the backend's name; ``call.runner``: the op's runner on it.
+    - The block runs on one CUDA stream when the backend is ``cuda``
+      (:func:`segkit._cuda.op_stream` of the arrays given to :meth:`Op.call`: torch's current
+      stream when one is a torch CUDA tensor, CuPy's otherwise); on the CPU backends entering
+      it does nothing, and an op without a ``cuda`` runner may skip the ``with``.
+    - :meth:`array` converts an input to the backend's array (NumPy for the CPU backends, a
+      CuPy view or upload for ``cuda``); :meth:`back` converts a result to the kind of the
+      first input converted (CuPy, torch, or NumPy for host input).
+
+    >>> import numpy as np
+    >>> from segkit import _backend
+    >>> op = _backend.Op("double", {"numpy": lambda x: 2 * x})
+    >>> with op.call("auto", [1, 2]) as call:
+    ...     call.back(call.runner(call.array([1, 2])))
+    array([2, 4])
+    """
+
+    __slots__ = ("backend", "runner", "_arrays", "_stream", "_back")
+
+    def __init__(self, backend: str, runner: Any, arrays: tuple) -> None:
+        self.backend, self.runner, self._arrays = backend, runner, arrays
+        self._stream = self._back = None
+
+    def __enter__(self) -> "Call":
+        if self.backend == "cuda":
+            from ._cuda import op_stream
+
+            self._stream = op_stream(*self._arrays)
+            self._stream.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> bool:
+        if self._stream is None:  # the CPU backends (their calls are shared: nothing written)
+            return False
+        stream, self._stream = self._stream, None
+        return bool(stream.__exit__(*exc))
+
+    def array(self, x: Any) -> Any:
+        """`x` as the backend's array: for ``cuda`` a CuPy view (CuPy arrays, torch CUDA
+        tensors) or upload (host arrays); for the CPU backends ``numpy.asarray`` (torch CPU
+        tensors without their autograd history). The first input converted sets the kind
+        :meth:`back` returns."""
+        if self.backend != "cuda":  # host results stay NumPy: nothing to convert back
+            if type(x) is np.ndarray:
+                return x
+            if type(x).__module__.startswith("torch") and hasattr(x, "detach"):
+                x = x.detach()
+            return np.asarray(x)
+        from ._cuda import as_cupy
+
+        arr, back = as_cupy(x)
+        if self._back is None:
+            self._back = back
+        return arr
+
+    def back(self, out: Any) -> Any:
+        """A result in the caller's kind (that of the first input :meth:`array` converted):
+        CuPy stays CuPy, torch CUDA tensors get torch tensors, host inputs get NumPy."""
+        return out if self._back is None else self._back(out)
+
+
+#: The one table of ops: name -> :class:`Op`, in the order ``segkit info`` and the README show
+#: (the order ``segkit.ops`` imports the op modules in, each registering its row).
+OPS: dict[str, Op] = {}
+
+
+def register(name: str, runners: Mapping[str, Any], note: str = "") -> Op:
+    """Declare op `name`'s row of :data:`OPS`: its runner on each backend it has (keys among
+    :data:`BACKENDS`; the row holds this mapping itself, so rows of ops that run the same
+    runners share it) and a note for what the row does not say; returns the :class:`Op`."""
+    unknown = [b for b in runners if b not in BACKENDS]
+    if unknown or not runners:
+        raise InputError(f"op {name!r}: runners must be keyed by backends among {BACKENDS}; "
+                         f"got {list(runners)}")
+    op = Op(name, runners, note)
+    OPS[name] = op
+    return op
+
+
+class _Column(Mapping):
+    """A read-only column of :data:`OPS` (op name -> one attribute of its row)."""
+
+    def __init__(self, attr: str) -> None:
+        self._attr = attr
+
+    def __getitem__(self, name: str) -> Any:
+        return getattr(OPS[name], self._attr)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(OPS)
+
+    def __len__(self) -> int:
+        return len(OPS)
+
+    def __repr__(self) -> str:
+        return repr(dict(self.items()))
+
+
+#: The backends of each public op (``backend=`` takes these and "auto"): the names column of
+#: :data:`OPS`. The trainable ConvCRF (``segkit.torch.conv_crf`` / ``ConvCRF(trainable=True)``)
+#: picks its kernels from the tensors' device; its NumPy reference
+#: (``segkit.reference.convcrf_grad``) is for the tests only.
+OP_BACKENDS: Mapping[str, tuple[str, ...]] = _Column("backends")
 
 
 def backends_table() -> str:
-    """:data:`OP_BACKENDS` as the Markdown table the README shows (a test keeps them equal)."""
+    """:data:`OPS` as the Markdown table the README shows (a test keeps them equal)."""
     rows = ["| op | " + " | ".join(BACKENDS) + " | note |",
             "|---|" + ":---:|" * len(BACKENDS) + "---|"]
-    for op, have in OP_BACKENDS.items():
-        marks = " | ".join("yes" if b in have else "-" for b in BACKENDS)
-        rows.append(f"| `{op}` | {marks} | {OP_NOTES.get(op, '')} |")
+    for op in OPS.values():
+        marks = " | ".join("yes" if b in op.backends else "-" for b in BACKENDS)
+        rows.append(f"| `{op.name}` | {marks} | {op.note} |")
     return "\n".join(rows)
 
 
@@ -168,10 +301,14 @@ def resolve(backend: str, *arrays: Any, among: tuple[str, ...] = BACKENDS) -> st
     (copied to the GPU and back). ``among``: the backends an op has (an op without a C++ or
     CUDA kernel names the ones it has; "auto" picks among them, a name outside them is refused).
     """
-    if not isinstance(backend, str) or backend not in ("auto",) + tuple(among):
+    if not isinstance(backend, str) or (backend != "auto" and backend not in among):
         raise InputError(f"backend must be one of 'auto', {', '.join(map(repr, among))}; "
                          f"got {backend!r}")
-    on_device = any(is_device_array(a) for a in arrays)
+    on_device = False
+    for a in arrays:
+        if type(a) is not np.ndarray and is_device_array(a):
+            on_device = True
+            break
     if backend == "auto":
         if on_device and "cuda" in among:
             backend = "cuda"
@@ -179,8 +316,12 @@ def resolve(backend: str, *arrays: Any, among: tuple[str, ...] = BACKENDS) -> st
             raise InputError(f"this op runs on the host only ({', '.join(among)}) but the input "
                              "is on a GPU; copy it to the host first")
         else:
-            return next(n for n in _config.CPU_PREFERENCE + ("numpy",)
-                        if n in among and backend_info(n).available)
+            for name in _config.CPU_PREFERENCE + ("numpy",):
+                if name in among and backend_info(name).available:
+                    return name
+            raise BackendUnavailableError(
+                f"none of this op's CPU backends ({', '.join(among)}) is available here: "
+                + "; ".join(f"{n}: {backend_info(n).reason}" for n in among if n != "cuda"))
     info = backend_info(backend)
     if not info.available:
         raise BackendUnavailableError(f"backend={backend!r} is not available: {info.reason}")

@@ -6,11 +6,14 @@ trainable ConvCRF as a torch op. Import it explicitly (``from segkit.torch impor
   (C++ for CPU tensors, CUDA for CUDA tensors, on the tensor's device and torch's current
   stream, without copies); returns a tensor with no gradient.
 * ``ConvCRF(..., trainable=True, num_classes=C)`` and :func:`conv_crf`: a differentiable op
-  ``torch.ops.segkit.conv_crf`` (registered with ``torch.library``, with fake kernels, so that
-  ``torch.compile``, autocast and DistributedDataParallel work) whose backward is the fused
-  C++ kernel: gradients w.r.t. the unary and every ConvCRF parameter, no k*k tensor, the same
-  bits on a rerun. It runs in float32 (half-precision inputs are cast); CUDA tensors run the
-  CUDA kernels (csrc/cuda/convcrf_grad.cu through CuPy, tested in host emulation only).
+  ``torch.ops.segkit.conv_crf`` (registered with ``torch.library`` in
+  ``segkit.ops.convcrf_grad_torch``: a typed schema of named arguments, fake kernels, so
+  that ``torch.compile``, autocast and DistributedDataParallel work) whose backward is the
+  fused C++ kernel: gradients w.r.t. the unary and every ConvCRF parameter by name, no k*k
+  tensor, the same bits on a rerun. Both build the call from the setting
+  (``segkit.ops.convcrf.ConvCrfParams``) and the learnable values. It runs in float32
+  (half-precision inputs are cast); CUDA tensors run the CUDA kernels (csrc/cuda/convcrf*.cu
+  through CuPy, tested in host emulation only).
 """
 from __future__ import annotations
 
@@ -20,148 +23,11 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
-from .errors import InputError, InputTypeError, UnavailableError
-from .ops import convcrf_grad as _grad
+from .errors import InputError, InputTypeError
 from .ops.convcrf import ConvCrfParams, convcrf, convcrf_params
+from .ops.convcrf_grad_torch import PARAMS, geometry_of
 
 Tensor = torch.Tensor
-
-# config list of the op: filter_size, blur, num_iter, unary_kind, init, final_softmax, col_pos
-_UNARY_KINDS, _INITS = ("logits", "probs"), ("convcrf", "softmax")
-
-
-def _cfg(config: Sequence[int], unary_weight: float) -> tuple[ConvCrfParams, bool]:
-    k, b, t, kind, init, fs, cp = (int(v) for v in config)
-    return convcrf_params(None, filter_size=k, blur=b, num_iter=t, unary_weight=unary_weight,
-                          unary_kind=_UNARY_KINDS[kind], init=_INITS[init],
-                          final_softmax=bool(fs)), bool(cp)
-
-
-def _host(x: Optional[Tensor], what: str):
-    if x is None:
-        return None
-    return np.ascontiguousarray(x.detach().cpu().numpy())
-
-
-def _on_gpu(step, tensors: tuple, *rest):
-    """`step` (segkit.ops.convcrf_grad_cuda) on the CUDA tensors `tensors` (None stays None),
-    on torch's current stream, without copies; returns what it returns, device arrays as
-    tensors. Compiled and emulated on the host (tests/test_convcrf_grad_cuda.py)."""
-    try:
-        import cupy
-    except ImportError:
-        raise UnavailableError("segkit.torch.conv_crf on CUDA tensors needs CuPy "
-                               "(pip install segkit[cuda])") from None
-    from . import _cuda
-
-    with _cuda.op_stream(*[t for t in tensors if t is not None]):
-        arrays = [None if t is None else cupy.asarray(t.detach().contiguous()) for t in tensors]
-
-        def launch(name, total, args):
-            _cuda.launch(_cuda.get_kernel("convcrf_grad", name), total, args)
-
-        out = step(launch, lambda shape, dtype: cupy.empty(shape, dtype), *arrays, *rest)
-        return tuple(torch.from_dlpack(o) if isinstance(o, cupy.ndarray) else o for o in out)
-
-
-def _check_values(unary, image, weight, scalars, compat, col_pos: bool, kind: str) -> None:
-    """Value checks of the op's inputs (torch tensors, on their device)."""
-    bad = int((~torch.isfinite(unary)).sum())
-    if bad:
-        raise InputError(f"unary contains NaN or inf ({bad} values)")
-    if kind == "probs" and bool((unary <= 0).any()):
-        raise InputError("unary_kind='probs' needs probabilities > 0 for gradients; got a "
-                         f"minimum of {float(unary.min()):.3g}")
-    if not bool(torch.isfinite(image).all()):
-        raise InputError("image contains NaN or inf")
-    if not bool(torch.isfinite(weight).all()):
-        raise InputError(f"weight must be finite; got {weight.tolist()}")
-    if compat is not None and not bool(torch.isfinite(compat).all()):
-        raise InputError("compat contains NaN or inf")
-    vals = dict(zip(_grad.SCALARS, scalars.tolist()))
-    if not col_pos:
-        vals["colpos_inv"] = None
-    _grad.check_scalars(vals)
-
-
-@torch.library.custom_op("segkit::conv_crf", mutates_args=())
-def _conv_crf_op(unary: Tensor, image: Tensor, mask: Optional[Tensor], weight: Tensor,
-                 scalars: Tensor, compat: Optional[Tensor], config: list[int],
-                 unary_weight: float) -> tuple[Tensor, Tensor]:
-    cfg, col_pos = _cfg(config, unary_weight)
-    if unary.is_cuda:
-        from .ops.convcrf_grad_cuda import forward_steps
-
-        _check_values(unary, image, weight, scalars, compat, col_pos, cfg.unary_kind)
-        return _on_gpu(lambda launch, empty, u, img, m, w, k, s: forward_steps(
-            launch, empty, u, img, m, w, k, s, cfg, col_pos),
-            (unary, image, mask, weight, compat), _host(scalars, "scalars"))
-    u, img, m, w, s, k = (_host(x, name) for x, name in (
-        (unary, "unary"), (image, "image"), (mask, "mask"), (weight, "weight"),
-        (scalars, "scalars"), (compat, "compat")))
-    _check_values(unary, image, weight, scalars, compat, col_pos, cfg.unary_kind)
-    out, saved = _grad.forward(u, img, m, w, s, k, cfg, col_pos)
-    return torch.from_numpy(out), torch.from_numpy(saved)
-
-
-@_conv_crf_op.register_fake
-def _conv_crf_fake(unary, image, mask, weight, scalars, compat, config, unary_weight):
-    n, c, h, w = unary.shape
-    b, t = config[1], config[2]
-    return unary.new_empty(unary.shape), unary.new_empty((n, t, c, -(-h // b), -(-w // b)))
-
-
-@torch.library.custom_op("segkit::conv_crf_backward", mutates_args=())
-def _conv_crf_backward_op(grad: Tensor, unary: Tensor, image: Tensor, mask: Optional[Tensor],
-                          weight: Tensor, scalars: Tensor, compat: Optional[Tensor],
-                          saved: Tensor, config: list[int], unary_weight: float
-                          ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    cfg, col_pos = _cfg(config, unary_weight)
-    if unary.is_cuda:
-        import cupy
-
-        from .ops.convcrf_grad_cuda import backward_steps
-
-        s = _host(scalars, "scalars")
-        du, dw, sums, dk = _on_gpu(lambda launch, empty, g, u, img, m, w, k, sv: backward_steps(
-            launch, empty, cupy.asnumpy, g, u, img, m, w, k, s, sv, cfg, col_pos),
-            (grad, unary, image, mask, weight, compat, saved))
-        ds = _grad.scalar_gradients(sums, s, col_pos)
-        dk = np.zeros((0,), np.float32) if dk is None else dk
-        dev = unary.device
-        return (du,) + tuple(torch.from_numpy(np.asarray(v, np.float32)).to(dev)
-                             for v in (dw, ds, dk))
-    g, u, img, m, w, s, k, sv = (_host(x, name) for x, name in (
-        (grad, "grad"), (unary, "unary"), (image, "image"), (mask, "mask"),
-        (weight, "weight"), (scalars, "scalars"), (compat, "compat"), (saved, "saved")))
-    du, dw, ds, dk = _grad.backward(g, u, img, m, w, s, k, sv, cfg, col_pos)
-    dk = np.zeros((0,), np.float32) if dk is None else dk
-    return tuple(torch.from_numpy(np.asarray(v, np.float32)) for v in (du, dw, ds, dk))
-
-
-@_conv_crf_backward_op.register_fake
-def _conv_crf_backward_fake(grad, unary, image, mask, weight, scalars, compat, saved, config,
-                            unary_weight):
-    c = unary.shape[1]
-    return (unary.new_empty(unary.shape), unary.new_empty((c,)), unary.new_empty((5,)),
-            unary.new_empty((c, c) if compat is not None else (0,)))
-
-
-def _setup_context(ctx, inputs, output):
-    unary, image, mask, weight, scalars, compat, config, unary_weight = inputs
-    ctx.save_for_backward(unary, image, mask, weight, scalars, compat, output[1])
-    ctx.config, ctx.unary_weight = list(config), unary_weight
-
-
-def _backward(ctx, grad_out, _grad_saved):
-    unary, image, mask, weight, scalars, compat, saved = ctx.saved_tensors
-    du, dw, ds, dk = torch.ops.segkit.conv_crf_backward(
-        grad_out.contiguous(), unary, image, mask, weight, scalars, compat, saved, ctx.config,
-        ctx.unary_weight)
-    return du, None, None, dw, ds, (dk if compat is not None else None), None, None
-
-
-_conv_crf_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 def _as_param(name: str, value: Any, ref: Tensor) -> Tensor:
@@ -169,7 +35,7 @@ def _as_param(name: str, value: Any, ref: Tensor) -> Tensor:
         if value.numel() != 1:
             raise InputError(f"{name} must be a number or a one-element tensor; got shape "
                              f"{tuple(value.shape)}")
-        return value.reshape(()).to(torch.float32)
+        return value.reshape(()).to(device=ref.device, dtype=torch.float32)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InputTypeError(f"{name} must be a number or a tensor; got {value!r}")
     return torch.tensor(float(value), dtype=torch.float32, device=ref.device)
@@ -233,6 +99,18 @@ def conv_crf(unary: Tensor, image: Any, *, weight: Any = 0.2, pos_compat: Any = 
     -------
     Tensor float32, the unary's shape: the scores after the last iteration.
     """
+    unary, image, mask, squeeze = _batched(unary, image, mask)
+    p = convcrf_params(None, filter_size=filter_size, blur=blur, num_iter=num_iter,
+                       unary_weight=unary_weight, unary_kind=unary_kind, init=init,
+                       final_softmax=final_softmax)
+    values = dict(pos_compat=pos_compat, col_compat=col_compat, pos_sdims=pos_sdims,
+                  col_schan=col_schan, col_sdims=col_sdims)
+    out = _call(unary, image, p, weight, values, compat, mask, mean, std)
+    return out[0] if squeeze else out
+
+
+def _batched(unary: Any, image: Any, mask: Any):
+    """(unary, image, mask) with a batch axis, and whether one was added; the unary checked."""
     if not isinstance(unary, Tensor):
         raise InputTypeError(f"unary must be a torch tensor; got {type(unary).__name__}")
     squeeze = unary.dim() == 3
@@ -248,42 +126,37 @@ def conv_crf(unary: Tensor, image: Any, *, weight: Any = 0.2, pos_compat: Any = 
     if unary.dtype not in (torch.float32, torch.float16, torch.bfloat16):
         raise InputError(f"unary must be float32, float16 or bfloat16; got {unary.dtype} "
                          "(for float64 use segkit.reference.convcrf_grad.conv_crf_torch)")
-    cfg = convcrf_params(None, filter_size=filter_size, blur=blur, num_iter=num_iter,
-                         unary_weight=unary_weight, unary_kind=unary_kind, init=init,
-                         final_softmax=final_softmax)
+    return unary, image, mask, squeeze
+
+
+def _call(unary: Tensor, image: Any, p: ConvCrfParams, weight: Any, values: dict[str, Any],
+          compat: Optional[Tensor], mask: Optional[Tensor], mean, std) -> Tensor:
+    """``torch.ops.segkit.conv_crf`` on (N, C, H, W) scores: the constants from the setting
+    `p`, the learnable values (numbers or tensors) as float32 tensors on the unary's device."""
     n, c, h, w = unary.shape
     u = unary.to(torch.float32).contiguous()
-    img = _image_nchw(image, n, h, w, mean, std)
+    img = _image_nchw(image, n, h, w, mean, std).to(u.device)
     if isinstance(weight, Tensor):
         if weight.numel() not in (1, c):
             raise InputError(f"weight must have 1 or C = {c} values; got shape "
                              f"{tuple(weight.shape)}")
-        wt = weight.to(torch.float32).reshape(-1).expand(c).contiguous()
+        wt = weight.to(device=u.device, dtype=torch.float32).reshape(-1).expand(c).contiguous()
     else:
         wt = _as_param("weight", weight, u).expand(c).contiguous()
-    col_pos = col_sdims is not None
-    recip = [1.0 / _as_param(k, v, u) for k, v in (("pos_sdims", pos_sdims),
-                                                    ("col_schan", col_schan))]
-    recip.append(1.0 / _as_param("col_sdims", col_sdims, u) if col_pos
-                 else torch.zeros((), device=u.device))
-    scalars = torch.stack([_as_param("pos_compat", pos_compat, u),
-                           _as_param("col_compat", col_compat, u), *recip])
+    vals = {k: None if v is None else _as_param(k, v, u) for k, v in values.items()}
     k = None
     if compat is not None:
         if not isinstance(compat, Tensor) or compat.numel() != c * c:
             raise InputError(f"compat must be a (C, C) = ({c}, {c}) tensor; got "
                              f"{getattr(compat, 'shape', compat)!r}")
-        k = compat.to(torch.float32).reshape(c, c).contiguous()
+        k = compat.to(device=u.device, dtype=torch.float32).reshape(c, c).contiguous()
     m = None
     if mask is not None:
         if not isinstance(mask, Tensor) or tuple(mask.shape) != (n, h, w):
             raise InputError(f"mask must be a (N, H, W) = ({n}, {h}, {w}) tensor; got "
                              f"{getattr(mask, 'shape', mask)!r}")
-        m = (mask != 0).to(torch.uint8).contiguous()
-    config = [cfg.filter_size, cfg.blur, cfg.num_iter, _UNARY_KINDS.index(cfg.unary_kind),
-              _INITS.index(cfg.init), int(cfg.final_softmax), int(col_pos)]
-    out = torch.ops.segkit.conv_crf(u, img, m, wt, scalars, k, config, cfg.unary_weight)[0]
-    return out[0] if squeeze else out
+        m = (mask != 0).to(device=u.device, dtype=torch.uint8).contiguous()
+    return torch.ops.segkit.conv_crf(u, img, m, wt, compat=k, **vals, **geometry_of(p))[0]
 
 
 class ConvCRF(torch.nn.Module):
@@ -415,19 +288,12 @@ class ConvCRF(torch.nn.Module):
                              f"with num_classes={self.weight.shape[0]}")
         if self._inference_ok(unary, mask):
             return self._inference(unary, image)
-        s = self.setting
-        if unary.dim() == 3 and isinstance(image, Tensor) and image.dim() == 3 \
-                and image.shape[-1] == 3 and image.shape[0] != 3:
-            image = image.permute(2, 0, 1)
-        return conv_crf(
-            unary, image, weight=self.weight, pos_compat=self.log_pos_compat.exp(),
-            col_compat=self.log_col_compat.exp(), pos_sdims=self.log_pos_sdims.exp(),
-            col_schan=self.log_col_schan.exp(),
-            col_sdims=None if self.log_col_sdims is None else self.log_col_sdims.exp(),
-            compat=self.compat, mask=mask, mean=self.mean, std=self.std,
-            filter_size=s.filter_size, blur=s.blur, num_iter=s.num_iter,
-            unary_weight=s.unary_weight, unary_kind=s.unary_kind, init=s.init,
-            final_softmax=s.final_softmax)
+        unary, image, mask, squeeze = _batched(unary, image, mask)
+        logs = {k: getattr(self, "log_" + k) for k in PARAMS}
+        values = {k: None if v is None else v.exp() for k, v in logs.items()}
+        out = _call(unary, image, self.setting, self.weight, values, self.compat, mask,
+                    self.mean, self.std)
+        return out[0] if squeeze else out
 
     def labels(self, unary: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
         """argmax over classes of :meth:`forward` (int64 tensor, (N, H, W) or (H, W))."""

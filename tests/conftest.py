@@ -16,7 +16,8 @@ from segkit import _backend
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-FAST_BACKENDS = ("numba", "cpp", "cuda")
+#: Every backend but the NumPy reference (the ops that have all four: segkit._backend.OPS).
+FAST_BACKENDS = tuple(b for b in _backend.BACKENDS if b != "numpy")
 
 
 def require_backend(name: str) -> None:
@@ -36,6 +37,15 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason=f"needs a CUDA GPU: {cuda.reason}"))
         if "needs_nvcc" in item.keywords and nvcc is None:
             item.add_marker(pytest.mark.skip(reason="needs nvcc (CUDA toolkit) on PATH"))
+
+
+def backends_of(op: str, *, reference: bool = True) -> list:
+    """The backends of `op`'s row of the table (``segkit._backend.OPS``) as pytest parameters:
+    ``@pytest.mark.parametrize("backend", backends_of("vote_confusion"))``. ``cuda`` carries
+    the needs_cuda mark (skipped with the reason where there is no GPU); a missing CPU backend
+    fails the test. `reference` False leaves the NumPy reference out."""
+    return [pytest.param(b, id=b, marks=[pytest.mark.needs_cuda] if b == "cuda" else [])
+            for b in _backend.OPS[op].backends if reference or b != "numpy"]
 
 
 @pytest.fixture(params=FAST_BACKENDS)
@@ -145,4 +155,4 @@ def ray_local():
     mp.undo()
 
 
-__all__ = ["chromium_path", "segkit", "require_backend", "to_host"]
+__all__ = ["backends_of", "chromium_path", "segkit", "require_backend", "to_host"]

@@ -189,8 +189,9 @@ class HostKernels:
     def _arg(a):
         if isinstance(a, np.ndarray):
             return ctypes.c_void_p(a.ctypes.data)
-        if a is None:
-            return ctypes.c_void_p(0)
+        if a is None:  # CuPy passes None as 0xffffffff, not NULL (cupy issue 9046)
+            raise LaunchError("kernel argument None: CuPy does not pass it as a null pointer "
+                              "(cupy issue 9046); pass np.uint64(0)")
         conv = {np.int64: ctypes.c_longlong, np.int32: ctypes.c_int, np.uint64: ctypes.c_ulonglong,
                 np.float32: ctypes.c_float}
         if type(a) not in conv:

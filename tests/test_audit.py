@@ -268,3 +268,51 @@ def test_fix_keeps_the_palette_and_the_16_bit_format(data, tmp_path):
     np.testing.assert_array_equal(pal[:256], palette)
     sixteen = read_mask(_gt_path(tmp_path / "fixed", stems[1]))
     assert sixteen.dtype == np.uint16
+
+
+# ---- issue 28 part 4: the streamed audit and the in-memory op share one LabelInspector ------
+@pytest.mark.parametrize("backend", ["numpy", "cpp", "numba"])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_streamed_audit_equals_in_memory_op_with_ties(tmp_path, backend, seed):
+    """Random images of mixed sizes whose probabilities are multiples of 1/8: many pixels tie
+    at the cutoff and the tie is broken across images; the audit (streamed, two workers) and
+    segkit.label_issues on the dataset as one long image flag the same pixels."""
+    from segkit.io.masks import write_mask
+    from segkit.ops.label_inspector import LabelInspector
+    from segkit.ops.label_issues_cutoff import in_bin
+
+    rng = np.random.default_rng(seed)
+    c = 4
+    store = ConfidenceStore.create(tmp_path / "store", [f"k{i}" for i in range(c)])
+    labels, probs = [], []
+    stems = [f"im{i:02d}" for i in range(7)]
+    for i, stem in enumerate(stems):
+        h, w = (9, 13) if i % 2 else (12, 7)
+        p = rng.multinomial(8, np.full(c, 1 / c), size=(h, w)).transpose(2, 0, 1) / 8
+        lab = p.argmax(0).astype(np.uint8)
+        flip = rng.random(lab.shape) < 0.3
+        lab[flip] = rng.integers(0, c, int(flip.sum()))
+        lab[rng.random(lab.shape) < 0.05] = 255  # ignored
+        store.write(stem, p)
+        write_mask(tmp_path / "gt" / f"{stem}.png", lab)
+        labels.append(lab.ravel())
+        probs.append(p.reshape(c, -1).astype(np.float32))
+    report = segkit.audit([store.root], tmp_path / "gt", tmp_path / "out", top=0, workers=2,
+                          backend=backend, progress=False)
+    flagged = np.concatenate([read_mask(tmp_path / "out" / "issues" / f"{s}.png").ravel() > 0
+                              for s in stems])
+    lab_all = np.concatenate(labels)[None, None]
+    p_all = np.concatenate(probs, axis=1)[:, None][None]
+    expected = segkit.label_issues(lab_all, p_all, ignore_index=255, backend=backend)[0, 0]
+    np.testing.assert_array_equal(flagged, expected)
+    assert report.issues == int(expected.sum())
+    # a tie was broken, and across images: the cutoff took some but not all tied pixels
+    insp = LabelInspector(c, ignore_index=255, backend="numpy")
+    insp.update_thresholds(lab_all, p_all)
+    scored = insp.update_scores(lab_all, p_all)
+    cut = insp.find_cutoff(lambda b: {0: scored.scores[in_bin(scored.scores, b)]})
+    tied = ref.order_keys(scored.scores).ravel() == cut.tie_key
+    assert report.estimated == cut.count
+    assert 0 < cut.ties < int(tied.sum())
+    per_image = np.split(tied, np.cumsum([x.size for x in labels])[:-1])
+    assert sum(t.any() for t in per_image) > 1

@@ -43,8 +43,7 @@ def test_cuda_kernels_emulated_on_host(emulated, n, c, h, w, k, blur, more):
     ref = torch_reference(unary, image, **kw)
     scores = unary.copy()
     if scores.size:
-        cuda_steps(scores, image.transpose(0, 3, 1, 2), convcrf_params(**kw).kernel_constants(),
-                   launch, empty)
+        cuda_steps(scores, image.transpose(0, 3, 1, 2), convcrf_params(**kw), launch, empty)
     assert_scores_match(scores, ref)
 
 
@@ -54,7 +53,7 @@ def test_cuda_kernels_emulated_float_image_and_seed_preset(emulated):
     ref = torch_reference(unary, image, preset="seed")
     scores = unary.copy()
     img = np.ascontiguousarray(image.transpose(0, 3, 1, 2)).astype(np.float32)
-    cuda_steps(scores, img, convcrf_params("seed").kernel_constants(), launch, empty)
+    cuda_steps(scores, img, convcrf_params("seed"), launch, empty)
     assert_scores_match(scores, ref)
 
 

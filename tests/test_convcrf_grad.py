@@ -44,45 +44,35 @@ def make_case(n, c, h, w, *, seed=0, kind="logits", col_sdims=None, compat=False
 
 
 def reference(u, img, p, cfg, dtype=F64):
-    """Scores and leaf tensors (for .grad) of the reference on the same float32 values."""
+    """Scores and leaf tensors (for .grad) of the reference on the same float32 values: the
+    op's named values (the bandwidths themselves, not their reciprocals)."""
     leaf = {"unary": u.to(dtype, copy=True).requires_grad_(True),
             "weight": p["weight"].to(dtype, copy=True).requires_grad_(True)}
-    for k in ("pos_compat", "col_compat"):
-        leaf[k] = torch.tensor(float(p[k]), dtype=dtype, requires_grad=True)
-    for k, inv in (("pos_sdims", "pos_inv"), ("col_schan", "col_inv"),
-                   ("col_sdims", "colpos_inv")):
-        if p.get(k) is not None:  # the op differentiates float32(1/s): use the same value
-            leaf[inv] = torch.tensor(float(np.float32(1 / np.float32(p[k]))), dtype=dtype,
-                                     requires_grad=True)
+    for k in ("pos_compat", "col_compat", "pos_sdims", "col_schan", "col_sdims"):
+        if p.get(k) is not None:
+            leaf[k] = torch.tensor(float(np.float32(p[k])), dtype=dtype, requires_grad=True)
     if p.get("compat") is not None:
         leaf["compat"] = p["compat"].to(dtype, copy=True).requires_grad_(True)
     out = conv_crf_torch(leaf["unary"], img.to(dtype), weight=leaf["weight"],
                          pos_compat=leaf["pos_compat"], col_compat=leaf["col_compat"],
-                         pos_inv=leaf["pos_inv"], col_inv=leaf["col_inv"],
-                         colpos_inv=leaf.get("colpos_inv"), compat=leaf.get("compat"),
-                         mask=p.get("mask"), **cfg)
+                         pos_inv=1 / leaf["pos_sdims"], col_inv=1 / leaf["col_schan"],
+                         colpos_inv=1 / leaf["col_sdims"] if "col_sdims" in leaf else None,
+                         compat=leaf.get("compat"), mask=p.get("mask"), **cfg)
     return out, leaf
 
 
 def fused(u, img, p, cfg):
-    """Scores and the gradients w.r.t. the unary, weight, compat scalars, reciprocal
-    bandwidths and compat, through segkit.torch.conv_crf."""
+    """Scores and the gradients w.r.t. the unary, weight, compat scalars, bandwidths and
+    compat, through segkit.torch.conv_crf (the op's own chain rule, nothing around it)."""
     leaf = {"unary": u.clone().requires_grad_(True),
             "weight": p["weight"].clone().requires_grad_(True)}
-    for k in ("pos_compat", "col_compat"):
-        leaf[k] = torch.tensor(float(p[k]), requires_grad=True)
-    inv = {}
-    for k, name in (("pos_sdims", "pos_inv"), ("col_schan", "col_inv"),
-                    ("col_sdims", "colpos_inv")):
+    for k in ("pos_compat", "col_compat", "pos_sdims", "col_schan", "col_sdims"):
         if p.get(k) is not None:
-            leaf[name] = torch.tensor(float(np.float32(1 / np.float32(p[k]))),
-                                      requires_grad=True)
-            inv[k] = 1.0 / leaf[name]
+            leaf[k] = torch.tensor(float(p[k]), requires_grad=True)
     if p.get("compat") is not None:
         leaf["compat"] = p["compat"].clone().requires_grad_(True)
-    out = conv_crf(leaf["unary"], img, weight=leaf["weight"], pos_compat=leaf["pos_compat"],
-                   col_compat=leaf["col_compat"], compat=leaf.get("compat"),
-                   mask=p.get("mask"), **inv, **cfg)
+    out = conv_crf(leaf["unary"], img, mask=p.get("mask"),
+                   **{k: v for k, v in leaf.items() if k != "unary"}, **cfg)
     return out, leaf
 
 
@@ -292,9 +282,9 @@ def test_binding_checks_every_array():
     w = np.zeros(2, np.float32)
     out = np.zeros_like(u)
     saved = np.zeros((1, 1, 2, 4, 4), np.float32)
-    kw = dict(filter_size=3, blur=1, num_iter=1, unary_kind=0, init=0, final_softmax=False,
-              unary_weight=1.0, pos_compat=3.0, col_compat=10.0, pos_inv=0.3, col_inv=0.1,
-              colpos_inv=None)
+    kw = dict(filter_size=3, blur=1, num_iter=1, unary_kind="logits", init="convcrf",
+              final_softmax=False, unary_weight=1.0, pos_compat=3.0, col_compat=10.0,
+              pos_sdims=3.0, col_schan=13.0, col_sdims=None)
     _C.convcrf_grad_forward(u, img, None, w, None, out, saved, **kw)
     with pytest.raises(TypeError, match="image must be float32, got float64"):
         _C.convcrf_grad_forward(u, img.astype(np.float64), None, w, None, out, saved, **kw)
@@ -314,7 +304,7 @@ def test_binding_checks_every_array():
     args = [np.ones_like(u), u, img, None, w, None, saved, np.zeros_like(u), np.zeros(2),
             np.zeros(5)]
     _C.convcrf_grad_backward(*args, None, **kw)
-    with pytest.raises(ValueError, match=r"_C.convcrf_grad_backward: d_sums must have shape "
+    with pytest.raises(ValueError, match=r"_C.convcrf_grad_backward: d_params must have shape "
                                          r"\(5,\), got \(4,\)"):
         _C.convcrf_grad_backward(*args[:-1], np.zeros(4), None, **kw)
     with pytest.raises(TypeError, match="d_weight must be float64, got float32"):
@@ -324,23 +314,70 @@ def test_binding_checks_every_array():
         _C.convcrf_grad_backward(*args[:5], compat, *args[6:], None, **kw)
     with pytest.raises(ValueError, match=r"d_compat must have shape \(2, 2\)"):
         _C.convcrf_grad_backward(*args[:5], compat, *args[6:], np.zeros((2, 3)), **kw)
+    # the setting by the op's names and types: strings, bandwidths > 0
+    with pytest.raises(ValueError, match="unary_kind must be 'logits' or 'probs', got 'prob'"):
+        _C.convcrf_grad_forward(u, img, None, w, None, out, saved, **kw | {"unary_kind": "prob"})
+    with pytest.raises(ValueError, match="init must be 'convcrf' or 'softmax', got 'x'"):
+        _C.convcrf_grad_backward(*args, None, **kw | {"init": "x"})
+    with pytest.raises(ValueError, match="col_sdims must be finite and > 0, got -1"):
+        _C.convcrf_grad_forward(u, img, None, w, None, out, saved, **kw | {"col_sdims": -1.0})
+    with pytest.raises(ValueError, match="pos_sdims must be finite and > 0, got nan"):
+        _C.convcrf_grad_backward(*args, None, **kw | {"pos_sdims": float("nan")})
 
 
 # ---- a torch citizen: opcheck, compile, autocast, DDP -----------------------------------------
 
-def _op_args(n=1, c=3, h=9, w=10, blur=2):
+def _op_args(n=1, c=3, h=9, w=10, blur=2, col_sdims=None):
+    """The op's arguments in schema order: tensors, then the setting's constants."""
     u, img, p = make_case(n, c, h, w, seed=16, compat=True, mask=True)
-    scalars = torch.tensor([3.0, 10.0, 1 / 3, 1 / 13, 0.0])
-    config = [3, blur, 2, 0, 0, 0, 0]
-    return (u, img, p["mask"].to(torch.uint8), p["weight"], scalars, p["compat"], config, 1.0)
+    values = [torch.tensor(v) for v in (3.0, 10.0, 3.0, 13.0)]
+    values.append(None if col_sdims is None else torch.tensor(col_sdims))
+    return (u, img, p["mask"].to(torch.uint8), p["weight"], *values, p["compat"], 3, blur, 2,
+            "logits", "convcrf", False, 1.0)
 
 
-def test_opcheck_schema_fake_and_autograd_registration():
+def test_op_schema_is_typed_and_named():
+    schema = torch.ops.segkit.conv_crf.default._schema
+    assert [(a.name, str(a.type)) for a in schema.arguments] == [
+        ("unary", "Tensor"), ("image", "Tensor"), ("mask", "Optional[Tensor]"),
+        ("weight", "Tensor"), ("pos_compat", "Tensor"), ("col_compat", "Tensor"),
+        ("pos_sdims", "Tensor"), ("col_schan", "Tensor"), ("col_sdims", "Optional[Tensor]"),
+        ("compat", "Optional[Tensor]"), ("filter_size", "int"), ("blur", "int"),
+        ("num_iter", "int"), ("unary_kind", "str"), ("init", "str"), ("final_softmax", "bool"),
+        ("unary_weight", "float")]
+    back = torch.ops.segkit.conv_crf_backward.default._schema
+    assert [a.name for a in back.arguments][:2] == ["grad", "saved"]
+    assert len(back.returns) == 8
+
+
+@pytest.mark.parametrize("col_sdims", [None, 40.0])
+def test_opcheck_schema_fake_and_autograd_registration(col_sdims):
     require_backend("cpp")
-    args = list(_op_args())
-    for i in (0, 3, 4, 5):
-        args[i] = args[i].requires_grad_(True)
+    args = list(_op_args(col_sdims=col_sdims))
+    for i in range(10):
+        if i not in (1, 2) and args[i] is not None:
+            args[i] = args[i].requires_grad_(True)
     torch.library.opcheck(torch.ops.segkit.conv_crf.default, tuple(args))
+
+
+def test_backward_op_returns_the_gradient_of_each_named_value():
+    """The op's backward, called alone, against autograd through the float64 reference: the
+    chain rule of each bandwidth is inside the op (no 1/x around it)."""
+    require_backend("cpp")
+    cfg = dict(filter_size=5, blur=2, num_iter=2)
+    u, img, p = make_case(1, 4, 15, 14, seed=21, col_sdims=7.0, compat=True)
+    g = torch.randn(1, 4, 15, 14, generator=torch.Generator().manual_seed(2))
+    ref, leaf = reference(u, img, p, cfg)
+    (ref * g.double()).sum().backward()
+    names = ("pos_compat", "col_compat", "pos_sdims", "col_schan", "col_sdims")
+    values = [torch.tensor(float(p[k])) for k in names]
+    consts = (cfg["filter_size"], cfg["blur"], cfg["num_iter"], "logits", "convcrf", False, 1.0)
+    tensors = (u, img, None, p["weight"], *values, p["compat"])
+    out, saved = torch.ops.segkit.conv_crf(*tensors, *consts)
+    grads = torch.ops.segkit.conv_crf_backward(g, saved, *tensors, *consts)
+    for name, got in zip(("unary", "weight", *names, "compat"), grads):
+        assert got.dtype == torch.float32 and got.shape == leaf[name].shape, name
+        assert rel_err(got, leaf[name].grad) < RTOL32, (name, rel_err(got, leaf[name].grad))
 
 
 def test_torch_compile():

@@ -27,10 +27,10 @@ def _run(c, k, blur):
     img = np.ascontiguousarray(image.transpose(0, 3, 1, 2), np.float32)
     p = convcrf_params(None, filter_size=k, blur=blur, num_iter=3)
     w = np.linspace(0.1, 0.4, c).astype(np.float32)
-    out, saved = og.forward(logits, img, None, w, og.scalars_of(p), None, p, False)
+    out, saved = og.forward(logits, img, None, p, w, None)
     g = np.random.default_rng(c).standard_normal(logits.shape).astype(np.float32)
-    du, dw, ds, _ = og.backward(g, logits, img, None, w, og.scalars_of(p), None, saved, p, False)
-    return out, du, dw, ds
+    du, dw, dp, _ = og.backward(g, logits, img, None, p, w, None, saved)
+    return out, du, dw, np.array([dp[k] for k in og.PARAMS])
 
 
 @pytest.mark.parametrize("c,k,blur", [(21, 11, 4), (6, 7, 1)])

@@ -14,6 +14,7 @@ from segkit.cli import main
 from segkit.io.masks import read_mask
 from segkit.io.store import ConfidenceStore
 from segkit.jobs.crf import CrfJobError, crf_job, index_images
+from segkit.jobs.settings import EnsembleSetting
 from segkit.synthetic import crf_scene
 
 N, C, H, W = 4, 5, 40, 52
@@ -39,6 +40,11 @@ def dataset(tmp_path):
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(images[i]).save(folder / f"{i:04d}.png")
     return tmp_path, images, logits
+
+
+def preset_crf(name, **overrides):
+    """A CRF preset as tuned.json holds it."""
+    return EnsembleSetting.preset(name, **overrides).to_dict()["crf"]
 
 
 def expected_labels(store, stem, image, **kw):
@@ -194,11 +200,11 @@ def test_store_set_unaries(dataset):
 
 def test_tuned_setting_and_bias_are_applied(dataset):
     """crf_job(tuned=...) applies the tuned.json's CRF setting and bias: the labels are
-    settings.setting_labels of the store's probabilities."""
+    EnsembleSetting.labels of the store's probabilities."""
     from segkit.jobs import settings as st
 
     root, images, _ = dataset
-    crf = dict(st.crf_setting("convcrf", blur=2, num_iter=3), weight=[0.1, 0.3, 0.2, 0.4, 0.25])
+    crf = dict(preset_crf("convcrf", blur=2, num_iter=3), weight=[0.1, 0.3, 0.2, 0.4, 0.25])
     bias = [0.5, 0, -0.5, 0, 0.2]
     classes = [f"c{i}" for i in range(C)]
     st.write_tuned(root / "t", {"weights": [1.0], "bias": bias, "crf": crf, "classes": classes})
@@ -207,8 +213,9 @@ def test_tuned_setting_and_bias_are_applied(dataset):
     assert report["refined"] == N and report["setting"] == st.check_crf(crf)
     store = ConfidenceStore(root / "store")
     for stem in store.stems():
-        want = st.setting_labels(np.asarray(store.read(stem)), None, crf,
-                                 images[int(stem[-4:])], np.asarray(bias))
+        want = EnsembleSetting.from_tuned({"weights": [1.0], "bias": bias, "crf": crf,
+                                           "classes": classes}).labels(
+            np.asarray(store.read(stem)), images[int(stem[-4:])])
         np.testing.assert_array_equal(read_mask(root / "out" / f"{stem}.png"), want)
         plain = segkit.convcrf_labels(np.asarray(store.read(stem)), images[int(stem[-4:])],
                                       unary_kind="probs", blur=2, num_iter=3)
@@ -223,10 +230,9 @@ def test_tuned_setting_and_bias_are_applied(dataset):
 
 # ---- the setting that made the labels (crf_settings.json) ---------------------------------------
 def _tuned_labels(store, stem, image, crf, bias=None):
-    from segkit.jobs import settings as st
-
-    return st.setting_labels(np.asarray(store.read(stem)), None, st.check_crf(crf), image,
-                             None if bias is None else np.asarray(bias))
+    setting = EnsembleSetting.from_tuned({"weights": [1.0], "classes": store.classes,
+                                          "crf": crf, "bias": bias})
+    return setting.labels(np.asarray(store.read(stem)), image)
 
 
 def test_resume_refuses_labels_of_another_setting(dataset):
@@ -333,14 +339,13 @@ def test_resume_false_drops_the_other_settings_labels_first(dataset, monkeypatch
 
 def test_a_bad_tuned_dict_is_refused_before_any_image(dataset):
     from segkit.errors import InputError
-    from segkit.jobs import settings as st
 
     root, _, _ = dataset
     good = {"weights": [1.0], "classes": [f"c{i}" for i in range(C)], "crf": "seed"}
     cases = [(dict(good, crf="dense"), r"tuned \(dict\): crf preset must be one of .*'dense'"),
              (dict(good, bias=[0.1, 0.2]), r"tuned \(dict\): bias must hold one number per "
                                            r"class \(5\)"),
-             (dict(good, crf=dict(st.crf_setting("convcrf"), weight=[0.2, 0.3])),
+             (dict(good, crf=dict(preset_crf("convcrf"), weight=[0.2, 0.3])),
               r"tuned \(dict\): crf weight has 2 values for 5 classes"),
              (dict(good, crf={"size": 3}), r"tuned \(dict\): crf has unknown keys \['size'\]"),
              (dict(good, weights=[-1.0]), r"tuned \(dict\): weights\[0\] is -1"),
@@ -362,7 +367,7 @@ def test_a_tuned_crf_refuses_logits(dataset, fitted):
     from segkit.jobs.engine import JobError
 
     root, _, _ = dataset
-    crf = st.crf_setting("convcrf", blur=2, num_iter=2)
+    crf = preset_crf("convcrf", blur=2, num_iter=2)
     if fitted:
         crf["weight"] = [0.1, 0.3, 0.2, 0.4, 0.25]
     st.write_tuned(root / "t", {"weights": [1.0], "crf": crf,

@@ -21,6 +21,7 @@ from segkit.io.names import flatten_name, unflatten_name
 from segkit.io.submission import read_submission, resize_labels
 from segkit.jobs import ensemble as ens
 from segkit.jobs.engine import JobError
+from segkit.jobs.settings import EnsembleSetting
 from segkit.reference.soft_vote import soft_vote as reference
 from segkit.synthetic import model_probs
 
@@ -43,6 +44,11 @@ def make_stores(root: Path, models: int = 3, stems=STEMS, skip=None, h=H, w=W) -
                 continue
             segkit.ConfidenceStore(roots[m]).write(stem, probs[m])
     return roots
+
+
+def preset_crf(name, **overrides):
+    """A CRF preset as tuned.json holds it."""
+    return EnsembleSetting.preset(name, **overrides).to_dict()["crf"]
 
 
 def expected_labels(roots, stem, weights):
@@ -194,23 +200,27 @@ def _write_images(root: Path):
 
 
 def test_crf_call_uses_the_agreed_api(stores, tmp_path, monkeypatch):
-    """The CRF stage with a stand-in for segkit.convcrf_labels: it receives the float32 mean
-    (C, H, W), the image (H, W, 3) and the preset, "logits" for "seed" and "probs" otherwise,
-    and its labels are what gets written. (The real ConvCRF is tested below once merged.)"""
+    """The CRF stage with a stand-in for segkit.convcrf (what the ensemble setting calls): it
+    receives the float32 mean (C, H, W), the image (H, W, 3) and the preset's setting,
+    "logits" for "seed" and "probs" otherwise, and its scores' argmax is what gets written.
+    (The real ConvCRF is tested below.)"""
+    from segkit.jobs import settings as st
+
     images = tmp_path / "images"
     _write_images(images)
     calls = []
 
-    def fake_convcrf_labels(probs, image, *, preset, unary_kind):
-        calls.append((preset, unary_kind, probs.dtype, probs.shape, image.shape))
-        return (probs.argmax(0) + 1) % len(CLASSES)  # recognisably not the plain vote
+    def fake_convcrf(probs, image, *, backend, **setting):
+        calls.append((setting, probs.dtype, probs.shape, image.shape))
+        return np.roll(probs, 1, axis=0)  # argmax + 1: recognisably not the plain vote
 
-    monkeypatch.setattr(ens, "convcrf_labels", fake_convcrf_labels)
+    monkeypatch.setattr(st, "convcrf", fake_convcrf)
     for preset, kind in (("convcrf", "probs"), ("seed", "logits")):
         calls.clear()
         segkit.ensemble(stores, None, tmp_path / preset, crf=preset, images=images, workers=1,
                         progress=False)
-        assert calls == [(preset, kind, np.float32, (len(CLASSES), H, W), (H, W, 3))] * 6
+        setting = segkit.ops.convcrf.convcrf_params(preset, unary_kind=kind).as_dict()
+        assert calls == [(setting, np.float32, (len(CLASSES), H, W), (H, W, 3))] * 6
         for stem in STEMS:
             plain = expected_labels(stores, stem, None)[0]
             np.testing.assert_array_equal(read_mask(tmp_path / preset / "labels" / f"{stem}.png"),
@@ -322,7 +332,6 @@ def test_fold_store_sets_vote_like_whole_stores(stores, tmp_path):
 # ---- a tuned setting given as a dict is checked as a tuned.json is ----------------------------
 def test_a_bad_tuned_dict_is_refused_before_any_image(stores, tmp_path):
     from segkit.errors import InputError
-    from segkit.jobs import settings as st
 
     images = tmp_path / "images"
     _write_images(images)
@@ -330,7 +339,7 @@ def test_a_bad_tuned_dict_is_refused_before_any_image(stores, tmp_path):
     cases = [(dict(good, crf="dense"), r"tuned \(dict\): crf preset must be one of .*'dense'"),
              (dict(good, bias=[0.1, 0.2]), r"tuned \(dict\): bias must hold one number per "
                                            r"class \(5\)"),
-             (dict(good, crf=dict(st.crf_setting("convcrf"), weight=[0.2] * 3)),
+             (dict(good, crf=dict(preset_crf("convcrf"), weight=[0.2] * 3)),
               r"tuned \(dict\): crf weight has 3 values for 5 classes"),
              (dict(good, crf={"size": 3}), r"tuned \(dict\): crf has unknown keys \['size'\]"),
              (dict(good, weights=[1, -1, 1]), r"tuned \(dict\): weights\[1\] is -1"),
@@ -345,8 +354,6 @@ def test_a_bad_tuned_dict_is_refused_before_any_image(stores, tmp_path):
 
 
 def test_a_tuned_dict_may_name_a_crf_preset(stores, tmp_path):
-    from segkit.jobs import settings as st
-
     images = tmp_path / "images"
     _write_images(images)
     bias = [0.3, 0, -0.2, 0, 0.1]
@@ -354,15 +361,14 @@ def test_a_tuned_dict_may_name_a_crf_preset(stores, tmp_path):
     out = tmp_path / "out"
     segkit.ensemble(stores, None, out, tuned=tuned, images=images, workers=1, progress=False)
     assert tuned["crf"] == "convcrf"  # the caller's dict is untouched
-    crf = st.crf_setting("convcrf")
+    crf = preset_crf("convcrf")
     assert json.loads((out / "ensemble.json").read_text())["crf_setting"] == crf
     for stem in STEMS[:3]:
         _, mean = segkit.soft_vote([segkit.ConfidenceStore(r).read(stem) for r in stores],
                                    [1, 2, 1], return_probs=True)
         image = np.asarray(Image.open(images / unflatten_name(stem, ".png")).convert("RGB"))
         np.testing.assert_array_equal(read_mask(out / "labels" / f"{stem}.png"),
-                                      st.setting_labels(mean, None, crf, image,
-                                                        np.asarray(bias)))
+                                      EnsembleSetting.from_tuned(tuned).labels(mean, image))
 
 
 # ---- issue 27: a folder's outputs belong to one setting ---------------------------------------
@@ -427,15 +433,13 @@ def test_a_tuned_crf_refuses_stores_that_hold_no_probabilities(tmp_path):
     """A fitted CRF takes the log of the averaged probabilities: stores whose values do not
     sum to 1 per pixel (written past the store's own check) are refused with the image named,
     before the CRF runs."""
-    from segkit.jobs import settings as st
-
     stores = make_stores(tmp_path / "s", models=2)
     half = segkit.ConfidenceStore.create(tmp_path / "half", CLASSES)
     for stem in STEMS:
         half.write(stem, segkit.ConfidenceStore(stores[1]).read(stem) / 2, check=False)
     images = tmp_path / "images"
     _write_images(images)
-    crf = dict(st.crf_setting("convcrf", blur=2, num_iter=2), weight=[0.1, 0.3, 0.2, 0.4, 0.25])
+    crf = dict(preset_crf("convcrf", blur=2, num_iter=2), weight=[0.1, 0.3, 0.2, 0.4, 0.25])
     doc = {"weights": [1, 1], "classes": CLASSES, "crf": crf}
     with pytest.raises(JobError, match=r"the averaged probabilities: a tuned CRF setting takes "
                                        r"probabilities .* pixel sums over the 5 classes from 0\.7"):

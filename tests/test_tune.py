@@ -302,6 +302,20 @@ def tuned_crf(oof, tmp_path_factory):
     return res, out
 
 
+def preset_crf(name, **overrides):
+    """A CRF preset as tuned.json holds it."""
+    return st.EnsembleSetting.preset(name, **overrides).to_dict()["crf"]
+
+
+def setting_labels(mean, bias, crf, image):
+    """Labels of one image's averaged probabilities under a bias and a CRF as tuned.json holds
+    them (what `ensemble --tuned` applies)."""
+    from segkit.ops.convcrf import convcrf_params
+
+    crf = None if crf is None else convcrf_params(None, **crf)
+    return st.EnsembleSetting(bias=bias, crf=crf).labels(mean, image)
+
+
 def fitted_of(doc: dict) -> dict:
     """The fitted candidate's CRF setting, from tuned.json's crf_fit record."""
     fit = doc["crf_fit"]
@@ -317,8 +331,8 @@ def test_tune_crf_candidates_are_measured_and_the_best_is_written(tuned_crf):
     best = max(cands, key=lambda k: (cands[k]["miou"], -order.index(k)))
     assert doc["crf_name"] == res.crf_name == best
     assert doc["metrics"]["holdout"]["tuned"] == cands[best]
-    expected = {"off": None, "convcrf": st.crf_setting("convcrf"),
-                "seed": st.crf_setting("seed"), "fitted": fitted_of(doc)}[best]
+    expected = {"off": None, "convcrf": preset_crf("convcrf"),
+                "seed": preset_crf("seed"), "fitted": fitted_of(doc)}[best]
     assert doc["crf"] == expected and res.crf == expected
     fit = doc["crf_fit"]
     assert len(fit["loss"]) == FIT["crf_steps"] and np.isfinite(fit["loss"]).all()
@@ -340,8 +354,7 @@ def _fresh_confusion(specs, root, stems, weights, bias, crf):
     for s in stems:
         _, mean = segkit.soft_vote([x.read(s) for x in stores], weights, return_probs=True)
         image = np.asarray(Image.open(root / "images" / f"{s}.png").convert("RGB"))
-        labels = st.setting_labels(mean, st.setting_scale(bias, len(CLASSES)), crf, image,
-                                   None if bias is None else np.asarray(bias))
+        labels = setting_labels(mean, bias, crf, image)
         gt = read_mask(root / "gt" / f"{s}.png")
         cm += segkit.confusion_matrix(labels.astype(np.uint8), gt, len(CLASSES))
     return cm
@@ -357,7 +370,7 @@ def test_the_written_setting_is_the_one_measured(oof, tuned_crf):
     w, b = doc["weights"], doc["bias"]
     cm = _fresh_confusion(specs, root, hold, w, b, doc["crf"])
     assert iou_scores(cm)["miou"] == doc["metrics"]["holdout"]["tuned"]["miou"]
-    for name, crf in (("convcrf", st.crf_setting("convcrf")), ("fitted", fitted_of(doc))):
+    for name, crf in (("convcrf", preset_crf("convcrf")), ("fitted", fitted_of(doc))):
         cm = _fresh_confusion(specs, root, hold, w, b, crf)
         assert iou_scores(cm)["miou"] == doc["metrics"]["crf_candidates"][name]["miou"]
     # and through `segkit ensemble --tuned` on the OOF stores
@@ -372,7 +385,7 @@ def test_the_written_setting_is_the_one_measured(oof, tuned_crf):
 
 def test_a_fitted_crf_round_trips_into_ensemble_and_crf(oof, tuned_crf, tmp_path):
     """tuned.json with the fitted CRF -> `ensemble --tuned` and `crf --tuned`: the labels are
-    settings.setting_labels of the same input."""
+    EnsembleSetting.labels of the same input."""
     from PIL import Image
 
     from segkit.io.store import ConfidenceStore, open_store
@@ -392,19 +405,18 @@ def test_a_fitted_crf_round_trips_into_ensemble_and_crf(oof, tuned_crf, tmp_path
     assert res.exit_code == 0, res.output
     stores = [open_store(s) for s in specs]
     saved = ConfidenceStore(tmp_path / "ens" / "probs")
-    bias = np.asarray(doc["bias"]) if doc["bias"] is not None else None
-    scale = st.setting_scale(doc["bias"], len(CLASSES))
+    bias = doc["bias"]
     changed = differ = pixels = 0
     for s in stems[:6]:
         image = np.asarray(Image.open(root / "images" / f"{s}.png").convert("RGB"))
         _, mean = segkit.soft_vote([x.read(s) for x in stores], doc["weights"],
                                    return_probs=True)
-        want = st.setting_labels(mean, scale, doc["crf"], image, bias)
+        want = setting_labels(mean, bias, doc["crf"], image)
         np.testing.assert_array_equal(read_mask(tmp_path / "ens" / "labels" / f"{s}.png"), want)
         unary = np.asarray(saved.read(s))
-        want = st.setting_labels(unary, scale, doc["crf"], image, bias)
+        want = setting_labels(unary, bias, doc["crf"], image)
         np.testing.assert_array_equal(read_mask(tmp_path / "crf" / f"{s}.png"), want)
-        changed += int((want != st.setting_labels(unary, scale, None, None)).sum())
+        changed += int((want != setting_labels(unary, bias, None, None)).sum())
         # crf --tuned reads the float16 store ensemble wrote, ensemble applied the setting to
         # the float32 mean: the two label maps differ only where that rounding flips a label
         # (docs/guide/crf.md says so)
@@ -535,7 +547,7 @@ def test_ensemble_applies_tuned_weights_and_bias(oof, tmp_path):
 
 def test_ensemble_applies_a_tuned_crf(oof, tmp_path):
     root, specs, labels, probs, stems = oof
-    crf = st.crf_setting("convcrf", num_iter=2, blur=1, filter_size=3)
+    crf = preset_crf("convcrf", num_iter=2, blur=1, filter_size=3)
     tuned = {"weights": [0.5, 0.25, 0.25], "bias": [0.2, 0, 0, 0, 0, 0], "crf": crf,
              "classes": CLASSES}
     with pytest.raises(ValueError, match="pass images"):

@@ -1,4 +1,5 @@
 // _C.convcrf, its workspace queries and the ConvCrfParams record (csrc/cpu/convcrf.h).
+#include <cstdint>
 #include <string>
 
 #include "bindings/checks.h"
@@ -31,11 +32,42 @@ cpu::ConvCrfArgs convcrf_args(const py::array& scores, const py::array& image,
   return a;
 }
 
-void convcrf(const py::array& scores, const py::array& image,
-             const cpu::ConvCrfParams& params) {
+// The optional inputs of a fitted or trainable setting, checked against the scores' shape.
+void fitted_args(cpu::ConvCrfArgs& a, const char* fn, const py::object& weight,
+                 const py::object& compat, const py::object& mask, const py::object& saved,
+                 float unary_weight) {
+  if (!weight.is_none()) {
+    py::array w = weight.cast<py::array>();
+    Arr(w, fn, "weight").dtype<float>().shape({a.c}).c_contiguous();
+    a.weight = static_cast<const float*>(w.data());
+    a.unary_weight = unary_weight;
+  }
+  if (!compat.is_none()) {
+    py::array k = compat.cast<py::array>();
+    Arr(k, fn, "compat").dtype<float>().shape({a.c, a.c}).c_contiguous();
+    a.compat = static_cast<const float*>(k.data());
+  }
+  if (!mask.is_none()) {
+    py::array m = mask.cast<py::array>();
+    Arr(m, fn, "mask").dtype<std::uint8_t>().shape({a.n, a.h, a.w}).c_contiguous();
+    a.mask = static_cast<const std::uint8_t*>(m.data());
+  }
+  if (!saved.is_none()) {
+    py::array sv = saved.cast<py::array>();
+    const index_t hp = (a.h + a.blur - 1) / a.blur, wp = (a.w + a.blur - 1) / a.blur;
+    Arr(sv, fn, "saved").dtype<float>().shape({a.n, a.num_iter, a.c, hp, wp}).c_contiguous()
+        .writeable();
+    a.saved = static_cast<float*>(sv.mutable_data());
+  }
+}
+
+void convcrf(const py::array& scores, const py::array& image, const cpu::ConvCrfParams& params,
+             const py::object& weight, const py::object& compat, const py::object& mask,
+             const py::object& saved, float unary_weight) {
   const char* fn = "_C.convcrf";
   Arr(scores, fn, "scores").dtype<float>().c_contiguous().writeable();
-  const auto a = convcrf_args(scores, image, params, fn);
+  auto a = convcrf_args(scores, image, params, fn);
+  fitted_args(a, fn, weight, compat, mask, saved, unary_weight);
   const char kind = image.dtype().kind();
   const bool u8 = kind == 'u' && image.itemsize() == 1;
   if (!u8 && !(kind == 'f' && image.itemsize() == 4))
@@ -116,10 +148,19 @@ void bind_params(py::module_& m) {
 void bind_convcrf(py::module_& m) {
   bind_params(m);
   m.def("convcrf", &convcrf, py::arg("scores"), py::arg("image"), py::arg("params"),
-        "convcrf(scores, image, params)\n\n"
+        py::kw_only(), py::arg("weight") = py::none(), py::arg("compat") = py::none(),
+        py::arg("mask") = py::none(), py::arg("saved") = py::none(),
+        py::arg("unary_weight") = 1.0f,
+        "convcrf(scores, image, params, *, weight=None, compat=None, mask=None, saved=None, "
+        "unary_weight=1.0)\n\n"
         "ConvCRF mean-field inference in place: `scores` (N, C, H, W) writeable C-contiguous "
         "float32 holds the unary on entry and the scores on return; `image` (N, 3, H, W) uint8 "
-        "or float32, any non-negative strides; `params` a ConvCrfParams. Releases the GIL.");
+        "or float32, any non-negative strides; `params` a ConvCrfParams. A fitted setting: "
+        "`weight` (C,) float32 per-class message weights (update (unary_weight - w_c) U + w_c "
+        "M, replacing params' coefficients), `compat` (C, C) float32 (M' = M + compat M), "
+        "`mask` (N, H, W) uint8 (0: the pixel neither sends nor receives); `saved` (N, "
+        "num_iter, C, Hp, Wp) float32 receives the pooled message of every iteration. All "
+        "C-contiguous. Releases the GIL.");
   m.def("convcrf_workspace_bytes", &convcrf_workspace_bytes, py::arg("scores"),
         py::arg("image"), py::arg("params"),
         "Bytes of working memory _C.convcrf allocates for these arrays and parameters (besides "

@@ -1,3 +1,41 @@
+// How this forward and the trainable forward (convcrf_grad.cpp over convcrf_grad_rows.h, as
+// of issue 26 part 1) differ; written down before merging them (issue 26 part 2):
+//   Inputs. Here: `scores` holds the unary and is overwritten in place; the image is uint8 or
+//     float32 read through any strides; one scalar pair (unary_coef, message_coef) for every
+//     class; no compatibility matrix; no mask. Trainable: separate unary and out; the image
+//     float32 C-contiguous (N, 3, H, W); a per-class weight w_c (a_c = unary_weight - w_c, in
+//     float32); an optional C x C compat (M' = M + compat M, applied per full-resolution pixel
+//     after the upsampling and the mask); an optional validity mask (N, H, W) uint8: a pooled
+//     cell averages its valid pixels only (none: the cell is invalid), a weight is zero unless
+//     both cells are valid, the upsampled message is zero at invalid pixels.
+//   Features. Here: the float32 products i * pos_inv, j * pos_inv, rgb * col_inv (and i, j *
+//     colpos_inv) averaged in double over the cell (divided by the pixel count), and K =
+//     pos_compat * exp_f32(sum_f -0.5 (df)^2) + col_compat * exp_f32(...) from the scaled
+//     differences. Trainable: the UNSCALED pooled features (mean of i, j, rgb in double over the
+//     valid pixels), squared distances dP, dI first, then Gp = exp_f32(-0.5 (s_pos^2 dP)),
+//     Gc = exp_f32(-0.5 (s_col^2 dI + s_cp^2 dP)), A = (pos_compat Gp + col_compat Gc) v(p) v(q).
+//     Same math, other roundings.
+//   Weights and message. Here: half of the k x k offsets stored (K is symmetric), haloed planes;
+//     M(p) = kc Q(p) + sum over the stored offsets e of K(p, p+e) Q(p+e) + K(p-e, p) Q(p-e)
+//     (kc = pos_compat + col_compat), classes in blocks of up to 12 register accumulators.
+//     Trainable: all k*k offsets of Gp and Gc stored (2 k*k planes), the weight pos_compat Gp +
+//     col_compat Gc formed per load, the sum from zero in raster order of (dy, dx), classes in
+//     blocks of up to 8.
+//   Upsampling: the same taps and order in both (horizontal per pooled row, then vertical).
+//   Update and softmax. Here: pred = unary_coef U + message_coef M; softmax with exp_poly (the
+//     register path, C <= 16) or exp_f32 (the row path, C > 16). Trainable: pred = a_c U + w_c M'
+//     with M' masked (times 0 or 1), softmax always with exp_f32.
+//   Pooling of Q. Here: the rows of a cell summed first (per column), then the columns, divided
+//     by (rows * columns). Trainable: per cell rows then columns of Q * mask, one accumulator,
+//     times float32(1 / valid count).
+//   Kept. Here: nothing (two pooled Q buffers). Trainable: `saved` (N, T, C, Hp, Wp) float32,
+//     C-contiguous: saved[n, t] is the pooled message Mb_t = A Qb_{t-1} of iteration t (before
+//     compat, before the upsampling and the mask); the backward recomputes U, Q_{t-1} and M'_t
+//     from it. With saved == nullptr the trainable forward is how a fitted setting is applied.
+//   Memory. Here: K on k*k/2 pooled planes, two pooled Q, the features, the row-upsampled
+//     message (C*H*W/b), kept between calls. Trainable: U (C*H*W), 2 k*k Gaussian planes, the
+//     row-upsampled message, allocated per call, plus `saved`.
+//
 // CPU ConvCRF driver: fused mean-field inference, OpenMP over rows, SIMD over pixels of a row.
 //
 // Per image: pooled features, then the Gaussian weights of half the k x k offsets (K is
@@ -13,9 +51,20 @@
 // and the result at the end. Memory: K (k*k/2 pooled planes), two pooled Q, the pooled
 // features and, for blur > 1, the row-upsampled message (C*H*W/b): O(C*H*W + k*k*H*W/b^2).
 //
-// This file holds the arguments, the plan, the workspace and the loop over phases; the row
-// kernels are in convcrf_rows.cpp and convcrf_message.h (compiled per instruction set through
-// cpu/simd.h), the per-element definitions in common/convcrf.h.
+// Since issue 26 part 2 this is the one CPU forward: the trainable forward
+// (convcrf_grad_forward) calls it with what a fitted or trainable setting adds. A compat matrix
+// is applied to the pooled message row (M' = M + compat M commutes with the upsampling and the
+// mask, so it costs C^2 per pooled pixel, not per pixel); `saved` receives each pooled message
+// row as it is computed. A mask or per-class weights take the general update (Plan::general):
+// pred_c = a_c U + w_c (M' * mask), Q pooled over the valid pixels (times float32(1 / count)),
+// features over the valid pixels, weights times v(p) v(q); exp_poly in the register path as
+// here. ConvCRF's own settings (no mask, equal weights, with or without compat) keep the
+// scalar update, bit for bit as before.
+//
+// This file holds the arguments, the plan and the loop over phases; the features are in
+// convcrf_features.h, the workspace in convcrf_workspace.h, the row kernels in
+// convcrf_rows.cpp, convcrf_update.h and convcrf_message.h (compiled per instruction set
+// through cpu/simd.h), the per-element definitions in common/convcrf.h.
 
 // Lets GCC if-convert the float selects of exp/log (and so vectorise them) on baseline SSE2;
 // segkit never unmasks floating-point exceptions.
@@ -23,8 +72,6 @@
 
 #include <algorithm>
 #include <cstring>
-#include <memory>
-#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -39,7 +86,9 @@
 
 #include "common/convcrf.h"
 #include "cpu/convcrf.h"
+#include "cpu/convcrf_features.h"
 #include "cpu/convcrf_plan.h"
+#include "cpu/convcrf_workspace.h"
 #include "cpu/runtime.h"
 
 namespace segkit {
@@ -71,6 +120,11 @@ Plan make_plan(const ConvCrfArgs& a) {
       p.koff.push_back(ey * p.ld + ex);
     }
   p.nh = static_cast<int>(p.koff.size());
+  p.general = a.mask != nullptr || a.weight != nullptr;
+  for (int c = 0; c < p.C; ++c) {
+    p.wa.push_back(a.weight != nullptr ? a.weight[c] : a.message_coef);
+    p.ua.push_back(a.weight != nullptr ? a.unary_weight - a.weight[c] : a.unary_coef);
+  }
   if (p.b > 1) {
     p.xi0.resize(p.W);
     p.xi1.resize(p.W);
@@ -88,59 +142,6 @@ Plan make_plan(const ConvCrfArgs& a) {
 namespace {
 
 using namespace crfrows;
-
-// ---- features (scalar, once per image) ------------------------------------------------------
-
-template <typename TImg>
-void features_row(const Plan& pl, const ConvCrfArgs& a, const TImg* img, float* feat, int R) {
-  if (pl.b == 1) {  // no pooling: the products themselves
-    float* f = feat + static_cast<index_t>(R) * pl.Wp;
-    const float fy = static_cast<float>(R) * a.pos_inv;
-    const float cy = static_cast<float>(R) * a.colpos_inv;
-    const TImg* row = img + R * a.im_sh;
-    const int c0 = a.col_pos ? 4 : 2;
-    for (int x = 0; x < pl.Wp; ++x) {
-      f[x] = fy;
-      f[pl.fstride + x] = static_cast<float>(x) * a.pos_inv;
-      if (a.col_pos) {
-        f[2 * pl.fstride + x] = cy;
-        f[3 * pl.fstride + x] = static_cast<float>(x) * a.colpos_inv;
-      }
-      const TImg* px = row + x * a.im_sw;
-      for (int ch = 0; ch < 3; ++ch)
-        f[(c0 + ch) * pl.fstride + x] = static_cast<float>(px[ch * a.im_sc]) * a.col_inv;
-    }
-    return;
-  }
-  int y0, y1;
-  crf::pool_span(R, pl.p0, pl.b, pl.H, &y0, &y1);
-  for (int X = 0; X < pl.Wp; ++X) {
-    int x0, x1;
-    crf::pool_span(X, pl.p1, pl.b, pl.W, &x0, &x1);
-    double sy = 0, sx = 0, cy = 0, cx = 0, rgb[3] = {0, 0, 0};
-    for (int i = y0; i < y1; ++i)
-      for (int j = x0; j < x1; ++j) {
-        // float32 products, as ConvCRF's float32 tensors; the mean in double
-        sy += static_cast<float>(i) * a.pos_inv;
-        sx += static_cast<float>(j) * a.pos_inv;
-        cy += static_cast<float>(i) * a.colpos_inv;
-        cx += static_cast<float>(j) * a.colpos_inv;
-        const TImg* px = img + i * a.im_sh + j * a.im_sw;
-        for (int ch = 0; ch < 3; ++ch)
-          rgb[ch] += static_cast<float>(px[ch * a.im_sc]) * a.col_inv;
-      }
-    const double n = static_cast<double>(y1 - y0) * (x1 - x0);
-    float* f = feat + static_cast<index_t>(R) * pl.Wp + X;
-    int ch = 0;
-    f[pl.fstride * ch++] = static_cast<float>(sy / n);
-    f[pl.fstride * ch++] = static_cast<float>(sx / n);
-    if (a.col_pos) {
-      f[pl.fstride * ch++] = static_cast<float>(cy / n);
-      f[pl.fstride * ch++] = static_cast<float>(cx / n);
-    }
-    for (int c = 0; c < 3; ++c) f[pl.fstride * ch++] = static_cast<float>(rgb[c] / n);
-  }
-}
 
 void check_args(const ConvCrfArgs& a) {
   if (a.n < 0 || a.c < 1 || a.h < 0 || a.w < 0)
@@ -206,66 +207,8 @@ void clear_borders(const Plan& pl, float* K, float* Q0, float* Q1, int plane_ind
   }
 }
 
-// Working memory kept between calls (a dataset job calls once per image): allocating and
-// first touching the tens of MB that blur 1 needs costs more than its iterations. At most two
-// blocks are kept (concurrent calls each take their own); convcrf_release_workspace() frees
-// them.
-class WorkspacePool {
- public:
-  struct Block {
-    std::unique_ptr<float[]> data;
-    size_t size = 0;
-  };
-
-  Block acquire(size_t n) {
-    Block b;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (!free_.empty()) {
-        b = std::move(free_.back());
-        free_.pop_back();
-      }
-    }
-    if (b.size < n) {
-      b.data.reset();
-      b.data.reset(new float[n]);  // uninitialised: every element read is written first
-      b.size = n;
-    }
-    return b;
-  }
-
-  void release(Block b) {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (free_.size() < 2) free_.push_back(std::move(b));
-  }
-
-  std::int64_t clear() {
-    std::lock_guard<std::mutex> lock(mu_);
-    std::int64_t bytes = 0;
-    for (const Block& b : free_) bytes += static_cast<std::int64_t>(b.size * sizeof(float));
-    free_.clear();
-    return bytes;
-  }
-
-  std::int64_t held() {
-    std::lock_guard<std::mutex> lock(mu_);
-    std::int64_t bytes = 0;
-    for (const Block& b : free_) bytes += static_cast<std::int64_t>(b.size * sizeof(float));
-    return bytes;
-  }
-
- private:
-  std::mutex mu_;
-  std::vector<Block> free_;
-};
-
-WorkspacePool& pool() {
-  static WorkspacePool* p = new WorkspacePool();  // never destroyed: safe at exit
-  return *p;
-}
-
 struct Sizes {
-  index_t k, q, feat, me, scratch_per_thread;
+  index_t k, q, feat, me, mask, scratch_per_thread;
 };
 
 Sizes sizes_of(const Plan& pl) {
@@ -274,6 +217,7 @@ Sizes sizes_of(const Plan& pl) {
   s.q = static_cast<index_t>(pl.C) * pl.plane;
   s.feat = pl.nfeat * pl.fstride;
   s.me = pl.b > 1 ? static_cast<index_t>(pl.C) * pl.Hp * pl.ldw : 0;
+  s.mask = pl.general ? pl.H * pl.ldw + 2 * pl.fstride : 0;  // fm, valid, inv
   s.scratch_per_thread = 3 * static_cast<index_t>(pl.C) * pl.ldw + 2 * pl.ldw;
   return s;
 }
@@ -286,7 +230,7 @@ std::int64_t convcrf_workspace_bytes(const ConvCrfArgs& a) {
   const Plan pl = make_plan(a);
   const Sizes s = sizes_of(pl);
   return static_cast<std::int64_t>(sizeof(float)) *
-         (s.k + 2 * s.q + s.feat + s.me + max_threads() * s.scratch_per_thread);
+         (s.k + 2 * s.q + s.feat + s.me + s.mask + max_threads() * s.scratch_per_thread);
 }
 
 template <typename TImg>
@@ -297,14 +241,15 @@ void convcrf(float* scores, const TImg* image, const ConvCrfArgs& a) {
   const Sizes sz = sizes_of(pl);
     const int threads = max_threads();
 
-  const size_t total = static_cast<size_t>(sz.k + 2 * sz.q + sz.feat + sz.me) +
+  const size_t total = static_cast<size_t>(sz.k + 2 * sz.q + sz.feat + sz.me + sz.mask) +
                        static_cast<size_t>(threads) * sz.scratch_per_thread;
   WorkspacePool::Block block = pool().acquire(total);
   float* const K = block.data.get();
   float* Q[2] = {K + sz.k, K + sz.k + sz.q};
   float* const feat = Q[1] + sz.q;
   float* const Me = feat + sz.feat;
-  float* const scratch = Me + sz.me;
+  float* const fmask = Me + sz.me;
+  float* const scratch = fmask + sz.mask;
 
 #pragma omp parallel num_threads(threads)
   {
@@ -331,20 +276,37 @@ void convcrf(float* scores, const TImg* image, const ConvCrfArgs& a) {
     cx.feat = feat;
     cx.K = K;
     cx.Me = Me;
+    if (pl.general) {
+      cx.fm = fmask;
+      cx.valid = fmask + pl.H * pl.ldw;
+      cx.inv = cx.valid + pl.fstride;
+    }
     // clear_borders writes only what no later phase writes; the barriers after the weights
     // and the first Q order it before every read.
 #pragma omp for schedule(dynamic, 1) nowait
     for (int j = 0; j < pl.nh + 2 * pl.C; ++j) clear_borders(pl, K, Q[0], Q[1], j);
     for (index_t n = 0; n < a.n; ++n) {
       cx.scores = scores + n * pl.C * pl.HW;
+      cx.unary = a.unary != nullptr ? a.unary + n * pl.C * pl.HW : nullptr;
+      cx.saved = nullptr;
       const TImg* img = image + n * a.im_sn;
       // Rows are handed out dynamically, four at a time: on a shared machine a thread that is
       // descheduled for a while then delays only its current rows, not a fixed half.
       // U (no barrier: the next barriers order it before Q_0), features, weights, Q_0.
 #pragma omp for schedule(dynamic, 4) nowait
       for (int i = 0; i < pl.H; ++i) unary_row(cx, i, sc);
+      if (pl.general && (a.mask != nullptr || n == 0)) {  // without a mask: all 1, once
 #pragma omp for schedule(dynamic, 4)
-      for (int R = 0; R < pl.Hp; ++R) features_row(pl, a, img, feat, R);
+        for (int i = 0; i < pl.H; ++i)
+          mask_row(cx, a.mask == nullptr ? nullptr : a.mask + (n * pl.H + i) * pl.W, i);
+      }
+      if (pl.general) {
+#pragma omp for schedule(dynamic, 4)
+        for (int R = 0; R < pl.Hp; ++R) features_row_masked(cx, img, feat, R);
+      } else {
+#pragma omp for schedule(dynamic, 4)
+        for (int R = 0; R < pl.Hp; ++R) features_row(pl, a, img, feat, R);
+      }
 #pragma omp for schedule(dynamic, 4)
       for (int R = 0; R < pl.Hp; ++R) weights_row(cx, R);
       cx.qcur = nullptr;
@@ -360,6 +322,7 @@ void convcrf(float* scores, const TImg* image, const ConvCrfArgs& a) {
         const bool last = it == a.num_iter - 1;
         cx.qcur = Q[it % 2];
         cx.qnext = Q[(it + 1) % 2];
+        if (a.saved != nullptr) cx.saved = a.saved + ((n * a.num_iter + it) * pl.C) * pl.fstride;
         if (pl.b == 1) {
 #pragma omp for schedule(dynamic, 4)
           for (int r = 0; r < pl.H; ++r) rows_blur1(cx, r, sc, MODE_ITER, last);

@@ -28,14 +28,27 @@ struct ConvCrfParams {
   bool final_softmax = false;
 };
 
-// One call: the parameters and the arrays' shapes and strides.
+// One call: the parameters, the arrays' shapes and strides, and what a fitted or trainable
+// ConvCRF adds (every pointer optional, C-contiguous).
 struct ConvCrfArgs : ConvCrfParams {
   index_t n = 0, c = 0, h = 0, w = 0;            // batch, classes, height, width
   index_t im_sn = 0, im_sc = 0, im_sh = 0, im_sw = 0;  // image strides (elements), NCHW order
+  // (n, c, h, w): the unary, read instead of `scores` (which then only receives the result)
+  const float* unary = nullptr;
+  // (c): per-class message weight w_c; the update is (unary_weight - w_c) U + w_c M
+  // (float32), replacing unary_coef and message_coef
+  const float* weight = nullptr;
+  float unary_weight = 1.0f;
+  const float* compat = nullptr;      // (c, c): M' = M + compat M
+  const std::uint8_t* mask = nullptr;  // (n, h, w): 0 = invalid pixel (sends and receives none)
+  // (n, num_iter, c, Hp, Wp): receives the pooled message of every iteration (before compat),
+  // what the trainable backward reads
+  float* saved = nullptr;
 };
 
-// `scores` is C-contiguous (n, c, h, w) float32 holding the unary on entry and the CRF scores
-// on return. `image` is read through the strides (any layout) as uint8 or float32.
+// `scores` is C-contiguous (n, c, h, w) float32 holding the unary on entry (unless args.unary
+// is given) and the CRF scores on return. `image` is read through the strides (any layout) as
+// uint8 or float32.
 template <typename TImg>
 void convcrf(float* scores, const TImg* image, const ConvCrfArgs& args);
 

@@ -3,6 +3,7 @@
 // them per instruction set). Included by convcrf_rows.cpp only.
 #pragma once
 #include <algorithm>
+#include <cstring>
 
 #include "cpu/convcrf_plan.h"
 #include "cpu/simd.h"
@@ -24,6 +25,11 @@ SEGKIT_ALWAYS void weights_row_body(const Ctx& cx, int R) {
     const float pc = cx.a->pos_compat, cc = cx.a->col_compat;
     const index_t fs = pl.fstride;
     for (int x = xs; x < xe; ++x) kp[x] = crf::pair_weight<2, NCOL>(fp + x, fq + x, fs, pc, cc);
+    if (!pl.general) continue;
+    // zero unless both cells are valid (an invalid cell also has Q = 0, so K(p, p) needs none)
+    const float* vp = cx.valid + static_cast<index_t>(R) * pl.Wp;
+    const float* vq = cx.valid + static_cast<index_t>(R + ey) * pl.Wp + ex;
+    for (int x = xs; x < xe; ++x) kp[x] *= vp[x] * vq[x];
   }
 }
 
@@ -82,6 +88,30 @@ SEGKIT_ALWAYS void message_row_body(const Ctx& cx, int r, float* __restrict out)
     });
     c0 += cb;
   }
+}
+
+// After the message of pooled row r (C rows of `M`, stride ldw): its copy into `saved` (the
+// trainable backward's input) and, with a compatibility matrix, M' = M + compat M into `tmp`
+// (C rows of ldw, zero past Wp). Returns the message the update reads.
+SEGKIT_ALWAYS const float* message_extras(const Ctx& cx, int r, const float* M, float* tmp) {
+  const Plan& pl = *cx.pl;
+  if (cx.saved != nullptr)
+    for (int c = 0; c < pl.C; ++c)
+      std::memcpy(cx.saved + c * pl.fstride + static_cast<index_t>(r) * pl.Wp, M + c * pl.ldw,
+                  sizeof(float) * pl.Wp);
+  const float* mu = cx.a->compat;
+  if (mu == nullptr) return M;
+  for (int c = 0; c < pl.C; ++c) {
+    float* __restrict o = tmp + c * pl.ldw;
+    std::memcpy(o, M + c * pl.ldw, sizeof(float) * pl.Wp);
+    for (int d = 0; d < pl.C; ++d) {
+      const float k = mu[c * pl.C + d];
+      const float* __restrict md = M + d * pl.ldw;
+      for (int x = 0; x < pl.Wp; ++x) o[x] += k * md[x];
+    }
+    for (index_t x = pl.Wp; x < pl.ldw; ++x) o[x] = 0.0f;
+  }
+  return tmp;
 }
 
 }  // namespace crfrows

@@ -33,6 +33,10 @@ struct Plan {
   std::vector<int> ey, ex;
   std::vector<int> xi0, xi1;  // bilinear taps along a row (blur > 1)
   std::vector<float> xl0, xl1;
+  // The general update (a per-class weight or a mask): pred_c = ua[c] U + wa[c] (M' * mask),
+  // Q pooled over the valid pixels; otherwise the scalar update of ConvCRF's defaults.
+  bool general = false, masked = false;
+  std::vector<float> ua, wa;
 };
 
 Plan make_plan(const ConvCrfArgs& a);
@@ -47,6 +51,13 @@ struct Ctx {
   const float* qcur;  // C haloed planes: Q of this iteration
   float* qnext;       // C haloed planes: Q of the next one
   float* Me;          // (C, Hp, ldw) message upsampled along rows (blur > 1)
+  const float* unary = nullptr;  // this image's unary when it is not read from `scores`
+  // masked: this image's mask as 0/1 floats (H rows of ldw, zero tails), and per pooled cell
+  // (Hp * Wp) the validity and float32(1 / number of valid pixels) (0 for an invalid cell)
+  float* fm = nullptr;
+  float* valid = nullptr;
+  float* inv = nullptr;
+  float* saved = nullptr;  // this image and iteration's (C, Hp, Wp) of `saved`, or null
 };
 
 // Per-thread row buffers: P, M, A hold C rows of ldw floats; mx and sum one row each.

@@ -13,6 +13,7 @@
 #include "common/convcrf.h"
 #include "cpu/convcrf_message.h"
 #include "cpu/convcrf_plan.h"
+#include "cpu/convcrf_update.h"
 #include "cpu/simd.h"
 
 namespace segkit {
@@ -23,28 +24,33 @@ namespace {
 // U in place for full-resolution row i: log_softmax over classes (LOGITS) or log (PROBS).
 SEGKIT_ALWAYS void unary_row_body(const Ctx& cx, int i, const Scratch& sc) {
   const Plan& pl = *cx.pl;
-  float* __restrict v = cx.scores + static_cast<index_t>(i) * pl.W;
+  // the unary: read in place, or from its own array (then v only receives U); every loop
+  // reads and writes element by element, so in == v is safe (no __restrict on either)
+  float* v = cx.scores + static_cast<index_t>(i) * pl.W;
+  const float* in = cx.unary != nullptr ? cx.unary + static_cast<index_t>(i) * pl.W : v;
   const index_t HW = pl.HW;
   const int W = pl.W, C = pl.C;
   if (cx.a->unary_kind == crf::UNARY_PROBS) {
     for (int c = 0; c < C; ++c)
-      for (int x = 0; x < W; ++x) v[c * HW + x] = crf::log_f32(v[c * HW + x]);
+      for (int x = 0; x < W; ++x) v[c * HW + x] = crf::log_f32(in[c * HW + x]);
     return;
   }
   float* __restrict mx = sc.mx;
   float* __restrict sum = sc.sum;
-  for (int x = 0; x < W; ++x) mx[x] = v[x];
+  for (int x = 0; x < W; ++x) mx[x] = in[x];
   for (int c = 1; c < C; ++c)
-    for (int x = 0; x < W; ++x) mx[x] = v[c * HW + x] > mx[x] ? v[c * HW + x] : mx[x];
+    for (int x = 0; x < W; ++x) mx[x] = in[c * HW + x] > mx[x] ? in[c * HW + x] : mx[x];
   for (int x = 0; x < W; ++x) sum[x] = 0.0f;
   for (int c = 0; c < C; ++c)
-    for (int x = 0; x < W; ++x) sum[x] += crf::exp_f32(v[c * HW + x] - mx[x]);
+    for (int x = 0; x < W; ++x) sum[x] += crf::exp_f32(in[c * HW + x] - mx[x]);
   for (int x = 0; x < W; ++x) sum[x] = crf::log_f32(sum[x]);
   for (int c = 0; c < C; ++c)
-    for (int x = 0; x < W; ++x) v[c * HW + x] = (v[c * HW + x] - mx[x]) - sum[x];
+    for (int x = 0; x < W; ++x) v[c * HW + x] = (in[c * HW + x] - mx[x]) - sum[x];
 }
 
-// P = U (MODE_INIT) or a * U + w * M (MODE_ITER) for full-resolution row i.
+// P = U (MODE_INIT) or a * U + w * M (MODE_ITER) for full-resolution row i; the general
+// path: a_c * U + w_c * (M * mask).
+template <bool G>
 SEGKIT_ALWAYS void pred_row_body(const Ctx& cx, int i, const float* __restrict M,
                                  float* __restrict P, int mode) {
   const Plan& pl = *cx.pl;
@@ -55,7 +61,12 @@ SEGKIT_ALWAYS void pred_row_body(const Ctx& cx, int i, const float* __restrict M
   for (int c = 0; c < pl.C; ++c) {
     const float* __restrict u = U + c * HW;
     float* __restrict p = P + c * ldw;
-    if (mode == MODE_ITER) {
+    if (mode == MODE_ITER && G) {
+      const float* __restrict m = M + c * ldw;
+      const float* __restrict fm = cx.fm + static_cast<index_t>(i) * ldw;
+      const float ac = pl.ua[c], wc = pl.wa[c];
+      for (int x = 0; x < W; ++x) p[x] = ac * u[x] + wc * (m[x] * fm[x]);
+    } else if (mode == MODE_ITER) {
       const float* __restrict m = M + c * ldw;
       for (int x = 0; x < W; ++x) p[x] = a * u[x] + w * m[x];
     } else {
@@ -101,7 +112,9 @@ SEGKIT_ALWAYS void store_scores_row(const Ctx& cx, int i, const float* __restric
 }
 
 // The b x b means of pooled row R into the next Q: `acc` holds C rows (stride ldw) of the
-// sums over the `rows` full-resolution rows of its cells.
+// sums over the `rows` full-resolution rows of its cells (the general path: of the valid
+// pixels, times the cell's inverse count).
+template <bool G>
 SEGKIT_ALWAYS void pool_row(const Ctx& cx, int R, int rows, const float* acc_rows) {
   const Plan& pl = *cx.pl;
   const float nrows = static_cast<float>(rows);
@@ -113,87 +126,45 @@ SEGKIT_ALWAYS void pool_row(const Ctx& cx, int R, int rows, const float* acc_row
       crf::pool_span(X, pl.p1, pl.b, pl.W, &x0, &x1);
       float s = 0.0f;
       for (int x = x0; x < x1; ++x) s += acc[x];
-      q[X] = s / (nrows * static_cast<float>(x1 - x0));
+      if (G)
+        q[X] = s * cx.inv[static_cast<index_t>(R) * pl.Wp + X];
+      else
+        q[X] = s / (nrows * static_cast<float>(x1 - x0));
     }
   }
 }
 
-// ---- the update with every class of a block of pixels in registers (C <= 16) -----------------
-
-// p_c = get(c) for the C <= CM classes of one block of pixels, then softmax over classes when
-// `soft`, then put(c, p_c). The same operations as softmax_rows_body, lane by lane.
-template <int B, int CM, typename Get, typename Put>
-SEGKIT_ALWAYS void update_block(int C, bool soft, const Get& get, const Put& put) {
-  typedef vec_t<float, B> V;
-  V p[CM];
-#pragma GCC unroll 16
-  for (int c = 0; c < CM; ++c)
-    if (c < C) p[c] = get(c);
-  if (soft) {
-    V mx = p[0];
-#pragma GCC unroll 16
-    for (int c = 1; c < CM; ++c)
-      if (c < C) mx = p[c] > mx ? p[c] : mx;
-    V sum = V{};
-#pragma GCC unroll 16
-    for (int c = 0; c < CM; ++c)
-      if (c < C) {
-        p[c] = crf::exp_poly(p[c] - mx);
-        sum += p[c];
-      }
-    const V inv = 1.0f / sum;
-#pragma GCC unroll 16
-    for (int c = 0; c < CM; ++c)
-      if (c < C) p[c] *= inv;
-  }
-#pragma GCC unroll 16
-  for (int c = 0; c < CM; ++c)
-    if (c < C) put(c, p[c]);
-}
-
-// Runs update_block over the W pixels of a row: whole vectors in place, the last partial
-// vector through zero-padded copies. get(c, u, x0) / put(c, value, x0) see the block's unary
-// vector u and its first pixel; `dst(c)` is where put's values of class c go for x0 = 0 (for
-// the copies of the tail).
-template <int B, int CM, typename Get, typename Put>
-SEGKIT_ALWAYS void update_row_blocks(const Plan& pl, const float* U, bool soft, const Get& get,
-                                     const Put& put) {
-  typedef vec_t<float, B> V;
-  constexpr int L = Vec<float, B>::lanes;
-  const int C = pl.C, W = pl.W;
-  const index_t HW = pl.HW;
-  int x0 = 0;
-  for (; x0 + L <= W; x0 += L)
-    update_block<B, CM>(
-        C, soft, [&](int c) { return get(c, loadv<V>(U + c * HW + x0), x0); },
-        [&](int c, V v) { put(c, v, x0, L); });
-  if (x0 < W) {
-    const int nv = W - x0;
-    float tail[CM * L];
-    std::memset(tail, 0, sizeof tail);
-    for (int c = 0; c < C; ++c) std::memcpy(tail + c * L, U + c * HW + x0, sizeof(float) * nv);
-    update_block<B, CM>(
-        C, soft, [&](int c) { return get(c, loadv<V>(tail + c * L), x0); },
-        [&](int c, V v) { put(c, v, x0, nv); });
-  }
-}
-
-template <int B, int CM>
+template <int B, int CM, bool G>
 SEGKIT_ALWAYS void rows_blur1_regs(const Ctx& cx, int r, const Scratch& sc, int mode,
                                    bool last) {
   typedef vec_t<float, B> V;
   const Plan& pl = *cx.pl;
   const bool iterate = mode == MODE_ITER;
-  if (iterate) message_row_body<B>(cx, r, sc.M);
+  const float* M = sc.M;
+  if (iterate) {
+    message_row_body<B>(cx, r, sc.M);
+    M = message_extras(cx, r, sc.M, sc.A);
+  }
   const float a = cx.a->unary_coef, w = cx.a->message_coef;
   float* U = cx.scores + static_cast<index_t>(r) * pl.W;
-  const float* M = sc.M;
   const index_t ldw = pl.ldw, HW = pl.HW, plane = pl.plane;
-  float* dst = iterate && last ? U : cx.qnext + (pl.s + r) * pl.ld + pl.s;
-  const index_t dstride = iterate && last ? HW : plane;
-  auto put = [&](int c, V v, int x0, int n) { store_lanes(dst + c * dstride + x0, v, n); };
+  const float* fm = G ? cx.fm + static_cast<index_t>(r) * ldw : nullptr;
+  const bool to_q = !(iterate && last);
+  float* dst = to_q ? cx.qnext + (pl.s + r) * pl.ld + pl.s : U;
+  const index_t dstride = to_q ? plane : HW;
+  auto put = [&](int c, V v, int x0, int n) {
+    if (G && to_q) v *= loadv<V>(fm + x0);  // Q of an invalid pixel: 0
+    store_lanes(dst + c * dstride + x0, v, n);
+  };
   const bool soft = softmax_after(*cx.a, mode, last);
-  if (iterate)
+  if (iterate && G)
+    update_row_blocks<B, CM>(
+        pl, U, soft,
+        [&](int c, V u, int x0) {
+          return pl.ua[c] * u + pl.wa[c] * (loadv<V>(M + c * ldw + x0) * loadv<V>(fm + x0));
+        },
+        put);
+  else if (iterate)
     update_row_blocks<B, CM>(
         pl, U, soft, [&](int c, V u, int x0) { return a * u + w * loadv<V>(M + c * ldw + x0); },
         put);
@@ -201,7 +172,7 @@ SEGKIT_ALWAYS void rows_blur1_regs(const Ctx& cx, int r, const Scratch& sc, int 
     update_row_blocks<B, CM>(pl, U, soft, [&](int, V u, int) { return u; }, put);
 }
 
-template <int B, int CM>
+template <int B, int CM, bool G>
 SEGKIT_ALWAYS void update_blur_regs(const Ctx& cx, int R, const Scratch& sc, int mode,
                                     bool last) {
   typedef vec_t<float, B> V;
@@ -219,10 +190,14 @@ SEGKIT_ALWAYS void update_blur_regs(const Ctx& cx, int R, const Scratch& sc, int
   float* A = sc.A;
   for (int i = y0; i < y1; ++i) {
     float* U = cx.scores + static_cast<index_t>(i) * W;
+    const float* fm = G ? cx.fm + static_cast<index_t>(i) * ldw : nullptr;
     auto put = [&](int c, V v, int x0, int n) {
       if (pool) {
         float* p = A + c * ldw + x0;  // rows padded to whole vectors
-        storev(p, loadv<V>(p) + v);
+        if (G)
+          storev(p, loadv<V>(p) + v * loadv<V>(fm + x0));
+        else
+          storev(p, loadv<V>(p) + v);
       } else {
         store_lanes(U + c * HW + x0, v, n);
       }
@@ -234,34 +209,54 @@ SEGKIT_ALWAYS void update_blur_regs(const Ctx& cx, int R, const Scratch& sc, int
       const float* e0 = cx.Me + static_cast<index_t>(r0) * ldw;
       const float* e1 = cx.Me + static_cast<index_t>(r1) * ldw;
       const index_t cs = static_cast<index_t>(pl.Hp) * ldw;
-      update_row_blocks<B, CM>(
-          pl, U, soft,
-          [&](int c, V u, int x0) {
-            return a * u + w * (h0 * loadv<V>(e0 + c * cs + x0) + h1 * loadv<V>(e1 + c * cs + x0));
-          },
-          put);
+      if (G)
+        update_row_blocks<B, CM>(
+            pl, U, soft,
+            [&](int c, V u, int x0) {
+              const V m = h0 * loadv<V>(e0 + c * cs + x0) + h1 * loadv<V>(e1 + c * cs + x0);
+              return pl.ua[c] * u + pl.wa[c] * (m * loadv<V>(fm + x0));
+            },
+            put);
+      else
+        update_row_blocks<B, CM>(
+            pl, U, soft,
+            [&](int c, V u, int x0) {
+              return a * u + w * (h0 * loadv<V>(e0 + c * cs + x0) + h1 * loadv<V>(e1 + c * cs + x0));
+            },
+            put);
     } else {
       update_row_blocks<B, CM>(pl, U, soft, [&](int, V u, int) { return u; }, put);
     }
   }
-  if (pool) pool_row(cx, R, y1 - y0, A);
+  if (pool) pool_row<G>(cx, R, y1 - y0, A);
 }
 
 // blur 1, row r: (message,) update, softmax; into the next Q or, last, into the scores.
-template <int B>
+template <int B, bool G>
 SEGKIT_ALWAYS void rows_blur1_body(const Ctx& cx, int r, const Scratch& sc, int mode,
                                    bool last) {
   const Plan& pl = *cx.pl;
-  if (mode == MODE_ITER) message_row_body<B>(cx, r, sc.M);
-  pred_row_body(cx, r, sc.M, sc.P, mode);
+  const float* M = sc.M;
+  if (mode == MODE_ITER) {
+    message_row_body<B>(cx, r, sc.M);
+    M = message_extras(cx, r, sc.M, sc.A);
+  }
+  pred_row_body<G>(cx, r, M, sc.P, mode);
   if (softmax_after(*cx.a, mode, last)) softmax_rows_body(pl, sc.P, sc);
   if (mode == MODE_ITER && last) {
     store_scores_row(cx, r, sc.P);
     return;
   }
-  for (int c = 0; c < pl.C; ++c)
-    std::memcpy(cx.qnext + c * pl.plane + (pl.s + r) * pl.ld + pl.s, sc.P + c * pl.ldw,
-                sizeof(float) * pl.W);
+  for (int c = 0; c < pl.C; ++c) {
+    float* __restrict q = cx.qnext + c * pl.plane + (pl.s + r) * pl.ld + pl.s;
+    const float* __restrict p = sc.P + c * pl.ldw;
+    if (G) {
+      const float* __restrict fm = cx.fm + static_cast<index_t>(r) * pl.ldw;
+      for (int x = 0; x < pl.W; ++x) q[x] = p[x] * fm[x];
+    } else {
+      std::memcpy(q, p, sizeof(float) * pl.W);
+    }
+  }
 }
 
 // blur b, pooled row R: the message, then upsampled along the row into Me.
@@ -269,13 +264,14 @@ template <int B>
 SEGKIT_ALWAYS void message_blur_body(const Ctx& cx, int R, const Scratch& sc) {
   const Plan& pl = *cx.pl;
   message_row_body<B>(cx, R, sc.M);
+  const float* M = message_extras(cx, R, sc.M, sc.P);
   const int W = pl.W;
   const int* __restrict i0 = pl.xi0.data();
   const int* __restrict i1 = pl.xi1.data();
   const float* __restrict l0 = pl.xl0.data();
   const float* __restrict l1 = pl.xl1.data();
   for (int c = 0; c < pl.C; ++c) {
-    const float* __restrict m = sc.M + c * pl.ldw;
+    const float* __restrict m = M + c * pl.ldw;
     float* __restrict e = cx.Me + (static_cast<index_t>(c) * pl.Hp + R) * pl.ldw;
     for (int x = 0; x < W; ++x) e[x] = l0[x] * m[i0[x]] + l1[x] * m[i1[x]];
   }
@@ -284,7 +280,7 @@ SEGKIT_ALWAYS void message_blur_body(const Ctx& cx, int R, const Scratch& sc) {
 // blur b, pooled row R: for each of its full-resolution rows, the vertical interpolation of
 // the message, update and softmax; then the b x b means into the next pooled Q (or, last,
 // the rows into the scores).
-template <int B>
+template <int B, bool G>
 SEGKIT_ALWAYS void update_blur_body(const Ctx& cx, int R, const Scratch& sc, int mode,
                                     bool last) {
   const Plan& pl = *cx.pl;
@@ -307,19 +303,23 @@ SEGKIT_ALWAYS void update_blur_body(const Ctx& cx, int R, const Scratch& sc, int
         for (int x = 0; x < W; ++x) m[x] = h0 * e0[x] + h1 * e1[x];
       }
     }
-    pred_row_body(cx, i, sc.M, sc.P, mode);
+    pred_row_body<G>(cx, i, sc.M, sc.P, mode);
     if (softmax_after(*cx.a, mode, last)) softmax_rows_body(pl, sc.P, sc);
     if (!pool) {
       store_scores_row(cx, i, sc.P);
       continue;
     }
+    const float* __restrict fm = G ? cx.fm + static_cast<index_t>(i) * ldw : nullptr;
     for (int c = 0; c < C; ++c) {
       float* __restrict acc = sc.A + c * ldw;
       const float* __restrict p = sc.P + c * ldw;
-      for (int x = 0; x < W; ++x) acc[x] += p[x];
+      if (G)
+        for (int x = 0; x < W; ++x) acc[x] += p[x] * fm[x];
+      else
+        for (int x = 0; x < W; ++x) acc[x] += p[x];
     }
   }
-  if (pool) pool_row(cx, R, y1 - y0, sc.A);
+  if (pool) pool_row<G>(cx, R, y1 - y0, sc.A);
 }
 
 }  // namespace
@@ -342,10 +342,13 @@ void unary_row(const Ctx& cx, int i, const Scratch& sc) {
 void rows_blur1(const Ctx& cx, int r, const Scratch& sc, int mode, bool last) {
   dispatch_isa([&](auto isa) SEGKIT_BODY {
     constexpr int B = decltype(isa)::bytes;
-    if (!dispatch_upto<4, 8, 12, kMaxRegClasses>(cx.pl->C, [&](auto cm) SEGKIT_BODY {
-          rows_blur1_regs<B, decltype(cm)::value>(cx, r, sc, mode, last);
-        }))
-      rows_blur1_body<B>(cx, r, sc, mode, last);
+    dispatch_bool(cx.pl->general, [&](auto g) SEGKIT_BODY {
+      constexpr bool G = decltype(g)::value;
+      if (!dispatch_upto<4, 8, 12, kMaxRegClasses>(cx.pl->C, [&](auto cm) SEGKIT_BODY {
+            rows_blur1_regs<B, decltype(cm)::value, G>(cx, r, sc, mode, last);
+          }))
+        rows_blur1_body<B, G>(cx, r, sc, mode, last);
+    });
   });
 }
 
@@ -356,10 +359,13 @@ void message_blur(const Ctx& cx, int R, const Scratch& sc) {
 void update_blur(const Ctx& cx, int R, const Scratch& sc, int mode, bool last) {
   dispatch_isa([&](auto isa) SEGKIT_BODY {
     constexpr int B = decltype(isa)::bytes;
-    if (!dispatch_upto<4, 8, 12, kMaxRegClasses>(cx.pl->C, [&](auto cm) SEGKIT_BODY {
-          update_blur_regs<B, decltype(cm)::value>(cx, R, sc, mode, last);
-        }))
-      update_blur_body<B>(cx, R, sc, mode, last);
+    dispatch_bool(cx.pl->general, [&](auto g) SEGKIT_BODY {
+      constexpr bool G = decltype(g)::value;
+      if (!dispatch_upto<4, 8, 12, kMaxRegClasses>(cx.pl->C, [&](auto cm) SEGKIT_BODY {
+            update_blur_regs<B, decltype(cm)::value, G>(cx, R, sc, mode, last);
+          }))
+        update_blur_body<B, G>(cx, R, sc, mode, last);
+    });
   });
 }
 

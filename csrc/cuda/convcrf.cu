@@ -1,242 +1,301 @@
-// CUDA ConvCRF: mean-field inference without ConvCRF's unfold tensor and without stored
-// weights. Every array is batched (N images at once, grid-stride loops):
-//   convcrf_features_{u8,f32}  pooled features (N, F, hp, wp) from the image (any strides)
-//   convcrf_unary_{logits,probs}  U in place of the unary: log_softmax or log, per pixel
-//   convcrf_message[_colpos]      M (N, C, hp, wp): one thread per pooled pixel, the k x k
-//                                 Gaussian weights computed on the fly (message_pixel)
-//   convcrf_start[_softmax], convcrf_step, convcrf_last_step[_softmax]
-//                                 one thread per pooled cell: for its b x b pixels the bilinear
-//                                 message, update and softmax, averaged into the next pooled Q
-//                                 (or, at the last iteration, written as the scores)
-// Memory: the scores, two pooled Q/M arrays and the features: O(C*H*W).
-// Compiled at run time by CuPy (NVRTC); kernel names say what each launch runs.
+// CUDA ConvCRF, one kernel family for inference and training (GUIDE section 3; the CPU
+// version is csrc/cpu/convcrf_grad*.cpp): the forward's kernels. segkit.convcrf runs them
+// without saved state (segkit/ops/convcrf_cuda.py), the trainable op keeps the pooled message
+// of every iteration for its backward (segkit/ops/convcrf_grad_cuda.py; the backward's kernels
+// are cuda/convcrf_grad.cu, which includes this file). Every kernel is a grid-stride loop with
+// one thread per full-resolution pixel, pooled pixel or pooled cell, batched over the N
+// images; no atomics: every output element has one writer. The Gaussian weights are computed
+// on the fly from the pooled features (no k*k tensor, no weight planes); the scalar values
+// (pos_compat, col_compat, pos_sdims, col_schan, col_sdims) are read through device pointers.
+//
+// Layouts: full (N, C, H, W); pooled (N, C, hp, wp), the saved messages (N, T, C, hp, wp) read
+// with an image stride `ms`; features (N, 5, hp, wp) unscaled; valid, inv_count (N, hp, wp);
+// fmask (N, H, W) float 0/1, or null where every pixel is valid (the forward's kernels only).
 #include "common/convcrf.h"
+#include "common/convcrf_grad.h"
+#include "common/convcrf_grad_params.h"
 
 namespace segkit {
-namespace cuda {
+namespace cudagrad {
 
-constexpr int kClassBlock = 16;  // classes whose message one thread accumulates at once
+constexpr int kClassBlock = 16;
 
-// Work item idx of a kernel over pooled cells: image ni, cell (R, X), and the block of image
-// pixels [y0, y1) x [x0, x1) it pools.
-struct PooledCell {
-  index_t ni;
-  int R, X, y0, y1, x0, x1;
-  __device__ PooledCell(index_t idx, index_t cells, int wp, int hp, int p0, int p1, int b, int H,
-                        int W)
-      : ni(idx / cells), R(static_cast<int>((idx / wp) % hp)), X(static_cast<int>(idx % wp)) {
-    crf::pool_span(R, p0, b, H, &y0, &y1);
-    crf::pool_span(X, p1, b, W, &x0, &x1);
-  }
-};
+#define SEGKIT_GRID_LOOP(idx, total)                                                       \
+  for (index_t idx = blockIdx.x * static_cast<index_t>(blockDim.x) + threadIdx.x;          \
+       idx < (total); idx += static_cast<index_t>(gridDim.x) * blockDim.x)
 
-template <typename TImg>
-__device__ void convcrf_features(const TImg* __restrict__ img, float* __restrict__ feat,
-                                 index_t n, int H, int W, int hp, int wp, int p0, int p1, int b,
-                                 index_t sn, index_t sc, index_t sh, index_t sw, float pos_inv,
-                                 float col_inv, int col_pos, float colpos_inv) {
-  const index_t cells = static_cast<index_t>(hp) * wp;
-  const int nf = col_pos ? 7 : 5;
-  const index_t total = n * cells;
-  for (index_t idx = blockIdx.x * static_cast<index_t>(blockDim.x) + threadIdx.x; idx < total;
-       idx += static_cast<index_t>(gridDim.x) * blockDim.x) {
-    const PooledCell cell(idx, cells, wp, hp, p0, p1, b, H, W);
-    const int X = cell.X, R = cell.R, y0 = cell.y0, y1 = cell.y1, x0 = cell.x0, x1 = cell.x1;
-    const index_t ni = cell.ni;
-    double sy = 0, sx = 0, cy = 0, cx = 0, r = 0, g = 0, bl = 0;
-    const TImg* base = img + ni * sn;
+// The masked, upsampled message of pixel (i, j) of class plane `mb` (hp x wp).
+__device__ SEGKIT_INLINE float upsampled(const float* mb, int i, int j, int hp, int wp, int p0,
+                                         int p1, int b) {
+  int r0, r1, c0, c1;
+  float h0, h1, l0, l1;
+  crf::bilinear_taps(i, p0, b, hp, &r0, &r1, &h0, &h1);
+  crf::bilinear_taps(j, p1, b, wp, &c0, &c1, &l0, &l1);
+  const float e0 = l0 * mb[r0 * wp + c0] + l1 * mb[r0 * wp + c1];
+  const float e1 = l0 * mb[r1 * wp + c0] + l1 * mb[r1 * wp + c1];
+  return h0 * e0 + h1 * e1;
+}
+
+// Features, validity and inverse counts per pooled cell, and the float mask of its pixels
+// (fmask null: not written); the image (N, 3, H, W) read through its strides (elements).
+template <typename T>
+__device__ void prepare(const T* img, index_t sn, index_t sc, index_t sh, index_t sw,
+                        const unsigned char* mask, float* feat, float* valid, float* invc,
+                        float* fmask, index_t n, int H, int W, int hp, int wp, int p0, int p1,
+                        int b) {
+  const index_t cells = static_cast<index_t>(hp) * wp, hw = static_cast<index_t>(H) * W;
+  SEGKIT_GRID_LOOP(idx, n * cells) {
+    const index_t ni = idx / cells, p = idx % cells;
+    int y0, y1, x0, x1;
+    crf::pool_span(static_cast<int>(p / wp), p0, b, H, &y0, &y1);
+    crf::pool_span(static_cast<int>(p % wp), p1, b, W, &x0, &x1);
+    double s[crfgrad::kFeatures] = {0, 0, 0, 0, 0}, cnt = 0;
     for (int i = y0; i < y1; ++i)
       for (int j = x0; j < x1; ++j) {
-        sy += static_cast<float>(i) * pos_inv;
-        sx += static_cast<float>(j) * pos_inv;
-        cy += static_cast<float>(i) * colpos_inv;
-        cx += static_cast<float>(j) * colpos_inv;
-        const TImg* px = base + i * sh + j * sw;
-        r += static_cast<float>(px[0]) * col_inv;
-        g += static_cast<float>(px[sc]) * col_inv;
-        bl += static_cast<float>(px[2 * sc]) * col_inv;
+        const index_t q = static_cast<index_t>(i) * W + j;
+        const float m = mask == nullptr || mask[ni * hw + q] ? 1.0f : 0.0f;
+        if (fmask != nullptr) fmask[ni * hw + q] = m;
+        if (m == 0.0f) continue;
+        cnt += 1;
+        s[0] += i;
+        s[1] += j;
+        const T* px = img + ni * sn + i * sh + j * sw;
+        for (int ch = 0; ch < 3; ++ch) s[2 + ch] += static_cast<float>(px[ch * sc]);
       }
-    const double cnt = static_cast<double>(y1 - y0) * (x1 - x0);
-    float* f = feat + ni * nf * cells + static_cast<index_t>(R) * wp + X;
-    int ch = 0;
-    f[cells * ch++] = static_cast<float>(sy / cnt);
-    f[cells * ch++] = static_cast<float>(sx / cnt);
-    if (col_pos) {
-      f[cells * ch++] = static_cast<float>(cy / cnt);
-      f[cells * ch++] = static_cast<float>(cx / cnt);
-    }
-    f[cells * ch++] = static_cast<float>(r / cnt);
-    f[cells * ch++] = static_cast<float>(g / cnt);
-    f[cells * ch++] = static_cast<float>(bl / cnt);
+    for (int f = 0; f < crfgrad::kFeatures; ++f)
+      feat[(ni * crfgrad::kFeatures + f) * cells + p] =
+          cnt > 0 ? static_cast<float>(s[f] / cnt) : 0.0f;
+    valid[idx] = cnt > 0 ? 1.0f : 0.0f;
+    invc[idx] = cnt > 0 ? static_cast<float>(1.0 / cnt) : 0.0f;
   }
 }
 
-__device__ void convcrf_unary(float* __restrict__ scores, index_t n, int C, index_t hw,
-                              int kind) {
-  const index_t total = n * hw;
-  for (index_t idx = blockIdx.x * static_cast<index_t>(blockDim.x) + threadIdx.x; idx < total;
-       idx += static_cast<index_t>(gridDim.x) * blockDim.x) {
-    float* v = scores + (idx / hw) * C * hw + idx % hw;
-    crf::unary_pixel(v, C, hw, kind);
-  }
-}
-
-template <int NCOL>
-__device__ void convcrf_message(const float* __restrict__ q, float* __restrict__ m,
-                                const float* __restrict__ feat, index_t n, int C, int hp, int wp,
-                                int span, float pos_compat, float col_compat) {
-  const index_t cells = static_cast<index_t>(hp) * wp;
-  const int nf = 2 + NCOL;
-  const index_t total = n * cells;
-  for (index_t idx = blockIdx.x * static_cast<index_t>(blockDim.x) + threadIdx.x; idx < total;
-       idx += static_cast<index_t>(gridDim.x) * blockDim.x) {
-    const int x = static_cast<int>(idx % wp);
-    const int r = static_cast<int>((idx / wp) % hp);
-    const index_t ni = idx / cells;
-    const float* fe = feat + ni * nf * cells;
-    for (int c0 = 0; c0 < C; c0 += kClassBlock) {
-      const int nc = min_of(kClassBlock, C - c0);
-      float acc[kClassBlock];
-      crf::message_pixel<2, NCOL, kClassBlock>(q + (ni * C + c0) * cells, cells, wp, nc, fe,
-                                               cells, hp, wp, r, x, span, pos_compat,
-                                               col_compat, acc);
-      float* out = m + (ni * C + c0) * cells + static_cast<index_t>(r) * wp + x;
-#pragma unroll
-      for (int c = 0; c < kClassBlock; ++c)
-        if (c < nc) out[c * cells] = acc[c];
-    }
-  }
-}
-
-// The message of class c at full-resolution pixel (i, j): bilinear (torch's order of
-// operations) from the pooled message, or the message itself for blur 1.
-struct MessageAt {
-  const float* m;  // this image's (C, hp, wp)
-  index_t cells;
-  int wp, b;
-  int y0, y1, x0, x1;
-  float h0, h1, l0, l1;
-  __device__ float operator()(int c) const {
-    const float* p = m + c * cells;
-    if (b == 1) return p[static_cast<index_t>(y0) * wp + x0];
-    const float* r0 = p + static_cast<index_t>(y0) * wp;
-    const float* r1 = p + static_cast<index_t>(y1) * wp;
-    return h0 * (l0 * r0[x0] + l1 * r0[x1]) + h1 * (l0 * r1[x0] + l1 * r1[x1]);
-  }
-};
-
-__device__ void convcrf_update(float* __restrict__ scores, const float* __restrict__ m,
-                               float* __restrict__ qnext, index_t n, int C, int H, int W, int hp,
-                               int wp, int p0, int p1, int b, float a, float w, int iterate,
-                               int softmax, int last) {
-  const index_t cells = static_cast<index_t>(hp) * wp;
-  const index_t hw = static_cast<index_t>(H) * W;
-  const bool pool = !iterate || !last;
-  const index_t total = n * cells;
-  for (index_t idx = blockIdx.x * static_cast<index_t>(blockDim.x) + threadIdx.x; idx < total;
-       idx += static_cast<index_t>(gridDim.x) * blockDim.x) {
-    const PooledCell cell(idx, cells, wp, hp, p0, p1, b, H, W);
-    const int X = cell.X, R = cell.R, y0 = cell.y0, y1 = cell.y1, x0 = cell.x0, x1 = cell.x1;
-    const index_t ni = cell.ni;
-    float* qn = qnext + ni * C * cells + static_cast<index_t>(R) * wp + X;
-    if (pool)
-      for (int c = 0; c < C; ++c) qn[c * cells] = 0.0f;
-    MessageAt msg;
-    msg.m = m + ni * C * cells;
-    msg.cells = cells;
-    msg.wp = wp;
-    msg.b = b;
-    for (int i = y0; i < y1; ++i) {
-      if (b > 1) {
-        crf::bilinear_taps(i, p0, b, hp, &msg.y0, &msg.y1, &msg.h0, &msg.h1);
-      } else {
-        msg.y0 = i;
-      }
+// One pooled cell of the mean-field update, fused: for each of its pixels the prediction
+// z_c = (unary_weight - w_c) U_c + w_c (m_c + sum_d compat_cd m_d), m = fmask * upsample(mb)
+// (iterate; else z = U, the start), its softmax (`soft`), then either pooled into the next Q
+// (qn non-null: masked mean) or written to `z` (the last iteration; z may be u: each pixel's U
+// is read before its own thread overwrites it). The same arithmetic as crfg_upsample,
+// crfg_pred, crfg_softmax and crfg_pool one after another, which the backward uses.
+__device__ void update(const float* u, const float* mb, index_t ms, const float* compat,
+                       const float* weight, const float* fmask, const float* invc, float* qn,
+                       float* z, index_t n, int C, int H, int W, int hp, int wp, int p0, int p1,
+                       int b, float unary_weight, int iterate, int soft) {
+  const index_t cells = static_cast<index_t>(hp) * wp, hw = static_cast<index_t>(H) * W;
+  SEGKIT_GRID_LOOP(idx, n * cells) {
+    const index_t ni = idx / cells, p = idx % cells;
+    int y0, y1, x0, x1;
+    crf::pool_span(static_cast<int>(p / wp), p0, b, H, &y0, &y1);
+    crf::pool_span(static_cast<int>(p % wp), p1, b, W, &x0, &x1);
+    float* q = qn == nullptr ? nullptr : qn + ni * C * cells + p;
+    if (q != nullptr)
+      for (int c = 0; c < C; ++c) q[c * cells] = 0.0f;
+    for (int i = y0; i < y1; ++i)
       for (int j = x0; j < x1; ++j) {
-        if (b > 1) {
-          crf::bilinear_taps(j, p1, b, wp, &msg.x0, &msg.x1, &msg.l0, &msg.l1);
-        } else {
-          msg.x0 = j;
-        }
-        float* u = scores + ni * C * hw + static_cast<index_t>(i) * W + j;
-        // pred_c, recomputed in each pass (C is not bounded at compile time)
-#define SEGKIT_PRED(c) (iterate ? a * u[(c) * hw] + w * msg(c) : u[(c) * hw])
+        const index_t k = static_cast<index_t>(i) * W + j, base = ni * C * hw + k;
+        const float fm = fmask == nullptr ? 1.0f : fmask[ni * hw + k];
+        auto msg = [&](int c) {
+          return upsampled(mb + ni * ms + c * cells, i, j, hp, wp, p0, p1, b) * fm;
+        };
+        auto pred = [&](int c) {
+          if (!iterate) return u[base + c * hw];
+          float mp = msg(c);
+          if (compat != nullptr) {
+            float s = 0.0f;
+            for (int d = 0; d < C; ++d) s += compat[c * C + d] * msg(d);
+            mp += s;
+          }
+          return (unary_weight - weight[c]) * u[base + c * hw] + weight[c] * mp;
+        };
         float mx = crf::neg_inf(), inv = 1.0f;
-        if (softmax) {
-          for (int c = 0; c < C; ++c) mx = max_of(mx, SEGKIT_PRED(c));
+        if (soft) {
+          for (int c = 0; c < C; ++c) mx = pred(c) > mx ? pred(c) : mx;
           float sum = 0.0f;
-          for (int c = 0; c < C; ++c) sum += crf::exp_f32(SEGKIT_PRED(c) - mx);
+          for (int c = 0; c < C; ++c) sum += crf::exp_f32(pred(c) - mx);
           inv = 1.0f / sum;
         }
         for (int c = 0; c < C; ++c) {
-          const float v = softmax ? crf::exp_f32(SEGKIT_PRED(c) - mx) * inv : SEGKIT_PRED(c);
-          if (pool)
-            qn[c * cells] += v;
+          const float v = soft ? crf::exp_f32(pred(c) - mx) * inv : pred(c);
+          if (q != nullptr)
+            q[c * cells] += v * fm;
           else
-            u[c * hw] = v;  // pred_c has been read for the last time
+            z[base + c * hw] = v;
         }
-#undef SEGKIT_PRED
       }
-    }
-    if (pool) {
-      const float count = static_cast<float>(y1 - y0) * static_cast<float>(x1 - x0);
-      for (int c = 0; c < C; ++c) qn[c * cells] = qn[c * cells] / count;
-    }
+    if (q != nullptr)
+      for (int c = 0; c < C; ++c) q[c * cells] = q[c * cells] * invc[idx];
   }
 }
 
-}  // namespace cuda
+}  // namespace cudagrad
 }  // namespace segkit
 
-// ---- entry points (CuPy looks these names up) ---------------------------------------------
-// features: (image, feat, n, H, W, hp, wp, p0, p1, blur, image strides n/c/h/w [elements],
-//            pos_inv, col_inv, col_pos, colpos_inv)
-#define SEGKIT_CONVCRF_FEATURES(NAME, T)                                                       \
-  extern "C" __global__ void NAME(const T* img, float* feat, segkit::index_t n, int H, int W,  \
-                                  int hp, int wp, int p0, int p1, int b, segkit::index_t sn,   \
-                                  segkit::index_t sc, segkit::index_t sh, segkit::index_t sw,  \
-                                  float pos_inv, float col_inv, int col_pos, float colpos_inv) { \
-    segkit::cuda::convcrf_features<T>(img, feat, n, H, W, hp, wp, p0, p1, b, sn, sc, sh, sw,     \
-                                      pos_inv, col_inv, col_pos, colpos_inv);                   \
+using segkit::index_t;
+namespace crf = segkit::crf;
+namespace crfgrad = segkit::crfgrad;
+
+// prepare: (image, its strides n/c/h/w in elements, mask or null, feat, valid, inv_count,
+// fmask or null, n, H, W, hp, wp, p0, p1, blur); uint8 or float32 images
+#define SEGKIT_CRFG_PREPARE(NAME, T)                                                           \
+  extern "C" __global__ void NAME(const T* img, index_t sn, index_t sc, index_t sh,            \
+                                  index_t sw, const unsigned char* mask, float* feat,          \
+                                  float* valid, float* invc, float* fmask, index_t n, int H,   \
+                                  int W, int hp, int wp, int p0, int p1, int b) {              \
+    segkit::cudagrad::prepare<T>(img, sn, sc, sh, sw, mask, feat, valid, invc, fmask, n, H, W, \
+                                 hp, wp, p0, p1, b);                                           \
   }
+SEGKIT_CRFG_PREPARE(crfg_prepare_u8, unsigned char)
+SEGKIT_CRFG_PREPARE(crfg_prepare_f32, float)
 
-SEGKIT_CONVCRF_FEATURES(convcrf_features_u8, unsigned char)
-SEGKIT_CONVCRF_FEATURES(convcrf_features_f32, float)
-
-// unary: (scores, n, C, H*W); U = log_softmax(scores) (logits) or log(scores) (probs)
-extern "C" __global__ void convcrf_unary_logits(float* scores, segkit::index_t n, int C,
-                                                segkit::index_t hw) {
-  segkit::cuda::convcrf_unary(scores, n, C, hw, segkit::crf::UNARY_LOGITS);
+// U from the unary, per pixel: log_softmax (logits) or log (probs)
+extern "C" __global__ void crfg_unary(const float* x, float* u, index_t n, int C, index_t hw,
+                                      int kind) {
+  SEGKIT_GRID_LOOP(idx, n * hw) {
+    const index_t base = (idx / hw) * C * hw + idx % hw;
+    for (int c = 0; c < C; ++c) u[base + c * hw] = x[base + c * hw];
+    crf::unary_pixel(u + base, C, hw, kind);
+  }
 }
-extern "C" __global__ void convcrf_unary_probs(float* scores, segkit::index_t n, int C,
-                                               segkit::index_t hw) {
-  segkit::cuda::convcrf_unary(scores, n, C, hw, segkit::crf::UNARY_PROBS);
+
+// dst = softmax(src) over classes, per pixel (dst may be src)
+extern "C" __global__ void crfg_softmax(const float* src, float* dst, index_t n, int C,
+                                        index_t hw) {
+  SEGKIT_GRID_LOOP(idx, n * hw) {
+    const index_t base = (idx / hw) * C * hw + idx % hw;
+    for (int c = 0; c < C; ++c) dst[base + c * hw] = src[base + c * hw];
+    crf::softmax_pixel(dst + base, C, hw);
+  }
 }
 
-// message: (Q, M, feat, n, C, hp, wp, span, pos_compat, col_compat); the colour kernel without
-// (convcrf_message) or with (convcrf_message_colpos) its position term
-#define SEGKIT_CONVCRF_MESSAGE(NAME, NCOL)                                                     \
-  extern "C" __global__ void NAME(const float* q, float* m, const float* feat,                 \
-                                  segkit::index_t n, int C, int hp, int wp, int span,          \
-                                  float pos_compat, float col_compat) {                        \
-    segkit::cuda::convcrf_message<NCOL>(q, m, feat, n, C, hp, wp, span, pos_compat, col_compat); \
+// qb = masked b x b means of q, per pooled cell
+extern "C" __global__ void crfg_pool(const float* q, float* qb, const float* fmask,
+                                     const float* invc, index_t n, int C, int H, int W, int hp,
+                                     int wp, int p0, int p1, int b) {
+  const index_t cells = static_cast<index_t>(hp) * wp, hw = static_cast<index_t>(H) * W;
+  SEGKIT_GRID_LOOP(idx, n * cells) {
+    const index_t ni = idx / cells, p = idx % cells;
+    int y0, y1, x0, x1;
+    crf::pool_span(static_cast<int>(p / wp), p0, b, H, &y0, &y1);
+    crf::pool_span(static_cast<int>(p % wp), p1, b, W, &x0, &x1);
+    for (int c = 0; c < C; ++c) {
+      float s = 0.0f;
+      for (int i = y0; i < y1; ++i)
+        for (int j = x0; j < x1; ++j) {
+          const index_t k = static_cast<index_t>(i) * W + j;
+          s += q[(ni * C + c) * hw + k] * fmask[ni * hw + k];
+        }
+      qb[(ni * C + c) * cells + p] = s * invc[idx];
+    }
   }
-SEGKIT_CONVCRF_MESSAGE(convcrf_message, 3)
-SEGKIT_CONVCRF_MESSAGE(convcrf_message_colpos, 5)
+}
 
-// update: (scores, M, Q_next, n, C, H, W, hp, wp, p0, p1, blur, unary_coef, message_coef)
-//   convcrf_start[_softmax]       Q_0 = U (or softmax(U)), pooled
-//   convcrf_step                  Q = softmax(a U + w M), pooled into Q_next
-//   convcrf_last_step[_softmax]   scores = a U + w M (or its softmax), full resolution
-#define SEGKIT_CONVCRF_UPDATE(NAME, ITERATE, SOFTMAX, LAST)                                    \
-  extern "C" __global__ void NAME(float* scores, const float* m, float* qnext,                 \
-                                  segkit::index_t n, int C, int H, int W, int hp, int wp,      \
-                                  int p0, int p1, int b, float a, float w) {                   \
-    segkit::cuda::convcrf_update(scores, m, qnext, n, C, H, W, hp, wp, p0, p1, b, a, w,        \
-                                 ITERATE, SOFTMAX, LAST);                                      \
+// out(p) = sum_d A(p, p+d) in(p+d) per pooled pixel (out's image stride `os`); with `sums`
+// (non-null), also the five sums of common/convcrf_grad.h with S = sum_c in_c(p) qb_c(p+d),
+// written as doubles, planar: sums[k * n * cells + idx]. The scalar values are read through
+// their pointers (col_sdims null: no position term in the colour kernel).
+extern "C" __global__ void crfg_pass(const float* in, const float* qb, float* out, index_t os,
+                                     double* sums, const float* feat, const float* valid,
+                                     index_t n, int C, int hp, int wp, int span,
+                                     const float* pos_compat, const float* col_compat,
+                                     const float* pos_sdims, const float* col_schan,
+                                     const float* col_sdims) {
+  const index_t cells = static_cast<index_t>(hp) * wp;
+  const crfgrad::ParamValues pv =
+      crfgrad::values_at(pos_compat, col_compat, pos_sdims, col_schan, col_sdims);
+  const crfgrad::Scales sc = crfgrad::scales_from(pv);
+  const float pc = pv.pos_compat, cc = pv.col_compat;
+  SEGKIT_GRID_LOOP(idx, n * cells) {
+    const index_t ni = idx / cells, p = idx % cells;
+    const int r = static_cast<int>(p / wp), x = static_cast<int>(p % wp);
+    const float* f = feat + ni * crfgrad::kFeatures * cells;
+    const float* v = valid + ni * cells;
+    const float* src = in + ni * C * cells;
+    const float* qq = qb + ni * C * cells;
+    double t[crfgrad::kGradSums] = {0, 0, 0, 0, 0};
+    const int ylo = r - span < 0 ? 0 : r - span, yhi = r + span > hp - 1 ? hp - 1 : r + span;
+    const int xlo = x - span < 0 ? 0 : x - span, xhi = x + span > wp - 1 ? wp - 1 : x + span;
+    for (int c0 = 0; c0 < C; c0 += segkit::cudagrad::kClassBlock) {
+      const int nc = C - c0 < segkit::cudagrad::kClassBlock ? C - c0
+                                                            : segkit::cudagrad::kClassBlock;
+      float acc[segkit::cudagrad::kClassBlock];
+      for (int c = 0; c < segkit::cudagrad::kClassBlock; ++c) acc[c] = 0.0f;
+      for (int y = ylo; y <= yhi; ++y)
+        for (int xx = xlo; xx <= xhi; ++xx) {
+          const index_t q = static_cast<index_t>(y) * wp + xx;
+          float dpos, dcol, gp, gc;
+          crfgrad::pair_distances(f + p, f + q, cells, &dpos, &dcol);
+          crfgrad::pair_gaussians(dpos, dcol, sc, &gp, &gc);
+          const float vv = v[p] * v[q];
+          gp *= vv;
+          gc *= vv;
+          const float a = pc * gp + cc * gc;
+          float s = 0.0f;
+          for (int c = 0; c < segkit::cudagrad::kClassBlock; ++c)
+            if (c < nc) {
+              acc[c] += a * src[(c0 + c) * cells + q];
+              if (sums != nullptr) s += src[(c0 + c) * cells + p] * qq[(c0 + c) * cells + q];
+            }
+          if (sums != nullptr) {
+            t[0] += gp * s;
+            t[1] += gc * s;
+            t[2] += dpos * gp * s;
+            t[3] += dcol * gc * s;
+            t[4] += dpos * gc * s;
+          }
+        }
+      for (int c = 0; c < nc; ++c) out[ni * os + (c0 + c) * cells + p] = acc[c];
+    }
+    if (sums != nullptr)
+      for (int k = 0; k < crfgrad::kGradSums; ++k) sums[k * n * cells + idx] = t[k];
   }
-SEGKIT_CONVCRF_UPDATE(convcrf_start, 0, 0, 0)
-SEGKIT_CONVCRF_UPDATE(convcrf_start_softmax, 0, 1, 0)
-SEGKIT_CONVCRF_UPDATE(convcrf_step, 1, 1, 0)
-SEGKIT_CONVCRF_UPDATE(convcrf_last_step, 1, 0, 1)
-SEGKIT_CONVCRF_UPDATE(convcrf_last_step_softmax, 1, 1, 1)
+}
+
+// The fused update per pooled cell (segkit::cudagrad::update): crfg_start pools Q_0 = U (or
+// softmax(U) with soft), crfg_update pools Q = softmax(z) into qn (qn non-null) or writes the
+// last z (or its softmax) to `z`
+extern "C" __global__ void crfg_start(const float* u, const float* fmask, const float* invc,
+                                      float* qn, index_t n, int C, int H, int W, int hp, int wp,
+                                      int p0, int p1, int b, int soft) {
+  segkit::cudagrad::update(u, nullptr, 0, nullptr, nullptr, fmask, invc, qn, nullptr, n, C, H,
+                           W, hp, wp, p0, p1, b, 0.0f, 0, soft);
+}
+extern "C" __global__ void crfg_update(const float* u, const float* mb, index_t ms,
+                                       const float* compat, const float* weight,
+                                       const float* fmask, const float* invc, float* qn,
+                                       float* z, index_t n, int C, int H, int W, int hp, int wp,
+                                       int p0, int p1, int b, float unary_weight, int soft) {
+  segkit::cudagrad::update(u, mb, ms, compat, weight, fmask, invc, qn, z, n, C, H, W, hp, wp, p0,
+                           p1, b, unary_weight, 1, soft);
+}
+
+// m = fmask * upsample(mb) per pixel (mb's image stride `ms`)
+extern "C" __global__ void crfg_upsample(const float* mb, index_t ms, float* m,
+                                         const float* fmask, index_t n, int C, int H, int W,
+                                         int hp, int wp, int p0, int p1, int b) {
+  const index_t hw = static_cast<index_t>(H) * W, cells = static_cast<index_t>(hp) * wp;
+  SEGKIT_GRID_LOOP(idx, n * hw) {
+    const index_t ni = idx / hw, k = idx % hw;
+    const int i = static_cast<int>(k / W), j = static_cast<int>(k % W);
+    const float fm = fmask[idx];
+    for (int c = 0; c < C; ++c)
+      m[(ni * C + c) * hw + k] =
+          segkit::cudagrad::upsampled(mb + ni * ms + c * cells, i, j, hp, wp, p0, p1, b) * fm;
+  }
+}
+
+// z = (unary_weight - w_c) U + w_c (m + compat m), per pixel
+extern "C" __global__ void crfg_pred(const float* u, const float* m, const float* compat,
+                                     const float* weight, float* z, index_t n, int C,
+                                     index_t hw, float unary_weight, int has_compat) {
+  SEGKIT_GRID_LOOP(idx, n * hw) {
+    const index_t base = (idx / hw) * C * hw + idx % hw;
+    for (int c = 0; c < C; ++c) {
+      float mp = m[base + c * hw];
+      if (has_compat) {
+        float s = 0.0f;
+        for (int d = 0; d < C; ++d) s += compat[c * C + d] * m[base + d * hw];
+        mp += s;
+      }
+      z[base + c * hw] = (unary_weight - weight[c]) * u[base + c * hw] + weight[c] * mp;
+    }
+  }
+}

@@ -23,8 +23,9 @@ EPILOG = """Examples:
                    "sum). Default: equal.")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Output folder (labels/, probs/, ensemble.json).")
-@click.option("--crf", default=None, help="ConvCRF preset run on the averaged probabilities "
-              "(convcrf or seed); needs --images.")
+@click.option("--crf", default=None, help="ConvCRF preset run on the averaged probabilities: "
+              "convcrf (taking them as probabilities) or seed (as logits, as the original "
+              "recipe did); needs --images.")
 @click.option("--images", default=None, type=click.Path(exists=True, file_okay=False),
               help="Image folder for --crf (dir+name stems -> dir/name.jpg).")
 @click.option("--submission", default=None, type=click.Path(dir_okay=False),

@@ -36,12 +36,12 @@ def command(fast):
     click.echo("\nbackends:")
     for info in segkit.backends().values():
         click.echo(f"  {info}")
-    from segkit._backend import OP_BACKENDS, OP_NOTES
+    from segkit._backend import OPS
 
     click.echo("\nbackends of each op:")
-    for op, have in OP_BACKENDS.items():
-        note = f" ({OP_NOTES[op]})" if op in OP_NOTES else ""
-        click.echo(f"  {op:22s} {', '.join(have)}{note}")
+    for op in OPS.values():
+        note = f" ({op.note})" if op.note else ""
+        click.echo(f"  {op.name:22s} {', '.join(op.backends)}{note}")
     click.echo("\npackages:")
     for dist in BASE:
         version = _version(dist)

@@ -2,10 +2,13 @@
 predictions by mIoU."""
 from __future__ import annotations
 
+import dataclasses
+
 import click
 
-from ._common import (engine_option, progress_option, stores_argument,
-                      workers_option)
+from segkit.jobs.tune import TuneOptions
+
+from ._common import engine_option, progress_option, stores_argument, workers_option
 
 EPILOG = """Examples:
 
@@ -21,46 +24,54 @@ EPILOG = """Examples:
 """
 
 
+#: The options every job command shares (segkit.commands._common), by TuneOptions field;
+#: --backend is the shared flag and choices with tune's own help (what it reaches).
+SHARED = {"workers": workers_option, "engine": engine_option, "progress": progress_option}
+
+
+def _click_type(meta: dict):
+    """The click type of a TuneOptions field's kind and limits."""
+    kind = meta["kind"]
+    if kind == "int":
+        return click.IntRange(min=meta.get("low"), max=meta.get("high"))
+    if kind == "float":
+        return click.FloatRange(min=meta.get("low"), max=meta.get("high"),
+                                min_open=meta.get("low_open", False),
+                                max_open=meta.get("high_open", False))
+    if kind == "folder":
+        return click.Path(exists=True, file_okay=False)
+    return {"label": int, "choice": click.Choice(meta.get("choices", ()))}.get(kind)
+
+
+def tune_option(f: dataclasses.Field):
+    """The click option of one TuneOptions field: --name-with-dashes, its help, its default
+    (shown unless None) and its range."""
+    meta, flag = f.metadata, "--" + f.name.replace("_", "-")
+    if f.name in SHARED:
+        return SHARED[f.name]
+    default = ",".join(f.default) if isinstance(f.default, tuple) else f.default
+    if meta["kind"] == "flag":
+        return click.option(f"{flag}/--no-{flag[2:]}", default=default, show_default=True,
+                            help=meta["help"])
+    return click.option(flag, default=default, type=_click_type(meta),
+                        show_default=default is not None, help=meta["help"])
+
+
+def tune_options(f):
+    """Every TuneOptions field as a click option, in the record's order."""
+    for one in reversed(dataclasses.fields(TuneOptions)):
+        f = tune_option(one)(f)
+    return f
+
+
 @click.command("tune", epilog=EPILOG)
 @stores_argument("models", what="model")
 @click.option("--gt", required=True, type=click.Path(exists=True, file_okay=False),
               help="Ground-truth label PNGs of the OOF images.")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Output folder (tuned.json, tuning.png).")
-@click.option("--images", default=None, type=click.Path(exists=True, file_okay=False),
-              help="The images: needed for --search crf and the recipe's CRF on the hold-out.")
-@click.option("--search", default="weights,bias", show_default=True,
-              help="What to tune: some of weights, bias, crf (comma-separated).")
-@click.option("--holdout", type=click.FloatRange(0, 1, min_open=True, max_open=True),
-              default=0.2, show_default=True,
-              help="Fraction of the OOF images held out (seeded), never seen by the search.")
-@click.option("--budget", type=click.IntRange(min=1), default=200, show_default=True,
-              help="Weight/bias candidates per search (a --refit gets as many again).")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Seeds the hold-out, the search order and the CRF fit.")
-@click.option("--bias-bound", type=click.FloatRange(0, 20, min_open=True), default=2.0,
-              show_default=True, help="Biases stay within +-this.")
-@click.option("--crf-images", type=click.IntRange(min=1), default=32, show_default=True,
-              help="Search images (seeded) the CRF fit draws its crops from.")
-@click.option("--crf-crop", type=click.IntRange(min=1), default=128, show_default=True,
-              help="Side of the CRF fit's random crops (at most the smallest image).")
-@click.option("--crf-batch", type=click.IntRange(min=1), default=4, show_default=True,
-              help="Crops per CRF fit step.")
-@click.option("--crf-steps", type=click.IntRange(min=1), default=400, show_default=True,
-              help="Adam steps of the CRF fit.")
-@click.option("--crf-lr", type=click.FloatRange(0, min_open=True), default=0.02,
-              show_default=True, help="Learning rate of the CRF fit.")
-@click.option("--refit/--no-refit", default=False, show_default=True,
-              help="Also search weights and bias again on all OOF images (reported in "
-                   "tuned.json's refit block, not written as the setting).")
-@click.option("--ignore-index", type=int, default=255, show_default=True,
-              help="Ground-truth label that is not counted.")
-@workers_option
-@engine_option
-@progress_option
-def command(models, gt, out, images, search, holdout, budget, seed, bias_bound, crf_images,
-            crf_crop, crf_batch, crf_steps, crf_lr, refit, ignore_index, workers, engine,
-            progress):
+@tune_options
+def command(models, gt, out, **options):
     """Tune soft-vote weights (one per MODEL, summing to 1), a per-class bias on the log of
     the averaged probabilities and optionally a ConvCRF (fitted by gradient, compared with the
     presets and "off" on the held-out images), by dataset mIoU on out-of-fold predictions.
@@ -72,11 +83,7 @@ def command(models, gt, out, images, search, holdout, budget, seed, bias_bound, 
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = tune(list(models), gt, out, images=images, search=search, holdout=holdout,
-                      budget=budget, seed=seed, workers=workers, engine=engine,
-                      ignore_index=ignore_index, bias_bound=bias_bound, crf_images=crf_images,
-                      crf_crop=crf_crop, crf_batch=crf_batch, crf_steps=crf_steps,
-                      crf_lr=crf_lr, refit=refit, progress=progress, log=click.echo)
+        result = tune(list(models), gt, out, TuneOptions(**options), log=click.echo)
     for w in caught:
         click.echo(f"warning: {w.message}", err=True)
     click.echo(str(result))

@@ -1,15 +1,7 @@
 """Image files in one place: which suffixes are images, the stem of an image below a folder,
-and the stem -> image lookup that ``infer``, ``crf``, ``ensemble`` and the mmseg datasets share.
-
-- Suffixes match whatever their case (``.JPG``, ``.Png``): :data:`IMAGE_SUFFIXES` lists them
-  in lower case.
-- The stem of an image is its path below the folder, flattened with ``+`` and without its
-  suffix (``batch_01_vt/0002.JPG`` -> ``batch_01_vt+0002``), the names ``segkit masks
-  --flatten`` gives masks and confidence stores give their files. A top-level name that
-  contains ``+`` keeps it; a nested one cannot be flattened reversibly and is an error.
-- Hidden files and folders (``.cache/``, temporaries of atomic writes) are never images.
-- Names with spaces and any depth of nesting work; two images with one stem (``a.jpg`` and
-  ``a.png``) are refused rather than one silently chosen.
+and the stem -> image lookup that ``infer``, ``crf``, ``ensemble`` and the mmseg datasets share,
+all by the rules of :mod:`segkit.io.stems` (any case, hidden files skipped, stems flattened
+with ``+``, two images of one stem an error naming both, listings sorted by path).
 
 >>> is_image("photos/IMG 0001.JPG")
 True
@@ -18,33 +10,27 @@ True
 """
 from __future__ import annotations
 
+import dataclasses
 import os
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 
-from ..errors import DataError, InputError, PathNotFoundError
-from .atomic import is_temporary
-from .names import SEP, flatten_name, unflatten_name
+from .stems import (IMAGE_SUFFIXES, IMAGES, StemLookupError, find_stem, is_listed,
+                    list_stems, normalize_suffixes, stem_of_path)
 
-#: Image suffixes (lower case; matched case-insensitively).
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+__all__ = ["IMAGE_SUFFIXES", "ImageLookupError", "is_image", "image_stem", "list_images",
+           "find_image", "read_image"]
 
 
-class ImageLookupError(DataError):
+class ImageLookupError(StemLookupError):
     """An images folder that cannot be indexed (ambiguous or unflattenable names, no image)."""
 
 
-def _suffixes(suffixes: Iterable[str] | None) -> tuple[str, ...]:
-    if suffixes is None:
-        return IMAGE_SUFFIXES
-    if isinstance(suffixes, str):
-        suffixes = (suffixes,)
-    out = tuple(s.lower() if s.startswith(".") else "." + s.lower() for s in suffixes)
-    if not out:
-        raise InputError("suffixes must name at least one suffix; got an empty list")
-    return out
+def _kind(suffixes: Iterable[str] | None):
+    suffixes = IMAGE_SUFFIXES if suffixes is None else normalize_suffixes(suffixes)
+    return dataclasses.replace(IMAGES, suffixes=suffixes, error=ImageLookupError)
 
 
 def is_image(path: str | os.PathLike, suffixes: Iterable[str] | None = None) -> bool:
@@ -53,10 +39,7 @@ def is_image(path: str | os.PathLike, suffixes: Iterable[str] | None = None) -> 
     >>> is_image("a.JPEG"), is_image(".a.png.tmp-1-ab"), is_image("a.json")
     (True, False, False)
     """
-    name = Path(path).name
-    if name.startswith(".") or is_temporary(name):
-        return False
-    return name.lower().endswith(_suffixes(suffixes))
+    return is_listed(path, IMAGE_SUFFIXES if suffixes is None else normalize_suffixes(suffixes))
 
 
 def image_stem(rel: str) -> str:
@@ -66,23 +49,16 @@ def image_stem(rel: str) -> str:
     >>> image_stem("a b/c d.png"), image_stem("x+y.jpg")
     ('a b+c d', 'x+y')
     """
-    rel = rel.replace("\\", "/")
-    p = PurePosixPath(rel)
-    if str(p.parent) == ".":
-        return p.stem
-    try:
-        return flatten_name(rel)
-    except ValueError as exc:
-        raise ImageLookupError(f"image {rel!r}: {exc}") from None
+    return stem_of_path(rel, ImageLookupError, "image")
 
 
 def list_images(root: str | os.PathLike, suffixes: Iterable[str] | None = None, *,
                 allow_empty: bool = False) -> dict[str, Path]:
-    """{stem: path} for every image below `root` (recursive, sorted by path; hidden files and
-    folders skipped).
+    """{stem: path} for every image below `root` (:func:`segkit.io.stems.list_stems`:
+    recursive, sorted by path; hidden files and folders skipped).
 
     Raises FileNotFoundError when `root` is not a folder and :class:`ImageLookupError` when two
-    images share a stem or (unless `allow_empty`) there is none.
+    images share a stem (naming both) or (unless `allow_empty`) there is none.
 
     >>> import tempfile
     >>> d = Path(tempfile.mkdtemp()); (d / "sub").mkdir()
@@ -90,46 +66,15 @@ def list_images(root: str | os.PathLike, suffixes: Iterable[str] | None = None, 
     >>> sorted(list_images(d))
     ['b', 'sub+A 1']
     """
-    root_s = os.fspath(root)
-    if not os.path.isdir(root_s):
-        raise PathNotFoundError(f"images folder {root_s!r} does not exist")
-    sfx = _suffixes(suffixes)
-    found: dict[str, Path] = {}
-    for dirpath, dirnames, files in os.walk(root_s):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(files):
-            if not is_image(name, sfx):
-                continue
-            path = Path(dirpath) / name
-            stem = image_stem(path.relative_to(root_s).as_posix())
-            if stem in found:
-                raise ImageLookupError(f"{root_s}: two images map to {stem!r}: "
-                                       f"{found[stem].relative_to(root_s)} and "
-                                       f"{path.relative_to(root_s)}; keep one image per name")
-            found[stem] = path
-    if not found and not allow_empty:
-        raise ImageLookupError(f"no image ({', '.join(sfx)}, any case) under {root_s!r}")
-    return found
-
-
-def _case_insensitive(folder: Path, name: str, sfx: tuple[str, ...]) -> Path | None:
-    """The file in `folder` whose name is `name` + one of `sfx`, ignoring case."""
-    try:
-        entries = sorted(os.listdir(folder))
-    except OSError:
-        return None
-    wanted = {(name + s).lower() for s in sfx}
-    for entry in entries:
-        if entry.lower() in wanted and (folder / entry).is_file():
-            return folder / entry
-    return None
+    return list_stems(root, _kind(suffixes), allow_empty=allow_empty)
 
 
 def find_image(root: str | os.PathLike, stem: str, suffixes: Iterable[str] | None = None,
                ) -> Path:
-    """The image file of `stem` below `root`: ``dir+name`` (flattened) or ``dir/name``
-    resolves to ``root/dir/name.<suffix>``, else ``root/dir+name.<suffix>``; suffixes are tried
-    in the order of `suffixes` (default :data:`IMAGE_SUFFIXES`) in any case.
+    """The image file of `stem` below `root` (:func:`segkit.io.stems.find_stem`): ``dir+name``
+    (flattened) or ``dir/name`` resolves to ``root/dir/name.<suffix>`` or
+    ``root/dir+name.<suffix>`` (both there: :class:`ImageLookupError` naming both); suffixes
+    are tried in the order of `suffixes` (default :data:`IMAGE_SUFFIXES`) in any case.
 
     Raises FileNotFoundError naming what was looked for.
 
@@ -138,23 +83,7 @@ def find_image(root: str | os.PathLike, stem: str, suffixes: Iterable[str] | Non
     >>> find_image(d, "b1+x").name
     'x.JPG'
     """
-    root = Path(root)
-    sfx = _suffixes(suffixes)
-    bases = [unflatten_name(stem, suffix="")] if SEP in stem else []
-    bases.append(stem)
-    for base in bases:
-        for s in sfx:
-            for cand in (root / f"{base}{s}", root / f"{base}{s.upper()}"):
-                if cand.is_file():
-                    return cand
-    for base in bases:
-        p = root / base
-        hit = _case_insensitive(p.parent, p.name, sfx)
-        if hit is not None:
-            return hit
-    raise PathNotFoundError(f"no image for {stem!r} under {root} (looked for {bases[0]}"
-                            f"{sfx[0]}, {', '.join(sfx[1:])}, in any case"
-                            + (f"; and {bases[1]}.*" if len(bases) > 1 else "") + ")")
+    return find_stem(root, stem, _kind(suffixes))
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:

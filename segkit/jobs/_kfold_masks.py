@@ -1,50 +1,42 @@
 """The mask-folder side of ``segkit.kfold_masks``: which classes each mask holds.
 
 A folder of single-channel PNG masks (the mmseg layout: one mask per image, named by the
-image's stem; searched recursively, hidden files and temporaries skipped) becomes an
+image's stem; listed by the rules of :mod:`segkit.io.stems`) becomes an
 images x classes 0/1 matrix: 1 where the class has at least one pixel in the mask. Pixels
 equal to the ignore value count for no class.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 from pathlib import Path
 
 import numpy as np
 
-from ..io.atomic import is_temporary
-from ..io.images import IMAGE_SUFFIXES
 from ..io.masks import read_mask
+from ..io.stems import MASKS, NOT_MASKS, list_stems
 from ..errors import is_user_error
 from ._common import DatasetError, job_error_message
 from .engine import JobError, map_items
 
-#: Image files that are not PNG masks: an error in a mask folder, not silently skipped.
-NOT_MASKS = tuple(s for s in IMAGE_SUFFIXES if s != ".png") + (".gif", ".ppm", ".pgm")
+#: The masks of a kfold_masks folder: PNG masks by the rules of :mod:`segkit.io.stems`; other
+#: image files are refused, other files skipped.
+FOLDER_MASKS = dataclasses.replace(
+    MASKS, refuse=NOT_MASKS, error=DatasetError,
+    refused=("{path}: not a PNG mask{more}; the mask folder must hold only single-channel PNG "
+             "label masks"))
 
 
 def list_mask_files(folder: Path) -> list[str]:
-    """Relative POSIX paths of the PNG masks below `folder`, sorted."""
+    """Relative POSIX paths of the PNG masks below `folder`, sorted
+    (:func:`segkit.io.stems.list_stems`)."""
     if not folder.is_dir():
         raise DatasetError(f"{folder}: not a folder of PNG masks")
-    masks, bad = [], []
-    for p in sorted(folder.rglob("*")):
-        rel = p.relative_to(folder)
-        if any(part.startswith(".") for part in rel.parts) or is_temporary(p) \
-                or not p.is_file():
-            continue
-        if p.suffix.lower() == ".png":
-            masks.append(rel.as_posix())
-        elif p.suffix.lower() in NOT_MASKS:
-            bad.append(p)
-    if bad:
-        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
-        raise DatasetError(f"{bad[0]}: not a PNG mask{more}; the mask folder must hold only "
-                           "single-channel PNG label masks")
-    if not masks:
+    found = list_stems(folder, FOLDER_MASKS, allow_empty=True)
+    if not found:
         raise DatasetError(f"{folder}: no PNG masks found")
-    return masks
+    return [p.relative_to(folder).as_posix() for p in found.values()]
 
 
 def _labels_present(folder: str, ignore_index: int | None, rel: str) -> np.ndarray:

@@ -9,6 +9,7 @@ token, which a new reader (a new job run) never shares, so a rerun sees files wr
 """
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections import OrderedDict
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..errors import InputError
+from ..io.stems import MASKS, find_stem, list_stems
 from ..io.store import ConfidenceStore, StoreError, StoreSet, open_store, store_spec
 
 #: Opened objects per (token, key), most recent last; a worker process serves one job at a
@@ -80,25 +82,21 @@ class StoreReader:
         return [s.read(stem) for s in self.stores()]
 
 
+#: The annotations of the jobs that read a gt folder by stem (evaluate, tune, audit): the mask
+#: rules of :mod:`segkit.io.stems`, worded for an annotation.
+ANNOTATIONS = dataclasses.replace(
+    MASKS, error=InputError,
+    duplicate=("two masks for image {stem!r}: {root}/{first} and {root}/{second} (a nested "
+               "'dir/name.png' and a flattened 'dir+name.png' name the same image); keep one"),
+    missing="no annotation for {stem!r} under {root} (looked for {looked})")
+
+
 def mask_index(folder: str | Path) -> dict[str, Path]:
-    """Label PNGs below `folder`, keyed by their relative path without suffix, with folders
-    joined by '+' (so nested 'dir/name' and flattened 'dir+name' files match); InputError when
-    both spellings of one stem are there."""
-    folder = Path(folder)
-    index: dict[str, Path] = {}
-    for p in sorted(folder.rglob("*.png")):
-        if p.name.startswith("."):
-            continue
-        stem = "+".join(p.relative_to(folder).with_suffix("").parts)
-        if stem in index:
-            raise _both(stem, index[stem], p)
-        index[stem] = p
-    return index
-
-
-def _both(stem: str, a: Path, b: Path) -> InputError:
-    return InputError(f"two masks for image {stem!r}: {a} and {b} (a nested 'dir/name.png' and "
-                      "a flattened 'dir+name.png' name the same image); keep one")
+    """Label PNGs below `folder` by stem (:func:`segkit.io.stems.list_stems`: relative path
+    without suffix, folders joined by '+', so nested 'dir/name' and flattened 'dir+name' files
+    match; any case; hidden files and folders skipped); InputError naming both files when two
+    map to one stem, PathNotFoundError when `folder` is not a folder."""
+    return list_stems(folder, ANNOTATIONS, allow_empty=True)
 
 
 def mask_of(stem: str, path: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -129,17 +127,7 @@ def image_of(stem: str, folder: str, shape: tuple[int, ...]) -> np.ndarray:
 
 def find_mask(folder: str | Path, stem: str) -> Path:
     """The annotation of image `stem` in `folder`: ``dir/name.png`` for stem ``dir+name``, else
-    ``<stem>.png`` (one lookup, no listing of the folder, as :func:`mask_index` pairs them);
-    PathNotFoundError naming both when neither is there, InputError when both are."""
-    from ..errors import PathNotFoundError
-    from ..io.names import unflatten_name
-
-    folder = Path(folder)
-    nested = unflatten_name(stem, suffix=".png")
-    found = [c for c in (folder / nested, folder / f"{stem}.png") if c.is_file()]
-    if len(found) == 2 and found[0] != found[1]:
-        raise _both(stem, *found)
-    if found:
-        return found[0]
-    raise PathNotFoundError(f"no annotation for {stem!r} under {folder} (looked for {nested} "
-                            f"and {stem}.png)")
+    ``<stem>.png``, any case (:func:`segkit.io.stems.find_stem`: one lookup, no listing of the
+    folder, as :func:`mask_index` pairs them); PathNotFoundError naming both when neither is
+    there, InputError when both are."""
+    return find_stem(folder, stem, ANNOTATIONS)

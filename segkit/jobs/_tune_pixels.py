@@ -17,13 +17,16 @@ from typing import Sequence
 
 import numpy as np
 
+from .._backend import OP_BACKENDS, resolve
 from ..errors import InputError
 from ..ops.confusion import iou_scores
-from ..ops.soft_vote import check_weights, soft_vote
-from ..ops.vote_confusion import bias_scale, confusion_of_pixels, settled_pixels
+from ..ops.soft_vote import check_weights
+from ..ops.vote_confusion import (bias_scale, confusion_of_pixels, settled_pixels,
+                                  vote_confusion)
 from ._stores import StoreReader, image_of, mask_of
+from ._tune_crf import FitImage
 from .engine import map_items
-from .settings import setting_labels, setting_scale
+from .settings import EnsembleSetting
 
 
 def valid_labels(stem: str, path: str, gt: np.ndarray, num_classes: int,
@@ -46,10 +49,11 @@ class PixelReader:
     """
 
     def __init__(self, stores: StoreReader | Sequence, masks: dict[str, str], num_classes: int,
-                 ignore_index: int | None, ratio: float):
+                 ignore_index: int | None, ratio: float, backend: str = "auto"):
         self.stores = stores if isinstance(stores, StoreReader) else StoreReader(stores)
         self.masks, self.num_classes = masks, num_classes
         self.ignore_index, self.ratio = ignore_index, ratio
+        self.backend = backend  # of settled_pixels (numpy or numba; "auto": numba)
 
     def read(self, stem: str) -> tuple[list[np.ndarray], np.ndarray]:
         """Every model's (C, H, W) probabilities of `stem` and its mask (checked sizes)."""
@@ -62,13 +66,17 @@ class PixelReader:
 
     def __call__(self, stem: str):
         probs, gt = self.read(stem)
+        return self.compact(stem, probs, gt, *self.labels(stem, gt))
+
+    def compact(self, stem: str, probs: list[np.ndarray], gt: np.ndarray, g: np.ndarray,
+                valid: np.ndarray):
+        """The settled confusion and the kept pixels of one read image (see the class)."""
         c = self.num_classes
-        g, valid = self.labels(stem, gt)
         planes = [np.ascontiguousarray(p).reshape(c, -1) for p in probs]
         settled = valid.copy()
         first = None
         for plane in planes:  # every model: the same top class, far ahead
-            top, far_ahead = settled_pixels(plane, self.ratio)
+            top, far_ahead = settled_pixels(plane, self.ratio, backend=self.backend)
             settled &= far_ahead
             if first is None:
                 first = top
@@ -83,16 +91,35 @@ class PixelReader:
         return stem, cm.astype(np.int64), data, labels
 
 
+class SearchReader:
+    """The one read of each image tune needs before the search (picklable): its settled
+    confusion and kept pixels (:class:`PixelReader`) and, for the CRF fit's images, the fit's
+    input as read (:class:`segkit.jobs._tune_crf.FitImage`). Returns (pixel part, FitImage or
+    None)."""
+
+    def __init__(self, reader: PixelReader, images: str | None, fit_stems: Sequence[str]):
+        self.reader, self.images, self.fit_stems = reader, images, frozenset(fit_stems)
+
+    def __call__(self, stem: str):
+        probs, gt = self.reader.read(stem)
+        g, valid = self.reader.labels(stem, gt)
+        fit = FitImage.of(stem, probs, g, valid, self.images, gt.shape) \
+            if stem in self.fit_stems else None
+        return self.reader.compact(stem, probs, gt, g, valid), fit
+
+
 @dataclass
 class PixelSet:
-    """The settled pixels' confusion plus the kept pixels of some images."""
+    """The settled pixels' confusion plus the kept pixels of some images; `backend` is the
+    vote_confusion kernel's (numpy: the reference; numba or "auto": the fused kernel)."""
     settled: np.ndarray       # (C, C) int64
     data: np.ndarray          # (M, C, P) uint16 (float16 bits)
     gt: np.ndarray            # (P,)
     stems: list[str]
+    backend: str = "auto"
 
     @classmethod
-    def join(cls, parts: list[tuple], m: int, c: int) -> "PixelSet":
+    def join(cls, parts: list[tuple], m: int, c: int, backend: str = "auto") -> "PixelSet":
         """The PixelSet of :class:`PixelReader` results (any order)."""
         parts = sorted(parts, key=lambda r: r[0])
         settled = np.zeros((c, c), np.int64)
@@ -101,7 +128,14 @@ class PixelSet:
         data = np.concatenate([r[2] for r in parts], axis=2) if parts else \
             np.zeros((m, c, 0), np.uint16)
         gt = np.concatenate([r[3] for r in parts]) if parts else np.zeros(0, np.uint8)
-        return cls(settled, np.ascontiguousarray(data), gt, [r[0] for r in parts])
+        return cls(settled, np.ascontiguousarray(data), gt, [r[0] for r in parts], backend)
+
+    def __add__(self, other: "PixelSet") -> "PixelSet":
+        """These images and `other`'s (in this order), as one set."""
+        return PixelSet(self.settled + other.settled,
+                        np.ascontiguousarray(np.concatenate([self.data, other.data], 2)),
+                        np.concatenate([self.gt, other.gt]), self.stems + other.stems,
+                        self.backend)
 
     @property
     def kept(self) -> int:
@@ -113,6 +147,12 @@ class PixelSet:
 
     def confusion(self, weights, bias) -> np.ndarray:
         """(C, C) counts of the vote with `weights` and `bias` (no CRF) over these images."""
+        if resolve(self.backend, among=OP_BACKENDS["vote_confusion"]) == "numpy":
+            # the op's reference on the kept pixels as M images (C, 1, P)
+            half = self.data.view(np.float16) if self.data.dtype == np.uint16 else self.data
+            return self.settled + vote_confusion(list(half[:, :, None, :]), self.gt[None],
+                                                 weights, bias, ignore_index=None,
+                                                 backend="numpy")
         m, c = self.data.shape[:2]
         factors = check_weights(weights, m)
         scale = bias_scale(None if bias is None else np.asarray(bias, np.float64), c)
@@ -120,12 +160,15 @@ class PixelSet:
 
 
 class SettingCounts:
-    """Confusion matrices of one image under full ensemble settings (weights, bias, crf),
-    through :func:`segkit.jobs.settings.setting_labels` (what `ensemble --tuned` applies).
-    An item is (stem, [setting index, ...]); the image is read and voted once per weights."""
+    """Confusion matrices of one image under full ensemble settings, each applied by its
+    :class:`segkit.jobs.settings.EnsembleSetting` (what `ensemble --tuned` applies).
+    An item is (stem, [setting index, ...]); the image is read and voted once per weights.
+    `backend`: the soft vote's and the ConvCRF's."""
 
-    def __init__(self, reader: PixelReader, images: str | None, settings: list[tuple]):
+    def __init__(self, reader: PixelReader, images: str | None,
+                 settings: list[EnsembleSetting], backend: str = "auto"):
         self.reader, self.images, self.settings = reader, images, settings
+        self.backend = backend
 
     def __call__(self, item) -> list[tuple[int, np.ndarray]]:
         stem, which = item
@@ -134,32 +177,30 @@ class SettingCounts:
         g, valid = self.reader.labels(stem, gt)
         image, means, out = None, {}, []
         for k in which:
-            weights, bias, crf = self.settings[k]
-            key = tuple(weights)
-            if key not in means:
-                means[key] = soft_vote(probs, weights, return_probs=True)[1]
-            if crf is not None and image is None:
+            setting = self.settings[k]
+            if setting.weights not in means:
+                means[setting.weights] = setting.vote(probs, return_probs=True,
+                                                      backend=self.backend)[1]
+            if setting.crf is not None and image is None:
                 image = image_of(stem, self.images, gt.shape)
-            labels = setting_labels(means[key], setting_scale(bias, c), crf, image,
-                                    None if bias is None else np.asarray(bias)).ravel()
+            labels = setting.labels(means[setting.weights], image,
+                                    backend=self.backend).ravel()
             out.append((k, np.bincount(g[valid] * c + labels[valid],
                                        minlength=c * c).reshape(c, c)))
         return out
 
 
 def setting_confusions(reader: PixelReader, images: str | None, stems: Sequence[str],
-                       settings: list[tuple], *, workers: int, engine: str, progress: bool,
-                       desc: str) -> list[np.ndarray]:
-    """(C, C) counts of every setting (weights, bias, crf) over `stems`: one parallel pass,
-    each task one image under all settings."""
+                       settings: list[EnsembleSetting], *, workers: int, engine: str,
+                       progress: bool, desc: str, backend: str = "auto") -> list[np.ndarray]:
+    """(C, C) counts of every setting over `stems`: one parallel pass, each task one image
+    under all settings (soft vote and ConvCRF on `backend`)."""
     c = reader.num_classes
     cms = [np.zeros((c, c), np.int64) for _ in settings]
     if not settings or not stems:
         return cms
     items = [(s, list(range(len(settings)))) for s in stems]
-    counter = SettingCounts(reader, images, [
-        ([float(v) for v in w], None if b is None else [float(v) for v in b], crf)
-        for w, b, crf in settings])
+    counter = SettingCounts(reader, images, list(settings), backend)
     for part in map_items(counter, items, workers=min(workers, len(items)), engine=engine,
                           desc=desc, unit="image", progress=progress):
         for k, cm in part:

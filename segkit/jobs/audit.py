@@ -7,7 +7,9 @@ flat in the dataset size. Beside it, model-free signals of each mask: pixels a 3
 would change, pixels in islands or holes smaller than `min_region`, labels outside the class
 list.
 
-Passes (each image by image on the engine's workers):
+Passes (each image by image on the engine's workers; the confident learning itself is one
+:class:`~segkit.ops.label_inspector.LabelInspector`, as in :func:`segkit.label_issues`: this
+module keeps the reading, the cache and the report):
 
 1. per-class sums of the self-confidence (thresholds), and the model-free signals;
 2. per-pixel scores, the image's softmin quality, the estimated number of issues, and a
@@ -47,12 +49,12 @@ from ..errors import InputError, PathNotFoundError
 from ..io import atomic
 from ..io.masks import read_mask, write_mask
 from ..io.store import ConfidenceStore, common_stems, open_stores, store_identity
-from ..ops import label_issues as li
 from ..ops import label_issues_cutoff as cutoffs
+from ..ops.label_inspector import LabelInspector
 from ..ops.mode_filter import mode_filter
-from ..ops.soft_vote import soft_vote
 from ._audit_page import picture, write_csv, write_html
 from ._stores import StoreReader, find_mask, mask_of
+from .settings import EnsembleSetting
 
 CACHE = ".cache"
 
@@ -106,15 +108,18 @@ class _Work:
         self.reader, self.weights, self.gt, self.out = reader, weights, gt, out
         self.num_classes, self.ignore, self.min_region = num_classes, ignore, min_region
         self.temperature, self.backend = temperature, backend
-        self.thresholds: np.ndarray | None = None
+        #: a detached copy of the run's LabelInspector, as of the pass (see :func:`_audit`)
+        self.inspector: LabelInspector | None = None
 
     def cache(self, stem: str) -> Path:
         return Path(self.out) / CACHE / f"{stem}.npz"
 
     def mean_probs(self, stem: str) -> tuple[np.ndarray, np.ndarray]:
-        """(argmax labels, mean probabilities float32 (C, H, W)) over the stores."""
+        """(argmax labels, mean probabilities float32 (C, H, W)) over the stores: the vote of
+        the ensemble setting of the weights (no bias, no CRF)."""
         probs = self.reader.read(stem)
-        labels, mean = soft_vote(probs, self.weights, return_probs=True, backend=self.backend)
+        labels, mean = EnsembleSetting(self.weights).vote(probs, return_probs=True,
+                                                          backend=self.backend)
         return np.asarray(labels), np.asarray(mean, np.float32)
 
     def annotation(self, stem: str, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -129,7 +134,7 @@ class _Work:
     def sums(self, stem: str) -> dict:
         _, mean = self.mean_probs(stem)
         mask, lab = self.annotation(stem, mean.shape[1:])
-        s, k = li.confident_sums(lab, mean, ignore_index=self.ignore, backend=self.backend)
+        s, k = self.inspector.sums(lab, mean)
         outside = int(((mask.astype(np.int64) >= self.num_classes)
                        & (mask.astype(np.int64) != self.ignore)).sum())
         modal = mode_filter(mask, 3, ignore_index=self.ignore)
@@ -143,11 +148,9 @@ class _Work:
     def scores(self, stem: str) -> dict:
         pred, mean = self.mean_probs(stem)
         mask, lab = self.annotation(stem, mean.shape[1:])
-        sc, cand, hist, counted = li.score_pixels(lab, mean, self.thresholds,
-                                                  ignore_index=self.ignore, backend=self.backend)
-        quality = float(li.image_softmin(sc, self.temperature, backend=self.backend)[0])
-        best = mean.max(0).astype(np.float64)
-        confident = best >= self.thresholds[pred] - cutoffs.FLOATING_POINT_COMPARISON
+        sc, cand, hist, counted = self.inspector.score(lab, mean)
+        quality = float(self.inspector.quality(sc, self.temperature)[0])
+        confident = self.inspector.reaches_threshold(pred, mean.max(0))
         code = cand.astype(np.uint8) * np.where(confident, 2, 1).astype(np.uint8)
         dtype = np.uint8 if self.num_classes <= 256 else np.uint16
         buf = io.BytesIO()
@@ -173,20 +176,14 @@ class _Work:
 class _Flag:
     """Pass 4: flags, issue mask, fixed mask and picture of one image."""
 
-    def __init__(self, work: _Work, cutoff: cutoffs.Cutoff, tie_starts: dict[str, int],
-                 fix: str | None, pictures: set[str], images: str | None):
-        self.work, self.cutoff, self.tie_starts = work, cutoff, tie_starts
+    def __init__(self, work: _Work, fix: str | None, pictures: set[str], images: str | None):
+        self.work = work
         self.fix, self.pictures, self.images = fix, pictures, images
 
     def __call__(self, stem: str) -> dict:
         w = self.work
         sc, code, pred = w.load(stem)
-        if self.cutoff.count:
-            flags = li.flag_pixels(sc, code, self.cutoff.key, backend=w.backend)
-            if stem in self.tie_starts:
-                cutoffs.apply_ties(flags, sc, code, self.cutoff, self.tie_starts[stem])
-        else:
-            flags = np.zeros(sc.shape, bool)
+        flags = w.inspector.issues(sc, code, chunk=stem)
         out = Path(w.out)
         write_mask(out / "issues" / f"{stem}.png", flags.astype(np.uint8) * 255,
                    compress_level=1)
@@ -287,16 +284,19 @@ def _audit(stores, gt, out, images, top, fix, weights, ignore_index, min_region,
     report = AuditReport(out=out, images=len(stems), missing=missing)
     kw = dict(workers=workers, engine=engine, unit="image", progress=progress)
 
-    rows, thresholds = _pass_thresholds(work, stems, c, kw)
-    hist, count = _pass_scores(work, stems, rows, kw)
-    cutoff, tie_starts = _pass_cutoff(work, stems, hist, count, kw)
+    inspector = LabelInspector(c, ignore_index=ignore_index, backend=backend)
+    rows = _pass_thresholds(work, inspector, stems, kw)
+    _pass_scores(work, inspector, stems, rows, kw)
+    _pass_cutoff(work, inspector, stems, kw)
+    count = inspector.estimated
 
     # pass 4: flags, masks, pictures
     ranked = sorted(stems, key=lambda s: (np.nan_to_num(rows[s]["quality"], nan=np.inf), s))
     pictures = set(ranked[:top])
     if fix is not None:
         Path(fix).mkdir(parents=True, exist_ok=True)
-    flag = _Flag(work, cutoff, tie_starts, None if fix is None else str(fix), pictures,
+    work.inspector = inspector.detached()
+    flag = _Flag(work, None if fix is None else str(fix), pictures,
                  None if images is None else str(images))
     for r in map_items(flag, stems, desc="audit 4/4 flags", **kw):
         report.fixed += r.pop("fixed")
@@ -305,7 +305,7 @@ def _audit(stores, gt, out, images, top, fix, weights, ignore_index, min_region,
     _remove_stale(out / "issues", set(stems))
     _remove_stale(out / "pictures", pictures)
 
-    _fill_report(report, rows, ranked, count, thresholds)
+    _fill_report(report, rows, ranked, count, inspector.thresholds)
     write_csv(out / "audit.csv", report.rows)
     write_html(out / "index.html", report, classes, ranked[:top])
     report.seconds = time.perf_counter() - t0
@@ -342,61 +342,43 @@ def _check_arguments(gt, out, images, top, fix, ignore_index, min_region,
     return gt, out
 
 
-def _pass_thresholds(work: _Work, stems: list[str], c: int,
-                     kw: dict) -> tuple[dict[str, dict], np.ndarray]:
-    """Pass 1: thresholds and model-free signals; the rows by stem and the thresholds."""
+def _pass_thresholds(work: _Work, inspector: LabelInspector, stems: list[str],
+                     kw: dict) -> dict[str, dict]:
+    """Pass 1: the thresholds' tallies into `inspector`, and the model-free signals; the rows
+    by stem."""
     from .engine import map_items
 
     rows: dict[str, dict] = {}
-    sums, counts = np.zeros(c), np.zeros(c, np.int64)
+    work.inspector = inspector.detached()
     for r in map_items(work.sums, stems, desc="audit 1/4 thresholds", **kw):
-        sums += r.pop("sums")
-        counts += r.pop("counts")
+        inspector.add_sums(r.pop("sums"), r.pop("counts"))
         rows[r["stem"]] = r
-    thresholds = cutoffs.thresholds_from_sums(sums, counts)
-    work.thresholds = thresholds
-    return rows, thresholds
+    return rows
 
 
-def _pass_scores(work: _Work, stems: list[str], rows: dict[str, dict],
-                 kw: dict) -> tuple[np.ndarray, int]:
-    """Pass 2: scores, quality, estimated issues; the histogram and the estimated count."""
+def _pass_scores(work: _Work, inspector: LabelInspector, stems: list[str],
+                 rows: dict[str, dict], kw: dict) -> None:
+    """Pass 2: scores (to the cache), quality; the scores' tallies into `inspector`."""
     from .engine import map_items
 
-    hist = np.zeros(cutoffs.HIST_BINS, np.int64)
-    count = 0
+    inspector.thresholds  # noqa: B018 - ends pass 1: the workers' copies carry them
+    work.inspector = inspector.detached()
     for r in map_items(work.scores, stems, desc="audit 2/4 scores", **kw):
-        hist[r.pop("bins")] += r.pop("bin_counts")
-        count += r.pop("counted")
+        inspector.add_scores(r.pop("bin_counts"), r.pop("counted"), bins=r.pop("bins"))
         rows[r["stem"]].update(r)
-    return hist, count
 
 
-def _pass_cutoff(work: _Work, stems: list[str], hist: np.ndarray, count: int,
-                 kw: dict) -> tuple[cutoffs.Cutoff, dict[str, int]]:
-    """Pass 3: the cutoff (only the scores of one histogram bin are gathered) and where each
-    image's tied scores start in the flat order."""
+def _pass_cutoff(work: _Work, inspector: LabelInspector, stems: list[str], kw: dict) -> None:
+    """Pass 3: the cutoff and the tie order, found by `inspector` from the scores of the one
+    histogram bin it needs (gathered from the cache, by stem in flat order)."""
     from .engine import map_items
 
-    in_bin: dict[str, np.ndarray] = {}
+    def gather(b: int) -> dict[str, np.ndarray]:
+        in_bin = dict(map_items(work.gather, [(s, b) for s in stems], desc="audit 3/4 cutoff",
+                                **kw))
+        return {s: in_bin[s] for s in stems}  # flat order: images in stem order
 
-    def gather(b: int) -> np.ndarray:
-        for stem, vals in map_items(work.gather, [(s, b) for s in stems],
-                                    desc="audit 3/4 cutoff", **kw):
-            in_bin[stem] = vals
-        return np.concatenate([in_bin[s] for s in stems]) if stems else np.zeros(0, np.float32)
-
-    cutoff = cutoffs.find_cutoff(hist, count, gather) if count else cutoffs.Cutoff(0, 0, 0, 0)
-    tie_starts: dict[str, int] = {}
-    if cutoff.ties:
-        seen = 0
-        for s in stems:  # flat order: images in stem order, pixels row-major
-            n_tied = int((cutoffs.order_keys(in_bin[s]) == cutoff.tie_key).sum())
-            if n_tied and seen < cutoff.ties:
-                tie_starts[s] = seen
-            seen += n_tied
-    in_bin.clear()
-    return cutoff, tie_starts
+    inspector.find_cutoff(gather)
 
 
 def _fill_report(report: AuditReport, rows: dict[str, dict], ranked: list[str], count: int,

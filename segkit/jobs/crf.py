@@ -6,17 +6,19 @@ One item per image through :func:`segkit.jobs.engine.map_items` (local process p
 with a progress bar. Every output is written atomically; a resumed run checks the outputs it
 finds (readable, the unary's shape) and recomputes only what is missing or broken.
 
-The out folder keeps the setting that made its labels in ``crf_settings.json`` (the CRF
-setting, the bias, the unary kind and the tuned setting's identity), written before any
-image: a resumed run with another setting is refused rather than mixed, and ``resume=False``
-removes the other setting's labels, rewrites the file and recomputes every image.
+Every image is refined by one :class:`segkit.jobs.settings.EnsembleSetting`: a preset's CRF
+(with the overrides), or a tuned setting's CRF and bias. The out folder's guard,
+``crf_settings.json`` (the CRF, the bias, the unary kind and the tuned setting's identity),
+is written before any image: a resumed run with another setting is refused rather than mixed,
+and ``resume=False`` removes the other setting's labels, rewrites the file and recomputes
+every image.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +27,17 @@ import numpy as np
 from ..errors import DataError, InputError
 from ..io import atomic
 from ..io.images import IMAGE_SUFFIXES, ImageLookupError, list_images  # noqa: F401
+from ..ops.convcrf import convcrf_params
 from ._owner import claim
 from .engine import map_items
+from .settings import EnsembleSetting, read_tuned
 
 REPORT = "crf_report.json"
-#: The setting that made the labels of an out folder (checked by a resumed run).
-SETTINGS = "crf_settings.json"
-#: The keys of SETTINGS that must match for a run to resume.
-SETTING_KEYS = ("setting", "bias", "unary_kind", "tuned")
+#: The guard: the record of the setting that made the labels of an out folder (checked by a
+#: resumed run; the file keeps the name earlier versions gave it).
+GUARD = "crf_settings.json"
+#: The keys of GUARD that must match for a run to resume.
+GUARD_KEYS = ("setting", "bias", "unary_kind", "tuned")
 
 
 class CrfJobError(DataError):
@@ -47,11 +52,10 @@ class CrfTask:
     image: str
     label_png: str
     store: str | None
-    params: dict = field(default_factory=dict)
+    setting: EnsembleSetting        # its CRF (and a tuned setting's bias)
     backend: str = "auto"
     resume: bool = True
-    setting: dict | None = None     # a tuned CRF setting (segkit.jobs.settings), replaces params
-    bias: tuple | None = None       # the tuned per-class bias, added to its scores
+    tuned: bool = False             # a tuned setting: the unaries must be probabilities
 
 
 def index_images(root: str | Path) -> dict[str, Path]:
@@ -123,10 +127,8 @@ def run_one(task: CrfTask) -> dict[str, Any]:
 
     from ..io.masks import write_mask
     from ..io.store import ConfidenceStore
-    from ..ops.convcrf import convcrf
     from ..palette import palette_for
     from ._probs import check_probabilities
-    from .settings import crf_scores
 
     t0 = time.perf_counter()
     try:
@@ -143,16 +145,14 @@ def run_one(task: CrfTask) -> dict[str, Any]:
         raise CrfJobError(f"{task.image}: image is {image.shape[1]}x{image.shape[0]} but its "
                           f"unary {Path(task.unary).name} is {unary.shape[2]}x{unary.shape[1]}")
     unary = np.asarray(unary)
-    if task.setting is not None:
+    bias = task.setting.bias
+    if task.tuned:
         check_probabilities(unary, task.unary)  # a fitted CRF would take logits silently
-        scores = crf_scores(unary, image, task.setting)
-        if task.bias is not None:
-            if len(task.bias) != unary.shape[0]:
-                raise CrfJobError(f"{task.unary}: {unary.shape[0]} classes, but the tuned bias "
-                                  f"has {len(task.bias)} values")
-            scores = scores + np.asarray(task.bias, np.float32)[:, None, None]
-    else:
-        scores = convcrf(unary, image, backend=task.backend, **task.params)
+        if bias is not None and len(bias) != unary.shape[0]:
+            raise CrfJobError(f"{task.unary}: {unary.shape[0]} classes, but the tuned bias "
+                              f"has {len(bias)} values")
+    # a tuned setting runs on the host (auto), whatever backend says
+    scores = task.setting.scores(unary, image, backend="auto" if task.tuned else task.backend)
     labels = scores.argmax(0).astype(_label_dtype(unary.shape[0]))
     before = unary.argmax(0)
     if task.store is not None:
@@ -205,8 +205,8 @@ def crf_job(unaries: str | Path, images: str | Path, out: str | Path, *,
         A ``tuned.json`` of :func:`segkit.tune` (or its folder, or the loaded dict, checked as
         a file is by :func:`segkit.jobs.settings.check_tuned`): its CRF
         setting (a preset or a fitted CRF) and its per-class bias (added to the CRF scores)
-        are applied, exactly as ``segkit ensemble --tuned`` does after the soft vote
-        (``segkit.jobs.settings.setting_labels``). The unaries must be the averaged
+        are applied, exactly as ``segkit ensemble --tuned`` does after the soft vote (one
+        :class:`segkit.jobs.settings.EnsembleSetting`). The unaries must be the averaged
         probabilities under the tuned weights (``segkit ensemble --tuned ... --save-probs``
         writes them); `preset`, `unary_kind` and the overrides must then be left out. The
         tuned setting runs on the host (C++), whatever `backend` says.
@@ -216,28 +216,23 @@ def crf_job(unaries: str | Path, images: str | Path, out: str | Path, *,
     dict
         The report also written to ``out/crf_report.json``: counts, pixels changed, timings.
     """
-    from ..ops.convcrf import convcrf_params as make_params
-
     _check_ray(engine)
     files, classes, is_store = unary_files(unaries)
     if not files:
         raise CrfJobError(f"{unaries}: no .npy unaries found")
-    setting = bias = identity = None
+    applied = bias = identity = None
     if tuned is not None:
-        setting, bias, identity = _tuned_crf(tuned, classes, preset, unary_kind, overrides)
+        setting, applied, identity = _tuned_crf(tuned, classes, preset, unary_kind, overrides)
+        bias = setting.bias
     by_stem = _images_by_stem(images, files)
-    preset = preset or "convcrf"
-    if unary_kind is None and is_store and preset != "seed":
-        unary_kind = "probs"
-    params = {"preset": preset, "unary_kind": unary_kind, **overrides}
-    checked = make_params(**params)  # validate once, before any worker starts
-    applied = setting if setting is not None else checked.__dict__
+    if tuned is None:  # validated once, before any worker starts
+        setting = _preset_setting(preset or "convcrf", unary_kind, is_store, overrides)
+        applied = setting.crf.as_dict()
     out = _prepare_out(out, applied, bias, identity, resume, files)
     store_root = _prepare_store(store_out, classes, files, applied)
     tasks = [CrfTask(stem=s, unary=str(p), image=str(by_stem[s]),
-                     label_png=str(out / f"{s}.png"), store=store_root,
-                     params={k: v for k, v in params.items() if v is not None}, backend=backend,
-                     resume=resume, setting=setting, bias=bias)
+                     label_png=str(out / f"{s}.png"), store=store_root, setting=setting,
+                     backend=backend, resume=resume, tuned=tuned is not None)
              for s, p in files.items()]
     t0 = time.perf_counter()
     done, skipped, pixels, changed, compute = _run_tasks(tasks, workers, engine, progress)
@@ -252,6 +247,17 @@ def crf_job(unaries: str | Path, images: str | Path, out: str | Path, *,
               "images_dir": str(images), "store_out": store_root}
     atomic.write_json(out / REPORT, report)
     return report
+
+
+def _preset_setting(preset: str, unary_kind: str | None, is_store: bool,
+                    overrides: dict) -> EnsembleSetting:
+    """The setting of a preset run: a confidence store holds probabilities, so the preset
+    takes them as :meth:`EnsembleSetting.preset` does (``segkit.jobs.settings.
+    PRESET_UNARY_KIND``); .npy files are taken as the preset's own ``unary_kind`` (logits);
+    a `unary_kind` given replaces either."""
+    if is_store:
+        return EnsembleSetting.preset(preset, unary_kind=unary_kind, **overrides)
+    return EnsembleSetting(crf=convcrf_params(preset, unary_kind=unary_kind, **overrides))
 
 
 def _check_ray(engine: str) -> None:
@@ -276,13 +282,13 @@ def _images_by_stem(images: str | Path, files: dict[str, Path]) -> dict[str, Pat
 
 def _prepare_out(out: str | Path, applied: dict, bias, identity, resume: bool,
                  files: dict[str, Path]) -> Path:
-    """Create `out`, remove a crashed run's temporaries and check (or write) SETTINGS."""
+    """Create `out`, remove a crashed run's temporaries and check (or write) the guard."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     atomic.remove_temporaries(out)
-    _check_settings(out, {"setting": applied, "bias": None if bias is None else list(bias),
-                          "unary_kind": applied.get("unary_kind"), "tuned": identity},
-                    resume, list(files))
+    _guard(out, {"setting": applied, "bias": None if bias is None else list(bias),
+                 "unary_kind": applied.get("unary_kind"), "tuned": identity},
+           resume, list(files))
     return out
 
 
@@ -319,21 +325,16 @@ def _run_tasks(tasks: list[CrfTask], workers, engine: str,
 
 
 def _tuned_crf(tuned: Any, classes: list[str] | None, preset, unary_kind,
-               overrides: dict) -> tuple[dict, tuple | None, dict]:
-    """(CRF setting, bias, identity) of a tuned.json or dict, checked against the unaries'
-    classes; the identity (the file and a digest of its setting) goes into SETTINGS."""
-    from .settings import TUNED, check_tuned, load_tuned
-
+               overrides: dict) -> tuple[EnsembleSetting, dict, dict]:
+    """(setting, its CRF as the guard records it, identity) of a tuned.json or dict, checked
+    against the unaries' classes; the identity (the file and a digest of its setting) goes
+    into the guard."""
     given = [k for k, v in (("preset", preset), ("unary_kind", unary_kind), *overrides.items())
              if v is not None]
     if given:
         raise InputError(f"give either tuned or {', '.join(given)}: the tuned setting holds "
                          "the whole CRF")
-    if isinstance(tuned, dict):
-        doc, where = check_tuned(tuned, "tuned (dict)"), "(dict)"
-    else:
-        doc = load_tuned(tuned)
-        where = str((Path(tuned) / TUNED if Path(tuned).is_dir() else Path(tuned)).resolve())
+    doc, where = read_tuned(tuned)
     if doc.get("crf") is None:
         raise InputError(f"tuned {'(dict)' if isinstance(tuned, dict) else tuned} has no CRF "
                          f"(crf_name {doc.get('crf_name', 'off')!r}): nothing for segkit crf "
@@ -343,14 +344,12 @@ def _tuned_crf(tuned: Any, classes: list[str] | None, preset, unary_kind,
                           f"{classes}")
     core = {k: doc.get(k) for k in ("weights", "bias", "crf", "classes")}
     digest = hashlib.sha256(json.dumps(core, sort_keys=True).encode()).hexdigest()
-    bias = doc.get("bias")
-    return (doc["crf"], None if bias is None else tuple(float(b) for b in bias),
-            {"path": where, "sha256": digest})
+    return EnsembleSetting.from_tuned(doc), doc["crf"], {"path": where, "sha256": digest}
 
 
 def _from_report(out: Path) -> dict | None:
     """The setting and bias in the report of a folder an earlier version wrote (it kept no
-    SETTINGS file); None if unknown."""
+    guard file); None if unknown."""
     report = out / REPORT
     if report.is_file():
         try:
@@ -365,7 +364,7 @@ def _from_report(out: Path) -> dict | None:
 def _differences(old: dict, new: dict) -> list[str]:
     """What differs between a recorded setting and this run's, for the message."""
     diffs = []
-    for key in SETTING_KEYS:
+    for key in GUARD_KEYS:
         if key not in old:
             continue
         was, now = old[key], new[key]
@@ -387,11 +386,11 @@ def _differences(old: dict, new: dict) -> list[str]:
     return diffs
 
 
-def _check_settings(out: Path, record: dict, resume: bool, stems: list[str]) -> None:
+def _guard(out: Path, record: dict, resume: bool, stems: list[str]) -> None:
     """Refuse to resume into labels of another setting; with resume=False remove those labels
     (they would be recomputed anyway, and a resumed run must not trust them); then write
-    SETTINGS, before any image (:func:`segkit.jobs._owner.claim`)."""
-    claim(out, SETTINGS, record, resume=resume, keys=SETTING_KEYS,
+    the guard, before any image (:func:`segkit.jobs._owner.claim`)."""
+    claim(out, GUARD, record, resume=resume, keys=GUARD_KEYS,
           outputs=lambda: [out / f"{stem}.png" for stem in stems],
           differences=_differences, fallback=lambda: _from_report(out),
           what="labels made with another CRF setting",

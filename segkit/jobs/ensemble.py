@@ -11,16 +11,20 @@ submission's order.
 
 Output folder::
 
-    OUT/ensemble.json      settings (stores, weights, CRF) and the last run's counts
+    OUT/ensemble.json      the guard: what made the labels (stores, weights, CRF) and the
+                           last run's counts
     OUT/labels/<stem>.png  label maps (palette PNG; 16-bit PNG above 256 classes)
     OUT/probs/             the averaged probabilities as a ConfidenceStore (save_probs)
 
 Resumable: outputs are written atomically, and a rerun skips an image whose outputs exist and
 check out (the label map decoded: its size and that it holds classes only; the probabilities'
-file header and size); leftover temporary files are removed. A rerun
-with other stores, weights or CRF into the same folder is refused rather than mixed, and
-``resume=False`` removes the other setting's outputs before it records its own
-(:mod:`segkit.jobs._owner`), so a run that stops part way never leaves them to be resumed.
+file header and size); leftover temporary files are removed. The guard (``ensemble.json``,
+:mod:`segkit.jobs._owner`) refuses a rerun with other stores, weights or CRF into the same
+folder rather than mixing them, and ``resume=False`` removes the other setting's outputs
+before it records its own, so a run that stops part way never leaves them to be resumed.
+
+Each image is voted and labelled by one :class:`segkit.jobs.settings.EnsembleSetting` (the
+weights, and a CRF preset, or a tuned setting's bias and CRF).
 """
 from __future__ import annotations
 
@@ -39,14 +43,16 @@ from ..io.masks import read_mask, write_mask
 from ..io.names import flatten_name, unflatten_name
 from ..io.store import ConfidenceStore, StoreError, common_stems, open_stores, store_identity
 from ..io.submission import DOWNSAMPLE, read_sample_ids, write_submission
-from ..ops.convcrf import CRF_PRESETS, convcrf_labels
-from ..ops.soft_vote import check_weights, soft_vote
+from ..ops.convcrf import CRF_PRESETS
+from ..ops.soft_vote import check_weights
 from ._owner import claim
 from ._stores import StoreReader, image_of, per_process
+from .settings import EnsembleSetting, read_tuned
 
-SETTINGS = "ensemble.json"
-#: The keys of SETTINGS that must match for a run to resume.
-SETTING_KEYS = ("stores", "factors", "crf", "classes", "bias", "crf_setting")
+#: The guard: the record of what made the labels of an out folder (and the last run's counts).
+GUARD = "ensemble.json"
+#: The keys of GUARD that must match for a run to resume.
+GUARD_KEYS = ("stores", "factors", "crf", "classes", "bias", "crf_setting")
 #: zlib level of the label PNGs: 1 writes a 512x512 map ~4x faster than PIL's default 6.
 PNG_COMPRESS_LEVEL = 1
 
@@ -76,21 +82,18 @@ class EnsembleReport:
 class _VoteImage:
     """The per-image work (a picklable callable: it crosses process and Ray boundaries)."""
 
-    def __init__(self, stores: StoreReader, weights: list[float] | None, out: str,
-                 num_classes: int, crf: str | None, images: str | None, save_probs: bool, resume: bool,
-                 backend: str, bias: list[float] | None = None,
-                 crf_setting: dict | None = None):
+    def __init__(self, stores: StoreReader, setting: EnsembleSetting, out: str,
+                 num_classes: int, images: str | None, save_probs: bool, resume: bool,
+                 backend: str, tuned: bool = False):
         self.reader = stores
-        self.weights = weights
+        self.setting = setting
         self.out = out
         self.num_classes = num_classes
-        self.crf = crf
         self.images = images
         self.save_probs = save_probs
         self.resume = resume
         self.backend = backend
-        self.bias = bias
-        self.crf_setting = crf_setting
+        self.tuned = tuned  # a tuned CRF checks that the stores hold probabilities
 
     def probs_store(self) -> ConfidenceStore:
         root = Path(self.out) / "probs"
@@ -128,28 +131,20 @@ class _VoteImage:
         if self.resume and self.done(stem, shape):
             return stem, "skipped"
         probs = self.reader.read(stem)  # memory-mapped float16
-        tuned = self.bias is not None or self.crf_setting is not None
-        need_mean = self.save_probs or self.crf is not None or tuned
-        result = soft_vote(probs, self.weights, return_probs=need_mean,
-                           backend=self.backend)
+        setting = self.setting
+        refine = setting.bias is not None or setting.crf is not None
+        need_mean = self.save_probs or refine
+        result = setting.vote(probs, return_probs=need_mean, backend=self.backend)
         labels, mean = result if need_mean else (result, None)
-        if tuned:
-            from .settings import setting_labels, setting_scale
-
-            bias = None if self.bias is None else np.asarray(self.bias, np.float64)
+        if refine:  # the vote's labels are argmax(mean): only a bias or a CRF changes them
             image = None
-            if self.crf_setting is not None:
-                from ._probs import check_probabilities
+            if setting.crf is not None:
+                if self.tuned:
+                    from ._probs import check_probabilities
 
-                check_probabilities(mean, f"{stem}: the averaged probabilities")
+                    check_probabilities(mean, f"{stem}: the averaged probabilities")
                 image = image_of(stem, self.images, labels.shape)
-            labels = setting_labels(mean, setting_scale(bias, self.num_classes),
-                                    self.crf_setting, image, bias).astype(labels.dtype)
-        elif self.crf is not None:
-            image = image_of(stem, self.images, labels.shape)
-            labels = np.asarray(convcrf_labels(
-                mean, image, preset=self.crf,
-                unary_kind=("logits" if self.crf == "seed" else "probs")))
+            labels = setting.labels(mean, image).astype(labels.dtype)
         if self.save_probs:
             self.probs_store().write(stem, mean, check=False)
         palette = palette_for(self.num_classes) if self.num_classes <= 256 else None
@@ -217,13 +212,17 @@ def ensemble(stores: Sequence[ConfidenceStore | str | Path], weights: Sequence[f
     opened = open_stores(stores)
     bias = crf_setting = None
     if tuned is not None:
-        weights, bias, crf_setting = _tuned_setting(tuned, weights, crf, images, opened)
+        weights, bias, crf_setting, setting = _tuned_setting(tuned, weights, crf, images,
+                                                             opened)
     factors = check_weights(weights, len(opened))
     _check_options(crf, tuned, images, size, downsample, sample, submission)
+    if tuned is None:
+        setting = (EnsembleSetting(weights) if crf is None
+                   else EnsembleSetting.preset(crf, weights=weights))
 
     out = Path(out)
-    settings = _prepare_out(out, opened, weights, factors, crf, bias, crf_setting, resume)
-    classes = settings["classes"]
+    record = _prepare_out(out, opened, weights, factors, crf, bias, crf_setting, resume)
+    classes = record["classes"]
 
     stems, missing = common_stems(opened)
     if missing:
@@ -235,14 +234,14 @@ def ensemble(stores: Sequence[ConfidenceStore | str | Path], weights: Sequence[f
                       stacklevel=2)
     if save_probs:
         ConfidenceStore.create(out / "probs", classes, model="segkit ensemble",
-                               config={"stores": settings["stores"],
-                                       "weights": settings["factors"], "crf": crf,
+                               config={"stores": record["stores"],
+                                       "weights": record["factors"], "crf": crf,
                                        "bias": bias, "crf_setting": crf_setting})
 
     report = EnsembleReport(out=out, images=len(stems), missing=missing)
-    work = _VoteImage(StoreReader(opened), settings["weights"], str(out),
-                      len(classes), crf, None if images is None else str(images), save_probs,
-                      resume, backend, bias, crf_setting)
+    work = _VoteImage(StoreReader(opened), setting, str(out), len(classes),
+                      None if images is None else str(images), save_probs, resume, backend,
+                      tuned=tuned is not None)
     _vote(work, stems, report, workers, engine, progress)
 
     if submission is not None:
@@ -250,20 +249,18 @@ def ensemble(stores: Sequence[ConfidenceStore | str | Path], weights: Sequence[f
                                                       size=size, downsample=downsample,
                                                       progress=progress)
     report.seconds = time.perf_counter() - t0
-    _record_run(out, settings, report, missing)
+    _record_run(out, record, report, missing)
     return report
 
 
 def _tuned_setting(tuned: str | Path | dict, weights: Sequence[float] | None, crf: str | None,
-                   images: str | Path | None, opened: list) -> tuple[Any, Any, Any]:
-    """The weights, bias and CRF setting of a tuned setting, checked against the stores."""
-    from .settings import check_tuned, load_tuned
-
+                   images: str | Path | None, opened: list) -> tuple[Any, Any, Any, Any]:
+    """The weights, bias and CRF of a tuned document as the guard records them, and its
+    EnsembleSetting, checked against the stores."""
     if weights is not None or crf is not None:
         raise InputError("give either tuned or weights/crf: the tuned setting holds the "
                          "weights, bias and CRF")
-    doc = (check_tuned(tuned, "tuned (dict)") if isinstance(tuned, dict)
-           else load_tuned(tuned))
+    doc, _ = read_tuned(tuned)
     if len(doc["weights"]) != len(opened):
         raise InputError(f"tuned has {len(doc['weights'])} weights for {len(opened)} stores: "
                          "pass the test stores of the tuned models, in the same order")
@@ -275,7 +272,7 @@ def _tuned_setting(tuned: str | Path | dict, weights: Sequence[float] | None, cr
         raise InputError("the tuned setting has a ConvCRF: pass images=<folder> (--images)")
     if crf_setting is not None and not Path(images).is_dir():
         raise PathNotFoundError(f"images folder {images} does not exist")
-    return weights, bias, crf_setting
+    return weights, bias, crf_setting, EnsembleSetting.from_tuned(doc)
 
 
 def _check_options(crf: str | None, tuned: Any, images: str | Path | None, size: int,
@@ -302,16 +299,17 @@ def _check_options(crf: str | None, tuned: Any, images: str | Path | None, size:
 def _prepare_out(out: Path, opened: list, weights: Sequence[float] | None,
                  factors: Sequence[float], crf: str | None, bias: Any,
                  crf_setting: Any, resume: bool) -> dict[str, Any]:
-    """Create `out`, clear its temporaries and claim it for these settings (returned)."""
+    """Create `out`, clear its temporaries and claim it for this setting: the guard's record
+    (returned)."""
     out.mkdir(parents=True, exist_ok=True)
     atomic.remove_temporaries(out)
     classes = opened[0].classes
-    settings = {"stores": [store_identity(s) for s in opened],
-                "weights": None if weights is None else [float(w) for w in weights],
-                "factors": [float(f) for f in factors], "crf": crf, "classes": classes,
-                "bias": bias, "crf_setting": crf_setting}
-    _check_settings(out, settings, resume)
-    return settings
+    record = {"stores": [store_identity(s) for s in opened],
+              "weights": None if weights is None else [float(w) for w in weights],
+              "factors": [float(f) for f in factors], "crf": crf, "classes": classes,
+              "bias": bias, "crf_setting": crf_setting}
+    _guard(out, record, resume)
+    return record
 
 
 def _vote(work: _VoteImage, stems: Sequence[str], report: EnsembleReport,
@@ -327,10 +325,10 @@ def _vote(work: _VoteImage, stems: Sequence[str], report: EnsembleReport,
             report.written += 1
 
 
-def _record_run(out: Path, settings: dict[str, Any], report: EnsembleReport,
+def _record_run(out: Path, record: dict[str, Any], report: EnsembleReport,
                 missing: dict[str, list[str]]) -> None:
-    """Write SETTINGS with this run's counts."""
-    atomic.write_json(out / SETTINGS, {**settings, "updated": _now(),
+    """Write the guard's record with this run's counts."""
+    atomic.write_json(out / GUARD, {**record, "updated": _now(),
                                        "last_run": {"images": report.images,
                                                     "written": report.written,
                                                     "skipped": report.skipped,
@@ -359,12 +357,12 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-def _check_settings(out: Path, settings: dict[str, Any], resume: bool) -> None:
+def _guard(out: Path, record: dict[str, Any], resume: bool) -> None:
     """The guard of :mod:`segkit.jobs._owner`: a resumed run refuses labels of other settings;
-    ``resume=False`` removes them (labels and probabilities) before it writes SETTINGS."""
+    ``resume=False`` removes them (labels and probabilities) before it writes GUARD."""
     def outputs():
         return [*(out / "labels").glob("*.png"), *(out / "probs").glob("*.npy")]
 
-    claim(out, SETTINGS, {**settings, "updated": _now()}, resume=resume, keys=SETTING_KEYS,
+    claim(out, GUARD, {**record, "updated": _now()}, resume=resume, keys=GUARD_KEYS,
           outputs=outputs, what="an ensemble made with other settings",
           hint="use another out folder, or resume=False (--no-resume) to recompute it")

@@ -13,6 +13,7 @@ written to ``DST/resample_report.json``.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import time
@@ -24,9 +25,9 @@ import numpy as np
 
 from .. import _backend
 from ..errors import InputError, is_user_error
-from ..io.atomic import is_temporary, remove_temporaries, write_json
+from ..io.atomic import remove_temporaries, write_json
 from ..io.coco import CocoError, check_image_size, rasterize
-from ..io.images import IMAGE_SUFFIXES as _IMAGE_SUFFIXES
+from ..io.stems import MASKS, NOT_MASKS, list_stems
 from ..io.masks import read_mask
 from ..ops.mode_filter import mode_filter, mode_params
 from ._coco import coco_report, coco_summary, open_index, output_names, resolve_palette
@@ -37,9 +38,6 @@ from ._memory import PeakTally, describe_memory, item_peak
 from .engine import JobError, map_items
 
 REPORT_NAME = "resample_report.json"
-#: Files in SRC with these suffixes are images but not PNG masks: an error, not ignored.
-IMAGE_SUFFIXES = tuple(s for s in _IMAGE_SUFFIXES if s != ".png") + (".gif", ".ppm", ".pgm")
-
 
 #: The ignore value `ignore_index="auto"` takes where a mask holds it (mmseg's ignore label).
 AUTO_IGNORE = 255
@@ -148,30 +146,24 @@ def _resample_coco(task: _CocoTask, item) -> dict:
             "mask_bytes": mask_bytes}
 
 
+#: The masks of a SRC folder: PNG masks by the rules of :mod:`segkit.io.stems`; other image
+#: files are refused (they are not label masks), other files skipped.
+SRC_MASKS = dataclasses.replace(
+    MASKS, refuse=NOT_MASKS, error=DatasetError,
+    refused=("{path}: not a PNG mask{more}; SRC must hold single-channel PNG label masks "
+             "(convert images of class colours to class indices first)"))
+
+
 def list_masks(src: str | Path) -> list[str]:
-    """PNG files below `src` (relative POSIX paths, sorted), skipping hidden files and
-    folders (temporaries of crashed runs among them). Other image files are an error: they
-    are not label masks. Non-image files (JSON reports, text) are ignored."""
+    """PNG files below `src` (relative POSIX paths, sorted; :func:`segkit.io.stems.list_stems`:
+    any case, hidden files and folders skipped (temporaries of crashed runs among them), two
+    masks of one stem an error naming both). Other image files are an error: they are not
+    label masks. Non-image files (JSON reports, text) are ignored."""
     src = Path(src)
-    masks, bad = [], []
-    for p in sorted(src.rglob("*")):
-        rel = p.relative_to(src)
-        if any(part.startswith(".") for part in rel.parts) or is_temporary(p) \
-                or not p.is_file():
-            continue
-        suffix = p.suffix.lower()
-        if suffix == ".png":
-            masks.append(rel.as_posix())
-        elif suffix in IMAGE_SUFFIXES:
-            bad.append(p)
-    if bad:
-        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
-        raise DatasetError(f"{bad[0]}: not a PNG mask{more}; SRC must hold single-channel PNG "
-                           "label masks (convert images of class colours to class indices "
-                           "first)")
-    if not masks:
+    found = list_stems(src, SRC_MASKS, allow_empty=True)
+    if not found:
         raise DatasetError(f"{src}: no PNG masks found in SRC")
-    return masks
+    return [p.relative_to(src).as_posix() for p in found.values()]
 
 
 def _classes_of_folder(src: Path) -> list[str] | None:

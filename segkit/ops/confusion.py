@@ -43,26 +43,15 @@ def confusion_matrix(pred: Any, gt: Any, num_classes: int, *, ignore_index: int 
     array([[1, 0],
            [0, 1]])
     """
-    name = _backend.resolve(backend, pred, gt)
-    if name == "cuda":
-        from .._cuda import op_stream
-
-        with op_stream(pred, gt):  # the whole op on the caller's stream (torch's, for tensors)
-            return _confusion(name, pred, gt, num_classes, ignore_index)
-    return _confusion(name, pred, gt, num_classes, ignore_index)
+    with OP.call(backend, pred, gt) as call:  # resolve; on CUDA the caller's stream
+        return _confusion(call, pred, gt, num_classes, ignore_index)
 
 
-def _confusion(name, pred, gt, num_classes, ignore_index):
+def _confusion(call, pred, gt, num_classes, ignore_index):
     num_classes = _validate.integer("num_classes", num_classes, minimum=1)
     if num_classes > MAX_CLASSES:
         raise InputError(f"num_classes must be <= {MAX_CLASSES}; got {num_classes}")
-    if name == "cuda":
-        from .._cuda import as_cupy
-
-        p, _ = as_cupy(pred)
-        g, _ = as_cupy(gt)
-    else:
-        p, g = np.asarray(pred), np.asarray(gt)
+    p, g = call.array(pred), call.array(gt)
     if p.shape != g.shape:
         raise InputError(f"pred and gt must have the same shape; got {p.shape} and {g.shape}")
     _validate.fits_memory("pred", p.shape)
@@ -74,10 +63,11 @@ def _confusion(name, pred, gt, num_classes, ignore_index):
         ignore_index = _validate.integer("ignore_index", ignore_index)
     if np.dtype(p.dtype) != dtype:
         p, g = p.astype(dtype), g.astype(dtype)
-    counts, bad = _RUNNERS[name](p, g, num_classes, ignore_index)
+    counts, bad = call.runner(p, g, num_classes, ignore_index)
     if bad[0] or bad[1]:
         which = "gt" if bad[0] else "pred"
-        arr = np.asarray(g if bad[0] else p) if name != "cuda" else (g if bad[0] else p).get()
+        arr = g if bad[0] else p
+        arr = arr.get() if call.backend == "cuda" else np.asarray(arr)
         vals = arr.ravel()
         if ignore_index is not None and bad[0]:
             vals = vals[vals != ignore_index]
@@ -140,7 +130,10 @@ def _run_cuda(p, g, c, ignore):
     return counts.get().reshape(c, c), (int(b[0]), int(b[1]))
 
 
-_RUNNERS = {"numpy": _run_numpy, "numba": _run_numba, "cpp": _run_cpp, "cuda": _run_cuda}
+#: The backends of confusion_matrix and its runner on each: flat or any-shaped labels of one
+#: kernel dtype, C and the ignore label in; (counts (C, C) int64 NumPy, (bad gt, bad pred)) out.
+OP = _backend.register("confusion_matrix", {"numpy": _run_numpy, "numba": _run_numba,
+                                            "cpp": _run_cpp, "cuda": _run_cuda})
 
 
 def iou_scores(cm: np.ndarray) -> dict:

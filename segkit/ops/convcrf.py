@@ -12,6 +12,7 @@ import numpy as np
 from ..errors import InputError, InputTypeError
 from .. import _backend, _validate
 from ..reference.convcrf import DEFAULTS, coefficients
+from .convcrf_backends import RUNNERS
 
 UNARY_KINDS = ("logits", "probs")
 INITS = ("convcrf", "softmax")
@@ -310,26 +311,14 @@ def convcrf_labels(unary: Any, image: Any, *, preset: str | None = None,
 def _run(unary: Any, image: Any, params: ConvCrfParams, backend: str, finish=None):
     """Validate, convert and run; returns the scores (or `finish` of them) in the caller's
     kind."""
-    name = _backend.resolve(backend, unary, image)
-    if name == "cuda":
-        from .._cuda import op_stream
-
-        with op_stream(unary, image):  # the whole op on the caller's stream (torch's, for tensors)
-            return _run_on(name, unary, image, params, finish)
-    return _run_on(name, unary, image, params, finish)
+    with OP.call(backend, unary, image) as call:  # resolve; on CUDA the caller's stream
+        return _run_on(call, call.array(unary), call.array(image), params, finish)
 
 
-def _run_on(name: str, unary: Any, image: Any, params: ConvCrfParams, finish=None):
-    if name == "cuda":
+def _run_on(call, u: Any, img: Any, params: ConvCrfParams, finish=None):
+    xp = np
+    if call.backend == "cuda":
         import cupy as xp
-
-        from .._cuda import as_cupy
-
-        u, back = as_cupy(unary)
-        img, _ = as_cupy(image)
-    else:
-        xp = np
-        u, img, back = np.asarray(_detached(unary)), np.asarray(_detached(image)), None
     u4, img4, squeeze = canonical_shapes(u, img)
     params.check_classes(u4.shape[1])
     if params.weight is not None and not params.fitted:  # equal weights: weight_init
@@ -340,19 +329,9 @@ def _run_on(name: str, unary: Any, image: Any, params: ConvCrfParams, finish=Non
     check_unary_values(scores, params.unary_kind, xp)
     img4 = image_dtype(img4, xp)
     if scores.size:
-        from .convcrf_backends import FITTED, RUNNERS
-
-        scores = (FITTED if params.fitted else RUNNERS)[name](scores, img4, params)
+        scores = call.runner(scores, img4, params)
     scores = scores[0] if squeeze else scores
-    out = finish(scores) if finish is not None else scores
-    return back(out) if back is not None else out
-
-
-def _detached(x):
-    """torch CPU tensors without autograd history (NumPy refuses those that have one)."""
-    if type(x).__module__.startswith("torch") and hasattr(x, "detach"):
-        return x.detach()
-    return x
+    return call.back(finish(scores) if finish is not None else scores)
 
 
 def canonical_shapes(u, img):
@@ -409,3 +388,8 @@ def image_dtype(img, xp):
     if img.size and not bool(xp.isfinite(img).all()):
         raise InputError("image contains NaN or inf")
     return img
+
+
+#: The backends of convcrf and its runner on each (segkit/ops/convcrf_backends.py): float32
+#: scores (N, C, H, W), updated in place, the image (N, 3, H, W) and a :class:`ConvCrfParams`.
+OP = _backend.register("convcrf", RUNNERS)

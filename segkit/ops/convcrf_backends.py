@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from .convcrf import INITS, UNARY_KINDS
-
 
 def _run_numpy(scores, img, params):
     from ..reference.convcrf import convcrf_numpy
@@ -22,6 +20,7 @@ def _host_image(img):
 
 def _run_numba(scores, img, params):
     from .._numba.convcrf import convcrf as kernel
+    from .convcrf import INITS, UNARY_KINDS
 
     k = params.kernel_constants()
     k.update(unary_kind=UNARY_KINDS.index(k["unary_kind"]), init=INITS.index(k["init"]))
@@ -48,12 +47,6 @@ def _fitted_cpp(scores, img, params):
     return convcrf_grad.apply(scores, np.ascontiguousarray(img, np.float32), params)
 
 
-def _fitted_cuda(scores, img, params):
-    from . import convcrf_grad
-
-    return convcrf_grad.apply_cuda(scores, img, params)
-
-
 def _run_cuda(scores, img, params):
     import cupy
 
@@ -67,12 +60,17 @@ def _run_cuda(scores, img, params):
         img = cupy.ascontiguousarray(img)
     from .convcrf_cuda import cuda_steps
 
-    cuda_steps(scores, img, params.kernel_constants(), launch,
-               lambda shape: cupy.empty(shape, np.float32))
+    cuda_steps(scores, img, params, launch, lambda shape: cupy.empty(shape, np.float32))
     return scores
 
 
-RUNNERS = {"numpy": _run_numpy, "numba": _run_numba, "cpp": _run_cpp, "cuda": _run_cuda}
-#: A fitted setting (per-class weights, compat): the NumPy reference and the Numba kernels take
-#: them as arrays; C++ and CUDA run the trainable op's forward without saved state.
-FITTED = {"numpy": _run_numpy, "numba": _run_numba, "cpp": _fitted_cpp, "cuda": _fitted_cuda}
+def _on_cpp(scores, img, params):
+    """The cpp runner: the fused kernel, or the trainable op's forward for a fitted setting."""
+    return (_fitted_cpp if params.fitted else _run_cpp)(scores, img, params)
+
+
+#: The runner of each backend (the table's row of convcrf). The NumPy reference and the Numba
+#: kernels take a fitted setting's per-class weights and compat as arrays; C++ runs the
+#: trainable op's forward without saved state for it, CUDA its one kernel family (which takes
+#: both).
+RUNNERS = {"numpy": _run_numpy, "numba": _run_numba, "cpp": _on_cpp, "cuda": _run_cuda}

@@ -1,9 +1,19 @@
-"""The CUDA trainable ConvCRF's launch sequence (csrc/cuda/convcrf_grad.cu).
+"""The CUDA ConvCRF's launch sequences: the forward of the one kernel family
+(csrc/cuda/convcrf.cu), which ``segkit.convcrf`` runs without saved state
+(segkit/ops/convcrf_cuda.py) and the trainable op with it, and the trainable backward
+(csrc/cuda/convcrf_grad.cu, which includes the forward's kernels).
 
 ``launch(kernel_name, work_items, args)`` runs one kernel, ``empty(shape, dtype)`` allocates a
-device array, ``host(array)`` copies one to a NumPy array; tests drive the same sequence with
-the kernels compiled for the host (tests/cuda_emu.py). Arrays are C-contiguous: unary, image
-float32, mask uint8 or None, weight (C,), compat (C, C) or None.
+device array; tests drive the same sequences with the kernels compiled for the host
+(tests/cuda_emu.py). Arrays: unary float32 C-contiguous, image (N, 3, H, W) uint8 or float32
+with any strides (element multiples), mask uint8 or None, weight (C,), compat (C, C) or None.
+
+Nothing crosses to the host: the op's named scalar values (``values``: pos_compat, col_compat,
+pos_sdims, col_schan, col_sdims, 0-d float32 device arrays, col_sdims None when absent) reach
+the kernels as pointers, and the backward adds the sums of every iteration into device
+accumulators (double, a fixed order: the same bits on every run) that its last kernel turns
+into the gradients through the one chain rule (csrc/common/convcrf_grad_params.h). The
+setting `p` gives the geometry and the start/end (its scalar fields are not read here).
 """
 from __future__ import annotations
 
@@ -14,13 +24,24 @@ from .convcrf import ConvCrfParams
 
 I32, I64, F32 = np.int32, np.int64, np.float32
 CHUNK = 4096  # pixels per partial sum (fixed: the same sums on every run)
+#: A null pointer argument. CuPy turns None into 0xffffffff, not NULL (cupy issue 9046), so
+#: the sequences never hand None to a kernel: every optional array (mask, compat, col_sdims,
+#: fmask, sums) goes through :func:`_null_safe`.
+NULL = np.uint64(0)
+
+
+def _null_safe(launch):
+    """`launch` with every None argument passed as :data:`NULL`."""
+    def run(name, total, args):
+        launch(name, total, tuple(NULL if a is None else a for a in args))
+    return run
 
 
 class _Geo:
-    def __init__(self, unary, cfg: ConvCrfParams):
+    def __init__(self, unary, p: ConvCrfParams):
         self.n, self.c, self.h, self.w = unary.shape
-        self.hp, self.p0 = pool_geometry(self.h, cfg.blur)
-        self.wp, self.p1 = pool_geometry(self.w, cfg.blur)
+        self.hp, self.p0 = pool_geometry(self.h, p.blur)
+        self.wp, self.p1 = pool_geometry(self.w, p.blur)
         self.hw, self.cells = self.h * self.w, self.hp * self.wp
 
     def pooled(self):  # (n, C, H, W, hp, wp, p0, p1, b) launch arguments
@@ -28,114 +49,123 @@ class _Geo:
                 I32(self.p0), I32(self.p1))
 
 
-def _prepare(launch, empty, g: _Geo, image, mask, cfg):
+def _prepare(launch, empty, g: _Geo, image, mask, p: ConvCrfParams, fmask: bool = True):
+    """Pooled features, validity, inverse counts and (`fmask`, or a mask given) the float mask
+    of the pixels; the forward without a mask needs none (every pixel counts)."""
     feat = empty((g.n, 5, g.hp, g.wp), F32)
     valid, invc = empty((g.n, g.hp, g.wp), F32), empty((g.n, g.hp, g.wp), F32)
-    fmask = empty((g.n, g.h, g.w), F32)
-    launch("crfg_prepare", g.n * g.cells,
-           (image, mask, feat, valid, invc, fmask, I64(g.n), I32(g.h), I32(g.w), I32(g.hp),
-            I32(g.wp), I32(g.p0), I32(g.p1), I32(cfg.blur), I32(mask is not None)))
-    return feat, valid, invc, fmask
+    fm = empty((g.n, g.h, g.w), F32) if fmask or mask is not None else None
+    item = image.itemsize
+    kind = "u8" if image.dtype == np.uint8 else "f32"
+    launch(f"crfg_prepare_{kind}", g.n * g.cells,
+           (image, *(I64(st // item) for st in image.strides), mask, feat, valid, invc, fm,
+            I64(g.n), I32(g.h), I32(g.w), I32(g.hp), I32(g.wp), I32(g.p0), I32(g.p1),
+            I32(p.blur)))
+    return feat, valid, invc, fm
 
 
-def _pass_args(scalars, col_pos, cfg):
-    pc, cc, pi, ci, cpi = (float(v) for v in scalars)
-    return (I32(cfg.filter_size // 2), F32(pc), F32(cc), F32(np.float32(pi) * np.float32(pi)),
-            F32(np.float32(ci) * np.float32(ci)),
-            F32(np.float32(cpi) * np.float32(cpi) if col_pos else 0.0))
+def _values(values: dict):
+    """The five value pointers in the kernels' argument order (col_sdims None: null)."""
+    return tuple(values[k] for k in ("pos_compat", "col_compat", "pos_sdims", "col_schan",
+                                     "col_sdims"))
 
 
-def forward_steps(launch, empty, unary, image, mask, weight, compat, scalars, cfg: ConvCrfParams,
-                  col_pos: bool):
-    """(scores (N, C, H, W), saved pooled messages (N, T, C, hp, wp)) on the device."""
-    g = _Geo(unary, cfg)
-    n, c, b, t_all = g.n, g.c, cfg.blur, cfg.num_iter
-    feat, valid, invc, fmask = _prepare(launch, empty, g, image, mask, cfg)
-    pool_args = (fmask, invc, *g.pooled(), I32(b))
-    u, q, m = (empty((n, c, g.h, g.w), F32) for _ in range(3))
+def forward_steps(launch, empty, unary, image, mask, weight, compat, values: dict,
+                  p: ConvCrfParams, keep: bool = True, out=None):
+    """(scores (N, C, H, W), saved pooled messages (N, T, C, hp, wp), or None without `keep`)
+    on the device. `out`: where the scores go (may be `unary` itself: in place); it holds U
+    until the last iteration, so that the forward needs no other full-resolution buffer."""
+    launch = _null_safe(launch)
+    g = _Geo(unary, p)
+    n, c, b, t_all = g.n, g.c, p.blur, p.num_iter
+    feat, valid, invc, fmask = _prepare(launch, empty, g, image, mask, p, fmask=False)
+    out = empty((n, c, g.h, g.w), F32) if out is None else out
     qb = empty((n, c, g.hp, g.wp), F32)
-    out = empty((n, c, g.h, g.w), F32)
-    saved = empty((n, t_all, c, g.hp, g.wp), F32)
-    full = (I64(n), I32(c), I64(g.hw))
-    launch("crfg_unary", n * g.hw, (unary, u, *full, I32(cfg.unary_kind == "probs")))
-    start = u
-    if cfg.unary_kind == "probs" or cfg.init == "softmax":
-        launch("crfg_softmax", n * g.hw, (u, q, *full))
-        start = q
-    launch("crfg_pool", n * g.cells, (start, qb, *pool_args))
-    ms = I64(t_all * c * g.cells)
+    saved = empty((n, t_all if keep else 1, c, g.hp, g.wp), F32)
+    launch("crfg_unary", n * g.hw, (unary, out, I64(n), I32(c), I64(g.hw),
+                                    I32(p.unary_kind == "probs")))
+    cell = (fmask, invc, qb)
+    launch("crfg_start", n * g.cells, (out, *cell, *g.pooled(), I32(b),
+                                       I32(p.unary_kind == "probs" or p.init == "softmax")))
+    ms = I64(saved.shape[1] * c * g.cells)
+    passing = (feat, valid, I64(n), I32(c), I32(g.hp), I32(g.wp), I32(p.filter_size // 2),
+               *_values(values))
     for t in range(t_all):
         last = t == t_all - 1
-        mb = saved[:, t]
-        launch("crfg_pass", n * g.cells, (qb, None, mb, ms, None, feat, valid, I64(n), I32(c),
-                                          I32(g.hp), I32(g.wp), *_pass_args(scalars, col_pos,
-                                                                            cfg)))
-        launch("crfg_upsample", n * g.hw, (mb, ms, m, fmask, *g.pooled(), I32(b)))
-        z = out if last else q
-        launch("crfg_pred", n * g.hw, (u, m, compat, weight, z, *full, F32(cfg.unary_weight),
-                                       I32(compat is not None)))
-        if not last or cfg.final_softmax:
-            launch("crfg_softmax", n * g.hw, (z, z, *full))
-        if not last:
-            launch("crfg_pool", n * g.cells, (q, qb, *pool_args))
-    return out, saved
+        mb = saved[:, t if keep else 0]
+        launch("crfg_pass", n * g.cells, (qb, None, mb, ms, None, *passing))
+        launch("crfg_update", n * g.cells, (out, mb, ms, compat, weight, fmask, invc,
+                                            None if last else qb, out, *g.pooled(), I32(b),
+                                            F32(p.unary_weight),
+                                            I32(not last or p.final_softmax)))
+    return out, saved if keep else None
 
 
-def backward_steps(launch, empty, host, grad, unary, image, mask, weight, compat, scalars,
-                   saved, cfg: ConvCrfParams, col_pos: bool):
-    """(d_unary on the device, d_weight (C,), d_sums (5,), d_compat (C, C) or None), the last
-    three float64 NumPy arrays (the sums of common/convcrf_grad.h, as the C++ backward)."""
-    g = _Geo(unary, cfg)
-    n, c, b, t_all = g.n, g.c, cfg.blur, cfg.num_iter
-    feat, valid, invc, fmask = _prepare(launch, empty, g, image, mask, cfg)
+def _accumulate(launch, part, acc, rows: int, nchunks: int, first: bool):
+    """acc (+)= the row sums of part (rows, nchunks), on the device, in a fixed order."""
+    launch("crfg_accumulate", rows, (part, acc, I32(rows), I32(nchunks), I32(first)))
+
+
+def backward_steps(launch, empty, grad, unary, image, mask, weight, compat, values: dict,
+                   saved, p: ConvCrfParams):
+    """(d_unary, d_weight (C,), d_params (5,): the gradients w.r.t. pos_compat, col_compat,
+    pos_sdims, col_schan, col_sdims (0 when absent), d_compat (C, C) or None), float32 device
+    arrays; no copy to the host."""
+    launch = _null_safe(launch)
+    g = _Geo(unary, p)
+    n, c, b, t_all = g.n, g.c, p.blur, p.num_iter
+    feat, valid, invc, fmask = _prepare(launch, empty, g, image, mask, p)
     pool_args = (fmask, invc, *g.pooled(), I32(b))
     full = (I64(n), I32(c), I64(g.hw))
     u, gbuf, qp, m, prod, dm, du = (empty((n, c, g.h, g.w), F32) for _ in range(7))
     r, qb, dqb = (empty((n, c, g.hp, g.wp), F32) for _ in range(3))
-    sums = empty((n * g.cells, 5), np.float64)
-    nchunks = -(-(n * g.hw) // CHUNK)
-    part_w = empty((c, nchunks), np.float64)
+    sums = empty((5, n * g.cells), np.float64)  # the five sums per pooled cell, planar
+    nchunks, schunks = -(-(n * g.hw) // CHUNK), -(-(n * g.cells) // CHUNK)
+    part_w, part_s = empty((c, nchunks), np.float64), empty((5, schunks), np.float64)
     part_mu = empty((c, c, nchunks), np.float64) if compat is not None else None
-    d_weight, d_sums = np.zeros(c), np.zeros(5)
-    d_compat = None if compat is None else np.zeros((c, c))
+    acc_w, acc_s = empty((c,), np.float64), empty((5,), np.float64)
+    acc_mu = empty((c, c), np.float64) if compat is not None else None
     ms = I64(t_all * c * g.cells)
-    launch("crfg_unary", n * g.hw, (unary, u, *full, I32(cfg.unary_kind == "probs")))
-    start_soft = cfg.unary_kind == "probs" or cfg.init == "softmax"
-    passing = (feat, valid, I64(n), I32(c), I32(g.hp), I32(g.wp),
-               *_pass_args(scalars, col_pos, cfg))
+    launch("crfg_unary", n * g.hw, (unary, u, *full, I32(p.unary_kind == "probs")))
+    start_soft = p.unary_kind == "probs" or p.init == "softmax"
+    passing = (feat, valid, I64(n), I32(c), I32(g.hp), I32(g.wp), I32(p.filter_size // 2),
+               *_values(values))
     for t in range(t_all, 0, -1):
+        first = t == t_all
         launch("crfg_upsample", n * g.hw, (saved[:, t - 1], ms, m, fmask, *g.pooled(), I32(b)))
-        if t == t_all:
-            if cfg.final_softmax:  # G = Q (g - sum Q g), Q = softmax(z_T)
+        if first:
+            if p.final_softmax:  # G = Q (g - sum Q g), Q = softmax(z_T)
                 launch("crfg_pred", n * g.hw, (u, m, compat, weight, qp, *full,
-                                               F32(cfg.unary_weight), I32(compat is not None)))
+                                               F32(p.unary_weight), I32(compat is not None)))
                 launch("crfg_softmax", n * g.hw, (qp, qp, *full))
                 launch("crfg_softmax_jacobian", n * g.hw, (qp, grad, gbuf, *full, I32(0)))
             else:
                 gbuf = grad
         launch("crfg_step_back", n * g.hw, (gbuf, u, m, compat, weight, fmask, prod, du, dm,
-                                            *full, F32(cfg.unary_weight),
-                                            I32(compat is not None), I32(t == t_all)))
+                                            *full, F32(p.unary_weight),
+                                            I32(compat is not None), I32(first)))
         launch("crfg_dot_chunks", c * nchunks, (prod, None, part_w, *full, I64(CHUNK),
                                                 I32(nchunks), I32(1)))
-        d_weight += host(part_w).sum(axis=1)
+        _accumulate(launch, part_w, acc_w, c, nchunks, first)
         if compat is not None:
             launch("crfg_dot_chunks", c * c * nchunks, (gbuf, m, part_mu, *full, I64(CHUNK),
                                                         I32(nchunks), I32(0)))
-            d_compat += host(part_mu).sum(axis=2) * np.asarray(host(weight), np.float64)[:, None]
+            _accumulate(launch, part_mu, acc_mu, c * c, nchunks, first)
         launch("crfg_upsample_adjoint", n * g.cells, (dm, r, *g.pooled(), I32(b)))
         if t >= 2:  # Q_{t-1} = softmax(z_{t-1}) from the saved message
             launch("crfg_upsample", n * g.hw, (saved[:, t - 2], ms, m, fmask, *g.pooled(),
                                                I32(b)))
             launch("crfg_pred", n * g.hw, (u, m, compat, weight, qp, *full,
-                                           F32(cfg.unary_weight), I32(compat is not None)))
+                                           F32(p.unary_weight), I32(compat is not None)))
             launch("crfg_softmax", n * g.hw, (qp, qp, *full))
         elif start_soft:
             launch("crfg_softmax", n * g.hw, (u, qp, *full))
         start_q = qp if t >= 2 or start_soft else u
         launch("crfg_pool", n * g.cells, (start_q, qb, *pool_args))
         launch("crfg_pass", n * g.cells, (r, qb, dqb, I64(c * g.cells), sums, *passing))
-        d_sums += host(sums).sum(axis=0)
+        launch("crfg_chunk_sums", 5 * schunks, (sums, part_s, I32(5), I64(n * g.cells),
+                                                I64(CHUNK), I32(schunks)))
+        _accumulate(launch, part_s, acc_s, 5, schunks, first)
         launch("crfg_unpool", n * g.hw, (dqb, prod, *pool_args))  # prod is free: dQ
         if t >= 2:
             if gbuf is grad:
@@ -145,6 +175,10 @@ def backward_steps(launch, empty, host, grad, unary, image, mask, weight, compat
             launch("crfg_softmax_jacobian", n * g.hw, (qp, prod, du, *full, I32(1)))
         else:
             launch("crfg_add", n * c * g.hw, (du, prod, I64(n * c * g.hw)))
-    launch("crfg_dx", n * g.hw, (du, unary if cfg.unary_kind == "probs" else u, *full,
-                                 I32(cfg.unary_kind == "probs")))
-    return du, d_weight, d_sums, d_compat
+    launch("crfg_dx", n * g.hw, (du, unary if p.unary_kind == "probs" else u, *full,
+                                 I32(p.unary_kind == "probs")))
+    d_weight, d_params = empty((c,), F32), empty((5,), F32)
+    d_compat = empty((c, c), F32) if compat is not None else None
+    launch("crfg_param_grads", c * c + c + 1, (acc_w, acc_s, acc_mu, weight, *_values(values),
+                                              d_weight, d_params, d_compat, I32(c)))
+    return du, d_weight, d_params, d_compat

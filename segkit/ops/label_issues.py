@@ -13,7 +13,10 @@ filter by low self-confidence, rank by self-confidence) does:
 segkit computes the same in four stages (each in every backend): ``sums`` (step 1), ``scores``
 (step 2, plus per-pixel scores and a 65536-bin histogram of their order keys), the cutoff (the
 T-th lowest score, found from the histogram and the one bin it falls in) and ``flags`` (step 3).
-The stages stream: the dataset job (:func:`segkit.audit`) runs them image by image.
+The stages stream; the dataset-level steps (the tallies, thresholds, cutoff, tie order and
+flags) have one home, the accumulator :class:`segkit.ops.label_inspector.LabelInspector`,
+which :func:`label_issues` feeds the whole array and the dataset job (:func:`segkit.audit`)
+feeds image by image.
 On arrays, :func:`label_issues` with the cpp or numba backend runs stages 1 and 2 in one read
 of the probabilities (:func:`fused_scores`: the first pass keeps argmax and top probability per
 pixel, the count after the thresholds reads those). The cutoff arithmetic (thresholds, order
@@ -43,10 +46,14 @@ import numpy as np
 from ..errors import InputError, InputTypeError
 from .. import _backend, _validate
 from ._label_issues_backends import STAGES as _STAGES
-from .label_issues_cutoff import (FLOATING_POINT_COMPARISON, apply_ties, find_cutoff, in_bin,
-                                  thresholds_from_sums)
+from .label_issues_cutoff import FLOATING_POINT_COMPARISON, in_bin, thresholds_from_sums
 
 METHODS = ("softmin",)
+#: label_issues and label_quality: their rows of the table of backends, the same stages on each
+#: backend (a :class:`segkit.ops._label_issues_backends.Stages` record per backend; the rows
+#: hold ``_STAGES`` itself, which the stages below read).
+OP = _backend.register("label_issues", _STAGES)
+QUALITY_OP = _backend.register("label_quality", _STAGES)
 
 # ----------------------------------------------------------------------------- validation
 
@@ -88,7 +95,7 @@ def confident_sums(labels, probs, *, ignore_index=None, backend: str = "auto"):
 
     Raises ValueError for labels outside 0..C-1 (other than `ignore_index`)."""
     lab, p, ign, _ = _prepare(labels, probs, ignore_index)
-    name = _backend.resolve(backend, labels, probs)
+    name = OP.resolve(backend, labels, probs)
     c = p.shape[1]
     s, k, bad = _STAGES[name].sums(lab, p, c, ign)
     if bad:
@@ -102,7 +109,7 @@ def score_pixels(labels, probs, thresholds, *, ignore_index=None, histogram: boo
     (N, H, W): argmax != label; hist int64 (65536,) of the scores' order keys (None without
     `histogram`); counted: the number of issues these pixels add to the estimate)."""
     lab, p, ign, squeeze = _prepare(labels, probs, ignore_index)
-    name = _backend.resolve(backend, labels, probs)
+    name = OP.resolve(backend, labels, probs)
     thr = np.asarray(thresholds, np.float64)
     if thr.shape != (p.shape[1],):
         raise InputError(f"thresholds must have one entry per class ({p.shape[1]}); got shape "
@@ -120,7 +127,7 @@ def image_softmin(pixel_scores, temperature: float = 0.1, *, backend: str = "aut
     s = np.ascontiguousarray(pixel_scores, np.float32)
     if s.ndim == 2:
         s = s[None]
-    name = _backend.resolve(backend, pixel_scores)
+    name = OP.resolve(backend, pixel_scores)
     return _STAGES[name].softmin(s.reshape(len(s), int(np.prod(s.shape[1:]))), float(temperature))
 
 
@@ -130,7 +137,7 @@ def flag_pixels(pixel_scores, candidates, cutoff_key: int, *, backend: str = "au
     c = np.ascontiguousarray(candidates).astype(np.uint8, copy=False)
     if s.shape != c.shape:
         raise InputError(f"pixel_scores {s.shape} and candidates {c.shape} differ")
-    name = _backend.resolve(backend, pixel_scores)
+    name = OP.resolve(backend, pixel_scores)
     return _STAGES[name].flags(s, c, int(cutoff_key)).reshape(s.shape)
 
 
@@ -175,24 +182,29 @@ def label_issues(labels: Any, probs: Any, *, ignore_index: int | None = None,
     array([[False, False, False,  True]])
     """
     lab, p, ign, squeeze = _prepare(labels, probs, ignore_index, check_finite=False)
-    name = _backend.resolve(backend, labels, probs)
-    stages = _STAGES[name]
-    if hasattr(stages, "fused"):  # one read of probs, then passes over a few bytes per pixel
-        sc, cand, hist, counted = fused_scores(lab, p, ign, name, squeeze)
+    name = OP.resolve(backend, labels, probs)
+    out = _inspect(lab, p, ign, name, squeeze)
+    return out[0] if squeeze else out
+
+
+def _inspect(lab: np.ndarray, p: np.ndarray, ign, backend: str, squeeze: bool) -> np.ndarray:
+    """The flags of checked arrays (N, H, W) and (N, C, H, W): the whole dataset as one piece
+    of a :class:`~segkit.ops.label_inspector.LabelInspector` (both passes in one read of the
+    probabilities where the backend has a fused pass)."""
+    from .label_inspector import LabelInspector
+
+    inspector = LabelInspector(p.shape[1], ignore_index=ign, backend=backend)
+    if _STAGES[backend].fused is not None:
+        s, k, sc, cand, am, top, hist = _fused_pass(lab, p, ign, backend, squeeze)
+        inspector.add_sums(s, k)
+        inspector.add_scores(hist, _fused_count(backend, cand, am, top, inspector.thresholds))
     else:
         _validate.finite("probs", p[0] if squeeze else p)
-        s, k = confident_sums(lab, p, ignore_index=ign, backend=name)
-        thr = thresholds_from_sums(s, k)
-        sc, cand, hist, counted = score_pixels(lab, p, thr, ignore_index=ign, backend=name)
+        inspector.update_thresholds(lab, p)
+        sc, cand, _, _ = inspector.update_scores(lab, p)
     flat = sc.reshape(-1)
-    cut = find_cutoff(hist, counted, lambda b: flat[in_bin(flat, b)])
-    if cut.count == 0:
-        out = np.zeros(lab.shape, bool)
-    else:
-        out = stages.flags(flat, cand.reshape(-1).view(np.uint8), int(cut.key)).reshape(lab.shape)
-        out = out.view(bool) if out.dtype == np.uint8 else out.astype(bool)
-        apply_ties(out, sc, cand, cut)
-    return out[0] if squeeze else out
+    inspector.find_cutoff(lambda b: {0: flat[in_bin(flat, b)]})
+    return inspector.issues(sc, cand.view(np.uint8), chunk=0)
 
 
 def fused_scores(lab: np.ndarray, p: np.ndarray, ign, backend: str, squeeze: bool = False):
@@ -203,18 +215,30 @@ def fused_scores(lab: np.ndarray, p: np.ndarray, ign, backend: str, squeeze: boo
     candidates, hist, counted). The first pass keeps each pixel's argmax and top probability,
     so counting the issues once the thresholds are known reads 9 bytes per pixel instead of
     the C probabilities."""
+    s, k, sc, cand, am, top, hist = _fused_pass(lab, p, ign, backend, squeeze)
+    counted = _fused_count(backend, cand, am, top, thresholds_from_sums(s, k))
+    return sc, cand, hist, counted
+
+
+def _fused_pass(lab: np.ndarray, p: np.ndarray, ign, backend: str, squeeze: bool):
+    """The one read of the fused pass: (sums, counts, scores, candidates (bool), argmax,
+    top probability, hist); refuses NaN and inf, and labels out of range."""
     c = p.shape[1]
-    stages = _STAGES[backend]
-    s, k, bad, sc, cand, am, top, hist, nonfinite = stages.fused(lab, p, c, ign)
+    s, k, bad, sc, cand, am, top, hist, nonfinite = _STAGES[backend].fused(lab, p, c, ign)
     if nonfinite >= 0:
         index = np.unravel_index(nonfinite, p.shape)[1 if squeeze else 0:]
         raise InputError(f"probs contains {p.reshape(-1)[nonfinite]} (first at index "
                          f"{tuple(int(i) for i in index)}); probabilities must be finite")
     if bad:
         _check_range(lab, c, ign)
-    thr = thresholds_from_sums(s, k)
-    counted = stages.count(cand, am, top, np.ascontiguousarray(thr - FLOATING_POINT_COMPARISON))
-    return sc, cand.view(bool), hist, int(counted)
+    return s, k, sc, cand.view(bool), am, top, hist
+
+
+def _fused_count(backend: str, cand, am, top, thresholds) -> int:
+    """The estimated number of issues from the fused pass's argmax and top probability (9
+    bytes per pixel) once the thresholds are known."""
+    thr = np.ascontiguousarray(np.asarray(thresholds, np.float64) - FLOATING_POINT_COMPARISON)
+    return int(_STAGES[backend].count(cand.view(np.uint8), am, top, thr))
 
 
 def label_quality(labels: Any, probs: Any, method: str = "softmin", temperature: float = 0.1,

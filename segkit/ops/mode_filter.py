@@ -99,36 +99,20 @@ def mode_filter(labels: Any, size: int = 3, *, anchor: str = "center", ties: str
            [1, 1, 2],
            [1, 2, 2]], dtype=uint8)
     """
-    name = _backend.resolve(backend, labels)
-    if name == "cuda":
-        from .._cuda import op_stream
-
-        with op_stream(labels):  # the whole op on the caller's stream (torch's, for tensors)
-            return _mode_filter(name, labels, size, anchor, ties, ignore_index)
-    return _mode_filter(name, labels, size, anchor, ties, ignore_index)
-
-
-def _mode_filter(name, labels, size, anchor, ties, ignore_index):
-    if name == "cuda":
-        from .._cuda import as_cupy
-
-        arr, back = as_cupy(labels)
-    else:
-        arr, back = np.asarray(labels), None
-    _validate.label_ndim("labels", arr.shape)
-    run_dtype = _validate.label_dtype("labels", arr.dtype)
-    params = mode_params(size, anchor=anchor, ties=ties, ignore_index=ignore_index,
-                         dtype=arr.dtype)
-
-    in_dtype = np.dtype(arr.dtype)
-    x = arr if arr.ndim == 3 else arr[None]
-    if run_dtype != in_dtype:
-        x = x.astype(run_dtype)
-    out = _RUNNERS[name](x, *params.codes())
-    if run_dtype != in_dtype:
-        out = out.astype(in_dtype)
-    out = out if arr.ndim == 3 else out[0]
-    return back(out) if back is not None else out
+    with OP.call(backend, labels) as call:  # resolve; on CUDA the caller's stream
+        arr = call.array(labels)
+        _validate.label_ndim("labels", arr.shape)
+        run_dtype = _validate.label_dtype("labels", arr.dtype)
+        params = mode_params(size, anchor=anchor, ties=ties, ignore_index=ignore_index,
+                             dtype=arr.dtype)
+        in_dtype = np.dtype(arr.dtype)
+        x = arr if arr.ndim == 3 else arr[None]
+        if run_dtype != in_dtype:
+            x = x.astype(run_dtype)
+        out = call.runner(x, *params.codes())
+        if run_dtype != in_dtype:
+            out = out.astype(in_dtype)
+        return call.back(out if arr.ndim == 3 else out[0])
 
 
 def _run_numpy(x, size, anchor, ties, ignore_index):
@@ -185,4 +169,7 @@ def _run_cuda(x, size, anchor, ties, ignore_index):
     return out
 
 
-_RUNNERS = {"numpy": _run_numpy, "numba": _run_numba, "cpp": _run_cpp, "cuda": _run_cuda}
+#: The backends of mode_filter and its runner on each: (N, H, W) labels of a kernel dtype and
+#: the settings' codes (:meth:`ModeParams.codes`) in, the filtered labels out.
+OP = _backend.register("mode_filter", {"numpy": _run_numpy, "numba": _run_numba,
+                                       "cpp": _run_cpp, "cuda": _run_cuda})

@@ -72,29 +72,17 @@ def soft_vote(probs: Sequence[Any], weights: Sequence[float] | None = None, *,
     array([[0]], dtype=uint8)
     """
     models = _as_models(probs)
-    name = _backend.resolve(backend, *models)
-    if name == "cuda":
-        from .._cuda import op_stream
-
-        with op_stream(*models):  # the whole op on the caller's stream (torch's, for tensors)
-            return _soft_vote(name, models, weights, return_probs)
-    return _soft_vote(name, models, weights, return_probs)
+    with OP.call(backend, *models) as call:  # resolve; on CUDA the caller's stream
+        return _soft_vote(call, models, weights, return_probs)
 
 
-def _soft_vote(name, models, weights, return_probs):
-    back = None
-    if name == "cuda":
-        from .._cuda import as_cupy
-
-        converted = [as_cupy(p) for p in models]
-        arrays = [a for a, _ in converted]
-        back = converted[0][1]
+def _soft_vote(call, models, weights, return_probs):
+    arrays = [call.array(p) for p in models]  # results in the kind of the first model
+    if call.backend == "cuda":
         devices = {a.device.id for a in arrays}
         if len(devices) > 1:
             raise InputError(f"probs are on several GPUs ({sorted(devices)}); put every model "
                              "on one device")
-    else:
-        arrays = [np.asarray(p) for p in models]
     shape, dtype = _check_models(arrays)
     factors = check_weights(weights, len(arrays))
     if not isinstance(return_probs, (bool, np.bool_)):
@@ -104,15 +92,14 @@ def _soft_vote(name, models, weights, return_probs):
 
     keep = [m for m in range(len(arrays)) if factors[m] != 0]
     batched = [arrays[m] if len(shape) == 4 else arrays[m][None] for m in keep]
-    labels, mean, nan = _RUNNERS[name](batched, factors[keep], lab_dtype, bool(return_probs))
+    labels, mean, nan = call.runner(batched, factors[keep], lab_dtype, bool(return_probs))
     if nan:
-        _raise_nan(arrays, keep, name)
+        _raise_nan(arrays, keep, call.backend)
     if len(shape) == 3:
         labels = labels[0]
         mean = mean[0] if mean is not None else None
-    if back is not None:
-        labels = back(labels)
-        mean = back(mean) if mean is not None else None
+    labels = call.back(labels)
+    mean = call.back(mean) if mean is not None else None
     return (labels, mean) if return_probs else labels
 
 
@@ -333,4 +320,8 @@ def _run_cuda(xs, factors, lab_dtype, want_probs):
     return labels, mean, nan
 
 
-_RUNNERS = {"numpy": _run_numpy, "numba": _run_numba, "cpp": _run_cpp, "cuda": _run_cuda}
+#: The backends of soft_vote and its runner on each: the kept models (N, C, H, W), their
+#: float32 factors, the label dtype and whether the mean is wanted in; (labels, mean or None,
+#: whether a sum is NaN) out.
+OP = _backend.register("soft_vote", {"numpy": _run_numpy, "numba": _run_numba,
+                                     "cpp": _run_cpp, "cuda": _run_cuda})

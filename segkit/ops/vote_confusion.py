@@ -11,9 +11,6 @@ from .. import _backend, _validate
 from ..reference.vote_confusion import bias_scale as _bias_scale
 from .soft_vote import _as_models, _check_models, check_weights
 
-#: The backends this op has (it runs on the host: the search keeps its pixels in memory).
-BACKENDS = _backend.OP_BACKENDS["vote_confusion"]
-
 
 def check_bias(bias: Any, num_classes: int) -> np.ndarray | None:
     """`bias` as float64 (C,), or None; a clear error for a wrong length or a non-finite value."""
@@ -71,8 +68,8 @@ def vote_confusion(probs: Sequence[Any], gt: Any, weights: Sequence[float] | Non
            [0, 0]])
     """
     models = _as_models(probs)
-    name = _backend.resolve(backend, *models, among=BACKENDS)
-    arrays = [np.asarray(p) for p in models]
+    call = OP.call(backend, *models)  # host backends only: no stream, NumPy results
+    arrays = [call.array(p) for p in models]
     shape, dtype = _check_models(arrays)
     factors = check_weights(weights, len(arrays))
     num_classes = shape[-3]
@@ -85,12 +82,18 @@ def vote_confusion(probs: Sequence[Any], gt: Any, weights: Sequence[float] | Non
         raise InputTypeError(f"gt must hold integer labels; got {g.dtype}")
     if ignore_index is not None:
         ignore_index = _validate.integer("ignore_index", ignore_index)
-    if name == "numpy":
-        from ..reference.vote_confusion import vote_confusion as ref
+    return call.runner(arrays, g, num_classes, factors, scale, ignore_index)
 
-        return ref(arrays, g, num_classes, factors, scale, ignore_index)
-    data = stack_pixels(arrays)
-    return confusion_of_pixels(data, g.reshape(-1), factors, scale, ignore_index)
+
+def _vote_numpy(arrays, g, num_classes, factors, scale, ignore_index):
+    from ..reference.vote_confusion import vote_confusion as ref
+
+    return ref(arrays, g, num_classes, factors, scale, ignore_index)
+
+
+def _vote_numba(arrays, g, num_classes, factors, scale, ignore_index):
+    return confusion_of_pixels(stack_pixels(arrays), g.reshape(-1), factors, scale,
+                               ignore_index)
 
 
 def bias_scale(bias: Sequence[float] | np.ndarray | None, num_classes: int) -> np.ndarray:
@@ -135,8 +138,8 @@ def settled_pixels(probs: Any, ratio: float, *,
     >>> settled_pixels(p, 2.0, backend="numpy")
     (array([0, 0], dtype=int32), array([ True, False]))
     """
-    name = _backend.resolve(backend, probs, among=_backend.OP_BACKENDS["settled_pixels"])
-    a = np.asarray(probs)
+    call = SETTLED_OP.call(backend, probs)  # host backends only: no stream, NumPy results
+    a = call.array(probs)
     if a.ndim != 2 or a.shape[0] < 1:
         raise InputError(f"probs must have shape (C, P) with C >= 1; got {a.shape}")
     if a.dtype not in (np.float16, np.float32):
@@ -144,10 +147,16 @@ def settled_pixels(probs: Any, ratio: float, *,
     if isinstance(ratio, bool) or not isinstance(ratio, (int, float, np.floating)) or \
             not ratio > 0 or not np.isfinite(ratio):
         raise InputError(f"ratio must be a finite number > 0; got {ratio!r}")
-    if name == "numpy":
-        from ..reference.vote_confusion import settled_pixels as ref
+    return call.runner(a, float(ratio))
 
-        return ref(a, float(ratio))
+
+def _settled_numpy(a, ratio):
+    from ..reference.vote_confusion import settled_pixels as ref
+
+    return ref(a, ratio)
+
+
+def _settled_numba(a, ratio):
     from .._numba.vote_confusion import settled_pixels as kernel
 
     a = np.ascontiguousarray(a)
@@ -186,3 +195,12 @@ def confusion_of_pixels(data: np.ndarray, gt: np.ndarray, factors: np.ndarray,
     if bad[1]:
         raise InputError(f"{int(bad[1])} pixels have a NaN score: probs hold NaN")
     return counts.reshape(c, c)
+
+
+#: The backends of vote_confusion and settled_pixels (the tuning search's kernels: they run on
+#: the host, where the search keeps its pixels) and their runner on each.
+OP = _backend.register("vote_confusion", {"numpy": _vote_numpy, "numba": _vote_numba},
+                       note="the tuning search's kernel; no C++ or CUDA kernel")
+SETTLED_OP = _backend.register("settled_pixels", {"numpy": _settled_numpy,
+                                                  "numba": _settled_numba},
+                               note="the tuning search's pre-pass; no C++ or CUDA kernel")

@@ -9,6 +9,7 @@ import numpy as np
 import segkit
 
 from ..io.masks import read_mask, write_mask
+from ..jobs.settings import EnsembleSetting
 from ..ops.confusion import iou_scores
 from ..palette import palette_for
 from .dataset import mask_files
@@ -137,11 +138,12 @@ class Ensembles(Stage):
         imgs = ctx.data / "test_images"
         kw = dict(progress=ctx.progress, workers=ctx.workers, resume=False)  # the stage reruns: recompute
         segkit.ensemble(stores, equal, ctx.path("ensembles", "vote"), **kw)
-        crf = {**{k: getattr(ctx.recipe.crf, k) for k in
-                  ("filter_size", "blur", "num_iter", "pos_sdims", "col_schan", "pos_compat",
-                   "col_compat")}, "unary_kind": "probs"}
+        crf = EnsembleSetting.preset("convcrf", weights=equal, **{
+            k: getattr(ctx.recipe.crf, k) for k in ("filter_size", "blur", "num_iter",
+                                                    "pos_sdims", "col_schan", "pos_compat",
+                                                    "col_compat")})
         segkit.ensemble(stores, None, ctx.path("ensembles", "vote_crf"), images=imgs,
-                        tuned={"weights": equal, "classes": ctx.classes, "crf": crf}, **kw)
+                        tuned={**crf.to_dict(), "classes": ctx.classes}, **kw)
         segkit.ensemble(stores, None, ctx.path("ensembles", "tuned"), images=imgs,
                         tuned=ctx.path("tuned", "tuned.json"), **kw)
         ctx.log(f"    {len(stores)} test store(s): " + ", ".join(

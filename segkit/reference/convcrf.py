@@ -55,6 +55,81 @@ def _inv32(x: float) -> np.float32:
 
 
 # ---------------------------------------------------------------------------------------
+# the mean-field loop, once for every reference
+# ---------------------------------------------------------------------------------------
+
+class TorchOps:
+    """The array operations :func:`mean_field` needs, on torch tensors (classes on dim 1)."""
+
+    @staticmethod
+    def log_softmax(x):
+        import torch.nn.functional as F
+        return F.log_softmax(x, dim=1)
+
+    @staticmethod
+    def softmax(x):
+        import torch.nn.functional as F
+        return F.softmax(x, dim=1)
+
+    @staticmethod
+    def log(x):
+        import torch
+        return torch.log(x)
+
+    @staticmethod
+    def cast(x):
+        return x
+
+
+class NumpyOps:
+    """The array operations :func:`mean_field` needs, on NumPy arrays (classes on axis 1);
+    every iterate is rounded to float32."""
+
+    @staticmethod
+    def log_softmax(x):
+        return _log_softmax(x)
+
+    @staticmethod
+    def softmax(x):
+        return _softmax(x)
+
+    @staticmethod
+    def log(x):
+        with np.errstate(divide="ignore"):
+            return np.log(x)
+
+    @staticmethod
+    def cast(x):
+        return x.astype(np.float32)
+
+
+def mean_field(u: Any, message: Any, a: Any, w: Any, *, num_iter: int, unary_kind: str,
+               init: str, final_softmax: bool, ops: Any = TorchOps) -> Any:
+    """ConvCRF's mean-field loop (GUIDE section 3), the one every reference runs.
+
+    u: the unary (N, C, H, W); message(q): M' of Q (pooling, filtering, upsampling, mask and
+    compatibility are the caller's); a, w: the unary and message coefficients (scalars or
+    (1, C, 1, 1)); ops: :class:`TorchOps` or :class:`NumpyOps`. Start: U = log_softmax(u)
+    (logits) or log(u) (probs); Q_0 = U for logits with init "convcrf" (ConvCRF's quirk), else
+    softmax(U). Each iteration pred = a * U + w * message(Q), then Q = softmax(pred) but after
+    the last (unless final_softmax). Returns the last pred (or its softmax).
+    """
+    if unary_kind == "logits":
+        lg = ops.log_softmax(u)
+        q = lg if init == "convcrf" else ops.softmax(lg)
+    else:
+        lg = ops.log(u)
+        q = ops.softmax(lg)
+    pred = q
+    for i in range(num_iter):
+        pred = ops.cast(a * lg + w * message(q))
+        if i < num_iter - 1 or final_softmax:
+            pred = ops.cast(ops.softmax(pred))
+        q = pred
+    return pred
+
+
+# ---------------------------------------------------------------------------------------
 # torch: ConvCRF's unfold-based message passing
 # ---------------------------------------------------------------------------------------
 
@@ -129,18 +204,8 @@ def convcrf_torch(unary: Any, image: Any, *, filter_size: int = 11, blur: int = 
         def message(q):
             m = message_of(q)
             return m + torch.einsum("kd,ndhw->nkhw", mix, m)
-    if unary_kind == "logits":
-        lg = F.log_softmax(u, dim=1)
-        q = lg if init == "convcrf" else F.softmax(lg, dim=1)
-    else:
-        lg = torch.log(u)
-        q = F.softmax(lg, dim=1)
-    pred = q
-    for i in range(num_iter):
-        pred = a * lg + wt * message(q)
-        if i < num_iter - 1 or final_softmax:
-            pred = F.softmax(pred, dim=1)
-        q = pred
+    pred = mean_field(u, message, a, wt, num_iter=num_iter, unary_kind=unary_kind, init=init,
+                      final_softmax=final_softmax, ops=TorchOps)
     return pred.numpy() if numpy_in else pred
 
 
@@ -259,17 +324,5 @@ def convcrf_numpy(unary: np.ndarray, image: np.ndarray, *, filter_size: int = 11
         def message(q):
             m = message_of(q)
             return (m + np.einsum("kd,ndhw->nkhw", mix, m)).astype(np.float32)
-    with np.errstate(divide="ignore"):
-        if unary_kind == "logits":
-            lg = _log_softmax(u)
-            q = lg if init == "convcrf" else _softmax(lg)
-        else:
-            lg = np.log(u)
-            q = _softmax(lg)
-    pred = q
-    for i in range(num_iter):
-        pred = (a * lg + wt * message(q)).astype(np.float32)
-        if i < num_iter - 1 or final_softmax:
-            pred = _softmax(pred).astype(np.float32)
-        q = pred
-    return pred
+    return mean_field(u, message, a, wt, num_iter=num_iter, unary_kind=unary_kind, init=init,
+                      final_softmax=final_softmax, ops=NumpyOps)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .convcrf import pool_geometry
+from .convcrf import TorchOps, mean_field, pool_geometry
 
 
 def _pool_sums(x, blur: int, h: int, w: int):
@@ -99,17 +99,6 @@ def conv_crf_torch(unary: Any, image: Any, *, weight: Any, pos_compat: Any, col_
         return msg
 
     wc = weight.view(1, c, 1, 1)
-    a = unary_weight - wc
-    if unary_kind == "logits":
-        lg = F.log_softmax(u, dim=1)
-        q = lg if init == "convcrf" else F.softmax(lg, dim=1)
-    else:
-        lg = torch.log(u)
-        q = F.softmax(lg, dim=1)
-    pred = q
-    for i in range(num_iter):
-        pred = a * lg + wc * message(q)
-        if i < num_iter - 1 or final_softmax:
-            pred = F.softmax(pred, dim=1)
-        q = pred
-    return pred
+    return mean_field(u, message, unary_weight - wc, wc, num_iter=num_iter,
+                      unary_kind=unary_kind, init=init, final_softmax=final_softmax,
+                      ops=TorchOps)
