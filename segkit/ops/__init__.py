@@ -9,12 +9,12 @@ the table's rows (``segkit info`` and the README show them in this order).
 """
 from .. import _backend
 from . import mode_filter, convcrf, soft_vote, confusion, label_issues, vote_confusion
-from . import convcrf_grad
+from . import convcrf_grad, convcrf_grad_cuda
 
 #: The trainable ConvCRF's forward on each backend (segkit.torch picks the backend from the
-#: tensors' device, not through backend=; the fitted convcrf setting runs the same forward).
-_backend.register("conv_crf (trainable)", {"cpp": convcrf_grad.apply,
-                                           "cuda": convcrf_grad.apply_cuda},
+#: tensors' device, not through backend=).
+_backend.register("conv_crf (trainable)", {"cpp": convcrf_grad.forward,
+                                           "cuda": convcrf_grad_cuda.forward_steps},
                   note="cuda: its kernels are tested on the CPU in emulation only "
                        "(tests/cuda_emu.py), not yet on a GPU")
 
