@@ -1,7 +1,23 @@
 // CPU trainable ConvCRF: the fused backward (GUIDE section 3, "The trainable ConvCRF"; the
-// memory plan and the determinism rules are in convcrf_grad.cpp's header comment). It
-// recomputes from the unary and the saved pooled messages what it needs, one image at a time,
-// OpenMP over rows, sums over pixels in per-row(-block) partials added in a fixed order.
+// determinism rules are in convcrf_grad.cpp's header comment).
+//
+// One image at a time, inside ONE OpenMP parallel region per image. Going back from t = T to
+// t = 0, each stage is three loops (each ending in the region's barrier):
+//  1. the sweep over full-resolution rows, one pooled cell (its b rows) per task: U from the
+//     unary; M'_t (upsampled saved message); G_t, from the incoming gradient (t = T) or from
+//     Q_t (recomputed) and pool^T dQb_t through the softmax Jacobian; dw, dU, dcompat; the
+//     adjoint of the upsampling, vertical taps first (along the rows, vectorised) into three
+//     partial rows per cell, then the horizontal taps (a gather) on those three; Q_{t-1}
+//     (recomputed) pooled into Qb_{t-1}. G and Q never leave the thread's scratch: no
+//     full-resolution buffer but the unary's gradient itself. Stage 0 adds the start's term
+//     and goes back through the log-softmax in the same sweep.
+//  2. (blur > 1) R_t per pooled row: the three partial rows of the cells around it, added in
+//     a fixed order.
+//  3. dQb_{t-1} = A R_t and the parameter sums (pooled grid); the row-upsampled message of
+//     t - 2 for the next stage.
+// Every partial sum (dw, dcompat per cell, the parameter sums per pooled row) stays in its
+// own slot across the stages and the slots are added in a fixed order at the end: the same
+// bits on a rerun, whatever thread ran which cell.
 
 #pragma GCC optimize("no-trapping-math")
 
@@ -13,6 +29,272 @@ namespace segkit {
 namespace cpu {
 
 using namespace gradrows;  // NOLINT: the kernels of this op
+
+namespace {
+
+// Per-thread scratch: C rows of W each, the three adjoint rows and the b rows of a cell.
+struct BwdScratch {
+  std::vector<float> u, m, mp, z, gr, dq, dqe, h, e, qc, mx, sum;
+  explicit BwdScratch(const Geo& g)
+      : u(static_cast<size_t>(g.C) * g.W), m(u.size()), mp(u.size()), z(u.size()),
+        gr(u.size()), dq(u.size()), dqe(u.size()), h(u.size()), e(3 * u.size()), qc(g.b * u.size()), mx(g.W),
+        sum(g.W) {}
+};
+
+// Everything a stage reads, for one image.
+struct Ctx {
+  const Geo* g;
+  const ConvCrfGradArgs* a;
+  const Image* im;
+  const float *weight, *compat, *x, *gout, *lmx, *lls, *Gp, *Gc;
+  const float* Ms;      // saved pooled messages of the image (T, C, HWp)
+  const float* me[2];   // row-upsampled messages of t and t - 1 (blur > 1)
+  float *dU, *Rb, *Qb, *dQb, *P;
+  double *dw_part, *dmu_part;
+  int T;
+};
+
+// U of row i (C rows of W): log_softmax from the per-pixel max and log-sum, or log.
+inline void u_row(const Ctx& k, int i, float* __restrict u) {
+  const Geo& g = *k.g;
+  const index_t row = static_cast<index_t>(i) * g.W;
+  const float* __restrict mx = k.lmx + row;
+  const float* __restrict ls = k.lls + row;
+  for (int c = 0; c < g.C; ++c) {
+    const float* __restrict x = k.x + c * g.HW + row;
+    float* __restrict o = u + static_cast<index_t>(c) * g.W;
+    if (k.a->unary_kind == crf::UNARY_PROBS)
+      for (int j = 0; j < g.W; ++j) o[j] = crf::log_f32(x[j]);
+    else
+      for (int j = 0; j < g.W; ++j) o[j] = (x[j] - mx[j]) - ls[j];
+  }
+}
+
+// z (C rows of W) = (unary_weight - w_c) u + w_c mp.
+inline void pred_u(const Ctx& k, const float* __restrict u, const float* __restrict mp,
+                   float* __restrict z) {
+  const Geo& g = *k.g;
+  for (int c = 0; c < g.C; ++c) {
+    const float w = k.weight[c], au = k.a->unary_weight - w;
+    for (int j = 0; j < g.W; ++j) z[c * g.W + j] = au * u[c * g.W + j] + w * mp[c * g.W + j];
+  }
+}
+
+// The cell's dQb spread over its columns, dqe (C rows of W) = (pool^T dQb) / mask: the same
+// for the cell's b rows (blur 1: the row itself).
+inline void unpool_cell(const Ctx& k, int R, float* __restrict dqe) {
+  const Geo& g = *k.g;
+  const float* __restrict ic = k.im->inv_count.data() + static_cast<index_t>(R) * g.Wp;
+  for (int c = 0; c < g.C; ++c) {
+    const float* __restrict src = k.dQb + c * g.HWp + static_cast<index_t>(R) * g.Wp;
+    float* __restrict o = dqe + static_cast<index_t>(c) * g.W;
+    if (g.b == 1) {
+      for (int j = 0; j < g.W; ++j) o[j] = src[j] * ic[j];
+      continue;
+    }
+    for (int X = 0; X < g.Wp; ++X) {
+      const float e = src[X] * ic[X];
+      for (int j = g.cx0[X]; j < g.cx1[X]; ++j) o[j] = e;
+    }
+  }
+}
+
+// dq (C rows of W) = pool^T dQb for row i: the cell's spread times the row's mask.
+inline void unpool_row(const Ctx& k, int i, const float* __restrict dqe, float* __restrict dq) {
+  const Geo& g = *k.g;
+  const float* __restrict fm = k.im->fmask.data() + static_cast<index_t>(i) * g.W;
+  for (int c = 0; c < g.C; ++c)
+    for (int j = 0; j < g.W; ++j) dq[c * g.W + j] = dqe[c * g.W + j] * fm[j];
+}
+
+// The masked b x b means of the cell's rows (qc: row ii of the cell at ii * C * W) into
+// pooled row R of Qb: the rows added in order along the row (vectorised), then each cell's
+// columns in order.
+inline void pool_cell(const Ctx& k, int R, int y0, int y1, const float* __restrict qc,
+                      float* __restrict colsum) {
+  const Geo& g = *k.g;
+  const float* ic = k.im->inv_count.data() + static_cast<index_t>(R) * g.Wp;
+  for (int c = 0; c < g.C; ++c) {
+    for (int j = 0; j < g.W; ++j) colsum[j] = 0.0f;
+    for (int i = y0; i < y1; ++i) {
+      const float* __restrict q = qc + (static_cast<index_t>(i - y0) * g.C + c) * g.W;
+      const float* __restrict fm = k.im->fmask.data() + static_cast<index_t>(i) * g.W;
+      for (int j = 0; j < g.W; ++j) colsum[j] += q[j] * fm[j];
+    }
+    float* o = k.Qb + c * g.plane + g.at(R, 0);
+    for (int X = 0; X < g.Wp; ++X) {
+      float acc = 0.0f;
+      for (int j = g.cx0[X]; j < g.cx1[X]; ++j) acc += colsum[j];
+      o[X] = acc * ic[X];
+    }
+  }
+}
+
+// dw += G (M' - U), dU (+)= (unary_weight - w) G, h = w G; with compat dcompat += h m^T and
+// h <- h + compat^T h (into dm). Returns the gradient of the message, masked, in s.h/s.mp.
+inline const float* weight_terms(const Ctx& k, int t, int i, BwdScratch& s, double* dw,
+                                 double* dmu) {
+  const Geo& g = *k.g;
+  const int C = g.C;
+  const index_t row = static_cast<index_t>(i) * g.W;
+  const float* mp = k.compat ? s.mp.data() : s.m.data();
+  for (int c = 0; c < C; ++c) {
+    const float w = k.weight[c], au = k.a->unary_weight - w;
+    const float* __restrict gc = s.gr.data() + static_cast<index_t>(c) * g.W;
+    const float* __restrict uc = s.u.data() + static_cast<index_t>(c) * g.W;
+    const float* __restrict mc = mp + static_cast<index_t>(c) * g.W;
+    float* __restrict du = k.dU + c * g.HW + row;
+    float* __restrict hc = s.h.data() + static_cast<index_t>(c) * g.W;
+    float acc = 0.0f;
+    for (int j = 0; j < g.W; ++j) acc += gc[j] * (mc[j] - uc[j]);
+    if (t == k.T)
+      for (int j = 0; j < g.W; ++j) du[j] = au * gc[j];
+    else
+      for (int j = 0; j < g.W; ++j) du[j] += au * gc[j];
+    for (int j = 0; j < g.W; ++j) hc[j] = w * gc[j];
+    dw[c] += acc;
+  }
+  float* dm = s.h.data();
+  if (k.compat != nullptr) {
+    for (int c = 0; c < C; ++c)
+      for (int d = 0; d < C; ++d) {
+        const float* hc = s.h.data() + static_cast<index_t>(c) * g.W;
+        const float* md = s.m.data() + static_cast<index_t>(d) * g.W;
+        float acc = 0.0f;
+        for (int j = 0; j < g.W; ++j) acc += hc[j] * md[j];
+        dmu[static_cast<size_t>(c) * C + d] += acc;
+      }
+    dm = s.mp.data();  // the message's M' is no longer needed
+    for (int d = 0; d < C; ++d) {
+      float* o = dm + static_cast<index_t>(d) * g.W;
+      std::memcpy(o, s.h.data() + static_cast<index_t>(d) * g.W, sizeof(float) * g.W);
+      for (int c = 0; c < C; ++c) {
+        const float kk = k.compat[c * C + d];
+        const float* hc = s.h.data() + static_cast<index_t>(c) * g.W;
+        for (int j = 0; j < g.W; ++j) o[j] += kk * hc[j];
+      }
+    }
+  }
+  const float* __restrict fm = k.im->fmask.data() + row;
+  for (int c = 0; c < C; ++c) {
+    float* __restrict o = dm + static_cast<index_t>(c) * g.W;
+    for (int j = 0; j < g.W; ++j) o[j] *= fm[j];
+  }
+  return dm;
+}
+
+// The adjoint of the upsampling for row i's masked message gradient v: blur 1 straight into
+// R; otherwise the vertical taps into the cell's three partial rows (pooled rows R - 1, R,
+// R + 1).
+inline void adjoint_rows(const Ctx& k, int i, int R, const float* __restrict v, float* e) {
+  const Geo& g = *k.g;
+  const index_t cw = static_cast<index_t>(g.C) * g.W;
+  if (g.b == 1) {
+    for (int c = 0; c < g.C; ++c)
+      std::memcpy(k.Rb + c * g.plane + g.at(i, 0), v + static_cast<index_t>(c) * g.W,
+                  sizeof(float) * g.W);
+    return;
+  }
+  const int tap[2] = {g.yi0[i], g.yi1[i]};
+  const float lam[2] = {g.yl0[i], g.yl1[i]};
+  for (int q = 0; q < 2; ++q) {
+    float* __restrict o = e + (tap[q] - R + 1) * cw;
+    const float l = lam[q];
+    for (index_t p = 0; p < cw; ++p) o[p] += l * v[p];
+  }
+}
+
+// Stage 0, row i: the start's term (Q_0 = U, or softmax(U) through its Jacobian) into dU,
+// then dU back through U = log_softmax(x) or log(x).
+inline void start_row(const Ctx& k, int i, BwdScratch& s) {
+  const Geo& g = *k.g;
+  const int C = g.C;
+  const index_t row = static_cast<index_t>(i) * g.W;
+  unpool_row(k, i, s.dqe.data(), s.dq.data());
+  const float* add = s.dq.data();
+  if (start_softmax(*k.a)) {
+    std::memcpy(s.z.data(), s.u.data(), sizeof(float) * C * g.W);
+    softmax_row(s.z.data(), C, g.W, g.W, s.mx.data(), s.sum.data());
+    jacobian(g, s.z.data(), s.dq.data(), s.sum.data(), s.gr.data());
+    add = s.gr.data();
+  }
+  for (int c = 0; c < C; ++c) {
+    float* __restrict du = k.dU + c * g.HW + row;
+    const float* __restrict ad = add + static_cast<index_t>(c) * g.W;
+    for (int j = 0; j < g.W; ++j) du[j] += ad[j];
+  }
+  if (k.a->unary_kind == crf::UNARY_PROBS) {
+    for (int c = 0; c < C; ++c)
+      for (int j = 0; j < g.W; ++j) k.dU[c * g.HW + row + j] /= k.x[c * g.HW + row + j];
+    return;
+  }
+  float* __restrict tot = s.sum.data();
+  for (int j = 0; j < g.W; ++j) tot[j] = 0.0f;
+  for (int c = 0; c < C; ++c)
+    for (int j = 0; j < g.W; ++j) tot[j] += k.dU[c * g.HW + row + j];
+  for (int c = 0; c < C; ++c)
+    for (int j = 0; j < g.W; ++j)
+      k.dU[c * g.HW + row + j] -= crf::exp_f32(s.u[c * g.W + j]) * tot[j];
+}
+
+// Stage t's sweep over pooled cell R (see the top of this file).
+inline void sweep_cell(const Ctx& k, int t, int R, BwdScratch& s) {
+  const Geo& g = *k.g;
+  const ConvCrfGradArgs& a = *k.a;
+  const int C = g.C;
+  const index_t pooled = static_cast<index_t>(C) * g.HWp;
+  int y0, y1;
+  crf::pool_span(R, g.p0, g.b, g.H, &y0, &y1);
+  double* dw = k.dw_part + static_cast<size_t>(R) * C;
+  double* dmu = k.compat ? k.dmu_part + static_cast<size_t>(R) * C * C : nullptr;
+  if (t >= 1 && g.b > 1) std::fill(s.e.begin(), s.e.end(), 0.0f);
+  if (t < k.T) unpool_cell(k, R, s.dqe.data());
+  // the message of t and t - 1: row-upsampled (blur > 1) or the saved pooled one (blur 1)
+  const float* mt = t >= 1 ? (g.b > 1 ? k.me[0] : k.Ms + (t - 1) * pooled) : nullptr;
+  const float* mprev = t >= 2 ? (g.b > 1 ? k.me[1] : k.Ms + (t - 2) * pooled) : nullptr;
+  for (int i = y0; i < y1; ++i) {
+    const index_t row = static_cast<index_t>(i) * g.W;
+    u_row(k, i, s.u.data());
+    if (t == 0) {
+      start_row(k, i, s);
+      continue;
+    }
+    message_row(g, *k.im, mt, k.compat, i, s.m.data(), s.mp.data());
+    const float* mp = k.compat ? s.mp.data() : s.m.data();
+    if (t == k.T) {  // G_T = dL/dout, through the final softmax if there is one
+      for (int c = 0; c < C; ++c)
+        std::memcpy(s.gr.data() + static_cast<index_t>(c) * g.W, k.gout + c * g.HW + row,
+                    sizeof(float) * g.W);
+      if (a.final_softmax) {
+        pred_u(k, s.u.data(), mp, s.z.data());
+        softmax_row(s.z.data(), C, g.W, g.W, s.mx.data(), s.sum.data());
+        std::memcpy(s.dq.data(), s.gr.data(), sizeof(float) * C * g.W);
+        jacobian(g, s.z.data(), s.dq.data(), s.sum.data(), s.gr.data());
+      }
+    } else {  // G_t = Q_t (dQ_t - sum_c Q_t dQ_t), Q_t = softmax(z_t) recomputed
+      pred_u(k, s.u.data(), mp, s.z.data());
+      softmax_row(s.z.data(), C, g.W, g.W, s.mx.data(), s.sum.data());
+      unpool_row(k, i, s.dqe.data(), s.dq.data());
+      jacobian(g, s.z.data(), s.dq.data(), s.sum.data(), s.gr.data());
+    }
+    const float* v = weight_terms(k, t, i, s, dw, dmu);
+    adjoint_rows(k, i, R, v, s.e.data());
+    // Q_{t-1} into the cell's slot
+    float* q = s.qc.data() + static_cast<index_t>(i - y0) * C * g.W;
+    if (mprev != nullptr) {
+      message_row(g, *k.im, mprev, k.compat, i, s.m.data(), s.mp.data());
+      pred_u(k, s.u.data(), k.compat ? s.mp.data() : s.m.data(), q);
+    } else {
+      std::memcpy(q, s.u.data(), sizeof(float) * C * g.W);
+    }
+    if (mprev != nullptr || start_softmax(a)) softmax_row(q, C, g.W, g.W, s.mx.data(), s.sum.data());
+  }
+  if (t == 0) return;
+  if (g.b > 1) adjoint_cols(g, R, s.e.data(), k.P);
+  pool_cell(k, R, y0, y1, s.qc.data(), s.sum.data());
+}
+
+}  // namespace
 
 void convcrf_grad_backward(const float* grad, const float* unary, const float* image,
                            const std::uint8_t* mask, const float* weight, const float* compat,
@@ -28,253 +310,84 @@ void convcrf_grad_backward(const float* grad, const float* unary, const float* i
   const crfgrad::Scales sc = scales_of(a);
   const int T = a.num_iter, threads = max_threads();
   const size_t full = static_cast<size_t>(C) * g.HW, pooled = static_cast<size_t>(C) * g.HWp;
-  std::vector<float> U(full), G(full), Qp(full), Tcol(g.b > 1 ? static_cast<size_t>(C) * g.H * g.Wp : 0),
-      Rb(static_cast<size_t>(C) * g.plane), Qb(Rb.size()), dQb(pooled);
-  std::vector<RowScratch> rs(threads, RowScratch(g));
-  const int nblocks = (g.H + kRowBlock - 1) / kRowBlock;
+  std::vector<float> lmx(g.HW), lls(g.HW), Rb(static_cast<size_t>(C) * g.plane), Qb(Rb.size()),
+      dQb(pooled), P(g.b > 1 ? 3 * pooled : 0);
+  std::vector<BwdScratch> scratch(threads, BwdScratch(g));
   const size_t cc = compat ? static_cast<size_t>(C) * C : 0;
-  std::vector<double> dw_part(static_cast<size_t>(nblocks) * C), dmu_part(nblocks * cc),
-      sum_part(static_cast<size_t>(g.Hp) * kGradSums);
+  std::vector<double> dw_part(static_cast<size_t>(g.Hp) * C, 0.0), dmu_part(g.Hp * cc, 0.0),
+      sum_part(static_cast<size_t>(g.Hp) * kGradSums, 0.0);
   const size_t kk = static_cast<size_t>(a.filter_size) * a.filter_size * g.Hp * g.ldg;
   std::vector<float> Gp(kk), Gc(kk);
   const size_t me = g.b > 1 ? static_cast<size_t>(C) * g.Hp * g.W : 0;
   std::vector<float> MeA(me), MeB(me);
   Image im;
+  Ctx k;
+  k.g = &g, k.a = &a, k.im = &im, k.weight = weight, k.compat = compat, k.T = T;
+  k.lmx = lmx.data(), k.lls = lls.data(), k.Gp = Gp.data(), k.Gc = Gc.data();
+  k.Rb = Rb.data(), k.Qb = Qb.data(), k.dQb = dQb.data(), k.P = P.data();
+  k.dw_part = dw_part.data(), k.dmu_part = dmu_part.data();
   for (index_t n = 0; n < a.n; ++n) {
-    const float* x = unary + n * full;
-    const float* gout = grad + n * full;
-    float* dU = d_unary + n * full;
-    const float* Ms = saved + n * T * pooled;
+    k.x = unary + n * full, k.gout = grad + n * full, k.dU = d_unary + n * full;
+    k.Ms = saved + n * T * pooled;
     prepare_image(g, image + n * 3 * g.HW, mask == nullptr ? nullptr : mask + n * g.HW, im);
-    weights_image(g, im, sc, Gp.data(), Gc.data());
-#pragma omp parallel for schedule(dynamic, 4) num_threads(max_threads())
-    for (int i = 0; i < g.H; ++i) {
-      dispatch_isa([&](auto) SEGKIT_BODY {
-        RowScratch& s = rs[thread_id()];
-        const index_t row = static_cast<index_t>(i) * g.W;
-        unary_row(g, a.unary_kind, x + row, U.data() + row, s.mx.data(), s.sum.data());
-      });
-    }
-    float* me_cur = MeA.data();
-    float* me_prev = MeB.data();
-    for (int t = T; t >= 1; --t) {
-      const float* Mb = Ms + (t - 1) * pooled;
-      const float* Mprev = t >= 2 ? Ms + (t - 2) * pooled : nullptr;
-      if (g.b > 1) {  // row-upsampled messages of t (first time only) and t - 1
-#pragma omp parallel for schedule(dynamic, 4) num_threads(max_threads())
-        for (int r = 0; r < g.Hp; ++r)
-          dispatch_isa([&](auto) SEGKIT_BODY {
-            if (t == T) upsample_row(g, Mb, r, me_cur);
-            if (Mprev != nullptr) upsample_row(g, Mprev, r, me_prev);
-          });
-        Mb = me_cur;
-        if (Mprev != nullptr) Mprev = me_prev;
-      }
-      // A: per block of full-resolution rows: G_t, dw, dU, dcompat, the column adjoint of the
-      // upsampling (into Tcol), and Q_{t-1} (into Qp)
-#pragma omp parallel for schedule(dynamic, 1) num_threads(max_threads())
-      for (int blk = 0; blk < nblocks; ++blk) {
+#pragma omp parallel num_threads(threads)
+    {
+      BwdScratch& s = scratch[thread_id()];
+      const DenormalsAreZero daz;
+      float* me_t = MeA.data();  // private: every thread swaps its own pair
+      float* me_prev = MeB.data();
+      // the per-pixel max and log-sum of the unary's softmax; the messages of T and T - 1
+#pragma omp for schedule(static) nowait
+      for (int i = 0; i < g.H; ++i)
         dispatch_isa([&](auto) SEGKIT_BODY {
-          RowScratch& s = rs[thread_id()];
-          double* dw = dw_part.data() + static_cast<size_t>(blk) * C;
-          double* dmu = dmu_part.data() + blk * cc;
-          std::fill(dw, dw + C, 0.0);
-          std::fill(dmu, dmu + cc, 0.0);
-          for (int i = blk * kRowBlock; i < std::min(g.H, (blk + 1) * kRowBlock); ++i) {
-            const index_t row = static_cast<index_t>(i) * g.W;
-            message_row(g, im, Mb, compat, i, s.m.data(), s.mp.data());
-            const float* mp = compat ? s.mp.data() : s.m.data();
-            float* Gi = G.data() + row;  // C rows HW apart
-            if (t == T) {
-              for (int c = 0; c < C; ++c)
-                std::memcpy(Gi + c * g.HW, gout + c * g.HW + row, sizeof(float) * g.W);
-              if (a.final_softmax) {  // G = Q (g - sum_c Q g), Q = softmax(z_T)
-                pred_row(g, a, weight, U.data(), i, mp, s.z.data());
-                softmax_row(s.z.data(), C, g.W, g.W, s.mx.data(), s.sum.data());
-                float* dot = s.sum.data();
-                for (int j = 0; j < g.W; ++j) dot[j] = 0.0f;
-                for (int c = 0; c < C; ++c)
-                  for (int j = 0; j < g.W; ++j) dot[j] += s.z[c * g.W + j] * Gi[c * g.HW + j];
-                for (int c = 0; c < C; ++c)
-                  for (int j = 0; j < g.W; ++j)
-                    Gi[c * g.HW + j] = s.z[c * g.W + j] * (Gi[c * g.HW + j] - dot[j]);
-              }
-            }
-            for (int c = 0; c < C; ++c) {
-              const float w = weight[c], au = a.unary_weight - w;
-              const float* gc = Gi + c * g.HW;
-              const float* uc = U.data() + c * g.HW + row;
-              const float* mc = mp + static_cast<index_t>(c) * g.W;
-              float* du = dU + c * g.HW + row;
-              float* hc = s.h.data() + static_cast<index_t>(c) * g.W;
-              float acc = 0.0f;
-              for (int j = 0; j < g.W; ++j) {
-                acc += gc[j] * (mc[j] - uc[j]);
-                du[j] = (t == T ? 0.0f : du[j]) + au * gc[j];
-                hc[j] = w * gc[j];
-              }
-              dw[c] += acc;
-            }
-            // dM = (H + compat^T H) * mask, into s.mp (the message itself stays in s.m)
-            float* dm = s.mp.data();
-            if (compat != nullptr) {
-              for (int c = 0; c < C; ++c)
-                for (int d = 0; d < C; ++d) {
-                  const float* hc = s.h.data() + static_cast<index_t>(c) * g.W;
-                  const float* md = s.m.data() + static_cast<index_t>(d) * g.W;
-                  float acc = 0.0f;
-                  for (int j = 0; j < g.W; ++j) acc += hc[j] * md[j];
-                  dmu[static_cast<size_t>(c) * C + d] += acc;
-                }
-              for (int d = 0; d < C; ++d) {
-                float* o = dm + static_cast<index_t>(d) * g.W;
-                std::memcpy(o, s.h.data() + static_cast<index_t>(d) * g.W, sizeof(float) * g.W);
-                for (int c = 0; c < C; ++c) {
-                  const float k = compat[c * C + d];
-                  const float* hc = s.h.data() + static_cast<index_t>(c) * g.W;
-                  for (int j = 0; j < g.W; ++j) o[j] += k * hc[j];
-                }
-              }
-            } else {
-              std::memcpy(dm, s.h.data(), sizeof(float) * C * g.W);
-            }
-            const float* fm = im.fmask.data() + row;
-            for (int c = 0; c < C; ++c) {
-              const float* d = dm + static_cast<index_t>(c) * g.W;
-              if (g.b == 1) {  // no taps: straight into R (pooled row i)
-                float* rr = Rb.data() + c * g.plane + g.at(i, 0);
-                for (int j = 0; j < g.W; ++j) rr[j] = d[j] * fm[j];
-                continue;
-              }
-              // the column adjoint, gathered per pooled column (no store-to-load chain)
-              float* __restrict v = s.z.data();
-              for (int j = 0; j < g.W; ++j) v[j] = d[j] * fm[j];
-              float* tc = Tcol.data() + (static_cast<index_t>(c) * g.H + i) * g.Wp;
-              const int* cj = g.col_j.data();
-              const float* cw = g.col_w.data();
-              for (int X = 0; X < g.Wp; ++X) {
-                float acc = 0.0f;
-                for (int k = g.col_at[X]; k < g.col_at[X + 1]; ++k) acc += cw[k] * v[cj[k]];
-                tc[X] = acc;
-              }
-            }
-            // Q_{t-1}
-            float* q = Qp.data() + row;
-            if (Mprev != nullptr) {
-              message_row(g, im, Mprev, compat, i, s.m.data(), s.mp.data());
-              pred_row(g, a, weight, U.data(), i, compat ? s.mp.data() : s.m.data(), s.z.data());
-              for (int c = 0; c < C; ++c)
-                std::memcpy(q + c * g.HW, s.z.data() + static_cast<index_t>(c) * g.W,
-                            sizeof(float) * g.W);
-            } else {
-              for (int c = 0; c < C; ++c)
-                std::memcpy(q + c * g.HW, U.data() + c * g.HW + row, sizeof(float) * g.W);
-            }
-            if (Mprev != nullptr || start_softmax(a))
-              softmax_row(q, C, g.HW, g.W, s.mx.data(), s.sum.data());
-          }
-        });
-      }
-      for (int blk = 0; blk < nblocks; ++blk) {
-        for (int c = 0; c < C; ++c) d_weight[c] += dw_part[static_cast<size_t>(blk) * C + c];
-        for (size_t k = 0; k < cc; ++k) d_compat[k] += dmu_part[blk * cc + k];
-      }
-      // B: the row adjoint of the upsampling (R) and Qb_{t-1}, per pooled row
-#pragma omp parallel for schedule(dynamic, 4) num_threads(max_threads())
-      for (int r = 0; r < g.Hp; ++r) {
-        dispatch_isa([&](auto) SEGKIT_BODY {
-          for (int c = 0; c < C && g.b > 1; ++c) {  // (blur 1: phase A wrote R)
-            float* o = Rb.data() + c * g.plane + g.at(r, 0);
-            for (int X = 0; X < g.Wp; ++X) o[X] = 0.0f;
-            for (const auto& e : g.rows_of[r]) {
-              const float* tc = Tcol.data() + (static_cast<index_t>(c) * g.H + e.first) * g.Wp;
-              for (int X = 0; X < g.Wp; ++X) o[X] += e.second * tc[X];
-            }
-          }
-          pool_rows(g, im, Qp.data(), r, Qb.data());
-        });
-      }
-      // C: dQb = A R and the parameter sums
-#pragma omp parallel for schedule(dynamic, 2) num_threads(max_threads())
-      for (int r = 0; r < g.Hp; ++r)
-        pass_row(g, im, a, Gp.data(), Gc.data(), Rb.data(), Qb.data(), dQb.data(), r,
-                 sum_part.data() + static_cast<size_t>(r) * kGradSums);
-      for (int r = 0; r < g.Hp; ++r)
-        for (int k = 0; k < kGradSums; ++k) d_sums[k] += sum_part[r * kGradSums + k];
-      // D: dQ = pool^T dQb, then G_{t-1} (softmax Jacobian) or the start's term into dU
-      const bool start_is_u = !start_softmax(a);
-#pragma omp parallel for schedule(dynamic, 4) num_threads(max_threads())
-      for (int i = 0; i < g.H; ++i) {
-        dispatch_isa([&](auto) SEGKIT_BODY {
-          RowScratch& s = rs[thread_id()];
+          if (a.unary_kind == crf::UNARY_PROBS) return;
           const index_t row = static_cast<index_t>(i) * g.W;
-          const int R = (i + g.p0) / g.b;
-          const float* fm = im.fmask.data() + row;
-          const float* ic = im.inv_count.data() + static_cast<index_t>(R) * g.Wp;
-          float* __restrict dq = s.h.data();
-          for (int c = 0; c < C; ++c) {
-            const float* src = dQb.data() + c * g.HWp + static_cast<index_t>(R) * g.Wp;
-            float* __restrict o = dq + static_cast<index_t>(c) * g.W;
-            if (g.b == 1) {
-              for (int j = 0; j < g.W; ++j) o[j] = src[j] * ic[j] * fm[j];
-              continue;
-            }
-            for (int X = 0; X < g.Wp; ++X) {  // the cell's value, spread over its columns
-              const float e = src[X] * ic[X];
-              for (int j = g.cx0[X]; j < g.cx1[X]; ++j) o[j] = e * fm[j];
-            }
-          }
-          if (t == 1 && start_is_u) {
-            for (int c = 0; c < C; ++c) {
-              float* __restrict du = dU + c * g.HW + row;
-              const float* __restrict o = dq + static_cast<index_t>(c) * g.W;
-              for (int j = 0; j < g.W; ++j) du[j] += o[j];
-            }
-            return;
-          }
-          const float* __restrict q = Qp.data() + row;
-          float* __restrict dot = s.sum.data();
-          for (int j = 0; j < g.W; ++j) dot[j] = 0.0f;
-          for (int c = 0; c < C; ++c) {
-            const float* __restrict qc = q + c * g.HW;
-            const float* __restrict dc = dq + static_cast<index_t>(c) * g.W;
-            for (int j = 0; j < g.W; ++j) dot[j] += qc[j] * dc[j];
-          }
-          for (int c = 0; c < C; ++c) {
-            const float* __restrict qc = q + c * g.HW;
-            const float* __restrict dc = dq + static_cast<index_t>(c) * g.W;
-            float* __restrict dst = (t == 1 ? dU : G.data()) + c * g.HW + row;
-            if (t == 1)
-              for (int j = 0; j < g.W; ++j) dst[j] += qc[j] * (dc[j] - dot[j]);
-            else
-              for (int j = 0; j < g.W; ++j) dst[j] = qc[j] * (dc[j] - dot[j]);
-          }
+          log_sum_row(g, k.x + row, lmx.data() + row, lls.data() + row);
+        });
+#pragma omp for schedule(static)
+      for (int r = 0; r < g.Hp; ++r) {
+        weights_row(g, im, sc, r, Gp.data(), Gc.data());  // denormal weights flushed to 0
+        dispatch_isa([&](auto) SEGKIT_BODY {
+          if (g.b == 1) return;
+          upsample_row(g, k.Ms + (T - 1) * pooled, r, me_t);
+          if (T >= 2) upsample_row(g, k.Ms + (T - 2) * pooled, r, me_prev);
         });
       }
-      std::swap(me_cur, me_prev);
-    }
-    // through U = log_softmax(x) (dx = dU - softmax(x) sum_c dU) or log(x) (dx = dU / x)
-#pragma omp parallel for schedule(dynamic, 4) num_threads(max_threads())
-    for (int i = 0; i < g.H; ++i) {
-      dispatch_isa([&](auto) SEGKIT_BODY {
-        RowScratch& s = rs[thread_id()];
-        const index_t row = static_cast<index_t>(i) * g.W;
-        float* du = dU + row;
-        if (a.unary_kind == crf::UNARY_PROBS) {
-          for (int c = 0; c < C; ++c)
-            for (int j = 0; j < g.W; ++j) du[c * g.HW + j] /= x[c * g.HW + row + j];
-          return;
+      for (int t = T; t >= 0; --t) {
+        Ctx kt = k;
+        kt.me[0] = me_t, kt.me[1] = me_prev;
+#pragma omp for schedule(dynamic, 1)
+        for (int R = 0; R < g.Hp; ++R)
+          dispatch_isa([&](auto) SEGKIT_BODY { sweep_cell(kt, t, R, s); });
+        if (t == 0) break;
+        if (g.b > 1) {
+#pragma omp for schedule(static)
+          for (int r = 0; r < g.Hp; ++r)
+            dispatch_isa([&](auto) SEGKIT_BODY { finish_r(g, P.data(), r, Rb.data()); });
         }
-        float* tot = s.sum.data();
-        for (int j = 0; j < g.W; ++j) tot[j] = 0.0f;
-        for (int c = 0; c < C; ++c)
-          for (int j = 0; j < g.W; ++j) tot[j] += du[c * g.HW + j];
-        for (int c = 0; c < C; ++c)
-          for (int j = 0; j < g.W; ++j)
-            du[c * g.HW + j] -= crf::exp_f32(U[c * g.HW + row + j]) * tot[j];
-      });
+        // dQb_{t-1} = A R_t, the parameter sums against Qb_{t-1}; the message of t - 2 into
+        // the buffer of t's (read by no one any more)
+#pragma omp for schedule(dynamic, 2)
+        for (int r = 0; r < g.Hp; ++r) {
+          double sums[kGradSums];
+          pass_row(g, im, a, Gp.data(), Gc.data(), Rb.data(), Qb.data(), dQb.data(), r, sums);
+          double* sp = sum_part.data() + static_cast<size_t>(r) * kGradSums;
+          for (int q = 0; q < kGradSums; ++q) sp[q] += sums[q];
+          if (g.b > 1 && t >= 3)
+            dispatch_isa([&](auto) SEGKIT_BODY {
+              upsample_row(g, k.Ms + (t - 3) * pooled, r, me_t);
+            });
+        }
+        std::swap(me_t, me_prev);  // every thread, after the loop's barrier
+      }
     }
   }
+  for (int R = 0; R < g.Hp; ++R) {
+    for (int c = 0; c < C; ++c) d_weight[c] += dw_part[static_cast<size_t>(R) * C + c];
+    for (size_t q = 0; q < cc; ++q) d_compat[q] += dmu_part[R * cc + q];
+  }
+  for (int r = 0; r < g.Hp; ++r)
+    for (int q = 0; q < kGradSums; ++q) d_sums[q] += sum_part[r * kGradSums + q];
 }
 
 }  // namespace cpu

@@ -1,7 +1,7 @@
-// CPU trainable ConvCRF, shared by the forward (convcrf_grad.cpp) and the backward
-// (convcrf_grad_backward.cpp): the row kernels (unary, softmax, upsampled message, pooling,
-// the Gaussian planes, the message passes and the parameter sums), each compiled once per
-// instruction set through cpu/simd.h's dispatch. Include it after the translation unit's
+// CPU trainable ConvCRF backward (convcrf_grad_backward.cpp): the row kernels (softmax and its
+// Jacobian, the upsampled message and the adjoint of the upsampling, the Gaussian planes, the
+// message passes and the parameter sums), each compiled once per instruction set through
+// cpu/simd.h's dispatch. Include it after the translation unit's
 // `#pragma GCC optimize("no-trapping-math")`.
 #pragma once
 #include "cpu/convcrf_grad_plan.h"
@@ -9,25 +9,6 @@
 namespace segkit {
 namespace cpu {
 namespace gradrows {
-
-// U of full-resolution row i (C rows `HW` apart) from the unary.
-inline void unary_row(const Geo& g, int kind, const float* x, float* u, float* mx, float* sum) {
-  const int W = g.W;
-  if (kind == crf::UNARY_PROBS) {
-    for (int c = 0; c < g.C; ++c)
-      for (int j = 0; j < W; ++j) u[c * g.HW + j] = crf::log_f32(x[c * g.HW + j]);
-    return;
-  }
-  for (int j = 0; j < W; ++j) mx[j] = x[j];
-  for (int c = 1; c < g.C; ++c)
-    for (int j = 0; j < W; ++j) mx[j] = std::max(mx[j], x[c * g.HW + j]);
-  for (int j = 0; j < W; ++j) sum[j] = 0.0f;
-  for (int c = 0; c < g.C; ++c)
-    for (int j = 0; j < W; ++j) sum[j] += crf::exp_f32(x[c * g.HW + j] - mx[j]);
-  for (int j = 0; j < W; ++j) sum[j] = crf::log_f32(sum[j]);
-  for (int c = 0; c < g.C; ++c)
-    for (int j = 0; j < W; ++j) u[c * g.HW + j] = (x[c * g.HW + j] - mx[j]) - sum[j];
-}
 
 // In-place softmax over C rows of W values, `cs` apart.
 inline void softmax_row(float* p, int C, index_t cs, int W, float* mx, float* sum) {
@@ -89,35 +70,6 @@ inline void message_row(const Geo& g, const Image& im, const float* Mb, const fl
   }
 }
 
-// The masked b x b means of the full-resolution rows y0..y1 of q (C planes HW apart) into
-// pooled row R of qb (C haloed planes).
-inline void pool_rows(const Geo& g, const Image& im, const float* q, int R, float* qb) {
-  int y0, y1;
-  crf::pool_span(R, g.p0, g.b, g.H, &y0, &y1);
-  for (int c = 0; c < g.C; ++c) {
-    float* o = qb + c * g.plane + g.at(R, 0);
-    if (g.b == 1) {
-      const float* qi = q + c * g.HW + static_cast<index_t>(R) * g.W;
-      const float* fm = im.fmask.data() + static_cast<index_t>(R) * g.W;
-      const float* ic = im.inv_count.data() + static_cast<index_t>(R) * g.Wp;
-      for (int X = 0; X < g.Wp; ++X) o[X] = (0.0f + qi[X] * fm[X]) * ic[X];
-      continue;
-    }
-    // gathered per cell (one accumulator in a register, rows then columns: the order of the
-    // row-major scatter `o[cell(j)] += q(i, j)` it replaces, so the same bits)
-    const float* qc = q + c * g.HW;
-    const float* ic = im.inv_count.data() + static_cast<index_t>(R) * g.Wp;
-    for (int X = 0; X < g.Wp; ++X) {
-      float acc = 0.0f;
-      for (int i = y0; i < y1; ++i) {
-        const index_t row = static_cast<index_t>(i) * g.W;
-        for (int j = g.cx0[X]; j < g.cx1[X]; ++j) acc += qc[row + j] * im.fmask[row + j];
-      }
-      o[X] = acc * ic[X];
-    }
-  }
-}
-
 // The Gaussians of pooled row r at offset (dy, dx) for columns [xs, xe), validity included.
 SEGKIT_ALWAYS void weight_row(const Geo& g, const Image& im, const crfgrad::Scales& sc, int r,
                               int dy, int dx, int xs, int xe, float* gp, float* gc) {
@@ -136,25 +88,23 @@ SEGKIT_ALWAYS void weight_row(const Geo& g, const Image& im, const crfgrad::Scal
   }
 }
 
-// The k*k Gaussian planes of one image (Gp and Gc, each k*k planes of Hp*Wp; zero where p+d
-// leaves the grid), computed once per image and shared by every class and iteration.
-inline void weights_image(const Geo& g, const Image& im, const crfgrad::Scales& sc, float* Gp,
-                          float* Gc) {
+// Pooled row r of the k*k Gaussian planes of one image (Gp and Gc, each k*k planes of Hp*Wp;
+// zero where p+d leaves the grid).
+inline void weights_row(const Geo& g, const Image& im, const crfgrad::Scales& sc, int r,
+                        float* Gp, float* Gc) {
   const int k = 2 * g.s + 1;
-#pragma omp parallel for schedule(dynamic, 4) num_threads(max_threads())
-  for (int r = 0; r < g.Hp; ++r)
-    dispatch_isa([&](auto) SEGKIT_BODY {
-      for (int o = 0; o < k * k; ++o) {
-        const int dy = o / k - g.s, dx = o % k - g.s;
-        float* gp = Gp + (static_cast<index_t>(o) * g.Hp + r) * g.ldg;
-        float* gc = Gc + (static_cast<index_t>(o) * g.Hp + r) * g.ldg;
-        std::fill(gp, gp + g.ldg, 0.0f);
-        std::fill(gc, gc + g.ldg, 0.0f);
-        const int xs = std::max(0, -dx), xe = std::min(g.Wp, g.Wp - dx);
-        if (r + dy < 0 || r + dy >= g.Hp || xe <= xs) continue;
-        weight_row(g, im, sc, r, dy, dx, xs, xe, gp, gc);
-      }
-    });
+  dispatch_isa([&](auto) SEGKIT_BODY {
+    for (int o = 0; o < k * k; ++o) {
+      const int dy = o / k - g.s, dx = o % k - g.s;
+      float* gp = Gp + (static_cast<index_t>(o) * g.Hp + r) * g.ldg;
+      float* gc = Gc + (static_cast<index_t>(o) * g.Hp + r) * g.ldg;
+      std::fill(gp, gp + g.ldg, 0.0f);
+      std::fill(gc, gc + g.ldg, 0.0f);
+      const int xs = std::max(0, -dx), xe = std::min(g.Wp, g.Wp - dx);
+      if (r + dy < 0 || r + dy >= g.Hp || xe <= xs) continue;
+      weight_row(g, im, sc, r, dy, dx, xs, xe, gp, gc);
+    }
+  });
 }
 
 // out(p) = sum_d A(p, p+d) in(p+d) for pooled row r and CB classes from c0 (`in` haloed, `out`
@@ -278,27 +228,72 @@ inline crfgrad::Scales scales_of(const ConvCrfGradArgs& a) {
   return sc;
 }
 
-// Per-thread full-resolution row buffers (C rows of W) and two single rows.
-struct RowScratch {
-  std::vector<float> m, mp, z, h, mx, sum;
-  explicit RowScratch(const Geo& g)
-      : m(static_cast<size_t>(g.C) * g.W), mp(m.size()), z(m.size()), h(m.size()), mx(g.W),
-        sum(g.W) {}
-};
-
 inline bool start_softmax(const ConvCrfGradArgs& a) {
   return a.unary_kind == crf::UNARY_PROBS || a.init == crf::INIT_SOFTMAX;
 }
 
-// z (C rows of W) = (unary_weight - w_c) U + w_c M' for row i.
-inline void pred_row(const Geo& g, const ConvCrfGradArgs& a, const float* weight, const float* U,
-                     int i, const float* mp, float* z) {
+// gr = q (d - sum_c q d), all C rows of W (the softmax Jacobian applied to d).
+inline void jacobian(const Geo& g, const float* __restrict q, const float* __restrict d,
+                     float* __restrict dot, float* __restrict gr) {
+  for (int j = 0; j < g.W; ++j) dot[j] = 0.0f;
+  for (int c = 0; c < g.C; ++c)
+    for (int j = 0; j < g.W; ++j) dot[j] += q[c * g.W + j] * d[c * g.W + j];
+  for (int c = 0; c < g.C; ++c)
+    for (int j = 0; j < g.W; ++j) gr[c * g.W + j] = q[c * g.W + j] * (d[c * g.W + j] - dot[j]);
+}
+
+// The per-pixel max mx and log-sum ls of the softmax over the C rows (HW apart) of row x.
+inline void log_sum_row(const Geo& g, const float* x, float* __restrict mx,
+                        float* __restrict ls) {
+  for (int j = 0; j < g.W; ++j) mx[j] = x[j];
+  for (int c = 1; c < g.C; ++c)
+    for (int j = 0; j < g.W; ++j) mx[j] = std::max(mx[j], x[c * g.HW + j]);
+  for (int j = 0; j < g.W; ++j) ls[j] = 0.0f;
+  for (int c = 0; c < g.C; ++c)
+    for (int j = 0; j < g.W; ++j) ls[j] += crf::exp_f32(x[c * g.HW + j] - mx[j]);
+  for (int j = 0; j < g.W; ++j) ls[j] = crf::log_f32(ls[j]);
+}
+
+// Flush-to-zero and denormals-are-zero on this thread while in scope (the previous mode is
+// restored). Probabilities far below the largest (exp(-90)) are denormal, and so are the
+// gradients they scale; every FMA on one takes a microcode assist (about 100 cycles).
+struct DenormalsAreZero {
+#if SEGKIT_X86
+  unsigned saved = _mm_getcsr();
+  DenormalsAreZero() { _mm_setcsr(saved | 0x8040u); }
+  ~DenormalsAreZero() { _mm_setcsr(saved); }
+#endif
+};
+
+// The horizontal taps of the cell's three partial rows into P (3, C, Hp, Wp).
+inline void adjoint_cols(const Geo& g, int R, const float* e, float* P) {
+  const int* cj = g.col_j.data();
+  const float* cw = g.col_w.data();
+  for (int q = 0; q < 3; ++q)
+    for (int c = 0; c < g.C; ++c) {
+      const float* v = e + (static_cast<index_t>(q) * g.C + c) * g.W;
+      float* o = P + ((static_cast<index_t>(q) * g.C + c) * g.Hp + R) * g.Wp;
+      for (int X = 0; X < g.Wp; ++X) {
+        float acc = 0.0f;
+        for (int kk = g.col_at[X]; kk < g.col_at[X + 1]; ++kk) acc += cw[kk] * v[cj[kk]];
+        o[X] = acc;
+      }
+    }
+}
+
+// R_t of pooled row r (blur > 1): the partial rows of cells r - 1, r and r + 1.
+inline void finish_r(const Geo& g, const float* P, int r, float* Rb) {
+  const index_t part = static_cast<index_t>(g.C) * g.HWp;
   for (int c = 0; c < g.C; ++c) {
-    const float w = weight[c], au = a.unary_weight - w;
-    const float* u = U + c * g.HW + static_cast<index_t>(i) * g.W;
-    const float* m = mp + static_cast<index_t>(c) * g.W;
-    float* o = z + static_cast<index_t>(c) * g.W;
-    for (int j = 0; j < g.W; ++j) o[j] = au * u[j] + w * m[j];
+    const index_t o = static_cast<index_t>(c) * g.HWp + static_cast<index_t>(r) * g.Wp;
+    const float* mid = P + part + o;
+    const float* from_up = r > 0 ? P + 2 * part + o - g.Wp : nullptr;  // cell r-1's 3rd
+    const float* from_dn = r + 1 < g.Hp ? P + o + g.Wp : nullptr;     // cell r+1's 1st
+    float* __restrict dst = Rb + c * g.plane + g.at(r, 0);
+    for (int X = 0; X < g.Wp; ++X) {
+      float v = from_up ? from_up[X] + mid[X] : mid[X];
+      dst[X] = from_dn ? v + from_dn[X] : v;
+    }
   }
 }
 
