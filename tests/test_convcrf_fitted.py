@@ -236,8 +236,7 @@ def test_trainable_forward_is_the_inference_kernel(k, blur):
     unary, image = scene(2, 9, 27, 35, seed=6, layout="nchw")
     img = np.ascontiguousarray(image, np.float32)
     p = convcrf_params(None, filter_size=k, blur=blur, num_iter=3)
-    out, saved = convcrf_grad.forward(unary, img, None, np.full(9, 0.2, np.float32),
-                                      convcrf_grad.scalars_of(p), None, p, False)
+    out, saved = convcrf_grad.forward(unary, img, None, p, np.full(9, 0.2, np.float32), None)
     ref = segkit.convcrf(unary, image, filter_size=k, blur=blur, num_iter=3, backend="cpp")
     np.testing.assert_array_equal(out, ref)
     s2 = np.zeros_like(saved)
