@@ -54,3 +54,16 @@ def test_isa_paths_agree_with_each_other(c, k, blur):
         for a, b in zip(got, first):
             scale = float(np.abs(b).max())
             assert float(np.abs(a - b).max()) <= 1e-5 * scale, isa
+
+
+def test_backward_leaves_the_denormal_mode_as_it_found_it():
+    """The backward flushes denormals to zero on its threads (they cost an assist per FMA) and
+    must restore the caller's mode: afterwards this thread still computes denormals."""
+    from .conftest import require_backend
+
+    require_backend("cpp")
+    tiny = np.float32(1e-41)  # denormal in float32
+    assert tiny * np.float32(2) != 0
+    _run(5, 7, 2)
+    assert tiny * np.float32(2) != 0
+    assert np.float32(2e-41) / np.float32(2) == np.float32(1e-41)
