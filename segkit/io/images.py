@@ -17,8 +17,12 @@ from typing import Iterable
 
 import numpy as np
 
-from .stems import (IMAGE_SUFFIXES, IMAGES, StemLookupError, find_stem, is_listed,
-                    list_stems, normalize_suffixes, stem_of_path)
+from . import stems as _stems
+from .stems import (IMAGES, StemLookupError, find_stem, is_listed, list_stems,
+                    normalize_suffixes, stem_of_path)
+
+#: The suffixes an image file may have, matched in any case (those of :mod:`segkit.io.stems`).
+IMAGE_SUFFIXES = _stems.IMAGE_SUFFIXES
 
 __all__ = ["IMAGE_SUFFIXES", "ImageLookupError", "is_image", "image_stem", "list_images",
            "find_image", "read_image"]
