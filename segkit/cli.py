@@ -24,7 +24,7 @@ COMMANDS = {
     "eval": ("eval", "Per-class IoU and mIoU of predictions against ground-truth masks."),
     "masks": ("masks", "COCO annotations to one label-mask PNG per image."),
     "resample": ("resample", "Mode-filter every mask of a folder or COCO file (resumable)."),
-    "kfold": ("kfold", "K-fold splits of a COCO file balanced by instances per class."),
+    "kfold": ("kfold", "K-fold splits of a COCO file or a mask folder, balanced by class."),
     "train": ("train", "Train an mmsegmentation model from a config (mmengine Runner)."),
     "infer": ("infer", "Class probabilities of a folder of images into a confidence store."),
     "ensemble": ("ensemble", "Soft-vote confidence stores into label maps and a submission CSV."),
