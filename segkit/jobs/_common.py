@@ -9,8 +9,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..errors import DataError, InputError
-from .engine import ENGINES, JobError, default_workers, describe_item
+from ..errors import DataError, InputError, is_user_error
+from .engine import ENGINES, JobError, default_workers, describe_item, map_items
 
 
 class DatasetError(DataError):
@@ -22,6 +22,22 @@ def job_error_message(exc: JobError) -> str:
     """A JobError's text without repeating the file name when the cause already names it."""
     cause, name = exc.cause, describe_item(exc.item)
     return cause if name in cause else f"{name}: {cause}"
+
+
+def map_masks(fn: Callable, items, workers: int, engine: str, desc: str, progress,
+              tally: "Tally", peaks) -> None:
+    """Stream `items` through `fn` on the engine (one mask each), folding each result into
+    `tally` and its memory into `peaks` (a :class:`segkit.jobs._memory.PeakTally`). A user error
+    in a worker becomes a DatasetError; a bug keeps its traceback."""
+    try:
+        for r in map_items(fn, items, workers=workers, engine=engine, desc=desc, unit="mask",
+                           progress=progress):
+            tally.add(r)
+            peaks.add(r.get("memory"), r.get("mask_bytes", 0))
+    except JobError as exc:
+        if not is_user_error(exc):
+            raise  # a bug in a worker: its traceback stays chained
+        raise DatasetError(job_error_message(exc)) from None
 
 
 def check_engine(engine: str, workers: int | None) -> int:

@@ -9,14 +9,12 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..errors import is_user_error
 from ..io.atomic import remove_temporaries, write_json
 from ..io.coco import IGNORE_LABEL, check_image_size, count_labels, rasterize
 from ._coco import coco_report, coco_summary, open_index, output_names, resolve_palette
-from ._common import (DatasetError, Tally, check_destination, check_engine,
-                      job_error_message, summary_lines, write_unless_finished)
+from ._common import (Tally, check_destination, check_engine, map_masks,
+                      summary_lines, write_unless_finished)
 from ._memory import PeakTally, item_peak
-from .engine import JobError, map_items
 
 @dataclass(frozen=True)
 class _MaskTask:
@@ -50,19 +48,6 @@ def _mask_one(task: _MaskTask, item) -> dict:
             "flags": {"image_checked": bool(checked),
                       "crowd_pixels": stats.get("crowd_pixels", 0)},
             "memory": memory, "mask_bytes": mask_bytes}
-
-
-def _run(fn, items, nworkers, engine, desc, progress, tally, peaks):
-    """Stream `items` through `fn`, folding results into `tally` and `peaks`."""
-    try:
-        for r in map_items(fn, items, workers=nworkers, engine=engine, desc=desc, unit="mask",
-                           progress=progress):
-            tally.add(r)
-            peaks.add(r.get("memory"), r.get("mask_bytes", 0))
-    except JobError as exc:
-        if not is_user_error(exc):
-            raise  # a bug in a worker: its traceback stays chained
-        raise DatasetError(job_error_message(exc)) from None
 
 
 def coco_to_masks(ann_file, out_dir, *, flatten: bool = False, palette: Any = None,
@@ -135,8 +120,8 @@ def coco_to_masks(ann_file, out_dir, *, flatten: bool = False, palette: Any = No
     t0 = time.perf_counter()
     tally = Tally(["label_pixels"])
     peaks = PeakTally()
-    _run(functools.partial(_mask_one, task), items, nworkers, engine, "masks", progress,
-         tally, peaks)
+    map_masks(functools.partial(_mask_one, task), items, nworkers, engine, "masks", progress,
+              tally, peaks)
     seconds = time.perf_counter() - t0
     write_json(out / "labels.json", index.table.to_json())
     report = _report(index, out, tally, seconds, nworkers, engine, flatten, stale)

@@ -24,7 +24,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .. import _backend
-from ..errors import InputError, is_user_error
+from ..errors import InputError
 from ..io.atomic import remove_temporaries, write_json
 from ..io.coco import CocoError, check_image_size, rasterize
 from ..io.stems import MASKS, NOT_MASKS, list_stems
@@ -32,10 +32,8 @@ from ..io.masks import read_mask
 from ..ops.mode_filter import mode_filter, mode_params
 from ._coco import coco_report, coco_summary, open_index, output_names, resolve_palette
 from ._common import (DatasetError, Tally, check_destination, check_engine, class_table,
-                      job_error_message, single_threaded_kernels, summary_lines,
-                      write_unless_finished)
+                      map_masks, single_threaded_kernels, summary_lines, write_unless_finished)
 from ._memory import PeakTally, describe_memory, item_peak
-from .engine import JobError, map_items
 
 REPORT_NAME = "resample_report.json"
 
@@ -318,16 +316,8 @@ def _run(fn, items, nworkers, engine, progress) -> tuple[Tally, PeakTally, float
     t0 = time.perf_counter()
     tally = Tally(["left", "joined"])
     peaks = PeakTally()
-    try:
-        with single_threaded_kernels(engine == "local" and nworkers == 1):
-            for r in map_items(fn, items, workers=nworkers, engine=engine, desc="resample",
-                               unit="mask", progress=progress):
-                tally.add(r)
-                peaks.add(r.get("memory"), r.get("mask_bytes", 0))
-    except JobError as exc:
-        if not is_user_error(exc):
-            raise  # a bug in a worker: its traceback stays chained
-        raise DatasetError(job_error_message(exc)) from None
+    with single_threaded_kernels(engine == "local" and nworkers == 1):
+        map_masks(fn, items, nworkers, engine, "resample", progress, tally, peaks)
     return tally, peaks, time.perf_counter() - t0
 
 
