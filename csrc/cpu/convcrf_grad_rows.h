@@ -200,8 +200,8 @@ SEGKIT_ALWAYS void sums_row(const Geo& g, const Image& im, const float* Gp, cons
   for (int j = 0; j < kGradSums; ++j) sums[j] = t[j];
 }
 
-// out = A in for pooled row r, every class (classes in blocks of up to 8); with `sums`, also
-// the row's five parameter sums against `qb`.
+// out = A in for pooled row r, every class (classes in blocks of up to 8), and the row's five
+// parameter sums against `qb` (the backward's pass; the forward has its own, convcrf.cpp).
 inline void pass_row(const Geo& g, const Image& im, const ConvCrfGradArgs& a, const float* Gp,
                      const float* Gc, const float* in, const float* qb, float* out, int r,
                      double* sums) {
@@ -216,7 +216,7 @@ inline void pass_row(const Geo& g, const Image& im, const ConvCrfGradArgs& a, co
       });
       c0 += cb;
     }
-    if (sums != nullptr) sums_row<B>(g, im, Gp, Gc, in, qb, r, sums);
+    sums_row<B>(g, im, Gp, Gc, in, qb, r, sums);
   });
 }
 
