@@ -124,8 +124,14 @@ def backward_steps(launch, empty, grad, unary, image, mask, weight, compat, valu
     feat, valid, invc, fmask = _prepare(launch, empty, g, image, mask, p)
     pool_args = (fmask, invc, *g.pooled(), I32(b))
     full = (I64(n), I32(c), I64(g.hw))
-    u, gbuf, qp, m, prod, dm, du = (empty((n, c, g.h, g.w), F32) for _ in range(7))
-    r, mb, dqb = (empty((n, c, g.hp, g.wp), F32) for _ in range(3))
+    # full resolution: U, M', G (the incoming grad at t = T without a final softmax), the
+    # product for dw that then holds dQ, dM that then holds Q_{t-1}, dU; pooled: R and Mb,
+    # which then holds dQb (each buffer's second use starts after its first one ends)
+    u, m, prod, dm, du = (empty((n, c, g.h, g.w), F32) for _ in range(5))
+    gbuf = empty((n, c, g.h, g.w), F32) if p.final_softmax else grad
+    qp = dm
+    r, mb = (empty((n, c, g.hp, g.wp), F32) for _ in range(2))
+    dqb = mb
     sums = empty((5, n * g.cells), np.float64)  # the five sums per pooled cell, planar
     nchunks, schunks = -(-(n * g.hw) // CHUNK), -(-(n * g.cells) // CHUNK)
     part_w, part_s = empty((c, nchunks), np.float64), empty((5, schunks), np.float64)
@@ -146,14 +152,11 @@ def backward_steps(launch, empty, grad, unary, image, mask, weight, compat, valu
     message(t_all)
     for t in range(t_all, 0, -1):
         first = t == t_all
-        if first:
-            if p.final_softmax:  # G = Q (g - sum Q g), Q = softmax(z_T)
-                launch("crfg_pred", n * g.hw, (u, m, compat, weight, qp, *full,
-                                               F32(p.unary_weight), I32(compat is not None)))
-                launch("crfg_softmax", n * g.hw, (qp, qp, *full))
-                launch("crfg_softmax_jacobian", n * g.hw, (qp, grad, gbuf, *full, I32(0)))
-            else:
-                gbuf = grad
+        if first and p.final_softmax:  # G = Q (g - sum Q g), Q = softmax(z_T)
+            launch("crfg_pred", n * g.hw, (u, m, compat, weight, qp, *full,
+                                           F32(p.unary_weight), I32(compat is not None)))
+            launch("crfg_softmax", n * g.hw, (qp, qp, *full))
+            launch("crfg_softmax_jacobian", n * g.hw, (qp, grad, gbuf, *full, I32(0)))
         launch("crfg_step_back", n * g.hw, (gbuf, u, m, compat, weight, fmask, prod, du, dm,
                                             *full, F32(p.unary_weight),
                                             I32(compat is not None), I32(first)))
