@@ -117,7 +117,8 @@ def backward_steps(launch, empty, grad, unary, image, mask, weight, compat, valu
     Stage t (T down to 1) holds the message Mb_t = A Qb_{t-1} (one pooled pass over the saved
     slice) and M'_t, its upsampled form; the parameter sums of dQb_{t-1} = A R_t are taken
     against the saved Qb_{t-1} itself, and Q_{t-1} for the softmax Jacobian is recomputed at
-    full resolution from Mb_{t-1} = A Qb_{t-2}, whose M'_{t-1} the next stage then reads."""
+    full resolution from Mb_{t-1} = A Qb_{t-2}, whose M'_{t-1} the next stage then reads (at
+    blur 1 the Jacobian reads the saved Qb_{t-1} instead: the masked Q_{t-1})."""
     launch = _null_safe(launch)
     g = _Geo(unary, p)
     n, c, b, t_all = g.n, g.c, p.blur, p.num_iter
@@ -138,7 +139,7 @@ def backward_steps(launch, empty, grad, unary, image, mask, weight, compat, valu
     part_mu = empty((c, c, nchunks), np.float64) if compat is not None else None
     acc_w, acc_s = empty((c,), np.float64), empty((5,), np.float64)
     acc_mu = empty((c, c), np.float64) if compat is not None else None
-    qs = I64(t_all * c * g.cells)
+    qs, chw = I64(t_all * c * g.cells), I64(c * g.hw)
     launch("crfg_unary", n * g.hw, (unary, u, *full, I32(p.unary_kind == "probs")))
     start_soft = p.unary_kind == "probs" or p.init == "softmax"
     passing = (feat, valid, I64(n), I32(c), I32(g.hp), I32(g.wp), I32(p.filter_size // 2),
@@ -149,6 +150,18 @@ def backward_steps(launch, empty, grad, unary, image, mask, weight, compat, valu
                                           *passing))
         launch("crfg_upsample", n * g.hw, (mb, m, fmask, *g.pooled(), I32(b)))
 
+    def q_prev(t):  # (Q_{t-1}, its image stride): at blur 1 the saved Qb_{t-1} itself (the
+        # masked Q: 0 where dQ is 0 too), else recomputed at full resolution into qp
+        if b == 1:
+            return saved[:, t - 1], qs
+        if t >= 2:
+            launch("crfg_pred", n * g.hw, (u, m, compat, weight, qp, *full,
+                                           F32(p.unary_weight), I32(compat is not None)))
+            launch("crfg_softmax", n * g.hw, (qp, qp, *full))
+        else:
+            launch("crfg_softmax", n * g.hw, (u, qp, *full))
+        return qp, chw
+
     message(t_all)
     for t in range(t_all, 0, -1):
         first = t == t_all
@@ -156,7 +169,7 @@ def backward_steps(launch, empty, grad, unary, image, mask, weight, compat, valu
             launch("crfg_pred", n * g.hw, (u, m, compat, weight, qp, *full,
                                            F32(p.unary_weight), I32(compat is not None)))
             launch("crfg_softmax", n * g.hw, (qp, qp, *full))
-            launch("crfg_softmax_jacobian", n * g.hw, (qp, grad, gbuf, *full, I32(0)))
+            launch("crfg_softmax_jacobian", n * g.hw, (qp, chw, grad, gbuf, *full, I32(0)))
         launch("crfg_step_back", n * g.hw, (gbuf, u, m, compat, weight, fmask, prod, du, dm,
                                             *full, F32(p.unary_weight),
                                             I32(compat is not None), I32(first)))
@@ -177,15 +190,11 @@ def backward_steps(launch, empty, grad, unary, image, mask, weight, compat, valu
         launch("crfg_unpool", n * g.hw, (dqb, prod, *pool_args))  # prod is free: dQ
         if t >= 2:  # Q_{t-1} = softmax(z_{t-1}); m = M'_{t-1} stays for the next stage
             message(t - 1)
-            launch("crfg_pred", n * g.hw, (u, m, compat, weight, qp, *full,
-                                           F32(p.unary_weight), I32(compat is not None)))
-            launch("crfg_softmax", n * g.hw, (qp, qp, *full))
             if gbuf is grad:
                 gbuf = empty((n, c, g.h, g.w), F32)
-            launch("crfg_softmax_jacobian", n * g.hw, (qp, prod, gbuf, *full, I32(0)))
+            launch("crfg_softmax_jacobian", n * g.hw, (*q_prev(t), prod, gbuf, *full, I32(0)))
         elif start_soft:
-            launch("crfg_softmax", n * g.hw, (u, qp, *full))
-            launch("crfg_softmax_jacobian", n * g.hw, (qp, prod, du, *full, I32(1)))
+            launch("crfg_softmax_jacobian", n * g.hw, (*q_prev(t), prod, du, *full, I32(1)))
         else:
             launch("crfg_add", n * c * g.hw, (du, prod, I64(n * c * g.hw)))
     launch("crfg_dx", n * g.hw, (du, unary if p.unary_kind == "probs" else u, *full,
