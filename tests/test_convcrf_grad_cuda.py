@@ -22,8 +22,8 @@ from .cuda_emu import HostKernels
 from .test_convcrf_grad import RTOL32, make_case, reference, rel_err
 
 KERNELS = ["crfg_prepare_u8", "crfg_prepare_f32", "crfg_start", "crfg_update", "crfg_unary",
-           "crfg_softmax", "crfg_pass", "crfg_upsample", "crfg_pred", "crfg_softmax_jacobian", "crfg_step_back",
-           "crfg_upsample_adjoint", "crfg_unpool", "crfg_add", "crfg_dot_chunks",
+           "crfg_softmax", "crfg_pass", "crfg_upsample", "crfg_pred", "crfg_softmax_jacobian",
+           "crfg_step_back", "crfg_upsample_adjoint", "crfg_unpool", "crfg_add", "crfg_dot_chunks",
            "crfg_chunk_sums", "crfg_accumulate", "crfg_param_grads", "crfg_dx"]
 NAMES = og.PARAMS
 
