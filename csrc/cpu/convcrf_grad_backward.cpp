@@ -87,7 +87,7 @@ inline void pred_u(const Ctx& k, const float* __restrict u, const float* __restr
 
 // The cell's dQb spread over its columns, dqe (C rows of W) = (pool^T dQb) / mask: the same
 // for the cell's b rows (blur 1: the row itself).
-inline void unpool_cell(const Ctx& k, int R, float* __restrict dqe) {
+inline void unpool_cell(const Ctx& k, int R, float* __restrict dqe, float* __restrict e) {
   const Geo& g = *k.g;
   const float* __restrict ic = k.im->inv_count.data() + static_cast<index_t>(R) * g.Wp;
   for (int c = 0; c < g.C; ++c) {
@@ -97,10 +97,9 @@ inline void unpool_cell(const Ctx& k, int R, float* __restrict dqe) {
       for (int j = 0; j < g.W; ++j) o[j] = src[j] * ic[j];
       continue;
     }
-    for (int X = 0; X < g.Wp; ++X) {
-      const float e = src[X] * ic[X];
-      for (int j = g.cx0[X]; j < g.cx1[X]; ++j) o[j] = e;
-    }
+    for (int X = 0; X < g.Wp; ++X) e[X] = src[X] * ic[X];
+    const int* __restrict cell = g.cellx.data();
+    for (int j = 0; j < g.W; ++j) o[j] = e[cell[j]];
   }
 }
 
@@ -216,6 +215,123 @@ inline void start_row(const Ctx& k, int i, BwdScratch& s) {
       k.dU[c * g.HW + row + j] -= crf::exp_f32(s.u[c * g.W + j]) * tot[j];
 }
 
+// o += l v over n values.
+inline void add_scaled(float* __restrict o, const float* __restrict v, float l, int n) {
+  for (int j = 0; j < n; ++j) o[j] += l * v[j];
+}
+
+// Row i of stage t >= 1 without a compat matrix: the work of u_row, message_row, pred_u,
+// softmax_row, unpool_row, jacobian, weight_terms and adjoint_rows in four sweeps over the
+// row's C x W values (each of those helpers sweeps it once or more): (1) U, the masked message
+// M, z = a U + w M and its running max over the classes; (2) exp and the sum; (3) Q and
+// sum_c Q dQ; (4) G, dw, dU and the upsampling's vertical adjoint. The same arithmetic per
+// value as the general path (sweep_cell with compat), so the same bits.
+inline void fused_row(const Ctx& k, int t, int i, int R, BwdScratch& s, double* dw) {
+  const Geo& g = *k.g;
+  const ConvCrfGradArgs& a = *k.a;
+  const int C = g.C, W = g.W;
+  const index_t row = static_cast<index_t>(i) * W, cw = static_cast<index_t>(C) * W;
+  const bool last = t == k.T;
+  const bool jac = !last || a.final_softmax;  // G_t through the softmax Jacobian
+  const bool saved_q = jac && !last && g.b == 1;  // Q_t is the saved Qb_t (masked)
+  const bool soft = jac && !saved_q;  // Q_t = softmax(z_t) recomputed
+  const float* __restrict fm = k.im->fmask.data() + row;
+  float* __restrict mx = s.mx.data();
+  float* __restrict sum = s.sum.data();
+  const float h0 = g.yl0[i], h1 = g.yl1[i];
+  for (int c = 0; c < C; ++c) {  // (1)
+    const float* __restrict x = k.x + c * g.HW + row;
+    float* __restrict u = s.u.data() + static_cast<index_t>(c) * W;
+    float* __restrict m = s.m.data() + static_cast<index_t>(c) * W;
+    float* __restrict z = s.z.data() + static_cast<index_t>(c) * W;
+    if (a.unary_kind == crf::UNARY_PROBS) {
+      for (int j = 0; j < W; ++j) u[j] = crf::log_f32(x[j]);
+    } else {
+      const float* __restrict lm = k.lmx + row;
+      const float* __restrict ls = k.lls + row;
+      for (int j = 0; j < W; ++j) u[j] = (x[j] - lm[j]) - ls[j];
+    }
+    if (g.b == 1) {
+      const float* __restrict r0 = k.M + c * g.HWp + static_cast<index_t>(i) * g.Wp;
+      for (int j = 0; j < W; ++j) m[j] = r0[j] * fm[j];
+    } else {
+      const float* __restrict e0 = k.M + (static_cast<index_t>(c) * g.Hp + g.yi0[i]) * W;
+      const float* __restrict e1 = k.M + (static_cast<index_t>(c) * g.Hp + g.yi1[i]) * W;
+      for (int j = 0; j < W; ++j) m[j] = (h0 * e0[j] + h1 * e1[j]) * fm[j];
+    }
+    if (!soft) continue;
+    const float w = k.weight[c], au = a.unary_weight - w;
+    for (int j = 0; j < W; ++j) z[j] = au * u[j] + w * m[j];
+    if (c == 0)
+      for (int j = 0; j < W; ++j) mx[j] = z[j];
+    else
+      for (int j = 0; j < W; ++j) mx[j] = std::max(mx[j], z[j]);
+  }
+  if (soft) {  // (2)
+    for (int j = 0; j < W; ++j) sum[j] = 0.0f;
+    for (int c = 0; c < C; ++c) {
+      float* __restrict z = s.z.data() + static_cast<index_t>(c) * W;
+      for (int j = 0; j < W; ++j) {
+        const float e = crf::exp_f32(z[j] - mx[j]);
+        z[j] = e;
+        sum[j] += e;
+      }
+    }
+    for (int j = 0; j < W; ++j) sum[j] = 1.0f / sum[j];
+  }
+  // dQ_t: the incoming gradient at T (through the final softmax), else pool^T dQb_t
+  const float* dq0 = last ? k.gout + row : s.dqe.data();
+  const index_t dqs = last ? g.HW : W;
+  float* __restrict dot = mx;  // the max is no longer needed
+  if (jac) {  // (3)
+    for (int j = 0; j < W; ++j) dot[j] = 0.0f;
+    for (int c = 0; c < C; ++c) {
+      float* __restrict q = s.z.data() + static_cast<index_t>(c) * W;
+      const float* __restrict d = dq0 + c * dqs;
+      if (saved_q) {
+        std::memcpy(q, k.Qs + t * static_cast<index_t>(C) * g.HWp + c * g.HWp + row,
+                    sizeof(float) * W);
+      } else {
+        for (int j = 0; j < W; ++j) q[j] *= sum[j];
+      }
+      if (last)
+        for (int j = 0; j < W; ++j) dot[j] += q[j] * d[j];
+      else
+        for (int j = 0; j < W; ++j) dot[j] += q[j] * (d[j] * fm[j]);
+    }
+  }
+  float* ev[2] = {nullptr, nullptr};
+  if (g.b > 1) ev[0] = s.e.data() + (g.yi0[i] - R + 1) * cw, ev[1] = s.e.data() + (g.yi1[i] - R + 1) * cw;
+  for (int c = 0; c < C; ++c) {  // (4)
+    const float w = k.weight[c], au = a.unary_weight - w;
+    const index_t o = static_cast<index_t>(c) * W;
+    const float* __restrict q = s.z.data() + o;
+    const float* __restrict d = dq0 + c * dqs;
+    const float* __restrict u = s.u.data() + o;
+    const float* __restrict m = s.m.data() + o;
+    float* __restrict gr = s.gr.data() + o;
+    float* __restrict du = k.dU + c * g.HW + row;
+    if (!jac)
+      std::memcpy(gr, d, sizeof(float) * W);
+    else if (last)
+      for (int j = 0; j < W; ++j) gr[j] = q[j] * (d[j] - dot[j]);
+    else
+      for (int j = 0; j < W; ++j) gr[j] = q[j] * (d[j] * fm[j] - dot[j]);
+    dw[c] += dot_lanes(gr, m, u, W);
+    if (last)
+      for (int j = 0; j < W; ++j) du[j] = au * gr[j];
+    else
+      for (int j = 0; j < W; ++j) du[j] += au * gr[j];
+    for (int j = 0; j < W; ++j) gr[j] = (w * gr[j]) * fm[j];  // the message's gradient
+    if (g.b == 1) {
+      std::memcpy(k.Rb + c * g.plane + g.at(i, 0), gr, sizeof(float) * W);
+      continue;
+    }
+    add_scaled(ev[0] + o, gr, g.yl0[i], W);  // the two taps may be one row: one after the other
+    add_scaled(ev[1] + o, gr, g.yl1[i], W);
+  }
+}
+
 // Stage t's sweep over pooled cell R (see the top of this file).
 inline void sweep_cell(const Ctx& k, int t, int R, BwdScratch& s) {
   const Geo& g = *k.g;
@@ -227,10 +343,14 @@ inline void sweep_cell(const Ctx& k, int t, int R, BwdScratch& s) {
   double* dw = k.dw_part + static_cast<size_t>(R) * C;
   double* dmu = k.compat ? k.dmu_part + static_cast<size_t>(R) * C * C : nullptr;
   if (t >= 1 && g.b > 1) std::fill(s.e.begin(), s.e.end(), 0.0f);
-  if (t < k.T) unpool_cell(k, R, s.dqe.data());
+  if (t < k.T) unpool_cell(k, R, s.dqe.data(), s.mx.data());
   if (k.load != nullptr) halo_row(g, k.load, R, k.into);
   for (int i = y0; i < y1; ++i) {
     const index_t row = static_cast<index_t>(i) * g.W;
+    if (k.compat == nullptr && t > 0) {
+      fused_row(k, t, i, R, s, dw);
+      continue;
+    }
     u_row(k, i, s.u.data());
     if (t == 0) {
       start_row(k, i, s);

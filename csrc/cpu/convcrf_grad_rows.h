@@ -307,18 +307,18 @@ struct DenormalsAreZero {
 #endif
 };
 
-// The horizontal taps of the cell's three partial rows into P (3, C, Hp, Wp).
+// The horizontal taps of the cell's three partial rows into P (3, C, Hp, Wp): per pooled
+// column, its taps added in order from 0 (a padded slot adds 0 * v, which changes no bit).
 inline void adjoint_cols(const Geo& g, int R, const float* e, float* P) {
-  const int* cj = g.col_j.data();
-  const float* cw = g.col_w.data();
   for (int q = 0; q < 3; ++q)
     for (int c = 0; c < g.C; ++c) {
-      const float* v = e + (static_cast<index_t>(q) * g.C + c) * g.W;
-      float* o = P + ((static_cast<index_t>(q) * g.C + c) * g.Hp + R) * g.Wp;
-      for (int X = 0; X < g.Wp; ++X) {
-        float acc = 0.0f;
-        for (int kk = g.col_at[X]; kk < g.col_at[X + 1]; ++kk) acc += cw[kk] * v[cj[kk]];
-        o[X] = acc;
+      const float* __restrict v = e + (static_cast<index_t>(q) * g.C + c) * g.W;
+      float* __restrict o = P + ((static_cast<index_t>(q) * g.C + c) * g.Hp + R) * g.Wp;
+      for (int X = 0; X < g.Wp; ++X) o[X] = 0.0f;
+      for (int k = 0; k < g.ntap; ++k) {
+        const int* __restrict tj = g.tap_j.data() + static_cast<size_t>(k) * g.Wp;
+        const float* __restrict tw = g.tap_w.data() + static_cast<size_t>(k) * g.Wp;
+        for (int X = 0; X < g.Wp; ++X) o[X] += tw[X] * v[tj[X]];
       }
     }
 }
