@@ -139,7 +139,10 @@ inline void check_args(const ConvCrfGradArgs& a) {
 
 // Per-image pooled features (unscaled), validity and inverse counts, full-resolution mask.
 struct Image {
-  std::vector<float> feat, valid, inv_count, fmask;
+  std::vector<float> feat, valid, inv_count;
+  std::vector<float> fmask;  // the mask as 0/1 floats (H*W), or one row of ones (W) without
+  int fm_step = 0;           // a mask; row i at fm_step * i
+  const float* fm(int i) const { return fmask.data() + static_cast<index_t>(fm_step) * i; }
   std::vector<float> featH, validH;  // the features and validity in the haloed layout
 };
 
@@ -147,8 +150,10 @@ inline void prepare_image(const Geo& g, const float* img, const std::uint8_t* ma
   im.feat.assign(kFeatures * g.HWp, 0.0f);
   im.valid.assign(g.HWp, 0.0f);
   im.inv_count.assign(g.HWp, 0.0f);
-  im.fmask.resize(g.HW);
-  for (index_t p = 0; p < g.HW; ++p) im.fmask[p] = mask == nullptr || mask[p] ? 1.0f : 0.0f;
+  im.fm_step = mask == nullptr ? 0 : g.W;
+  im.fmask.resize(mask == nullptr ? g.W : g.HW);
+  for (size_t p = 0; p < im.fmask.size(); ++p)
+    im.fmask[p] = mask == nullptr || mask[p] ? 1.0f : 0.0f;
 #pragma omp parallel for schedule(dynamic, 4) num_threads(max_threads())
   for (int R = 0; R < g.Hp; ++R) {
     int y0, y1;
@@ -160,7 +165,7 @@ inline void prepare_image(const Geo& g, const float* img, const std::uint8_t* ma
       for (int i = y0; i < y1; ++i)
         for (int j = x0; j < x1; ++j) {
           const index_t p = static_cast<index_t>(i) * g.W + j;
-          if (im.fmask[p] == 0.0f) continue;
+          if (mask != nullptr && mask[p] == 0) continue;
           n += 1;
           sum[0] += i;
           sum[1] += j;

@@ -49,7 +49,7 @@ inline void message_row(const Geo& g, const Image& im, const float* Mb, const fl
                         int R, float* m, float* mp) {
   const int W = g.W;
   const float h0 = g.yl0[i], h1 = g.yl1[i];
-  const float* fm = im.fmask.data() + static_cast<index_t>(i) * W;
+  const float* fm = im.fm(i);
   for (int c = 0; c < g.C; ++c) {
     float* o = m + static_cast<index_t>(c) * W;
     if (g.b == 1) {

@@ -82,7 +82,7 @@ inline void unpool_cell(const Ctx& k, int R, float* __restrict dqe, float* __res
 // dq (C rows of W) = pool^T dQb for row i: the cell's spread times the row's mask.
 inline void unpool_row(const Ctx& k, int i, const float* __restrict dqe, float* __restrict dq) {
   const Geo& g = *k.g;
-  const float* __restrict fm = k.im->fmask.data() + static_cast<index_t>(i) * g.W;
+  const float* __restrict fm = k.im->fm(i);
   for (int c = 0; c < g.C; ++c)
     for (int j = 0; j < g.W; ++j) dq[c * g.W + j] = dqe[c * g.W + j] * fm[j];
 }
@@ -129,7 +129,7 @@ inline const float* weight_terms(const Ctx& k, int t, int i, BwdScratch& s, doub
       }
     }
   }
-  const float* __restrict fm = k.im->fmask.data() + row;
+  const float* __restrict fm = k.im->fm(i);
   for (int c = 0; c < C; ++c) {
     float* __restrict o = dm + static_cast<index_t>(c) * g.W;
     for (int j = 0; j < g.W; ++j) o[j] *= fm[j];
@@ -211,7 +211,7 @@ inline void fused_row(const Ctx& k, int t, int i, int R, BwdScratch& s, double* 
   const bool jac = !last || a.final_softmax;  // G_t through the softmax Jacobian
   const bool saved_q = jac && !last && g.b == 1;  // Q_t is the saved Qb_t (masked)
   const bool soft = jac && !saved_q;  // Q_t = softmax(z_t) recomputed
-  const float* __restrict fm = k.im->fmask.data() + row;
+  const float* __restrict fm = k.im->fm(i);
   float* __restrict mx = s.mx.data();
   float* __restrict sum = s.sum.data();
   const float h0 = g.yl0[i], h1 = g.yl1[i];
