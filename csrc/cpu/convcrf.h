@@ -41,8 +41,8 @@ struct ConvCrfArgs : ConvCrfParams {
   float unary_weight = 1.0f;
   const float* compat = nullptr;      // (c, c): M' = M + compat M
   const std::uint8_t* mask = nullptr;  // (n, h, w): 0 = invalid pixel (sends and receives none)
-  // (n, num_iter, c, Hp, Wp): receives the pooled message of every iteration (before compat),
-  // what the trainable backward reads
+  // (n, num_iter, c, Hp, Wp): receives, for every iteration t, the pooled Q its message pass
+  // reads (Qb_t: Qb_0 pools the start), what the trainable backward reads
   float* saved = nullptr;
 };
 

@@ -1,20 +1,23 @@
 // CPU trainable ConvCRF: the fused backward (GUIDE section 3, "The trainable ConvCRF"; the
 // determinism rules are in convcrf_grad.cpp's header comment).
 //
-// One image at a time, inside ONE OpenMP parallel region per image. Going back from t = T to
-// t = 0, each stage is three loops (each ending in the region's barrier):
+// The forward keeps Qb_t (saved[t], t < T), the pooled Q that iteration t + 1's message pass
+// read. One image at a time, inside ONE OpenMP parallel region per image. First the message of
+// T, Mb_T = A Qb_{T-1}. Then going back from t = T to t = 0, each stage is three loops (each
+// ending in the region's barrier):
 //  1. the sweep over full-resolution rows, one pooled cell (its b rows) per task: U from the
-//     unary; M'_t (upsampled saved message); G_t, from the incoming gradient (t = T) or from
-//     Q_t (recomputed) and pool^T dQb_t through the softmax Jacobian; dw, dU, dcompat; the
-//     adjoint of the upsampling, vertical taps first (along the rows, vectorised) into three
-//     partial rows per cell, then the horizontal taps (a gather) on those three; Q_{t-1}
-//     (recomputed) pooled into Qb_{t-1}. G and Q never leave the thread's scratch: no
+//     unary; M'_t (the upsampled message); G_t, from the incoming gradient (t = T) or from Q_t
+//     (recomputed at blur > 1; at blur 1 the saved Qb_t itself) and pool^T dQb_t through the
+//     softmax Jacobian; dw, dU, dcompat; the adjoint of the upsampling, vertical taps first
+//     (along the rows, vectorised) into three partial rows per cell, then the horizontal taps
+//     (a gather) on those three. G and Q never leave the thread's scratch: no
 //     full-resolution buffer but the unary's gradient itself. Stage 0 adds the start's term
-//     and goes back through the log-softmax in the same sweep.
+//     and goes back through the log-softmax in the same sweep. The cell's row of Qb_{t-2} is
+//     copied into its haloed buffer on the way.
 //  2. (blur > 1) R_t per pooled row: the three partial rows of the cells around it, added in
 //     a fixed order.
-//  3. dQb_{t-1} = A R_t and the parameter sums (pooled grid); the row-upsampled message of
-//     t - 2 for the next stage.
+//  3. dQb_{t-1} = A R_t and the parameter sums against Qb_{t-1} (pooled grid); the message of
+//     t - 1, Mb_{t-1} = A Qb_{t-2}, row-upsampled for the next stage.
 // Every partial sum (dw, dcompat per cell, the parameter sums per pooled row) stays in its
 // own slot across the stages and the slots are added in a fixed order at the end: the same
 // bits on a rerun, whatever thread ran which cell.
@@ -34,10 +37,10 @@ namespace {
 
 // Per-thread scratch: C rows of W each, the three adjoint rows and the b rows of a cell.
 struct BwdScratch {
-  std::vector<float> u, m, mp, z, gr, dq, dqe, h, e, qc, mx, sum;
+  std::vector<float> u, m, mp, z, gr, dq, dqe, h, e, mx, sum;
   explicit BwdScratch(const Geo& g)
       : u(static_cast<size_t>(g.C) * g.W), m(u.size()), mp(u.size()), z(u.size()),
-        gr(u.size()), dq(u.size()), dqe(u.size()), h(u.size()), e(3 * u.size()), qc(g.b * u.size()), mx(g.W),
+        gr(u.size()), dq(u.size()), dqe(u.size()), h(u.size()), e(3 * u.size()), mx(g.W),
         sum(g.W) {}
 };
 
@@ -47,9 +50,11 @@ struct Ctx {
   const ConvCrfGradArgs* a;
   const Image* im;
   const float *weight, *compat, *x, *gout, *lmx, *lls, *Gp, *Gc;
-  const float* Ms;      // saved pooled messages of the image (T, C, HWp)
-  const float* me[2];   // row-upsampled messages of t and t - 1 (blur > 1)
-  float *dU, *Rb, *Qb, *dQb, *P;
+  const float* Qs;      // saved pooled Q of the image (T, C, HWp)
+  const float* M;       // the message of t: row-upsampled (C, Hp, W) at blur > 1, else Mb
+  const float* load = nullptr;  // saved Qb to copy into `into`, haloed, along the sweep
+  float* into = nullptr;
+  float *dU, *Rb, *dQb, *P;
   double *dw_part, *dmu_part;
   int T;
 };
@@ -82,7 +87,7 @@ inline void pred_u(const Ctx& k, const float* __restrict u, const float* __restr
 
 // The cell's dQb spread over its columns, dqe (C rows of W) = (pool^T dQb) / mask: the same
 // for the cell's b rows (blur 1: the row itself).
-inline void unpool_cell(const Ctx& k, int R, float* __restrict dqe) {
+inline void unpool_cell(const Ctx& k, int R, float* __restrict dqe, float* __restrict e) {
   const Geo& g = *k.g;
   const float* __restrict ic = k.im->inv_count.data() + static_cast<index_t>(R) * g.Wp;
   for (int c = 0; c < g.C; ++c) {
@@ -92,10 +97,9 @@ inline void unpool_cell(const Ctx& k, int R, float* __restrict dqe) {
       for (int j = 0; j < g.W; ++j) o[j] = src[j] * ic[j];
       continue;
     }
-    for (int X = 0; X < g.Wp; ++X) {
-      const float e = src[X] * ic[X];
-      for (int j = g.cx0[X]; j < g.cx1[X]; ++j) o[j] = e;
-    }
+    for (int X = 0; X < g.Wp; ++X) e[X] = src[X] * ic[X];
+    const int* __restrict cell = g.cellx.data();
+    for (int j = 0; j < g.W; ++j) o[j] = e[cell[j]];
   }
 }
 
@@ -105,29 +109,6 @@ inline void unpool_row(const Ctx& k, int i, const float* __restrict dqe, float* 
   const float* __restrict fm = k.im->fmask.data() + static_cast<index_t>(i) * g.W;
   for (int c = 0; c < g.C; ++c)
     for (int j = 0; j < g.W; ++j) dq[c * g.W + j] = dqe[c * g.W + j] * fm[j];
-}
-
-// The masked b x b means of the cell's rows (qc: row ii of the cell at ii * C * W) into
-// pooled row R of Qb: the rows added in order along the row (vectorised), then each cell's
-// columns in order.
-inline void pool_cell(const Ctx& k, int R, int y0, int y1, const float* __restrict qc,
-                      float* __restrict colsum) {
-  const Geo& g = *k.g;
-  const float* ic = k.im->inv_count.data() + static_cast<index_t>(R) * g.Wp;
-  for (int c = 0; c < g.C; ++c) {
-    for (int j = 0; j < g.W; ++j) colsum[j] = 0.0f;
-    for (int i = y0; i < y1; ++i) {
-      const float* __restrict q = qc + (static_cast<index_t>(i - y0) * g.C + c) * g.W;
-      const float* __restrict fm = k.im->fmask.data() + static_cast<index_t>(i) * g.W;
-      for (int j = 0; j < g.W; ++j) colsum[j] += q[j] * fm[j];
-    }
-    float* o = k.Qb + c * g.plane + g.at(R, 0);
-    for (int X = 0; X < g.Wp; ++X) {
-      float acc = 0.0f;
-      for (int j = g.cx0[X]; j < g.cx1[X]; ++j) acc += colsum[j];
-      o[X] = acc * ic[X];
-    }
-  }
 }
 
 // dw += G (M' - U), dU (+)= (unary_weight - w) G, h = w G; with compat dcompat += h m^T and
@@ -145,8 +126,7 @@ inline const float* weight_terms(const Ctx& k, int t, int i, BwdScratch& s, doub
     const float* __restrict mc = mp + static_cast<index_t>(c) * g.W;
     float* __restrict du = k.dU + c * g.HW + row;
     float* __restrict hc = s.h.data() + static_cast<index_t>(c) * g.W;
-    float acc = 0.0f;
-    for (int j = 0; j < g.W; ++j) acc += gc[j] * (mc[j] - uc[j]);
+    const float acc = dot_lanes(gc, mc, uc, g.W);
     if (t == k.T)
       for (int j = 0; j < g.W; ++j) du[j] = au * gc[j];
     else
@@ -160,9 +140,7 @@ inline const float* weight_terms(const Ctx& k, int t, int i, BwdScratch& s, doub
       for (int d = 0; d < C; ++d) {
         const float* hc = s.h.data() + static_cast<index_t>(c) * g.W;
         const float* md = s.m.data() + static_cast<index_t>(d) * g.W;
-        float acc = 0.0f;
-        for (int j = 0; j < g.W; ++j) acc += hc[j] * md[j];
-        dmu[static_cast<size_t>(c) * C + d] += acc;
+        dmu[static_cast<size_t>(c) * C + d] += dot_lanes(hc, md, nullptr, g.W);
       }
     dm = s.mp.data();  // the message's M' is no longer needed
     for (int d = 0; d < C; ++d) {
@@ -237,6 +215,123 @@ inline void start_row(const Ctx& k, int i, BwdScratch& s) {
       k.dU[c * g.HW + row + j] -= crf::exp_f32(s.u[c * g.W + j]) * tot[j];
 }
 
+// o += l v over n values.
+inline void add_scaled(float* __restrict o, const float* __restrict v, float l, int n) {
+  for (int j = 0; j < n; ++j) o[j] += l * v[j];
+}
+
+// Row i of stage t >= 1 without a compat matrix: the work of u_row, message_row, pred_u,
+// softmax_row, unpool_row, jacobian, weight_terms and adjoint_rows in four sweeps over the
+// row's C x W values (each of those helpers sweeps it once or more): (1) U, the masked message
+// M, z = a U + w M and its running max over the classes; (2) exp and the sum; (3) Q and
+// sum_c Q dQ; (4) G, dw, dU and the upsampling's vertical adjoint. The same arithmetic per
+// value as the general path (sweep_cell with compat), so the same bits.
+inline void fused_row(const Ctx& k, int t, int i, int R, BwdScratch& s, double* dw) {
+  const Geo& g = *k.g;
+  const ConvCrfGradArgs& a = *k.a;
+  const int C = g.C, W = g.W;
+  const index_t row = static_cast<index_t>(i) * W, cw = static_cast<index_t>(C) * W;
+  const bool last = t == k.T;
+  const bool jac = !last || a.final_softmax;  // G_t through the softmax Jacobian
+  const bool saved_q = jac && !last && g.b == 1;  // Q_t is the saved Qb_t (masked)
+  const bool soft = jac && !saved_q;  // Q_t = softmax(z_t) recomputed
+  const float* __restrict fm = k.im->fmask.data() + row;
+  float* __restrict mx = s.mx.data();
+  float* __restrict sum = s.sum.data();
+  const float h0 = g.yl0[i], h1 = g.yl1[i];
+  for (int c = 0; c < C; ++c) {  // (1)
+    const float* __restrict x = k.x + c * g.HW + row;
+    float* __restrict u = s.u.data() + static_cast<index_t>(c) * W;
+    float* __restrict m = s.m.data() + static_cast<index_t>(c) * W;
+    float* __restrict z = s.z.data() + static_cast<index_t>(c) * W;
+    if (a.unary_kind == crf::UNARY_PROBS) {
+      for (int j = 0; j < W; ++j) u[j] = crf::log_f32(x[j]);
+    } else {
+      const float* __restrict lm = k.lmx + row;
+      const float* __restrict ls = k.lls + row;
+      for (int j = 0; j < W; ++j) u[j] = (x[j] - lm[j]) - ls[j];
+    }
+    if (g.b == 1) {
+      const float* __restrict r0 = k.M + c * g.HWp + static_cast<index_t>(i) * g.Wp;
+      for (int j = 0; j < W; ++j) m[j] = r0[j] * fm[j];
+    } else {
+      const float* __restrict e0 = k.M + (static_cast<index_t>(c) * g.Hp + g.yi0[i]) * W;
+      const float* __restrict e1 = k.M + (static_cast<index_t>(c) * g.Hp + g.yi1[i]) * W;
+      for (int j = 0; j < W; ++j) m[j] = (h0 * e0[j] + h1 * e1[j]) * fm[j];
+    }
+    if (!soft) continue;
+    const float w = k.weight[c], au = a.unary_weight - w;
+    for (int j = 0; j < W; ++j) z[j] = au * u[j] + w * m[j];
+    if (c == 0)
+      for (int j = 0; j < W; ++j) mx[j] = z[j];
+    else
+      for (int j = 0; j < W; ++j) mx[j] = std::max(mx[j], z[j]);
+  }
+  if (soft) {  // (2)
+    for (int j = 0; j < W; ++j) sum[j] = 0.0f;
+    for (int c = 0; c < C; ++c) {
+      float* __restrict z = s.z.data() + static_cast<index_t>(c) * W;
+      for (int j = 0; j < W; ++j) {
+        const float e = crf::exp_f32(z[j] - mx[j]);
+        z[j] = e;
+        sum[j] += e;
+      }
+    }
+    for (int j = 0; j < W; ++j) sum[j] = 1.0f / sum[j];
+  }
+  // dQ_t: the incoming gradient at T (through the final softmax), else pool^T dQb_t
+  const float* dq0 = last ? k.gout + row : s.dqe.data();
+  const index_t dqs = last ? g.HW : W;
+  float* __restrict dot = mx;  // the max is no longer needed
+  if (jac) {  // (3)
+    for (int j = 0; j < W; ++j) dot[j] = 0.0f;
+    for (int c = 0; c < C; ++c) {
+      float* __restrict q = s.z.data() + static_cast<index_t>(c) * W;
+      const float* __restrict d = dq0 + c * dqs;
+      if (saved_q) {
+        std::memcpy(q, k.Qs + t * static_cast<index_t>(C) * g.HWp + c * g.HWp + row,
+                    sizeof(float) * W);
+      } else {
+        for (int j = 0; j < W; ++j) q[j] *= sum[j];
+      }
+      if (last)
+        for (int j = 0; j < W; ++j) dot[j] += q[j] * d[j];
+      else
+        for (int j = 0; j < W; ++j) dot[j] += q[j] * (d[j] * fm[j]);
+    }
+  }
+  float* ev[2] = {nullptr, nullptr};
+  if (g.b > 1) ev[0] = s.e.data() + (g.yi0[i] - R + 1) * cw, ev[1] = s.e.data() + (g.yi1[i] - R + 1) * cw;
+  for (int c = 0; c < C; ++c) {  // (4)
+    const float w = k.weight[c], au = a.unary_weight - w;
+    const index_t o = static_cast<index_t>(c) * W;
+    const float* __restrict q = s.z.data() + o;
+    const float* __restrict d = dq0 + c * dqs;
+    const float* __restrict u = s.u.data() + o;
+    const float* __restrict m = s.m.data() + o;
+    float* __restrict gr = s.gr.data() + o;
+    float* __restrict du = k.dU + c * g.HW + row;
+    if (!jac)
+      std::memcpy(gr, d, sizeof(float) * W);
+    else if (last)
+      for (int j = 0; j < W; ++j) gr[j] = q[j] * (d[j] - dot[j]);
+    else
+      for (int j = 0; j < W; ++j) gr[j] = q[j] * (d[j] * fm[j] - dot[j]);
+    dw[c] += dot_lanes(gr, m, u, W);
+    if (last)
+      for (int j = 0; j < W; ++j) du[j] = au * gr[j];
+    else
+      for (int j = 0; j < W; ++j) du[j] += au * gr[j];
+    for (int j = 0; j < W; ++j) gr[j] = (w * gr[j]) * fm[j];  // the message's gradient
+    if (g.b == 1) {
+      std::memcpy(k.Rb + c * g.plane + g.at(i, 0), gr, sizeof(float) * W);
+      continue;
+    }
+    add_scaled(ev[0] + o, gr, g.yl0[i], W);  // the two taps may be one row: one after the other
+    add_scaled(ev[1] + o, gr, g.yl1[i], W);
+  }
+}
+
 // Stage t's sweep over pooled cell R (see the top of this file).
 inline void sweep_cell(const Ctx& k, int t, int R, BwdScratch& s) {
   const Geo& g = *k.g;
@@ -248,18 +343,20 @@ inline void sweep_cell(const Ctx& k, int t, int R, BwdScratch& s) {
   double* dw = k.dw_part + static_cast<size_t>(R) * C;
   double* dmu = k.compat ? k.dmu_part + static_cast<size_t>(R) * C * C : nullptr;
   if (t >= 1 && g.b > 1) std::fill(s.e.begin(), s.e.end(), 0.0f);
-  if (t < k.T) unpool_cell(k, R, s.dqe.data());
-  // the message of t and t - 1: row-upsampled (blur > 1) or the saved pooled one (blur 1)
-  const float* mt = t >= 1 ? (g.b > 1 ? k.me[0] : k.Ms + (t - 1) * pooled) : nullptr;
-  const float* mprev = t >= 2 ? (g.b > 1 ? k.me[1] : k.Ms + (t - 2) * pooled) : nullptr;
+  if (t < k.T) unpool_cell(k, R, s.dqe.data(), s.mx.data());
+  if (k.load != nullptr) halo_row(g, k.load, R, k.into);
   for (int i = y0; i < y1; ++i) {
     const index_t row = static_cast<index_t>(i) * g.W;
+    if (k.compat == nullptr && t > 0) {
+      fused_row(k, t, i, R, s, dw);
+      continue;
+    }
     u_row(k, i, s.u.data());
     if (t == 0) {
       start_row(k, i, s);
       continue;
     }
-    message_row(g, *k.im, mt, k.compat, i, s.m.data(), s.mp.data());
+    message_row(g, *k.im, k.M, k.compat, i, s.m.data(), s.mp.data());
     const float* mp = k.compat ? s.mp.data() : s.m.data();
     if (t == k.T) {  // G_T = dL/dout, through the final softmax if there is one
       for (int c = 0; c < C; ++c)
@@ -271,27 +368,23 @@ inline void sweep_cell(const Ctx& k, int t, int R, BwdScratch& s) {
         std::memcpy(s.dq.data(), s.gr.data(), sizeof(float) * C * g.W);
         jacobian(g, s.z.data(), s.dq.data(), s.sum.data(), s.gr.data());
       }
-    } else {  // G_t = Q_t (dQ_t - sum_c Q_t dQ_t), Q_t = softmax(z_t) recomputed
-      pred_u(k, s.u.data(), mp, s.z.data());
-      softmax_row(s.z.data(), C, g.W, g.W, s.mx.data(), s.sum.data());
+    } else {  // G_t = Q_t (dQ_t - sum_c Q_t dQ_t)
+      if (g.b == 1) {  // Q_t is the saved Qb_t where the mask is set; elsewhere dQ_t = 0
+        const float* q = k.Qs + t * pooled + row;
+        for (int c = 0; c < C; ++c)
+          std::memcpy(s.z.data() + static_cast<index_t>(c) * g.W, q + c * g.HWp,
+                      sizeof(float) * g.W);
+      } else {  // recomputed: softmax(z_t)
+        pred_u(k, s.u.data(), mp, s.z.data());
+        softmax_row(s.z.data(), C, g.W, g.W, s.mx.data(), s.sum.data());
+      }
       unpool_row(k, i, s.dqe.data(), s.dq.data());
       jacobian(g, s.z.data(), s.dq.data(), s.sum.data(), s.gr.data());
     }
     const float* v = weight_terms(k, t, i, s, dw, dmu);
     adjoint_rows(k, i, R, v, s.e.data());
-    // Q_{t-1} into the cell's slot
-    float* q = s.qc.data() + static_cast<index_t>(i - y0) * C * g.W;
-    if (mprev != nullptr) {
-      message_row(g, *k.im, mprev, k.compat, i, s.m.data(), s.mp.data());
-      pred_u(k, s.u.data(), k.compat ? s.mp.data() : s.m.data(), q);
-    } else {
-      std::memcpy(q, s.u.data(), sizeof(float) * C * g.W);
-    }
-    if (mprev != nullptr || start_softmax(a)) softmax_row(q, C, g.W, g.W, s.mx.data(), s.sum.data());
   }
-  if (t == 0) return;
-  if (g.b > 1) adjoint_cols(g, R, s.e.data(), k.P);
-  pool_cell(k, R, y0, y1, s.qc.data(), s.sum.data());
+  if (t >= 1 && g.b > 1) adjoint_cols(g, R, s.e.data(), k.P);
 }
 
 }  // namespace
@@ -310,33 +403,34 @@ void convcrf_grad_backward(const float* grad, const float* unary, const float* i
   const crfgrad::Scales sc = scales_of(a);
   const int T = a.num_iter, threads = max_threads();
   const size_t full = static_cast<size_t>(C) * g.HW, pooled = static_cast<size_t>(C) * g.HWp;
-  std::vector<float> lmx(g.HW), lls(g.HW), Rb(static_cast<size_t>(C) * g.plane), Qb(Rb.size()),
-      dQb(pooled), P(g.b > 1 ? 3 * pooled : 0);
+  // Qh: two haloed pooled Q (Qb_{t-1} and Qb_{t-2} at stage t), zero halos written once
+  std::vector<float> lmx(g.HW), lls(g.HW), Rb(static_cast<size_t>(C) * g.plane),
+      Qh(2 * Rb.size(), 0.0f), dQb(pooled), Mb(pooled), P(g.b > 1 ? 3 * pooled : 0);
   std::vector<BwdScratch> scratch(threads, BwdScratch(g));
   const size_t cc = compat ? static_cast<size_t>(C) * C : 0;
   std::vector<double> dw_part(static_cast<size_t>(g.Hp) * C, 0.0), dmu_part(g.Hp * cc, 0.0),
       sum_part(static_cast<size_t>(g.Hp) * kGradSums, 0.0);
   const size_t kk = static_cast<size_t>(a.filter_size) * a.filter_size * g.Hp * g.ldg;
   std::vector<float> Gp(kk), Gc(kk);
-  const size_t me = g.b > 1 ? static_cast<size_t>(C) * g.Hp * g.W : 0;
-  std::vector<float> MeA(me), MeB(me);
+  std::vector<float> Me(g.b > 1 ? static_cast<size_t>(C) * g.Hp * g.W : 0);
   Image im;
   Ctx k;
   k.g = &g, k.a = &a, k.im = &im, k.weight = weight, k.compat = compat, k.T = T;
   k.lmx = lmx.data(), k.lls = lls.data(), k.Gp = Gp.data(), k.Gc = Gc.data();
-  k.Rb = Rb.data(), k.Qb = Qb.data(), k.dQb = dQb.data(), k.P = P.data();
+  k.Rb = Rb.data(), k.dQb = dQb.data(), k.P = P.data();
+  k.M = g.b > 1 ? Me.data() : Mb.data();
   k.dw_part = dw_part.data(), k.dmu_part = dmu_part.data();
   for (index_t n = 0; n < a.n; ++n) {
     k.x = unary + n * full, k.gout = grad + n * full, k.dU = d_unary + n * full;
-    k.Ms = saved + n * T * pooled;
+    k.Qs = saved + n * T * pooled;
     prepare_image(g, image + n * 3 * g.HW, mask == nullptr ? nullptr : mask + n * g.HW, im);
 #pragma omp parallel num_threads(threads)
     {
       BwdScratch& s = scratch[thread_id()];
       const DenormalsAreZero daz;
-      float* me_t = MeA.data();  // private: every thread swaps its own pair
-      float* me_prev = MeB.data();
-      // the per-pixel max and log-sum of the unary's softmax; the messages of T and T - 1
+      float* cur = Qh.data();  // private: every thread swaps its own pair
+      float* oth = Qh.data() + Rb.size();
+      // the per-pixel max and log-sum of the unary's softmax; the Gaussians; Qb_{T-1}, Qb_{T-2}
 #pragma omp for schedule(static) nowait
       for (int i = 0; i < g.H; ++i)
         dispatch_isa([&](auto) SEGKIT_BODY {
@@ -347,15 +441,19 @@ void convcrf_grad_backward(const float* grad, const float* unary, const float* i
 #pragma omp for schedule(static)
       for (int r = 0; r < g.Hp; ++r) {
         weights_row(g, im, sc, r, Gp.data(), Gc.data());  // denormal weights flushed to 0
-        dispatch_isa([&](auto) SEGKIT_BODY {
-          if (g.b == 1) return;
-          upsample_row(g, k.Ms + (T - 1) * pooled, r, me_t);
-          if (T >= 2) upsample_row(g, k.Ms + (T - 2) * pooled, r, me_prev);
-        });
+        halo_row(g, k.Qs + (T - 1) * pooled, r, cur);
+        if (T >= 2) halo_row(g, k.Qs + (T - 2) * pooled, r, oth);
+      }
+      // Mb_T = A Qb_{T-1}, row-upsampled (blur > 1)
+#pragma omp for schedule(dynamic, 2)
+      for (int r = 0; r < g.Hp; ++r) {
+        message_pass_row(g, a, Gp.data(), Gc.data(), cur, Mb.data(), r);
+        if (g.b > 1)
+          dispatch_isa([&](auto) SEGKIT_BODY { upsample_row(g, Mb.data(), r, Me.data()); });
       }
       for (int t = T; t >= 0; --t) {
         Ctx kt = k;
-        kt.me[0] = me_t, kt.me[1] = me_prev;
+        if (t < T && t >= 2) kt.load = k.Qs + (t - 2) * pooled, kt.into = oth;
 #pragma omp for schedule(dynamic, 1)
         for (int R = 0; R < g.Hp; ++R)
           dispatch_isa([&](auto) SEGKIT_BODY { sweep_cell(kt, t, R, s); });
@@ -365,20 +463,20 @@ void convcrf_grad_backward(const float* grad, const float* unary, const float* i
           for (int r = 0; r < g.Hp; ++r)
             dispatch_isa([&](auto) SEGKIT_BODY { finish_r(g, P.data(), r, Rb.data()); });
         }
-        // dQb_{t-1} = A R_t, the parameter sums against Qb_{t-1}; the message of t - 2 into
-        // the buffer of t's (read by no one any more)
+        // dQb_{t-1} = A R_t, the parameter sums against Qb_{t-1}; Mb_{t-1} = A Qb_{t-2}
 #pragma omp for schedule(dynamic, 2)
         for (int r = 0; r < g.Hp; ++r) {
           double sums[kGradSums];
-          pass_row(g, im, a, Gp.data(), Gc.data(), Rb.data(), Qb.data(), dQb.data(), r, sums);
+          pass_row(g, im, a, Gp.data(), Gc.data(), Rb.data(), cur, dQb.data(), r, sums);
           double* sp = sum_part.data() + static_cast<size_t>(r) * kGradSums;
           for (int q = 0; q < kGradSums; ++q) sp[q] += sums[q];
-          if (g.b > 1 && t >= 3)
-            dispatch_isa([&](auto) SEGKIT_BODY {
-              upsample_row(g, k.Ms + (t - 3) * pooled, r, me_t);
-            });
+          if (t >= 2) {
+            message_pass_row(g, a, Gp.data(), Gc.data(), oth, Mb.data(), r);
+            if (g.b > 1)
+              dispatch_isa([&](auto) SEGKIT_BODY { upsample_row(g, Mb.data(), r, Me.data()); });
+          }
         }
-        std::swap(me_t, me_prev);  // every thread, after the loop's barrier
+        std::swap(cur, oth);  // every thread, after the loop's barrier
       }
     }
   }

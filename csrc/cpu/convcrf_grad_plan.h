@@ -56,6 +56,11 @@ struct Geo {
   // (xi0's tap before xi1's), the order of the scatter it replaces
   std::vector<int> col_at, col_j;
   std::vector<float> col_w;
+  // the same pairs in `ntap` slots per pooled column (slot k of column X at k * Wp + X, in the
+  // order above, padded with weight 0 at column 0): the gather vectorises over X
+  int ntap = 0;
+  std::vector<int> tap_j;
+  std::vector<float> tap_w;
   // adjoint of the vertical interpolation: for pooled row r, the (full row, coefficient) pairs
   std::vector<std::vector<std::pair<int, float>>> rows_of;
 };
@@ -93,6 +98,14 @@ inline Geo make_geo(const ConvCrfGradArgs& a) {
     const int k1 = count[g.xi1[x]]++;
     g.col_j[k1] = x, g.col_w[k1] = g.xl1[x];
   }
+  for (int X = 0; X < g.Wp; ++X) g.ntap = std::max(g.ntap, g.col_at[X + 1] - g.col_at[X]);
+  g.tap_j.assign(static_cast<size_t>(g.ntap) * g.Wp, 0);
+  g.tap_w.assign(g.tap_j.size(), 0.0f);
+  for (int X = 0; X < g.Wp; ++X)
+    for (int kk = g.col_at[X]; kk < g.col_at[X + 1]; ++kk) {
+      const size_t slot = static_cast<size_t>(kk - g.col_at[X]) * g.Wp + X;
+      g.tap_j[slot] = g.col_j[kk], g.tap_w[slot] = g.col_w[kk];
+    }
   g.yi0.resize(g.H), g.yi1.resize(g.H), g.yl0.resize(g.H), g.yl1.resize(g.H);
   g.rows_of.resize(g.Hp);
   for (int i = 0; i < g.H; ++i) {

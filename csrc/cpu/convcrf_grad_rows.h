@@ -200,24 +200,46 @@ SEGKIT_ALWAYS void sums_row(const Geo& g, const Image& im, const float* Gp, cons
   for (int j = 0; j < kGradSums; ++j) sums[j] = t[j];
 }
 
-// out = A in for pooled row r, every class (classes in blocks of up to 8), and the row's five
-// parameter sums against `qb` (the backward's pass; the forward has its own, convcrf.cpp).
+// out = A in for pooled row r, every class (classes in blocks of up to 8; `in` haloed, `out` C
+// planes of HWp). The backward's pass; the forward has its own (convcrf_message.h).
+template <int B>
+SEGKIT_ALWAYS void pass_classes(const Geo& g, const ConvCrfGradArgs& a, const float* Gp,
+                                const float* Gc, const float* in, float* out, int r) {
+  const int chunks = (g.C + 7) / 8, base = g.C / chunks, extra = g.C % chunks;
+  int c0 = 0;
+  for (int ch = 0; ch < chunks; ++ch) {
+    const int cb = base + (ch < extra ? 1 : 0);
+    dispatch_exact<1, 2, 3, 4, 5, 6, 7, 8>(cb, [&](auto n) SEGKIT_BODY {
+      pass_block<B, decltype(n)::value>(g, a, Gp, Gc, in, out, r, c0);
+    });
+    c0 += cb;
+  }
+}
+
+// out = A in for pooled row r (pass_classes), and the row's five parameter sums against `qb`.
 inline void pass_row(const Geo& g, const Image& im, const ConvCrfGradArgs& a, const float* Gp,
                      const float* Gc, const float* in, const float* qb, float* out, int r,
                      double* sums) {
   dispatch_isa([&](auto isa) SEGKIT_BODY {
     constexpr int B = decltype(isa)::bytes;
-    const int chunks = (g.C + 7) / 8, base = g.C / chunks, extra = g.C % chunks;
-    int c0 = 0;
-    for (int ch = 0; ch < chunks; ++ch) {
-      const int cb = base + (ch < extra ? 1 : 0);
-      dispatch_exact<1, 2, 3, 4, 5, 6, 7, 8>(cb, [&](auto n) SEGKIT_BODY {
-        pass_block<B, decltype(n)::value>(g, a, Gp, Gc, in, out, r, c0);
-      });
-      c0 += cb;
-    }
+    pass_classes<B>(g, a, Gp, Gc, in, out, r);
     sums_row<B>(g, im, Gp, Gc, in, qb, r, sums);
   });
+}
+
+// The pooled message of row r, Mb = A qb (qb haloed), into Mb (C planes of HWp).
+inline void message_pass_row(const Geo& g, const ConvCrfGradArgs& a, const float* Gp,
+                             const float* Gc, const float* qb, float* Mb, int r) {
+  dispatch_isa([&](auto isa) SEGKIT_BODY {
+    pass_classes<decltype(isa)::bytes>(g, a, Gp, Gc, qb, Mb, r);
+  });
+}
+
+// Row r of the saved pooled Q (C planes of HWp) into the haloed layout (halo left as it is).
+inline void halo_row(const Geo& g, const float* src, int r, float* dst) {
+  for (int c = 0; c < g.C; ++c)
+    std::memcpy(dst + c * g.plane + g.at(r, 0), src + c * g.HWp + static_cast<index_t>(r) * g.Wp,
+                sizeof(float) * g.Wp);
 }
 
 inline crfgrad::Scales scales_of(const ConvCrfGradArgs& a) {
@@ -230,6 +252,26 @@ inline crfgrad::Scales scales_of(const ConvCrfGradArgs& a) {
 
 inline bool start_softmax(const ConvCrfGradArgs& a) {
   return a.unary_kind == crf::UNARY_PROBS || a.init == crf::INIT_SOFTMAX;
+}
+
+// sum_j a[j] (b[j] - c[j]) (c null: sum_j a[j] b[j]) over n values, in 16 lanes (j mod 16)
+// added in a fixed order: a float reduction the compiler vectorises without reassociating, with
+// the same bits on every instruction set.
+inline float dot_lanes(const float* __restrict a, const float* __restrict b,
+                       const float* __restrict c, int n) {
+  constexpr int L = 16;
+  float part[L] = {};
+  int j0 = 0;
+  if (c != nullptr)
+    for (; j0 + L <= n; j0 += L)
+      for (int l = 0; l < L; ++l) part[l] += a[j0 + l] * (b[j0 + l] - c[j0 + l]);
+  else
+    for (; j0 + L <= n; j0 += L)
+      for (int l = 0; l < L; ++l) part[l] += a[j0 + l] * b[j0 + l];
+  for (int j = j0; j < n; ++j) part[j - j0] += a[j] * (c ? b[j] - c[j] : b[j]);
+  float acc = 0.0f;
+  for (int l = 0; l < L; ++l) acc += part[l];
+  return acc;
 }
 
 // gr = q (d - sum_c q d), all C rows of W (the softmax Jacobian applied to d).
@@ -265,18 +307,18 @@ struct DenormalsAreZero {
 #endif
 };
 
-// The horizontal taps of the cell's three partial rows into P (3, C, Hp, Wp).
+// The horizontal taps of the cell's three partial rows into P (3, C, Hp, Wp): per pooled
+// column, its taps added in order from 0 (a padded slot adds 0 * v, which changes no bit).
 inline void adjoint_cols(const Geo& g, int R, const float* e, float* P) {
-  const int* cj = g.col_j.data();
-  const float* cw = g.col_w.data();
   for (int q = 0; q < 3; ++q)
     for (int c = 0; c < g.C; ++c) {
-      const float* v = e + (static_cast<index_t>(q) * g.C + c) * g.W;
-      float* o = P + ((static_cast<index_t>(q) * g.C + c) * g.Hp + R) * g.Wp;
-      for (int X = 0; X < g.Wp; ++X) {
-        float acc = 0.0f;
-        for (int kk = g.col_at[X]; kk < g.col_at[X + 1]; ++kk) acc += cw[kk] * v[cj[kk]];
-        o[X] = acc;
+      const float* __restrict v = e + (static_cast<index_t>(q) * g.C + c) * g.W;
+      float* __restrict o = P + ((static_cast<index_t>(q) * g.C + c) * g.Hp + R) * g.Wp;
+      for (int X = 0; X < g.Wp; ++X) o[X] = 0.0f;
+      for (int k = 0; k < g.ntap; ++k) {
+        const int* __restrict tj = g.tap_j.data() + static_cast<size_t>(k) * g.Wp;
+        const float* __restrict tw = g.tap_w.data() + static_cast<size_t>(k) * g.Wp;
+        for (int X = 0; X < g.Wp; ++X) o[X] += tw[X] * v[tj[X]];
       }
     }
 }

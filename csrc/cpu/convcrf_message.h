@@ -90,15 +90,18 @@ SEGKIT_ALWAYS void message_row_body(const Ctx& cx, int r, float* __restrict out)
   }
 }
 
-// After the message of pooled row r (C rows of `M`, stride ldw): its copy into `saved` (the
-// trainable backward's input) and, with a compatibility matrix, M' = M + compat M into `tmp`
-// (C rows of ldw, zero past Wp). Returns the message the update reads.
+// After the message of pooled row r (C rows of `M`, stride ldw): the copy of row r of the
+// pooled Q it was computed from into `saved` (the trainable backward's input: Qb_t, from which
+// the backward recomputes the message) and, with a compatibility matrix, M' = M + compat M into
+// `tmp` (C rows of ldw, zero past Wp). Returns the message the update reads.
 SEGKIT_ALWAYS const float* message_extras(const Ctx& cx, int r, const float* M, float* tmp) {
   const Plan& pl = *cx.pl;
-  if (cx.saved != nullptr)
+  if (cx.saved != nullptr) {
+    const index_t row = (pl.s + r) * pl.ld + pl.s;
     for (int c = 0; c < pl.C; ++c)
-      std::memcpy(cx.saved + c * pl.fstride + static_cast<index_t>(r) * pl.Wp, M + c * pl.ldw,
-                  sizeof(float) * pl.Wp);
+      std::memcpy(cx.saved + c * pl.fstride + static_cast<index_t>(r) * pl.Wp,
+                  cx.qcur + c * pl.plane + row, sizeof(float) * pl.Wp);
+  }
   const float* mu = cx.a->compat;
   if (mu == nullptr) return M;
   for (int c = 0; c < pl.C; ++c) {
