@@ -273,6 +273,66 @@ def test_bad_input_is_refused_with_the_argument_named():
         ConvCRF(trainable=True, num_classes=4)(u, img)
 
 
+INF, NAN = float("inf"), float("nan")
+#: (what is bad, the values put at flat positions of that input, the error) for the op's
+#: one-flag value check (ops/convcrf_grad_torch._checked_setting: aminmax per tensor)
+BAD_VALUES = [
+    ("unary", {0: NAN}, r"unary contains NaN or inf \(1 values\)"),
+    ("unary", {5: INF}, r"unary contains NaN or inf \(1 values\)"),
+    ("unary", {7: -INF}, r"unary contains NaN or inf \(1 values\)"),
+    ("unary", {3: INF, 9: -INF}, r"unary contains NaN or inf \(2 values\)"),
+    ("probs", {4: 0.0}, r"probabilities > 0 .* minimum of 0"),
+    ("probs", {4: -0.5}, r"probabilities > 0 .* minimum of -0.5"),
+    ("probs", {2: NAN}, r"unary contains NaN or inf \(1 values\)"),
+    ("image", {11: NAN}, "image contains NaN or inf"),
+    ("image", {1: INF, 2: -INF}, "image contains NaN or inf"),
+    ("weight", {1: -INF}, "weight must be finite"),
+    ("compat", {3: INF}, "compat contains NaN or inf"),
+]
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.needs_cuda)])
+@pytest.mark.parametrize("what,values,error", BAD_VALUES,
+                         ids=[f"{w}-{i}" for i, (w, _, _) in enumerate(BAD_VALUES)])
+def test_nan_inf_and_nonpositive_values_are_refused(device, what, values, error):
+    u, img, p = make_case(1, 3, 8, 9, seed=16, kind="probs" if what == "probs" else "logits",
+                          compat=True)
+    args = {"unary": u, "probs": u, "image": img, "weight": p["weight"].clone(),
+            "compat": p["compat"].clone()}
+    bad = args[what].clone()
+    for i, v in values.items():
+        bad.view(-1)[i] = v
+    args[what] = bad
+    dev = torch.device(device)
+    with pytest.raises(InputError, match=error):
+        conv_crf(args["probs" if what == "probs" else "unary"].to(dev), args["image"].to(dev),
+                 weight=args["weight"].to(dev), compat=args["compat"].to(dev), filter_size=3,
+                 unary_kind="probs" if what == "probs" else "logits")
+    # the same call on the good values runs
+    good = make_case(1, 3, 8, 9, seed=16, kind="probs" if what == "probs" else "logits")[0]
+    conv_crf(good.to(dev), img.to(dev), weight=p["weight"].to(dev),
+             compat=p["compat"].to(dev), filter_size=3,
+             unary_kind="probs" if what == "probs" else "logits")
+
+
+def test_saved_state_is_not_differentiable():
+    """The op's second output (the saved pooled Q) is marked non-differentiable, so autograd
+    hands the backward no zero tensor of its size at the step's memory peak."""
+    from segkit.ops.convcrf_grad_torch import PARAMS as _  # noqa: F401  (registers the op)
+
+    u, img, p = make_case(1, 3, 8, 9, seed=17)
+    u.requires_grad_(True)
+    one = [torch.tensor(float(p[k])) for k in ("pos_compat", "col_compat", "pos_sdims",
+                                                "col_schan")]
+    out, saved = torch.ops.segkit.conv_crf(u, img, None, p["weight"], *one, None, None,
+                                           filter_size=3, blur=2, num_iter=2,
+                                           unary_kind="logits", init="convcrf",
+                                           final_softmax=False, unary_weight=1.0)
+    assert out.requires_grad and not saved.requires_grad
+    out.sum().backward()
+    assert u.grad is not None and torch.isfinite(u.grad).all()
+
+
 def test_binding_checks_every_array():
     require_backend("cpp")
     from segkit import _C

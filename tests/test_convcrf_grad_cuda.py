@@ -22,8 +22,8 @@ from .cuda_emu import HostKernels
 from .test_convcrf_grad import RTOL32, make_case, reference, rel_err
 
 KERNELS = ["crfg_prepare_u8", "crfg_prepare_f32", "crfg_start", "crfg_update", "crfg_unary",
-           "crfg_softmax", "crfg_pool", "crfg_pass", "crfg_upsample", "crfg_pred", "crfg_softmax_jacobian", "crfg_step_back",
-           "crfg_upsample_adjoint", "crfg_unpool", "crfg_add", "crfg_dot_chunks",
+           "crfg_softmax", "crfg_pass", "crfg_upsample", "crfg_pred", "crfg_softmax_jacobian",
+           "crfg_step_back", "crfg_upsample_adjoint", "crfg_unpool", "crfg_add", "crfg_dot_chunks",
            "crfg_chunk_sums", "crfg_accumulate", "crfg_param_grads", "crfg_dx"]
 NAMES = og.PARAMS
 
@@ -78,6 +78,7 @@ CASES = [
     (2, 3, 11, 13, 3, 1, {}),
     (1, 4, 14, 17, 5, 2, dict(mask=True, col_sdims=5.0, compat=True)),
     (2, 3, 13, 10, 3, 4, dict(mask=True)),
+    (1, 4, 12, 11, 5, 1, dict(mask=True, compat=True)),  # blur 1: Q_{t-1} is the saved Qb
 ]
 
 
@@ -113,11 +114,12 @@ def test_emulated_cuda_gradients_match_reference_and_cpp(emulated, n, c, h, w, k
         assert rel_err(dk, leaf["compat"].grad) < RTOL32
 
 
-def test_emulated_cuda_start_kinds_and_final_softmax(emulated):
+@pytest.mark.parametrize("blur", [1, 2])
+def test_emulated_cuda_start_kinds_and_final_softmax(emulated, blur):
     for kind, init, fs in (("probs", "convcrf", False), ("logits", "softmax", True)):
-        cfg_kw = dict(filter_size=3, blur=2, num_iter=2, unary_kind=kind, init=init,
+        cfg_kw = dict(filter_size=3, blur=blur, num_iter=2, unary_kind=kind, init=init,
                       final_softmax=fs)
-        u, img, p = make_case(1, 3, 9, 10, seed=3, kind=kind)
+        u, img, p = make_case(1, 3, 9, 10, seed=3, kind=kind, mask=True)
         g = torch.randn(1, 3, 9, 10, generator=torch.Generator().manual_seed(6))
         out, _, du, dw, _, _ = _emulated_grads(emulated, g.numpy(), _host_inputs(u, img, p,
                                                                                   cfg_kw))

@@ -175,7 +175,8 @@ void bind_convcrf_grad(py::module_& m) {
         "None: no position term in the colour kernel); unary (N, C, H, W) float32, image "
         "(N, 3, H, W) float32 0-255, mask (N, H, W) uint8 or None, weight (C,) float32, compat (C, C) float32 or "
         "None; writes out (N, C, H, W) and, unless saved is None (inference), saved (N, num_iter, "
-        "C, Hp, Wp), the pooled message of every iteration. All C-contiguous. Releases the "
+        "C, Hp, Wp): saved[:, t] is Qb_t, the pooled Q that iteration t + 1's message pass reads "
+        "(Qb_0 pools the start Q_0). All C-contiguous. Releases the "
         "GIL.");
   m.def("convcrf_grad_backward", &backward, py::arg("grad"), py::arg("unary"),
         py::arg("image"), py::arg("mask"), py::arg("weight"), py::arg("compat"),
@@ -185,7 +186,7 @@ void bind_convcrf_grad(py::module_& m) {
         py::arg("unary_weight"), py::arg("pos_compat"), py::arg("col_compat"),
         py::arg("pos_sdims"), py::arg("col_schan"), py::arg("col_sdims"),
         "Trainable ConvCRF backward: from grad = dL/dout and the forward's inputs and saved "
-        "messages, writes d_unary (float32), d_weight (C,) float64, d_params (5,) float64 (the "
+        "pooled Q, writes d_unary (float32), d_weight (C,) float64, d_params (5,) float64 (the "
         "gradients w.r.t. pos_compat, col_compat, pos_sdims, col_schan, col_sdims; 0 for an "
         "absent col_sdims) and d_compat (C, C) float64 when compat is given. Deterministic. "
         "Releases the GIL.");

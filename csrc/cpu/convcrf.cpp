@@ -29,9 +29,9 @@
 //     by (rows * columns). Trainable: per cell rows then columns of Q * mask, one accumulator,
 //     times float32(1 / valid count).
 //   Kept. Here: nothing (two pooled Q buffers). Trainable: `saved` (N, T, C, Hp, Wp) float32,
-//     C-contiguous: saved[n, t] is the pooled message Mb_t = A Qb_{t-1} of iteration t (before
-//     compat, before the upsampling and the mask); the backward recomputes U, Q_{t-1} and M'_t
-//     from it. With saved == nullptr the trainable forward is how a fitted setting is applied.
+//     C-contiguous: saved[n, t] is Qb_t, the pooled Q that iteration t + 1's message pass
+//     reads (Qb_0 pools the start Q_0; at blur 1 the masked Q); the backward recomputes the
+//     message Mb_t = A Qb_{t-1} from it on the pooled grid, and U, M'_t and Q_t. With saved == nullptr the trainable forward is how a fitted setting is applied.
 //   Memory. Here: K on k*k/2 pooled planes, two pooled Q, the features, the row-upsampled
 //     message (C*H*W/b), kept between calls. Trainable: U (C*H*W), 2 k*k Gaussian planes, the
 //     row-upsampled message, allocated per call, plus `saved`.
@@ -54,8 +54,8 @@
 // Since issue 26 part 2 this is the one CPU forward: the trainable forward
 // (convcrf_grad_forward) calls it with what a fitted or trainable setting adds. A compat matrix
 // is applied to the pooled message row (M' = M + compat M commutes with the upsampling and the
-// mask, so it costs C^2 per pooled pixel, not per pixel); `saved` receives each pooled message
-// row as it is computed. A mask or per-class weights take the general update (Plan::general):
+// mask, so it costs C^2 per pooled pixel, not per pixel); `saved` receives each row of the pooled Q
+// as its message row is computed. A mask or per-class weights take the general update (Plan::general):
 // pred_c = a_c U + w_c (M' * mask), Q pooled over the valid pixels (times float32(1 / count)),
 // features over the valid pixels, weights times v(p) v(q); exp_poly in the register path as
 // here. ConvCRF's own settings (no mask, equal weights, with or without compat) keep the

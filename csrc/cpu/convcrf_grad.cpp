@@ -1,8 +1,9 @@
 // CPU trainable ConvCRF: the forward, a thin call of the inference kernel (convcrf.cpp, issue
-// 26 part 2), which keeps the pooled message Mb_t of every iteration in `saved` (C*Hp*Wp floats
-// per iteration: C*H*W at blur 1, C*H*W/b^2 at blur b); and the pooled grid size. The backward
-// (convcrf_grad_backward.cpp over convcrf_grad_plan.h and convcrf_grad_rows.h) recomputes from
-// the unary and Mb_{t-1} what it needs: U, Q_{t-1} = softmax(a U + w M'_{t-1}) and M'_t.
+// 26 part 2), which keeps in `saved` Qb_t, the pooled Q that iteration t + 1's message pass
+// reads, for t = 0..T-1 (C*Hp*Wp floats per iteration: C*H*W at blur 1, C*H*W/b^2 at blur b);
+// and the pooled grid size. The backward (convcrf_grad_backward.cpp over convcrf_grad_plan.h
+// and convcrf_grad_rows.h) recomputes from the unary and Qb what it needs: the message
+// Mb_t = A Qb_{t-1} on the pooled grid, M'_t, U and Q_t = softmax(a U + w M'_t).
 
 #pragma GCC optimize("no-trapping-math")
 

@@ -25,7 +25,8 @@ void convcrf_grad_pooled(const ConvCrfGradArgs& a, index_t* hp, index_t* wp);
 
 // unary (n, c, h, w), image (n, 3, h, w) float32 0-255, mask (n, h, w) uint8 or null, weight
 // (c), compat (c, c) or null; all C-contiguous. Writes out (n, c, h, w) and saved
-// (n, num_iter, c, hp, wp): the pooled message of every iteration, all the backward keeps.
+// (n, num_iter, c, hp, wp), all the backward keeps: saved[:, t] is Qb_t, the pooled Q that
+// iteration t + 1's message pass reads (Qb_0 pools the start Q_0; at blur 1 the masked Q).
 // saved == nullptr: inference (segkit.convcrf of a fitted setting), nothing kept.
 void convcrf_grad_forward(const float* unary, const float* image, const std::uint8_t* mask,
                           const float* weight, const float* compat, float* out, float* saved,

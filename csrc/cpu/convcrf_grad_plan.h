@@ -140,7 +140,7 @@ inline void check_args(const ConvCrfGradArgs& a) {
 // Per-image pooled features (unscaled), validity and inverse counts, full-resolution mask.
 struct Image {
   std::vector<float> feat, valid, inv_count, fmask;
-  std::vector<float> featH;  // the features in the haloed layout (kFeatures planes)
+  std::vector<float> featH, validH;  // the features and validity in the haloed layout
 };
 
 inline void prepare_image(const Geo& g, const float* img, const std::uint8_t* mask, Image& im) {
@@ -174,11 +174,15 @@ inline void prepare_image(const Geo& g, const float* img, const std::uint8_t* ma
     }
   }
   im.featH.assign(kFeatures * g.plane, 0.0f);
-  for (int f = 0; f < kFeatures; ++f)
-    for (int R = 0; R < g.Hp; ++R)
+  im.validH.assign(g.plane, 0.0f);
+  for (int R = 0; R < g.Hp; ++R) {
+    for (int f = 0; f < kFeatures; ++f)
       std::memcpy(im.featH.data() + f * g.plane + g.at(R, 0),
                   im.feat.data() + f * g.HWp + static_cast<index_t>(R) * g.Wp,
                   sizeof(float) * g.Wp);
+    std::memcpy(im.validH.data() + g.at(R, 0), im.valid.data() + static_cast<index_t>(R) * g.Wp,
+                sizeof(float) * g.Wp);
+  }
 }
 
 }  // namespace gradrows

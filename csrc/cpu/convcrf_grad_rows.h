@@ -27,23 +27,26 @@ inline void softmax_row(float* p, int C, index_t cs, int W, float* mx, float* su
     for (int j = 0; j < W; ++j) p[c * cs + j] *= sum[j];
 }
 
-// The masked, upsampled message of full-resolution row i from the pooled Mb (C, Hp, Wp) into
-// m (C rows of W), then M' = M + compat M into mp (mp = m without compat).
-// The message upsampled along the rows of pooled row R: Me[c][R][j] = l0 Mb[c][R][i0] + l1
-// Mb[c][R][i1] (blur > 1), C planes of Hp * W.
-inline void upsample_row(const Geo& g, const float* Mb, int R, float* Me) {
-  for (int c = 0; c < g.C; ++c) {
-    const float* m = Mb + c * g.HWp + static_cast<index_t>(R) * g.Wp;
-    float* e = Me + (static_cast<index_t>(c) * g.Hp + R) * g.W;
-    for (int j = 0; j < g.W; ++j) e[j] = g.xl0[j] * m[g.xi0[j]] + g.xl1[j] * m[g.xi1[j]];
+// The pooled message Mb (C, Hp, Wp) upsampled along pooled rows R - 1, R and R + 1 (those
+// inside the grid; blur > 1), the rows that cell R's full-resolution rows interpolate: row
+// R - 1 + q of class c at me[(3 c + q) W + j] = l0 Mb[c][.][i0] + l1 Mb[c][.][i1].
+inline void upsample_rows(const Geo& g, const float* Mb, int R, float* me) {
+  for (int q = 0; q < 3; ++q) {
+    const int r = R - 1 + q;
+    if (r < 0 || r >= g.Hp) continue;
+    for (int c = 0; c < g.C; ++c) {
+      const float* m = Mb + c * g.HWp + static_cast<index_t>(r) * g.Wp;
+      float* e = me + (3 * static_cast<index_t>(c) + q) * g.W;
+      for (int j = 0; j < g.W; ++j) e[j] = g.xl0[j] * m[g.xi0[j]] + g.xl1[j] * m[g.xi1[j]];
+    }
   }
 }
 
-// The masked, upsampled message of full-resolution row i from the pooled Mb (C, Hp, Wp) at
-// blur 1, or from its row-upsampled Me (C, Hp, W, upsample_row) otherwise, into m (C rows of
-// W), then M' = M + compat M into mp (mp = m without compat).
+// The masked, upsampled message of full-resolution row i (in cell R) from the pooled Mb (C, Hp,
+// Wp) at blur 1, or from the cell's row-upsampled rows `me` (upsample_rows) otherwise, into m
+// (C rows of W), then M' = M + compat M into mp (mp = m without compat).
 inline void message_row(const Geo& g, const Image& im, const float* Mb, const float* compat, int i,
-                        float* m, float* mp) {
+                        int R, float* m, float* mp) {
   const int W = g.W;
   const float h0 = g.yl0[i], h1 = g.yl1[i];
   const float* fm = im.fmask.data() + static_cast<index_t>(i) * W;
@@ -54,8 +57,8 @@ inline void message_row(const Geo& g, const Image& im, const float* Mb, const fl
       for (int j = 0; j < W; ++j) o[j] = r0[j] * fm[j];
       continue;
     }
-    const float* e0 = Mb + (static_cast<index_t>(c) * g.Hp + g.yi0[i]) * W;
-    const float* e1 = Mb + (static_cast<index_t>(c) * g.Hp + g.yi1[i]) * W;
+    const float* e0 = Mb + (3 * static_cast<index_t>(c) + g.yi0[i] - R + 1) * W;
+    const float* e1 = Mb + (3 * static_cast<index_t>(c) + g.yi1[i] - R + 1) * W;
     for (int j = 0; j < W; ++j) o[j] = (h0 * e0[j] + h1 * e1[j]) * fm[j];
   }
   if (compat == nullptr) return;
@@ -70,39 +73,50 @@ inline void message_row(const Geo& g, const Image& im, const float* Mb, const fl
   }
 }
 
-// The Gaussians of pooled row r at offset (dy, dx) for columns [xs, xe), validity included.
+// The Gaussians of pooled row r at offset (dy, dx), validity included, for the ldg columns
+// of a Gaussian row, a vector of columns at a time (crfgrad::pair_distances and
+// pair_gaussians written on vectors, in the same order): read from the haloed features and
+// validity, so every read is inside the planes and the loop has no bounds (a neighbour
+// outside the grid, or a column past Wp, has validity 0 and gets weight +0).
+template <int B>
 SEGKIT_ALWAYS void weight_row(const Geo& g, const Image& im, const crfgrad::Scales& sc, int r,
-                              int dy, int dx, int xs, int xe, float* gp, float* gc) {
-  const index_t fs = g.HWp;
-  const float* fp = im.feat.data() + static_cast<index_t>(r) * g.Wp;
-  const float* fq = im.feat.data() + static_cast<index_t>(r + dy) * g.Wp + dx;
-  const float* vp = im.valid.data() + static_cast<index_t>(r) * g.Wp;
-  const float* vq = vp + static_cast<index_t>(dy) * g.Wp + dx;
-  for (int x = xs; x < xe; ++x) {
-    float dpos, dcol, a, b;
-    crfgrad::pair_distances(fp + x, fq + x, fs, &dpos, &dcol);
-    crfgrad::pair_gaussians(dpos, dcol, sc, &a, &b);
-    const float v = vp[x] * vq[x];
-    gp[x] = a * v;
-    gc[x] = b * v;
+                              int dy, int dx, float* gp, float* gc) {
+  typedef vec_t<float, B> V;
+  constexpr int L = Vec<float, B>::lanes;
+  const float* f = im.featH.data();
+  const float* v = im.validH.data();
+  const index_t P = g.at(r, 0), Q = g.at(r + dy, dx), fs = g.plane;
+  for (index_t x = 0; x < g.ldg; x += L) {
+    V d[kFeatures];
+    for (int ff = 0; ff < kFeatures; ++ff)
+      d[ff] = loadv<V>(f + ff * fs + Q + x) - loadv<V>(f + ff * fs + P + x);
+    const V dpos = d[0] * d[0] + d[1] * d[1];
+    const V dcol = (d[2] * d[2] + d[3] * d[3]) + d[4] * d[4];
+    const V a = crf::exp_poly(-0.5f * (sc.pos2 * dpos));
+    const V b = crf::exp_poly(-0.5f * (sc.col2 * dcol + sc.colpos2 * dpos));
+    const V vv = loadv<V>(v + P + x) * loadv<V>(v + Q + x);
+    storev(gp + x, a * vv);
+    storev(gc + x, b * vv);
   }
 }
 
-// Pooled row r of the k*k Gaussian planes of one image (Gp and Gc, each k*k planes of Hp*Wp;
-// zero where p+d leaves the grid).
+// The k*k Gaussians of pooled row r (Gp and Gc, each k*k rows of ldg, offset o's at o * ldg;
+// zero where p+d leaves the grid): computed per row where the passes need them, not kept for
+// the whole grid (that would be 2 k*k pooled planes: 16 MB at 512x512, blur 4).
 inline void weights_row(const Geo& g, const Image& im, const crfgrad::Scales& sc, int r,
                         float* Gp, float* Gc) {
   const int k = 2 * g.s + 1;
-  dispatch_isa([&](auto) SEGKIT_BODY {
+  dispatch_isa([&](auto isa) SEGKIT_BODY {
     for (int o = 0; o < k * k; ++o) {
       const int dy = o / k - g.s, dx = o % k - g.s;
-      float* gp = Gp + (static_cast<index_t>(o) * g.Hp + r) * g.ldg;
-      float* gc = Gc + (static_cast<index_t>(o) * g.Hp + r) * g.ldg;
-      std::fill(gp, gp + g.ldg, 0.0f);
-      std::fill(gc, gc + g.ldg, 0.0f);
-      const int xs = std::max(0, -dx), xe = std::min(g.Wp, g.Wp - dx);
-      if (r + dy < 0 || r + dy >= g.Hp || xe <= xs) continue;
-      weight_row(g, im, sc, r, dy, dx, xs, xe, gp, gc);
+      float* gp = Gp + static_cast<index_t>(o) * g.ldg;
+      float* gc = Gc + static_cast<index_t>(o) * g.ldg;
+      if (r + dy < 0 || r + dy >= g.Hp) {
+        std::fill(gp, gp + g.ldg, 0.0f);
+        std::fill(gc, gc + g.ldg, 0.0f);
+        continue;
+      }
+      weight_row<decltype(isa)::bytes>(g, im, sc, r, dy, dx, gp, gc);
     }
   });
 }
@@ -115,7 +129,6 @@ SEGKIT_ALWAYS void pass_block(const Geo& g, const ConvCrfGradArgs& a, const floa
   typedef vec_t<float, B> V;
   constexpr int L = Vec<float, B>::lanes;
   const int k = 2 * g.s + 1;
-  const index_t gstride = static_cast<index_t>(g.Hp) * g.ldg;
   const float* q = in + static_cast<index_t>(c0) * g.plane;
   for (int x0 = 0; x0 < g.Wp; x0 += L) {
     V acc[CB];
@@ -124,7 +137,7 @@ SEGKIT_ALWAYS void pass_block(const Geo& g, const ConvCrfGradArgs& a, const floa
       if (r + dy < 0 || r + dy >= g.Hp) continue;
       for (int dx = -g.s; dx <= g.s; ++dx) {
         const index_t o = (dy + g.s) * k + dx + g.s;
-        const index_t wofs = o * gstride + static_cast<index_t>(r) * g.ldg + x0;
+        const index_t wofs = o * g.ldg + x0;
         const V w = a.pos_compat * loadv<V>(Gp + wofs) + a.col_compat * loadv<V>(Gc + wofs);
         const float* src = q + g.at(r + dy, x0 + dx);
         for (int c = 0; c < CB; ++c) acc[c] += w * loadv<V>(src + c * g.plane);
@@ -146,7 +159,6 @@ SEGKIT_ALWAYS void sums_row(const Geo& g, const Image& im, const float* Gp, cons
   typedef vec_t<float, B> V;
   constexpr int L = Vec<float, B>::lanes;
   const int k = 2 * g.s + 1;
-  const index_t gstride = static_cast<index_t>(g.Hp) * g.ldg;
   const float* f = im.featH.data();
   const int dy0 = std::max(-g.s, -r), dy1 = std::min(g.s, g.Hp - 1 - r);
   double t[kGradSums] = {0, 0, 0, 0, 0};
@@ -181,7 +193,7 @@ SEGKIT_ALWAYS void sums_row(const Geo& g, const Image& im, const float* Gp, cons
           else
             dcol += d * d;
         }
-        const index_t wofs = o * gstride + static_cast<index_t>(r) * g.ldg + x0;
+        const index_t wofs = o * g.ldg + x0;
         const V ps = loadv<V>(Gp + wofs) * S, cs = loadv<V>(Gc + wofs) * S;
         v0 += ps;
         v1 += cs;
@@ -307,13 +319,16 @@ struct DenormalsAreZero {
 #endif
 };
 
-// The horizontal taps of the cell's three partial rows into P (3, C, Hp, Wp): per pooled
-// column, its taps added in order from 0 (a padded slot adds 0 * v, which changes no bit).
-inline void adjoint_cols(const Geo& g, int R, const float* e, float* P) {
+// The horizontal taps of the cell's three partial rows: its own pooled row R straight into Rb
+// (haloed), the rows R - 1 and R + 1 into P (2, C, Hp, Wp: P[0] row R holds cell R's part of
+// row R - 1, P[1] its part of row R + 1). Per pooled column, its taps added in order from 0
+// (a padded slot adds 0 * v, which changes no bit).
+inline void adjoint_cols(const Geo& g, int R, const float* e, float* P, float* Rb) {
   for (int q = 0; q < 3; ++q)
     for (int c = 0; c < g.C; ++c) {
       const float* __restrict v = e + (static_cast<index_t>(q) * g.C + c) * g.W;
-      float* __restrict o = P + ((static_cast<index_t>(q) * g.C + c) * g.Hp + R) * g.Wp;
+      float* __restrict o = q == 1 ? Rb + c * g.plane + g.at(R, 0)
+                                   : P + ((static_cast<index_t>(q / 2) * g.C + c) * g.Hp + R) * g.Wp;
       for (int X = 0; X < g.Wp; ++X) o[X] = 0.0f;
       for (int k = 0; k < g.ntap; ++k) {
         const int* __restrict tj = g.tap_j.data() + static_cast<size_t>(k) * g.Wp;
@@ -323,17 +338,17 @@ inline void adjoint_cols(const Geo& g, int R, const float* e, float* P) {
     }
 }
 
-// R_t of pooled row r (blur > 1): the partial rows of cells r - 1, r and r + 1.
+// R_t of pooled row r (blur > 1): cell r's own part (already in Rb) with the parts of cells
+// r - 1 and r + 1, added in a fixed order.
 inline void finish_r(const Geo& g, const float* P, int r, float* Rb) {
   const index_t part = static_cast<index_t>(g.C) * g.HWp;
   for (int c = 0; c < g.C; ++c) {
     const index_t o = static_cast<index_t>(c) * g.HWp + static_cast<index_t>(r) * g.Wp;
-    const float* mid = P + part + o;
-    const float* from_up = r > 0 ? P + 2 * part + o - g.Wp : nullptr;  // cell r-1's 3rd
-    const float* from_dn = r + 1 < g.Hp ? P + o + g.Wp : nullptr;     // cell r+1's 1st
+    const float* from_up = r > 0 ? P + part + o - g.Wp : nullptr;  // cell r-1's part of r
+    const float* from_dn = r + 1 < g.Hp ? P + o + g.Wp : nullptr;  // cell r+1's part of r
     float* __restrict dst = Rb + c * g.plane + g.at(r, 0);
     for (int X = 0; X < g.Wp; ++X) {
-      float v = from_up ? from_up[X] + mid[X] : mid[X];
+      float v = from_up ? from_up[X] + dst[X] : dst[X];
       dst[X] = from_dn ? v + from_dn[X] : v;
     }
   }

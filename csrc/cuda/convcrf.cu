@@ -1,16 +1,18 @@
 // CUDA ConvCRF, one kernel family for inference and training (GUIDE section 3; the CPU
 // version is csrc/cpu/convcrf_grad*.cpp): the forward's kernels. segkit.convcrf runs them
-// without saved state (segkit/ops/convcrf_cuda.py), the trainable op keeps the pooled message
-// of every iteration for its backward (segkit/ops/convcrf_grad_cuda.py; the backward's kernels
-// are cuda/convcrf_grad.cu, which includes this file). Every kernel is a grid-stride loop with
-// one thread per full-resolution pixel, pooled pixel or pooled cell, batched over the N
-// images; no atomics: every output element has one writer. The Gaussian weights are computed
-// on the fly from the pooled features (no k*k tensor, no weight planes); the scalar values
-// (pos_compat, col_compat, pos_sdims, col_schan, col_sdims) are read through device pointers.
+// without saved state (segkit/ops/convcrf_cuda.py); the trainable op keeps, for its backward,
+// Qb_t of every iteration: the pooled Q that iteration t + 1's message pass reads
+// (segkit/ops/convcrf_grad_cuda.py; the backward's kernels are cuda/convcrf_grad.cu, which
+// includes this file). Every kernel is a grid-stride loop with one thread per full-resolution
+// pixel, pooled pixel or pooled cell, batched over the N images; no atomics: every output
+// element has one writer. The Gaussian weights are computed on the fly from the pooled
+// features (no k*k tensor, no weight planes); the scalar values (pos_compat, col_compat,
+// pos_sdims, col_schan, col_sdims) are read through device pointers.
 //
-// Layouts: full (N, C, H, W); pooled (N, C, hp, wp), the saved messages (N, T, C, hp, wp) read
-// with an image stride `ms`; features (N, 5, hp, wp) unscaled; valid, inv_count (N, hp, wp);
-// fmask (N, H, W) float 0/1, or null where every pixel is valid (the forward's kernels only).
+// Layouts: full (N, C, H, W); pooled (N, C, hp, wp); the saved pooled Q (N, T, C, hp, wp), a
+// slice t of it read or written with its image stride (`is`, `qs`: T * C * hp * wp); features
+// (N, 5, hp, wp) unscaled; valid, inv_count (N, hp, wp); fmask (N, H, W) float 0/1, or null
+// where every pixel is valid (the forward's kernels only).
 #include "common/convcrf.h"
 #include "common/convcrf_grad.h"
 #include "common/convcrf_grad_params.h"
@@ -73,20 +75,21 @@ __device__ void prepare(const T* img, index_t sn, index_t sc, index_t sh, index_
 // One pooled cell of the mean-field update, fused: for each of its pixels the prediction
 // z_c = (unary_weight - w_c) U_c + w_c (m_c + sum_d compat_cd m_d), m = fmask * upsample(mb)
 // (iterate; else z = U, the start), its softmax (`soft`), then either pooled into the next Q
-// (qn non-null: masked mean) or written to `z` (the last iteration; z may be u: each pixel's U
-// is read before its own thread overwrites it). The same arithmetic as crfg_upsample,
-// crfg_pred, crfg_softmax and crfg_pool one after another, which the backward uses.
-__device__ void update(const float* u, const float* mb, index_t ms, const float* compat,
+// (qn non-null: masked mean, qn's image stride `qs`) or written to `z` (the last iteration; z
+// may be u: each pixel's U is read before its own thread overwrites it). The backward
+// recomputes Q at full resolution with the same arithmetic (crfg_upsample, crfg_pred,
+// crfg_softmax).
+__device__ void update(const float* u, const float* mb, const float* compat,
                        const float* weight, const float* fmask, const float* invc, float* qn,
-                       float* z, index_t n, int C, int H, int W, int hp, int wp, int p0, int p1,
-                       int b, float unary_weight, int iterate, int soft) {
+                       index_t qs, float* z, index_t n, int C, int H, int W, int hp, int wp,
+                       int p0, int p1, int b, float unary_weight, int iterate, int soft) {
   const index_t cells = static_cast<index_t>(hp) * wp, hw = static_cast<index_t>(H) * W;
   SEGKIT_GRID_LOOP(idx, n * cells) {
     const index_t ni = idx / cells, p = idx % cells;
     int y0, y1, x0, x1;
     crf::pool_span(static_cast<int>(p / wp), p0, b, H, &y0, &y1);
     crf::pool_span(static_cast<int>(p % wp), p1, b, W, &x0, &x1);
-    float* q = qn == nullptr ? nullptr : qn + ni * C * cells + p;
+    float* q = qn == nullptr ? nullptr : qn + ni * qs + p;
     if (q != nullptr)
       for (int c = 0; c < C; ++c) q[c * cells] = 0.0f;
     for (int i = y0; i < y1; ++i)
@@ -94,7 +97,7 @@ __device__ void update(const float* u, const float* mb, index_t ms, const float*
         const index_t k = static_cast<index_t>(i) * W + j, base = ni * C * hw + k;
         const float fm = fmask == nullptr ? 1.0f : fmask[ni * hw + k];
         auto msg = [&](int c) {
-          return upsampled(mb + ni * ms + c * cells, i, j, hp, wp, p0, p1, b) * fm;
+          return upsampled(mb + (ni * C + c) * cells, i, j, hp, wp, p0, p1, b) * fm;
         };
         auto pred = [&](int c) {
           if (!iterate) return u[base + c * hw];
@@ -166,34 +169,14 @@ extern "C" __global__ void crfg_softmax(const float* src, float* dst, index_t n,
   }
 }
 
-// qb = masked b x b means of q, per pooled cell
-extern "C" __global__ void crfg_pool(const float* q, float* qb, const float* fmask,
-                                     const float* invc, index_t n, int C, int H, int W, int hp,
-                                     int wp, int p0, int p1, int b) {
-  const index_t cells = static_cast<index_t>(hp) * wp, hw = static_cast<index_t>(H) * W;
-  SEGKIT_GRID_LOOP(idx, n * cells) {
-    const index_t ni = idx / cells, p = idx % cells;
-    int y0, y1, x0, x1;
-    crf::pool_span(static_cast<int>(p / wp), p0, b, H, &y0, &y1);
-    crf::pool_span(static_cast<int>(p % wp), p1, b, W, &x0, &x1);
-    for (int c = 0; c < C; ++c) {
-      float s = 0.0f;
-      for (int i = y0; i < y1; ++i)
-        for (int j = x0; j < x1; ++j) {
-          const index_t k = static_cast<index_t>(i) * W + j;
-          s += q[(ni * C + c) * hw + k] * fmask[ni * hw + k];
-        }
-      qb[(ni * C + c) * cells + p] = s * invc[idx];
-    }
-  }
-}
-
-// out(p) = sum_d A(p, p+d) in(p+d) per pooled pixel (out's image stride `os`); with `sums`
-// (non-null), also the five sums of common/convcrf_grad.h with S = sum_c in_c(p) qb_c(p+d),
-// written as doubles, planar: sums[k * n * cells + idx]. The scalar values are read through
+// out(p) = sum_d A(p, p+d) in(p+d) per pooled pixel (in's image stride `is`); with
+// `sums` (non-null), also the five sums of common/convcrf_grad.h with
+// S = sum_c in_c(p) qb_c(p+d) (qb's image stride `qs`; qb null without sums), written as
+// doubles, planar: sums[k * n * cells + idx]. The scalar values are read through
 // their pointers (col_sdims null: no position term in the colour kernel).
-extern "C" __global__ void crfg_pass(const float* in, const float* qb, float* out, index_t os,
-                                     double* sums, const float* feat, const float* valid,
+extern "C" __global__ void crfg_pass(const float* in, index_t is, const float* qb, index_t qs,
+                                     float* out, double* sums, const float* feat,
+                                     const float* valid,
                                      index_t n, int C, int hp, int wp, int span,
                                      const float* pos_compat, const float* col_compat,
                                      const float* pos_sdims, const float* col_schan,
@@ -208,8 +191,8 @@ extern "C" __global__ void crfg_pass(const float* in, const float* qb, float* ou
     const int r = static_cast<int>(p / wp), x = static_cast<int>(p % wp);
     const float* f = feat + ni * crfgrad::kFeatures * cells;
     const float* v = valid + ni * cells;
-    const float* src = in + ni * C * cells;
-    const float* qq = qb + ni * C * cells;
+    const float* src = in + ni * is;
+    const float* qq = qb == nullptr ? nullptr : qb + ni * qs;
     double t[crfgrad::kGradSums] = {0, 0, 0, 0, 0};
     const int ylo = r - span < 0 ? 0 : r - span, yhi = r + span > hp - 1 ? hp - 1 : r + span;
     const int xlo = x - span < 0 ? 0 : x - span, xhi = x + span > wp - 1 ? wp - 1 : x + span;
@@ -242,7 +225,7 @@ extern "C" __global__ void crfg_pass(const float* in, const float* qb, float* ou
             t[4] += dpos * gc * s;
           }
         }
-      for (int c = 0; c < nc; ++c) out[ni * os + (c0 + c) * cells + p] = acc[c];
+      for (int c = 0; c < nc; ++c) out[(ni * C + c0 + c) * cells + p] = acc[c];
     }
     if (sums != nullptr)
       for (int k = 0; k < crfgrad::kGradSums; ++k) sums[k * n * cells + idx] = t[k];
@@ -253,22 +236,22 @@ extern "C" __global__ void crfg_pass(const float* in, const float* qb, float* ou
 // softmax(U) with soft), crfg_update pools Q = softmax(z) into qn (qn non-null) or writes the
 // last z (or its softmax) to `z`
 extern "C" __global__ void crfg_start(const float* u, const float* fmask, const float* invc,
-                                      float* qn, index_t n, int C, int H, int W, int hp, int wp,
-                                      int p0, int p1, int b, int soft) {
-  segkit::cudagrad::update(u, nullptr, 0, nullptr, nullptr, fmask, invc, qn, nullptr, n, C, H,
+                                      float* qn, index_t qs, index_t n, int C, int H, int W,
+                                      int hp, int wp, int p0, int p1, int b, int soft) {
+  segkit::cudagrad::update(u, nullptr, nullptr, nullptr, fmask, invc, qn, qs, nullptr, n, C, H,
                            W, hp, wp, p0, p1, b, 0.0f, 0, soft);
 }
-extern "C" __global__ void crfg_update(const float* u, const float* mb, index_t ms,
-                                       const float* compat, const float* weight,
-                                       const float* fmask, const float* invc, float* qn,
-                                       float* z, index_t n, int C, int H, int W, int hp, int wp,
-                                       int p0, int p1, int b, float unary_weight, int soft) {
-  segkit::cudagrad::update(u, mb, ms, compat, weight, fmask, invc, qn, z, n, C, H, W, hp, wp, p0,
+extern "C" __global__ void crfg_update(const float* u, const float* mb, const float* compat,
+                                       const float* weight, const float* fmask,
+                                       const float* invc, float* qn, index_t qs, float* z,
+                                       index_t n, int C, int H, int W, int hp, int wp, int p0,
+                                       int p1, int b, float unary_weight, int soft) {
+  segkit::cudagrad::update(u, mb, compat, weight, fmask, invc, qn, qs, z, n, C, H, W, hp, wp, p0,
                            p1, b, unary_weight, 1, soft);
 }
 
-// m = fmask * upsample(mb) per pixel (mb's image stride `ms`)
-extern "C" __global__ void crfg_upsample(const float* mb, index_t ms, float* m,
+// m = fmask * upsample(mb) per pixel
+extern "C" __global__ void crfg_upsample(const float* mb, float* m,
                                          const float* fmask, index_t n, int C, int H, int W,
                                          int hp, int wp, int p0, int p1, int b) {
   const index_t hw = static_cast<index_t>(H) * W, cells = static_cast<index_t>(hp) * wp;
@@ -278,7 +261,7 @@ extern "C" __global__ void crfg_upsample(const float* mb, index_t ms, float* m,
     const float fm = fmask[idx];
     for (int c = 0; c < C; ++c)
       m[(ni * C + c) * hw + k] =
-          segkit::cudagrad::upsampled(mb + ni * ms + c * cells, i, j, hp, wp, p0, p1, b) * fm;
+          segkit::cudagrad::upsampled(mb + (ni * C + c) * cells, i, j, hp, wp, p0, p1, b) * fm;
   }
 }
 

@@ -22,15 +22,18 @@ __device__ SEGKIT_INLINE float tap_weight(int i, int pad, int b, int n_in, int o
 }  // namespace cudagrad
 }  // namespace segkit
 
-// v = q (g - sum_c q g) per pixel; dst = v (accumulate 0) or dst += v
-extern "C" __global__ void crfg_softmax_jacobian(const float* q, const float* g, float* dst,
-                                                 index_t n, int C, index_t hw, int accumulate) {
+// v = q (g - sum_c q g) per pixel; dst = v (accumulate 0) or dst += v; q read with its image
+// stride `qs` (a slice of the saved pooled Q at blur 1)
+extern "C" __global__ void crfg_softmax_jacobian(const float* q, index_t qs, const float* g,
+                                                 float* dst, index_t n, int C, index_t hw,
+                                                 int accumulate) {
   SEGKIT_GRID_LOOP(idx, n * hw) {
     const index_t base = (idx / hw) * C * hw + idx % hw;
+    const float* qq = q + (idx / hw) * qs + idx % hw;
     float dot = 0.0f;
-    for (int c = 0; c < C; ++c) dot += q[base + c * hw] * g[base + c * hw];
+    for (int c = 0; c < C; ++c) dot += qq[c * hw] * g[base + c * hw];
     for (int c = 0; c < C; ++c) {
-      const float v = q[base + c * hw] * (g[base + c * hw] - dot);
+      const float v = qq[c * hw] * (g[base + c * hw] - dot);
       dst[base + c * hw] = accumulate ? dst[base + c * hw] + v : v;
     }
   }

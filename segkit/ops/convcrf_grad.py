@@ -1,10 +1,11 @@
 """The trainable ConvCRF's host side: validated settings and the fused C++ forward/backward on
 NumPy arrays (``segkit.torch.conv_crf`` wraps them in a torch op).
 
-The forward keeps per iteration only the pooled message (C*Hp*Wp floats: C*H*W at blur 1,
-C*H*W/blur^2 otherwise); the backward recomputes U, Q_{t-1} and M'_t from the unary and those
-messages, and computes every gradient in one fused pass per iteration (no k*k tensor). See
-csrc/cpu/convcrf_grad.cpp and GUIDE section 3.
+The forward keeps per iteration only Qb_t, the pooled Q that iteration t + 1's message pass
+reads (C*Hp*Wp floats: C*H*W at blur 1, C*H*W/blur^2 otherwise; Qb_0 pools the start Q_0);
+the backward recomputes the messages Mb_t = A Qb_{t-1} on the pooled grid, and U, M'_t and
+Q_t from the unary and those messages, and computes every gradient in one fused pass per
+iteration (no k*k tensor). See csrc/cpu/convcrf_grad.cpp and GUIDE section 3.
 """
 from __future__ import annotations
 
@@ -68,8 +69,9 @@ def check_trainable(p: ConvCrfParams) -> None:
 def forward(unary: np.ndarray, image: np.ndarray, mask: np.ndarray | None, p: ConvCrfParams,
             weight: np.ndarray, compat: np.ndarray | None, keep: bool = True
             ) -> tuple[np.ndarray, np.ndarray | None]:
-    """(scores (N, C, H, W), saved messages (N, T, C, Hp, Wp) or None without `keep`),
-    float32, with the C++ kernel, for setting `p` (its geometry and scalar values) and the
+    """(scores (N, C, H, W), saved pooled Q (N, T, C, Hp, Wp) or None without `keep`),
+    float32 (saved[:, t] is Qb_t, the pooled Q that iteration t + 1's message pass reads),
+    with the C++ kernel, for setting `p` (its geometry and scalar values) and the
     per-class `weight` (C,) and `compat` (C, C) or None. Arrays must be C-contiguous float32
     (mask uint8) as the binding checks."""
     from .. import _C

@@ -86,21 +86,35 @@ def _explain(unary, image, weight, compat, values: dict, geometry: dict) -> None
     raise InputError("conv_crf: an input failed the value check")  # not reached
 
 
+def _range_flags(t: Tensor, positive: bool = False) -> list[Tensor]:
+    """0-d bool tensors on t's device, true where every value of `t` is finite (and > 0 with
+    `positive`). One reduction pass (aminmax) and no temporary the size of `t`: NaN propagates
+    to both ends and an infinity is one of them, so the check is exact. A tensor that holds
+    integers (a uint8 image) or nothing has nothing to check."""
+    if not t.is_floating_point() or t.numel() == 0:
+        return []
+    lo, hi = torch.aminmax(t)
+    flags = [torch.isfinite(lo) & torch.isfinite(hi)]
+    return flags + [lo > 0] if positive else flags
+
+
 def _checked_setting(unary, image, weight, compat, values: dict, geometry: dict
                      ) -> ConvCrfParams:
     """The op's arguments as the validated setting. Every value check runs on the tensors'
-    device and meets the host once (one flag); on the CPU the setting holds the scalar values,
-    on CUDA only the geometry (the values stay on the device, read by the kernels)."""
+    device, allocates nothing the size of an input and meets the host once (one flag); on
+    the CPU the setting holds the scalar values, on CUDA only the geometry (the values stay on
+    the device, read by the kernels)."""
     for name, t in (("image", image), ("weight", weight), ("compat", compat), *values.items()):
         if t is not None and t.device != unary.device:
             raise InputError(f"{name} is on {t.device}, the unary on {unary.device}: every "
                              "tensor of conv_crf must be on the unary's device")
-    flags = [torch.isfinite(t).all() for t in (unary, image, weight, compat) if t is not None]
+    flags = _range_flags(unary, positive=geometry["unary_kind"] == "probs")
+    for t in (image, weight, compat):
+        if t is not None:
+            flags += _range_flags(t)
     for k, v in values.items():
         if v is not None:
             flags.append(torch.isfinite(v) & ((v >= 0) if k.endswith("compat") else (v > 0)))
-    if geometry["unary_kind"] == "probs":
-        flags.append((unary > 0).all())
     if not bool(torch.stack(flags).all()):  # the one host synchronisation of a call
         _explain(unary, image, weight, compat, values, geometry)
     if unary.is_cuda:
@@ -115,7 +129,8 @@ def _conv_crf_op(unary: Tensor, image: Tensor, mask: Optional[Tensor], weight: T
                  col_sdims: Optional[Tensor], compat: Optional[Tensor], filter_size: int,
                  blur: int, num_iter: int, unary_kind: str, init: str, final_softmax: bool,
                  unary_weight: float) -> tuple[Tensor, Tensor]:
-    """(scores (N, C, H, W), saved pooled messages (N, T, C, Hp, Wp)); float32 inputs as
+    """(scores (N, C, H, W), saved (N, T, C, Hp, Wp): Qb_t, the pooled Q that iteration t + 1's
+    message pass reads); float32 inputs as
     :func:`conv_crf` prepares them, the scalar values 0-d tensors on the unary's device."""
     geometry = dict(filter_size=filter_size, blur=blur, num_iter=num_iter,
                     unary_kind=unary_kind, init=init, final_softmax=final_softmax,
@@ -154,7 +169,7 @@ def _conv_crf_backward_op(grad: Tensor, saved: Tensor, unary: Tensor, image: Ten
     """(d_unary, d_weight, d_pos_compat, d_col_compat, d_pos_sdims, d_col_schan, d_col_sdims,
     d_compat): the gradient w.r.t. each input of ``conv_crf`` by name (float32; the scalars
     0-d, d_col_sdims 0 when absent, d_compat (0,) when absent), from grad = dL/d scores and
-    the forward's saved messages."""
+    the forward's saved pooled Q."""
     geometry = dict(filter_size=filter_size, blur=blur, num_iter=num_iter,
                     unary_kind=unary_kind, init=init, final_softmax=final_softmax,
                     unary_weight=unary_weight)
@@ -192,6 +207,11 @@ def _conv_crf_backward_fake(grad, saved, unary, image, mask, weight, pos_compat,
 def _setup_context(ctx, inputs, output):
     ctx.save_for_backward(*inputs[:10], output[1])
     ctx.constants = inputs[10:]
+    # `saved` has no gradient (so grad_out, of the one differentiable output, is never None
+    # here): without these autograd would hand _backward a zero tensor of its size (C*Hp*Wp
+    # floats per iteration) at the step's peak
+    ctx.mark_non_differentiable(output[1])
+    ctx.set_materialize_grads(False)
 
 
 def _backward(ctx, grad_out, _grad_saved):
