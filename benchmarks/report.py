@@ -53,6 +53,10 @@ def tables(data: dict, baselines: list[str]) -> str:
                 rate = f"{extra['pixels'] / med / 1e6:,.0f} Mpix/s"
             elif "bytes" in extra:
                 rate = f"{extra['bytes'] / med / 1e9:,.2f} GB/s"
+            elif "flops" in extra:
+                rate = f"{extra['flops'] / med / 1e9:,.0f} GFLOP/s"
+            elif "values" in extra:
+                rate = f"{extra['values'] / med / 1e9:,.2f} Gvalues/s"
             else:
                 rate = ""
             ratios = "".join(f" {v / med:,.1f} |" for v in base.values())

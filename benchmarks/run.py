@@ -46,6 +46,7 @@ SUITES = {
     "convcrf": ["unfold reference (1 thread)", "unfold reference (2 threads)", "pydensecrf2"],
     "label_issues": ["cleanlab 2.9"],
     "tune": ["soft_vote + confusion_matrix (cpp)", "every pixel"],
+    "machine": [],
 }
 
 

@@ -15,6 +15,7 @@ void bind_convcrf(py::module_& m);
 void bind_label_issues(py::module_& m);
 void bind_runtime(py::module_& m);
 void bind_convcrf_grad(py::module_& m);
+void bind_machine(py::module_& m);
 }  // namespace segkit
 
 PYBIND11_MODULE(_C, m) {
@@ -26,4 +27,5 @@ PYBIND11_MODULE(_C, m) {
   segkit::bind_label_issues(m);
   segkit::bind_runtime(m);
   segkit::bind_convcrf_grad(m);
+  segkit::bind_machine(m);
 }

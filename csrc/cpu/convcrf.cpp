@@ -125,13 +125,19 @@ Plan make_plan(const ConvCrfArgs& a) {
     p.wa.push_back(a.weight != nullptr ? a.weight[c] : a.message_coef);
     p.ua.push_back(a.weight != nullptr ? a.unary_weight - a.weight[c] : a.unary_coef);
   }
-  if (p.b > 1) {
-    p.xi0.resize(p.W);
-    p.xi1.resize(p.W);
-    p.xl0.resize(p.W);
-    p.xl1.resize(p.W);
-    for (int x = 0; x < p.W; ++x)
-      crf::bilinear_taps(x, p.p1, p.b, p.Wp, &p.xi0[x], &p.xi1[x], &p.xl0[x], &p.xl1[x]);
+  if (p.b > 1) {  // ldw entries: the padding repeats the last pixel's taps (whole vectors)
+    p.xi0.resize(p.ldw);
+    p.xi1.resize(p.ldw);
+    p.xl0.resize(p.ldw);
+    p.xl1.resize(p.ldw);
+    for (index_t x = 0; x < p.ldw; ++x)
+      crf::bilinear_taps(std::min<int>(static_cast<int>(x), p.W - 1), p.p1, p.b, p.Wp,
+                         &p.xi0[x], &p.xi1[x], &p.xl0[x], &p.xl1[x]);
+    for (int X = 0; X < p.Wp; ++X) {
+      int x0, x1;
+      crf::pool_span(X, p.p1, p.b, p.W, &x0, &x1);
+      p.pcount.push_back(static_cast<float>(x1 - x0));
+    }
   }
   return p;
 }

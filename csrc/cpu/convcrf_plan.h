@@ -31,8 +31,9 @@ struct Plan {
   float kc;         // K(p, p) = pos_compat + col_compat
   std::vector<index_t> koff;  // ey * ld + ex of the stored (half) offsets
   std::vector<int> ey, ex;
-  std::vector<int> xi0, xi1;  // bilinear taps along a row (blur > 1)
-  std::vector<float> xl0, xl1;
+  std::vector<int> xi0, xi1;  // bilinear taps along a row (blur > 1), ldw entries: past W
+  std::vector<float> xl0, xl1;  // they repeat pixel W - 1's
+  std::vector<float> pcount;    // pixels per pooled cell along a row (Wp), as float
   // The general update (a per-class weight or a mask): pred_c = ua[c] U + wa[c] (M' * mask),
   // Q pooled over the valid pixels; otherwise the scalar update of ConvCRF's defaults.
   bool general = false, masked = false;

@@ -1,5 +1,5 @@
 // CPU ConvCRF row kernels: U, the update (pred, softmax) and the pooling into the next Q, in
-// two forms: every class of a vector of pixels in registers (C <= kMaxRegClasses, blocks of 4,
+// two forms (the row resampling, pool_row and upsample_row, is in convcrf_update.h): every class of a vector of pixels in registers (C <= kMaxRegClasses, blocks of 4,
 // 8, 12, 16 classes) and rows of classes in per-thread buffers (more classes). The bodies are
 // written once over the vector width B; the entry points at the end compile them once per
 // instruction set through cpu/simd.h's dispatch.
@@ -109,29 +109,6 @@ SEGKIT_ALWAYS void store_scores_row(const Ctx& cx, int i, const float* __restric
   for (int c = 0; c < pl.C; ++c)
     std::memcpy(cx.scores + c * pl.HW + static_cast<index_t>(i) * pl.W, P + c * pl.ldw,
                 sizeof(float) * pl.W);
-}
-
-// The b x b means of pooled row R into the next Q: `acc` holds C rows (stride ldw) of the
-// sums over the `rows` full-resolution rows of its cells (the general path: of the valid
-// pixels, times the cell's inverse count).
-template <bool G>
-SEGKIT_ALWAYS void pool_row(const Ctx& cx, int R, int rows, const float* acc_rows) {
-  const Plan& pl = *cx.pl;
-  const float nrows = static_cast<float>(rows);
-  for (int c = 0; c < pl.C; ++c) {
-    const float* acc = acc_rows + c * pl.ldw;
-    float* q = cx.qnext + c * pl.plane + (pl.s + R) * pl.ld + pl.s;
-    for (int X = 0; X < pl.Wp; ++X) {
-      int x0, x1;
-      crf::pool_span(X, pl.p1, pl.b, pl.W, &x0, &x1);
-      float s = 0.0f;
-      for (int x = x0; x < x1; ++x) s += acc[x];
-      if (G)
-        q[X] = s * cx.inv[static_cast<index_t>(R) * pl.Wp + X];
-      else
-        q[X] = s / (nrows * static_cast<float>(x1 - x0));
-    }
-  }
 }
 
 template <int B, int CM, bool G>
@@ -265,16 +242,8 @@ SEGKIT_ALWAYS void message_blur_body(const Ctx& cx, int R, const Scratch& sc) {
   const Plan& pl = *cx.pl;
   message_row_body<B>(cx, R, sc.M);
   const float* M = message_extras(cx, R, sc.M, sc.P);
-  const int W = pl.W;
-  const int* __restrict i0 = pl.xi0.data();
-  const int* __restrict i1 = pl.xi1.data();
-  const float* __restrict l0 = pl.xl0.data();
-  const float* __restrict l1 = pl.xl1.data();
-  for (int c = 0; c < pl.C; ++c) {
-    const float* __restrict m = M + c * pl.ldw;
-    float* __restrict e = cx.Me + (static_cast<index_t>(c) * pl.Hp + R) * pl.ldw;
-    for (int x = 0; x < W; ++x) e[x] = l0[x] * m[i0[x]] + l1[x] * m[i1[x]];
-  }
+  for (int c = 0; c < pl.C; ++c)
+    upsample_row<B>(pl, M + c * pl.ldw, cx.Me + (static_cast<index_t>(c) * pl.Hp + R) * pl.ldw);
 }
 
 // blur b, pooled row R: for each of its full-resolution rows, the vertical interpolation of

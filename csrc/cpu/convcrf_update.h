@@ -1,7 +1,9 @@
 // CPU ConvCRF: the update (pred, softmax) with every class of a vector of pixels in registers,
-// and its loop over a row, written once over the vector width B. Included by convcrf_rows.cpp
-// only (after its `#pragma GCC optimize("no-trapping-math")`).
+// and its loop over a row, written once over the vector width B; and the resampling along a
+// row at blur > 1 (the message upsampled, Q pooled). Included by convcrf_rows.cpp only (after
+// its `#pragma GCC optimize("no-trapping-math")`).
 #pragma once
+#include <algorithm>
 #include <cstring>
 
 #include "common/convcrf.h"
@@ -69,6 +71,79 @@ SEGKIT_ALWAYS void update_row_blocks(const Plan& pl, const float* U, bool soft, 
     update_block<B, CM>(
         C, soft, [&](int c) { return get(c, loadv<V>(tail + c * L), x0); },
         [&](int c, V v) { put(c, v, x0, nv); });
+  }
+}
+
+// ---- resampling along a row (blur > 1) ------------------------------------------------------
+
+// One message row `m` (ldw floats, Wp valid) upsampled bilinearly along the row into `e`
+// (ldw floats; past W the last pixel's value). A vector of L outputs reads at most L
+// consecutive cells from its first tap (blur >= 2): one load and two lane permutations
+// (vpermps) instead of 2 L scalar loads; the same products and sums as the scalar form.
+template <int B>
+SEGKIT_ALWAYS void upsample_row(const Plan& pl, const float* __restrict m, float* __restrict e) {
+  typedef vec_t<float, B> V;
+  typedef vec_t<int, B> IV;
+  constexpr int L = Vec<float, B>::lanes;
+  const int* __restrict i0 = pl.xi0.data();
+  const int* __restrict i1 = pl.xi1.data();
+  const float* __restrict l0 = pl.xl0.data();
+  const float* __restrict l1 = pl.xl1.data();
+  for (index_t x0 = 0; x0 < pl.ldw; x0 += L) {
+    const int base = i0[x0];
+    if (i1[x0 + L - 1] - base < L && base + L <= pl.ldw) {
+      const V w = loadv<V>(m + base);
+      const V a0 = __builtin_shuffle(w, loadv<IV>(i0 + x0) - base);
+      const V a1 = __builtin_shuffle(w, loadv<IV>(i1 + x0) - base);
+      storev(e + x0, loadv<V>(l0 + x0) * a0 + loadv<V>(l1 + x0) * a1);
+    } else {
+      for (index_t x = x0; x < x0 + L; ++x) e[x] = l0[x] * m[i0[x]] + l1[x] * m[i1[x]];
+    }
+  }
+}
+
+// The b x b means of pooled row R into the next Q: `acc` holds C rows (stride ldw) of the
+// sums over the `rows` full-resolution rows of its cells (the general path: of the valid
+// pixels, times the cell's inverse count). Two passes per class: the column sums of each cell
+// into the Q row (cells whole inside the image with a compile-time count for blur 2, 4, 8),
+// then the division (or the product with the inverse count), vectorised.
+template <bool G>
+SEGKIT_ALWAYS void pool_row(const Ctx& cx, int R, int rows, const float* acc_rows) {
+  const Plan& pl = *cx.pl;
+  const float nrows = static_cast<float>(rows);
+  // cells [X0, X1) lie whole inside the row
+  const int X0 = (pl.p1 + pl.b - 1) / pl.b;
+  const int X1 = std::max(X0, (pl.W + pl.p1) / pl.b);
+  const float* __restrict den = pl.pcount.data();
+  for (int c = 0; c < pl.C; ++c) {
+    const float* __restrict acc = acc_rows + c * pl.ldw;
+    float* __restrict q = cx.qnext + c * pl.plane + (pl.s + R) * pl.ld + pl.s;
+    auto edge = [&](int X) {
+      int x0, x1;
+      crf::pool_span(X, pl.p1, pl.b, pl.W, &x0, &x1);
+      float s = 0.0f;
+      for (int x = x0; x < x1; ++x) s += acc[x];
+      q[X] = s;
+    };
+    for (int X = 0; X < std::min(X0, pl.Wp); ++X) edge(X);
+    const bool fixed = dispatch_exact<2, 4, 8>(pl.b, [&](auto bb) SEGKIT_BODY {
+      constexpr int b = decltype(bb)::value;
+      const float* __restrict a = acc - pl.p1;
+      for (int X = X0; X < X1; ++X) {
+        float s = 0.0f;
+        for (int t = 0; t < b; ++t) s += a[X * b + t];
+        q[X] = s;
+      }
+    });
+    if (!fixed)
+      for (int X = X0; X < X1; ++X) edge(X);
+    for (int X = std::max(X1, X0); X < pl.Wp; ++X) edge(X);
+    if (G) {
+      const float* __restrict inv = cx.inv + static_cast<index_t>(R) * pl.Wp;
+      for (int X = 0; X < pl.Wp; ++X) q[X] *= inv[X];
+    } else {
+      for (int X = 0; X < pl.Wp; ++X) q[X] = q[X] / (nrows * den[X]);
+    }
   }
 }
 
