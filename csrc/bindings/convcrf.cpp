@@ -159,7 +159,8 @@ void bind_convcrf(py::module_& m) {
         "`weight` (C,) float32 per-class message weights (update (unary_weight - w_c) U + w_c "
         "M, replacing params' coefficients), `compat` (C, C) float32 (M' = M + compat M), "
         "`mask` (N, H, W) uint8 (0: the pixel neither sends nor receives); `saved` (N, "
-        "num_iter, C, Hp, Wp) float32 receives the pooled message of every iteration. All "
+        "num_iter, C, Hp, Wp) float32 receives, per iteration, the pooled Q its message reads "
+        "(what the trainable backward restarts from). All "
         "C-contiguous. Releases the GIL.");
   m.def("convcrf_workspace_bytes", &convcrf_workspace_bytes, py::arg("scores"),
         py::arg("image"), py::arg("params"),

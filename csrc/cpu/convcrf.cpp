@@ -1,5 +1,6 @@
 // How this forward and the trainable forward (convcrf_grad.cpp over convcrf_grad_rows.h, as
-// of issue 26 part 1) differ; written down before merging them (issue 26 part 2):
+// of issue 26 part 1) differed; written down before merging them (issue 26 part 2), kept as the
+// record of what the merge had to reconcile (the trainable side describes the old code):
 //   Inputs. Here: `scores` holds the unary and is overwritten in place; the image is uint8 or
 //     float32 read through any strides; one scalar pair (unary_coef, message_coef) for every
 //     class; no compatibility matrix; no mask. Trainable: separate unary and out; the image
