@@ -17,6 +17,7 @@ from .test_convcrf_grad import check_gradients
     (4, 23, 18, 7, 1, dict(compat=True, mask=True)),
     (21, 26, 37, 11, 4, {}),
     (9, 22, 19, 7, 2, dict(col_sdims=5.0)),
+    (5, 31, 45, 5, 6, dict(mask=True)),  # blur 6: the horizontal adjoint's general block width
 ])
 def test_gradients_on_every_isa(simd_isa, c, h, w, k, blur, extra):
     check_gradients(1, c, h, w, dict(filter_size=k, blur=blur, num_iter=3), **extra)

@@ -37,8 +37,9 @@ using namespace gradrows;  // NOLINT: the kernels of this op
 
 namespace {
 
-// Stage t's sweep over pooled cell R (see the top of this file).
-inline void sweep_cell(const Ctx& k, int t, int R, BwdScratch& s) {
+// Stage t's sweep over pooled cell R (see the top of this file), B bytes of SIMD.
+template <int B>
+SEGKIT_ALWAYS void sweep_cell(const Ctx& k, int t, int R, BwdScratch& s) {
   const Geo& g = *k.g;
   const ConvCrfGradArgs& a = *k.a;
   const int C = g.C;
@@ -50,7 +51,7 @@ inline void sweep_cell(const Ctx& k, int t, int R, BwdScratch& s) {
   if (t >= 1 && g.b > 1) std::fill(s.e.begin(), s.e.end(), 0.0f);
   if (t < k.T) unpool_cell(k, R, s.dqe.data(), s.mx.data());
   if (k.load != nullptr) halo_row(g, k.load, R, k.into);
-  if (t >= 1 && g.b > 1) upsample_rows(g, k.Mb, R, s.me.data());
+  if (t >= 1 && g.b > 1) upsample_rows<B>(g, k.Mb, R, s.me.data());
   for (int i = y0; i < y1; ++i) {
     const index_t row = static_cast<index_t>(i) * g.W;
     if (k.compat == nullptr && t > 0) {
@@ -90,7 +91,7 @@ inline void sweep_cell(const Ctx& k, int t, int R, BwdScratch& s) {
     const float* v = weight_terms(k, t, i, s, dw, dmu);
     adjoint_rows(k, i, R, v, s.e.data());
   }
-  if (t >= 1 && g.b > 1) adjoint_cols(g, R, s.e.data(), k.P, k.Rb);
+  if (t >= 1 && g.b > 1) adjoint_cols(g, R, s.e.data(), k.P, k.Rb, s.prod.data());
 }
 
 }  // namespace
@@ -171,7 +172,9 @@ void convcrf_grad_backward(const float* grad, const float* unary, const float* i
         if (t < T && t >= 2) kt.load = k.Qs + (t - 2) * pooled, kt.into = oth;
 #pragma omp for schedule(dynamic, 1)
         for (int R = 0; R < g.Hp; ++R)
-          dispatch_isa([&](auto) SEGKIT_BODY { sweep_cell(kt, t, R, s); });
+          dispatch_isa([&](auto isa) SEGKIT_BODY {
+            sweep_cell<decltype(isa)::bytes>(kt, t, R, s);
+          });
         if (t == 0) break;
         if (g.b > 1) {
 #pragma omp for schedule(static)

@@ -45,7 +45,7 @@ struct Geo {
   index_t HW, HWp;
   // haloed pooled planes (Qb, R and the features the passes read): s zero rows and columns
   // around the grid, rows `ld` apart, planes `plane` apart; element (r, x) at `at(r, x)`
-  index_t ld, plane, ldg;  // ldg: row stride of the Gaussian planes (Hp rows, zero tails)
+  index_t ld, plane, ldg;  // ldg: Wp rounded up to whole vectors (a pooled row's Gaussians)
   index_t at(int r, int x) const { return (s + r) * ld + s + x; }
   std::vector<int> xi0, xi1, yi0, yi1, cellx;
   std::vector<float> xl0, xl1, yl0, yl1;
@@ -61,6 +61,9 @@ struct Geo {
   int ntap = 0;
   std::vector<int> tap_j;
   std::vector<float> tap_w;
+  // pooled columns [reg0, reg1) whose pairs are exactly the 2b full columns reg_off + b X + t,
+  // t < 2b, with coefficient xl1 for t < b and xl0 after (the interior of the row)
+  int reg0 = 0, reg1 = 0, reg_off = 0;
   // adjoint of the vertical interpolation: for pooled row r, the (full row, coefficient) pairs
   std::vector<std::vector<std::pair<int, float>>> rows_of;
 };
@@ -106,6 +109,18 @@ inline Geo make_geo(const ConvCrfGradArgs& a) {
       const size_t slot = static_cast<size_t>(kk - g.col_at[X]) * g.Wp + X;
       g.tap_j[slot] = g.col_j[kk], g.tap_w[slot] = g.col_w[kk];
     }
+  g.reg_off = g.b / 2 - g.p1 - g.b;
+  auto regular = [&](int X) {
+    if (g.b < 2 || g.col_at[X + 1] - g.col_at[X] != 2 * g.b) return false;
+    for (int t = 0; t < 2 * g.b; ++t) {
+      const int kk = g.col_at[X] + t, j = g.reg_off + g.b * X + t;
+      if (g.col_j[kk] != j || g.col_w[kk] != (t < g.b ? g.xl1[j] : g.xl0[j])) return false;
+    }
+    return true;
+  };
+  while (g.reg0 < g.Wp && !regular(g.reg0)) ++g.reg0;
+  g.reg1 = g.reg0;
+  while (g.reg1 < g.Wp && regular(g.reg1)) ++g.reg1;
   g.yi0.resize(g.H), g.yi1.resize(g.H), g.yl0.resize(g.H), g.yl1.resize(g.H);
   g.rows_of.resize(g.Hp);
   for (int i = 0; i < g.H; ++i) {

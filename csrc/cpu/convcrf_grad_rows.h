@@ -1,7 +1,7 @@
 // CPU trainable ConvCRF backward (convcrf_grad_backward.cpp): the row kernels (softmax and its
-// Jacobian, the upsampled message and the adjoint of the upsampling, the Gaussian planes, the
-// message passes and the parameter sums), each compiled once per instruction set through
-// cpu/simd.h's dispatch. Include it after the translation unit's
+// Jacobian, the masked message of a row, a pooled row's Gaussians, the message passes and the
+// parameter sums; the upsampling is in convcrf_grad_upsample.h), each compiled once per
+// instruction set through cpu/simd.h's dispatch. Include it after the translation unit's
 // `#pragma GCC optimize("no-trapping-math")`.
 #pragma once
 #include "cpu/convcrf_grad_plan.h"
@@ -25,21 +25,6 @@ inline void softmax_row(float* p, int C, index_t cs, int W, float* mx, float* su
   for (int j = 0; j < W; ++j) sum[j] = 1.0f / sum[j];
   for (int c = 0; c < C; ++c)
     for (int j = 0; j < W; ++j) p[c * cs + j] *= sum[j];
-}
-
-// The pooled message Mb (C, Hp, Wp) upsampled along pooled rows R - 1, R and R + 1 (those
-// inside the grid; blur > 1), the rows that cell R's full-resolution rows interpolate: row
-// R - 1 + q of class c at me[(3 c + q) W + j] = l0 Mb[c][.][i0] + l1 Mb[c][.][i1].
-inline void upsample_rows(const Geo& g, const float* Mb, int R, float* me) {
-  for (int q = 0; q < 3; ++q) {
-    const int r = R - 1 + q;
-    if (r < 0 || r >= g.Hp) continue;
-    for (int c = 0; c < g.C; ++c) {
-      const float* m = Mb + c * g.HWp + static_cast<index_t>(r) * g.Wp;
-      float* e = me + (3 * static_cast<index_t>(c) + q) * g.W;
-      for (int j = 0; j < g.W; ++j) e[j] = g.xl0[j] * m[g.xi0[j]] + g.xl1[j] * m[g.xi1[j]];
-    }
-  }
 }
 
 // The masked, upsampled message of full-resolution row i (in cell R) from the pooled Mb (C, Hp,
@@ -318,41 +303,6 @@ struct DenormalsAreZero {
   ~DenormalsAreZero() { _mm_setcsr(saved); }
 #endif
 };
-
-// The horizontal taps of the cell's three partial rows: its own pooled row R straight into Rb
-// (haloed), the rows R - 1 and R + 1 into P (2, C, Hp, Wp: P[0] row R holds cell R's part of
-// row R - 1, P[1] its part of row R + 1). Per pooled column, its taps added in order from 0
-// (a padded slot adds 0 * v, which changes no bit).
-inline void adjoint_cols(const Geo& g, int R, const float* e, float* P, float* Rb) {
-  for (int q = 0; q < 3; ++q)
-    for (int c = 0; c < g.C; ++c) {
-      const float* __restrict v = e + (static_cast<index_t>(q) * g.C + c) * g.W;
-      float* __restrict o = q == 1 ? Rb + c * g.plane + g.at(R, 0)
-                                   : P + ((static_cast<index_t>(q / 2) * g.C + c) * g.Hp + R) * g.Wp;
-      for (int X = 0; X < g.Wp; ++X) o[X] = 0.0f;
-      for (int k = 0; k < g.ntap; ++k) {
-        const int* __restrict tj = g.tap_j.data() + static_cast<size_t>(k) * g.Wp;
-        const float* __restrict tw = g.tap_w.data() + static_cast<size_t>(k) * g.Wp;
-        for (int X = 0; X < g.Wp; ++X) o[X] += tw[X] * v[tj[X]];
-      }
-    }
-}
-
-// R_t of pooled row r (blur > 1): cell r's own part (already in Rb) with the parts of cells
-// r - 1 and r + 1, added in a fixed order.
-inline void finish_r(const Geo& g, const float* P, int r, float* Rb) {
-  const index_t part = static_cast<index_t>(g.C) * g.HWp;
-  for (int c = 0; c < g.C; ++c) {
-    const index_t o = static_cast<index_t>(c) * g.HWp + static_cast<index_t>(r) * g.Wp;
-    const float* from_up = r > 0 ? P + part + o - g.Wp : nullptr;  // cell r-1's part of r
-    const float* from_dn = r + 1 < g.Hp ? P + o + g.Wp : nullptr;  // cell r+1's part of r
-    float* __restrict dst = Rb + c * g.plane + g.at(r, 0);
-    for (int X = 0; X < g.Wp; ++X) {
-      float v = from_up ? from_up[X] + dst[X] : dst[X];
-      dst[X] = from_dn ? v + from_dn[X] : v;
-    }
-  }
-}
 
 }  // namespace gradrows
 }  // namespace cpu

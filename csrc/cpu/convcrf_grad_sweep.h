@@ -5,19 +5,22 @@
 // unit's `#pragma GCC optimize("no-trapping-math")`.
 #pragma once
 #include "cpu/convcrf_grad_rows.h"
+#include "cpu/convcrf_grad_upsample.h"
 
 namespace segkit {
 namespace cpu {
 namespace gradrows {
 // Per-thread scratch: C rows of W each; the three adjoint rows and (blur > 1) the cell's three
-// row-upsampled message rows; one pooled row's k*k Gaussians (gp, gc).
+// row-upsampled message rows; one pooled row's k*k Gaussians (gp, gc); the horizontal adjoint's
+// products (prod).
 struct BwdScratch {
-  std::vector<float> u, m, mp, z, gr, dq, dqe, h, e, me, mx, sum, gp, gc;
+  std::vector<float> u, m, mp, z, gr, dq, dqe, h, e, me, mx, sum, gp, gc, prod;
   explicit BwdScratch(const Geo& g)
       : u(static_cast<size_t>(g.C) * g.W), m(u.size()), mp(u.size()), z(u.size()),
         gr(u.size()), dq(u.size()), dqe(u.size()), h(u.size()), e(3 * u.size()),
         me(g.b > 1 ? 3 * u.size() : 0), mx(g.W), sum(g.W),
-        gp(static_cast<size_t>(2 * g.s + 1) * (2 * g.s + 1) * g.ldg), gc(gp.size()) {}
+        gp(static_cast<size_t>(2 * g.s + 1) * (2 * g.s + 1) * g.ldg), gc(gp.size()),
+        prod(2 * static_cast<size_t>(g.W)) {}
 };
 
 // Everything a stage reads, for one image.

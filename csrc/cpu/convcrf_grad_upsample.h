@@ -1,0 +1,118 @@
+// CPU trainable ConvCRF backward: the bilinear upsampling of the pooled message along a cell's
+// pooled rows, and the horizontal adjoint of the upsampling with the sum of R_t's parts
+// (convcrf_grad_backward.cpp's stages 1 and 2). Include it after the translation unit's
+// `#pragma GCC optimize("no-trapping-math")`.
+#pragma once
+#include "cpu/convcrf_grad_plan.h"
+
+namespace segkit {
+namespace cpu {
+namespace gradrows {
+
+// The pooled message Mb (C, Hp, Wp) upsampled along pooled rows R - 1, R and R + 1 (those
+// inside the grid; blur > 1), the rows that cell R's full-resolution rows interpolate: row
+// R - 1 + q of class c at me[(3 c + q) W + j] = l0 Mb[c][.][i0] + l1 Mb[c][.][i1]. A vector of
+// L columns whose taps span fewer than L pooled columns takes one load of that window and two
+// lane shuffles (as the forward's upsampling, convcrf_update.h), the others the scalar taps:
+// the same products and sum either way.
+template <int B>
+SEGKIT_ALWAYS void upsample_rows(const Geo& g, const float* Mb, int R, float* me) {
+  typedef vec_t<float, B> V;
+  typedef vec_t<int, B> IV;
+  constexpr int L = Vec<float, B>::lanes;
+  const int* __restrict i0 = g.xi0.data();
+  const int* __restrict i1 = g.xi1.data();
+  const float* __restrict l0 = g.xl0.data();
+  const float* __restrict l1 = g.xl1.data();
+  for (int q = 0; q < 3; ++q) {
+    const int r = R - 1 + q;
+    if (r < 0 || r >= g.Hp) continue;
+    for (int c = 0; c < g.C; ++c) {
+      const float* __restrict m = Mb + c * g.HWp + static_cast<index_t>(r) * g.Wp;
+      float* __restrict e = me + (3 * static_cast<index_t>(c) + q) * g.W;
+      int x0 = 0;
+      for (; x0 + L <= g.W; x0 += L) {
+        const int base = i0[x0];
+        if (i1[x0 + L - 1] - base < L && base + L <= g.Wp) {
+          const V w = loadv<V>(m + base);
+          const V a0 = __builtin_shuffle(w, loadv<IV>(i0 + x0) - base);
+          const V a1 = __builtin_shuffle(w, loadv<IV>(i1 + x0) - base);
+          storev(e + x0, loadv<V>(l0 + x0) * a0 + loadv<V>(l1 + x0) * a1);
+        } else {
+          for (int j = x0; j < x0 + L; ++j) e[j] = l0[j] * m[i0[j]] + l1[j] * m[i1[j]];
+        }
+      }
+      for (int j = x0; j < g.W; ++j) e[j] = l0[j] * m[i0[j]] + l1[j] * m[i1[j]];
+    }
+  }
+}
+
+// The horizontal taps of the cell's three partial rows: its own pooled row R straight into Rb
+// (haloed), the rows R - 1 and R + 1 into P (2, C, Hp, Wp: P[0] row R holds cell R's part of
+// row R - 1, P[1] its part of row R + 1). Per pooled column, its taps added in order from 0.
+// The interior columns [reg0, reg1) sum the products l1 v, l0 v of their 2b full columns as
+// fixed-width blocks (vectorised; `prod`: 2 W floats of scratch); the edge columns go through
+// the tap slots (a padded slot adds 0 * v, which changes no bit).
+inline void adjoint_cols(const Geo& g, int R, const float* e, float* P, float* Rb, float* prod) {
+  for (int q = 0; q < 3; ++q)
+    for (int c = 0; c < g.C; ++c) {
+      const float* __restrict v = e + (static_cast<index_t>(q) * g.C + c) * g.W;
+      float* __restrict o = q == 1 ? Rb + c * g.plane + g.at(R, 0)
+                                   : P + ((static_cast<index_t>(q / 2) * g.C + c) * g.Hp + R) * g.Wp;
+      auto edge = [&](int X) {
+        float acc = 0.0f;
+        for (int k = 0; k < g.ntap; ++k) {
+          const size_t slot = static_cast<size_t>(k) * g.Wp + X;
+          acc += g.tap_w[slot] * v[g.tap_j[slot]];
+        }
+        o[X] = acc;
+      };
+      for (int X = 0; X < g.reg0; ++X) edge(X);
+      for (int X = g.reg1; X < g.Wp; ++X) edge(X);
+      if (g.reg1 <= g.reg0) continue;
+      float* __restrict a1 = prod;
+      float* __restrict a0 = prod + g.W;
+      const float* __restrict l0 = g.xl0.data();
+      const float* __restrict l1 = g.xl1.data();
+      for (int j = 0; j < g.W; ++j) a1[j] = l1[j] * v[j], a0[j] = l0[j] * v[j];
+      const bool fixed = dispatch_exact<2, 4, 8>(g.b, [&](auto bb) SEGKIT_BODY {
+        constexpr int b = decltype(bb)::value;
+        const int off = g.reg_off;
+        for (int X = g.reg0; X < g.reg1; ++X) {
+          float acc = 0.0f;
+          for (int t = 0; t < b; ++t) acc += a1[off + b * X + t];
+          for (int t = 0; t < b; ++t) acc += a0[off + b * X + b + t];
+          o[X] = acc;
+        }
+      });
+      if (!fixed)
+        for (int X = g.reg0; X < g.reg1; ++X) {
+          float acc = 0.0f;
+          for (int t = 0; t < 2 * g.b; ++t) {
+            const int j = g.reg_off + g.b * X + t;
+            acc += t < g.b ? a1[j] : a0[j];
+          }
+          o[X] = acc;
+        }
+    }
+}
+
+// R_t of pooled row r (blur > 1): cell r's own part (already in Rb) with the parts of cells
+// r - 1 and r + 1, added in a fixed order.
+inline void finish_r(const Geo& g, const float* P, int r, float* Rb) {
+  const index_t part = static_cast<index_t>(g.C) * g.HWp;
+  for (int c = 0; c < g.C; ++c) {
+    const index_t o = static_cast<index_t>(c) * g.HWp + static_cast<index_t>(r) * g.Wp;
+    const float* from_up = r > 0 ? P + part + o - g.Wp : nullptr;  // cell r-1's part of r
+    const float* from_dn = r + 1 < g.Hp ? P + o + g.Wp : nullptr;  // cell r+1's part of r
+    float* __restrict dst = Rb + c * g.plane + g.at(r, 0);
+    for (int X = 0; X < g.Wp; ++X) {
+      float v = from_up ? from_up[X] + dst[X] : dst[X];
+      dst[X] = from_dn ? v + from_dn[X] : v;
+    }
+  }
+}
+
+}  // namespace gradrows
+}  // namespace cpu
+}  // namespace segkit
