@@ -4,6 +4,7 @@
 // `#pragma GCC optimize("no-trapping-math")`.
 #pragma once
 #include "cpu/convcrf_grad_plan.h"
+#include "cpu/convcrf_upsample.h"
 
 namespace segkit {
 namespace cpu {
@@ -11,39 +12,17 @@ namespace gradrows {
 
 // The pooled message Mb (C, Hp, Wp) upsampled along pooled rows R - 1, R and R + 1 (those
 // inside the grid; blur > 1), the rows that cell R's full-resolution rows interpolate: row
-// R - 1 + q of class c at me[(3 c + q) W + j] = l0 Mb[c][.][i0] + l1 Mb[c][.][i1]. A vector of
-// L columns whose taps span fewer than L pooled columns takes one load of that window and two
-// lane shuffles (as the forward's upsampling, convcrf_update.h), the others the scalar taps:
-// the same products and sum either way.
+// R - 1 + q of class c at me[(3 c + q) W + j] = l0 Mb[c][.][i0] + l1 Mb[c][.][i1]
+// (convcrf_upsample.h, as the forward's).
 template <int B>
 SEGKIT_ALWAYS void upsample_rows(const Geo& g, const float* Mb, int R, float* me) {
-  typedef vec_t<float, B> V;
-  typedef vec_t<int, B> IV;
-  constexpr int L = Vec<float, B>::lanes;
-  const int* __restrict i0 = g.xi0.data();
-  const int* __restrict i1 = g.xi1.data();
-  const float* __restrict l0 = g.xl0.data();
-  const float* __restrict l1 = g.xl1.data();
   for (int q = 0; q < 3; ++q) {
     const int r = R - 1 + q;
     if (r < 0 || r >= g.Hp) continue;
-    for (int c = 0; c < g.C; ++c) {
-      const float* __restrict m = Mb + c * g.HWp + static_cast<index_t>(r) * g.Wp;
-      float* __restrict e = me + (3 * static_cast<index_t>(c) + q) * g.W;
-      int x0 = 0;
-      for (; x0 + L <= g.W; x0 += L) {
-        const int base = i0[x0];
-        if (i1[x0 + L - 1] - base < L && base + L <= g.Wp) {
-          const V w = loadv<V>(m + base);
-          const V a0 = __builtin_shuffle(w, loadv<IV>(i0 + x0) - base);
-          const V a1 = __builtin_shuffle(w, loadv<IV>(i1 + x0) - base);
-          storev(e + x0, loadv<V>(l0 + x0) * a0 + loadv<V>(l1 + x0) * a1);
-        } else {
-          for (int j = x0; j < x0 + L; ++j) e[j] = l0[j] * m[i0[j]] + l1[j] * m[i1[j]];
-        }
-      }
-      for (int j = x0; j < g.W; ++j) e[j] = l0[j] * m[i0[j]] + l1[j] * m[i1[j]];
-    }
+    for (int c = 0; c < g.C; ++c)
+      upsample_taps<B>(Mb + c * g.HWp + static_cast<index_t>(r) * g.Wp, g.Wp, g.xi0.data(),
+                       g.xi1.data(), g.xl0.data(), g.xl1.data(), g.W,
+                       me + (3 * static_cast<index_t>(c) + q) * g.W);
   }
 }
 

@@ -8,6 +8,7 @@
 
 #include "common/convcrf.h"
 #include "cpu/convcrf_plan.h"
+#include "cpu/convcrf_upsample.h"
 #include "cpu/simd.h"
 
 namespace segkit {
@@ -77,29 +78,11 @@ SEGKIT_ALWAYS void update_row_blocks(const Plan& pl, const float* U, bool soft, 
 // ---- resampling along a row (blur > 1) ------------------------------------------------------
 
 // One message row `m` (ldw floats, Wp valid) upsampled bilinearly along the row into `e`
-// (ldw floats; past W the last pixel's value). A vector of L outputs reads at most L
-// consecutive cells from its first tap (blur >= 2): one load and two lane permutations
-// (vpermps) instead of 2 L scalar loads; the same products and sums as the scalar form.
+// (ldw floats; past W the last pixel's value): convcrf_upsample.h's upsample_taps.
 template <int B>
 SEGKIT_ALWAYS void upsample_row(const Plan& pl, const float* __restrict m, float* __restrict e) {
-  typedef vec_t<float, B> V;
-  typedef vec_t<int, B> IV;
-  constexpr int L = Vec<float, B>::lanes;
-  const int* __restrict i0 = pl.xi0.data();
-  const int* __restrict i1 = pl.xi1.data();
-  const float* __restrict l0 = pl.xl0.data();
-  const float* __restrict l1 = pl.xl1.data();
-  for (index_t x0 = 0; x0 < pl.ldw; x0 += L) {
-    const int base = i0[x0];
-    if (i1[x0 + L - 1] - base < L && base + L <= pl.ldw) {
-      const V w = loadv<V>(m + base);
-      const V a0 = __builtin_shuffle(w, loadv<IV>(i0 + x0) - base);
-      const V a1 = __builtin_shuffle(w, loadv<IV>(i1 + x0) - base);
-      storev(e + x0, loadv<V>(l0 + x0) * a0 + loadv<V>(l1 + x0) * a1);
-    } else {
-      for (index_t x = x0; x < x0 + L; ++x) e[x] = l0[x] * m[i0[x]] + l1[x] * m[i1[x]];
-    }
-  }
+  upsample_taps<B>(m, pl.ldw, pl.xi0.data(), pl.xi1.data(), pl.xl0.data(), pl.xl1.data(), pl.ldw,
+                   e);
 }
 
 // The b x b means of pooled row R into the next Q: `acc` holds C rows (stride ldw) of the
