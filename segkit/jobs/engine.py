@@ -206,9 +206,15 @@ def _map_local(fn, items, workers, bar, chunksize=1):
                 bar.update(len(chunk))
                 yield from results
 
+        def submit(chunk):
+            try:
+                pending[pool.submit(_call_chunk, fn, chunk)] = chunk
+            except BrokenProcessPool as exc:  # a worker died before every chunk was handed out
+                raise JobError(chunk[0], f"BrokenProcessPool: {BROKEN_POOL_HINT}") from exc
+
         try:
             for chunk in _chunks(items, chunksize):
-                pending[pool.submit(_call_chunk, fn, chunk)] = chunk
+                submit(chunk)
                 if len(pending) >= window:
                     done, _ = wait(pending, return_when=FIRST_COMPLETED)
                     yield from finish(done)
