@@ -154,7 +154,7 @@ inline void check_args(const ConvCrfGradArgs& a) {
 
 // Per-image pooled features (unscaled), validity and inverse counts, full-resolution mask.
 struct Image {
-  std::vector<float> feat, valid, inv_count;
+  std::vector<float> inv_count;
   std::vector<float> fmask;  // the mask as 0/1 floats (H*W), or one row of ones (W) without
   int fm_step = 0;           // a mask; row i at fm_step * i
   const float* fm(int i) const { return fmask.data() + static_cast<index_t>(fm_step) * i; }
@@ -162,8 +162,8 @@ struct Image {
 };
 
 inline void prepare_image(const Geo& g, const float* img, const std::uint8_t* mask, Image& im) {
-  im.feat.assign(kFeatures * g.HWp, 0.0f);
-  im.valid.assign(g.HWp, 0.0f);
+  im.featH.assign(kFeatures * g.plane, 0.0f);  // zero halos: the passes read them
+  im.validH.assign(g.plane, 0.0f);
   im.inv_count.assign(g.HWp, 0.0f);
   im.fm_step = mask == nullptr ? 0 : g.W;
   im.fmask.resize(mask == nullptr ? g.W : g.HW);
@@ -188,20 +188,12 @@ inline void prepare_image(const Geo& g, const float* img, const std::uint8_t* ma
         }
       const index_t q = static_cast<index_t>(R) * g.Wp + X;
       if (n == 0) continue;
-      for (int f = 0; f < kFeatures; ++f) im.feat[f * g.HWp + q] = static_cast<float>(sum[f] / n);
-      im.valid[q] = 1.0f;
+      const index_t h = g.at(R, X);
+      for (int f = 0; f < kFeatures; ++f)
+        im.featH[f * g.plane + h] = static_cast<float>(sum[f] / n);
+      im.validH[h] = 1.0f;
       im.inv_count[q] = static_cast<float>(1.0 / n);
     }
-  }
-  im.featH.assign(kFeatures * g.plane, 0.0f);
-  im.validH.assign(g.plane, 0.0f);
-  for (int R = 0; R < g.Hp; ++R) {
-    for (int f = 0; f < kFeatures; ++f)
-      std::memcpy(im.featH.data() + f * g.plane + g.at(R, 0),
-                  im.feat.data() + f * g.HWp + static_cast<index_t>(R) * g.Wp,
-                  sizeof(float) * g.Wp);
-    std::memcpy(im.validH.data() + g.at(R, 0), im.valid.data() + static_cast<index_t>(R) * g.Wp,
-                sizeof(float) * g.Wp);
   }
 }
 

@@ -90,17 +90,22 @@ double machine_read(const float* x, index_t n, int reps) {
   return total;
 }
 
-void machine_update(float* x, index_t n, int reps, float a, float b) {
+// f(c0, len) on the chunks of [0, n), `reps` times, the chunks shared among the threads.
+template <typename F>
+void for_chunks(index_t n, int reps, const F& f) {
 #pragma omp parallel num_threads(max_threads())
   for (int r = 0; r < reps; ++r) {
 #pragma omp for schedule(static) nowait
-    for (index_t c0 = 0; c0 < n; c0 += kChunk) {
-      const index_t len = c0 + kChunk < n ? kChunk : n - c0;
-      dispatch_isa([&](auto isa) SEGKIT_BODY {
-        update_chunk<decltype(isa)::bytes>(x + c0, len, a, b);
-      });
-    }
+    for (index_t c0 = 0; c0 < n; c0 += kChunk) f(c0, c0 + kChunk < n ? kChunk : n - c0);
   }
+}
+
+void machine_update(float* x, index_t n, int reps, float a, float b) {
+  for_chunks(n, reps, [&](index_t c0, index_t len) {
+    dispatch_isa([&](auto isa) SEGKIT_BODY {
+      update_chunk<decltype(isa)::bytes>(x + c0, len, a, b);
+    });
+  });
 }
 
 double machine_fma(std::int64_t iters, float start, float m, float a) {
@@ -117,16 +122,11 @@ int machine_lanes() {
 }
 
 void machine_exp(const float* x, float* out, index_t n, int reps) {
-#pragma omp parallel num_threads(max_threads())
-  for (int r = 0; r < reps; ++r) {
-#pragma omp for schedule(static) nowait
-    for (index_t c0 = 0; c0 < n; c0 += kChunk) {
-      const index_t len = c0 + kChunk < n ? kChunk : n - c0;
-      dispatch_isa([&](auto isa) SEGKIT_BODY {
-        exp_chunk<decltype(isa)::bytes>(x + c0, out + c0, len);
-      });
-    }
-  }
+  for_chunks(n, reps, [&](index_t c0, index_t len) {
+    dispatch_isa([&](auto isa) SEGKIT_BODY {
+      exp_chunk<decltype(isa)::bytes>(x + c0, out + c0, len);
+    });
+  });
 }
 
 }  // namespace cpu

@@ -38,6 +38,13 @@ __device__ SEGKIT_INLINE float upsampled(const float* mb, int i, int j, int hp, 
   return h0 * e0 + h1 * e1;
 }
 
+// The full-resolution rows [y0, y1) and columns [x0, x1) of pooled cell p (of a grid wp wide).
+__device__ inline void cell_span(index_t p, int wp, int p0, int p1, int b, int H, int W, int* y0,
+                                 int* y1, int* x0, int* x1) {
+  crf::pool_span(static_cast<int>(p / wp), p0, b, H, y0, y1);
+  crf::pool_span(static_cast<int>(p % wp), p1, b, W, x0, x1);
+}
+
 // Features, validity and inverse counts per pooled cell, and the float mask of its pixels
 // (fmask null: not written); the image (N, 3, H, W) read through its strides (elements).
 template <typename T>
@@ -49,8 +56,7 @@ __device__ void prepare(const T* img, index_t sn, index_t sc, index_t sh, index_
   SEGKIT_GRID_LOOP(idx, n * cells) {
     const index_t ni = idx / cells, p = idx % cells;
     int y0, y1, x0, x1;
-    crf::pool_span(static_cast<int>(p / wp), p0, b, H, &y0, &y1);
-    crf::pool_span(static_cast<int>(p % wp), p1, b, W, &x0, &x1);
+    cell_span(p, wp, p0, p1, b, H, W, &y0, &y1, &x0, &x1);
     double s[crfgrad::kFeatures] = {0, 0, 0, 0, 0}, cnt = 0;
     for (int i = y0; i < y1; ++i)
       for (int j = x0; j < x1; ++j) {
@@ -87,8 +93,7 @@ __device__ void update(const float* u, const float* mb, const float* compat,
   SEGKIT_GRID_LOOP(idx, n * cells) {
     const index_t ni = idx / cells, p = idx % cells;
     int y0, y1, x0, x1;
-    crf::pool_span(static_cast<int>(p / wp), p0, b, H, &y0, &y1);
-    crf::pool_span(static_cast<int>(p % wp), p1, b, W, &x0, &x1);
+    cell_span(p, wp, p0, p1, b, H, W, &y0, &y1, &x0, &x1);
     float* q = qn == nullptr ? nullptr : qn + ni * qs + p;
     if (q != nullptr)
       for (int c = 0; c < C; ++c) q[c * cells] = 0.0f;
