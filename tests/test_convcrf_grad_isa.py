@@ -18,6 +18,11 @@ from .test_convcrf_grad import check_gradients
     (21, 26, 37, 11, 4, {}),
     (9, 22, 19, 7, 2, dict(col_sdims=5.0)),
     (5, 31, 45, 5, 6, dict(mask=True)),  # blur 6: the horizontal adjoint's general block width
+    # wide rows: a vector's worth of regular pooled columns (16 on AVX-512), so the horizontal
+    # adjoint's vectorised block sums run, with a last block that overlaps the one before it
+    (3, 9, 150, 5, 2, {}),
+    (3, 13, 151, 5, 4, dict(mask=True)),
+    (2, 17, 301, 3, 8, {}),
 ])
 def test_gradients_on_every_isa(simd_isa, c, h, w, k, blur, extra):
     check_gradients(1, c, h, w, dict(filter_size=k, blur=blur, num_iter=3), **extra)

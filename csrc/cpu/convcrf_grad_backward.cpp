@@ -91,7 +91,7 @@ SEGKIT_ALWAYS void sweep_cell(const Ctx& k, int t, int R, BwdScratch& s) {
     const float* v = weight_terms(k, t, i, s, dw, dmu);
     adjoint_rows(k, i, R, v, s.e.data());
   }
-  if (t >= 1 && g.b > 1) adjoint_cols(g, R, s.e.data(), k.P, k.Rb, s.prod.data());
+  if (t >= 1 && g.b > 1) adjoint_cols<B>(g, R, s.e.data(), k.P, k.Rb, s.prod.data());
 }
 
 }  // namespace

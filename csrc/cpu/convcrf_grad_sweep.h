@@ -161,6 +161,18 @@ inline void adjoint_rows(const Ctx& k, int i, int R, const float* __restrict v, 
   }
 }
 
+// o += v, o /= v, o -= exp(u) t over n values (restrict: vectorised).
+inline void add_to(float* __restrict o, const float* __restrict v, int n) {
+  for (int j = 0; j < n; ++j) o[j] += v[j];
+}
+inline void divide_by(float* __restrict o, const float* __restrict v, int n) {
+  for (int j = 0; j < n; ++j) o[j] /= v[j];
+}
+inline void sub_exp_times(float* __restrict o, const float* __restrict u,
+                          const float* __restrict t, int n) {
+  for (int j = 0; j < n; ++j) o[j] -= crf::exp_f32(u[j]) * t[j];
+}
+
 // Stage 0, row i: the start's term (Q_0 = U, or softmax(U) through its Jacobian) into dU,
 // then dU back through U = log_softmax(x) or log(x).
 inline void start_row(const Ctx& k, int i, BwdScratch& s) {
@@ -175,23 +187,17 @@ inline void start_row(const Ctx& k, int i, BwdScratch& s) {
     jacobian(g, s.z.data(), s.dq.data(), s.sum.data(), s.gr.data());
     add = s.gr.data();
   }
-  for (int c = 0; c < C; ++c) {
-    float* __restrict du = k.dU + c * g.HW + row;
-    const float* __restrict ad = add + static_cast<index_t>(c) * g.W;
-    for (int j = 0; j < g.W; ++j) du[j] += ad[j];
-  }
+  for (int c = 0; c < C; ++c)
+    add_to(k.dU + c * g.HW + row, add + static_cast<index_t>(c) * g.W, g.W);
   if (k.a->unary_kind == crf::UNARY_PROBS) {
-    for (int c = 0; c < C; ++c)
-      for (int j = 0; j < g.W; ++j) k.dU[c * g.HW + row + j] /= k.x[c * g.HW + row + j];
+    for (int c = 0; c < C; ++c) divide_by(k.dU + c * g.HW + row, k.x + c * g.HW + row, g.W);
     return;
   }
   float* __restrict tot = s.sum.data();
   for (int j = 0; j < g.W; ++j) tot[j] = 0.0f;
+  for (int c = 0; c < C; ++c) add_to(tot, k.dU + c * g.HW + row, g.W);
   for (int c = 0; c < C; ++c)
-    for (int j = 0; j < g.W; ++j) tot[j] += k.dU[c * g.HW + row + j];
-  for (int c = 0; c < C; ++c)
-    for (int j = 0; j < g.W; ++j)
-      k.dU[c * g.HW + row + j] -= crf::exp_f32(s.u[c * g.W + j]) * tot[j];
+    sub_exp_times(k.dU + c * g.HW + row, s.u.data() + static_cast<index_t>(c) * g.W, tot, g.W);
 }
 
 // o += l v over n values.
