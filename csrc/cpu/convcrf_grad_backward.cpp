@@ -55,7 +55,7 @@ SEGKIT_ALWAYS void sweep_cell(const Ctx& k, int t, int R, BwdScratch& s) {
   for (int i = y0; i < y1; ++i) {
     const index_t row = static_cast<index_t>(i) * g.W;
     if (k.compat == nullptr && t > 0) {
-      fused_row(k, t, i, R, s, dw);
+      fused_row<B>(k, t, i, R, s, dw);
       continue;
     }
     u_row(k, i, s.u.data());
@@ -88,7 +88,7 @@ SEGKIT_ALWAYS void sweep_cell(const Ctx& k, int t, int R, BwdScratch& s) {
       unpool_row(k, i, s.dqe.data(), s.dq.data());
       jacobian(g, s.z.data(), s.dq.data(), s.sum.data(), s.gr.data());
     }
-    const float* v = weight_terms(k, t, i, s, dw, dmu);
+    const float* v = weight_terms<B>(k, t, i, s, dw, dmu);
     adjoint_rows(k, i, R, v, s.e.data());
   }
   if (t >= 1 && g.b > 1) adjoint_cols<B>(g, R, s.e.data(), k.P, k.Rb, s.prod.data());

@@ -4,6 +4,7 @@
 // instruction set through cpu/simd.h's dispatch. Include it after the translation unit's
 // `#pragma GCC optimize("no-trapping-math")`.
 #pragma once
+#include <type_traits>
 #include "cpu/convcrf_grad_plan.h"
 
 namespace segkit {
@@ -251,23 +252,43 @@ inline bool start_softmax(const ConvCrfGradArgs& a) {
   return a.unary_kind == crf::UNARY_PROBS || a.init == crf::INIT_SOFTMAX;
 }
 
-// sum_j a[j] (b[j] - c[j]) (c null: sum_j a[j] b[j]) over n values, in 16 lanes (j mod 16)
-// added in a fixed order: a float reduction the compiler vectorises without reassociating, with
-// the same bits on every instruction set.
-inline float dot_lanes(const float* __restrict a, const float* __restrict b,
-                       const float* __restrict c, int n) {
-  constexpr int L = 16;
-  float part[L] = {};
-  int j0 = 0;
-  if (c != nullptr)
-    for (; j0 + L <= n; j0 += L)
-      for (int l = 0; l < L; ++l) part[l] += a[j0 + l] * (b[j0 + l] - c[j0 + l]);
-  else
-    for (; j0 + L <= n; j0 += L)
-      for (int l = 0; l < L; ++l) part[l] += a[j0 + l] * b[j0 + l];
-  for (int j = j0; j < n; ++j) part[j - j0] += a[j] * (c ? b[j] - c[j] : b[j]);
+// Columns [j0, j1) through body(lanes, j): whole vectors of B bytes (lanes a vec_t) from j0,
+// then one float at a time (lanes a float): the same operations, so the same bits per value.
+template <int B, class F>
+SEGKIT_ALWAYS void over_cols(int j0, int j1, const F& body) {
+  constexpr int L = Vec<float, B>::lanes;
+  int j = j0;
+  for (; j + L <= j1; j += L) body(vec_t<float, B>{}, j);
+  for (; j < j1; ++j) body(0.0f, j);
+}
+template <class V>
+SEGKIT_ALWAYS V ld(V, const float* p) {
+  if constexpr (std::is_same_v<V, float>) return *p; else return loadv<V>(p);
+}
+template <class V>
+SEGKIT_ALWAYS void st(float* p, V v) {
+  if constexpr (std::is_same_v<V, float>) *p = v; else storev(p, v);
+}
+
+// dw's sums: part[j mod 16] += a[j] x[j] for the lanes (vector or float) at column j, 16
+// lanes in all whatever the vector width (a float reduction in a fixed order, the same bits
+// on every instruction set). The fused rows and dot16 both add through here.
+template <class V>
+SEGKIT_ALWAYS void add_lanes(float* part, int j, V a, V x) {
+  float* lane = part + (std::is_same_v<V, float> ? j % 16 : j % 16 / (sizeof(V) / 4) * (sizeof(V) / 4));
+  st(lane, ld(a, lane) + a * x);
+}
+
+// sum_j a[j] (b[j] - c[j]) (c null: sum_j a[j] b[j]) over n values, in 16 lanes (add_lanes),
+// added in order at the end.
+template <int B>
+SEGKIT_ALWAYS float dot16(const float* a, const float* b, const float* c, int n) {
+  float part[16] = {};
+  over_cols<B>(0, n, [&](auto f, int j) SEGKIT_BODY {
+    add_lanes(part, j, ld(f, a + j), c ? ld(f, b + j) - ld(f, c + j) : ld(f, b + j));
+  });
   float acc = 0.0f;
-  for (int l = 0; l < L; ++l) acc += part[l];
+  for (int l = 0; l < 16; ++l) acc += part[l];
   return acc;
 }
 
