@@ -11,15 +11,15 @@ namespace segkit {
 namespace cpu {
 namespace gradrows {
 // Per-thread scratch: C rows of W each; the three adjoint rows and (blur > 1) the cell's three
-// row-upsampled message rows; one pooled row's k*k Gaussians (gp, gc); the horizontal adjoint's
-// products (prod).
+// row-upsampled message rows; one pooled row's k*k Gaussians and their kernel (gp, gc, ga);
+// the horizontal adjoint's products (prod); dw's 16 lanes per class (part).
 struct BwdScratch {
-  std::vector<float> u, m, mp, z, gr, dq, dqe, h, e, me, mx, sum, gp, gc, prod, part;
+  std::vector<float> u, m, mp, z, gr, dq, dqe, h, e, me, mx, sum, gp, gc, ga, prod, part;
   explicit BwdScratch(const Geo& g)
       : u(static_cast<size_t>(g.C) * g.W), m(u.size()), mp(u.size()), z(u.size()),
         gr(u.size()), dq(u.size()), dqe(u.size()), h(u.size()), e(3 * u.size()),
         me(g.b > 1 ? 3 * u.size() : 0), mx(g.W), sum(g.W),
-        gp(static_cast<size_t>(2 * g.s + 1) * (2 * g.s + 1) * g.ldg), gc(gp.size()),
+        gp(static_cast<size_t>(2 * g.s + 1) * (2 * g.s + 1) * g.ldg), gc(gp.size()), ga(gp.size()),
         prod(2 * static_cast<size_t>(g.W)), part(static_cast<size_t>(g.C) * 16) {}
 };
 
@@ -64,9 +64,30 @@ inline void pred_u(const Ctx& k, const float* __restrict u, const float* __restr
   }
 }
 
+// o[x] = e[cell[x]] for x < n (cell ascending; e holds elen readable floats): a vector of
+// outputs whose cells span fewer than its lanes takes them from one window load and a lane
+// permutation, the others one at a time.
+template <int B>
+SEGKIT_ALWAYS void spread_cells(const float* __restrict e, int elen, const int* __restrict cell,
+                                int n, float* __restrict o) {
+  typedef vec_t<float, B> V;
+  typedef vec_t<int, B> IV;
+  constexpr int L = Vec<float, B>::lanes;
+  int x0 = 0;
+  for (; x0 + L <= n; x0 += L) {
+    const int base = cell[x0];
+    if (cell[x0 + L - 1] - base < L && base + L <= elen)
+      storev(o + x0, __builtin_shuffle(loadv<V>(e + base), loadv<IV>(cell + x0) - base));
+    else
+      for (int x = x0; x < x0 + L; ++x) o[x] = e[cell[x]];
+  }
+  for (int x = x0; x < n; ++x) o[x] = e[cell[x]];
+}
+
 // The cell's dQb spread over its columns, dqe (C rows of W) = (pool^T dQb) / mask: the same
-// for the cell's b rows (blur 1: the row itself).
-inline void unpool_cell(const Ctx& k, int R, float* __restrict dqe, float* __restrict e) {
+// for the cell's b rows (blur 1: the row itself). `e`: W floats of scratch.
+template <int B>
+SEGKIT_ALWAYS void unpool_cell(const Ctx& k, int R, float* __restrict dqe, float* __restrict e) {
   const Geo& g = *k.g;
   const float* __restrict ic = k.im->inv_count.data() + static_cast<index_t>(R) * g.Wp;
   for (int c = 0; c < g.C; ++c) {
@@ -77,8 +98,7 @@ inline void unpool_cell(const Ctx& k, int R, float* __restrict dqe, float* __res
       continue;
     }
     for (int X = 0; X < g.Wp; ++X) e[X] = src[X] * ic[X];
-    const int* __restrict cell = g.cellx.data();
-    for (int j = 0; j < g.W; ++j) o[j] = e[cell[j]];
+    spread_cells<B>(e, g.W, g.cellx.data(), g.W, o);
   }
 }
 
