@@ -27,6 +27,7 @@
 
 #include "cpu/convcrf_grad.h"
 
+#include "cpu/convcrf_grad_pass.h"
 #include "cpu/convcrf_grad_sweep.h"
 #include "cpu/convcrf_workspace.h"
 
@@ -149,6 +150,7 @@ void convcrf_grad_backward(const float* grad, const float* unary, const float* i
     {
       BwdScratch& s = scratch[thread_id()];
       float *Gp = s.gp.data(), *Gc = s.gc.data(), *Ga = s.ga.data();
+      const index_t ks = static_cast<index_t>(s.gp.size() / 2);  // one row's k*k Gaussians
       const DenormalsAreZero daz;
       float* cur = Qh;  // private: every thread swaps its own pair
       float* oth = Qh + haloed;
@@ -165,11 +167,17 @@ void convcrf_grad_backward(const float* grad, const float* unary, const float* i
         halo_row(g, k.Qs + (T - 1) * pooled, r, cur);
         if (T >= 2) halo_row(g, k.Qs + (T - 2) * pooled, r, oth);
       }
-      // Mb_T = A Qb_{T-1}
-#pragma omp for schedule(dynamic, 2)
-      for (int r = 0; r < g.Hp; ++r) {
-        weights_row(g, im, sc, a, r, Gp, Gc, Ga);  // denormal weights flushed to 0
-        message_pass_row(g, Ga, cur, Mb, r);
+      // Mb_T = A Qb_{T-1}; the passes take pooled rows in pairs (pass_block2)
+      const int pairs = (g.Hp + 1) / 2;
+      auto weights = [&](int r, int n) {
+        for (int q = 0; q < n; ++q)  // denormal weights flushed to 0
+          weights_row(g, im, sc, a, r + q, Gp + q * ks, Gc + q * ks, Ga + q * ks);
+      };
+#pragma omp for schedule(dynamic, 1)
+      for (int pr = 0; pr < pairs; ++pr) {
+        const int r = 2 * pr, n = std::min(2, g.Hp - r);
+        weights(r, n);
+        message_pass_rows(g, Ga, ks, cur, Mb, r, n);
       }
       for (int t = T; t >= 0; --t) {
         Ctx kt = k;
@@ -186,14 +194,15 @@ void convcrf_grad_backward(const float* grad, const float* unary, const float* i
             dispatch_isa([&](auto) SEGKIT_BODY { finish_r(g, P, r, Rb); });
         }
         // dQb_{t-1} = A R_t, the parameter sums against Qb_{t-1}; Mb_{t-1} = A Qb_{t-2}
-#pragma omp for schedule(dynamic, 2)
-        for (int r = 0; r < g.Hp; ++r) {
-          double sums[kGradSums];
-          weights_row(g, im, sc, a, r, Gp, Gc, Ga);
-          pass_row(g, im, Gp, Gc, Ga, Rb, cur, dQb, r, sums);
+#pragma omp for schedule(dynamic, 1)
+        for (int pr = 0; pr < pairs; ++pr) {
+          const int r = 2 * pr, n = std::min(2, g.Hp - r);
+          double sums[2 * kGradSums];
+          weights(r, n);
+          pass_rows(g, im, Gp, Gc, Ga, ks, Rb, cur, dQb, r, n, sums);
           double* sp = sum_part.data() + static_cast<size_t>(r) * kGradSums;
-          for (int q = 0; q < kGradSums; ++q) sp[q] += sums[q];
-          if (t >= 2) message_pass_row(g, Ga, oth, Mb, r);
+          for (int q = 0; q < n * kGradSums; ++q) sp[q] += sums[q];
+          if (t >= 2) message_pass_rows(g, Ga, ks, oth, Mb, r, n);
         }
         std::swap(cur, oth);  // every thread, after the loop's barrier
       }

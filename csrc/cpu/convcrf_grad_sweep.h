@@ -11,7 +11,7 @@ namespace segkit {
 namespace cpu {
 namespace gradrows {
 // Per-thread scratch: C rows of W each; the three adjoint rows and (blur > 1) the cell's three
-// row-upsampled message rows; one pooled row's k*k Gaussians and their kernel (gp, gc, ga);
+// row-upsampled message rows; two pooled rows' k*k Gaussians and kernels (gp, gc, ga);
 // the horizontal adjoint's products (prod); dw's 16 lanes per class (part).
 struct BwdScratch {
   std::vector<float> u, m, mp, z, gr, dq, dqe, h, e, me, mx, sum, gp, gc, ga, prod, part;
@@ -19,7 +19,8 @@ struct BwdScratch {
       : u(static_cast<size_t>(g.C) * g.W), m(u.size()), mp(u.size()), z(u.size()),
         gr(u.size()), dq(u.size()), dqe(u.size()), h(u.size()), e(3 * u.size()),
         me(g.b > 1 ? 3 * u.size() : 0), mx(g.W), sum(g.W),
-        gp(static_cast<size_t>(2 * g.s + 1) * (2 * g.s + 1) * g.ldg), gc(gp.size()), ga(gp.size()),
+        gp(2 * static_cast<size_t>(2 * g.s + 1) * (2 * g.s + 1) * g.ldg), gc(gp.size()),
+        ga(gp.size()),
         prod(2 * static_cast<size_t>(g.W)), part(static_cast<size_t>(g.C) * 16) {}
 };
 
