@@ -52,7 +52,10 @@ SEGKIT_ALWAYS void sweep_cell(const Ctx& k, int t, int R, BwdScratch& s) {
   if (t >= 1 && g.b > 1) std::fill(s.e.begin(), s.e.end(), 0.0f);
   if (t < k.T) unpool_cell<B>(k, R, s.dqe.data(), s.mx.data());
   if (k.load != nullptr) halo_row(g, k.load, R, k.into);
-  if (t >= 1 && g.b > 1) upsample_rows<B>(g, k.Mb, R, s.me.data());
+  if (t >= 1 && g.b > 1) {  // rows R - 1 and R are there when this thread just swept R - 1
+    upsample_rows<B>(g, k.Mb, R, s.me_next == R ? R + 1 : R - 1, s.me.data());
+    s.me_next = R + 1;
+  }
   for (int i = y0; i < y1; ++i) {
     const index_t row = static_cast<index_t>(i) * g.W;
     if (k.compat == nullptr && t > 0) {
@@ -68,7 +71,7 @@ SEGKIT_ALWAYS void sweep_cell(const Ctx& k, int t, int R, BwdScratch& s) {
       start_row(k, i, s);
       continue;
     }
-    message_row(g, *k.im, g.b > 1 ? s.me.data() : k.Mb, k.compat, i, R, s.m.data(), s.mp.data());
+    message_row(g, *k.im, g.b > 1 ? s.me.data() : k.Mb, k.compat, i, s.m.data(), s.mp.data());
     const float* mp = k.compat ? s.mp.data() : s.m.data();
     if (t == k.T) {  // G_T = dL/dout, through the final softmax if there is one
       for (int c = 0; c < C; ++c)
@@ -182,7 +185,8 @@ void convcrf_grad_backward(const float* grad, const float* unary, const float* i
       for (int t = T; t >= 0; --t) {
         Ctx kt = k;
         if (t < T && t >= 2) kt.load = k.Qs + (t - 2) * pooled, kt.into = oth;
-#pragma omp for schedule(dynamic, 1)
+        s.me_next = -1;  // Mb is new at every stage
+#pragma omp for schedule(dynamic, 4)  // runs of cells: each reuses two message rows
         for (int R = 0; R < g.Hp; ++R)
           dispatch_isa([&](auto isa) SEGKIT_BODY {
             sweep_cell<decltype(isa)::bytes>(kt, t, R, s);

@@ -15,6 +15,7 @@ namespace gradrows {
 // the horizontal adjoint's products (prod); dw's 16 lanes per class (part).
 struct BwdScratch {
   std::vector<float> u, m, mp, z, gr, dq, dqe, h, e, me, mx, sum, gp, gc, ga, prod, part;
+  int me_next = -1;  // the cell whose first two message rows `me` holds (-1: none)
   explicit BwdScratch(const Geo& g)
       : u(static_cast<size_t>(g.C) * g.W), m(u.size()), mp(u.size()), z(u.size()),
         gr(u.size()), dq(u.size()), dqe(u.size()), h(u.size()), e(3 * u.size()),
@@ -299,8 +300,8 @@ SEGKIT_ALWAYS void fused_row(const Ctx& k, int t, int i, int R, BwdScratch& s, d
       float* z = s.z.data() + static_cast<index_t>(c) * W;
       const float w = k.weight[c], au = a.unary_weight - w;
       const float* e0 = g.b == 1 ? k.Mb + c * g.HWp + static_cast<index_t>(i) * g.Wp
-                                 : s.me.data() + (3 * static_cast<index_t>(c) + g.yi0[i] - R + 1) * W;
-      const float* e1 = g.b == 1 ? e0 : s.me.data() + (3 * static_cast<index_t>(c) + g.yi1[i] - R + 1) * W;
+                                 : s.me.data() + (3 * static_cast<index_t>(c) + me_slot(g.yi0[i])) * W;
+      const float* e1 = g.b == 1 ? e0 : s.me.data() + (3 * static_cast<index_t>(c) + me_slot(g.yi1[i])) * W;
       if (probs)  // U = log(x) first, in mu (read back below)
         for (int j = j0; j < j1; ++j) mu[j] = crf::log_f32(x[j]);
       over_cols<B>(j0, j1, [&](auto f, int j) SEGKIT_BODY {

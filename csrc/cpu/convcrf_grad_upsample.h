@@ -10,29 +10,25 @@ namespace segkit {
 namespace cpu {
 namespace gradrows {
 
+// The slot of pooled row r (r >= -1) among a cell's three row-upsampled message rows.
+inline int me_slot(int r) { return (r + 3) % 3; }
+
 // The pooled message Mb (C, Hp, Wp) upsampled along pooled rows R - 1, R and R + 1 (those
-// inside the grid; blur > 1), the rows that cell R's full-resolution rows interpolate: row
-// R - 1 + q of class c at me[(3 c + q) W + j] = l0 Mb[c][.][i0] + l1 Mb[c][.][i1]
-// (convcrf_upsample.h, as the forward's).
+// inside the grid; blur > 1), the rows that cell R's full-resolution rows interpolate, from
+// row `from` on (the rows before it are there from the cell before): row r of class c at
+// me[(3 c + me_slot(r)) W + j] = l0 Mb[c][r][i0] + l1 Mb[c][r][i1] (convcrf_upsample.h, as
+// the forward's).
 template <int B>
-SEGKIT_ALWAYS void upsample_rows(const Geo& g, const float* Mb, int R, float* me) {
-  for (int q = 0; q < 3; ++q) {
-    const int r = R - 1 + q;
+SEGKIT_ALWAYS void upsample_rows(const Geo& g, const float* Mb, int R, int from, float* me) {
+  for (int r = std::max(R - 1, from); r <= R + 1; ++r) {
     if (r < 0 || r >= g.Hp) continue;
     for (int c = 0; c < g.C; ++c)
       upsample_taps<B>(Mb + c * g.HWp + static_cast<index_t>(r) * g.Wp, g.Wp, g.xi0.data(),
                        g.xi1.data(), g.xl0.data(), g.xl1.data(), g.W,
-                       me + (3 * static_cast<index_t>(c) + q) * g.W);
+                       me + (3 * static_cast<index_t>(c) + me_slot(r)) * g.W);
   }
 }
 
-// The block sums of the horizontal adjoint for pooled columns [X0, X1), X1 - X0 >= L (the
-// lanes of a vector): o[X] = l1 v over full columns b X + t (t < b), then l0 v over b X + b + t,
-// added in that order (v, l1, l0 start at the first regular column's offset). Vectorised
-// across X: each block of L outputs multiplies its 2 b vectors of v once, then deals lane
-// b l + t of them to lane l of a sum by two-source lane permutations (each output lane sums
-// its own values in the scalar order, so the same bits); the last block overlaps the one
-// before it instead of a scalar tail.
 // Which lane of a pair of vectors (2k, 2k + 1) lane l of the deal for t takes (idx), and
 // whether that pair holds it (sel): lane b l + t of the b vectors of L lanes.
 template <int L, int b>
