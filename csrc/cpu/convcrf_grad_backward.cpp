@@ -5,20 +5,23 @@
 // read. One image at a time, inside ONE OpenMP parallel region per image. First the message of
 // T, Mb_T = A Qb_{T-1}. Then going back from t = T to t = 0, each stage is three loops (each
 // ending in the region's barrier):
-//  1. the sweep over full-resolution rows, one pooled cell (its b rows) per task: U from the
-//     unary; M'_t (Mb_t upsampled: along the cell's three pooled rows, then per row); G_t, from the incoming gradient (t = T) or from Q_t
-//     (recomputed at blur > 1; at blur 1 the saved Qb_t itself) and pool^T dQb_t through the
-//     softmax Jacobian; dw, dU, dcompat; the adjoint of the upsampling, vertical taps first
-//     (along the rows, vectorised) into three partial rows per cell, then the horizontal taps
-//     (a gather) on those three. G and Q never leave the thread's scratch: no
-//     full-resolution buffer but the unary's gradient itself. Stage 0 adds the start's term
-//     and goes back through the log-softmax in the same sweep. The cell's row of Qb_{t-2} is
-//     copied into its haloed buffer on the way.
+//  1. the sweep over full-resolution rows, one pooled cell (its b rows) per task, runs of 4
+//     cells per thread: U from the unary; M'_t (Mb_t upsampled: along the cell's three pooled
+//     rows, two of them left by the cell before, then per row); G_t, from the incoming
+//     gradient (t = T) or from Q_t (recomputed at blur > 1; at blur 1 the saved Qb_t itself)
+//     and pool^T dQb_t through the softmax Jacobian; dw, dU, dcompat; the adjoint of the
+//     upsampling, vertical taps first (along the rows) into three partial rows per cell, then
+//     the horizontal taps on those three (block sums as vectors). Without a compat matrix a
+//     row is four sweeps over its C x W values, tile by tile (fused_row). G and Q never leave
+//     the thread's scratch: no full-resolution buffer but the unary's gradient itself. Stage 0
+//     adds the start's term and goes back through the log-softmax in the same sweep. The
+//     cell's row of Qb_{t-2} is copied into its haloed buffer on the way.
 //  2. (blur > 1) R_t per pooled row: the three partial rows of the cells around it, added in
 //     a fixed order.
-//  3. per pooled row, its k*k Gaussians (computed here at every stage: kept for the whole grid
-//     they would be the largest buffer), dQb_{t-1} = A R_t and the parameter sums against
-//     Qb_{t-1}; the message of t - 1, Mb_{t-1} = A Qb_{t-2}.
+//  3. per pair of pooled rows, their k*k Gaussians and kernels (computed here at every stage:
+//     kept for the whole grid they would be the largest buffer), dQb_{t-1} = A R_t (both rows
+//     from one load of R: convcrf_grad_pass.h) and the parameter sums against Qb_{t-1}; the
+//     message of t - 1, Mb_{t-1} = A Qb_{t-2}.
 // Every partial sum (dw, dcompat per cell, the parameter sums per pooled row) stays in its
 // own slot across the stages and the slots are added in a fixed order at the end: the same
 // bits on a rerun, whatever thread ran which cell.
