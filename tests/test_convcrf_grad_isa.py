@@ -18,6 +18,11 @@ from .test_convcrf_grad import check_gradients
     (21, 26, 37, 11, 4, {}),
     (9, 22, 19, 7, 2, dict(col_sdims=5.0)),
     (5, 31, 45, 5, 6, dict(mask=True)),  # blur 6: the horizontal adjoint's general block width
+    # wide rows: a vector's worth of regular pooled columns (16 on AVX-512), so the horizontal
+    # adjoint's vectorised block sums run, with a last block that overlaps the one before it
+    (3, 9, 150, 5, 2, {}),
+    (3, 13, 151, 5, 4, dict(mask=True)),
+    (2, 17, 301, 3, 8, {}),
 ])
 def test_gradients_on_every_isa(simd_isa, c, h, w, k, blur, extra):
     check_gradients(1, c, h, w, dict(filter_size=k, blur=blur, num_iter=3), **extra)
@@ -70,14 +75,18 @@ def test_backward_leaves_the_denormal_mode_as_it_found_it():
     assert np.float32(2e-41) / np.float32(2) == np.float32(1e-41)
 
 
-@pytest.mark.parametrize("blur,k,final_softmax,kind", [
-    (4, 11, False, "logits"), (1, 7, False, "logits"), (2, 5, True, "probs"), (4, 5, True, "logits")])
-def test_fused_rows_equal_the_general_path_bit_for_bit(simd_isa, blur, k, final_softmax, kind):
+@pytest.mark.parametrize("blur,k,final_softmax,kind,h,width", [
+    (4, 11, False, "logits", 37, 45), (1, 7, False, "logits", 37, 45),
+    (2, 5, True, "probs", 37, 45), (4, 5, True, "logits", 37, 45),
+    # rows of two column tiles (256 each) with a tail past dw's last whole 16-lane block
+    (4, 5, False, "logits", 9, 520), (1, 3, False, "logits", 5, 301)])
+def test_fused_rows_equal_the_general_path_bit_for_bit(simd_isa, blur, k, final_softmax, kind,
+                                                       h, width):
     """Without a compat matrix the backward runs its fused row sweeps; a zero compat matrix
     takes the general path (one helper per step, M' = M + 0 M = M exactly), whose arithmetic per
     value is the same: the gradients must be equal bit for bit, with and without a mask."""
     c = 5
-    image, _, logits = crf_scene(2, 37, 45, c, seed=3)
+    image, _, logits = crf_scene(2, h, width, c, seed=3)
     u = logits.astype(np.float32)
     if kind == "probs":
         e = np.exp(u - u.max(1, keepdims=True))
@@ -88,7 +97,7 @@ def test_fused_rows_equal_the_general_path_bit_for_bit(simd_isa, blur, k, final_
     w = np.linspace(0.1, 0.5, c).astype(np.float32)
     g = np.random.default_rng(1).standard_normal(u.shape).astype(np.float32)
     zero = np.zeros((c, c), np.float32)
-    for mask in (None, (np.random.default_rng(0).random((2, 37, 45)) > 0.2).astype(np.uint8)):
+    for mask in (None, (np.random.default_rng(0).random((2, h, width)) > 0.2).astype(np.uint8)):
         out, saved = og.forward(u, img, mask, p, w, None)
         fused = og.backward(g, u, img, mask, p, w, None, saved)
         out0, saved0 = og.forward(u, img, mask, p, w, zero)

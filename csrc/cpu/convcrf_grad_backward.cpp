@@ -49,13 +49,13 @@ SEGKIT_ALWAYS void sweep_cell(const Ctx& k, int t, int R, BwdScratch& s) {
   double* dw = k.dw_part + static_cast<size_t>(R) * C;
   double* dmu = k.compat ? k.dmu_part + static_cast<size_t>(R) * C * C : nullptr;
   if (t >= 1 && g.b > 1) std::fill(s.e.begin(), s.e.end(), 0.0f);
-  if (t < k.T) unpool_cell(k, R, s.dqe.data(), s.mx.data());
+  if (t < k.T) unpool_cell<B>(k, R, s.dqe.data(), s.mx.data());
   if (k.load != nullptr) halo_row(g, k.load, R, k.into);
   if (t >= 1 && g.b > 1) upsample_rows<B>(g, k.Mb, R, s.me.data());
   for (int i = y0; i < y1; ++i) {
     const index_t row = static_cast<index_t>(i) * g.W;
     if (k.compat == nullptr && t > 0) {
-      fused_row(k, t, i, R, s, dw);
+      fused_row<B>(k, t, i, R, s, dw);
       continue;
     }
     u_row(k, i, s.u.data());
@@ -88,10 +88,10 @@ SEGKIT_ALWAYS void sweep_cell(const Ctx& k, int t, int R, BwdScratch& s) {
       unpool_row(k, i, s.dqe.data(), s.dq.data());
       jacobian(g, s.z.data(), s.dq.data(), s.sum.data(), s.gr.data());
     }
-    const float* v = weight_terms(k, t, i, s, dw, dmu);
+    const float* v = weight_terms<B>(k, t, i, s, dw, dmu);
     adjoint_rows(k, i, R, v, s.e.data());
   }
-  if (t >= 1 && g.b > 1) adjoint_cols(g, R, s.e.data(), k.P, k.Rb, s.prod.data());
+  if (t >= 1 && g.b > 1) adjoint_cols<B>(g, R, s.e.data(), k.P, k.Rb, s.prod.data());
 }
 
 }  // namespace
@@ -144,7 +144,7 @@ void convcrf_grad_backward(const float* grad, const float* unary, const float* i
 #pragma omp parallel num_threads(threads)
     {
       BwdScratch& s = scratch[thread_id()];
-      float *Gp = s.gp.data(), *Gc = s.gc.data();
+      float *Gp = s.gp.data(), *Gc = s.gc.data(), *Ga = s.ga.data();
       const DenormalsAreZero daz;
       float* cur = Qh;  // private: every thread swaps its own pair
       float* oth = Qh + haloed;
@@ -164,8 +164,8 @@ void convcrf_grad_backward(const float* grad, const float* unary, const float* i
       // Mb_T = A Qb_{T-1}
 #pragma omp for schedule(dynamic, 2)
       for (int r = 0; r < g.Hp; ++r) {
-        weights_row(g, im, sc, r, Gp, Gc);  // denormal weights flushed to 0
-        message_pass_row(g, a, Gp, Gc, cur, Mb, r);
+        weights_row(g, im, sc, a, r, Gp, Gc, Ga);  // denormal weights flushed to 0
+        message_pass_row(g, Ga, cur, Mb, r);
       }
       for (int t = T; t >= 0; --t) {
         Ctx kt = k;
@@ -185,11 +185,11 @@ void convcrf_grad_backward(const float* grad, const float* unary, const float* i
 #pragma omp for schedule(dynamic, 2)
         for (int r = 0; r < g.Hp; ++r) {
           double sums[kGradSums];
-          weights_row(g, im, sc, r, Gp, Gc);
-          pass_row(g, im, a, Gp, Gc, Rb, cur, dQb, r, sums);
+          weights_row(g, im, sc, a, r, Gp, Gc, Ga);
+          pass_row(g, im, Gp, Gc, Ga, Rb, cur, dQb, r, sums);
           double* sp = sum_part.data() + static_cast<size_t>(r) * kGradSums;
           for (int q = 0; q < kGradSums; ++q) sp[q] += sums[q];
-          if (t >= 2) message_pass_row(g, a, Gp, Gc, oth, Mb, r);
+          if (t >= 2) message_pass_row(g, Ga, oth, Mb, r);
         }
         std::swap(cur, oth);  // every thread, after the loop's barrier
       }

@@ -4,6 +4,7 @@
 // instruction set through cpu/simd.h's dispatch. Include it after the translation unit's
 // `#pragma GCC optimize("no-trapping-math")`.
 #pragma once
+#include <type_traits>
 #include "cpu/convcrf_grad_plan.h"
 
 namespace segkit {
@@ -64,8 +65,9 @@ inline void message_row(const Geo& g, const Image& im, const float* Mb, const fl
 // validity, so every read is inside the planes and the loop has no bounds (a neighbour
 // outside the grid, or a column past Wp, has validity 0 and gets weight +0).
 template <int B>
-SEGKIT_ALWAYS void weight_row(const Geo& g, const Image& im, const crfgrad::Scales& sc, int r,
-                              int dy, int dx, float* gp, float* gc) {
+SEGKIT_ALWAYS void weight_row(const Geo& g, const Image& im, const crfgrad::Scales& sc,
+                              const ConvCrfGradArgs& args, int r, int dy, int dx, float* gp,
+                              float* gc, float* ga) {
   typedef vec_t<float, B> V;
   constexpr int L = Vec<float, B>::lanes;
   const float* f = im.featH.data();
@@ -80,28 +82,33 @@ SEGKIT_ALWAYS void weight_row(const Geo& g, const Image& im, const crfgrad::Scal
     const V a = crf::exp_poly(-0.5f * (sc.pos2 * dpos));
     const V b = crf::exp_poly(-0.5f * (sc.col2 * dcol + sc.colpos2 * dpos));
     const V vv = loadv<V>(v + P + x) * loadv<V>(v + Q + x);
-    storev(gp + x, a * vv);
-    storev(gc + x, b * vv);
+    const V wp = a * vv, wc = b * vv;
+    storev(gp + x, wp);
+    storev(gc + x, wc);
+    storev(ga + x, args.pos_compat * wp + args.col_compat * wc);
   }
 }
 
 // The k*k Gaussians of pooled row r (Gp and Gc, each k*k rows of ldg, offset o's at o * ldg;
-// zero where p+d leaves the grid): computed per row where the passes need them, not kept for
-// the whole grid (that would be 2 k*k pooled planes: 16 MB at 512x512, blur 4).
-inline void weights_row(const Geo& g, const Image& im, const crfgrad::Scales& sc, int r,
-                        float* Gp, float* Gc) {
+// zero where p+d leaves the grid) and the kernel the passes apply, Ga = pos_compat Gp +
+// col_compat Gc: computed per row where the passes need them, not kept for the whole grid
+// (that would be 3 k*k pooled planes: 24 MB at 512x512, blur 4).
+inline void weights_row(const Geo& g, const Image& im, const crfgrad::Scales& sc,
+                        const ConvCrfGradArgs& args, int r, float* Gp, float* Gc, float* Ga) {
   const int k = 2 * g.s + 1;
   dispatch_isa([&](auto isa) SEGKIT_BODY {
     for (int o = 0; o < k * k; ++o) {
       const int dy = o / k - g.s, dx = o % k - g.s;
       float* gp = Gp + static_cast<index_t>(o) * g.ldg;
       float* gc = Gc + static_cast<index_t>(o) * g.ldg;
+      float* ga = Ga + static_cast<index_t>(o) * g.ldg;
       if (r + dy < 0 || r + dy >= g.Hp) {
         std::fill(gp, gp + g.ldg, 0.0f);
         std::fill(gc, gc + g.ldg, 0.0f);
+        std::fill(ga, ga + g.ldg, 0.0f);
         continue;
       }
-      weight_row<decltype(isa)::bytes>(g, im, sc, r, dy, dx, gp, gc);
+      weight_row<decltype(isa)::bytes>(g, im, sc, args, r, dy, dx, gp, gc, ga);
     }
   });
 }
@@ -109,8 +116,8 @@ inline void weights_row(const Geo& g, const Image& im, const crfgrad::Scales& sc
 // out(p) = sum_d A(p, p+d) in(p+d) for pooled row r and CB classes from c0 (`in` haloed, `out`
 // C planes of HWp), with the CB accumulators of a vector of pixels in registers.
 template <int B, int CB>
-SEGKIT_ALWAYS void pass_block(const Geo& g, const ConvCrfGradArgs& a, const float* Gp,
-                              const float* Gc, const float* in, float* out, int r, int c0) {
+SEGKIT_ALWAYS void pass_block(const Geo& g, const float* Ga, const float* in, float* out, int r,
+                              int c0) {
   typedef vec_t<float, B> V;
   constexpr int L = Vec<float, B>::lanes;
   const int k = 2 * g.s + 1;
@@ -123,7 +130,7 @@ SEGKIT_ALWAYS void pass_block(const Geo& g, const ConvCrfGradArgs& a, const floa
       for (int dx = -g.s; dx <= g.s; ++dx) {
         const index_t o = (dy + g.s) * k + dx + g.s;
         const index_t wofs = o * g.ldg + x0;
-        const V w = a.pos_compat * loadv<V>(Gp + wofs) + a.col_compat * loadv<V>(Gc + wofs);
+        const V w = loadv<V>(Ga + wofs);
         const float* src = q + g.at(r + dy, x0 + dx);
         for (int c = 0; c < CB; ++c) acc[c] += w * loadv<V>(src + c * g.plane);
       }
@@ -200,35 +207,34 @@ SEGKIT_ALWAYS void sums_row(const Geo& g, const Image& im, const float* Gp, cons
 // out = A in for pooled row r, every class (classes in blocks of up to 8; `in` haloed, `out` C
 // planes of HWp). The backward's pass; the forward has its own (convcrf_message.h).
 template <int B>
-SEGKIT_ALWAYS void pass_classes(const Geo& g, const ConvCrfGradArgs& a, const float* Gp,
-                                const float* Gc, const float* in, float* out, int r) {
+SEGKIT_ALWAYS void pass_classes(const Geo& g, const float* Ga, const float* in, float* out,
+                                int r) {
   const int chunks = (g.C + 7) / 8, base = g.C / chunks, extra = g.C % chunks;
   int c0 = 0;
   for (int ch = 0; ch < chunks; ++ch) {
     const int cb = base + (ch < extra ? 1 : 0);
     dispatch_exact<1, 2, 3, 4, 5, 6, 7, 8>(cb, [&](auto n) SEGKIT_BODY {
-      pass_block<B, decltype(n)::value>(g, a, Gp, Gc, in, out, r, c0);
+      pass_block<B, decltype(n)::value>(g, Ga, in, out, r, c0);
     });
     c0 += cb;
   }
 }
 
 // out = A in for pooled row r (pass_classes), and the row's five parameter sums against `qb`.
-inline void pass_row(const Geo& g, const Image& im, const ConvCrfGradArgs& a, const float* Gp,
-                     const float* Gc, const float* in, const float* qb, float* out, int r,
+inline void pass_row(const Geo& g, const Image& im, const float* Gp, const float* Gc,
+                     const float* Ga, const float* in, const float* qb, float* out, int r,
                      double* sums) {
   dispatch_isa([&](auto isa) SEGKIT_BODY {
     constexpr int B = decltype(isa)::bytes;
-    pass_classes<B>(g, a, Gp, Gc, in, out, r);
+    pass_classes<B>(g, Ga, in, out, r);
     sums_row<B>(g, im, Gp, Gc, in, qb, r, sums);
   });
 }
 
 // The pooled message of row r, Mb = A qb (qb haloed), into Mb (C planes of HWp).
-inline void message_pass_row(const Geo& g, const ConvCrfGradArgs& a, const float* Gp,
-                             const float* Gc, const float* qb, float* Mb, int r) {
+inline void message_pass_row(const Geo& g, const float* Ga, const float* qb, float* Mb, int r) {
   dispatch_isa([&](auto isa) SEGKIT_BODY {
-    pass_classes<decltype(isa)::bytes>(g, a, Gp, Gc, qb, Mb, r);
+    pass_classes<decltype(isa)::bytes>(g, Ga, qb, Mb, r);
   });
 }
 
@@ -251,23 +257,43 @@ inline bool start_softmax(const ConvCrfGradArgs& a) {
   return a.unary_kind == crf::UNARY_PROBS || a.init == crf::INIT_SOFTMAX;
 }
 
-// sum_j a[j] (b[j] - c[j]) (c null: sum_j a[j] b[j]) over n values, in 16 lanes (j mod 16)
-// added in a fixed order: a float reduction the compiler vectorises without reassociating, with
-// the same bits on every instruction set.
-inline float dot_lanes(const float* __restrict a, const float* __restrict b,
-                       const float* __restrict c, int n) {
-  constexpr int L = 16;
-  float part[L] = {};
-  int j0 = 0;
-  if (c != nullptr)
-    for (; j0 + L <= n; j0 += L)
-      for (int l = 0; l < L; ++l) part[l] += a[j0 + l] * (b[j0 + l] - c[j0 + l]);
-  else
-    for (; j0 + L <= n; j0 += L)
-      for (int l = 0; l < L; ++l) part[l] += a[j0 + l] * b[j0 + l];
-  for (int j = j0; j < n; ++j) part[j - j0] += a[j] * (c ? b[j] - c[j] : b[j]);
+// Columns [j0, j1) through body(lanes, j): whole vectors of B bytes (lanes a vec_t) from j0,
+// then one float at a time (lanes a float): the same operations, so the same bits per value.
+template <int B, class F>
+SEGKIT_ALWAYS void over_cols(int j0, int j1, const F& body) {
+  constexpr int L = Vec<float, B>::lanes;
+  int j = j0;
+  for (; j + L <= j1; j += L) body(vec_t<float, B>{}, j);
+  for (; j < j1; ++j) body(0.0f, j);
+}
+template <class V>
+SEGKIT_ALWAYS V ld(V, const float* p) {
+  if constexpr (std::is_same_v<V, float>) return *p; else return loadv<V>(p);
+}
+template <class V>
+SEGKIT_ALWAYS void st(float* p, V v) {
+  if constexpr (std::is_same_v<V, float>) *p = v; else storev(p, v);
+}
+
+// dw's sums: part[j mod 16] += a[j] x[j] for the lanes (vector or float) at column j, 16
+// lanes in all whatever the vector width (a float reduction in a fixed order, the same bits
+// on every instruction set). The fused rows and dot16 both add through here.
+template <class V>
+SEGKIT_ALWAYS void add_lanes(float* part, int j, V a, V x) {
+  float* lane = part + (std::is_same_v<V, float> ? j % 16 : j % 16 / (sizeof(V) / 4) * (sizeof(V) / 4));
+  st(lane, ld(a, lane) + a * x);
+}
+
+// sum_j a[j] (b[j] - c[j]) (c null: sum_j a[j] b[j]) over n values, in 16 lanes (add_lanes),
+// added in order at the end.
+template <int B>
+SEGKIT_ALWAYS float dot16(const float* a, const float* b, const float* c, int n) {
+  float part[16] = {};
+  over_cols<B>(0, n, [&](auto f, int j) SEGKIT_BODY {
+    add_lanes(part, j, ld(f, a + j), c ? ld(f, b + j) - ld(f, c + j) : ld(f, b + j));
+  });
   float acc = 0.0f;
-  for (int l = 0; l < L; ++l) acc += part[l];
+  for (int l = 0; l < 16; ++l) acc += part[l];
   return acc;
 }
 

@@ -11,16 +11,16 @@ namespace segkit {
 namespace cpu {
 namespace gradrows {
 // Per-thread scratch: C rows of W each; the three adjoint rows and (blur > 1) the cell's three
-// row-upsampled message rows; one pooled row's k*k Gaussians (gp, gc); the horizontal adjoint's
-// products (prod).
+// row-upsampled message rows; one pooled row's k*k Gaussians and their kernel (gp, gc, ga);
+// the horizontal adjoint's products (prod); dw's 16 lanes per class (part).
 struct BwdScratch {
-  std::vector<float> u, m, mp, z, gr, dq, dqe, h, e, me, mx, sum, gp, gc, prod;
+  std::vector<float> u, m, mp, z, gr, dq, dqe, h, e, me, mx, sum, gp, gc, ga, prod, part;
   explicit BwdScratch(const Geo& g)
       : u(static_cast<size_t>(g.C) * g.W), m(u.size()), mp(u.size()), z(u.size()),
         gr(u.size()), dq(u.size()), dqe(u.size()), h(u.size()), e(3 * u.size()),
         me(g.b > 1 ? 3 * u.size() : 0), mx(g.W), sum(g.W),
-        gp(static_cast<size_t>(2 * g.s + 1) * (2 * g.s + 1) * g.ldg), gc(gp.size()),
-        prod(2 * static_cast<size_t>(g.W)) {}
+        gp(static_cast<size_t>(2 * g.s + 1) * (2 * g.s + 1) * g.ldg), gc(gp.size()), ga(gp.size()),
+        prod(2 * static_cast<size_t>(g.W)), part(static_cast<size_t>(g.C) * 16) {}
 };
 
 // Everything a stage reads, for one image.
@@ -64,9 +64,30 @@ inline void pred_u(const Ctx& k, const float* __restrict u, const float* __restr
   }
 }
 
+// o[x] = e[cell[x]] for x < n (cell ascending; e holds elen readable floats): a vector of
+// outputs whose cells span fewer than its lanes takes them from one window load and a lane
+// permutation, the others one at a time.
+template <int B>
+SEGKIT_ALWAYS void spread_cells(const float* __restrict e, int elen, const int* __restrict cell,
+                                int n, float* __restrict o) {
+  typedef vec_t<float, B> V;
+  typedef vec_t<int, B> IV;
+  constexpr int L = Vec<float, B>::lanes;
+  int x0 = 0;
+  for (; x0 + L <= n; x0 += L) {
+    const int base = cell[x0];
+    if (cell[x0 + L - 1] - base < L && base + L <= elen)
+      storev(o + x0, __builtin_shuffle(loadv<V>(e + base), loadv<IV>(cell + x0) - base));
+    else
+      for (int x = x0; x < x0 + L; ++x) o[x] = e[cell[x]];
+  }
+  for (int x = x0; x < n; ++x) o[x] = e[cell[x]];
+}
+
 // The cell's dQb spread over its columns, dqe (C rows of W) = (pool^T dQb) / mask: the same
-// for the cell's b rows (blur 1: the row itself).
-inline void unpool_cell(const Ctx& k, int R, float* __restrict dqe, float* __restrict e) {
+// for the cell's b rows (blur 1: the row itself). `e`: W floats of scratch.
+template <int B>
+SEGKIT_ALWAYS void unpool_cell(const Ctx& k, int R, float* __restrict dqe, float* __restrict e) {
   const Geo& g = *k.g;
   const float* __restrict ic = k.im->inv_count.data() + static_cast<index_t>(R) * g.Wp;
   for (int c = 0; c < g.C; ++c) {
@@ -77,8 +98,7 @@ inline void unpool_cell(const Ctx& k, int R, float* __restrict dqe, float* __res
       continue;
     }
     for (int X = 0; X < g.Wp; ++X) e[X] = src[X] * ic[X];
-    const int* __restrict cell = g.cellx.data();
-    for (int j = 0; j < g.W; ++j) o[j] = e[cell[j]];
+    spread_cells<B>(e, g.W, g.cellx.data(), g.W, o);
   }
 }
 
@@ -92,8 +112,9 @@ inline void unpool_row(const Ctx& k, int i, const float* __restrict dqe, float* 
 
 // dw += G (M' - U), dU (+)= (unary_weight - w) G, h = w G; with compat dcompat += h m^T and
 // h <- h + compat^T h (into dm). Returns the gradient of the message, masked, in s.h/s.mp.
-inline const float* weight_terms(const Ctx& k, int t, int i, BwdScratch& s, double* dw,
-                                 double* dmu) {
+template <int B>
+SEGKIT_ALWAYS const float* weight_terms(const Ctx& k, int t, int i, BwdScratch& s, double* dw,
+                                        double* dmu) {
   const Geo& g = *k.g;
   const int C = g.C;
   const index_t row = static_cast<index_t>(i) * g.W;
@@ -105,7 +126,7 @@ inline const float* weight_terms(const Ctx& k, int t, int i, BwdScratch& s, doub
     const float* __restrict mc = mp + static_cast<index_t>(c) * g.W;
     float* __restrict du = k.dU + c * g.HW + row;
     float* __restrict hc = s.h.data() + static_cast<index_t>(c) * g.W;
-    const float acc = dot_lanes(gc, mc, uc, g.W);
+    const float acc = dot16<B>(gc, mc, uc, g.W);
     if (t == k.T)
       for (int j = 0; j < g.W; ++j) du[j] = au * gc[j];
     else
@@ -119,7 +140,7 @@ inline const float* weight_terms(const Ctx& k, int t, int i, BwdScratch& s, doub
       for (int d = 0; d < C; ++d) {
         const float* hc = s.h.data() + static_cast<index_t>(c) * g.W;
         const float* md = s.m.data() + static_cast<index_t>(d) * g.W;
-        dmu[static_cast<size_t>(c) * C + d] += dot_lanes(hc, md, nullptr, g.W);
+        dmu[static_cast<size_t>(c) * C + d] += dot16<B>(hc, md, nullptr, g.W);
       }
     dm = s.mp.data();  // the message's M' is no longer needed
     for (int d = 0; d < C; ++d) {
@@ -161,6 +182,18 @@ inline void adjoint_rows(const Ctx& k, int i, int R, const float* __restrict v, 
   }
 }
 
+// o += v, o /= v, o -= exp(u) t over n values (restrict: vectorised).
+inline void add_to(float* __restrict o, const float* __restrict v, int n) {
+  for (int j = 0; j < n; ++j) o[j] += v[j];
+}
+inline void divide_by(float* __restrict o, const float* __restrict v, int n) {
+  for (int j = 0; j < n; ++j) o[j] /= v[j];
+}
+inline void sub_exp_times(float* __restrict o, const float* __restrict u,
+                          const float* __restrict t, int n) {
+  for (int j = 0; j < n; ++j) o[j] -= crf::exp_f32(u[j]) * t[j];
+}
+
 // Stage 0, row i: the start's term (Q_0 = U, or softmax(U) through its Jacobian) into dU,
 // then dU back through U = log_softmax(x) or log(x).
 inline void start_row(const Ctx& k, int i, BwdScratch& s) {
@@ -175,37 +208,31 @@ inline void start_row(const Ctx& k, int i, BwdScratch& s) {
     jacobian(g, s.z.data(), s.dq.data(), s.sum.data(), s.gr.data());
     add = s.gr.data();
   }
-  for (int c = 0; c < C; ++c) {
-    float* __restrict du = k.dU + c * g.HW + row;
-    const float* __restrict ad = add + static_cast<index_t>(c) * g.W;
-    for (int j = 0; j < g.W; ++j) du[j] += ad[j];
-  }
+  for (int c = 0; c < C; ++c)
+    add_to(k.dU + c * g.HW + row, add + static_cast<index_t>(c) * g.W, g.W);
   if (k.a->unary_kind == crf::UNARY_PROBS) {
-    for (int c = 0; c < C; ++c)
-      for (int j = 0; j < g.W; ++j) k.dU[c * g.HW + row + j] /= k.x[c * g.HW + row + j];
+    for (int c = 0; c < C; ++c) divide_by(k.dU + c * g.HW + row, k.x + c * g.HW + row, g.W);
     return;
   }
   float* __restrict tot = s.sum.data();
   for (int j = 0; j < g.W; ++j) tot[j] = 0.0f;
+  for (int c = 0; c < C; ++c) add_to(tot, k.dU + c * g.HW + row, g.W);
   for (int c = 0; c < C; ++c)
-    for (int j = 0; j < g.W; ++j) tot[j] += k.dU[c * g.HW + row + j];
-  for (int c = 0; c < C; ++c)
-    for (int j = 0; j < g.W; ++j)
-      k.dU[c * g.HW + row + j] -= crf::exp_f32(s.u[c * g.W + j]) * tot[j];
-}
-
-// o += l v over n values.
-inline void add_scaled(float* __restrict o, const float* __restrict v, float l, int n) {
-  for (int j = 0; j < n; ++j) o[j] += l * v[j];
+    sub_exp_times(k.dU + c * g.HW + row, s.u.data() + static_cast<index_t>(c) * g.W, tot, g.W);
 }
 
 // Row i of stage t >= 1 without a compat matrix: the work of u_row, message_row, pred_u,
 // softmax_row, unpool_row, jacobian, weight_terms and adjoint_rows in four sweeps over the
-// row's C x W values (each of those helpers sweeps it once or more): (1) U, the masked message
-// M, z = a U + w M and its running max over the classes; (2) exp and the sum; (3) Q and
-// sum_c Q dQ; (4) G, dw, dU and the upsampling's vertical adjoint. The same arithmetic per
-// value as the general path (sweep_cell with compat), so the same bits.
-inline void fused_row(const Ctx& k, int t, int i, int R, BwdScratch& s, double* dw) {
+// row's C x W values, a tile of kTile columns at a time (a tile's values stay in L1 between
+// the sweeps), each sweep one loop per class: (1) U, the masked message M, M - U, z = a U + w M
+// and its running max over the classes; (2) exp and the sum; (3) Q and sum_c Q dQ; (4) G,
+// dw's 16 lanes, dU and the upsampling's vertical adjoint. The same arithmetic per value as
+// the general path (sweep_cell with compat; dw's lanes through add_lanes, as dot16), so the same
+// bits.
+constexpr int kTile = 256;  // a multiple of dw's 16 lanes
+
+template <int B>
+SEGKIT_ALWAYS void fused_row(const Ctx& k, int t, int i, int R, BwdScratch& s, double* dw) {
   const Geo& g = *k.g;
   const ConvCrfGradArgs& a = *k.a;
   const int C = g.C, W = g.W;
@@ -214,100 +241,108 @@ inline void fused_row(const Ctx& k, int t, int i, int R, BwdScratch& s, double* 
   const bool jac = !last || a.final_softmax;  // G_t through the softmax Jacobian
   const bool saved_q = jac && !last && g.b == 1;  // Q_t is the saved Qb_t (masked)
   const bool soft = jac && !saved_q;  // Q_t = softmax(z_t) recomputed
-  const float* __restrict fm = k.im->fm(i);
-  float* __restrict mx = s.mx.data();
-  float* __restrict sum = s.sum.data();
+  const bool probs = a.unary_kind == crf::UNARY_PROBS;
+  const float* fm = k.im->fm(i);
+  const float* lm = k.lmx + row;
+  const float* ls = k.lls + row;
+  float* mx = s.mx.data();
+  float* sum = s.sum.data();
+  float* dot = s.h.data();
+  float* part = s.part.data();  // C x 16 lanes of dw, across the tiles
   const float h0 = g.yl0[i], h1 = g.yl1[i];
-  for (int c = 0; c < C; ++c) {  // (1)
-    const float* __restrict x = k.x + c * g.HW + row;
-    float* __restrict u = s.u.data() + static_cast<index_t>(c) * W;
-    float* __restrict m = s.m.data() + static_cast<index_t>(c) * W;
-    float* __restrict z = s.z.data() + static_cast<index_t>(c) * W;
-    if (a.unary_kind == crf::UNARY_PROBS) {
-      for (int j = 0; j < W; ++j) u[j] = crf::log_f32(x[j]);
-    } else {
-      const float* __restrict lm = k.lmx + row;
-      const float* __restrict ls = k.lls + row;
-      for (int j = 0; j < W; ++j) u[j] = (x[j] - lm[j]) - ls[j];
-    }
-    if (g.b == 1) {
-      const float* __restrict r0 = k.Mb + c * g.HWp + static_cast<index_t>(i) * g.Wp;
-      for (int j = 0; j < W; ++j) m[j] = r0[j] * fm[j];
-    } else {
-      const float* __restrict e0 = s.me.data() + (3 * static_cast<index_t>(c) + g.yi0[i] - R + 1) * W;
-      const float* __restrict e1 = s.me.data() + (3 * static_cast<index_t>(c) + g.yi1[i] - R + 1) * W;
-      for (int j = 0; j < W; ++j) m[j] = (h0 * e0[j] + h1 * e1[j]) * fm[j];
-    }
-    if (!soft) continue;
-    const float w = k.weight[c], au = a.unary_weight - w;
-    for (int j = 0; j < W; ++j) z[j] = au * u[j] + w * m[j];
-    if (c == 0)
-      for (int j = 0; j < W; ++j) mx[j] = z[j];
-    else
-      for (int j = 0; j < W; ++j) mx[j] = std::max(mx[j], z[j]);
-  }
-  if (soft) {  // (2)
-    for (int j = 0; j < W; ++j) sum[j] = 0.0f;
-    for (int c = 0; c < C; ++c) {
-      float* __restrict z = s.z.data() + static_cast<index_t>(c) * W;
-      for (int j = 0; j < W; ++j) {
-        const float e = crf::exp_f32(z[j] - mx[j]);
-        z[j] = e;
-        sum[j] += e;
-      }
-    }
-    for (int j = 0; j < W; ++j) sum[j] = 1.0f / sum[j];
-  }
   // dQ_t: the incoming gradient at T (through the final softmax), else pool^T dQb_t
   const float* dq0 = last ? k.gout + row : s.dqe.data();
   const index_t dqs = last ? g.HW : W;
-  float* __restrict dot = mx;  // the max is no longer needed
-  if (jac) {  // (3)
-    for (int j = 0; j < W; ++j) dot[j] = 0.0f;
-    for (int c = 0; c < C; ++c) {
-      float* __restrict q = s.z.data() + static_cast<index_t>(c) * W;
-      const float* __restrict d = dq0 + c * dqs;
-      if (saved_q) {
-        std::memcpy(q, k.Qs + t * static_cast<index_t>(C) * g.HWp + c * g.HWp + row,
-                    sizeof(float) * W);
-      } else {
-        for (int j = 0; j < W; ++j) q[j] *= sum[j];
+  float* ev0 = nullptr;  // the two taps' partial rows (may be one row: added one after the other)
+  float* ev1 = nullptr;
+  if (g.b > 1) ev0 = s.e.data() + (g.yi0[i] - R + 1) * cw, ev1 = s.e.data() + (g.yi1[i] - R + 1) * cw;
+  std::fill(part, part + static_cast<size_t>(C) * 16, 0.0f);
+  for (int j0 = 0; j0 < W; j0 += kTile) {
+    const int j1 = std::min(W, j0 + kTile);
+    for (int c = 0; c < C; ++c) {  // (1)
+      const float* x = k.x + c * g.HW + row;
+      float* mu = s.u.data() + static_cast<index_t>(c) * W;
+      float* z = s.z.data() + static_cast<index_t>(c) * W;
+      const float w = k.weight[c], au = a.unary_weight - w;
+      const float* e0 = g.b == 1 ? k.Mb + c * g.HWp + static_cast<index_t>(i) * g.Wp
+                                 : s.me.data() + (3 * static_cast<index_t>(c) + g.yi0[i] - R + 1) * W;
+      const float* e1 = g.b == 1 ? e0 : s.me.data() + (3 * static_cast<index_t>(c) + g.yi1[i] - R + 1) * W;
+      if (probs)  // U = log(x) first, in mu (read back below)
+        for (int j = j0; j < j1; ++j) mu[j] = crf::log_f32(x[j]);
+      over_cols<B>(j0, j1, [&](auto f, int j) SEGKIT_BODY {
+        typedef decltype(f) V;
+        const V u = probs ? ld(f, mu + j) : (ld(f, x + j) - ld(f, lm + j)) - ld(f, ls + j);
+        const V m = (g.b == 1 ? ld(f, e0 + j) : h0 * ld(f, e0 + j) + h1 * ld(f, e1 + j)) *
+                    ld(f, fm + j);
+        st(mu + j, m - u);
+        if (!soft) return;
+        const V zz = au * u + w * m;
+        st(z + j, zz);
+        if (c == 0) {
+          st(mx + j, zz);
+        } else {
+          const V old = ld(f, mx + j);
+          st(mx + j, old < zz ? zz : old);
+        }
+      });
+    }
+    if (soft) {  // (2)
+      for (int j = j0; j < j1; ++j) sum[j] = 0.0f;
+      for (int c = 0; c < C; ++c) {
+        float* z = s.z.data() + static_cast<index_t>(c) * W;
+        over_cols<B>(j0, j1, [&](auto f, int j) SEGKIT_BODY {
+          const auto e = crf::exp_poly(ld(f, z + j) - ld(f, mx + j));
+          st(z + j, e);
+          st(sum + j, ld(f, sum + j) + e);
+        });
       }
-      if (last)
-        for (int j = 0; j < W; ++j) dot[j] += q[j] * d[j];
-      else
-        for (int j = 0; j < W; ++j) dot[j] += q[j] * (d[j] * fm[j]);
+      for (int j = j0; j < j1; ++j) sum[j] = 1.0f / sum[j];
+    }
+    if (jac) {  // (3)
+      for (int j = j0; j < j1; ++j) dot[j] = 0.0f;
+      for (int c = 0; c < C; ++c) {
+        float* q = s.z.data() + static_cast<index_t>(c) * W;
+        const float* d = dq0 + c * dqs;
+        const float* qs = k.Qs + t * static_cast<index_t>(C) * g.HWp + c * g.HWp + row;
+        over_cols<B>(j0, j1, [&](auto f, int j) SEGKIT_BODY {
+          const auto qq = saved_q ? ld(f, qs + j) : ld(f, q + j) * ld(f, sum + j);
+          st(q + j, qq);
+          const auto dd = last ? ld(f, d + j) : ld(f, d + j) * ld(f, fm + j);
+          st(dot + j, ld(f, dot + j) + qq * dd);
+        });
+      }
+    }
+    for (int c = 0; c < C; ++c) {  // (4)
+      const float w = k.weight[c], au = a.unary_weight - w;
+      const index_t o = static_cast<index_t>(c) * W;
+      const float* q = s.z.data() + o;
+      const float* d = dq0 + c * dqs;
+      const float* mu = s.u.data() + o;
+      float* du = k.dU + c * g.HW + row;
+      float* rb = g.b == 1 ? k.Rb + c * g.plane + g.at(i, 0) : nullptr;
+      float* p16 = part + static_cast<index_t>(c) * 16;
+      over_cols<B>(j0, j1, [&](auto f, int j) SEGKIT_BODY {
+        typedef decltype(f) V;
+        const V dd = ld(f, d + j);
+        V gr = dd;
+        if (jac) gr = last ? ld(f, q + j) * (dd - ld(f, dot + j))
+                           : ld(f, q + j) * (dd * ld(f, fm + j) - ld(f, dot + j));
+        add_lanes(p16, j, gr, ld(f, mu + j));
+        st(du + j, last ? au * gr : ld(f, du + j) + au * gr);
+        const V gm = (w * gr) * ld(f, fm + j);  // the message's gradient
+        if (g.b == 1) {
+          st(rb + j, gm);
+          return;
+        }
+        st(ev0 + o + j, ld(f, ev0 + o + j) + h0 * gm);
+        st(ev1 + o + j, ld(f, ev1 + o + j) + h1 * gm);
+      });
     }
   }
-  float* ev[2] = {nullptr, nullptr};
-  if (g.b > 1) ev[0] = s.e.data() + (g.yi0[i] - R + 1) * cw, ev[1] = s.e.data() + (g.yi1[i] - R + 1) * cw;
-  for (int c = 0; c < C; ++c) {  // (4)
-    const float w = k.weight[c], au = a.unary_weight - w;
-    const index_t o = static_cast<index_t>(c) * W;
-    const float* __restrict q = s.z.data() + o;
-    const float* __restrict d = dq0 + c * dqs;
-    const float* __restrict u = s.u.data() + o;
-    const float* __restrict m = s.m.data() + o;
-    float* __restrict gr = s.gr.data() + o;
-    float* __restrict du = k.dU + c * g.HW + row;
-    if (!jac)
-      std::memcpy(gr, d, sizeof(float) * W);
-    else if (last)
-      for (int j = 0; j < W; ++j) gr[j] = q[j] * (d[j] - dot[j]);
-    else
-      for (int j = 0; j < W; ++j) gr[j] = q[j] * (d[j] * fm[j] - dot[j]);
-    dw[c] += dot_lanes(gr, m, u, W);
-    if (last)
-      for (int j = 0; j < W; ++j) du[j] = au * gr[j];
-    else
-      for (int j = 0; j < W; ++j) du[j] += au * gr[j];
-    for (int j = 0; j < W; ++j) gr[j] = (w * gr[j]) * fm[j];  // the message's gradient
-    if (g.b == 1) {
-      std::memcpy(k.Rb + c * g.plane + g.at(i, 0), gr, sizeof(float) * W);
-      continue;
-    }
-    add_scaled(ev[0] + o, gr, g.yl0[i], W);  // the two taps may be one row: one after the other
-    add_scaled(ev[1] + o, gr, g.yl1[i], W);
+  for (int c = 0; c < C; ++c) {
+    float acc = 0.0f;
+    for (int l = 0; l < 16; ++l) acc += part[static_cast<index_t>(c) * 16 + l];
+    dw[c] += acc;
   }
 }
 

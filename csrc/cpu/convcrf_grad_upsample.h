@@ -26,13 +26,80 @@ SEGKIT_ALWAYS void upsample_rows(const Geo& g, const float* Mb, int R, float* me
   }
 }
 
+// The block sums of the horizontal adjoint for pooled columns [X0, X1), X1 - X0 >= L (the
+// lanes of a vector): o[X] = l1 v over full columns b X + t (t < b), then l0 v over b X + b + t,
+// added in that order (v, l1, l0 start at the first regular column's offset). Vectorised
+// across X: each block of L outputs multiplies its 2 b vectors of v once, then deals lane
+// b l + t of them to lane l of a sum by two-source lane permutations (each output lane sums
+// its own values in the scalar order, so the same bits); the last block overlaps the one
+// before it instead of a scalar tail.
+// Which lane of a pair of vectors (2k, 2k + 1) lane l of the deal for t takes (idx), and
+// whether that pair holds it (sel): lane b l + t of the b vectors of L lanes.
+template <int L, int b>
+struct DealMasks {
+  static constexpr int pairs = (b + 1) / 2;
+  int idx[b][pairs][L] = {}, sel[b][pairs][L] = {};
+  constexpr DealMasks() {
+    for (int t = 0; t < b; ++t)
+      for (int k = 0; k < pairs; ++k)
+        for (int l = 0; l < L; ++l) {
+          const int at = b * l + t, vec = at / L - 2 * k;
+          idx[t][k][l] = vec == 0 || vec == 1 ? vec * L + at % L : 0;
+          sel[t][k][l] = vec == 0 || vec == 1 ? -1 : 0;
+        }
+  }
+};
+
+template <int B, int b>
+SEGKIT_ALWAYS void block_sums(const float* v, const float* l1, const float* l0, int X0, int X1,
+                              float* __restrict o) {
+  typedef vec_t<float, B> V;
+  typedef vec_t<int, B> IV;
+  constexpr int L = Vec<float, B>::lanes, pairs = DealMasks<L, b>::pairs;
+  static constexpr DealMasks<L, b> m{};
+  IV idx[b][pairs], sel[b][pairs];
+  for (int t = 0; t < b; ++t)
+    for (int k = 0; k < pairs; ++k)
+      idx[t][k] = loadv<IV>(m.idx[t][k]), sel[t][k] = loadv<IV>(m.sel[t][k]);
+  // Opaque to the optimiser: with the masks as constants GCC 12 breaks the two-source
+  // permutations into scalar lane extracts (about 4x slower than the permutations).
+  __asm__("" : "+m"(idx), "+m"(sel));
+  for (int X = X0;; X += L) {
+    X = std::min(X, X1 - L);
+    const index_t j = static_cast<index_t>(b) * X;
+    V p1[2 * pairs], p0[2 * pairs];
+    for (int q = 0; q < b; ++q) {
+      p1[q] = loadv<V>(l1 + j + q * L) * loadv<V>(v + j + q * L);
+      p0[q] = loadv<V>(l0 + j + b + q * L) * loadv<V>(v + j + b + q * L);
+    }
+    V acc = V{} + 0.0f;
+    for (int t = 0; t < b; ++t) {
+      V d = V{};
+      for (int k = 0; k < pairs; ++k)
+        d = sel[t][k] != 0 ? __builtin_shuffle(p1[2 * k], p1[2 * k + 1], idx[t][k]) : d;
+      acc += d;
+    }
+    for (int t = 0; t < b; ++t) {
+      V d = V{};
+      for (int k = 0; k < pairs; ++k)
+        d = sel[t][k] != 0 ? __builtin_shuffle(p0[2 * k], p0[2 * k + 1], idx[t][k]) : d;
+      acc += d;
+    }
+    storev(o + X, acc);
+    if (X + L >= X1) break;
+  }
+}
+
 // The horizontal taps of the cell's three partial rows: its own pooled row R straight into Rb
 // (haloed), the rows R - 1 and R + 1 into P (2, C, Hp, Wp: P[0] row R holds cell R's part of
 // row R - 1, P[1] its part of row R + 1). Per pooled column, its taps added in order from 0.
-// The interior columns [reg0, reg1) sum the products l1 v, l0 v of their 2b full columns as
-// fixed-width blocks (vectorised; `prod`: 2 W floats of scratch); the edge columns go through
-// the tap slots (a padded slot adds 0 * v, which changes no bit).
-inline void adjoint_cols(const Geo& g, int R, const float* e, float* P, float* Rb, float* prod) {
+// The interior columns [reg0, reg1) sum the products l1 v, l0 v of their 2b full columns:
+// vectorised by block_sums at blur 2, 4 and 8 when there are a vector's worth of them, else
+// through `prod` (2 W floats of scratch); the edge columns go through the tap slots (a padded
+// slot adds 0 * v, which changes no bit).
+template <int B>
+SEGKIT_ALWAYS void adjoint_cols(const Geo& g, int R, const float* e, float* P, float* Rb,
+                                float* prod) {
   for (int q = 0; q < 3; ++q)
     for (int c = 0; c < g.C; ++c) {
       const float* __restrict v = e + (static_cast<index_t>(q) * g.C + c) * g.W;
@@ -49,30 +116,25 @@ inline void adjoint_cols(const Geo& g, int R, const float* e, float* P, float* R
       for (int X = 0; X < g.reg0; ++X) edge(X);
       for (int X = g.reg1; X < g.Wp; ++X) edge(X);
       if (g.reg1 <= g.reg0) continue;
+      constexpr int L = Vec<float, B>::lanes;
+      if (g.reg1 - g.reg0 >= L && dispatch_exact<2, 4, 8>(g.b, [&](auto bb) SEGKIT_BODY {
+            block_sums<B, decltype(bb)::value>(v + g.reg_off, g.xl1.data() + g.reg_off,
+                                               g.xl0.data() + g.reg_off, g.reg0, g.reg1, o);
+          }))
+        continue;
       float* __restrict a1 = prod;
       float* __restrict a0 = prod + g.W;
       const float* __restrict l0 = g.xl0.data();
       const float* __restrict l1 = g.xl1.data();
       for (int j = 0; j < g.W; ++j) a1[j] = l1[j] * v[j], a0[j] = l0[j] * v[j];
-      const bool fixed = dispatch_exact<2, 4, 8>(g.b, [&](auto bb) SEGKIT_BODY {
-        constexpr int b = decltype(bb)::value;
-        const int off = g.reg_off;
-        for (int X = g.reg0; X < g.reg1; ++X) {
-          float acc = 0.0f;
-          for (int t = 0; t < b; ++t) acc += a1[off + b * X + t];
-          for (int t = 0; t < b; ++t) acc += a0[off + b * X + b + t];
-          o[X] = acc;
+      for (int X = g.reg0; X < g.reg1; ++X) {
+        float acc = 0.0f;
+        for (int t = 0; t < 2 * g.b; ++t) {
+          const int j = g.reg_off + g.b * X + t;
+          acc += t < g.b ? a1[j] : a0[j];
         }
-      });
-      if (!fixed)
-        for (int X = g.reg0; X < g.reg1; ++X) {
-          float acc = 0.0f;
-          for (int t = 0; t < 2 * g.b; ++t) {
-            const int j = g.reg_off + g.b * X + t;
-            acc += t < g.b ? a1[j] : a0[j];
-          }
-          o[X] = acc;
-        }
+        o[X] = acc;
+      }
     }
 }
 
