@@ -58,6 +58,10 @@ SEGKIT_ALWAYS void sweep_cell(const Ctx& k, int t, int R, BwdScratch& s) {
       fused_row<B>(k, t, i, R, s, dw);
       continue;
     }
+    if (t == 0 && !start_softmax(a)) {
+      start_row_logits<B>(k, i, s);
+      continue;
+    }
     u_row(k, i, s.u.data());
     if (t == 0) {
       start_row(k, i, s);

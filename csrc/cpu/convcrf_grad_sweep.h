@@ -194,6 +194,39 @@ inline void sub_exp_times(float* __restrict o, const float* __restrict u,
   for (int j = 0; j < n; ++j) o[j] -= crf::exp_f32(u[j]) * t[j];
 }
 
+// Stage 0, row i, logits and Q_0 = U (ConvCRF's start): start_row in two sweeps over the row's
+// C x W values, one loop per class each: dU += pool^T dQb_0 and its sum over the classes; then
+// dU -= softmax(x) times that sum. The same arithmetic per value as start_row, so the same bits.
+template <int B>
+SEGKIT_ALWAYS void start_row_logits(const Ctx& k, int i, BwdScratch& s) {
+  const Geo& g = *k.g;
+  const index_t row = static_cast<index_t>(i) * g.W;
+  const float* fm = k.im->fm(i);
+  const float* lm = k.lmx + row;
+  const float* ls = k.lls + row;
+  float* tot = s.sum.data();
+  std::fill(tot, tot + g.W, 0.0f);
+  for (int c = 0; c < g.C; ++c) {
+    float* du = k.dU + c * g.HW + row;
+    const float* dqe = s.dqe.data() + static_cast<index_t>(c) * g.W;
+    over_cols<B>(0, g.W, [&](auto f, int j) SEGKIT_BODY {
+      auto dq = ld(f, dqe + j) * ld(f, fm + j);
+      __asm__("" : "+x"(dq));  // rounded on its own, as start_row's stored dq (no FMA)
+      const auto d = ld(f, du + j) + dq;
+      st(du + j, d);
+      st(tot + j, ld(f, tot + j) + d);
+    });
+  }
+  for (int c = 0; c < g.C; ++c) {
+    float* du = k.dU + c * g.HW + row;
+    const float* x = k.x + c * g.HW + row;
+    over_cols<B>(0, g.W, [&](auto f, int j) SEGKIT_BODY {
+      const auto u = (ld(f, x + j) - ld(f, lm + j)) - ld(f, ls + j);
+      st(du + j, ld(f, du + j) - crf::exp_poly(u) * ld(f, tot + j));
+    });
+  }
+}
+
 // Stage 0, row i: the start's term (Q_0 = U, or softmax(U) through its Jacobian) into dU,
 // then dU back through U = log_softmax(x) or log(x).
 inline void start_row(const Ctx& k, int i, BwdScratch& s) {
