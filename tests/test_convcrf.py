@@ -427,6 +427,36 @@ def test_bad_input(kwargs, exc, match):
         segkit.convcrf(unary, image, **kw)
 
 
+@pytest.mark.parametrize("backend", ["numpy", "cpp"])
+def test_unary_is_read_not_written(backend):
+    # the C++ runner reads the caller's float32 unary in place (no copy): it must not write it
+    require_backend(backend)
+    unary, image = scene(1, 5, 20, 23, seed=4)
+    unary = unary[0]
+    keep = unary.copy()
+    unary.flags.writeable = False
+    out = segkit.convcrf(unary, image[0], backend=backend)
+    np.testing.assert_array_equal(unary, keep)
+    assert not np.shares_memory(out, unary)
+    # a float64 unary takes the copying path: the same scores
+    np.testing.assert_array_equal(out, segkit.convcrf(keep.astype(np.float64), image[0],
+                                                      backend=backend))
+
+
+def test_finiteness_check_is_exact():
+    # the fast test (a finite float32 sum of squares) must not reject large finite values,
+    # whose squares overflow, nor pass a NaN or inf wherever it is
+    from segkit.ops.convcrf import all_finite
+
+    big = np.full((2, 3, 8, 9), 3e38, np.float32)
+    assert all_finite(big, np) and all_finite(big[:, ::2], np)
+    for bad in (np.nan, np.inf, -np.inf):
+        for a in (GOOD_U.copy(), big.copy()):
+            a[1, 2, 7, 8] = bad
+            assert not all_finite(a, np) and not all_finite(a[:, 1:], np)
+    segkit.convcrf(GOOD_U + np.float32(1e20), GOOD_I, backend="numpy")  # no error
+
+
 @pytest.mark.parametrize("backend", ["numpy", "numba", "cpp", "cuda"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
 @pytest.mark.parametrize("shape", [(0, 3, 6, 7), (0, 300, 4, 4)])

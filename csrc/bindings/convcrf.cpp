@@ -63,11 +63,16 @@ void fitted_args(cpu::ConvCrfArgs& a, const char* fn, const py::object& weight,
 
 void convcrf(const py::array& scores, const py::array& image, const cpu::ConvCrfParams& params,
              const py::object& weight, const py::object& compat, const py::object& mask,
-             const py::object& saved, float unary_weight) {
+             const py::object& saved, float unary_weight, const py::object& unary) {
   const char* fn = "_C.convcrf";
   Arr(scores, fn, "scores").dtype<float>().c_contiguous().writeable();
   auto a = convcrf_args(scores, image, params, fn);
   fitted_args(a, fn, weight, compat, mask, saved, unary_weight);
+  if (!unary.is_none()) {  // read from here; `scores` then only receives the result
+    py::array u = unary.cast<py::array>();
+    Arr(u, fn, "unary").dtype<float>().shape({a.n, a.c, a.h, a.w}).c_contiguous();
+    a.unary = static_cast<const float*>(u.data());
+  }
   const char kind = image.dtype().kind();
   const bool u8 = kind == 'u' && image.itemsize() == 1;
   if (!u8 && !(kind == 'f' && image.itemsize() == 4))
@@ -150,11 +155,12 @@ void bind_convcrf(py::module_& m) {
   m.def("convcrf", &convcrf, py::arg("scores"), py::arg("image"), py::arg("params"),
         py::kw_only(), py::arg("weight") = py::none(), py::arg("compat") = py::none(),
         py::arg("mask") = py::none(), py::arg("saved") = py::none(),
-        py::arg("unary_weight") = 1.0f,
+        py::arg("unary_weight") = 1.0f, py::arg("unary") = py::none(),
         "convcrf(scores, image, params, *, weight=None, compat=None, mask=None, saved=None, "
-        "unary_weight=1.0)\n\n"
+        "unary_weight=1.0, unary=None)\n\n"
         "ConvCRF mean-field inference in place: `scores` (N, C, H, W) writeable C-contiguous "
-        "float32 holds the unary on entry and the scores on return; `image` (N, 3, H, W) uint8 "
+        "float32 holds the unary on entry (or `unary`, of the same shape, holds it and `scores` "
+        "only receives the result) and the scores on return; `image` (N, 3, H, W) uint8 "
         "or float32, any non-negative strides; `params` a ConvCrfParams. A fitted setting: "
         "`weight` (C,) float32 per-class message weights (update (unary_weight - w_c) U + w_c "
         "M, replacing params' coefficients), `compat` (C, C) float32 (M' = M + compat M), "

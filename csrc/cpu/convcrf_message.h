@@ -35,12 +35,12 @@ SEGKIT_ALWAYS void weights_row_body(const Ctx& cx, int R) {
 
 // Message of CB classes along one pooled row: out[cb][x] = sum_d K(p, p+d) Q_cb(p+d) for x in
 // [0, nx) rounded up to whole vectors. `q` points at the first class's plane, `base` at the
-// row's first pixel inside the halo.
+// row's first pixel inside the halo; `pf_row` >= 0: Q is prefetched that far below p.
 template <int B, int CB>
 SEGKIT_ALWAYS void message_block(const float* __restrict q, index_t plane,
                                  const float* __restrict K, const index_t* __restrict koff,
                                  int nh, index_t base, int nx, float kc,
-                                 float* __restrict out, index_t out_ld) {
+                                 float* __restrict out, index_t out_ld, index_t pf_row) {
   typedef vec_t<float, B> V;
   constexpr int L = Vec<float, B>::lanes;
   const V vkc = V{} + kc;
@@ -49,6 +49,12 @@ SEGKIT_ALWAYS void message_block(const float* __restrict q, index_t plane,
     V acc[CB];
 #pragma GCC unroll 12
     for (int c = 0; c < CB; ++c) acc[c] = vkc * loadv<V>(q + c * plane + p);
+    // pf_row >= 0 (blur 1, Q from the last-level cache): the Q row that enters the window with
+    // this row (the others came with the rows above), one stream per class, which with the
+    // weights' are too many for the hardware prefetcher
+    if (pf_row >= 0)
+#pragma GCC unroll 12
+      for (int c = 0; c < CB; ++c) __builtin_prefetch(q + c * plane + p + pf_row + kPrefetch);
     for (int j = 0; j < nh; ++j) {
       const index_t o = koff[j];
       const float* kj = K + j * plane + p;
@@ -84,7 +90,7 @@ SEGKIT_ALWAYS void message_row_body(const Ctx& cx, int r, float* __restrict out)
     static_assert(kMaxBlock == 12, "the class blocks below go up to kMaxBlock");
     dispatch_exact<1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12>(cb, [&](auto n) SEGKIT_BODY {
       message_block<B, decltype(n)::value>(q, pl.plane, cx.K, pl.koff.data(), pl.nh, base, pl.Wp,
-                                           pl.kc, o, pl.ldw);
+                                           pl.kc, o, pl.ldw, pl.b == 1 ? pl.s * pl.ld : -1);
     });
     c0 += cb;
   }

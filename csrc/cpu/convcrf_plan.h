@@ -13,7 +13,9 @@ namespace crfrows {
 
 constexpr index_t kPad = 16;   // rows are padded to whole vectors of the widest ISA (floats)
 constexpr int kMaxBlock = 12;  // classes per message pass (accumulators held in registers)
-constexpr int kMaxRegClasses = 16;  // the update keeps up to this many classes in registers
+// The update keeps every class of a vector of pixels in registers up to 16 classes, and up
+// to this many in a small per-vector array (L1-resident) instead of row buffers
+constexpr int kMaxRegClasses = 32;
 constexpr index_t kPrefetch = 64;   // weights prefetched this many pixels ahead
 
 enum Mode { MODE_INIT = 0, MODE_ITER = 1 };

@@ -1,6 +1,8 @@
 // CPU ConvCRF row kernels: U, the update (pred, softmax) and the pooling into the next Q, in
-// two forms (the row resampling, pool_row and upsample_row, is in convcrf_update.h): every class of a vector of pixels in registers (C <= kMaxRegClasses, blocks of 4,
-// 8, 12, 16 classes) and rows of classes in per-thread buffers (more classes). The bodies are
+// two forms (the row resampling, pool_row and upsample_row, is in convcrf_update.h): every
+// class of a vector of pixels at once (C <= kMaxRegClasses, blocks of 4, 8, 12, 16 classes in
+// registers, 24 or 32 in a small array that stays in L1: one pass per vector instead of about
+// six over rows of C x W) and rows of classes in per-thread buffers (more classes). The bodies are
 // written once over the vector width B; the entry points at the end compile them once per
 // instruction set through cpu/simd.h's dispatch.
 
@@ -313,7 +315,7 @@ void rows_blur1(const Ctx& cx, int r, const Scratch& sc, int mode, bool last) {
     constexpr int B = decltype(isa)::bytes;
     dispatch_bool(cx.pl->general, [&](auto g) SEGKIT_BODY {
       constexpr bool G = decltype(g)::value;
-      if (!dispatch_upto<4, 8, 12, kMaxRegClasses>(cx.pl->C, [&](auto cm) SEGKIT_BODY {
+      if (!dispatch_upto<4, 8, 12, 16, 24, kMaxRegClasses>(cx.pl->C, [&](auto cm) SEGKIT_BODY {
             rows_blur1_regs<B, decltype(cm)::value, G>(cx, r, sc, mode, last);
           }))
         rows_blur1_body<B, G>(cx, r, sc, mode, last);
@@ -330,7 +332,7 @@ void update_blur(const Ctx& cx, int R, const Scratch& sc, int mode, bool last) {
     constexpr int B = decltype(isa)::bytes;
     dispatch_bool(cx.pl->general, [&](auto g) SEGKIT_BODY {
       constexpr bool G = decltype(g)::value;
-      if (!dispatch_upto<4, 8, 12, kMaxRegClasses>(cx.pl->C, [&](auto cm) SEGKIT_BODY {
+      if (!dispatch_upto<4, 8, 12, 16, 24, kMaxRegClasses>(cx.pl->C, [&](auto cm) SEGKIT_BODY {
             update_blur_regs<B, decltype(cm)::value, G>(cx, R, sc, mode, last);
           }))
         update_blur_body<B, G>(cx, R, sc, mode, last);

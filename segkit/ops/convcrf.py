@@ -12,7 +12,7 @@ import numpy as np
 from ..errors import InputError, InputTypeError
 from .. import _backend, _validate
 from ..reference.convcrf import DEFAULTS, coefficients
-from .convcrf_backends import RUNNERS
+from .convcrf_backends import READS_UNARY, RUNNERS
 
 UNARY_KINDS = ("logits", "probs")
 INITS = ("convcrf", "softmax")
@@ -325,11 +325,13 @@ def _run_on(call, u: Any, img: Any, params: ConvCrfParams, finish=None):
         params = replace(params, weight_init=params.weight[0], weight=None)
     if np.dtype(u4.dtype).kind != "f":
         raise InputTypeError(f"unary must be float32 or float16 scores; got dtype {u4.dtype}")
-    scores = xp.array(u4, dtype=np.float32, order="C", copy=True)
+    if call.backend in READS_UNARY:  # copied only where dtype or layout need it
+        scores = xp.ascontiguousarray(u4, dtype=np.float32)
+    else:  # the runner updates it in place
+        scores = xp.array(u4, dtype=np.float32, order="C", copy=True)
     check_unary_values(scores, params.unary_kind, xp)
     img4 = image_dtype(img4, xp)
-    if scores.size:
-        scores = call.runner(scores, img4, params)
+    scores = call.runner(scores, img4, params) if scores.size else scores.copy()
     scores = scores[0] if squeeze else scores
     return call.back(finish(scores) if finish is not None else scores)
 
@@ -363,7 +365,7 @@ def canonical_shapes(u, img):
 def check_unary_values(scores, unary_kind: str, xp) -> None:
     if scores.size == 0:
         return
-    if not bool(xp.isfinite(scores).all()):
+    if not all_finite(scores, xp):
         bad = int((~xp.isfinite(scores)).sum())
         raise InputError(f"unary contains NaN or inf ({bad} values)")
     if unary_kind == "probs":
@@ -374,6 +376,17 @@ def check_unary_values(scores, unary_kind: str, xp) -> None:
         if not bool((scores.max(axis=1) > 0).all()):
             raise InputError("unary: unary_kind='probs', but some pixels have probability 0 for "
                              "every class")
+
+
+def all_finite(a, xp) -> bool:
+    """Whether every value of the float32 array `a` is finite, without a temporary of its size
+    on the host: a finite sum of squares (float32; NaN and inf propagate) proves it, and only
+    values above 1.8e19 (whose squares overflow) or a bad value take the exact test."""
+    if xp is np and a.flags.c_contiguous:
+        flat = a.reshape(-1)
+        if math.isfinite(float(np.einsum("i,i->", flat, flat))):  # not BLAS: no thread pool
+            return True
+    return bool(xp.isfinite(a).all())
 
 
 def image_dtype(img, xp):

@@ -1,5 +1,6 @@
 """The backends of :func:`segkit.convcrf`: each runs one validated setting
-(:class:`segkit.ops.convcrf.ConvCrfParams`) in place on float32 scores (N, C, H, W)."""
+(:class:`segkit.ops.convcrf.ConvCrfParams`) on float32 scores (N, C, H, W): in place, or (the
+backends of :data:`READS_UNARY`) reading them as the unary and returning new scores."""
 from __future__ import annotations
 
 import numpy as np
@@ -34,10 +35,11 @@ def _run_numba(scores, img, params):
     return scores
 
 
-def _run_cpp(scores, img, params):
+def _run_cpp(unary, img, params):
     from .. import _C
 
-    _C.convcrf(scores, _host_image(img), params.kernel_params)
+    scores = np.empty_like(unary)  # the kernel writes every element
+    _C.convcrf(scores, _host_image(img), params.kernel_params, unary=unary)
     return scores
 
 
@@ -64,9 +66,10 @@ def _run_cuda(scores, img, params):
     return scores
 
 
-def _on_cpp(scores, img, params):
-    """The cpp runner: the fused kernel, or the trainable op's forward for a fitted setting."""
-    return (_fitted_cpp if params.fitted else _run_cpp)(scores, img, params)
+def _on_cpp(unary, img, params):
+    """The cpp runner: the fused kernel, or the trainable op's forward for a fitted setting;
+    both read `unary` and return new scores."""
+    return (_fitted_cpp if params.fitted else _run_cpp)(unary, img, params)
 
 
 #: The runner of each backend (the table's row of convcrf). The NumPy reference and the Numba
@@ -74,3 +77,6 @@ def _on_cpp(scores, img, params):
 #: trainable op's forward without saved state for it, CUDA its one kernel family (which takes
 #: both).
 RUNNERS = {"numpy": _run_numpy, "numba": _run_numba, "cpp": _on_cpp, "cuda": _run_cuda}
+#: The backends whose runner only reads the scores it is given (the unary) and returns new ones:
+#: the op hands them the caller's float32 C-contiguous unary without a copy.
+READS_UNARY = frozenset({"cpp"})
