@@ -172,14 +172,11 @@ def test_gradients_are_bit_identical_on_a_rerun():
         assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize("batch", [2, 3])
-def test_gradients_do_not_depend_on_the_thread_count(batch):
-    """One thread runs the images one after the other; two run small images side by side (the
-    third after the first on the same thread): the same bits."""
+def test_gradients_do_not_depend_on_the_thread_count():
     require_backend("cpp")
     import segkit
 
-    u, img, p = make_case(batch, 4, 21, 18, seed=19, mask=True, compat=True)
+    u, img, p = make_case(2, 4, 21, 18, seed=19, mask=True, compat=True)
     runs = []
     try:
         for threads in (1, 2):

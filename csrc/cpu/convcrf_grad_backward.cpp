@@ -121,55 +121,40 @@ void convcrf_grad_backward(const float* grad, const float* unary, const float* i
   const crfgrad::Scales sc = scales_of(a);
   const int T = a.num_iter, threads = max_threads();
   const size_t full = static_cast<size_t>(C) * g.HW, pooled = static_cast<size_t>(C) * g.HWp;
-  // The working memory: blocks of the CPU ConvCRF's workspace pool (convcrf_workspace.h), the
-  // forward's, kept between calls. Rb and Qh (two haloed pooled Q: Qb_{t-1} and Qb_{t-2} at
-  // stage t) need zero halos; every other buffer is written before it is read.
+  // The working memory: one block of the CPU ConvCRF's workspace pool (convcrf_workspace.h),
+  // the one the forward used and released, kept between calls. Rb and Qh (two haloed pooled
+  // Q: Qb_{t-1} and Qb_{t-2} at stage t) need zero halos; every other buffer is written
+  // before it is read.
   const size_t haloed = static_cast<size_t>(C) * g.plane;
   const size_t p3 = g.b > 1 ? 2 * pooled : 0;
-  const size_t block_floats = 2 * g.HW + 3 * haloed + 2 * pooled + p3;
-  // Images one after the other, the threads sharing each image's rows and cells; small images
-  // (a block under kSideBySideBytes) side by side, one per thread, each with its own block and
-  // no barrier between the threads: a small image's rows give each thread little work between
-  // the stages' barriers. Either way every image's partial sums have their own slots, added in
-  // the same order at the end: the same bits whichever way it ran.
-  constexpr size_t kSideBySideBytes = size_t{4} << 20;
-  const int side = a.n >= 2 && threads >= 2 && block_floats * sizeof(float) <= kSideBySideBytes
-                       ? static_cast<int>(std::min<index_t>(threads, a.n)) : 1;
-  std::vector<crfrows::WorkspacePool::Block> blocks;
-  for (int q = 0; q < side; ++q) blocks.push_back(crfrows::pool().acquire(block_floats));
+  crfrows::WorkspacePool::Block block =
+      crfrows::pool().acquire(2 * g.HW + 3 * haloed + 2 * pooled + p3);
   struct Release {
-    std::vector<crfrows::WorkspacePool::Block>& b;
-    ~Release() {
-      for (auto& x : b) crfrows::pool().release(std::move(x));
-    }
-  } release{blocks};
+    crfrows::WorkspacePool::Block& b;
+    ~Release() { crfrows::pool().release(std::move(b)); }
+  } release{block};
+  float* next = block.data.get();
+  auto take = [&](size_t n) { float* p = next; next += n; return p; };
+  float *lmx = take(g.HW), *lls = take(g.HW), *Rb = take(haloed), *Qh = take(2 * haloed);
+  float *dQb = take(pooled), *Mb = take(pooled), *P = take(p3);
+  std::fill(Rb, Rb + 3 * haloed, 0.0f);
   std::vector<BwdScratch> scratch(threads, BwdScratch(g));
   const size_t cc = compat ? static_cast<size_t>(C) * C : 0;
-  const size_t cells = static_cast<size_t>(a.n) * g.Hp;  // (image, pooled row) slots
-  std::vector<double> dw_part(cells * C, 0.0), dmu_part(cells * cc, 0.0),
-      sum_part(cells * kGradSums, 0.0);
-
-  std::vector<Image> images(side);  // one per block, reused image after image
-  auto run_image = [&](index_t n, int slot) {  // image n, with block `slot`
-    float* next = blocks[slot].data.get();
-    auto take = [&](size_t count) { float* p = next; next += count; return p; };
-    float *lmx = take(g.HW), *lls = take(g.HW), *Rb = take(haloed), *Qh = take(2 * haloed);
-    float *dQb = take(pooled), *Mb = take(pooled), *P = take(p3);
-    std::fill(Rb, Rb + 3 * haloed, 0.0f);
-    Image& im = images[slot];
-    prepare_image(g, image + n * 3 * g.HW, mask == nullptr ? nullptr : mask + n * g.HW, im);
-    Ctx k;
-    k.g = &g, k.a = &a, k.im = &im, k.weight = weight, k.compat = compat, k.T = T;
-    k.lmx = lmx, k.lls = lls, k.Mb = Mb;
-    k.Rb = Rb, k.dQb = dQb, k.P = P;
-    k.dw_part = dw_part.data() + static_cast<size_t>(n) * g.Hp * C;
-    k.dmu_part = dmu_part.data() + static_cast<size_t>(n) * g.Hp * cc;
-    double* sum_n = sum_part.data() + static_cast<size_t>(n) * g.Hp * kGradSums;
+  std::vector<double> dw_part(static_cast<size_t>(g.Hp) * C, 0.0), dmu_part(g.Hp * cc, 0.0),
+      sum_part(static_cast<size_t>(g.Hp) * kGradSums, 0.0);
+  Image im;
+  Ctx k;
+  k.g = &g, k.a = &a, k.im = &im, k.weight = weight, k.compat = compat, k.T = T;
+  k.lmx = lmx, k.lls = lls, k.Mb = Mb;
+  k.Rb = Rb, k.dQb = dQb, k.P = P;
+  k.dw_part = dw_part.data(), k.dmu_part = dmu_part.data();
+  for (index_t n = 0; n < a.n; ++n) {
     k.x = unary + n * full, k.gout = grad + n * full, k.dU = d_unary + n * full;
     k.Qs = saved + n * T * pooled;
-#pragma omp parallel num_threads(side > 1 ? 1 : threads)
+    prepare_image(g, image + n * 3 * g.HW, mask == nullptr ? nullptr : mask + n * g.HW, im);
+#pragma omp parallel num_threads(threads)
     {
-      BwdScratch& s = scratch[side > 1 ? slot : thread_id()];
+      BwdScratch& s = scratch[thread_id()];
       float *Gp = s.gp.data(), *Gc = s.gc.data(), *Ga = s.ga.data();
       const index_t ks = static_cast<index_t>(s.gp.size() / 2);  // one row's k*k Gaussians
       const DenormalsAreZero daz;
@@ -190,15 +175,15 @@ void convcrf_grad_backward(const float* grad, const float* unary, const float* i
       }
       // Mb_T = A Qb_{T-1}; the passes take pooled rows in pairs (pass_block2)
       const int pairs = (g.Hp + 1) / 2;
-      auto weights = [&](int r, int m) {
-        for (int q = 0; q < m; ++q)  // denormal weights flushed to 0
+      auto weights = [&](int r, int n) {
+        for (int q = 0; q < n; ++q)  // denormal weights flushed to 0
           weights_row(g, im, sc, a, r + q, Gp + q * ks, Gc + q * ks, Ga + q * ks);
       };
 #pragma omp for schedule(dynamic, 1)
       for (int pr = 0; pr < pairs; ++pr) {
-        const int r = 2 * pr, m = std::min(2, g.Hp - r);
-        weights(r, m);
-        message_pass_rows(g, Ga, ks, cur, Mb, r, m);
+        const int r = 2 * pr, n = std::min(2, g.Hp - r);
+        weights(r, n);
+        message_pass_rows(g, Ga, ks, cur, Mb, r, n);
       }
       for (int t = T; t >= 0; --t) {
         Ctx kt = k;
@@ -218,29 +203,24 @@ void convcrf_grad_backward(const float* grad, const float* unary, const float* i
         // dQb_{t-1} = A R_t, the parameter sums against Qb_{t-1}; Mb_{t-1} = A Qb_{t-2}
 #pragma omp for schedule(dynamic, 1)
         for (int pr = 0; pr < pairs; ++pr) {
-          const int r = 2 * pr, m = std::min(2, g.Hp - r);
+          const int r = 2 * pr, n = std::min(2, g.Hp - r);
           double sums[2 * kGradSums];
-          weights(r, m);
-          pass_rows(g, im, Gp, Gc, Ga, ks, Rb, cur, dQb, r, m, sums);
-          double* sp = sum_n + static_cast<size_t>(r) * kGradSums;
-          for (int q = 0; q < m * kGradSums; ++q) sp[q] += sums[q];
-          if (t >= 2) message_pass_rows(g, Ga, ks, oth, Mb, r, m);
+          weights(r, n);
+          pass_rows(g, im, Gp, Gc, Ga, ks, Rb, cur, dQb, r, n, sums);
+          double* sp = sum_part.data() + static_cast<size_t>(r) * kGradSums;
+          for (int q = 0; q < n * kGradSums; ++q) sp[q] += sums[q];
+          if (t >= 2) message_pass_rows(g, Ga, ks, oth, Mb, r, n);
         }
         std::swap(cur, oth);  // every thread, after the loop's barrier
       }
     }
-  };
-  if (side > 1) {
-#pragma omp parallel for num_threads(side) schedule(static, 1)
-    for (index_t n = 0; n < a.n; ++n) run_image(n, thread_id());
-  } else {
-    for (index_t n = 0; n < a.n; ++n) run_image(n, 0);
   }
-  for (size_t R = 0; R < cells; ++R) {
-    for (int c = 0; c < C; ++c) d_weight[c] += dw_part[R * C + c];
+  for (int R = 0; R < g.Hp; ++R) {
+    for (int c = 0; c < C; ++c) d_weight[c] += dw_part[static_cast<size_t>(R) * C + c];
     for (size_t q = 0; q < cc; ++q) d_compat[q] += dmu_part[R * cc + q];
-    for (int q = 0; q < kGradSums; ++q) d_sums[q] += sum_part[R * kGradSums + q];
   }
+  for (int r = 0; r < g.Hp; ++r)
+    for (int q = 0; q < kGradSums; ++q) d_sums[q] += sum_part[r * kGradSums + q];
 }
 
 }  // namespace cpu
