@@ -68,6 +68,13 @@ struct Geo {
   std::vector<std::vector<std::pair<int, float>>> rows_of;
 };
 
+// Where row r (pooled, r >= -1) of class c starts among a cell's three row-upsampled message
+// rows (C x 3 rows of W floats): slot (r + 3) % 3, so that a cell keeps the two rows the cell
+// before it left there.
+inline index_t me_row(const Geo& g, int c, int r) {
+  return (3 * static_cast<index_t>(c) + (r + 3) % 3) * g.W;
+}
+
 inline Geo make_geo(const ConvCrfGradArgs& a) {
   Geo g;
   g.C = static_cast<int>(a.c);

@@ -29,9 +29,8 @@ inline void softmax_row(float* p, int C, index_t cs, int W, float* mx, float* su
 }
 
 // The masked, upsampled message of full-resolution row i (in cell R) from the pooled Mb (C, Hp,
-// Wp) at blur 1, or from the cell's row-upsampled rows `me` (upsample_rows; pooled row r in
-// slot (r + 3) % 3) otherwise, into m (C rows of W), then M' = M + compat M into mp (mp = m
-// without compat).
+// Wp) at blur 1, or from the cell's row-upsampled rows `me` (upsample_rows, me_row)
+// otherwise, into m (C rows of W), then M' = M + compat M into mp (mp = m without compat).
 inline void message_row(const Geo& g, const Image& im, const float* Mb, const float* compat, int i,
                         float* m, float* mp) {
   const int W = g.W;
@@ -44,8 +43,8 @@ inline void message_row(const Geo& g, const Image& im, const float* Mb, const fl
       for (int j = 0; j < W; ++j) o[j] = r0[j] * fm[j];
       continue;
     }
-    const float* e0 = Mb + (3 * static_cast<index_t>(c) + (g.yi0[i] + 3) % 3) * W;
-    const float* e1 = Mb + (3 * static_cast<index_t>(c) + (g.yi1[i] + 3) % 3) * W;
+    const float* e0 = Mb + me_row(g, c, g.yi0[i]);
+    const float* e1 = Mb + me_row(g, c, g.yi1[i]);
     for (int j = 0; j < W; ++j) o[j] = (h0 * e0[j] + h1 * e1[j]) * fm[j];
   }
   if (compat == nullptr) return;

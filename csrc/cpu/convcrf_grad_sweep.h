@@ -66,26 +66,6 @@ inline void pred_u(const Ctx& k, const float* __restrict u, const float* __restr
   }
 }
 
-// o[x] = e[cell[x]] for x < n (cell ascending; e holds elen readable floats): a vector of
-// outputs whose cells span fewer than its lanes takes them from one window load and a lane
-// permutation, the others one at a time.
-template <int B>
-SEGKIT_ALWAYS void spread_cells(const float* __restrict e, int elen, const int* __restrict cell,
-                                int n, float* __restrict o) {
-  typedef vec_t<float, B> V;
-  typedef vec_t<int, B> IV;
-  constexpr int L = Vec<float, B>::lanes;
-  int x0 = 0;
-  for (; x0 + L <= n; x0 += L) {
-    const int base = cell[x0];
-    if (cell[x0 + L - 1] - base < L && base + L <= elen)
-      storev(o + x0, __builtin_shuffle(loadv<V>(e + base), loadv<IV>(cell + x0) - base));
-    else
-      for (int x = x0; x < x0 + L; ++x) o[x] = e[cell[x]];
-  }
-  for (int x = x0; x < n; ++x) o[x] = e[cell[x]];
-}
-
 // The cell's dQb spread over its columns, dqe (C rows of W) = (pool^T dQb) / mask: the same
 // for the cell's b rows (blur 1: the row itself). `e`: W floats of scratch.
 template <int B>
@@ -229,22 +209,19 @@ SEGKIT_ALWAYS void start_row_logits(const Ctx& k, int i, BwdScratch& s) {
   }
 }
 
-// Stage 0, row i: the start's term (Q_0 = U, or softmax(U) through its Jacobian) into dU,
-// then dU back through U = log_softmax(x) or log(x).
+// Stage 0, row i, with a softmax start (probabilities, or init "softmax"; the logits with Q_0 = U
+// take start_row_logits): the start's term, softmax(U) through its Jacobian, into dU, then dU
+// back through U = log_softmax(x) or log(x).
 inline void start_row(const Ctx& k, int i, BwdScratch& s) {
   const Geo& g = *k.g;
   const int C = g.C;
   const index_t row = static_cast<index_t>(i) * g.W;
   unpool_row(k, i, s.dqe.data(), s.dq.data());
-  const float* add = s.dq.data();
-  if (start_softmax(*k.a)) {
-    std::memcpy(s.z.data(), s.u.data(), sizeof(float) * C * g.W);
-    softmax_row(s.z.data(), C, g.W, g.W, s.mx.data(), s.sum.data());
-    jacobian(g, s.z.data(), s.dq.data(), s.sum.data(), s.gr.data());
-    add = s.gr.data();
-  }
+  std::memcpy(s.z.data(), s.u.data(), sizeof(float) * C * g.W);
+  softmax_row(s.z.data(), C, g.W, g.W, s.mx.data(), s.sum.data());
+  jacobian(g, s.z.data(), s.dq.data(), s.sum.data(), s.gr.data());
   for (int c = 0; c < C; ++c)
-    add_to(k.dU + c * g.HW + row, add + static_cast<index_t>(c) * g.W, g.W);
+    add_to(k.dU + c * g.HW + row, s.gr.data() + static_cast<index_t>(c) * g.W, g.W);
   if (k.a->unary_kind == crf::UNARY_PROBS) {
     for (int c = 0; c < C; ++c) divide_by(k.dU + c * g.HW + row, k.x + c * g.HW + row, g.W);
     return;
@@ -300,8 +277,8 @@ SEGKIT_ALWAYS void fused_row(const Ctx& k, int t, int i, int R, BwdScratch& s, d
       float* z = s.z.data() + static_cast<index_t>(c) * W;
       const float w = k.weight[c], au = a.unary_weight - w;
       const float* e0 = g.b == 1 ? k.Mb + c * g.HWp + static_cast<index_t>(i) * g.Wp
-                                 : s.me.data() + (3 * static_cast<index_t>(c) + me_slot(g.yi0[i])) * W;
-      const float* e1 = g.b == 1 ? e0 : s.me.data() + (3 * static_cast<index_t>(c) + me_slot(g.yi1[i])) * W;
+                                 : s.me.data() + me_row(g, c, g.yi0[i]);
+      const float* e1 = g.b == 1 ? e0 : s.me.data() + me_row(g, c, g.yi1[i]);
       if (probs)  // U = log(x) first, in mu (read back below)
         for (int j = j0; j < j1; ++j) mu[j] = crf::log_f32(x[j]);
       over_cols<B>(j0, j1, [&](auto f, int j) SEGKIT_BODY {

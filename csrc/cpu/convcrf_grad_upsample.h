@@ -5,18 +5,16 @@
 #pragma once
 #include "cpu/convcrf_grad_plan.h"
 #include "cpu/convcrf_upsample.h"
+#include "cpu/lane_deal.h"
 
 namespace segkit {
 namespace cpu {
 namespace gradrows {
 
-// The slot of pooled row r (r >= -1) among a cell's three row-upsampled message rows.
-inline int me_slot(int r) { return (r + 3) % 3; }
-
 // The pooled message Mb (C, Hp, Wp) upsampled along pooled rows R - 1, R and R + 1 (those
 // inside the grid; blur > 1), the rows that cell R's full-resolution rows interpolate, from
 // row `from` on (the rows before it are there from the cell before): row r of class c at
-// me[(3 c + me_slot(r)) W + j] = l0 Mb[c][r][i0] + l1 Mb[c][r][i1] (convcrf_upsample.h, as
+// me[me_row(c, r) + j] = l0 Mb[c][r][i0] + l1 Mb[c][r][i1] (convcrf_upsample.h, as
 // the forward's).
 template <int B>
 SEGKIT_ALWAYS void upsample_rows(const Geo& g, const float* Mb, int R, int from, float* me) {
@@ -25,74 +23,40 @@ SEGKIT_ALWAYS void upsample_rows(const Geo& g, const float* Mb, int R, int from,
     for (int c = 0; c < g.C; ++c)
       upsample_taps<B>(Mb + c * g.HWp + static_cast<index_t>(r) * g.Wp, g.Wp, g.xi0.data(),
                        g.xi1.data(), g.xl0.data(), g.xl1.data(), g.W,
-                       me + (3 * static_cast<index_t>(c) + me_slot(r)) * g.W);
+                       me + me_row(g, c, r));
   }
 }
 
-// Which lane of a pair of vectors (2k, 2k + 1) lane l of the deal for t takes (idx), and
-// whether that pair holds it (sel): lane b l + t of the b vectors of L lanes.
-template <int L, int b>
-struct DealMasks {
-  static constexpr int pairs = (b + 1) / 2;
-  int idx[b][pairs][L] = {}, sel[b][pairs][L] = {};
-  constexpr DealMasks() {
-    for (int t = 0; t < b; ++t)
-      for (int k = 0; k < pairs; ++k)
-        for (int l = 0; l < L; ++l) {
-          const int at = b * l + t, vec = at / L - 2 * k;
-          idx[t][k][l] = vec == 0 || vec == 1 ? vec * L + at % L : 0;
-          sel[t][k][l] = vec == 0 || vec == 1 ? -1 : 0;
-        }
-  }
-};
-
+// The adjoint's block sums for pooled columns [X0, X1), X1 - X0 >= L (the lanes of a
+// vector): o[X] = l1 v over full columns b X + t (t < b), then l0 v over b X + b + t, added in
+// that order (v, l1, l0 start at the first regular column's offset); lane_deal.h's blocks,
+// the 2 b products of a block formed once.
 template <int B, int b>
-SEGKIT_ALWAYS void block_sums(const float* v, const float* l1, const float* l0, int X0, int X1,
-                              float* __restrict o) {
+SEGKIT_ALWAYS void adjoint_block_sums(const float* v, const float* l1, const float* l0, int X0,
+                                      int X1, float* __restrict o) {
   typedef vec_t<float, B> V;
-  typedef vec_t<int, B> IV;
-  constexpr int L = Vec<float, B>::lanes, pairs = DealMasks<L, b>::pairs;
-  static constexpr DealMasks<L, b> m{};
-  IV idx[b][pairs], sel[b][pairs];
-  for (int t = 0; t < b; ++t)
-    for (int k = 0; k < pairs; ++k)
-      idx[t][k] = loadv<IV>(m.idx[t][k]), sel[t][k] = loadv<IV>(m.sel[t][k]);
-  // Opaque to the optimiser: with the masks as constants GCC 12 breaks the two-source
-  // permutations into scalar lane extracts (about 4x slower than the permutations).
-  __asm__("" : "+m"(idx), "+m"(sel));
-  for (int X = X0;; X += L) {
-    X = std::min(X, X1 - L);
+  constexpr int L = Vec<float, B>::lanes;
+  over_blocks<B, b>(X0, X1, o, [&](int X, const Deal<B, b>& deal) SEGKIT_BODY {
     const index_t j = static_cast<index_t>(b) * X;
-    V p1[2 * pairs], p0[2 * pairs];
+    V p1[b + b % 2], p0[b + b % 2];
     for (int q = 0; q < b; ++q) {
       p1[q] = loadv<V>(l1 + j + q * L) * loadv<V>(v + j + q * L);
       p0[q] = loadv<V>(l0 + j + b + q * L) * loadv<V>(v + j + b + q * L);
     }
     V acc = V{} + 0.0f;
-    for (int t = 0; t < b; ++t) {
-      V d = V{};
-      for (int k = 0; k < pairs; ++k)
-        d = sel[t][k] != 0 ? __builtin_shuffle(p1[2 * k], p1[2 * k + 1], idx[t][k]) : d;
-      acc += d;
-    }
-    for (int t = 0; t < b; ++t) {
-      V d = V{};
-      for (int k = 0; k < pairs; ++k)
-        d = sel[t][k] != 0 ? __builtin_shuffle(p0[2 * k], p0[2 * k + 1], idx[t][k]) : d;
-      acc += d;
-    }
-    storev(o + X, acc);
-    if (X + L >= X1) break;
-  }
+    for (int t = 0; t < b; ++t) acc += deal(p1, t);
+    for (int t = 0; t < b; ++t) acc += deal(p0, t);
+    return acc;
+  });
 }
 
 // The horizontal taps of the cell's three partial rows: its own pooled row R straight into Rb
 // (haloed), the rows R - 1 and R + 1 into P (2, C, Hp, Wp: P[0] row R holds cell R's part of
 // row R - 1, P[1] its part of row R + 1). Per pooled column, its taps added in order from 0.
 // The interior columns [reg0, reg1) sum the products l1 v, l0 v of their 2b full columns:
-// vectorised by block_sums at blur 2, 4 and 8 when there are a vector's worth of them, else
-// through `prod` (2 W floats of scratch); the edge columns go through the tap slots (a padded
-// slot adds 0 * v, which changes no bit).
+// as vectors by adjoint_block_sums at blur 2, 4 and 8 when there are a vector's worth of
+// them, else through `prod` (2 W floats of scratch); the edge columns go through the tap
+// slots (a padded slot adds 0 * v, which changes no bit).
 template <int B>
 SEGKIT_ALWAYS void adjoint_cols(const Geo& g, int R, const float* e, float* P, float* Rb,
                                 float* prod) {
@@ -114,7 +78,7 @@ SEGKIT_ALWAYS void adjoint_cols(const Geo& g, int R, const float* e, float* P, f
       if (g.reg1 <= g.reg0) continue;
       constexpr int L = Vec<float, B>::lanes;
       if (g.reg1 - g.reg0 >= L && dispatch_exact<2, 4, 8>(g.b, [&](auto bb) SEGKIT_BODY {
-            block_sums<B, decltype(bb)::value>(v + g.reg_off, g.xl1.data() + g.reg_off,
+            adjoint_block_sums<B, decltype(bb)::value>(v + g.reg_off, g.xl1.data() + g.reg_off,
                                                g.xl0.data() + g.reg_off, g.reg0, g.reg1, o);
           }))
         continue;

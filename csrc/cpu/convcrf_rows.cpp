@@ -207,7 +207,7 @@ SEGKIT_ALWAYS void update_blur_regs(const Ctx& cx, int R, const Scratch& sc, int
       update_row_blocks<B, CM>(pl, U, soft, [&](int, V u, int) { return u; }, put);
     }
   }
-  if (pool) pool_row<G>(cx, R, y1 - y0, A);
+  if (pool) pool_row<B, G>(cx, R, y1 - y0, A);
 }
 
 // blur 1, row r: (message,) update, softmax; into the next Q or, last, into the scores.
@@ -290,7 +290,7 @@ SEGKIT_ALWAYS void update_blur_body(const Ctx& cx, int R, const Scratch& sc, int
         for (int x = 0; x < W; ++x) acc[x] += p[x];
     }
   }
-  if (pool) pool_row<G>(cx, R, y1 - y0, sc.A);
+  if (pool) pool_row<B, G>(cx, R, y1 - y0, sc.A);
 }
 
 }  // namespace

@@ -9,6 +9,7 @@
 #include "common/convcrf.h"
 #include "cpu/convcrf_plan.h"
 #include "cpu/convcrf_upsample.h"
+#include "cpu/lane_deal.h"
 #include "cpu/simd.h"
 
 namespace segkit {
@@ -88,9 +89,9 @@ SEGKIT_ALWAYS void upsample_row(const Plan& pl, const float* __restrict m, float
 // The b x b means of pooled row R into the next Q: `acc` holds C rows (stride ldw) of the
 // sums over the `rows` full-resolution rows of its cells (the general path: of the valid
 // pixels, times the cell's inverse count). Two passes per class: the column sums of each cell
-// into the Q row (cells whole inside the image with a compile-time count for blur 2, 4, 8),
-// then the division (or the product with the inverse count), vectorised.
-template <bool G>
+// into the Q row (cells whole inside the image as vectors at blur 2, 4, 8: lane_deal.h's
+// block_sums), then the division (or the product with the inverse count), vectorised.
+template <int B, bool G>
 SEGKIT_ALWAYS void pool_row(const Ctx& cx, int R, int rows, const float* acc_rows) {
   const Plan& pl = *cx.pl;
   const float nrows = static_cast<float>(rows);
@@ -109,15 +110,10 @@ SEGKIT_ALWAYS void pool_row(const Ctx& cx, int R, int rows, const float* acc_row
       q[X] = s;
     };
     for (int X = 0; X < std::min(X0, pl.Wp); ++X) edge(X);
-    const bool fixed = dispatch_exact<2, 4, 8>(pl.b, [&](auto bb) SEGKIT_BODY {
-      constexpr int b = decltype(bb)::value;
-      const float* __restrict a = acc - pl.p1;
-      for (int X = X0; X < X1; ++X) {
-        float s = 0.0f;
-        for (int t = 0; t < b; ++t) s += a[X * b + t];
-        q[X] = s;
-      }
-    });
+    const bool fixed = X1 - X0 >= Vec<float, B>::lanes &&
+                       dispatch_exact<2, 4, 8>(pl.b, [&](auto bb) SEGKIT_BODY {
+                         block_sums<B, decltype(bb)::value>(acc - pl.p1, X0, X1, q);
+                       });
     if (!fixed)
       for (int X = X0; X < X1; ++X) edge(X);
     for (int X = std::max(X1, X0); X < pl.Wp; ++X) edge(X);
