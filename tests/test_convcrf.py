@@ -457,6 +457,34 @@ def test_finiteness_check_is_exact():
     segkit.convcrf(GOOD_U + np.float32(1e20), GOOD_I, backend="numpy")  # no error
 
 
+@pytest.mark.parametrize("fitted", [False, True])
+def test_cpp_kernel_finds_a_non_finite_logit_anywhere(fitted):
+    """On the C++ backend the kernel's first pass checks a logits unary (no scan before it):
+    NaN, inf or -inf at any class, row or column (vector tails, both images) is refused with
+    the same error as the scan's; large finite logits and zero probabilities (not checked
+    there) run."""
+    require_backend("cpp")
+    unary, image = scene(2, 5, 13, 37, seed=6)
+    kw = dict(backend="cpp", filter_size=3, blur=2, num_iter=1)
+    if fitted:  # per-class weights: the trainable op's forward without saved state
+        kw["weight"] = [0.1, 0.2, 0.3, 0.2, 0.1]
+    rng = np.random.default_rng(3)
+    for value in (np.nan, np.inf, -np.inf):
+        for at in (0, unary.size - 1, 36, 13 * 37, *rng.integers(0, unary.size, 6)):
+            bad = unary.copy()
+            bad.reshape(-1)[at] = value
+            with pytest.raises(ValueError, match=r"unary contains NaN or inf \(1 values\)"):
+                segkit.convcrf(bad, image, **kw)
+    huge = unary.copy()
+    huge[:, 0], huge[:, 1] = 3e38, -3e38  # finite, refused by no check
+    assert segkit.convcrf(huge, image, **kw).shape == huge.shape
+    assert np.isfinite(segkit.convcrf(unary + np.float32(1e20), image, **kw)).all()
+    probs = np.exp(unary) / np.exp(unary).sum(1, keepdims=True)
+    probs[0, 1, 4, 5] = 0.0
+    out = segkit.convcrf(probs, image, unary_kind="probs", **kw)
+    assert out[0, 1, 4, 5] == -np.inf and np.isfinite(out).sum() == out.size - 1
+
+
 @pytest.mark.parametrize("backend", ["numpy", "numba", "cpp", "cuda"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
 @pytest.mark.parametrize("shape", [(0, 3, 6, 7), (0, 300, 4, 4)])

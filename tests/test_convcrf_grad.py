@@ -275,7 +275,8 @@ def test_bad_input_is_refused_with_the_argument_named():
 
 INF, NAN = float("inf"), float("nan")
 #: (what is bad, the values put at flat positions of that input, the error) for the op's
-#: one-flag value check (ops/convcrf_grad_torch._checked_setting: aminmax per tensor)
+#: value checks (ops/convcrf_grad_torch._checked_setting: aminmax per tensor and one flag; on
+#: the CPU the unary is checked by the forward kernel's first pass)
 BAD_VALUES = [
     ("unary", {0: NAN}, r"unary contains NaN or inf \(1 values\)"),
     ("unary", {5: INF}, r"unary contains NaN or inf \(1 values\)"),
@@ -313,6 +314,35 @@ def test_nan_inf_and_nonpositive_values_are_refused(device, what, values, error)
     conv_crf(good.to(dev), img.to(dev), weight=p["weight"].to(dev),
              compat=p["compat"].to(dev), filter_size=3,
              unary_kind="probs" if what == "probs" else "logits")
+
+
+@pytest.mark.parametrize("kind,value", [("logits", NAN), ("logits", INF), ("logits", -INF),
+                                        ("probs", NAN), ("probs", INF), ("probs", 0.0),
+                                        ("probs", -1e-30)])
+def test_the_forward_kernel_finds_a_refused_unary_value_anywhere(kind, value):
+    """The CPU forward checks the unary in its first pass (no separate scan): one refused value
+    at any class, row or column (vector tails, both images, every thread's rows) is found; on
+    good values it is not; inference (nothing saved) takes what segkit.convcrf accepted."""
+    from segkit.ops import convcrf_grad as G
+    from segkit.ops.convcrf import convcrf_params
+
+    require_backend("cpp")
+    n, c, h, w = 2, 5, 13, 37
+    u, img, _ = make_case(n, c, h, w, seed=19, kind=kind)
+    u, img = u.numpy(), np.ascontiguousarray(img.numpy())
+    p = convcrf_params(None, filter_size=3, blur=2, num_iter=1, unary_kind=kind)
+    weight = np.full(c, 0.2, np.float32)
+    G.forward(u, img, None, p, weight, None)  # the good values run
+    rng = np.random.default_rng(7)
+    spots = [0, u.size - 1, w - 1, h * w, c * h * w + 16, *rng.integers(0, u.size, 12)]
+    for at in spots:
+        bad = u.copy()
+        bad.reshape(-1)[at] = value
+        with pytest.raises(InputError, match="NaN or inf" if not math.isfinite(value)
+                           else "probabilities > 0"):
+            G.forward(bad, img, None, p, weight, None)
+        if kind == "probs" and value == 0.0:  # inference takes a zero probability
+            assert G.forward(bad, img, None, p, weight, None, keep=False)[1] is None
 
 
 def test_saved_state_is_not_differentiable():

@@ -61,9 +61,10 @@ void fitted_args(cpu::ConvCrfArgs& a, const char* fn, const py::object& weight,
   }
 }
 
-void convcrf(const py::array& scores, const py::array& image, const cpu::ConvCrfParams& params,
+bool convcrf(const py::array& scores, const py::array& image, const cpu::ConvCrfParams& params,
              const py::object& weight, const py::object& compat, const py::object& mask,
-             const py::object& saved, float unary_weight, const py::object& unary) {
+             const py::object& saved, float unary_weight, const py::object& unary,
+             bool check_unary) {
   const char* fn = "_C.convcrf";
   Arr(scores, fn, "scores").dtype<float>().c_contiguous().writeable();
   auto a = convcrf_args(scores, image, params, fn);
@@ -79,7 +80,9 @@ void convcrf(const py::array& scores, const py::array& image, const cpu::ConvCrf
     Arr(image, fn, "image").type_error("must be uint8 or float32, got " +
                                        bind::dtype_str(image.dtype()));
   Arr(image, fn, "image").native().aligned();
-  if (scores.size() == 0) return;
+  if (scores.size() == 0) return true;
+  int bad = 0;
+  if (check_unary) a.unary_bad = &bad;
   float* dst = static_cast<float*>(const_cast<py::array&>(scores).mutable_data());
   if (u8) {
     const auto* img = static_cast<const uint8_t*>(image.data());
@@ -90,6 +93,7 @@ void convcrf(const py::array& scores, const py::array& image, const cpu::ConvCrf
     py::gil_scoped_release release;
     cpu::convcrf<float>(dst, img, a);
   }
+  return bad == 0;
 }
 
 int64_t convcrf_workspace_bytes(const py::array& scores, const py::array& image,
@@ -156,8 +160,9 @@ void bind_convcrf(py::module_& m) {
         py::kw_only(), py::arg("weight") = py::none(), py::arg("compat") = py::none(),
         py::arg("mask") = py::none(), py::arg("saved") = py::none(),
         py::arg("unary_weight") = 1.0f, py::arg("unary") = py::none(),
+        py::arg("check_unary") = false,
         "convcrf(scores, image, params, *, weight=None, compat=None, mask=None, saved=None, "
-        "unary_weight=1.0, unary=None)\n\n"
+        "unary_weight=1.0, unary=None, check_unary=False) -> bool\n\n"
         "ConvCRF mean-field inference in place: `scores` (N, C, H, W) writeable C-contiguous "
         "float32 holds the unary on entry (or `unary`, of the same shape, holds it and `scores` "
         "only receives the result) and the scores on return; `image` (N, 3, H, W) uint8 "
@@ -167,7 +172,9 @@ void bind_convcrf(py::module_& m) {
         "`mask` (N, H, W) uint8 (0: the pixel neither sends nor receives); `saved` (N, "
         "num_iter, C, Hp, Wp) float32 receives, per iteration, the pooled Q its message reads "
         "(what the trainable backward restarts from). All "
-        "C-contiguous. Releases the GIL.");
+        "C-contiguous. check_unary: the first pass also checks the unary (every value finite; "
+        "for 'probs', > 0) and the call returns False when one is not (then the scores hold "
+        "no result); otherwise True. Releases the GIL.");
   m.def("convcrf_workspace_bytes", &convcrf_workspace_bytes, py::arg("scores"),
         py::arg("image"), py::arg("params"),
         "Bytes of working memory _C.convcrf allocates for these arrays and parameters (besides "

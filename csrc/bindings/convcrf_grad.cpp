@@ -106,7 +106,7 @@ Inputs check_inputs(const ConvCrfGradArgs& a, const char* fn, const py::array& u
   return in;
 }
 
-void forward(const py::array& unary, const py::array& image, const py::object& mask,
+bool forward(const py::array& unary, const py::array& image, const py::object& mask,
              const py::array& weight, const py::object& compat, py::array& out,
              const py::object& saved,
              int filter_size, int blur, int num_iter, const std::string& unary_kind,
@@ -125,7 +125,7 @@ void forward(const py::array& unary, const py::array& image, const py::object& m
     s = checked_out<float>(sv, kForward, "saved", {a.n, a.num_iter, a.c, hp, wp});
   }
   py::gil_scoped_release release;
-  cpu::convcrf_grad_forward(in.unary, in.image, in.mask, in.weight, in.compat, o, s, a);
+  return cpu::convcrf_grad_forward(in.unary, in.image, in.mask, in.weight, in.compat, o, s, a);
 }
 
 void backward(const py::array& grad, const py::array& unary, const py::array& image,
@@ -176,8 +176,9 @@ void bind_convcrf_grad(py::module_& m) {
         "(N, 3, H, W) float32 0-255, mask (N, H, W) uint8 or None, weight (C,) float32, compat (C, C) float32 or "
         "None; writes out (N, C, H, W) and, unless saved is None (inference), saved (N, num_iter, "
         "C, Hp, Wp): saved[:, t] is Qb_t, the pooled Q that iteration t + 1's message pass reads "
-        "(Qb_0 pools the start Q_0). All C-contiguous. Releases the "
-        "GIL.");
+        "(Qb_0 pools the start Q_0). All C-contiguous. Returns False when the unary holds a "
+        "value the op refuses (not finite; for 'probs', not > 0; inference on 'probs' is not "
+        "checked): then out and saved hold no result. Releases the GIL.");
   m.def("convcrf_grad_backward", &backward, py::arg("grad"), py::arg("unary"),
         py::arg("image"), py::arg("mask"), py::arg("weight"), py::arg("compat"),
         py::arg("saved"), py::arg("d_unary"), py::arg("d_weight"), py::arg("d_params"),

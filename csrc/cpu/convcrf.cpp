@@ -300,8 +300,10 @@ void convcrf(float* scores, const TImg* image, const ConvCrfArgs& a) {
       // Rows are handed out dynamically, four at a time: on a shared machine a thread that is
       // descheduled for a while then delays only its current rows, not a fixed half.
       // U (no barrier: the next barriers order it before Q_0), features, weights, Q_0.
+      bool unary_ok = true;
 #pragma omp for schedule(dynamic, 4) nowait
-      for (int i = 0; i < pl.H; ++i) unary_row(cx, i, sc);
+      for (int i = 0; i < pl.H; ++i) unary_ok = unary_row(cx, i, sc) && unary_ok;
+      if (!unary_ok) __atomic_store_n(a.unary_bad, 1, __ATOMIC_RELAXED);
       if (pl.general && (a.mask != nullptr || n == 0)) {  // without a mask: all 1, once
 #pragma omp for schedule(dynamic, 4)
         for (int i = 0; i < pl.H; ++i)

@@ -44,6 +44,9 @@ struct ConvCrfArgs : ConvCrfParams {
   // (n, num_iter, c, Hp, Wp): receives, for every iteration t, the pooled Q its message pass
   // reads (Qb_t: Qb_0 pools the start), what the trainable backward reads
   float* saved = nullptr;
+  // receives 1 when the unary holds a value the trainable op refuses (not finite; for
+  // probabilities, not > 0), checked in the unary's own pass; null: not checked
+  int* unary_bad = nullptr;
 };
 
 // `scores` is C-contiguous (n, c, h, w) float32 holding the unary on entry (unless args.unary

@@ -28,11 +28,11 @@ void convcrf_grad_pooled(const ConvCrfGradArgs& a, index_t* hp, index_t* wp) {
 // The forward is the inference kernel (convcrf.cpp) with the trainable forward's inputs: the
 // per-class weights (equal weights take ConvCRF's scalar update, bit-identical to
 // segkit.convcrf), the compat matrix, the mask and `saved`.
-void convcrf_grad_forward(const float* unary, const float* image, const std::uint8_t* mask,
+bool convcrf_grad_forward(const float* unary, const float* image, const std::uint8_t* mask,
                           const float* weight, const float* compat, float* out, float* saved,
                           const ConvCrfGradArgs& a) {
   check_args(a);
-  if (a.n == 0 || a.h == 0 || a.w == 0) return;
+  if (a.n == 0 || a.h == 0 || a.w == 0) return true;
   ConvCrfArgs f;
   f.filter_size = a.filter_size, f.blur = a.blur, f.num_iter = a.num_iter;
   f.pos_inv = a.pos_inv, f.col_inv = a.col_inv;
@@ -51,7 +51,12 @@ void convcrf_grad_forward(const float* unary, const float* image, const std::uin
     f.weight = weight;
     f.unary_weight = a.unary_weight;
   }
+  // the unary checked in the kernel's first pass: always for the trainable forward, and for
+  // logits in inference (segkit.convcrf accepts the same); probabilities in inference may be 0
+  int bad = 0;
+  f.unary_bad = saved != nullptr || a.unary_kind == crf::UNARY_LOGITS ? &bad : nullptr;
   convcrf<float>(out, image, f);
+  return bad == 0;
 }
 
 }  // namespace cpu

@@ -27,8 +27,10 @@ void convcrf_grad_pooled(const ConvCrfGradArgs& a, index_t* hp, index_t* wp);
 // (c), compat (c, c) or null; all C-contiguous. Writes out (n, c, h, w) and saved
 // (n, num_iter, c, hp, wp), all the backward keeps: saved[:, t] is Qb_t, the pooled Q that
 // iteration t + 1's message pass reads (Qb_0 pools the start Q_0; at blur 1 the masked Q).
-// saved == nullptr: inference (segkit.convcrf of a fitted setting), nothing kept.
-void convcrf_grad_forward(const float* unary, const float* image, const std::uint8_t* mask,
+// saved == nullptr: inference (segkit.convcrf of a fitted setting), nothing kept. Returns
+// false when the unary holds a value the op refuses (not finite; for probabilities, not > 0;
+// inference on probabilities is not checked): then `out` and `saved` hold no result.
+bool convcrf_grad_forward(const float* unary, const float* image, const std::uint8_t* mask,
                           const float* weight, const float* compat, float* out, float* saved,
                           const ConvCrfGradArgs& a);
 

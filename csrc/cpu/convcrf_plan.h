@@ -71,8 +71,9 @@ struct Scratch {
 // ---- the row routines (convcrf_rows.cpp), on the active instruction set -------------------
 // Weights of pooled row R into the K planes.
 void weights_row(const Ctx& cx, int R);
-// U in place for full-resolution row i.
-void unary_row(const Ctx& cx, int i, const Scratch& sc);
+// U in place for full-resolution row i; false when the call checks the unary
+// (ConvCrfArgs::unary_bad) and the row holds a refused value.
+bool unary_row(const Ctx& cx, int i, const Scratch& sc);
 // blur 1, row r: (message,) update, softmax; into the next Q or, last, into the scores.
 void rows_blur1(const Ctx& cx, int r, const Scratch& sc, int mode, bool last);
 // blur b, pooled row R: the message, upsampled along the row into Me.

@@ -11,6 +11,7 @@
 #pragma GCC optimize("no-trapping-math")
 
 #include <cstring>
+#include <limits>
 
 #include "common/convcrf.h"
 #include "cpu/convcrf_message.h"
@@ -24,7 +25,11 @@ namespace crfrows {
 namespace {
 
 // U in place for full-resolution row i: log_softmax over classes (LOGITS) or log (PROBS).
-SEGKIT_ALWAYS void unary_row_body(const Ctx& cx, int i, const Scratch& sc) {
+// Returns false when the call checks the unary (ConvCrfArgs::unary_bad) and the row holds a
+// value it refuses: one that is not finite or, for PROBS, not > 0. The check rides on the
+// passes that read every value anyway: the sum of exps is NaN or inf exactly when a value is
+// NaN or +inf, and a -inf is the row's minimum.
+SEGKIT_ALWAYS bool unary_row_body(const Ctx& cx, int i, const Scratch& sc) {
   const Plan& pl = *cx.pl;
   // the unary: read in place, or from its own array (then v only receives U); every loop
   // reads and writes element by element, so in == v is safe (no __restrict on either)
@@ -32,10 +37,24 @@ SEGKIT_ALWAYS void unary_row_body(const Ctx& cx, int i, const Scratch& sc) {
   const float* in = cx.unary != nullptr ? cx.unary + static_cast<index_t>(i) * pl.W : v;
   const index_t HW = pl.HW;
   const int W = pl.W, C = pl.C;
+  const bool check = cx.a->unary_bad != nullptr;
+  float* __restrict chk = sc.P;  // W floats, free until the update
+  bool ok = true;
   if (cx.a->unary_kind == crf::UNARY_PROBS) {
+    if (check) {
+      const float big = std::numeric_limits<float>::max();
+      const float nan = std::numeric_limits<float>::quiet_NaN();
+      for (int x = 0; x < W; ++x) chk[x] = 0.0f;
+      for (int c = 0; c < C; ++c)
+        for (int x = 0; x < W; ++x) {  // NaN fails both tests
+          const float z = in[c * HW + x];
+          chk[x] += z > 0.0f && z <= big ? 0.0f : nan;
+        }
+      for (int x = 0; x < W; ++x) ok = ok && chk[x] == 0.0f;
+    }
     for (int c = 0; c < C; ++c)
       for (int x = 0; x < W; ++x) v[c * HW + x] = crf::log_f32(in[c * HW + x]);
-    return;
+    return ok;
   }
   float* __restrict mx = sc.mx;
   float* __restrict sum = sc.sum;
@@ -43,11 +62,25 @@ SEGKIT_ALWAYS void unary_row_body(const Ctx& cx, int i, const Scratch& sc) {
   for (int c = 1; c < C; ++c)
     for (int x = 0; x < W; ++x) mx[x] = in[c * HW + x] > mx[x] ? in[c * HW + x] : mx[x];
   for (int x = 0; x < W; ++x) sum[x] = 0.0f;
-  for (int c = 0; c < C; ++c)
-    for (int x = 0; x < W; ++x) sum[x] += crf::exp_f32(in[c * HW + x] - mx[x]);
+  if (check) {  // the minimum beside the exps, where the loop has room for it
+    for (int x = 0; x < W; ++x) chk[x] = in[x];
+    for (int c = 0; c < C; ++c)
+      for (int x = 0; x < W; ++x) {
+        const float z = in[c * HW + x];
+        sum[x] += crf::exp_f32(z - mx[x]);
+        chk[x] = z < chk[x] ? z : chk[x];
+      }
+  } else {
+    for (int c = 0; c < C; ++c)
+      for (int x = 0; x < W; ++x) sum[x] += crf::exp_f32(in[c * HW + x] - mx[x]);
+  }
+  if (check)  // sum >= 1 unless NaN; the minimum is -inf only where a value is
+    for (int x = 0; x < W; ++x) ok = ok && sum[x] <= std::numeric_limits<float>::max() &&
+               chk[x] >= -std::numeric_limits<float>::max();
   for (int x = 0; x < W; ++x) sum[x] = crf::log_f32(sum[x]);
   for (int c = 0; c < C; ++c)
     for (int x = 0; x < W; ++x) v[c * HW + x] = (in[c * HW + x] - mx[x]) - sum[x];
+  return ok;
 }
 
 // P = U (MODE_INIT) or a * U + w * M (MODE_ITER) for full-resolution row i; the general
@@ -306,8 +339,10 @@ void weights_row(const Ctx& cx, int R) {
   });
 }
 
-void unary_row(const Ctx& cx, int i, const Scratch& sc) {
-  dispatch_isa([&](auto) SEGKIT_BODY { unary_row_body(cx, i, sc); });
+bool unary_row(const Ctx& cx, int i, const Scratch& sc) {
+  bool ok = true;
+  dispatch_isa([&](auto) SEGKIT_BODY { ok = unary_row_body(cx, i, sc); });
+  return ok;
 }
 
 void rows_blur1(const Ctx& cx, int r, const Scratch& sc, int mode, bool last) {

@@ -12,7 +12,7 @@ import numpy as np
 from ..errors import InputError, InputTypeError
 from .. import _backend, _validate
 from ..reference.convcrf import DEFAULTS, coefficients
-from .convcrf_backends import READS_UNARY, RUNNERS
+from .convcrf_backends import CHECKS_LOGITS, READS_UNARY, RUNNERS
 
 UNARY_KINDS = ("logits", "probs")
 INITS = ("convcrf", "softmax")
@@ -329,7 +329,8 @@ def _run_on(call, u: Any, img: Any, params: ConvCrfParams, finish=None):
         scores = xp.ascontiguousarray(u4, dtype=np.float32)
     else:  # the runner updates it in place
         scores = xp.array(u4, dtype=np.float32, order="C", copy=True)
-    check_unary_values(scores, params.unary_kind, xp)
+    if call.backend not in CHECKS_LOGITS or params.unary_kind != "logits":
+        check_unary_values(scores, params.unary_kind, xp)
     img4 = image_dtype(img4, xp)
     scores = call.runner(scores, img4, params) if scores.size else scores.copy()
     scores = scores[0] if squeeze else scores

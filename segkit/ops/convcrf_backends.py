@@ -39,7 +39,14 @@ def _run_cpp(unary, img, params):
     from .. import _C
 
     scores = np.empty_like(unary)  # the kernel writes every element
-    _C.convcrf(scores, _host_image(img), params.kernel_params, unary=unary)
+    logits = params.unary_kind == "logits"
+    if not _C.convcrf(scores, _host_image(img), params.kernel_params, unary=unary,
+                      check_unary=logits):
+        from ..errors import InputError
+        from .convcrf import check_unary_values
+
+        check_unary_values(unary, params.unary_kind, np)  # names the values
+        raise InputError("unary: a value the kernel refuses")  # not reached
     return scores
 
 
@@ -80,3 +87,6 @@ RUNNERS = {"numpy": _run_numpy, "numba": _run_numba, "cpp": _on_cpp, "cuda": _ru
 #: The backends whose runner only reads the scores it is given (the unary) and returns new ones:
 #: the op hands them the caller's float32 C-contiguous unary without a copy.
 READS_UNARY = frozenset({"cpp"})
+#: The backends whose kernel checks a logits unary (every value finite) in its first pass and
+#: raises check_unary_values' InputError: the op does not scan it before.
+CHECKS_LOGITS = frozenset({"cpp"})

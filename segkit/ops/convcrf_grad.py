@@ -66,6 +66,18 @@ def check_trainable(p: ConvCrfParams) -> None:
             raise InputError(f"{name} must be >= 0; got {getattr(p, name)}")
 
 
+def check_unary(unary: np.ndarray, unary_kind: str) -> None:
+    """Raise InputError naming what the op refuses in `unary`: NaN or inf, or for
+    ``unary_kind='probs'`` a value <= 0 (its log has no gradient). The kernels check the same in
+    their first pass (the forward returns False); this names the values."""
+    bad = int((~np.isfinite(unary)).sum())
+    if bad:
+        raise InputError(f"unary contains NaN or inf ({bad} values)")
+    if unary_kind == "probs" and unary.size and not bool((unary > 0).all()):
+        raise InputError("unary_kind='probs' needs probabilities > 0 for gradients; got a "
+                         f"minimum of {float(unary.min()):.3g}")
+
+
 def forward(unary: np.ndarray, image: np.ndarray, mask: np.ndarray | None, p: ConvCrfParams,
             weight: np.ndarray, compat: np.ndarray | None, keep: bool = True
             ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -73,15 +85,19 @@ def forward(unary: np.ndarray, image: np.ndarray, mask: np.ndarray | None, p: Co
     float32 (saved[:, t] is Qb_t, the pooled Q that iteration t + 1's message pass reads),
     with the C++ kernel, for setting `p` (its geometry and scalar values) and the
     per-class `weight` (C,) and `compat` (C, C) or None. Arrays must be C-contiguous float32
-    (mask uint8) as the binding checks."""
+    (mask uint8) as the binding checks. A unary the op refuses (:func:`check_unary`) raises
+    InputError: the kernel checks it in its first pass (inference on probabilities, which may
+    be 0 there, is left to segkit.convcrf's check)."""
     from .. import _C
 
     n, c, h, w = unary.shape
     hp, wp = pooled(p, h, w)
     out = np.empty_like(unary)
     saved = np.empty((n, p.num_iter, c, hp, wp), np.float32) if keep else None
-    if unary.size:
-        _C.convcrf_grad_forward(unary, image, mask, weight, compat, out, saved, **kernel_args(p))
+    if unary.size and not _C.convcrf_grad_forward(unary, image, mask, weight, compat, out, saved,
+                                                  **kernel_args(p)):
+        check_unary(unary, p.unary_kind)
+        raise InputError("unary: a value the op refuses")  # not reached: check_unary names it
     return out, saved
 
 

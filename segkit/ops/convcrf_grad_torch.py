@@ -69,12 +69,7 @@ def _on_gpu(step, tensors: tuple, *rest):
 
 def _explain(unary, image, weight, compat, values: dict, geometry: dict) -> None:
     """The InputError naming the first bad input (the slow path, after the check failed)."""
-    bad = int((~torch.isfinite(unary)).sum())
-    if bad:
-        raise InputError(f"unary contains NaN or inf ({bad} values)")
-    if geometry["unary_kind"] == "probs" and bool((unary <= 0).any()):
-        raise InputError("unary_kind='probs' needs probabilities > 0 for gradients; got a "
-                         f"minimum of {float(unary.min()):.3g}")
+    _grad.check_unary(_host(unary), geometry["unary_kind"])
     if not bool(torch.isfinite(image).all()):
         raise InputError("image contains NaN or inf")
     if not bool(torch.isfinite(weight).all()):
@@ -103,19 +98,21 @@ def _checked_setting(unary, image, weight, compat, values: dict, geometry: dict
     """The op's arguments as the validated setting. Every value check runs on the tensors'
     device, allocates nothing the size of an input and meets the host once (one flag); on
     the CPU the setting holds the scalar values, on CUDA only the geometry (the values stay on
-    the device, read by the kernels)."""
+    the device, read by the kernels). On the CPU the unary is checked by the forward kernel in
+    its first pass (segkit.ops.convcrf_grad.forward raises), not here."""
     for name, t in (("image", image), ("weight", weight), ("compat", compat), *values.items()):
         if t is not None and t.device != unary.device:
             raise InputError(f"{name} is on {t.device}, the unary on {unary.device}: every "
                              "tensor of conv_crf must be on the unary's device")
-    flags = _range_flags(unary, positive=geometry["unary_kind"] == "probs")
+    flags = [] if not unary.is_cuda else _range_flags(
+        unary, positive=geometry["unary_kind"] == "probs")
     for t in (image, weight, compat):
         if t is not None:
             flags += _range_flags(t)
     for k, v in values.items():
         if v is not None:
             flags.append(torch.isfinite(v) & ((v >= 0) if k.endswith("compat") else (v > 0)))
-    if not bool(torch.stack(flags).all()):  # the one host synchronisation of a call
+    if flags and not bool(torch.stack(flags).all()):  # the one host synchronisation of a call
         _explain(unary, image, weight, compat, values, geometry)
     if unary.is_cuda:
         return convcrf_params(None, **geometry)
