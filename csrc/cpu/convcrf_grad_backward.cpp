@@ -33,6 +33,7 @@
 #include "cpu/convcrf_grad_pass.h"
 #include "cpu/convcrf_grad_sweep.h"
 #include "cpu/convcrf_workspace.h"
+#include "cpu/log_sum.h"
 
 namespace segkit {
 namespace cpu {
@@ -163,10 +164,11 @@ void convcrf_grad_backward(const float* grad, const float* unary, const float* i
       // the per-pixel max and log-sum of the unary's softmax; Qb_{T-1} and Qb_{T-2}, haloed
 #pragma omp for schedule(static) nowait
       for (int i = 0; i < g.H; ++i)
-        dispatch_isa([&](auto) SEGKIT_BODY {
+        dispatch_isa([&](auto isa) SEGKIT_BODY {
           if (a.unary_kind == crf::UNARY_PROBS) return;
           const index_t row = static_cast<index_t>(i) * g.W;
-          log_sum_row(g, k.x + row, lmx + row, lls + row);
+          log_sum_row<decltype(isa)::bytes, false>(k.x + row, g.HW, g.C, g.W, lmx + row,
+                                                   lls + row);
         });
 #pragma omp for schedule(static)
       for (int r = 0; r < g.Hp; ++r) {

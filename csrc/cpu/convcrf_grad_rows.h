@@ -182,18 +182,6 @@ inline void jacobian(const Geo& g, const float* __restrict q, const float* __res
     for (int j = 0; j < g.W; ++j) gr[c * g.W + j] = q[c * g.W + j] * (d[c * g.W + j] - dot[j]);
 }
 
-// The per-pixel max mx and log-sum ls of the softmax over the C rows (HW apart) of row x.
-inline void log_sum_row(const Geo& g, const float* x, float* __restrict mx,
-                        float* __restrict ls) {
-  for (int j = 0; j < g.W; ++j) mx[j] = x[j];
-  for (int c = 1; c < g.C; ++c)
-    for (int j = 0; j < g.W; ++j) mx[j] = std::max(mx[j], x[c * g.HW + j]);
-  for (int j = 0; j < g.W; ++j) ls[j] = 0.0f;
-  for (int c = 0; c < g.C; ++c)
-    for (int j = 0; j < g.W; ++j) ls[j] += crf::exp_f32(x[c * g.HW + j] - mx[j]);
-  for (int j = 0; j < g.W; ++j) ls[j] = crf::log_f32(ls[j]);
-}
-
 // Flush-to-zero and denormals-are-zero on this thread while in scope (the previous mode is
 // restored). Probabilities far below the largest (exp(-90)) are denormal, and so are the
 // gradients they scale; every FMA on one takes a microcode assist (about 100 cycles).

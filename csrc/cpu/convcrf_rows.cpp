@@ -17,6 +17,7 @@
 #include "cpu/convcrf_message.h"
 #include "cpu/convcrf_plan.h"
 #include "cpu/convcrf_update.h"
+#include "cpu/log_sum.h"
 #include "cpu/simd.h"
 
 namespace segkit {
@@ -26,9 +27,9 @@ namespace {
 
 // U in place for full-resolution row i: log_softmax over classes (LOGITS) or log (PROBS).
 // Returns false when the call checks the unary (ConvCrfArgs::unary_bad) and the row holds a
-// value it refuses: one that is not finite or, for PROBS, not > 0. The check rides on the
-// passes that read every value anyway: the sum of exps is NaN or inf exactly when a value is
-// NaN or +inf, and a -inf is the row's minimum.
+// value it refuses: one that is not finite or, for PROBS, not > 0 (log_sum.h checks logits in
+// the pass that reads every value anyway).
+template <int B>
 SEGKIT_ALWAYS bool unary_row_body(const Ctx& cx, int i, const Scratch& sc) {
   const Plan& pl = *cx.pl;
   // the unary: read in place, or from its own array (then v only receives U); every loop
@@ -38,10 +39,10 @@ SEGKIT_ALWAYS bool unary_row_body(const Ctx& cx, int i, const Scratch& sc) {
   const index_t HW = pl.HW;
   const int W = pl.W, C = pl.C;
   const bool check = cx.a->unary_bad != nullptr;
-  float* __restrict chk = sc.P;  // W floats, free until the update
   bool ok = true;
   if (cx.a->unary_kind == crf::UNARY_PROBS) {
     if (check) {
+      float* __restrict chk = sc.P;  // W floats, free until the update
       const float big = std::numeric_limits<float>::max();
       const float nan = std::numeric_limits<float>::quiet_NaN();
       for (int x = 0; x < W; ++x) chk[x] = 0.0f;
@@ -58,26 +59,8 @@ SEGKIT_ALWAYS bool unary_row_body(const Ctx& cx, int i, const Scratch& sc) {
   }
   float* __restrict mx = sc.mx;
   float* __restrict sum = sc.sum;
-  for (int x = 0; x < W; ++x) mx[x] = in[x];
-  for (int c = 1; c < C; ++c)
-    for (int x = 0; x < W; ++x) mx[x] = in[c * HW + x] > mx[x] ? in[c * HW + x] : mx[x];
-  for (int x = 0; x < W; ++x) sum[x] = 0.0f;
-  if (check) {  // the minimum beside the exps, where the loop has room for it
-    for (int x = 0; x < W; ++x) chk[x] = in[x];
-    for (int c = 0; c < C; ++c)
-      for (int x = 0; x < W; ++x) {
-        const float z = in[c * HW + x];
-        sum[x] += crf::exp_f32(z - mx[x]);
-        chk[x] = z < chk[x] ? z : chk[x];
-      }
-  } else {
-    for (int c = 0; c < C; ++c)
-      for (int x = 0; x < W; ++x) sum[x] += crf::exp_f32(in[c * HW + x] - mx[x]);
-  }
-  if (check)  // sum >= 1 unless NaN; the minimum is -inf only where a value is
-    for (int x = 0; x < W; ++x) ok = ok && sum[x] <= std::numeric_limits<float>::max() &&
-               chk[x] >= -std::numeric_limits<float>::max();
-  for (int x = 0; x < W; ++x) sum[x] = crf::log_f32(sum[x]);
+  ok = check ? log_sum_row<B, true>(in, HW, C, W, mx, sum)
+             : log_sum_row<B, false>(in, HW, C, W, mx, sum);
   for (int c = 0; c < C; ++c)
     for (int x = 0; x < W; ++x) v[c * HW + x] = (in[c * HW + x] - mx[x]) - sum[x];
   return ok;
@@ -341,7 +324,9 @@ void weights_row(const Ctx& cx, int R) {
 
 bool unary_row(const Ctx& cx, int i, const Scratch& sc) {
   bool ok = true;
-  dispatch_isa([&](auto) SEGKIT_BODY { ok = unary_row_body(cx, i, sc); });
+  dispatch_isa([&](auto isa) SEGKIT_BODY {
+    ok = unary_row_body<decltype(isa)::bytes>(cx, i, sc);
+  });
   return ok;
 }
 
