@@ -65,6 +65,15 @@ def tables(data: dict, baselines: list[str]) -> str:
             if peaks:
                 peak = f" {extra['peak_MB']:,.0f} MB |" if "peak_MB" in extra else " |"
             out.append(f"| {extra.get('impl', b['name'])} | {unit} | {rate} |{ratios}{peak}")
+        for b in items:
+            pairs = b["extra_info"].get("paired_ratios")
+            if pairs:
+                mid = sorted(pairs)[len(pairs) // 2]
+                extra = b["extra_info"]
+                out.append(f"\nPaired: each round of {extra.get('impl', b['name'])} over the "
+                           f"median of three calls of {extra.get('paired_with', 'the other')} "
+                           "just before it: " + ", ".join(f"{r:,.1f}x" for r in pairs) +
+                           f" (median {mid:,.1f}x)")
         out.append("")
     return "\n".join(out)
 
