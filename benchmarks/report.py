@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import statistics
 from collections import defaultdict
 from pathlib import Path
 
@@ -68,7 +69,7 @@ def tables(data: dict, baselines: list[str]) -> str:
         for b in items:
             pairs = b["extra_info"].get("paired_ratios")
             if pairs:
-                mid = sorted(pairs)[len(pairs) // 2]
+                mid = statistics.median(pairs)
                 extra = b["extra_info"]
                 out.append(f"\nPaired: each round of {extra.get('impl', b['name'])} over the "
                            f"median of three calls of {extra.get('paired_with', 'the other')} "
