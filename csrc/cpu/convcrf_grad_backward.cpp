@@ -5,9 +5,9 @@
 // read. One image at a time, inside ONE OpenMP parallel region per image. First the message of
 // T, Mb_T = A Qb_{T-1}. Then going back from t = T to t = 0, each stage is three loops (each
 // ending in the region's barrier):
-//  1. the sweep over full-resolution rows, one pooled cell (its b rows) per task, runs of 4
-//     cells per thread: U from the unary; M'_t (Mb_t upsampled: along the cell's three pooled
-//     rows, two of them left by the cell before, then per row); G_t, from the incoming
+//  1. the sweep over full-resolution rows, one pooled cell (its b rows) per task, contiguous
+//     runs of cells per thread: U from the unary; M'_t (Mb_t upsampled: along the cell's
+//     three pooled rows, two of them left by the cell before, then per row); G_t, from the incoming
 //     gradient (t = T) or from Q_t (recomputed at blur > 1; at blur 1 the saved Qb_t itself)
 //     and pool^T dQb_t through the softmax Jacobian; dw, dU, dcompat; the adjoint of the
 //     upsampling, vertical taps first (along the rows) into three partial rows per cell, then
@@ -181,7 +181,7 @@ void convcrf_grad_backward(const float* grad, const float* unary, const float* i
         for (int q = 0; q < n; ++q)  // denormal weights flushed to 0
           weights_row(g, im, sc, a, r + q, Gp + q * ks, Gc + q * ks, Ga + q * ks);
       };
-#pragma omp for schedule(dynamic, 1)
+#pragma omp for schedule(guided, 1)
       for (int pr = 0; pr < pairs; ++pr) {
         const int r = 2 * pr, n = std::min(2, g.Hp - r);
         weights(r, n);
@@ -191,7 +191,9 @@ void convcrf_grad_backward(const float* grad, const float* unary, const float* i
         Ctx kt = k;
         if (t < T && t >= 2) kt.load = k.Qs + (t - 2) * pooled, kt.into = oth;
         s.me_next = -1;  // Mb is new at every stage
-#pragma omp for schedule(dynamic, 4)  // runs of cells: each reuses two message rows
+// guided: contiguous runs of cells (each reuses two message rows) in halving chunks, whose
+// tails balance the threads better than fixed runs of 4 (5-6% faster) at the same bits
+#pragma omp for schedule(guided, 2)
         for (int R = 0; R < g.Hp; ++R)
           dispatch_isa([&](auto isa) SEGKIT_BODY {
             sweep_cell<decltype(isa)::bytes>(kt, t, R, s);
@@ -203,7 +205,7 @@ void convcrf_grad_backward(const float* grad, const float* unary, const float* i
             dispatch_isa([&](auto) SEGKIT_BODY { finish_r(g, P, r, Rb); });
         }
         // dQb_{t-1} = A R_t, the parameter sums against Qb_{t-1}; Mb_{t-1} = A Qb_{t-2}
-#pragma omp for schedule(dynamic, 1)
+#pragma omp for schedule(guided, 1)
         for (int pr = 0; pr < pairs; ++pr) {
           const int r = 2 * pr, n = std::min(2, g.Hp - r);
           double sums[2 * kGradSums];
