@@ -1,9 +1,9 @@
 // CPU ConvCRF: the per-pixel max and log-sum of the unary's softmax over classes, for the
 // forward's U (convcrf_rows.cpp: U = (x - mx) - ls) and the trainable backward's (which keeps
-// mx and ls only). One vector of pixels at a time: its C values are read from memory once and
-// again from L1, where the row loops read them three times and the per-pixel sums once per
-// class. The max, the exps and their sum (classes in order from 0) are the row loops'
-// operations lane by lane: the same bits. Include it after the translation unit's
+// mx and ls only). One vector of pixels at a time: its C values are read from memory once (for
+// the max) and again from L1 (for the exps), the max and the sum stay in registers. The max,
+// the exps and their sum (classes in order from 0) are the scalar tail's operations lane by
+// lane: the same bits. Include it after the translation unit's
 // `#pragma GCC optimize("no-trapping-math")`.
 #pragma once
 #include <limits>

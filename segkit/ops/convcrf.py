@@ -363,12 +363,17 @@ def canonical_shapes(u, img):
                      f"({n}, {h}, {w}, 3) for a unary of shape {tuple(u.shape)}; got shape {ish}")
 
 
+def check_finite_unary(scores, xp) -> None:
+    """InputError naming how many values of the unary are NaN or inf, if any."""
+    if scores.size and not all_finite(scores, xp):
+        bad = int((~xp.isfinite(scores)).sum())
+        raise InputError(f"unary contains NaN or inf ({bad} values)")
+
+
 def check_unary_values(scores, unary_kind: str, xp) -> None:
     if scores.size == 0:
         return
-    if not all_finite(scores, xp):
-        bad = int((~xp.isfinite(scores)).sum())
-        raise InputError(f"unary contains NaN or inf ({bad} values)")
+    check_finite_unary(scores, xp)
     if unary_kind == "probs":
         low = float(scores.min())
         if low < 0:

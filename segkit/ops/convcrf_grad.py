@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..reference.convcrf import pool_geometry
-from .convcrf import ConvCrfParams
+from .convcrf import ConvCrfParams, check_finite_unary
 
 #: The op's named scalar values (torch.ops.segkit.conv_crf), in the order of the binding's
 #: ``d_params`` (csrc/common/convcrf_grad_params.h, which holds the chain rule of each).
@@ -70,9 +70,7 @@ def check_unary(unary: np.ndarray, unary_kind: str) -> None:
     """Raise InputError naming what the op refuses in `unary`: NaN or inf, or for
     ``unary_kind='probs'`` a value <= 0 (its log has no gradient). The kernels check the same in
     their first pass (the forward returns False); this names the values."""
-    bad = int((~np.isfinite(unary)).sum())
-    if bad:
-        raise InputError(f"unary contains NaN or inf ({bad} values)")
+    check_finite_unary(unary, np)
     if unary_kind == "probs" and unary.size and not bool((unary > 0).all()):
         raise InputError("unary_kind='probs' needs probabilities > 0 for gradients; got a "
                          f"minimum of {float(unary.min()):.3g}")

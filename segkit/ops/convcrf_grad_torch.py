@@ -104,8 +104,8 @@ def _checked_setting(unary, image, weight, compat, values: dict, geometry: dict
         if t is not None and t.device != unary.device:
             raise InputError(f"{name} is on {t.device}, the unary on {unary.device}: every "
                              "tensor of conv_crf must be on the unary's device")
-    flags = [] if not unary.is_cuda else _range_flags(
-        unary, positive=geometry["unary_kind"] == "probs")
+    flags = _range_flags(unary, positive=geometry["unary_kind"] == "probs") \
+        if unary.is_cuda else []
     for t in (image, weight, compat):
         if t is not None:
             flags += _range_flags(t)
