@@ -504,10 +504,11 @@ def test_autocast_runs_the_op_in_float32():
     assert conv.weight.grad is not None and torch.isfinite(conv.weight.grad).all()
 
 
-def _ddp_worker(rank, world, port, path):
+def _ddp_worker(rank, world, path):
     import torch.distributed as dist
 
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+    # a file store, not a TCP port picked beforehand (which another process may take first)
+    dist.init_process_group("gloo", init_method=f"file://{path}.store", rank=rank,
                             world_size=world)
     torch.manual_seed(0)
     crf = ConvCRF(trainable=True, num_classes=3, filter_size=3, blur=2, num_iter=2)
@@ -520,15 +521,10 @@ def _ddp_worker(rank, world, port, path):
 
 def test_distributed_data_parallel_two_processes(tmp_path):
     require_backend("cpp")
-    import socket
-
     import torch.multiprocessing as mp
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     path = str(tmp_path / "grads")
-    mp.spawn(_ddp_worker, args=(2, port, path), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(2, path), nprocs=2, join=True)
     got = [torch.load(f"{path}.{r}") for r in range(2)]
     expect = {}
     for rank in range(2):  # DDP averages the two ranks' gradients
