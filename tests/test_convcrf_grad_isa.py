@@ -78,6 +78,7 @@ def test_backward_leaves_the_denormal_mode_as_it_found_it():
 @pytest.mark.parametrize("blur,k,final_softmax,kind,h,width", [
     (4, 11, False, "logits", 37, 45), (1, 7, False, "logits", 37, 45),
     (2, 5, True, "probs", 37, 45), (4, 5, True, "logits", 37, 45),
+    (1, 5, True, "probs", 37, 45),
     # rows of two column tiles (256 each) with a tail past dw's last whole 16-lane block
     (4, 5, False, "logits", 9, 520), (1, 3, False, "logits", 5, 301)])
 def test_fused_rows_equal_the_general_path_bit_for_bit(simd_isa, blur, k, final_softmax, kind,

@@ -63,7 +63,10 @@ SEGKIT_ALWAYS void sweep_cell(const Ctx& k, int t, int R, BwdScratch& s) {
   for (int i = y0; i < y1; ++i) {
     const index_t row = static_cast<index_t>(i) * g.W;
     if (k.compat == nullptr && t > 0) {
-      fused_row<B>(k, t, i, R, s, dw);
+      if (k.im->fm_step != 0)
+        fused_row<B, true>(k, t, i, R, s, dw);
+      else
+        fused_row<B, false>(k, t, i, R, s, dw);
       continue;
     }
     if (t == 0 && !start_softmax(a)) {
@@ -82,7 +85,7 @@ SEGKIT_ALWAYS void sweep_cell(const Ctx& k, int t, int R, BwdScratch& s) {
         std::memcpy(s.gr.data() + static_cast<index_t>(c) * g.W, k.gout + c * g.HW + row,
                     sizeof(float) * g.W);
       if (a.final_softmax) {
-        pred_u(k, s.u.data(), mp, s.z.data());
+        pred_u<B>(k, s.u.data(), mp, s.z.data());
         softmax_row(s.z.data(), C, g.W, g.W, s.mx.data(), s.sum.data());
         std::memcpy(s.dq.data(), s.gr.data(), sizeof(float) * C * g.W);
         jacobian(g, s.z.data(), s.dq.data(), s.sum.data(), s.gr.data());
@@ -94,7 +97,7 @@ SEGKIT_ALWAYS void sweep_cell(const Ctx& k, int t, int R, BwdScratch& s) {
           std::memcpy(s.z.data() + static_cast<index_t>(c) * g.W, q + c * g.HWp,
                       sizeof(float) * g.W);
       } else {  // recomputed: softmax(z_t)
-        pred_u(k, s.u.data(), mp, s.z.data());
+        pred_u<B>(k, s.u.data(), mp, s.z.data());
         softmax_row(s.z.data(), C, g.W, g.W, s.mx.data(), s.sum.data());
       }
       unpool_row(k, i, s.dqe.data(), s.dq.data());

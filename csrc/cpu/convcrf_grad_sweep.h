@@ -56,13 +56,26 @@ inline void u_row(const Ctx& k, int i, float* __restrict u) {
   }
 }
 
+// a u + w m with w m rounded on its own and a u fused into the add (one FMA): the same bits
+// in the fused row and pred_u whatever order the compiler gives the two products.
+template <class V>
+SEGKIT_ALWAYS V pred_value(float a, V u, float w, V m) {
+  V wm = w * m;
+  __asm__("" : "+x"(wm));
+  return a * u + wm;
+}
+
 // z (C rows of W) = (unary_weight - w_c) u + w_c mp.
-inline void pred_u(const Ctx& k, const float* __restrict u, const float* __restrict mp,
-                   float* __restrict z) {
+template <int B>
+SEGKIT_ALWAYS void pred_u(const Ctx& k, const float* __restrict u, const float* __restrict mp,
+                          float* __restrict z) {
   const Geo& g = *k.g;
   for (int c = 0; c < g.C; ++c) {
     const float w = k.weight[c], au = k.a->unary_weight - w;
-    for (int j = 0; j < g.W; ++j) z[c * g.W + j] = au * u[c * g.W + j] + w * mp[c * g.W + j];
+    const index_t o = static_cast<index_t>(c) * g.W;
+    over_cols<B>(0, g.W, [&](auto f, int j) SEGKIT_BODY {
+      st(z + o + j, pred_value(au, ld(f, u + o + j), w, ld(f, mp + o + j)));
+    });
   }
 }
 
@@ -233,6 +246,12 @@ inline void start_row(const Ctx& k, int i, BwdScratch& s) {
     sub_exp_times(k.dU + c * g.HW + row, s.u.data() + static_cast<index_t>(c) * g.W, tot, g.W);
 }
 
+// v times the mask's 0/1 at fm (MASKED), else v.
+template <bool MASKED, class V>
+SEGKIT_ALWAYS V masked_by(V f, V v, const float* fm) {
+  if constexpr (MASKED) return v * ld(f, fm); else return v;
+}
+
 // Row i of stage t >= 1 without a compat matrix: the work of u_row, message_row, pred_u,
 // softmax_row, unpool_row, jacobian, weight_terms and adjoint_rows in four sweeps over the
 // row's C x W values, a tile of kTile columns at a time (a tile's values stay in L1 between
@@ -240,10 +259,11 @@ inline void start_row(const Ctx& k, int i, BwdScratch& s) {
 // and its running max over the classes; (2) exp and the sum; (3) Q and sum_c Q dQ; (4) G,
 // dw's 16 lanes, dU and the upsampling's vertical adjoint. The same arithmetic per value as
 // the general path (sweep_cell with compat; dw's lanes through add_lanes, as dot16), so the same
-// bits.
+// bits. Without a mask (MASKED false) the products by the mask's 1s are left out: the same
+// values.
 constexpr int kTile = 256;  // a multiple of dw's 16 lanes
 
-template <int B>
+template <int B, bool MASKED>
 SEGKIT_ALWAYS void fused_row(const Ctx& k, int t, int i, int R, BwdScratch& s, double* dw) {
   const Geo& g = *k.g;
   const ConvCrfGradArgs& a = *k.a;
@@ -269,6 +289,7 @@ SEGKIT_ALWAYS void fused_row(const Ctx& k, int t, int i, int R, BwdScratch& s, d
   float* ev1 = nullptr;
   if (g.b > 1) ev0 = s.e.data() + (g.yi0[i] - R + 1) * cw, ev1 = s.e.data() + (g.yi1[i] - R + 1) * cw;
   std::fill(part, part + static_cast<size_t>(C) * 16, 0.0f);
+  if (probs) u_row(k, i, s.u.data());  // U = log(x) first, in mu (read back below)
   for (int j0 = 0; j0 < W; j0 += kTile) {
     const int j1 = std::min(W, j0 + kTile);
     for (int c = 0; c < C; ++c) {  // (1)
@@ -279,16 +300,14 @@ SEGKIT_ALWAYS void fused_row(const Ctx& k, int t, int i, int R, BwdScratch& s, d
       const float* e0 = g.b == 1 ? k.Mb + c * g.HWp + static_cast<index_t>(i) * g.Wp
                                  : s.me.data() + me_row(g, c, g.yi0[i]);
       const float* e1 = g.b == 1 ? e0 : s.me.data() + me_row(g, c, g.yi1[i]);
-      if (probs)  // U = log(x) first, in mu (read back below)
-        for (int j = j0; j < j1; ++j) mu[j] = crf::log_f32(x[j]);
       over_cols<B>(j0, j1, [&](auto f, int j) SEGKIT_BODY {
         typedef decltype(f) V;
         const V u = probs ? ld(f, mu + j) : (ld(f, x + j) - ld(f, lm + j)) - ld(f, ls + j);
-        const V m = (g.b == 1 ? ld(f, e0 + j) : h0 * ld(f, e0 + j) + h1 * ld(f, e1 + j)) *
-                    ld(f, fm + j);
+        const V m0 = g.b == 1 ? ld(f, e0 + j) : h0 * ld(f, e0 + j) + h1 * ld(f, e1 + j);
+        const V m = masked_by<MASKED>(f, m0, fm + j);
         st(mu + j, m - u);
         if (!soft) return;
-        const V zz = au * u + w * m;
+        const V zz = pred_value(au, u, w, m);
         st(z + j, zz);
         if (c == 0) {
           st(mx + j, zz);
@@ -319,7 +338,7 @@ SEGKIT_ALWAYS void fused_row(const Ctx& k, int t, int i, int R, BwdScratch& s, d
         over_cols<B>(j0, j1, [&](auto f, int j) SEGKIT_BODY {
           const auto qq = saved_q ? ld(f, qs + j) : ld(f, q + j) * ld(f, sum + j);
           st(q + j, qq);
-          const auto dd = last ? ld(f, d + j) : ld(f, d + j) * ld(f, fm + j);
+          const auto dd = last ? ld(f, d + j) : masked_by<MASKED>(f, ld(f, d + j), fm + j);
           st(dot + j, ld(f, dot + j) + qq * dd);
         });
       }
@@ -338,10 +357,10 @@ SEGKIT_ALWAYS void fused_row(const Ctx& k, int t, int i, int R, BwdScratch& s, d
         const V dd = ld(f, d + j);
         V gr = dd;
         if (jac) gr = last ? ld(f, q + j) * (dd - ld(f, dot + j))
-                           : ld(f, q + j) * (dd * ld(f, fm + j) - ld(f, dot + j));
+                           : ld(f, q + j) * (masked_by<MASKED>(f, dd, fm + j) - ld(f, dot + j));
         add_lanes(p16, j, gr, ld(f, mu + j));
         st(du + j, last ? au * gr : ld(f, du + j) + au * gr);
-        const V gm = (w * gr) * ld(f, fm + j);  // the message's gradient
+        const V gm = masked_by<MASKED>(f, w * gr, fm + j);  // the message's gradient
         if (g.b == 1) {
           st(rb + j, gm);
           return;
