@@ -63,9 +63,9 @@ SEGKIT_ALWAYS void sweep_cell(const Ctx& k, int t, int R, BwdScratch& s) {
   for (int i = y0; i < y1; ++i) {
     const index_t row = static_cast<index_t>(i) * g.W;
     if (k.compat == nullptr && t > 0) {
-      if (k.im->fm_step != 0)
+      if (k.im->masked())
         fused_row<B, true>(k, t, i, R, s, dw);
-      else
+      else  // the mask's products by 1 left out
         fused_row<B, false>(k, t, i, R, s, dw);
       continue;
     }

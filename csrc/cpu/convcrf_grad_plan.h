@@ -165,6 +165,7 @@ struct Image {
   std::vector<float> fmask;  // the mask as 0/1 floats (H*W), or one row of ones (W) without
   int fm_step = 0;           // a mask; row i at fm_step * i
   const float* fm(int i) const { return fmask.data() + static_cast<index_t>(fm_step) * i; }
+  bool masked() const { return fm_step != 0; }
   std::vector<float> featH, validH;  // the features and validity in the haloed layout
 };
 
